@@ -1,0 +1,51 @@
+"""jobstore: background-job records in Redis behind pluggable key-schema strategies.
+
+    store = jobstore.open("redis://localhost:6379/0", strategy="dual")
+    job = store.enqueue("ws1", "summarise", {"doc": 42})
+"""
+
+from .errors import (
+    ConfigError,
+    InvalidArgument,
+    InvalidIdentifier,
+    InvalidTransition,
+    JobExists,
+    JobNotFound,
+    JobStoreError,
+    PayloadTooLarge,
+    PluginError,
+    StoreUnavailable,
+    UnknownStrategy,
+)
+from .hookspecs import hookimpl
+from .job import Job, JobStatus
+from .plugins import StrategyInfo, strategies
+from .schema import KeySchema
+from .store import JobStore, open
+from .strategy import Routing, Strategy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "InvalidArgument",
+    "InvalidIdentifier",
+    "InvalidTransition",
+    "Job",
+    "JobExists",
+    "JobNotFound",
+    "JobStatus",
+    "JobStore",
+    "JobStoreError",
+    "KeySchema",
+    "PayloadTooLarge",
+    "PluginError",
+    "Routing",
+    "StoreUnavailable",
+    "Strategy",
+    "StrategyInfo",
+    "UnknownStrategy",
+    "hookimpl",
+    "open",
+    "strategies",
+]

@@ -1,0 +1,1 @@
+"""The built-in schemas and strategies, registered as plugins like any third party's."""

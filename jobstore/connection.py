@@ -1,0 +1,76 @@
+"""From a URL to a redis-py client. The only module that knows URL schemes."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from .errors import ConfigError
+
+SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "memory")
+
+# Defaults a service wants from a store: a dead server is reported, not waited on forever.
+CLIENT_DEFAULTS = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, "health_check_interval": 30}
+
+_memory_lock = threading.Lock()
+_memory_servers: dict[str, Any] = {}
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``: the only form of a URL we ever print."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    netloc = f"{user}:***@{hostinfo}" if userinfo else hostinfo
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def connect(url: str, client_options: dict[str, Any] | None = None):
+    """A client for ``url``; nothing is sent to Redis yet.
+
+    :raises ConfigError: an unknown scheme, an unparseable URL, or a scheme not supported yet.
+    """
+    if not isinstance(url, str) or not url:
+        raise ConfigError("url must be a non-empty str such as redis://localhost:6379/0")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    options = {**CLIENT_DEFAULTS, **(client_options or {})}
+    if scheme == "memory":
+        return memory_client(url)
+    if scheme == "redis+cluster":
+        raise ConfigError(
+            f"{redact(url)}: Redis Cluster (redis+cluster://) is not supported yet; "
+            "use redis://, rediss:// or unix:// for a standalone server"
+        )
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"url {redact(url)!r} has an unknown scheme; use one of "
+            + ", ".join(f"{s}://" for s in SCHEMES)
+        )
+    try:
+        return redis.Redis.from_url(url, decode_responses=True, **options)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"url {redact(url)!r} is invalid: {exc}") from None
+
+
+def memory_client(url: str):
+    """An embedded fakeredis server: ``memory://`` is private, ``memory://name`` is shared
+    by every store of this process that opens the same name."""
+    try:
+        import fakeredis
+    except ImportError as exc:  # pragma: no cover - fakeredis is a dependency
+        raise ConfigError("memory:// needs the fakeredis package (pip install 'fakeredis[lua]')") from exc
+    name = url.split("://", 1)[1].strip("/")
+    with _memory_lock:
+        if not name:
+            server = fakeredis.FakeServer()
+        else:
+            server = _memory_servers.setdefault(name, fakeredis.FakeServer())
+    return fakeredis.FakeRedis(server=server, decode_responses=True)

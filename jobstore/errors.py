@@ -1,0 +1,93 @@
+"""Every error jobstore raises derives from :class:`JobStoreError`."""
+
+from __future__ import annotations
+
+
+class JobStoreError(Exception):
+    """Base class of every jobstore error."""
+
+
+class ConfigError(JobStoreError, ValueError):
+    """A URL, option or environment variable is missing or invalid."""
+
+
+class UnknownStrategy(ConfigError):
+    """No strategy or schema is registered under the requested name."""
+
+    def __init__(self, name: str, available: list[str]):
+        self.name = name
+        self.available = sorted(available)
+        super().__init__(
+            f"unknown strategy {name!r}; registered: {', '.join(self.available) or '(none)'}"
+        )
+
+
+class PluginError(JobStoreError):
+    """A plugin registered something invalid, or a name twice."""
+
+
+class InvalidIdentifier(JobStoreError, ValueError):
+    """A ``workspace_id`` or ``job_id`` is not 1-128 characters of ``A-Z a-z 0-9 _ . -``."""
+
+    def __init__(self, argument: str, value: object, reason: str):
+        self.argument = argument
+        self.value = value
+        super().__init__(f"{argument} {value!r} is invalid: {reason}")
+
+
+class InvalidArgument(JobStoreError, ValueError):
+    """An argument other than an identifier is invalid (``action``, ``status``, ``limit``...)."""
+
+    def __init__(self, argument: str, reason: str):
+        self.argument = argument
+        super().__init__(f"{argument}: {reason}")
+
+
+class PayloadTooLarge(JobStoreError, ValueError):
+    """The encoded record is larger than the store's ``max_record_bytes``."""
+
+    def __init__(self, size: int, limit: int):
+        self.size = size
+        self.limit = limit
+        super().__init__(f"encoded job record is {size} bytes; max_record_bytes is {limit}")
+
+
+class JobExists(JobStoreError):
+    """A job with this id already exists; nothing was changed.
+
+    ``job_ids`` names the ids that existed. From :meth:`JobStore.enqueue_many`,
+    ``created`` holds the jobs of the same batch that were enqueued.
+    """
+
+    def __init__(self, job_ids: list[str], created: list | None = None):
+        self.job_ids = list(job_ids)
+        self.created = list(created or [])
+        shown = ", ".join(self.job_ids[:10]) + (" ..." if len(self.job_ids) > 10 else "")
+        super().__init__(f"job already exists: {shown}")
+
+    @property
+    def job_id(self) -> str:
+        return self.job_ids[0]
+
+
+class JobNotFound(JobStoreError, LookupError):
+    """No job with this id exists in this workspace."""
+
+    def __init__(self, job_id: str, workspace_id: str):
+        self.job_id = job_id
+        self.workspace_id = workspace_id
+        super().__init__(f"job {job_id!r} not found in workspace {workspace_id!r}")
+
+
+class InvalidTransition(JobStoreError):
+    """The status change is not one of the allowed moves (terminal states are final)."""
+
+    def __init__(self, job_id: str, current: str, requested: str):
+        self.job_id = job_id
+        self.current = current
+        self.requested = requested
+        super().__init__(f"job {job_id!r} cannot move from {current!r} to {requested!r}")
+
+
+class StoreUnavailable(JobStoreError):
+    """Redis could not be reached or did not answer in time; the cause is chained."""

@@ -1,0 +1,174 @@
+"""Finding schemas and strategies: built-ins and entry points, through the same hooks.
+
+Plugins load lazily, once per process, on the first call that needs them. Environment:
+
+- ``JOBSTORE_LOAD_PLUGINS``: unset loads every ``jobstore`` entry point; a comma-separated list
+  loads only those entry-point names; an empty value loads none (built-ins always load).
+- ``JOBSTORE_TRACE_PLUGINS=1``: print every hook call and its result to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigError, PluginError, UnknownStrategy
+from .schema import KeySchema
+from .strategy import SchemaStrategy, Strategy
+
+DEFAULT_PLUGINS = (
+    "jobstore.builtins.legacy",
+    "jobstore.builtins.workspace",
+    "jobstore.builtins.dual",
+)
+ENTRY_POINT_GROUP = hookspecs.PROJECT
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    """One registered name, as ``jobstore.strategies()`` lists it."""
+
+    name: str
+    description: str
+    plugin: str
+    kind: str  # "schema" (usable alone and as dual's source/target) or "strategy"
+
+
+class Registry:
+    """Everything the loaded plugins registered, by name."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, tuple[type[KeySchema], str]] = {}
+        self.strategies: dict[str, tuple[type[Strategy], str]] = {}
+
+    def add(self, table: dict, kind: type, item: Any, plugin: str) -> None:
+        if not (isinstance(item, type) and issubclass(item, kind)):
+            raise PluginError(f"plugin {plugin!r} registered {item!r}, not a {kind.__name__} subclass")
+        name = getattr(item, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered {item.__name__} without a name")
+        for other in (self.schemas, self.strategies):
+            if name in other:
+                raise PluginError(
+                    f"{name!r} is registered twice: by {other[name][1]!r} and by {plugin!r}"
+                )
+        table[name] = (item, plugin)
+
+    def names(self) -> list[str]:
+        return sorted({*self.schemas, *self.strategies})
+
+    def schema(self, name: str, prefix: str) -> KeySchema:
+        if name not in self.schemas:
+            raise UnknownStrategy(name, list(self.schemas)) from None
+        return self.schemas[name][0](prefix)
+
+    def create(self, name: str, prefix: str, options: dict[str, Any]) -> Strategy:
+        if name in self.strategies:
+            cls = self.strategies[name][0]
+            return cls.create(lambda schema_name: self.schema(schema_name, prefix), **options)
+        if name in self.schemas:
+            if options:
+                raise ConfigError(
+                    f"strategy {name!r} takes no option {', '.join(sorted(options))}"
+                )
+            return SchemaStrategy(self.schema(name, prefix))
+        raise UnknownStrategy(name, self.names())
+
+    def infos(self) -> list[StrategyInfo]:
+        rows = [
+            StrategyInfo(n, c.description, p, "schema") for n, (c, p) in self.schemas.items()
+        ] + [StrategyInfo(n, c.description, p, "strategy") for n, (c, p) in self.strategies.items()]
+        return sorted(rows, key=lambda r: r.name)
+
+
+_lock = threading.Lock()
+_manager: pluggy.PluginManager | None = None
+_registry: Registry | None = None
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, loading built-ins and entry points on first use."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            pm = pluggy.PluginManager(hookspecs.PROJECT)
+            pm.add_hookspecs(hookspecs)
+            for module in DEFAULT_PLUGINS:
+                pm.register(importlib.import_module(module), name=module)
+            wanted = os.environ.get("JOBSTORE_LOAD_PLUGINS")
+            if wanted is None:
+                pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            else:
+                for name in filter(None, (n.strip() for n in wanted.split(","))):
+                    if not pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name):
+                        raise PluginError(
+                            f"JOBSTORE_LOAD_PLUGINS names {name!r}, but no installed "
+                            f"distribution has a {ENTRY_POINT_GROUP!r} entry point of that name"
+                        )
+            pm.check_pending()
+            if os.environ.get("JOBSTORE_TRACE_PLUGINS"):
+                pm.trace.root.setwriter(sys.stderr.write)
+                pm.enable_tracing()
+            _manager = pm
+        return _manager
+
+
+def plugin_label(pm: pluggy.PluginManager, plugin_name: str) -> str:
+    """A plugin's distribution name when it came from an entry point, else its module name."""
+    plugin = pm.get_plugin(plugin_name)
+    for loaded, dist in pm.list_plugin_distinfo():
+        if loaded is plugin:
+            return dist.project_name
+    return plugin_name
+
+
+def get_registry() -> Registry:
+    """What every plugin registered; built once, on first use."""
+    global _registry
+    pm = get_plugin_manager()
+    with _lock:
+        if _registry is None:
+            registry = Registry()
+            for hook, table, kind in (
+                (pm.hook.jobstore_register_schemas, registry.schemas, KeySchema),
+                (pm.hook.jobstore_register_strategies, registry.strategies, Strategy),
+            ):
+                # One plugin at a time, so that every registration says who made it.
+                for impl in hook.get_hookimpls():
+                    label = plugin_label(pm, impl.plugin_name)
+                    impl.function(
+                        register=lambda item, t=table, k=kind, p=label: registry.add(t, k, item, p)
+                    )
+            _registry = registry
+        return _registry
+
+
+def reset() -> None:
+    """Forget loaded plugins (tests, or after installing a plugin in a running process)."""
+    global _manager, _registry
+    with _lock:
+        _manager = None
+        _registry = None
+
+
+def strategies() -> list[StrategyInfo]:
+    """Every registered schema and strategy with its description and the plugin that gave it."""
+    return get_registry().infos()
+
+
+def create_strategy(name: str, prefix: str = "ai", **options: Any) -> Strategy:
+    """Build the strategy ``name`` for a store with key ``prefix``.
+
+    :raises UnknownStrategy: no such name is registered.
+    :raises ConfigError: an option the strategy does not take, or a bad option value.
+    """
+    if not isinstance(name, str):
+        raise ConfigError(f"strategy must be a str, not {type(name).__name__}")
+    return get_registry().create(name, prefix, options)

@@ -1,0 +1,292 @@
+"""``JobStore``: validates arguments, runs operations against Redis, maps failures to errors."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any, Iterable, Mapping
+
+import redis
+
+from . import ops, validation
+from .connection import connect, redact
+from .errors import ConfigError, InvalidArgument, StoreUnavailable
+from .job import Job, JobStatus
+from .layout import StoreKeys
+from .plugins import create_strategy
+from .scripts import ALL as ALL_SCRIPTS
+
+ENV_URL = "JOBSTORE_REDIS_URL"
+ENV_STRATEGY = "JOBSTORE_STRATEGY"
+ENV_PREFIX = "JOBSTORE_KEY_PREFIX"
+ENV_LEGACY_FLAG = "AI_JOBS_NEW_SCHEMA"
+LEGACY_FLAG_VALUES = {"on": "dual", "off": "legacy"}
+
+# redis-py raises these when the server cannot serve us; a caller sees StoreUnavailable.
+UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.BusyLoadingError,
+    OSError,
+)
+
+
+def open(url: str, strategy: str = "legacy", **options: Any) -> "JobStore":  # noqa: A001
+    """Open a store on ``url`` (``redis://``, ``rediss://``, ``unix://``, ``memory://``).
+
+    ``options``: ``prefix``, ``max_record_bytes``, ``client_options`` (keyword arguments for
+    the redis-py client), and whatever the strategy takes (``dual``: ``source``, ``target``,
+    ``phase``). Nothing is sent to Redis until the first operation.
+
+    :raises ConfigError: a bad URL, option or option value.
+    :raises UnknownStrategy: ``strategy`` is not registered.
+    """
+    client_options = options.pop("client_options", None)
+    client = connect(url, client_options)
+    return JobStore(client, strategy, url=url, **options)
+
+
+class JobStore:
+    """Background-job records in Redis, laid out by a pluggable strategy.
+
+    Thread-safe: one store may serve many threads (redis-py pools connections).
+    """
+
+    def __init__(
+        self,
+        client,
+        strategy: str = "legacy",
+        *,
+        prefix: str = "ai",
+        max_record_bytes: int = validation.DEFAULT_MAX_RECORD_BYTES,
+        url: str | None = None,
+        **strategy_options: Any,
+    ):
+        validation.prefix(prefix)
+        if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
+            raise ConfigError(f"max_record_bytes must be a positive int, not {max_record_bytes!r}")
+        self.client = client
+        self.prefix = prefix
+        self.max_record_bytes = max_record_bytes
+        self.strategy = create_strategy(strategy, prefix, **strategy_options)
+        self.keys = StoreKeys(prefix)
+        self.url = redact(url) if url else repr(client)
+        self.context = ops.Context(self.keys, self.strategy)
+        self._scripts = {lua.name: client.register_script(lua.source) for lua in ALL_SCRIPTS}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> "JobStore":
+        """Open a store configured by the environment.
+
+        ``JOBSTORE_REDIS_URL`` (required), ``JOBSTORE_STRATEGY`` (default ``legacy``),
+        ``JOBSTORE_KEY_PREFIX`` (default ``ai``). With ``JOBSTORE_STRATEGY`` unset,
+        ``AI_JOBS_NEW_SCHEMA=on`` selects ``dual`` and ``off`` selects ``legacy``. An empty
+        variable counts as unset.
+
+        :raises ConfigError: a required variable is missing or a value is not allowed.
+        """
+        env = os.environ if environ is None else environ
+        url = env.get(ENV_URL) or ""
+        if not url:
+            raise ConfigError(f"{ENV_URL} is not set; set it to a URL such as redis://localhost:6379/0")
+        strategy = env.get(ENV_STRATEGY) or ""
+        if not strategy:
+            flag = env.get(ENV_LEGACY_FLAG) or ""
+            if flag and flag not in LEGACY_FLAG_VALUES:
+                raise ConfigError(
+                    f"{ENV_LEGACY_FLAG}={flag!r} is not allowed; use 'on' (dual) or 'off' (legacy), "
+                    f"or set {ENV_STRATEGY}"
+                )
+            strategy = LEGACY_FLAG_VALUES.get(flag, "legacy")
+        options.setdefault("prefix", env.get(ENV_PREFIX) or "ai")
+        return open(url, strategy, **options)
+
+    # -- operations --------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        workspace_id: str,
+        action: str,
+        params: dict | None = None,
+        *,
+        job_id: str | None = None,
+    ) -> Job:
+        """Store a new pending job and queue it, together or not at all.
+
+        A generated ``job_id`` is a uuid4 hex. Safe to retry: a re-sent call recognises its own
+        earlier write.
+
+        :raises JobExists: a job with this id exists; nothing was changed.
+        :raises InvalidIdentifier, InvalidArgument, PayloadTooLarge: bad input (nothing sent).
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        job, fields = self._new_job(workspace_id, action, params, job_id)
+        return self._run(ops.enqueue(self.context, job, fields))
+
+    def enqueue_many(self, items: Iterable[tuple]) -> list[Job]:
+        """Enqueue ``(workspace_id, action[, params[, job_id]])`` tuples in one pipeline.
+
+        Every item is validated before anything is sent. Each job is written atomically on
+        its own; when some ids already existed, :class:`JobExists` is raised after the others
+        were enqueued, with ``job_ids`` the existing ids and ``created`` the new jobs.
+
+        :raises JobExists, InvalidIdentifier, InvalidArgument, PayloadTooLarge, StoreUnavailable:
+        """
+        batch, seen = [], set()
+        for position, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or not 2 <= len(item) <= 4:
+                raise InvalidArgument(
+                    f"items[{position}]", "must be (workspace_id, action[, params[, job_id]])"
+                )
+            job, fields = self._new_job(*item)
+            if job.job_id in seen:
+                raise InvalidArgument(
+                    f"items[{position}]", f"job_id {job.job_id!r} appears twice in the batch"
+                )
+            seen.add(job.job_id)
+            batch.append((job, fields))
+        if not batch:
+            return []
+        return self._run(ops.enqueue_many(self.context, batch))
+
+    def get(self, job_id: str, *, workspace_id: str) -> Job | None:
+        """The job, or None if it does not exist or belongs to another workspace.
+
+        :raises InvalidIdentifier: bad ``job_id`` or ``workspace_id`` (nothing sent).
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        job_id, workspace_id = self._ids(job_id, workspace_id)
+        return self._run(ops.get(self.context, job_id, workspace_id))
+
+    def update_status(
+        self,
+        job_id: str,
+        status: JobStatus | str,
+        *,
+        workspace_id: str,
+        result: Any = None,
+        error: str | None = None,
+    ) -> Job:
+        """Move a job to ``status``, setting ``result``/``error`` when given (None: unchanged).
+
+        Atomic: concurrent updates never interleave. Never creates a record.
+
+        :raises JobNotFound: no such job in this workspace.
+        :raises InvalidTransition: the move is not allowed (terminal states are final).
+        :raises InvalidIdentifier, InvalidArgument, PayloadTooLarge: bad input (nothing sent).
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        job_id, workspace_id = self._ids(job_id, workspace_id)
+        status = validation.status(status)
+        changes = {}
+        if result is not None:
+            changes["result"] = validation.json_value("result", result)
+        if error is not None:
+            changes["error"] = validation.error_text(error)
+        validation.record_size(changes, self.max_record_bytes)
+        return self._run(ops.update_status(self.context, job_id, workspace_id, status, changes))
+
+    def list(
+        self, workspace_id: str, *, status: JobStatus | str | None = None, limit: int = 100
+    ) -> list[Job]:
+        """The workspace's jobs, newest first, optionally only those in ``status``.
+
+        Reads the workspace index: never KEYS, never a scan of the keyspace.
+
+        :raises InvalidIdentifier, InvalidArgument: bad input (nothing sent).
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        workspace_id = validation.identifier("workspace_id", workspace_id)
+        wanted = None if status is None else validation.status(status)
+        limit = validation.limit(limit)
+        return self._run(ops.list_jobs(self.context, workspace_id, wanted, limit))
+
+    def dequeue(self, timeout: float | None = 0) -> Job | None:
+        """Claim the oldest pending job and return it, now ``running``.
+
+        Each job goes to exactly one caller. ``timeout``: 0 returns None at once when nothing
+        is pending, a number waits up to that many seconds, None waits until a job arrives.
+
+        :raises InvalidArgument: bad ``timeout`` (nothing sent).
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        timeout = validation.timeout(timeout)
+        return self._run(ops.dequeue(self.context, timeout))
+
+    def delete(self, job_id: str, *, workspace_id: str) -> bool:
+        """Delete the job from every schema of the strategy; False if there was none.
+
+        :raises InvalidIdentifier: bad ``job_id`` or ``workspace_id`` (nothing sent).
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        job_id, workspace_id = self._ids(job_id, workspace_id)
+        return self._run(ops.delete(self.context, job_id, workspace_id))
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.client.close()
+
+    def __enter__(self) -> "JobStore":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<JobStore {self.url} strategy={self.strategy.describe()}>"
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _ids(self, job_id: Any, workspace_id: Any) -> tuple[str, str]:
+        return (
+            validation.identifier("job_id", job_id),
+            validation.identifier("workspace_id", workspace_id),
+        )
+
+    def _new_job(self, workspace_id, action, params=None, job_id=None) -> tuple[Job, dict[str, str]]:
+        workspace_id = validation.identifier("workspace_id", workspace_id)
+        action = validation.action(action)
+        params = validation.params(params)
+        job_id = uuid.uuid4().hex if job_id is None else validation.identifier("job_id", job_id)
+        now = time.time()
+        job = Job(job_id, workspace_id, action, JobStatus.PENDING, params, None, None, now, now)
+        fields = job.to_hash()
+        validation.record_size(fields, self.max_record_bytes)
+        return job, fields
+
+    def _run(self, op: ops.Op) -> Any:
+        """Drive an operation: send each batch it yields, hand back the replies."""
+        try:
+            batch = next(op)
+            while True:
+                batch = op.send(self._send(batch))
+        except StopIteration as done:
+            return done.value
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Redis at {self.url} is unavailable: {exc}") from exc
+
+    def _send(self, batch: ops.Batch) -> list:
+        if len(batch.calls) == 1:
+            return [_text(self._call(self.client, batch.calls[0]))]
+        pipe = self.client.pipeline(transaction=False)
+        for call in batch.calls:
+            self._call(pipe, call)
+        return [_text(reply) for reply in pipe.execute()]
+
+    def _call(self, target, call: ops.Command | ops.Script):
+        if isinstance(call, ops.Script):
+            return self._scripts[call.lua.name](keys=call.keys, args=call.args, client=target)
+        return target.execute_command(*call.args)
+
+
+def _text(reply: Any) -> Any:
+    """Replies as str whatever the client's ``decode_responses``."""
+    if isinstance(reply, bytes):
+        return reply.decode()
+    if isinstance(reply, list):
+        return [_text(r) for r in reply]
+    if isinstance(reply, dict):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    return reply

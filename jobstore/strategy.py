@@ -1,0 +1,90 @@
+"""Strategies decide which schemas an operation reads and writes.
+
+Operations (``jobstore.ops``) are written once against :class:`Routing`; a strategy only answers
+"for this workspace, right now, read these schemas in this order and write those".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from .errors import ConfigError
+from .schema import KeySchema
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where one operation goes.
+
+    ``reads``: schemas tried in order; the first record that belongs to the workspace wins.
+    ``writes``: schemas a new job is written to, atomically; updates touch those that hold it.
+    ``known``: every schema the strategy may hold a job in (checked by enqueue, cleared by delete).
+    """
+
+    reads: tuple[KeySchema, ...]
+    writes: tuple[KeySchema, ...]
+    known: tuple[KeySchema, ...]
+
+    @property
+    def touched(self) -> tuple[KeySchema, ...]:
+        """Reads then writes, without repeats: the records an update or dequeue acts on."""
+        return _unique(self.reads + self.writes)
+
+
+def _unique(schemas: tuple[KeySchema, ...]) -> tuple[KeySchema, ...]:
+    seen: dict[str, KeySchema] = {}
+    for schema in schemas:
+        seen.setdefault(schema.lua_template, schema)
+    return tuple(seen.values())
+
+
+# Resolves a registered schema name to an instance for a prefix.
+SchemaResolver = Callable[[str], KeySchema]
+
+
+class Strategy:
+    """Base class of strategies registered with ``jobstore_register_strategies``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def create(cls, resolve: SchemaResolver, **options: Any) -> "Strategy":
+        """Build the strategy for one store. Unknown options raise ConfigError."""
+        raise NotImplementedError
+
+    def routing(self, workspace_id: str | None) -> Routing:
+        """Where an operation on ``workspace_id`` goes (None: not known yet, as in dequeue)."""
+        raise NotImplementedError
+
+    @property
+    def schemas(self) -> tuple[KeySchema, ...]:
+        return self.routing(None).known
+
+    def describe(self) -> dict[str, Any]:
+        return {"strategy": self.name, "schemas": [s.name for s in self.schemas]}
+
+
+class SchemaStrategy(Strategy):
+    """One schema, read and written alone: what every registered schema is on its own."""
+
+    def __init__(self, schema: KeySchema):
+        self.schema = schema
+        self.name = schema.name  # type: ignore[misc]
+        self.description = schema.description  # type: ignore[misc]
+        self._routing = Routing((schema,), (schema,), (schema,))
+
+    @classmethod
+    def create(cls, resolve: SchemaResolver, **options: Any) -> "Strategy":
+        raise TypeError("SchemaStrategy is built from a schema, not from options")
+
+    def routing(self, workspace_id: str | None) -> Routing:
+        return self._routing
+
+
+def reject_options(strategy: str, options: dict[str, Any]) -> None:
+    if options:
+        raise ConfigError(
+            f"strategy {strategy!r} takes no option {', '.join(sorted(options))}"
+        )
