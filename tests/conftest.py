@@ -1,0 +1,69 @@
+"""Fixtures: stores on fakeredis and on a real redis-server the suite starts itself.
+
+Real-Redis tests skip with a reason when ``redis-server`` is missing, except under ``CI=true``,
+where they fail: CI must prove every behaviour on real Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+import jobstore
+from tests.support.servers import RedisServer, redis_server_path
+
+STRATEGIES = ["legacy", "workspace", "dual"]
+
+
+def need_redis_server() -> None:
+    if redis_server_path() is None:
+        message = "redis-server is not installed; real-Redis tests need it on PATH"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (CI=true: real-Redis tests may not skip)")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One private redis-server for the session (flushed by ``redis_url`` before each test)."""
+    need_redis_server()
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request) -> str:
+    """A URL per backend: an embedded fakeredis, then the real server."""
+    if request.param == "memory":
+        return f"memory://test-{uuid.uuid4().hex}"
+    return request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+def make_store(backend):
+    """``make_store(strategy, **options)``: stores on one backend, closed after the test."""
+    opened = []
+
+    def factory(strategy: str = "legacy", url: str | None = None, **options) -> jobstore.JobStore:
+        store = jobstore.open(url or backend, strategy, **options)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture(params=STRATEGIES)
+def store(request, make_store) -> jobstore.JobStore:
+    """A store per built-in strategy and backend."""
+    return make_store(request.param)

@@ -1,0 +1,54 @@
+"""The job record: statuses, allowed moves, and its stored hash form."""
+
+import pytest
+
+from jobstore import Job, JobStatus
+from jobstore.job import ALLOWED_MOVES, statuses_allowed_before
+
+
+def test_allowed_moves_match_the_contract():
+    moves = {(a.value, b.value) for a, targets in ALLOWED_MOVES.items() for b in targets}
+    assert moves == {
+        ("pending", "running"),
+        ("pending", "cancelled"),
+        ("running", "completed"),
+        ("running", "failed"),
+        ("running", "cancelled"),
+    }
+    assert all(s.is_terminal for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED))
+    assert statuses_allowed_before(JobStatus.CANCELLED) == [JobStatus.PENDING, JobStatus.RUNNING]
+
+
+def test_status_is_a_str_enum():
+    assert JobStatus("running") is JobStatus.RUNNING
+    assert JobStatus.RUNNING == "running"
+
+
+def test_hash_form_is_strings_with_none_as_empty():
+    job = Job("j1", "ws", "act", JobStatus.PENDING, {"b": [1, 2], "a": None}, None, None, 1.5, 2.25)
+    stored = job.to_hash()
+    assert all(isinstance(v, str) for v in stored.values())
+    assert stored["result"] == "" and stored["error"] == ""
+    assert stored["params"] == '{"a":null,"b":[1,2]}'
+    assert stored["created_at"] == "1.5" and stored["updated_at"] == "2.25"
+    assert Job.from_hash(stored) == job
+
+
+@pytest.mark.parametrize("result", ["", 0, False, [], {"x": 1}, "text"])
+def test_falsy_and_string_results_round_trip(result):
+    job = Job("j1", "ws", "act", JobStatus.COMPLETED, {}, result, "boom", 1.0, 2.0)
+    assert Job.from_hash(job.to_hash()).result == result
+
+
+def test_job_is_immutable():
+    job = Job("j1", "ws", "act", JobStatus.PENDING)
+    with pytest.raises(AttributeError):
+        job.status = JobStatus.RUNNING  # type: ignore[misc]
+
+
+def test_records_from_older_code_decode():
+    legacy = {"job_id": "j", "workspace_id": "w", "action": "a", "status": "completed",
+              "params": "", "result": "plain text, not JSON", "error": "", "created_at": "3",
+              "updated_at": "4", "priority": "high"}
+    job = Job.from_hash(legacy)
+    assert job.params == {} and job.result == "plain text, not JSON" and job.error is None
