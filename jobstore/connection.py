@@ -7,6 +7,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from .errors import ConfigError
 
@@ -14,6 +16,12 @@ SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "memory")
 
 # Defaults a service wants from a store: a dead server is reported, not waited on forever.
 CLIENT_DEFAULTS = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, "health_check_interval": 30}
+
+
+def default_retry() -> Retry:
+    """redis-py's own retry, which ``from_url`` leaves off: a command whose connection broke is
+    re-sent (every jobstore write recognises its own earlier attempt, so this is safe)."""
+    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=3)
 
 _memory_lock = threading.Lock()
 _memory_servers: dict[str, Any] = {}
@@ -41,7 +49,7 @@ def connect(url: str, client_options: dict[str, Any] | None = None):
     if not isinstance(url, str) or not url:
         raise ConfigError("url must be a non-empty str such as redis://localhost:6379/0")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    options = {**CLIENT_DEFAULTS, **(client_options or {})}
+    options = {**CLIENT_DEFAULTS, "retry": default_retry(), **(client_options or {})}
     if scheme == "memory":
         return memory_client(url)
     if scheme == "redis+cluster":

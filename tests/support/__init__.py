@@ -1,0 +1,1 @@
+"""Test-support helpers: throwaway redis-server processes and a fault-injecting TCP proxy."""

@@ -1,0 +1,72 @@
+"""Every single-job operation is one network round trip on standalone Redis, in every strategy
+and phase. Counted on the wire: a redis-py connection that counts what it sends."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+import jobstore
+
+SENT = threading.local()
+
+
+class CountingConnection(redis.Connection):
+    """Counts round trips: a send that follows a read (a pipeline may send in several chunks)."""
+
+    def send_packed_command(self, command, check_health=True):
+        if getattr(SENT, "reading", True):
+            SENT.count = getattr(SENT, "count", 0) + 1
+            SENT.reading = False
+        return super().send_packed_command(command, check_health)
+
+    def read_response(self, *args, **kwargs):
+        SENT.reading = True
+        return super().read_response(*args, **kwargs)
+
+
+def round_trips(call):
+    SENT.count, SENT.reading = 0, True
+    result = call()
+    return SENT.count, result
+
+
+CONFIGS = [("legacy", {}), ("workspace", {})] + [
+    ("dual", {"phase": p}) for p in ("off", "dual-write", "read-target", "target-only")
+]
+
+
+@pytest.mark.parametrize("strategy, options", CONFIGS, ids=lambda v: str(v))
+def test_single_job_operations_take_one_round_trip(redis_url, strategy, options):
+    store = jobstore.open(redis_url, strategy, client_options={"connection_class": CountingConnection},
+                          **options)
+    # Warm up: the first call of each script loads it into the server's script cache.
+    warm = store.enqueue("ws", "warm")
+    store.update_status(warm.job_id, "cancelled", workspace_id="ws")
+    store.dequeue()
+    store.delete(warm.job_id, workspace_id="ws")
+
+    n, job = round_trips(lambda: store.enqueue("ws", "a", {"x": 1}))
+    assert n == 1
+    assert round_trips(lambda: store.get(job.job_id, workspace_id="ws")) == (1, job)
+    assert round_trips(lambda: store.get("missing", workspace_id="ws")) == (1, None)
+    n, claimed = round_trips(store.dequeue)
+    assert n == 1 and claimed.job_id == job.job_id
+    n, done = round_trips(lambda: store.update_status(job.job_id, "completed", workspace_id="ws"))
+    assert n == 1 and done.status == "completed"
+    n, _ = round_trips(lambda: pytest.raises(jobstore.InvalidTransition, store.update_status,
+                                             job.job_id, "running", workspace_id="ws"))
+    assert n == 1
+    assert round_trips(store.dequeue) == (1, None)
+    assert round_trips(lambda: store.delete(job.job_id, workspace_id="ws")) == (1, True)
+
+
+def test_enqueue_many_and_list_are_pipelined(redis_url):
+    store = jobstore.open(redis_url, "dual", client_options={"connection_class": CountingConnection})
+    store.client.ping()  # connection handshake
+    n, jobs = round_trips(lambda: store.enqueue_many([("ws", "a")] * 200))
+    assert len(jobs) == 200 and n <= 2  # one pipeline (+ a SCRIPT EXISTS redis-py sends first)
+    n, listed = round_trips(lambda: store.list("ws", limit=200))
+    assert len(listed) == 200 and n == 2  # the index, then every record in one pipeline
