@@ -33,6 +33,14 @@ class StoreKeys:
         """List a blocking dequeue moves its entry into before claiming the job."""
         return f"{self.prefix}:claim:{token}"
 
+    def migration(self, source: str, target: str) -> str:
+        """Hash holding the phase and progress of the source -> target migration."""
+        return f"{self.prefix}:migration:{source}:{target}"
+
+    def migration_part(self, source: str, target: str, part: str) -> str:
+        """A migration's checkpoints and log: ``backfill``, ``cleanup``, ``log``..."""
+        return f"{self.migration(source, target)}:{part}"
+
     @staticmethod
     def queue_entry(workspace_id: str, job_id: str) -> str:
         # Identifiers never contain ':', so the entry splits back unambiguously.

@@ -16,33 +16,10 @@ from typing import Any, Callable, Generator, Iterable
 from .errors import InvalidTransition, JobExists, JobNotFound
 from .job import Job, JobStatus, statuses_allowed_before
 from .layout import StoreKeys
-from .scripts import DELETE, DEQUEUE, ENQUEUE, UPDATE_STATUS, Lua
+from .events import Events
+from .scripts import DELETE, DEQUEUE, ENQUEUE, UPDATE_STATUS
+from .steps import Batch, Command, Script
 from .strategy import Strategy
-
-
-@dataclass(frozen=True)
-class Command:
-    """One plain Redis command, e.g. ``Command(("HGETALL", key))``."""
-
-    args: tuple
-
-
-@dataclass(frozen=True)
-class Script:
-    """One Lua script call."""
-
-    lua: Lua
-    keys: tuple[str, ...]
-    args: tuple
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Commands sent together: one network round trip on standalone Redis."""
-
-    calls: tuple[Command | Script, ...]
-    # A blocking command may hold the connection for up to this many seconds.
-    blocks_for: float = 0.0
 
 
 Op = Generator[Batch, list, Any]
@@ -58,6 +35,7 @@ class Context:
     dequeue_scan: int = 50
     clock: Callable[[], float] = time.time
     new_token: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
+    events: Events = field(default_factory=Events)
 
 
 def as_record(flat: list | dict) -> dict[str, str]:
@@ -207,20 +185,36 @@ def _keys(schemas: Iterable, workspace_id: str, job_id: str) -> tuple[str, ...]:
     return tuple(s.job_key(workspace_id, job_id) for s in schemas)
 
 
-def pick(records: list[dict[str, str]], workspace_id: str) -> Job | None:
-    """The first record, in read order, that belongs to the workspace."""
-    for record in records:
+def pick(records: list[dict[str, str]], workspace_id: str) -> tuple[int, Job | None]:
+    """The first record, in read order, that belongs to the workspace, and its position."""
+    for position, record in enumerate(records):
         if owned(record, workspace_id):
-            return Job.from_hash(record)
-    return None
+            return position, Job.from_hash(record)
+    return -1, None
+
+
+def differing_fields(a: dict[str, str], b: dict[str, str]) -> tuple[str, ...]:
+    return tuple(sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)))
 
 
 def get(ctx: Context, job_id: str, workspace_id: str) -> Op:
     routing = ctx.strategy.routing(workspace_id)
+    schemas = routing.reads + routing.shadow
     replies = yield Batch(
-        tuple(Command(("HGETALL", key)) for key in _keys(routing.reads, workspace_id, job_id))
+        tuple(Command(("HGETALL", key)) for key in _keys(schemas, workspace_id, job_id))
     )
-    return pick([as_record(r) for r in replies], workspace_id)
+    records = [as_record(r) for r in replies]
+    position, job = pick(records[: len(routing.reads)], workspace_id)
+    if position > 0:
+        ctx.events.read_fallback(workspace_id)
+    if job is not None:
+        for shadow in records[len(routing.reads):]:
+            if not owned(shadow, workspace_id):
+                ctx.events.shadow_read(workspace_id, job_id, "missing", ("*",))
+            else:
+                diff = differing_fields(records[position], shadow)
+                ctx.events.shadow_read(workspace_id, job_id, "mismatch" if diff else "match", diff)
+    return job
 
 
 def list_jobs(ctx: Context, workspace_id: str, status: JobStatus | None, limit: int) -> Op:
@@ -244,7 +238,7 @@ def list_jobs(ctx: Context, workspace_id: str, status: JobStatus | None, limit: 
             )
         )
         for i in range(len(ids)):
-            job = pick([as_record(r) for r in replies[i * n : (i + 1) * n]], workspace_id)
+            _, job = pick([as_record(r) for r in replies[i * n : (i + 1) * n]], workspace_id)
             if job is not None and (status is None or job.status is status):
                 found.append(job)
                 if len(found) == limit:

@@ -7,31 +7,20 @@ import time
 import uuid
 from typing import Any, Iterable, Mapping
 
-import redis
-
 from . import ops, validation
 from .connection import connect, redact
-from .errors import ConfigError, InvalidArgument, StoreUnavailable
+from .errors import ConfigError, InvalidArgument
 from .job import Job, JobStatus
 from .layout import StoreKeys
 from .plugins import create_strategy
-from .scripts import ALL as ALL_SCRIPTS
+from .driver import SyncDriver
+from .events import Events
 
 ENV_URL = "JOBSTORE_REDIS_URL"
 ENV_STRATEGY = "JOBSTORE_STRATEGY"
 ENV_PREFIX = "JOBSTORE_KEY_PREFIX"
 ENV_LEGACY_FLAG = "AI_JOBS_NEW_SCHEMA"
 LEGACY_FLAG_VALUES = {"on": "dual", "off": "legacy"}
-
-# redis-py raises these when the server cannot serve us; a caller sees StoreUnavailable.
-UNAVAILABLE = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.BusyLoadingError,
-    OSError,
-)
-
 
 def open(url: str, strategy: str = "legacy", **options: Any) -> "JobStore":  # noqa: A001
     """Open a store on ``url`` (``redis://``, ``rediss://``, ``unix://``, ``memory://``).
@@ -62,6 +51,7 @@ class JobStore:
         prefix: str = "ai",
         max_record_bytes: int = validation.DEFAULT_MAX_RECORD_BYTES,
         url: str | None = None,
+        events: Events | None = None,
         **strategy_options: Any,
     ):
         validation.prefix(prefix)
@@ -73,8 +63,9 @@ class JobStore:
         self.strategy = create_strategy(strategy, prefix, **strategy_options)
         self.keys = StoreKeys(prefix)
         self.url = redact(url) if url else repr(client)
-        self.context = ops.Context(self.keys, self.strategy)
-        self._scripts = {lua.name: client.register_script(lua.source) for lua in ALL_SCRIPTS}
+        self.events = events if events is not None else Events()
+        self.context = ops.Context(self.keys, self.strategy, events=self.events)
+        self.driver = SyncDriver(client, self.strategy, self.url)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> "JobStore":
@@ -257,36 +248,6 @@ class JobStore:
         return job, fields
 
     def _run(self, op: ops.Op) -> Any:
-        """Drive an operation: send each batch it yields, hand back the replies."""
-        try:
-            batch = next(op)
-            while True:
-                batch = op.send(self._send(batch))
-        except StopIteration as done:
-            return done.value
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"Redis at {self.url} is unavailable: {exc}") from exc
-
-    def _send(self, batch: ops.Batch) -> list:
-        if len(batch.calls) == 1:
-            return [_text(self._call(self.client, batch.calls[0]))]
-        pipe = self.client.pipeline(transaction=False)
-        for call in batch.calls:
-            self._call(pipe, call)
-        return [_text(reply) for reply in pipe.execute()]
-
-    def _call(self, target, call: ops.Command | ops.Script):
-        if isinstance(call, ops.Script):
-            return self._scripts[call.lua.name](keys=call.keys, args=call.args, client=target)
-        return target.execute_command(*call.args)
+        return self.driver.run(op)
 
 
-def _text(reply: Any) -> Any:
-    """Replies as str whatever the client's ``decode_responses``."""
-    if isinstance(reply, bytes):
-        return reply.decode()
-    if isinstance(reply, list):
-        return [_text(r) for r in reply]
-    if isinstance(reply, dict):
-        return {_text(k): _text(v) for k, v in reply.items()}
-    return reply

@@ -20,11 +20,14 @@ class Routing:
     ``reads``: schemas tried in order; the first record that belongs to the workspace wins.
     ``writes``: schemas a new job is written to, atomically; updates touch those that hold it.
     ``known``: every schema the strategy may hold a job in (checked by enqueue, cleared by delete).
+    ``shadow``: schemas read alongside and compared (``dual-write``), never returned.
     """
 
     reads: tuple[KeySchema, ...]
     writes: tuple[KeySchema, ...]
     known: tuple[KeySchema, ...]
+    # Read beside ``reads`` and compared with what they return, never returned themselves.
+    shadow: tuple[KeySchema, ...] = ()
 
     @property
     def touched(self) -> tuple[KeySchema, ...]:
@@ -61,6 +64,17 @@ class Strategy:
     @property
     def schemas(self) -> tuple[KeySchema, ...]:
         return self.routing(None).known
+
+    def state_request(self, now: float) -> tuple[Any, bool] | None:
+        """A command reading state the routing depends on, when the cached copy is old.
+
+        Returns None when fresh, else ``(command, must_wait)``: with ``must_wait`` the store
+        reads it before the operation; otherwise it rides along with the operation's own batch.
+        """
+        return None
+
+    def apply_state(self, reply: Any, now: float) -> None:
+        """Take the reply to :meth:`state_request`'s command."""
 
     def describe(self) -> dict[str, Any]:
         return {"strategy": self.name, "schemas": [s.name for s in self.schemas]}

@@ -2,54 +2,48 @@
 
 from __future__ import annotations
 
-import enum
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
+from ..layout import StoreKeys
+from ..steps import Command
+from ..phases import STATE_MAX_AGE, STATE_REFRESH_AGE, MigrationState, Phase, parse_phase
 from ..strategy import Routing, SchemaResolver, Strategy
 
 
-class Phase(str, enum.Enum):
-    """The phases of a source -> target migration, in order."""
-
-    OFF = "off"
-    DUAL_WRITE = "dual-write"
-    READ_TARGET = "read-target"
-    TARGET_ONLY = "target-only"
-
-    def __str__(self) -> str:
-        return self.value
-
-
 class DualStrategy(Strategy):
-    """Reads and writes a ``source`` and a ``target`` schema as the current phase says.
+    """Reads and writes a ``source`` and a ``target`` schema as the migration's phase says.
 
-    ========== ================================ ===========================
-    phase      writes                           reads
-    ========== ================================ ===========================
-    off        source                           source
-    dual-write source and target, atomically    source
-    read-target source and target, atomically   target, then source
-    target-only target                          target
-    ========== ================================ ===========================
+    - ``off``: write source; read source.
+    - ``dual-write``: write both atomically; read source, shadow-read the target and compare.
+    - ``read-target``: write both atomically; read target then source (for the workspaces the
+      rollout includes; the others read as in ``dual-write``).
+    - ``target-only``: write target; read target.
 
     A delete always clears both, so no phase switch can bring a deleted job back.
+
+    The phase lives in Redis (``jobstore migrate phase``) and every store follows a switch within
+    a second; ``phase=`` pins it instead, for tests and one-off tools.
     """
 
     name = "dual"
     description = "migrates between two schemas (source legacy, target workspace by default)"
 
-    def __init__(self, source, target, phase: Callable[[], Phase]):
+    def __init__(self, source, target, *, pinned: Phase | None = None):
         if source.lua_template == target.lua_template:
             raise ConfigError(f"dual: source and target are the same schema {source.name!r}")
         self.source = source
         self.target = target
-        self.current_phase = phase
+        self.migration = f"{source.name}:{target.name}"
+        self.state_key = StoreKeys(source.prefix).migration(source.name, target.name)
+        self.pinned = pinned
+        self.state = MigrationState(phase=pinned) if pinned else MigrationState()
+        self._fetched_at: float | None = None
         both = (source, target)
         self._routes = {
             Phase.OFF: Routing((source,), (source,), both),
-            Phase.DUAL_WRITE: Routing((source,), both, both),
+            Phase.DUAL_WRITE: Routing((source,), both, both, shadow=(target,)),
             Phase.READ_TARGET: Routing((target, source), both, both),
             Phase.TARGET_ONLY: Routing((target,), (target,), both),
         }
@@ -61,7 +55,7 @@ class DualStrategy(Strategy):
         *,
         source: str = "legacy",
         target: str = "workspace",
-        phase: str | Phase = Phase.READ_TARGET,
+        phase: str | Phase | None = None,
         **unknown: Any,
     ) -> "DualStrategy":
         if unknown:
@@ -70,21 +64,43 @@ class DualStrategy(Strategy):
                 "it takes source, target and phase"
             )
         try:
-            fixed = Phase(phase)
-        except ValueError:
-            allowed = ", ".join(p.value for p in Phase)
-            raise ConfigError(f"dual: phase {phase!r} is not one of {allowed}") from None
-        return cls(resolve(source), resolve(target), lambda: fixed)
+            pinned = None if phase is None else parse_phase(phase)
+        except ValueError as exc:
+            raise ConfigError(f"dual: {exc}") from None
+        return cls(resolve(source), resolve(target), pinned=pinned)
+
+    @property
+    def phase(self) -> Phase:
+        return self.state.phase
 
     def routing(self, workspace_id: str | None) -> Routing:
-        return self._routes[self.current_phase()]
+        phase = self.state.phase
+        if (
+            phase is Phase.READ_TARGET
+            and workspace_id is not None
+            and not self.state.rollout.includes(self.migration, workspace_id)
+        ):
+            phase = Phase.DUAL_WRITE
+        return self._routes[phase]
+
+    def state_request(self, now: float) -> tuple[Command, bool] | None:
+        if self.pinned is not None:
+            return None
+        age = None if self._fetched_at is None else now - self._fetched_at
+        if age is not None and age < STATE_REFRESH_AGE:
+            return None
+        return Command(("HGETALL", self.state_key)), age is None or age >= STATE_MAX_AGE
+
+    def apply_state(self, reply: Any, now: float) -> None:
+        self.state = MigrationState.from_hash(reply or {})
+        self._fetched_at = now
 
     def describe(self) -> dict[str, Any]:
         return {
             "strategy": self.name,
             "source": self.source.name,
             "target": self.target.name,
-            "phase": self.current_phase().value,
+            "phase": self.state.phase.value,
         }
 
 

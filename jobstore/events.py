@@ -1,0 +1,49 @@
+"""What a store reports as it works. The base class keeps a small sample and counts nothing;
+``jobstore.metrics`` turns the same calls into Prometheus metrics."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ShadowMismatch:
+    """One shadow read whose target record differed from the source record returned."""
+
+    workspace_id: str
+    job_id: str
+    fields: tuple[str, ...]  # the fields that differ; ("*",) when the target record is missing
+
+
+class Events:
+    """Receives what happens in a store. Every method must be cheap and must never raise."""
+
+    def __init__(self, mismatch_sample: int = 50):
+        self._lock = threading.Lock()
+        self.mismatches: deque[ShadowMismatch] = deque(maxlen=mismatch_sample)
+
+    def operation(self, name: str, strategy: str, workspace_id: str | None, outcome: str,
+                  seconds: float) -> None:
+        """An operation finished: ``outcome`` is ``ok`` or the error class name."""
+
+    def dual_write(self, workspace_id: str, succeeded: bool) -> None:
+        """A job was written to two schemas (or the attempt failed)."""
+
+    def read_fallback(self, workspace_id: str) -> None:
+        """A read found the job only in a later-preference schema (the source, in read-target)."""
+
+    def shadow_read(self, workspace_id: str, job_id: str, outcome: str,
+                    fields: tuple[str, ...] = ()) -> None:
+        """A shadow read: ``outcome`` is ``match``, ``mismatch`` or ``missing`` (no target copy)."""
+        if outcome == "mismatch":
+            with self._lock:
+                self.mismatches.append(ShadowMismatch(workspace_id, job_id, fields))
+
+    def migration_progress(self, migration: str, step: str, done: int, total: int | None,
+                           counts: dict[str, int]) -> None:
+        """A backfill, verify, reverse sync or cleanup finished a batch."""
+
+    def phase(self, migration: str, phase: str) -> None:
+        """A store saw the migration's current phase."""

@@ -1,0 +1,183 @@
+"""The state of one source -> target migration, and the rules for switching its phase.
+
+Pure logic: the state is read from and written to one Redis hash by ``jobstore.migration``;
+every ``dual`` store caches it and follows a switch within a second.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+# How long a store trusts its cached state, and so how long a switch takes to reach every
+# process. A switch waits this long (plus a margin) before it reports the phase in effect.
+STATE_MAX_AGE = 1.0
+# Past this age a store still uses the cached state but refreshes it with its next command.
+STATE_REFRESH_AGE = 0.5
+
+
+class Phase(str, enum.Enum):
+    """The phases of a source -> target migration, in order."""
+
+    OFF = "off"
+    DUAL_WRITE = "dual-write"
+    READ_TARGET = "read-target"
+    TARGET_ONLY = "target-only"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def rank(self) -> int:
+        return list(Phase).index(self)
+
+    @property
+    def writes_both(self) -> bool:
+        return self in (Phase.DUAL_WRITE, Phase.READ_TARGET)
+
+
+DEFAULT_PHASE = Phase.READ_TARGET  # dual's behaviour before any phase is stored
+
+
+def parse_phase(value: object) -> Phase:
+    try:
+        return Phase(value)
+    except ValueError:
+        allowed = ", ".join(p.value for p in Phase)
+        raise ValueError(f"phase {value!r} is not one of {allowed}") from None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Which workspaces read the target first while the phase is ``read-target``.
+
+    Sticky and deterministic: a workspace is in when a hash of the migration name and its id
+    falls under ``percent``, so raising the percentage only ever adds workspaces. ``allow``
+    adds workspaces whatever the percentage; ``deny`` removes them and wins over ``allow``.
+    """
+
+    percent: float = 100.0
+    allow: frozenset[str] = frozenset()
+    deny: frozenset[str] = frozenset()
+
+    def includes(self, migration: str, workspace_id: str) -> bool:
+        if workspace_id in self.deny:
+            return False
+        if workspace_id in self.allow or self.percent >= 100:
+            return True
+        digest = hashlib.sha256(f"{migration}\0{workspace_id}".encode()).digest()
+        bucket = int.from_bytes(digest[:8], "big") % 10_000  # 0.01 % steps
+        return bucket < self.percent * 100
+
+    @property
+    def complete(self) -> bool:
+        return self.percent >= 100 and not self.deny
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """What is stored in ``<prefix>:migration:<source>:<target>``.
+
+    Times are epoch seconds. ``dual_since``: writes have gone to both sides since then without a
+    break. ``verified_clean``: start time of the last verify that found nothing to fix.
+    ``reverse_synced``: start time of the last complete target -> source sync. ``source_gap``:
+    the source missed writes (the phase was target-only) and no reverse sync has closed the gap.
+    """
+
+    phase: Phase = DEFAULT_PHASE
+    stored: bool = False
+    phase_since: float = 0.0
+    dual_since: float = 0.0
+    verified_clean: float = 0.0
+    reverse_synced: float = 0.0
+    source_gap: bool = False
+    rollout: Rollout = field(default_factory=Rollout)
+
+    @classmethod
+    def from_hash(cls, data: Mapping[str, str]) -> "MigrationState":
+        if not data:
+            return cls()
+
+        def num(name: str) -> float:
+            return float(data.get(name) or 0.0)
+
+        def names(name: str) -> frozenset[str]:
+            return frozenset(filter(None, (data.get(name) or "").split(",")))
+
+        return cls(
+            phase=Phase(data.get("phase") or DEFAULT_PHASE.value),
+            stored=True,
+            phase_since=num("phase_since"),
+            dual_since=num("dual_since"),
+            verified_clean=num("verified_clean"),
+            reverse_synced=num("reverse_synced"),
+            source_gap=data.get("source_gap") == "1",
+            rollout=Rollout(
+                float(data.get("read_percent") or 100.0), names("read_allow"), names("read_deny")
+            ),
+        )
+
+    def to_hash(self) -> dict[str, str]:
+        return {
+            "phase": self.phase.value,
+            "phase_since": repr(self.phase_since),
+            "dual_since": repr(self.dual_since),
+            "verified_clean": repr(self.verified_clean),
+            "reverse_synced": repr(self.reverse_synced),
+            "source_gap": "1" if self.source_gap else "0",
+            "read_percent": repr(float(self.rollout.percent)),
+            "read_allow": ",".join(sorted(self.rollout.allow)),
+            "read_deny": ",".join(sorted(self.rollout.deny)),
+        }
+
+
+def refusal(state: MigrationState, new: Phase) -> str | None:
+    """Why switching from ``state`` to ``new`` could strand or lose data; None when safe."""
+    old = state.phase
+    if new == old:
+        return None
+    if new.rank - old.rank > 1:
+        return (
+            f"{old} -> {new} skips phases; go one step at a time "
+            f"({' -> '.join(p.value for p in Phase if old.rank <= p.rank <= new.rank)})"
+        )
+    if new is Phase.TARGET_ONLY:
+        if not state.rollout.complete:
+            return "target-only needs every workspace reading the target first (rollout 100%, no deny list)"
+        if not state.dual_since or state.verified_clean <= state.dual_since:
+            return (
+                "target-only needs a clean verify started after dual writes began "
+                "(run: jobstore migrate backfill, then jobstore migrate verify)"
+            )
+    if old is Phase.TARGET_ONLY and state.reverse_synced <= state.phase_since:
+        return (
+            "leaving target-only needs a reverse sync first: jobs written since the switch exist "
+            "only in the target (run: jobstore migrate reverse-sync)"
+        )
+    if new.rank < Phase.READ_TARGET.rank and old is Phase.READ_TARGET and state.source_gap:
+        return (
+            "the source missed the writes of the target-only period; run a reverse sync in "
+            "read-target before reading the source again"
+        )
+    return None
+
+
+def switched(state: MigrationState, new: Phase, now: float) -> MigrationState:
+    """The state after a switch to ``new`` at ``now`` (checked or forced)."""
+    if new == state.phase and state.stored:
+        return state
+    dual_since = state.dual_since
+    if new.writes_both and not state.phase.writes_both:
+        dual_since = now + STATE_MAX_AGE  # once every process has seen the switch
+    elif not new.writes_both:
+        dual_since = 0.0
+    return replace(
+        state,
+        phase=new,
+        stored=True,
+        phase_since=now + STATE_MAX_AGE,
+        dual_since=dual_since,
+        source_gap=state.source_gap or new is Phase.TARGET_ONLY,
+    )

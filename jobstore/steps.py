@@ -1,0 +1,39 @@
+"""The steps an operation hands to a driver: what to send to Redis, or how long to pause."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .scripts import Lua
+
+
+@dataclass(frozen=True)
+class Command:
+    """One plain Redis command, e.g. ``Command(("HGETALL", key))``."""
+
+    args: tuple
+
+
+@dataclass(frozen=True)
+class Script:
+    """One Lua script call."""
+
+    lua: Lua
+    keys: tuple[str, ...]
+    args: tuple
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Commands sent together: one network round trip on standalone Redis."""
+
+    calls: tuple[Command | Script, ...]
+    # A blocking command may hold the connection for up to this many seconds.
+    blocks_for: float = 0.0
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Wait this many seconds before going on (throttling); the driver's reply is None."""
+
+    seconds: float
