@@ -1,5 +1,9 @@
-"""The ``jobstore`` command line. Exit codes: 0 success, 1 the check failed (e.g. verify found
-differences), 2 usage or configuration error, 3 Redis unavailable."""
+"""The ``jobstore`` command line.
+
+Exit codes: 0 success; 1 verify found problems; 2 usage or configuration error; 3 Redis
+unavailable; 4 refused because it could strand or lose data; 130 interrupted (a pass resumes
+from its checkpoint when run again).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ from typing import Any
 import click
 
 from . import plugins
-from .errors import ConfigError, JobStoreError, StoreUnavailable
+from .errors import ConfigError, JobStoreError, MigrationRefused, StoreUnavailable
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
 
 
 def common_options(func):
@@ -42,6 +47,11 @@ def guarded(func):
             return func(*args, **kwargs)
         except StoreUnavailable as exc:
             fail(str(exc), EXIT_UNAVAILABLE)
+        except MigrationRefused as exc:
+            fail(f"refused: {exc}", EXIT_REFUSED)
+        except KeyboardInterrupt:
+            fail("interrupted; run the same command again to resume from the checkpoint",
+                 EXIT_INTERRUPTED)
         except (ConfigError, ValueError) as exc:
             fail(str(exc), EXIT_USAGE)
         except JobStoreError as exc:
@@ -93,6 +103,201 @@ def demo_command(url, prefix, source, target) -> None:
     from .demo import run_demo
 
     run_demo(url or "memory://jobstore-demo", prefix=prefix, echo=click.echo, **dual_options(source, target))
+
+
+# -- migrate -------------------------------------------------------------------------------------
+
+
+def open_migration(url, prefix, source, target):
+    from .migration import open_migration as _open
+
+    return _open(resolve_url(url), prefix=prefix, source=source or "legacy",
+                 target=target or "workspace")
+
+
+def emit(data: dict, as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+class ProgressPrinter:
+    """A progress bar with rate and ETA on a terminal; a plain line every few seconds otherwise."""
+
+    def __init__(self, enabled: bool = True, every: float = 2.0):
+        self.enabled = enabled
+        self.every = every
+        self.bar = None
+        self.last = 0.0
+
+    def __call__(self, step: str, done: int, total, counts: dict) -> None:
+        if not self.enabled:
+            return
+        import time
+
+        if sys.stderr.isatty():
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=step, unit="rec", file=sys.stderr)
+            self.bar.update(done - self.bar.n)
+            self.bar.set_postfix(counts, refresh=False)
+        elif time.monotonic() - self.last >= self.every or (total and done >= total):
+            self.last = time.monotonic()
+            shown = f"{done}/{total}" if total else str(done)
+            click.echo(f"{step}: {shown} records {json.dumps(counts, sort_keys=True)}", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@main.group("migrate")
+def migrate() -> None:
+    """Drive a migration between two schemas: phases, backfill, verify, cleanup."""
+
+
+@migrate.command("status")
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@guarded
+def migrate_status(url, prefix, source, target, as_json) -> None:
+    """Show the phase, the rollout, what the next switch needs, and the checkpoints."""
+    status = open_migration(url, prefix, source, target).status()
+    lines = [f"migration {status['migration']}: phase {status['phase']}"
+             + ("" if status["phase_stored"] else " (default; nothing stored yet)")]
+    rollout = status["rollout"]
+    lines.append(f"read rollout: {rollout['percent']:g}%  allow={rollout['allow']}  deny={rollout['deny']}")
+    for phase, verdict in status["next"].items():
+        lines.append(f"switch to {phase}: {verdict}")
+    for part, checkpoint in status["checkpoints"].items():
+        state = "finished" if checkpoint.get("finished") == "1" else "in progress (resumable)"
+        lines.append(f"{part}: {state}, {checkpoint.get('scanned', 0)} records, {checkpoint.get('counts', '{}')}")
+    emit(status, as_json, lines)
+
+
+@migrate.command("phase")
+@common_options
+@click.argument("phase", type=click.Choice(["off", "dual-write", "read-target", "target-only"]))
+@click.option("--force", is_flag=True, help="Switch even where it could strand or lose data (logged).")
+@click.option("--reason", default="", help="Why; recorded in the migration log.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@guarded
+def migrate_phase(url, prefix, source, target, phase, force, reason, as_json) -> None:
+    """Switch the phase for every process (they follow within a second)."""
+    from .phases import Phase, refusal
+
+    migration = open_migration(url, prefix, source, target)
+    before = migration.state()
+    why = refusal(before, Phase(phase))
+    if why and force:
+        click.echo(f"WARNING: forcing a switch that is unsafe: {why}", err=True)
+    after = migration.set_phase(phase, force=force, reason=reason)
+    emit({"from": before.phase.value, "to": after.phase.value, "forced": bool(why)}, as_json,
+         [f"phase {before.phase} -> {after.phase}; every store follows within a second"])
+
+
+@migrate.command("rollout")
+@common_options
+@click.option("--percent", type=float, default=None, help="Share of workspaces reading the target first.")
+@click.option("--allow", default=None, help="Comma-separated workspaces always included.")
+@click.option("--deny", default=None, help="Comma-separated workspaces always excluded.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@guarded
+def migrate_rollout(url, prefix, source, target, percent, allow, deny, as_json) -> None:
+    """Roll the read switch out per workspace (sticky: raising the percentage only adds)."""
+    split = lambda v: None if v is None else [w.strip() for w in v.split(",") if w.strip()]  # noqa: E731
+    state = open_migration(url, prefix, source, target).set_rollout(
+        percent=percent, allow=split(allow), deny=split(deny))
+    r = state.rollout
+    emit({"percent": r.percent, "allow": sorted(r.allow), "deny": sorted(r.deny)}, as_json,
+         [f"read rollout: {r.percent:g}%  allow={sorted(r.allow)}  deny={sorted(r.deny)}"])
+
+
+def pass_options(func):
+    func = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")(func)
+    func = click.option("--restart", is_flag=True, help="Ignore the checkpoint; start over.")(func)
+    func = click.option("--dry-run", is_flag=True, help="Count what would change; change nothing.")(func)
+    func = click.option("--batch", default=500, show_default=True, help="Keys per SCAN step.")(func)
+    func = click.option("--rate", type=float, default=None, help="At most this many records per second.")(func)
+    return func
+
+
+def run_pass(method: str, url, prefix, source, target, rate, batch, dry_run, restart, as_json) -> None:
+    migration = open_migration(url, prefix, source, target)
+    printer = ProgressPrinter(enabled=not as_json)
+    try:
+        report = getattr(migration, method)(batch=batch, rate=rate, dry_run=dry_run,
+                                            restart=restart, progress=printer)
+    finally:
+        printer.close()
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) or "nothing to do"
+    prefix_word = "would be: " if dry_run else ""
+    emit(report.as_dict(), as_json, [
+        f"{report.step}: {report.scanned} records in {report.seconds:.1f}s"
+        + (" (resumed)" if report.resumed else "") + f"; {prefix_word}{counts}"
+    ])
+
+
+@migrate.command("backfill")
+@common_options
+@pass_options
+@guarded
+def migrate_backfill(url, prefix, source, target, rate, batch, dry_run, restart, as_json) -> None:
+    """Copy every source record missing in the target (resumable, safe under live traffic)."""
+    run_pass("backfill", url, prefix, source, target, rate, batch, dry_run, restart, as_json)
+
+
+@migrate.command("reverse-sync")
+@common_options
+@pass_options
+@guarded
+def migrate_reverse_sync(url, prefix, source, target, rate, batch, dry_run, restart, as_json) -> None:
+    """Bring the source up to date from the target, before rolling back."""
+    run_pass("reverse_sync", url, prefix, source, target, rate, batch, dry_run, restart, as_json)
+
+
+@migrate.command("cleanup")
+@common_options
+@pass_options
+@guarded
+def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, as_json) -> None:
+    """Delete source records the target holds too (only in target-only)."""
+    run_pass("cleanup", url, prefix, source, target, rate, batch, dry_run, restart, as_json)
+
+
+@migrate.command("verify")
+@common_options
+@click.option("--sample", type=int, default=None, help="Check only this many records per side.")
+@click.option("--repair", is_flag=True, help="Fix what is found (copy, merge; nothing is deleted).")
+@click.option("--examples", default=10, show_default=True, help="Examples kept per kind of problem.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@guarded
+def migrate_verify(url, prefix, source, target, sample, repair, examples, as_json) -> None:
+    """Compare source and target record by record; exit 0 only when clean."""
+    migration = open_migration(url, prefix, source, target)
+    printer = ProgressPrinter(enabled=not as_json)
+    try:
+        report = migration.verify(sample=sample, repair=repair, examples=examples, progress=printer)
+    finally:
+        printer.close()
+    lines = [
+        f"verify ({report.phase}{', sample' if report.sampled else ''}): "
+        f"{report.checked_source} source and {report.checked_target} target records checked",
+        f"  same {report.same}, missing {report.missing}, differing {report.differing}, "
+        f"orphaned {report.orphaned}, target newer {report.target_newer}, unroutable {report.unroutable}",
+    ]
+    if repair:
+        lines.append(f"  repaired {report.repaired}; run verify again to confirm")
+    for kind, items in report.examples.items():
+        for item in items:
+            lines.append(f"  {kind}: {item['key']} ({', '.join(item['fields'])})")
+    lines.append("clean" if report.clean else f"{report.problems} problems")
+    emit(report.as_dict(), as_json, lines)
+    if not report.clean or (repair and report.repaired):
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

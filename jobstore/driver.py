@@ -28,6 +28,7 @@ class SyncDriver:
     """Sends each batch an operation yields in one round trip and hands back the replies."""
 
     def __init__(self, client, strategy, label: str):
+        """``strategy``: whose routing state to keep fresh (None: a driver for admin passes)."""
         self.client = client
         self.strategy = strategy
         self.label = label
@@ -44,9 +45,12 @@ class SyncDriver:
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis at {self.label} is unavailable: {exc}") from exc
 
+    def _state_request(self):
+        return None if self.strategy is None else self.strategy.state_request(time.monotonic())
+
     def _refresh_overdue_state(self) -> None:
         # Routing is decided when the operation starts, so a state too old to trust is read first.
-        request = self.strategy.state_request(time.monotonic())
+        request = self._state_request()
         if request is not None and request[1]:
             (reply,) = self._send((request[0],))
             self.strategy.apply_state(reply, time.monotonic())
@@ -57,7 +61,7 @@ class SyncDriver:
             return None
         calls = step.calls
         # A state refresh that is due (but not overdue) rides along with this batch.
-        request = self.strategy.state_request(time.monotonic())
+        request = self._state_request()
         if request is not None:
             replies = self._send((request[0], *calls))
             self.strategy.apply_state(replies[0], time.monotonic())

@@ -91,3 +91,11 @@ class InvalidTransition(JobStoreError):
 
 class StoreUnavailable(JobStoreError):
     """Redis could not be reached or did not answer in time; the cause is chained."""
+
+
+class MigrationRefused(JobStoreError):
+    """A phase switch or migration step could strand or lose data; ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)

@@ -137,4 +137,115 @@ return reply
 """,
 )
 
-ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE)
+SYNC_RECORD = Lua(
+    "sync_record",
+    r"""
+-- KEYS[1] 'from' record   KEYS[2] 'to' record   KEYS[3] workspace index
+-- ARGV[1] workspace id   ARGV[2] job id   ARGV[3] mode 'copy' | 'merge'   ARGV[4] '1' dry run
+-- returns 'copied' | 'copied-back' | 'merged' | 'same' | 'exists' | 'gone' | 'foreign'
+-- copy:  write 'to' as a copy of 'from' (every field, TTL kept) only if 'to' does not exist:
+--        a newer record is never overwritten, and a record deleted meanwhile is never revived.
+-- merge: as copy; if only 'to' exists, copy it back; if both exist and differ, write the union
+--        of their fields to both, the newer record (updated_at; tie: 'from') winning conflicts.
+-- Only records owned by the workspace are touched.
+local function load(key)
+  local flat = redis.call('HGETALL', key)
+  local record = {}
+  for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
+  return record, #flat > 0
+end
+local function write(key, record, ttl_of)
+  local flat = {}
+  for k, v in pairs(record) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+  redis.call('HSET', key, unpack(flat))
+  if ttl_of then
+    local ttl = redis.call('PTTL', ttl_of)
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  end
+  redis.call('ZADD', KEYS[3], 'NX', tonumber(record['created_at']) or 0, ARGV[2])
+end
+local from, has_from = load(KEYS[1])
+local to, has_to = load(KEYS[2])
+if (has_from and from['workspace_id'] ~= ARGV[1]) or (has_to and to['workspace_id'] ~= ARGV[1]) then
+  return 'foreign'
+end
+local dry = ARGV[4] == '1'
+if not has_from and not has_to then return 'gone' end
+if not has_to then
+  if not dry then write(KEYS[2], from, KEYS[1]) end
+  return 'copied'
+end
+if ARGV[3] == 'copy' then
+  if has_from then return 'exists' end
+  return 'gone'
+end
+if not has_from then
+  if not dry then write(KEYS[1], to, KEYS[2]) end
+  return 'copied-back'
+end
+local differ = false
+for k, v in pairs(from) do if to[k] ~= v then differ = true end end
+for k, v in pairs(to) do if from[k] ~= v then differ = true end end
+if not differ then return 'same' end
+if not dry then
+  local newer, older = from, to
+  if (tonumber(to['updated_at']) or 0) > (tonumber(from['updated_at']) or 0) then
+    newer, older = to, from
+  end
+  local union = {}
+  for k, v in pairs(older) do union[k] = v end
+  for k, v in pairs(newer) do union[k] = v end
+  write(KEYS[1], union, nil)
+  write(KEYS[2], union, nil)
+end
+return 'merged'
+""",
+)
+
+CLEANUP_RECORD = Lua(
+    "cleanup_record",
+    r"""
+-- KEYS[1] source record   KEYS[2] target record
+-- ARGV[1] workspace id   ARGV[2] '1' dry run
+-- returns 'deleted' | 'kept' (no target copy, or not the same record) | 'gone' | 'foreign'
+-- The same record: the target holds every source field with the same value, except that
+-- status, result, error and updated_at may differ when the target is at least as new (the job
+-- moved on after the switch to target-only).
+local source = redis.call('HGETALL', KEYS[1])
+if #source == 0 then return 'gone' end
+local s, t = {}, {}
+for i = 1, #source, 2 do s[source[i]] = source[i + 1] end
+if s['workspace_id'] ~= ARGV[1] then return 'foreign' end
+local target = redis.call('HGETALL', KEYS[2])
+if #target == 0 then return 'kept' end
+for i = 1, #target, 2 do t[target[i]] = target[i + 1] end
+local moved_on = (tonumber(t['updated_at']) or 0) >= (tonumber(s['updated_at']) or 0)
+local mutable = {status = true, result = true, error = true, updated_at = true}
+for k, v in pairs(s) do
+  if t[k] ~= v and not (moved_on and mutable[k]) then return 'kept' end
+end
+if ARGV[2] ~= '1' then redis.call('DEL', KEYS[1]) end
+return 'deleted'
+""",
+)
+
+SET_STATE = Lua(
+    "set_state",
+    r"""
+-- KEYS[1] migration state hash   KEYS[2] migration log list
+-- ARGV[1] the phase the caller based its decision on ('' when none was stored)
+-- ARGV[2] log entry (JSON)   ARGV[3 ..] field, value pairs of the new state
+-- returns 1 written | 0 the stored phase changed meanwhile (nothing written)
+-- Compare-and-set, so two operators switching at once cannot both win.
+local current = redis.call('HGET', KEYS[1], 'phase') or ''
+if current ~= ARGV[1] then return 0 end
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, 999)
+return 1
+""",
+)
+
+ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, SYNC_RECORD, CLEANUP_RECORD, SET_STATE)

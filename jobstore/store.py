@@ -215,6 +215,19 @@ class JobStore:
         job_id, workspace_id = self._ids(job_id, workspace_id)
         return self._run(ops.delete(self.context, job_id, workspace_id))
 
+    def migration(self):
+        """The :class:`jobstore.migration.Migration` between this ``dual`` store's schemas.
+
+        :raises ConfigError: the store's strategy is not ``dual``.
+        """
+        from .migration import Migration
+
+        source, target = getattr(self.strategy, "source", None), getattr(self.strategy, "target", None)
+        if source is None or target is None:
+            raise ConfigError(f"strategy {self.strategy.name!r} has no migration; open the store with 'dual'")
+        return Migration(self.client, source=source.name, target=target.name, prefix=self.prefix,
+                         url=self.url, events=self.events)
+
     def close(self) -> None:
         """Release the store's connections."""
         self.client.close()
