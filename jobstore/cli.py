@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
 import click
 
@@ -69,10 +68,6 @@ def resolve_url(url: str | None, default: str | None = None) -> str:
     return url
 
 
-def dual_options(source: str | None, target: str | None) -> dict[str, Any]:
-    return {k: v for k, v in (("source", source), ("target", target)) if v}
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="jobstore")
 def main() -> None:
@@ -96,13 +91,20 @@ def strategies_command(url, prefix, source, target, as_json) -> None:
 
 
 @main.command("demo")
-@common_options
+@click.option("--url", default=None, help="Redis URL (default: an embedded store).")
+@click.option("--prefix", default="demo", show_default=True, help="Key prefix; must be empty on --url.")
+@click.option("--source", default="legacy", show_default=True, help="Schema migrated from.")
+@click.option("--target", default="workspace", show_default=True, help="Schema migrated to.")
+@click.option("--jobs", default=2000, show_default=True, help="Jobs that exist before the migration.")
 @guarded
-def demo_command(url, prefix, source, target) -> None:
-    """Run a guided tour on an embedded store (or on --url)."""
+def demo_command(url, prefix, source, target, jobs) -> None:
+    """Run a whole migration with live traffic, on an embedded store (or on --url)."""
     from .demo import run_demo
 
-    run_demo(url or "memory://jobstore-demo", prefix=prefix, echo=click.echo, **dual_options(source, target))
+    numbers = run_demo(url or "memory://jobstore-demo", prefix=prefix, jobs=jobs, echo=click.echo,
+                       source=source, target=target)
+    if numbers["lost"] or numbers["revived"]:
+        sys.exit(EXIT_FAILED)
 
 
 # -- migrate -------------------------------------------------------------------------------------

@@ -1,44 +1,127 @@
-"""``jobstore demo``: a guided tour of jobstore on an embedded (or given) Redis."""
+"""``jobstore demo``: a whole migration, legacy -> workspace, with live traffic throughout."""
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from typing import Callable
 
+from .errors import ConfigError, JobStoreError
 from .store import open as open_store
 
 
-def run_demo(url: str, *, prefix: str = "ai", echo: Callable[[str], None] = print, **dual) -> dict:
-    """Walk through a legacy store, then dual writes and reads over the same data.
+class LiveTraffic(threading.Thread):
+    """A service at work: enqueues, status updates and deletes, remembering what it did."""
 
-    Returns the numbers it printed, for tests.
-    """
-    legacy = open_store(url, "legacy", prefix=prefix)
-    dual_store = open_store(url, "dual", prefix=prefix, **dual)
-    ws, other = "acme", "globex"
+    def __init__(self, store, workspaces: list[str], seed: int = 7):
+        super().__init__(daemon=True)
+        self.store = store
+        self.workspaces = workspaces
+        self.random = random.Random(seed)
+        self.stop_event = threading.Event()
+        self.alive: dict[str, str] = {}  # job id -> workspace, for jobs that must still exist
+        self.deleted: set[str] = set()
+        self.operations = 0
+        self.error: BaseException | None = None
 
-    echo("1. A service on the legacy layout enqueues three jobs.")
-    old = [legacy.enqueue(ws, "summarise", {"doc": n}) for n in range(3)]
-    echo(f"   keys: {', '.join(sorted(legacy.strategy.schemas[0].job_key(ws, j.job_id) for j in old))}")
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                self.step()
+                time.sleep(0.002)
+        except BaseException as exc:  # reported by the demo, never swallowed
+            self.error = exc
 
-    echo("2. The service switches to 'dual': new jobs are written to both layouts at once.")
-    new = dual_store.enqueue(ws, "translate", {"lang": "fr"})
-    keys = [s.job_key(ws, new.job_id) for s in dual_store.strategy.schemas]
-    echo(f"   one round trip wrote: {', '.join(keys)}")
+    def step(self) -> None:
+        roll = self.random.random()
+        if roll < 0.5 or not self.alive:
+            ws = self.random.choice(self.workspaces)
+            job = self.store.enqueue(ws, "render", {"page": self.random.randint(1, 99)})
+            self.alive[job.job_id] = ws
+        elif roll < 0.85:
+            job_id = self.random.choice(list(self.alive))
+            job = self.store.get(job_id, workspace_id=self.alive[job_id])
+            if job is not None and job.status.value == "pending":
+                self.store.update_status(job_id, "cancelled", workspace_id=self.alive[job_id])
+        else:
+            job_id = self.random.choice(list(self.alive))
+            if self.store.delete(job_id, workspace_id=self.alive.pop(job_id)):
+                self.deleted.add(job_id)
+        self.operations += 1
 
-    echo("3. Reads try the workspace layout first and fall back to the legacy record.")
-    found = dual_store.get(old[0].job_id, workspace_id=ws)
-    leaked = dual_store.get(old[0].job_id, workspace_id=other)
-    echo(f"   {ws} reads its old job: {found is not None}; {other} reads it: {leaked is not None}")
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join()
+        if self.error is not None:
+            raise self.error
 
-    echo("4. Workers dequeue jobs from either era, oldest first, each exactly once.")
-    done = 0
-    while (job := dual_store.dequeue()) is not None:
-        dual_store.update_status(job.job_id, "completed", workspace_id=ws, result={"ok": True})
-        done += 1
-    echo(f"   completed {done} jobs")
 
-    listed = dual_store.list(ws, status="completed")
-    echo(f"5. {ws} lists {len(listed)} completed jobs, newest first: {listed[0].action} ...")
-    legacy.close()
-    dual_store.close()
-    return {"enqueued": len(old) + 1, "completed": done, "listed": len(listed), "leaked": leaked is not None}
+def run_demo(url: str, *, prefix: str = "demo", jobs: int = 2000, echo: Callable[[str], None] = print,
+             source: str = "legacy", target: str = "workspace") -> dict:
+    """Run the journey and return its numbers (the tests check them)."""
+    legacy = open_store(url, source, prefix=prefix)
+    if not url.startswith("memory://") and legacy.client.scan(0, match=f"{prefix}:*", count=1000)[1]:
+        raise ConfigError(
+            f"keys under '{prefix}:' exist already on this Redis; the demo only runs on an empty "
+            "prefix (choose another with --prefix)"
+        )
+    workspaces = [f"ws{n}" for n in range(8)]
+    numbers: dict[str, object] = {}
+
+    echo(f"1. The service runs on '{source}': {jobs} jobs exist before the migration.")
+    seeded = legacy.enqueue_many([(workspaces[n % 8], "index", {"n": n}) for n in range(jobs)])
+    truth = {job.job_id: job.workspace_id for job in seeded}
+
+    store = open_store(url, "dual", prefix=prefix, source=source, target=target)
+    migration = store.migration()
+    migration.set_phase("off")
+    echo(f"2. Every process switches to 'dual' (phase off), then dual writes begin: {source} and "
+         f"{target} are written in one atomic step.")
+    migration.set_phase("dual-write")
+
+    traffic = LiveTraffic(open_store(url, "dual", prefix=prefix, source=source, target=target), workspaces)
+    traffic.start()
+    echo("3. Live traffic starts: enqueues, updates and deletes, all through the migration.")
+
+    report = migration.backfill(batch=250)
+    numbers["backfill"] = report.counts
+    echo(f"4. Backfill copied {report.counts.get('copied', 0)} records "
+         f"({report.counts.get('exists', 0)} already there) in {report.seconds:.2f}s.")
+
+    verify = migration.verify()
+    numbers["verify"] = verify.as_dict()
+    echo(f"5. Verify: {verify.checked_source} records compared, {verify.problems} problems.")
+    if not verify.clean:
+        raise JobStoreError(f"verify found problems: {verify.examples}")
+
+    migration.set_phase("read-target")
+    migration.set_rollout(percent=50)
+    echo("6. Reads switch to the target for 50% of workspaces (sticky), then for all.")
+    migration.set_rollout(percent=100)
+
+    migration.set_phase("target-only")
+    echo(f"7. Target only: '{source}' receives no more writes.")
+
+    cleanup = migration.cleanup(batch=250)
+    numbers["cleanup"] = cleanup.counts
+    echo(f"8. Cleanup deleted {cleanup.counts.get('deleted', 0)} {source} records whose target "
+         f"copy is the same job ({cleanup.counts.get('kept', 0)} kept).")
+
+    traffic.stop()
+    truth.update(traffic.alive)
+    for job_id in traffic.deleted:
+        truth.pop(job_id, None)
+    final = open_store(url, target, prefix=prefix)
+    lost = [job_id for job_id, ws in truth.items() if final.get(job_id, workspace_id=ws) is None]
+    revived = [job_id for job_id in traffic.deleted
+               if any(final.get(job_id, workspace_id=ws) for ws in workspaces)]
+    left = sum(1 for _ in legacy.client.scan_iter(match=legacy.strategy.schemas[0].scan_pattern(), count=1000))
+    numbers.update(traffic=traffic.operations, jobs=len(truth), lost=len(lost), revived=len(revived),
+                   source_left=left)
+    echo(f"9. Done. {traffic.operations} live operations ran meanwhile; {len(truth)} jobs live on "
+         f"in '{target}', {len(lost)} lost, {len(revived)} deleted jobs revived, {left} {source} "
+         "records left.")
+    for opened in (legacy, store, traffic.store, final):
+        opened.close()
+    return numbers
