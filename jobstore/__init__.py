@@ -12,6 +12,7 @@ from .errors import (
     JobExists,
     JobNotFound,
     JobStoreError,
+    MigrationRefused,
     PayloadTooLarge,
     PluginError,
     StoreUnavailable,
@@ -19,6 +20,8 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .job import Job, JobStatus
+from .migration import Migration, open_migration
+from .phases import Phase
 from .plugins import StrategyInfo, strategies
 from .schema import KeySchema
 from .store import JobStore, open
@@ -38,7 +41,10 @@ __all__ = [
     "JobStore",
     "JobStoreError",
     "KeySchema",
+    "Migration",
+    "MigrationRefused",
     "PayloadTooLarge",
+    "Phase",
     "PluginError",
     "Routing",
     "StoreUnavailable",
@@ -47,5 +53,6 @@ __all__ = [
     "UnknownStrategy",
     "hookimpl",
     "open",
+    "open_migration",
     "strategies",
 ]

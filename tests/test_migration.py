@@ -1,0 +1,344 @@
+"""The migration engine (contract section 7): phases, rollout, backfill, verify, cleanup."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+import jobstore
+from jobstore import MigrationRefused
+from jobstore.migration import Migration
+from jobstore.phases import Phase, Rollout
+
+
+class FakeClock:
+    """Migration time that advances instead of sleeping."""
+
+    def __init__(self):
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def env(make_store):
+    """A legacy store with 40 jobs, a dual store over it, and its Migration on a fake clock."""
+
+    class Env:
+        legacy = make_store("legacy")
+        jobs = legacy.enqueue_many([(f"ws{i % 4}", "a", {"i": i}) for i in range(40)])
+        clock = FakeClock()
+        migration = Migration(legacy.client, clock=clock, wait=clock.wait)
+
+        @staticmethod
+        def dual(**options):
+            return jobstore.JobStore(Env.legacy.client, "dual", **options)
+
+        @staticmethod
+        def to(*phases):
+            for phase in phases:
+                Env.migration.set_phase(phase)
+
+    return Env
+
+
+def source_and_target_keys(store):
+    client = store.client
+    return sorted(client.keys("ai:jobs:*")), sorted(client.keys("ai:job:*"))
+
+
+def snapshot(client):
+    return {key: client.dump(key) for key in client.keys("*")}
+
+
+# -- phases ------------------------------------------------------------------------------------
+
+
+def test_dual_default_phase_is_read_target_until_one_is_stored(env):
+    assert env.migration.state().phase is Phase.READ_TARGET and not env.migration.state().stored
+    store = env.dual()
+    store.get("x", workspace_id="ws0")
+    assert store.strategy.phase is Phase.READ_TARGET
+
+
+def test_running_stores_follow_a_switch_within_a_second_without_restart(backend):
+    store = jobstore.open(backend, "dual")
+    migration = store.migration()
+    store.enqueue("ws", "a", job_id="before")
+    assert store.client.exists("ai:job:ws:before")  # read-target writes both
+    migration.set_phase("off")  # returns once every store has had time to follow
+    store.enqueue("ws", "a", job_id="after")
+    assert store.strategy.phase is Phase.OFF
+    assert store.client.exists("ai:jobs:after") and not store.client.exists("ai:job:ws:after")
+
+
+def test_skipping_phases_is_refused(env):
+    env.to("off")
+    with pytest.raises(MigrationRefused, match="skips phases"):
+        env.migration.set_phase("read-target")
+    assert env.migration.state().phase is Phase.OFF
+
+
+def test_target_only_needs_a_clean_verify_after_dual_writes_began(env):
+    env.to("off")
+    env.migration.verify()  # clean or not, it ran before dual writes: it proves nothing
+    env.to("dual-write", "read-target")
+    with pytest.raises(MigrationRefused, match="clean verify"):
+        env.migration.set_phase("target-only")
+    env.migration.backfill()
+    assert env.migration.verify().clean
+    env.to("target-only")
+
+
+def test_target_only_needs_the_whole_rollout(env):
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    env.migration.verify()
+    env.to("read-target")
+    env.migration.set_rollout(percent=100, deny=["ws1"])
+    with pytest.raises(MigrationRefused, match="rollout"):
+        env.migration.set_phase("target-only")
+
+
+def test_leaving_target_only_needs_a_reverse_sync(env):
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    env.migration.verify()
+    env.to("read-target", "target-only")
+    new = env.dual().enqueue("ws0", "written-in-target-only")
+    assert not env.legacy.client.exists(f"ai:jobs:{new.job_id}")
+    with pytest.raises(MigrationRefused, match="reverse sync"):
+        env.migration.set_phase("read-target")
+    report = env.migration.reverse_sync()
+    assert report.counts.get("copied") == 1
+    env.to("read-target")
+    with pytest.raises(MigrationRefused, match="missed the writes"):
+        env.migration.set_phase("dual-write")
+    env.migration.reverse_sync()
+    env.to("dual-write", "off")
+    assert env.legacy.get(new.job_id, workspace_id="ws0").action == "written-in-target-only"
+
+
+def test_force_switches_loudly_and_is_logged(env):
+    env.to("off")
+    state = env.migration.set_phase("target-only", force=True, reason="incident 42")
+    assert state.phase is Phase.TARGET_ONLY
+    entry = env.migration.log(1)[0]
+    assert entry["forced"] is True and entry["reason"] == "incident 42" and entry["refusal"]
+
+
+def test_unknown_phase_is_an_error(env):
+    with pytest.raises(ValueError, match="sideways"):
+        env.migration.set_phase("sideways")
+
+
+# -- rollout -----------------------------------------------------------------------------------
+
+
+def test_rollout_is_sticky_and_only_grows():
+    workspaces = [f"w{n}" for n in range(2000)]
+    previous: set[str] = set()
+    for percent in (0, 1, 5, 25, 50, 90, 100):
+        included = {w for w in workspaces if Rollout(percent).includes("legacy:workspace", w)}
+        assert previous <= included
+        assert abs(len(included) - 20 * percent) <= 100  # about percent% of 2000
+        previous = included
+    assert Rollout(0, allow=frozenset({"w1"})).includes("m", "w1")
+    assert not Rollout(100, allow=frozenset({"w1"}), deny=frozenset({"w1"})).includes("m", "w1")
+
+
+def test_read_target_routing_follows_the_rollout(env):
+    env.to("off", "dual-write", "read-target")
+    env.migration.set_rollout(percent=0, allow=["ws1"])
+    store = env.dual()
+    store.enqueue("ws1", "a", job_id="j1")
+    store.enqueue("ws2", "a", job_id="j2")
+    for job_id, ws in (("j1", "ws1"), ("j2", "ws2")):
+        store.client.hset(f"ai:job:{ws}:{job_id}", "action", "target")
+    assert store.get("j1", workspace_id="ws1").action == "target"
+    assert store.get("j2", workspace_id="ws2").action == "a"  # still reads the source
+
+
+# -- shadow reads ------------------------------------------------------------------------------
+
+
+def test_dual_write_shadow_reads_count_mismatches_and_return_the_source(env):
+    env.to("off", "dual-write")
+    store = env.dual()
+    job = store.enqueue("ws0", "a")
+    assert store.get(job.job_id, workspace_id="ws0") == job and not store.events.mismatches
+    store.client.hset(f"ai:job:ws0:{job.job_id}", "action", "drifted")
+    assert store.get(job.job_id, workspace_id="ws0").action == "a"
+    (mismatch,) = store.events.mismatches
+    assert (mismatch.job_id, mismatch.fields) == (job.job_id, ("action",))
+
+
+# -- backfill ----------------------------------------------------------------------------------
+
+
+def test_backfill_copies_every_field_and_ttl_and_is_refused_in_off(env):
+    env.to("off")
+    with pytest.raises(MigrationRefused, match="dual writes"):
+        env.migration.backfill()
+    first = env.jobs[0]
+    env.legacy.client.hset(f"ai:jobs:{first.job_id}", "written_by", "old-code")
+    env.legacy.client.expire(f"ai:jobs:{first.job_id}", 3600)
+    env.to("dual-write")
+    report = env.migration.backfill(batch=7)
+    assert report.finished and report.counts == {"copied": 40}
+    assert env.legacy.client.hgetall(f"ai:job:ws0:{first.job_id}") == env.legacy.client.hgetall(
+        f"ai:jobs:{first.job_id}"
+    )
+    assert 3500 < env.legacy.client.ttl(f"ai:job:ws0:{first.job_id}") <= 3600
+    again = env.migration.backfill()
+    assert again.counts == {"exists": 40} and not again.resumed
+
+
+def test_backfill_never_overwrites_a_newer_target_record(env):
+    env.to("off", "dual-write")
+    job = env.jobs[0]
+    env.legacy.client.hset(f"ai:job:ws0:{job.job_id}", mapping={**job.to_hash(), "status": "running"})
+    env.migration.backfill()
+    assert env.legacy.client.hget(f"ai:job:ws0:{job.job_id}", "status") == "running"
+
+
+def test_a_copy_never_revives_a_job_deleted_meanwhile(env):
+    """The copy script re-reads the source at copy time: a deleted job stays deleted."""
+    from jobstore.scripts import SYNC_RECORD
+
+    job = env.jobs[0]
+    script = env.legacy.client.register_script(SYNC_RECORD.source)
+    env.legacy.delete(job.job_id, workspace_id="ws0")
+    outcome = script(keys=[f"ai:jobs:{job.job_id}", f"ai:job:ws0:{job.job_id}", "ai:index:{ws0}"],
+                     args=["ws0", job.job_id, "copy", "0"])
+    assert outcome == "gone" and not env.legacy.client.exists(f"ai:job:ws0:{job.job_id}")
+
+
+def test_backfill_dry_run_changes_nothing(env):
+    env.to("off", "dual-write")
+    before = snapshot(env.legacy.client)
+    report = env.migration.backfill(dry_run=True)
+    assert report.counts == {"copied": 40} and report.dry_run
+    assert snapshot(env.legacy.client) == before
+
+
+def test_backfill_dry_run_is_allowed_before_dual_writes(env):
+    assert env.migration.backfill(dry_run=True).counts == {"copied": 40}
+
+
+def test_backfill_resumes_from_its_checkpoint_after_an_interruption(env):
+    env.to("off", "dual-write")
+    calls = []
+
+    def crash_after_two_batches(step, done, total, counts):
+        calls.append(done)
+        assert total == 40
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        env.migration.backfill(batch=5, progress=crash_after_two_batches)
+    partial = len(env.legacy.client.keys("ai:job:*"))
+    assert 0 < partial < 40
+    report = env.migration.backfill(batch=5)
+    assert report.resumed and report.finished
+    assert len(env.legacy.client.keys("ai:job:*")) == 40
+    assert sum(report.counts.values()) >= 40 - partial
+
+
+def test_backfill_rate_is_throttled(env, monkeypatch):
+    env.to("off", "dual-write")
+    pauses, now = [], [time.monotonic()]
+
+    def sleep(seconds):
+        pauses.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "sleep", sleep)
+    env.migration.backfill(batch=5, rate=20)
+    assert 1.0 < sum(pauses) <= 2.001  # 40 records at 20/s: 2 s at most, less the time spent
+
+
+# -- verify ------------------------------------------------------------------------------------
+
+
+def test_verify_finds_missing_differing_and_orphaned_records_and_repair_converges(env):
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    a, b, c = env.jobs[:3]
+    client = env.legacy.client
+    client.delete(f"ai:job:{a.workspace_id}:{a.job_id}")                    # missing
+    client.hset(f"ai:job:{b.workspace_id}:{b.job_id}", "action", "edited")  # differing
+    client.delete(f"ai:jobs:{c.job_id}")                                    # orphaned
+    report = env.migration.verify(examples=5)
+    assert (report.missing, report.differing, report.orphaned) == (1, 1, 1)
+    assert not report.clean and report.problems == 3
+    assert report.examples["missing"][0]["job_id"] == a.job_id
+    assert report.examples["differing"][0]["fields"] == ["action"]
+    assert report.examples["orphaned"][0]["job_id"] == c.job_id
+    repaired = env.migration.verify(repair=True)
+    assert repaired.repaired == 3
+    final = env.migration.verify()
+    assert final.clean and final.checked_source == 40 and final.same == 40
+    assert client.exists(f"ai:jobs:{c.job_id}")  # nothing is deleted by a repair
+
+
+def test_verify_sample(env):
+    env.to("off", "dual-write")
+    report = env.migration.verify(sample=5)
+    assert report.sampled and report.checked_source == 5 and report.missing == 5
+
+
+def test_a_sampled_verify_does_not_allow_target_only(env):
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    assert env.migration.verify(sample=5).clean
+    env.to("read-target")
+    with pytest.raises(MigrationRefused):
+        env.migration.set_phase("target-only")
+
+
+def test_unroutable_legacy_records_are_reported(env):
+    env.legacy.client.hset("ai:jobs:orphan-no-ws", mapping={"job_id": "orphan-no-ws", "status": "pending"})
+    env.to("off", "dual-write")
+    assert env.migration.backfill().counts["unroutable"] == 1
+    assert env.migration.verify().unroutable == 1
+
+
+# -- cleanup -----------------------------------------------------------------------------------
+
+
+def test_cleanup_only_in_target_only_and_only_same_records(env):
+    env.to("off", "dual-write")
+    with pytest.raises(MigrationRefused, match="target-only"):
+        env.migration.cleanup()
+    env.migration.backfill()
+    env.migration.verify()
+    env.to("read-target", "target-only")
+    store = env.dual()
+    moved_on, tampered = env.jobs[0], env.jobs[1]
+    store.update_status(moved_on.job_id, "running", workspace_id=moved_on.workspace_id)
+    env.legacy.client.hset(f"ai:job:{tampered.workspace_id}:{tampered.job_id}", "params", "{}")
+    before = snapshot(env.legacy.client)
+    dry = env.migration.cleanup(dry_run=True)
+    assert dry.counts == {"deleted": 39, "kept": 1} and snapshot(env.legacy.client) == before
+    report = env.migration.cleanup(batch=6)
+    assert report.counts == {"deleted": 39, "kept": 1}
+    assert env.legacy.client.keys("ai:jobs:*") == [f"ai:jobs:{tampered.job_id}"]
+    assert store.get(moved_on.job_id, workspace_id=moved_on.workspace_id).status == "running"
+
+
+def test_status_reports_phase_rules_and_checkpoints(env):
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    status = env.migration.status()
+    assert status["phase"] == "dual-write" and status["next"]["read-target"] == "allowed"
+    assert status["checkpoints"]["backfill"]["finished"] == "1"
+    assert json.loads(status["checkpoints"]["backfill"]["counts"]) == {"copied": 40}
