@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Callable
 
-from .errors import ConfigError, JobStoreError
+from .errors import ConfigError, InvalidTransition, JobStoreError
 from .store import open as open_store
 
 
@@ -43,7 +43,10 @@ class LiveTraffic(threading.Thread):
             job_id = self.random.choice(list(self.alive))
             job = self.store.get(job_id, workspace_id=self.alive[job_id])
             if job is not None and job.status.value == "pending":
-                self.store.update_status(job_id, "cancelled", workspace_id=self.alive[job_id])
+                try:
+                    self.store.update_status(job_id, "cancelled", workspace_id=self.alive[job_id])
+                except InvalidTransition:
+                    pass  # a worker claimed it first
         else:
             job_id = self.random.choice(list(self.alive))
             if self.store.delete(job_id, workspace_id=self.alive.pop(job_id)):
