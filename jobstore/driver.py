@@ -27,11 +27,13 @@ UNAVAILABLE = (
 class SyncDriver:
     """Sends each batch an operation yields in one round trip and hands back the replies."""
 
-    def __init__(self, client, strategy, label: str):
-        """``strategy``: whose routing state to keep fresh (None: a driver for admin passes)."""
+    def __init__(self, client, strategy, label: str, events=None):
+        """``strategy``: whose routing state to keep fresh (None: a driver for admin passes).
+        ``events``: told the phase each time the state is read."""
         self.client = client
         self.strategy = strategy
         self.label = label
+        self.events = events
         self._scripts = {lua.name: client.register_script(lua.source) for lua in ALL_SCRIPTS}
 
     def run(self, op) -> Any:
@@ -53,7 +55,7 @@ class SyncDriver:
         request = self._state_request()
         if request is not None and request[1]:
             (reply,) = self._send((request[0],))
-            self.strategy.apply_state(reply, time.monotonic())
+            self._apply_state(reply)
 
     def _do(self, step) -> Any:
         if isinstance(step, Pause):
@@ -64,9 +66,15 @@ class SyncDriver:
         request = self._state_request()
         if request is not None:
             replies = self._send((request[0], *calls))
-            self.strategy.apply_state(replies[0], time.monotonic())
+            self._apply_state(replies[0])
             return replies[1:]
         return self._send(calls)
+
+    def _apply_state(self, reply) -> None:
+        self.strategy.apply_state(reply, time.monotonic())
+        phase = self.strategy.describe().get("phase")
+        if self.events is not None and phase:
+            self.events.phase(getattr(self.strategy, "migration", self.strategy.name), phase)
 
     def _send(self, calls: tuple) -> list:
         if len(calls) == 1:

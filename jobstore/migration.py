@@ -151,6 +151,7 @@ class Migration:
         entry = {"at": now, "event": "phase", "from": state.phase.value, "to": new.value,
                  "forced": bool(why), "refusal": why or "", "reason": reason}
         self._store_state(state, after, entry)
+        self.events.phase(self.name, after.phase.value)
         if wait:
             self.wait(STATE_MAX_AGE + 0.1)
         return after

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 
 from . import ops, validation
 from .connection import connect, redact
-from .errors import ConfigError, InvalidArgument
+from .errors import ConfigError, InvalidArgument, JobStoreError
 from .job import Job, JobStatus
 from .layout import StoreKeys
 from .plugins import create_strategy
@@ -65,7 +65,7 @@ class JobStore:
         self.url = redact(url) if url else repr(client)
         self.events = events if events is not None else Events()
         self.context = ops.Context(self.keys, self.strategy, events=self.events)
-        self.driver = SyncDriver(client, self.strategy, self.url)
+        self.driver = SyncDriver(client, self.strategy, self.url, self.events)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> "JobStore":
@@ -114,7 +114,8 @@ class JobStore:
         :raises StoreUnavailable: Redis could not be reached.
         """
         job, fields = self._new_job(workspace_id, action, params, job_id)
-        return self._run(ops.enqueue(self.context, job, fields))
+        return self._run(ops.enqueue(self.context, job, fields), "enqueue", job.workspace_id,
+                         dual_writes=1)
 
     def enqueue_many(self, items: Iterable[tuple]) -> list[Job]:
         """Enqueue ``(workspace_id, action[, params[, job_id]])`` tuples in one pipeline.
@@ -140,7 +141,8 @@ class JobStore:
             batch.append((job, fields))
         if not batch:
             return []
-        return self._run(ops.enqueue_many(self.context, batch))
+        return self._run(ops.enqueue_many(self.context, batch), "enqueue_many", None,
+                         dual_writes=[job.workspace_id for job, _ in batch])
 
     def get(self, job_id: str, *, workspace_id: str) -> Job | None:
         """The job, or None if it does not exist or belongs to another workspace.
@@ -149,7 +151,7 @@ class JobStore:
         :raises StoreUnavailable: Redis could not be reached.
         """
         job_id, workspace_id = self._ids(job_id, workspace_id)
-        return self._run(ops.get(self.context, job_id, workspace_id))
+        return self._run(ops.get(self.context, job_id, workspace_id), "get", workspace_id)
 
     def update_status(
         self,
@@ -177,7 +179,8 @@ class JobStore:
         if error is not None:
             changes["error"] = validation.error_text(error)
         validation.record_size(changes, self.max_record_bytes)
-        return self._run(ops.update_status(self.context, job_id, workspace_id, status, changes))
+        return self._run(ops.update_status(self.context, job_id, workspace_id, status, changes),
+                         "update_status", workspace_id)
 
     def list(
         self, workspace_id: str, *, status: JobStatus | str | None = None, limit: int = 100
@@ -192,7 +195,7 @@ class JobStore:
         workspace_id = validation.identifier("workspace_id", workspace_id)
         wanted = None if status is None else validation.status(status)
         limit = validation.limit(limit)
-        return self._run(ops.list_jobs(self.context, workspace_id, wanted, limit))
+        return self._run(ops.list_jobs(self.context, workspace_id, wanted, limit), "list", workspace_id)
 
     def dequeue(self, timeout: float | None = 0) -> Job | None:
         """Claim the oldest pending job and return it, now ``running``.
@@ -204,7 +207,7 @@ class JobStore:
         :raises StoreUnavailable: Redis could not be reached.
         """
         timeout = validation.timeout(timeout)
-        return self._run(ops.dequeue(self.context, timeout))
+        return self._run(ops.dequeue(self.context, timeout), "dequeue", None)
 
     def delete(self, job_id: str, *, workspace_id: str) -> bool:
         """Delete the job from every schema of the strategy; False if there was none.
@@ -213,7 +216,7 @@ class JobStore:
         :raises StoreUnavailable: Redis could not be reached.
         """
         job_id, workspace_id = self._ids(job_id, workspace_id)
-        return self._run(ops.delete(self.context, job_id, workspace_id))
+        return self._run(ops.delete(self.context, job_id, workspace_id), "delete", workspace_id)
 
     def migration(self):
         """The :class:`jobstore.migration.Migration` between this ``dual`` store's schemas.
@@ -260,7 +263,26 @@ class JobStore:
         validation.record_size(fields, self.max_record_bytes)
         return job, fields
 
-    def _run(self, op: ops.Op) -> Any:
-        return self.driver.run(op)
+    def _run(self, op: ops.Op, name: str, workspace_id: str | None, dual_writes=None) -> Any:
+        """Run an operation and tell ``events`` how it went.
+
+        ``dual_writes``: the workspace(s) of jobs an enqueue writes; reported as dual writes
+        (succeeded or failed) when the routing writes more than one schema.
+        """
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            result = self.driver.run(op)
+        except JobStoreError as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self.events.operation(name, self.strategy.name, workspace_id, outcome,
+                                  time.perf_counter() - started)
+            if dual_writes is not None and outcome in ("ok", "StoreUnavailable"):
+                for ws in ([workspace_id] if dual_writes == 1 else dual_writes):
+                    if len(self.strategy.routing(ws).writes) > 1:
+                        self.events.dual_write(ws, outcome == "ok")
+        return result
 
 
