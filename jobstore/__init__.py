@@ -15,6 +15,7 @@ from .errors import (
     MigrationRefused,
     PayloadTooLarge,
     PluginError,
+    RedisCommandError,
     StoreUnavailable,
     UnknownStrategy,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "PayloadTooLarge",
     "Phase",
     "PluginError",
+    "RedisCommandError",
     "Routing",
     "StoreUnavailable",
     "Strategy",

@@ -14,7 +14,7 @@ import sys
 import click
 
 from . import plugins
-from .errors import ConfigError, JobStoreError, MigrationRefused, StoreUnavailable
+from .errors import ConfigError, JobStoreError, MigrationRefused, PluginError, StoreUnavailable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
@@ -51,7 +51,7 @@ def guarded(func):
         except KeyboardInterrupt:
             fail("interrupted; run the same command again to resume from the checkpoint",
                  EXIT_INTERRUPTED)
-        except (ConfigError, ValueError) as exc:
+        except (ConfigError, PluginError, ValueError) as exc:
             fail(str(exc), EXIT_USAGE)
         except JobStoreError as exc:
             fail(str(exc), EXIT_FAILED)

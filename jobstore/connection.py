@@ -49,8 +49,9 @@ def connect(url: str, client_options: dict[str, Any] | None = None):
     if not isinstance(url, str) or not url:
         raise ConfigError("url must be a non-empty str such as redis://localhost:6379/0")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    options = {**CLIENT_DEFAULTS, "retry": default_retry(), **(client_options or {})}
     if scheme == "memory":
+        if client_options:
+            raise ConfigError("client_options do not apply to memory:// (an embedded fakeredis)")
         return memory_client(url)
     if scheme == "redis+cluster":
         raise ConfigError(
@@ -62,10 +63,20 @@ def connect(url: str, client_options: dict[str, Any] | None = None):
             f"url {redact(url)!r} has an unknown scheme; use one of "
             + ", ".join(f"{s}://" for s in SCHEMES)
         )
+    options = {**CLIENT_DEFAULTS, "retry": default_retry(), "decode_responses": True,
+               **(client_options or {})}
     try:
-        return redis.Redis.from_url(url, decode_responses=True, **options)
+        client = redis.Redis.from_url(url, **options)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"url {redact(url)!r} is invalid: {exc}") from None
+    pool = client.connection_pool
+    try:
+        # Connections are made lazily; build one (unconnected) now so that a misspelt option
+        # fails here, as a ConfigError, and not at the first operation.
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"client_options: {exc}") from None
+    return client
 
 
 def memory_client(url: str):

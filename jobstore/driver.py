@@ -10,9 +10,9 @@ from typing import Any
 
 import redis
 
-from .errors import StoreUnavailable
+from .errors import RedisCommandError, StoreUnavailable
 from .scripts import ALL as ALL_SCRIPTS
-from .steps import Command, Pause, Script
+from .steps import Command, Pause, Refresh, Script
 
 # redis-py raises these when the server cannot serve us; a caller sees StoreUnavailable.
 UNAVAILABLE = (
@@ -46,9 +46,13 @@ class SyncDriver:
             return done.value
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis at {self.label} is unavailable: {exc}") from exc
+        except redis.exceptions.ResponseError as exc:
+            raise RedisCommandError(f"Redis at {self.label} refused a command: {exc}") from exc
 
-    def _state_request(self):
-        return None if self.strategy is None else self.strategy.state_request(time.monotonic())
+    def _state_request(self, force: bool = False):
+        if self.strategy is None:
+            return None
+        return self.strategy.state_request(time.monotonic(), force)
 
     def _refresh_overdue_state(self) -> None:
         # Routing is decided when the operation starts, so a state too old to trust is read first.
@@ -60,6 +64,12 @@ class SyncDriver:
     def _do(self, step) -> Any:
         if isinstance(step, Pause):
             time.sleep(step.seconds)
+            return None
+        if isinstance(step, Refresh):
+            request = self._state_request(force=True)
+            if request is not None:
+                (reply,) = self._send((request[0],))
+                self._apply_state(reply)
             return None
         calls = step.calls
         # A state refresh that is due (but not overdue) rides along with this batch.

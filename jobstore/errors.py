@@ -93,6 +93,11 @@ class StoreUnavailable(JobStoreError):
     """Redis could not be reached or did not answer in time; the cause is chained."""
 
 
+class RedisCommandError(JobStoreError):
+    """Redis answered with an error (e.g. WRONGTYPE: a key jobstore needs holds something
+    else, or a server too old for a command); the cause is chained."""
+
+
 class MigrationRefused(JobStoreError):
     """A phase switch or migration step could strand or lose data; ``reason`` says why."""
 

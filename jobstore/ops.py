@@ -13,12 +13,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable
 
-from .errors import InvalidTransition, JobExists, JobNotFound
+from .errors import InvalidTransition, JobExists, JobNotFound, PayloadTooLarge
 from .job import Job, JobStatus, statuses_allowed_before
 from .layout import StoreKeys
 from .events import Events
 from .scripts import DELETE, DEQUEUE, ENQUEUE, UPDATE_STATUS
-from .steps import Batch, Command, Script
+from .steps import Batch, Command, Refresh, Script
 from .strategy import Strategy
 
 
@@ -33,6 +33,9 @@ class Context:
     strategy: Strategy
     marker_ttl: int = 600
     dequeue_scan: int = 50
+    # Longest server-side wait of one blocking step; kept below the client's socket timeout.
+    block_slice: float = 1.0
+    max_record_bytes: int = 1024 * 1024
     clock: Callable[[], float] = time.time
     new_token: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
     events: Events = field(default_factory=Events)
@@ -49,10 +52,23 @@ def owned(record: dict[str, str], workspace_id: str) -> bool:
     return bool(record) and record.get("workspace_id") == workspace_id
 
 
+def fenced_script(ctx: Context, lua, keys: tuple, args: tuple) -> Script:
+    """A routed script call, fenced by the phase its routing came from (see scripts.FENCE)."""
+    fence = ctx.strategy.fence()
+    if fence is None:
+        return Script(lua, (keys[0], *keys), ("", "", *args))
+    state_key, phase, default = fence
+    return Script(lua, (state_key, *keys), (phase, default, *args))
+
+
+def stale(reply: Any) -> bool:
+    return isinstance(reply, list) and reply[:1] == ["stale"]
+
+
 # -- writes ----------------------------------------------------------------------------------
 
 
-def enqueue_script(ctx: Context, job: Job, fields: dict[str, str]) -> Script:
+def enqueue_script(ctx: Context, job: Job, fields: dict[str, str], token: str) -> Script:
     routing = ctx.strategy.routing(job.workspace_id)
     writes = [s.job_key(job.workspace_id, job.job_id) for s in routing.writes]
     checks = [
@@ -61,9 +77,10 @@ def enqueue_script(ctx: Context, job: Job, fields: dict[str, str]) -> Script:
         if key not in writes
     ]
     flat = [part for item in fields.items() for part in item]
-    return Script(
+    return fenced_script(
+        ctx,
         ENQUEUE,
-        (ctx.keys.op(ctx.new_token()), ctx.keys.index(job.workspace_id), ctx.keys.queue, *writes, *checks),
+        (token, ctx.keys.index(job.workspace_id), ctx.keys.queue, *writes, *checks),
         (len(writes), ctx.marker_ttl, job.job_id, repr(job.created_at),
          ctx.keys.queue_entry(job.workspace_id, job.job_id), *flat),
     )
@@ -79,7 +96,9 @@ def enqueue_outcome(job: Job, reply: list) -> Job | None:
 
 
 def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
-    (reply,) = yield Batch((enqueue_script(ctx, job, fields),))
+    marker = ctx.keys.op(ctx.new_token())
+    while stale(reply := (yield Batch((enqueue_script(ctx, job, fields, marker),)))[0]):
+        yield Refresh()
     result = enqueue_outcome(job, reply)
     if result is None:
         raise JobExists([job.job_id])
@@ -87,7 +106,16 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
 
 
 def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
-    replies = yield Batch(tuple(enqueue_script(ctx, job, fields) for job, fields in jobs))
+    markers = [ctx.keys.op(ctx.new_token()) for _ in jobs]
+    replies: list = [None] * len(jobs)
+    todo = list(range(len(jobs)))
+    while todo:
+        sent = yield Batch(tuple(enqueue_script(ctx, *jobs[i], markers[i]) for i in todo))
+        for i, reply in zip(todo, sent):
+            replies[i] = reply
+        todo = [i for i in todo if stale(replies[i])]
+        if todo:
+            yield Refresh()
     created, existing = [], []
     for (job, _), reply in zip(jobs, replies):
         result = enqueue_outcome(job, reply)
@@ -107,45 +135,47 @@ def update_status(
     status: JobStatus,
     changes: dict[str, str],
 ) -> Op:
-    routing = ctx.strategy.routing(workspace_id)
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
     fields = {"status": status.value, **changes, "updated_at": repr(ctx.clock())}
     flat = [part for item in fields.items() for part in item]
-    (reply,) = yield Batch(
-        (
-            Script(
-                UPDATE_STATUS,
-                (ctx.keys.op(ctx.new_token()), *_keys(routing.touched, workspace_id, job_id)),
-                (workspace_id, ctx.marker_ttl, allowed, *flat),
-            ),
-        )
-    )
-    if reply[0] == "missing" or not reply[1:] or not reply[1]:
-        raise JobNotFound(job_id, workspace_id)
+    marker = ctx.keys.op(ctx.new_token())
+    while True:
+        routing = ctx.strategy.routing(workspace_id)
+        (reply,) = yield Batch((fenced_script(
+            ctx, UPDATE_STATUS, (marker, *_keys(routing.touched, workspace_id, job_id)),
+            (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, *flat),
+        ),))
+        if not stale(reply):
+            break
+        yield Refresh()
     if reply[0] == "invalid":
         raise InvalidTransition(job_id, reply[1], status.value)
+    if reply[0] == "too_large":
+        raise PayloadTooLarge(int(reply[1]), ctx.max_record_bytes)
+    if reply[0] == "missing" or not reply[1:] or not reply[1]:
+        raise JobNotFound(job_id, workspace_id)
     return Job.from_hash(as_record(reply[1]))
 
 
 def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
-    routing = ctx.strategy.routing(workspace_id)
-    (reply,) = yield Batch(
-        (
-            Script(
-                DELETE,
-                (ctx.keys.op(ctx.new_token()), ctx.keys.index(workspace_id),
-                 *_keys(routing.known, workspace_id, job_id)),
-                (workspace_id, ctx.marker_ttl, job_id),
-            ),
-        )
-    )
-    return bool(reply)
+    marker = ctx.keys.op(ctx.new_token())
+    while True:
+        routing = ctx.strategy.routing(workspace_id)
+        (reply,) = yield Batch((fenced_script(
+            ctx, DELETE,
+            (marker, ctx.keys.index(workspace_id), *_keys(routing.known, workspace_id, job_id)),
+            (workspace_id, ctx.marker_ttl, job_id),
+        ),))
+        if not stale(reply):
+            return bool(reply)
+        yield Refresh()
 
 
 def _dequeue_script(ctx: Context, source: str, marker: str) -> Script:
     # Routing is read afresh for every attempt, so a long wait follows a phase switch.
     templates = tuple(s.lua_template for s in ctx.strategy.routing(None).touched)
-    return Script(
+    return fenced_script(
+        ctx,
         DEQUEUE,
         (source, ctx.keys.queue, marker),
         (ctx.marker_ttl, repr(ctx.clock()), ctx.dequeue_scan, *templates),
@@ -159,21 +189,28 @@ def dequeue(ctx: Context, timeout: float | None) -> Op:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         (reply,) = yield Batch((_dequeue_script(ctx, queue, marker),))
+        if stale(reply):
+            yield Refresh()
+            continue
         if reply[0] == "busy":
-            continue  # only dropped stale entries so far; look further
+            continue  # only dropped entries of finished or deleted jobs so far; look further
         if reply[0] != "empty":
             return Job.from_hash(as_record(reply[1])) if reply[1] else None
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             return None
-        # Block server-side for a new entry, in short slices so a phase switch is seen soon.
-        wait = 1.0 if remaining is None else max(0.01, min(remaining, 1.0))
-        (moved,) = yield Batch(
-            (Command(("BLMOVE", queue, claim, "RIGHT", "LEFT", round(wait, 3))),), blocks_for=wait
+        # Block server-side for a new entry, moving it into this call's claim list, then claim
+        # from that list at once: one round trip, and the script runs even when a lost reply
+        # made redis-py re-send the BLMOVE (whatever either attempt moved is claimed or put back).
+        # Short slices, so that a phase switch is seen soon and the socket never times out.
+        wait = ctx.block_slice if remaining is None else max(0.01, min(remaining, ctx.block_slice))
+        _, reply = yield Batch(
+            (Command(("BLMOVE", queue, claim, "RIGHT", "LEFT", round(wait, 3))),
+             _dequeue_script(ctx, claim, marker))
         )
-        if moved is None:
-            continue
-        (reply,) = yield Batch((_dequeue_script(ctx, claim, marker),))
+        while stale(reply):  # the claim list must be drained now, under the fresh routing
+            yield Refresh()
+            (reply,) = yield Batch((_dequeue_script(ctx, claim, marker),))
         if reply[0] in ("job", "replayed"):
             return Job.from_hash(as_record(reply[1])) if reply[1] else None
 

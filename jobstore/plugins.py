@@ -4,7 +4,7 @@ Plugins load lazily, once per process, on the first call that needs them. Enviro
 
 - ``JOBSTORE_LOAD_PLUGINS``: unset loads every ``jobstore`` entry point; a comma-separated list
   loads only those entry-point names; an empty value loads none (built-ins always load).
-- ``JOBSTORE_TRACE_PLUGINS=1``: print every hook call and its result to stderr.
+- ``JOBSTORE_TRACE_PLUGINS=1``: print every hook implementation called, and its plugin, to stderr.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from . import hookspecs
 from .errors import ConfigError, PluginError, UnknownStrategy
 from .schema import KeySchema
 from .strategy import SchemaStrategy, Strategy
+from .validation import IDENTIFIER
+
+DEFAULT_PREFIX = "ai"
 
 DEFAULT_PLUGINS = (
     "jobstore.builtins.legacy",
@@ -54,6 +57,10 @@ class Registry:
         name = getattr(item, "name", None)
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {plugin!r} registered {item.__name__} without a name")
+        if not IDENTIFIER.fullmatch(name):
+            raise PluginError(f"plugin {plugin!r} registered the name {name!r}: use A-Z a-z 0-9 _ . -")
+        if kind is KeySchema:
+            item(DEFAULT_PREFIX)  # a bad key_format fails here, naming the schema, not at open
         for other in (self.schemas, self.strategies):
             if name in other:
                 raise PluginError(
@@ -100,22 +107,22 @@ def get_plugin_manager() -> pluggy.PluginManager:
         if _manager is None:
             pm = pluggy.PluginManager(hookspecs.PROJECT)
             pm.add_hookspecs(hookspecs)
-            for module in DEFAULT_PLUGINS:
-                pm.register(importlib.import_module(module), name=module)
-            wanted = os.environ.get("JOBSTORE_LOAD_PLUGINS")
-            if wanted is None:
-                pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-            else:
-                for name in filter(None, (n.strip() for n in wanted.split(","))):
-                    if not pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name):
-                        raise PluginError(
-                            f"JOBSTORE_LOAD_PLUGINS names {name!r}, but no installed "
-                            f"distribution has a {ENTRY_POINT_GROUP!r} entry point of that name"
-                        )
-            pm.check_pending()
-            if os.environ.get("JOBSTORE_TRACE_PLUGINS"):
-                pm.trace.root.setwriter(sys.stderr.write)
-                pm.enable_tracing()
+            try:
+                for module in DEFAULT_PLUGINS:
+                    pm.register(importlib.import_module(module), name=module)
+                wanted = os.environ.get("JOBSTORE_LOAD_PLUGINS")
+                if wanted is None:
+                    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+                else:
+                    for name in filter(None, (n.strip() for n in wanted.split(","))):
+                        if not pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name):
+                            raise PluginError(
+                                f"JOBSTORE_LOAD_PLUGINS names {name!r}, but no installed "
+                                f"distribution has a {ENTRY_POINT_GROUP!r} entry point of that name"
+                            )
+                pm.check_pending()
+            except pluggy.PluginValidationError as exc:
+                raise PluginError(f"plugin {exc.plugin!r} is invalid: {exc}") from exc
             _manager = pm
         return _manager
 
@@ -143,11 +150,17 @@ def get_registry() -> Registry:
                 # One plugin at a time, so that every registration says who made it.
                 for impl in hook.get_hookimpls():
                     label = plugin_label(pm, impl.plugin_name)
+                    if tracing():
+                        sys.stderr.write(f"jobstore: {hook.name} of {label}\n")
                     impl.function(
                         register=lambda item, t=table, k=kind, p=label: registry.add(t, k, item, p)
                     )
             _registry = registry
         return _registry
+
+
+def tracing() -> bool:
+    return os.environ.get("JOBSTORE_TRACE_PLUGINS", "").lower() not in ("", "0", "false", "no")
 
 
 def reset() -> None:

@@ -64,10 +64,17 @@ class KeySchema:
         elif any(c in template for c in "*?[]\\"):
             problem = "must not contain glob characters * ? [ ] \\"
         else:
-            rest = template[len(self.prefix) + 1 :]
-            namespace = re.split(r"[:\x01\x02]", rest, maxsplit=1)[0]
-            if namespace in RESERVED_NAMESPACES:
-                problem = f"'{self.prefix}:{namespace}:' is reserved by jobstore"
+            # The first segment after the prefix must never spell one of jobstore's own
+            # namespaces, whatever the ids: a literal word, or one with a non-id character.
+            segment = template[len(self.prefix) + 1 :].split(":", 1)[0]
+            literal = segment.replace(WORKSPACE_MARK, "").replace(JOB_MARK, "")
+            if segment in RESERVED_NAMESPACES:
+                problem = f"'{self.prefix}:{segment}:' is reserved by jobstore"
+            elif literal != segment and set(literal) <= _ID_CHARS:
+                problem = (
+                    "must begin with a namespace of its own after the prefix "
+                    "(e.g. '${prefix}:myjobs:...'), so no id can spell a jobstore key"
+                )
             # Two ids side by side, or split only by id characters, could not be parsed back.
             marks = [i for i, c in enumerate(template) if c in (WORKSPACE_MARK, JOB_MARK)]
             if len(marks) == 2 and set(template[marks[0] + 1 : marks[1]]) <= _ID_CHARS:

@@ -20,7 +20,28 @@ class Lua:
     source: str
 
 
-ENQUEUE = Lua(
+# Prepended to every script that acts for a routed operation. A store routes by the migration
+# phase it cached (at most a second old); the script re-checks that phase in the same atomic
+# step, so no write ever lands under a phase that has since changed: a stale store is told
+# 'stale', refreshes, and routes again. The prelude then drops its own KEYS/ARGV, so the body's
+# header below describes the body's indices.
+FENCE = r"""
+-- fence: KEYS[1] migration state hash (any key when unfenced)
+--        ARGV[1] phase this call was routed for ('' = unfenced)   ARGV[2] phase when none stored
+if ARGV[1] ~= '' and (redis.call('HGET', KEYS[1], 'phase') or ARGV[2]) ~= ARGV[1] then
+  return {'stale'}
+end
+table.remove(KEYS, 1)
+table.remove(ARGV, 1)
+table.remove(ARGV, 1)
+"""
+
+
+def fenced(name: str, body: str) -> Lua:
+    return Lua(name, FENCE + body)
+
+
+ENQUEUE = fenced(
     "enqueue",
     r"""
 -- KEYS[1] op marker   KEYS[2] workspace index   KEYS[3] queue
@@ -37,20 +58,28 @@ end
 local fields = {}
 for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 for i = 4, 3 + tonumber(ARGV[1]) do redis.call('HSET', KEYS[i], unpack(fields)) end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-redis.call('LPUSH', KEYS[3], ARGV[5])
+-- A script is not rolled back when a command fails (e.g. WRONGTYPE on a key in the way), so
+-- undo the records by hand: a job is written with its index and queue entry, or not at all.
+local indexed = redis.pcall('ZADD', KEYS[2], ARGV[4], ARGV[3])
+local queued = type(indexed) == 'table' and indexed or redis.pcall('LPUSH', KEYS[3], ARGV[5])
+if type(queued) == 'table' and queued.err then
+  for i = 4, 3 + tonumber(ARGV[1]) do redis.call('DEL', KEYS[i]) end
+  if type(indexed) ~= 'table' then redis.call('ZREM', KEYS[2], ARGV[3]) end
+  return redis.error_reply(queued.err)
+end
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 return {'created'}
 """,
 )
 
-UPDATE_STATUS = Lua(
+UPDATE_STATUS = fenced(
     "update_status",
     r"""
 -- KEYS[1] op marker   KEYS[2 ..] record keys, in read order
 -- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] statuses allowed before, ' '-separated
--- ARGV[4 ..] field, value pairs to set
+-- ARGV[4] max record bytes   ARGV[5 ..] field, value pairs to set
 -- returns {'updated', record} | {'replayed', record} | {'missing'} | {'invalid', current status}
+--         | {'too_large', size}
 -- Only records owned by the workspace count: another workspace's record is never touched.
 local owned = {}
 for i = 2, #KEYS do
@@ -64,15 +93,23 @@ local current = redis.call('HGET', owned[1], 'status') or ''
 if not string.find(' ' .. ARGV[3] .. ' ', ' ' .. current .. ' ', 1, true) then
   return {'invalid', current}
 end
-local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local fields, merged = {}, {}
+local stored = redis.call('HGETALL', owned[1])
+for i = 1, #stored, 2 do merged[stored[i]] = stored[i + 1] end
+for i = 5, #ARGV, 2 do
+  fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
+  merged[ARGV[i]] = ARGV[i + 1]
+end
+local size = 0
+for k, v in pairs(merged) do size = size + #k + #v end
+if size > tonumber(ARGV[4]) then return {'too_large', size} end
 for _, key in ipairs(owned) do redis.call('HSET', key, unpack(fields)) end
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 return {'updated', redis.call('HGETALL', owned[1])}
 """,
 )
 
-DELETE = Lua(
+DELETE = fenced(
     "delete",
     r"""
 -- KEYS[1] op marker   KEYS[2] workspace index   KEYS[3 ..] record keys
@@ -94,7 +131,7 @@ return deleted
 """,
 )
 
-DEQUEUE = Lua(
+DEQUEUE = fenced(
     "dequeue",
     r"""
 -- KEYS[1] list to pop from: the queue, or this call's claim list   KEYS[2] the queue
@@ -105,13 +142,12 @@ DEQUEUE = Lua(
 -- returns {'job', record} | {'replayed', record} | {'empty'} | {'busy'}
 -- Entries are 'workspace:job'. Entries of deleted, cancelled or already running jobs are
 -- dropped. Whatever a claim list still holds goes back to the queue's head, in order.
+local reply
 local marker = redis.call('GET', KEYS[3])
-if marker then return {'replayed', redis.call('HGETALL', marker)} end
-local reply = {'empty'}
-for _ = 1, tonumber(ARGV[3]) do
+if marker then reply = {'replayed', redis.call('HGETALL', marker)} end
+for _ = 1, reply and 0 or tonumber(ARGV[3]) do
   local entry = redis.call('RPOP', KEYS[1])
-  if not entry then break end
-  reply = {'busy'}
+  if not entry then reply = {'empty'}; break end
   local sep = string.find(entry, ':', 1, true)
   local ws, id = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1)
   local owned = {}
@@ -133,7 +169,7 @@ if KEYS[1] ~= KEYS[2] then
   if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
   redis.call('DEL', KEYS[1])
 end
-return reply
+return reply or {'busy'}
 """,
 )
 

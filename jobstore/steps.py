@@ -28,8 +28,6 @@ class Batch:
     """Commands sent together: one network round trip on standalone Redis."""
 
     calls: tuple[Command | Script, ...]
-    # A blocking command may hold the connection for up to this many seconds.
-    blocks_for: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -37,3 +35,8 @@ class Pause:
     """Wait this many seconds before going on (throttling); the driver's reply is None."""
 
     seconds: float
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """Re-read the strategy's routing state now: a script said the cached state is stale."""

@@ -61,10 +61,15 @@ class JobStore:
         self.prefix = prefix
         self.max_record_bytes = max_record_bytes
         self.strategy = create_strategy(strategy, prefix, **strategy_options)
+        routing = self.strategy.routing(None)
+        if not routing.reads or not routing.writes or not set(routing.reads + routing.writes) <= set(routing.known):
+            raise ConfigError(f"strategy {strategy!r} routes nowhere: it must read and write known schemas")
         self.keys = StoreKeys(prefix)
         self.url = redact(url) if url else repr(client)
         self.events = events if events is not None else Events()
-        self.context = ops.Context(self.keys, self.strategy, events=self.events)
+        self.context = ops.Context(self.keys, self.strategy, events=self.events,
+                                   block_slice=_block_slice(client),
+                                   max_record_bytes=max_record_bytes)
         self.driver = SyncDriver(client, self.strategy, self.url, self.events)
 
     @classmethod
@@ -258,10 +263,10 @@ class JobStore:
         params = validation.params(params)
         job_id = uuid.uuid4().hex if job_id is None else validation.identifier("job_id", job_id)
         now = time.time()
-        job = Job(job_id, workspace_id, action, JobStatus.PENDING, params, None, None, now, now)
-        fields = job.to_hash()
+        fields = Job(job_id, workspace_id, action, JobStatus.PENDING, params, None, None, now, now).to_hash()
         validation.record_size(fields, self.max_record_bytes)
-        return job, fields
+        # Return what get() will return (params as stored JSON decodes), not the caller's object.
+        return Job.from_hash(fields), fields
 
     def _run(self, op: ops.Op, name: str, workspace_id: str | None, dual_writes=None) -> Any:
         """Run an operation and tell ``events`` how it went.
@@ -286,3 +291,10 @@ class JobStore:
         return result
 
 
+
+
+def _block_slice(client) -> float:
+    """A blocking wait that ends well before the client's socket timeout would fire."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    timeout = kwargs.get("socket_timeout")
+    return 1.0 if not timeout else max(0.01, min(1.0, timeout / 2))

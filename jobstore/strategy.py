@@ -65,8 +65,9 @@ class Strategy:
     def schemas(self) -> tuple[KeySchema, ...]:
         return self.routing(None).known
 
-    def state_request(self, now: float) -> tuple[Any, bool] | None:
-        """A command reading state the routing depends on, when the cached copy is old.
+    def state_request(self, now: float, force: bool = False) -> tuple[Any, bool] | None:
+        """A command reading state the routing depends on, when the cached copy is old (or
+        ``force``).
 
         Returns None when fresh, else ``(command, must_wait)``: with ``must_wait`` the store
         reads it before the operation; otherwise it rides along with the operation's own batch.
@@ -75,6 +76,11 @@ class Strategy:
 
     def apply_state(self, reply: Any, now: float) -> None:
         """Take the reply to :meth:`state_request`'s command."""
+
+    def fence(self) -> tuple[str, str, str] | None:
+        """``(state key, phase routed for, phase when none is stored)`` for writes to check
+        atomically, or None when routing depends on no stored state."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {"strategy": self.name, "schemas": [s.name for s in self.schemas]}

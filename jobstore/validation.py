@@ -6,7 +6,7 @@ import math
 import re
 from typing import Any
 
-from .errors import InvalidArgument, InvalidIdentifier, PayloadTooLarge
+from .errors import ConfigError, InvalidArgument, InvalidIdentifier, PayloadTooLarge
 from .job import JobStatus, encode_json
 
 IDENTIFIER = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
@@ -34,9 +34,7 @@ def identifier(argument: str, value: Any) -> str:
 
 def prefix(value: Any) -> str:
     if not isinstance(value, str) or not PREFIX.fullmatch(value):
-        raise InvalidArgument(
-            "prefix", f"{value!r} must be segments of A-Z a-z 0-9 _ . - separated by ':'"
-        )
+        raise ConfigError(f"prefix {value!r} must be segments of A-Z a-z 0-9 _ . - separated by ':'")
     return value
 
 

@@ -8,7 +8,14 @@ from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..layout import StoreKeys
 from ..steps import Command
-from ..phases import STATE_MAX_AGE, STATE_REFRESH_AGE, MigrationState, Phase, parse_phase
+from ..phases import (
+    DEFAULT_PHASE,
+    STATE_MAX_AGE,
+    STATE_REFRESH_AGE,
+    MigrationState,
+    Phase,
+    parse_phase,
+)
 from ..strategy import Routing, SchemaResolver, Strategy
 
 
@@ -83,10 +90,10 @@ class DualStrategy(Strategy):
             phase = Phase.DUAL_WRITE
         return self._routes[phase]
 
-    def state_request(self, now: float) -> tuple[Command, bool] | None:
+    def state_request(self, now: float, force: bool = False) -> tuple[Command, bool] | None:
         if self.pinned is not None:
             return None
-        age = None if self._fetched_at is None else now - self._fetched_at
+        age = None if self._fetched_at is None or force else now - self._fetched_at
         if age is not None and age < STATE_REFRESH_AGE:
             return None
         return Command(("HGETALL", self.state_key)), age is None or age >= STATE_MAX_AGE
@@ -94,6 +101,11 @@ class DualStrategy(Strategy):
     def apply_state(self, reply: Any, now: float) -> None:
         self.state = MigrationState.from_hash(reply or {})
         self._fetched_at = now
+
+    def fence(self) -> tuple[str, str, str] | None:
+        if self.pinned is not None:
+            return None
+        return self.state_key, self.state.phase.value, DEFAULT_PHASE.value
 
     def describe(self) -> dict[str, Any]:
         return {
