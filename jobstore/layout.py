@@ -7,7 +7,20 @@ between schemas never has to move them: a job queued under one schema is found u
 from __future__ import annotations
 
 # Namespaces under the prefix that belong to jobstore itself; no schema may put records there.
-RESERVED_NAMESPACES = frozenset({"queue", "index", "op", "claim", "migration"})
+RESERVED_NAMESPACES = frozenset({"queue", "index", "op", "claim", "claimed", "tomb", "migration"})
+
+
+def slot_tag(key: str) -> str:
+    """What Redis Cluster hashes for ``key``: its ``{...}`` hash tag, else the whole key.
+
+    A key ``<ns>:{<slot_tag(k)>}:...`` always lands in the same slot as ``k``.
+    """
+    start = key.find("{")
+    if start != -1:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
 
 
 class StoreKeys:
@@ -25,17 +38,28 @@ class StoreKeys:
         """
         return f"{self.prefix}:index:{{{workspace_id}}}"
 
-    def op(self, token: str) -> str:
-        """Short-lived marker that one write call (by its token) has been applied."""
-        return f"{self.prefix}:op:{token}"
+    def op(self, token: str, near: str) -> str:
+        """Short-lived marker that one write call (by its token) has been applied; in the slot
+        of ``near``, the key the write's script is about."""
+        return f"{self.prefix}:op:{{{slot_tag(near)}}}:{token}"
 
     def claim(self, token: str) -> str:
-        """List a blocking dequeue moves its entry into before claiming the job."""
-        return f"{self.prefix}:claim:{token}"
+        """List a dequeue moves its entry into before claiming the job (the queue's slot)."""
+        return f"{self.prefix}:claim:{{{slot_tag(self.queue)}}}:{token}"
+
+    def claimed(self, workspace_id: str, job_id: str) -> str:
+        """Redis Cluster only: who claimed a job, so that a duplicated queue entry cannot hand
+        it out twice (the index's slot)."""
+        return f"{self.prefix}:claimed:{{{workspace_id}}}:{job_id}"
+
+    def tomb(self, record_key: str) -> str:
+        """Redis Cluster only: a deleted record's tombstone, in the record's slot, so that a
+        copy running beside the delete cannot bring the record back."""
+        return f"{self.prefix}:tomb:{{{slot_tag(record_key)}}}:{record_key}"
 
     def migration(self, source: str, target: str) -> str:
-        """Hash holding the phase and progress of the source -> target migration."""
-        return f"{self.prefix}:migration:{source}:{target}"
+        """Hash holding the phase of the source -> target migration (its parts share the slot)."""
+        return f"{self.prefix}:migration:{{{source}:{target}}}"
 
     def migration_part(self, source: str, target: str, part: str) -> str:
         """A migration's checkpoints and log: ``backfill``, ``cleanup``, ``log``..."""

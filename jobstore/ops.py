@@ -96,7 +96,7 @@ def enqueue_outcome(job: Job, reply: list) -> Job | None:
 
 
 def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
-    marker = ctx.keys.op(ctx.new_token())
+    marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(job.workspace_id))
     while stale(reply := (yield Batch((enqueue_script(ctx, job, fields, marker),)))[0]):
         yield Refresh()
     result = enqueue_outcome(job, reply)
@@ -106,7 +106,7 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
 
 
 def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
-    markers = [ctx.keys.op(ctx.new_token()) for _ in jobs]
+    markers = [ctx.keys.op(ctx.new_token(), near=ctx.keys.index(job.workspace_id)) for job, _ in jobs]
     replies: list = [None] * len(jobs)
     todo = list(range(len(jobs)))
     while todo:
@@ -138,7 +138,7 @@ def update_status(
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
     fields = {"status": status.value, **changes, "updated_at": repr(ctx.clock())}
     flat = [part for item in fields.items() for part in item]
-    marker = ctx.keys.op(ctx.new_token())
+    marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
     while True:
         routing = ctx.strategy.routing(workspace_id)
         (reply,) = yield Batch((fenced_script(
@@ -158,7 +158,7 @@ def update_status(
 
 
 def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
-    marker = ctx.keys.op(ctx.new_token())
+    marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
     while True:
         routing = ctx.strategy.routing(workspace_id)
         (reply,) = yield Batch((fenced_script(
@@ -185,7 +185,8 @@ def _dequeue_script(ctx: Context, source: str, marker: str) -> Script:
 def dequeue(ctx: Context, timeout: float | None) -> Op:
     """Claim the oldest pending job. ``timeout``: 0 no wait, None wait forever, else seconds."""
     token = ctx.new_token()
-    marker, claim, queue = ctx.keys.op(token), ctx.keys.claim(token), ctx.keys.queue
+    queue = ctx.keys.queue
+    marker, claim = ctx.keys.op(token, near=queue), ctx.keys.claim(token)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         (reply,) = yield Batch((_dequeue_script(ctx, queue, marker),))

@@ -63,6 +63,8 @@ class KeySchema:
             problem = "must start with '${prefix}:'"
         elif any(c in template for c in "*?[]\\"):
             problem = "must not contain glob characters * ? [ ] \\"
+        elif ("{" in template or "}" in template) and not re.fullmatch(r"[^{}]*\{[^{}]+\}[^{}]*", template):
+            problem = "may hold one Redis Cluster hash tag '{...}' (not empty), and no other braces"
         else:
             # The first segment after the prefix must never spell one of jobstore's own
             # namespaces, whatever the ids: a literal word, or one with a non-id character.
