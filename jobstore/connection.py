@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -54,10 +54,7 @@ def connect(url: str, client_options: dict[str, Any] | None = None):
             raise ConfigError("client_options do not apply to memory:// (an embedded fakeredis)")
         return memory_client(url)
     if scheme == "redis+cluster":
-        raise ConfigError(
-            f"{redact(url)}: Redis Cluster (redis+cluster://) is not supported yet; "
-            "use redis://, rediss:// or unix:// for a standalone server"
-        )
+        return cluster_client(url, client_options)
     if scheme not in SCHEMES:
         raise ConfigError(
             f"url {redact(url)!r} has an unknown scheme; use one of "
@@ -77,6 +74,47 @@ def connect(url: str, client_options: dict[str, Any] | None = None):
     except TypeError as exc:
         raise ConfigError(f"client_options: {exc}") from None
     return client
+
+
+def cluster_client(url: str, client_options: dict[str, Any] | None):
+    """A redis-py ``RedisCluster`` on the seed nodes of ``redis+cluster://[user:pass@]h:p,h:p``.
+
+    redis-py asks the seeds for the slot map at once, so an unreachable cluster is reported
+    here (StoreUnavailable) rather than at the first operation.
+    """
+    from redis.cluster import ClusterNode, RedisCluster
+
+    from .errors import StoreUnavailable
+
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    nodes = []
+    for hostport in filter(None, hosts.split(",")):
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"url {redact(url)!r}: seed nodes must be host:port, comma-separated")
+        nodes.append(ClusterNode(host, int(port)))
+    if not nodes:
+        raise ConfigError(f"url {redact(url)!r} names no seed node")
+    options = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, "decode_responses": True,
+               **(client_options or {})}
+    if user:
+        options.setdefault("username", unquote(user))
+    if password:
+        options.setdefault("password", unquote(password))
+    try:
+        return RedisCluster(startup_nodes=nodes, **options)
+    except TypeError as exc:
+        raise ConfigError(f"client_options: {exc}") from None
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        raise StoreUnavailable(f"Redis Cluster at {redact(url)} is unavailable: {exc}") from exc
+
+
+def is_cluster(client) -> bool:
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
 
 
 def memory_client(url: str):

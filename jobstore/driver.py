@@ -12,7 +12,8 @@ import redis
 
 from .errors import RedisCommandError, StoreUnavailable
 from .scripts import ALL as ALL_SCRIPTS
-from .steps import Command, Pause, Refresh, Script
+from .connection import is_cluster
+from .steps import Command, Pause, Primaries, Refresh, Script
 
 # redis-py raises these when the server cannot serve us; a caller sees StoreUnavailable.
 UNAVAILABLE = (
@@ -20,6 +21,9 @@ UNAVAILABLE = (
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterError,  # cluster down, a primary down
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
     OSError,
 )
 
@@ -34,6 +38,7 @@ class SyncDriver:
         self.strategy = strategy
         self.label = label
         self.events = events
+        self.cluster = is_cluster(client)
         self._scripts = {lua.name: client.register_script(lua.source) for lua in ALL_SCRIPTS}
 
     def run(self, op) -> Any:
@@ -65,6 +70,10 @@ class SyncDriver:
         if isinstance(step, Pause):
             time.sleep(step.seconds)
             return None
+        if isinstance(step, Primaries):
+            if not self.cluster:
+                return [None]
+            return sorted(node.name for node in self.client.get_primaries())
         if isinstance(step, Refresh):
             request = self._state_request(force=True)
             if request is not None:
@@ -113,6 +122,13 @@ class SyncDriver:
     def _one(self, call: Command | Script) -> Any:
         if isinstance(call, Script):
             return self._scripts[call.lua.name](keys=call.keys, args=call.args, client=self.client)
+        if call.node is not None and self.cluster:
+            node = self.client.get_node(node_name=call.node)
+            reply = self.client.execute_command(*call.args, target_nodes=node)
+            if call.args[0] == "SCAN":  # the cluster client wraps the cursor as {node: cursor}
+                cursors, keys = reply
+                return [next(iter(cursors.values())), keys]
+            return reply
         return self.client.execute_command(*call.args)
 
     def _load_scripts(self) -> None:

@@ -24,7 +24,8 @@ from .phases import STATE_MAX_AGE, MigrationState, Phase, parse_phase, refusal, 
 from .plugins import get_registry
 from .schema import KeySchema
 from .scripts import CLEANUP_RECORD, SET_STATE, SYNC_RECORD
-from .steps import Batch, Command, Pause, Script
+from . import sync_cluster
+from .steps import Batch, Command, Pause, Primaries, Script
 
 Progress = Callable[[str, int, "int | None", dict], None]
 MUTABLE = frozenset({"status", "result", "error", "updated_at"})
@@ -304,66 +305,84 @@ class Migration:
     def _pass(self, step, scan_schema, other, mode, batch, rate, dry_run, restart, progress,
               checkpoint_key):
         report = PassReport(step, dry_run=dry_run)
-        cursor = "0"
+        cursors: dict[str, str] = {}  # per primary: the next SCAN cursor, or "done"
         if not dry_run:
             (saved,) = yield Batch((Command(("HGETALL", checkpoint_key)),))
             if saved and saved.get("finished") != "1" and not restart:
-                cursor = saved.get("cursor", "0")
+                cursors = json.loads(saved.get("cursors", "{}"))
                 report.resumed = True
                 report.scanned = int(saved.get("scanned", 0))
                 report.counts = json.loads(saved.get("counts", "{}"))
-        total = yield from self._count(scan_schema)
+        nodes = yield Primaries()
+        total = yield from self._count(scan_schema, nodes)
         begun = time.monotonic()
         done_at_start = report.scanned
-        while True:
-            (reply,) = yield Batch(
-                (Command(("SCAN", cursor, "MATCH", scan_schema.scan_pattern(), "COUNT", batch)),)
-            )
-            cursor, keys = str(reply[0]), reply[1]
-            placed = yield from self._place(scan_schema, other, keys, report)
-            calls = []
-            for ws, job_id, scan_key, other_key in placed:
-                if mode == "cleanup":
-                    calls.append(Script(CLEANUP_RECORD, (scan_key, other_key),
-                                        (ws, "1" if dry_run else "0")))
-                else:
-                    calls.append(Script(SYNC_RECORD, (scan_key, other_key, self.keys.index(ws)),
-                                        (ws, job_id, mode, "1" if dry_run else "0")))
-            finished = cursor == "0"
-            if not dry_run:
-                state = {"cursor": cursor, "scanned": report.scanned + len(placed),
-                         "finished": "1" if finished else "0", "updated_at": repr(self.clock())}
-                # Counts are written after the outcomes are known; the cursor rides with the batch
-                # so a crash re-does at most this batch (every script is safe to repeat).
-                calls.append(Command(("HSET", checkpoint_key, *_flat(state))))
-            outcomes = (yield Batch(tuple(calls))) if calls else []
-            for outcome in outcomes[: len(placed)]:
-                report.add(outcome)
-            report.scanned += len(placed)
-            if not dry_run:
-                yield Batch((Command(("HSET", checkpoint_key, "counts", json.dumps(report.counts))),))
-            self.events.migration_progress(self.name, step, report.scanned, total, report.counts)
-            if progress:
-                progress(step, report.scanned, total, dict(report.counts))
-            if finished:
-                report.finished = True
-                return report
-            if rate:
-                due = (report.scanned - done_at_start) / rate - (time.monotonic() - begun)
-                if due > 0:
-                    yield Pause(due)
+        for node in nodes:
+            name = node or "standalone"
+            while cursors.get(name) != "done":
+                cursor, keys = yield from _scan(scan_schema, node, cursors.get(name, "0"), batch)
+                placed = yield from self._place(scan_schema, other, keys, report)
+                outcomes = yield from self._apply(mode, placed, dry_run)
+                for outcome in outcomes:
+                    report.add(outcome)
+                report.scanned += len(placed)
+                cursors[name] = "done" if cursor == "0" else cursor
+                finished = all(cursors.get(n or "standalone") == "done" for n in nodes)
+                if not dry_run:
+                    # Written once the batch's records are settled: a crash re-does at most
+                    # this batch, and every step of it is safe to repeat.
+                    state = {"cursors": json.dumps(cursors), "scanned": report.scanned,
+                             "counts": json.dumps(report.counts),
+                             "finished": "1" if finished else "0", "updated_at": repr(self.clock())}
+                    yield Batch((Command(("HSET", checkpoint_key, *_flat(state))),))
+                self.events.migration_progress(self.name, step, report.scanned, total, report.counts)
+                if progress:
+                    progress(step, report.scanned, total, dict(report.counts))
+                if rate and not finished:
+                    due = (report.scanned - done_at_start) / rate - (time.monotonic() - begun)
+                    if due > 0:
+                        yield Pause(due)
+        report.finished = True
+        return report
 
-    def _count(self, schema: KeySchema):
+    def _apply(self, mode: str, placed: list, dry_run: bool):
+        """Copy, merge or clean up each placed record; its outcome, in order."""
+        if not placed:
+            return []
+        if self.driver.cluster:
+            return (yield from sync_cluster.settle(self.keys, mode, placed, dry_run, self.clock()))
+        calls = []
+        for ws, job_id, scan_key, other_key in placed:
+            if mode == "cleanup":
+                calls.append(Script(CLEANUP_RECORD, (scan_key, other_key), (ws, "1" if dry_run else "0")))
+            else:
+                calls.append(Script(SYNC_RECORD, (scan_key, other_key, self.keys.index(ws)),
+                                    (ws, job_id, mode, "1" if dry_run else "0")))
+        return (yield Batch(tuple(calls)))
+
+    def _count(self, schema: KeySchema, nodes: list):
         """How many keys the pass will see (for progress and ETA)."""
-        cursor, total = "0", 0
-        while True:
-            (reply,) = yield Batch(
-                (Command(("SCAN", cursor, "MATCH", schema.scan_pattern(), "COUNT", 1000)),)
-            )
-            cursor = str(reply[0])
-            total += sum(1 for key in reply[1] if schema.parse_key(key))
-            if cursor == "0":
-                return total
+        total = 0
+        for node in nodes:
+            cursor = "0"
+            while True:
+                cursor, keys = yield from _scan(schema, node, cursor, 1000)
+                total += sum(1 for key in keys if schema.parse_key(key))
+                if cursor == "0":
+                    break
+        return total
+
+    def _compare_pairs(self, side: str, placed: list):
+        """``(kind, record, counterpart)`` for each placed record (see ``_compare``)."""
+        records = yield Batch(tuple(
+            Command(("HGETALL", key)) for _, _, a, b in placed for key in (a, b)
+        ))
+        found = []
+        for i, (ws, _, _, _) in enumerate(placed):
+            mine, theirs = records[2 * i] or {}, records[2 * i + 1] or {}
+            kind = "vanished" if mine.get("workspace_id") != ws else _compare(side, mine, theirs, ws)
+            found.append((kind, mine, theirs))
+        return found
 
     def _place(self, scan_schema: KeySchema, other: KeySchema, keys: list[str], report):
         """``(workspace_id, job_id, key, other_key)`` for every record key in ``keys``.
@@ -394,30 +413,37 @@ class Migration:
 
     def _verify(self, phase, sample, repair, examples, batch, progress):
         report = VerifyReport(phase.value, sampled=bool(sample))
-        for side in ("source", "target"):
+        nodes = yield Primaries()
+        for side, node in [(side, node) for side in ("source", "target") for node in nodes]:
             schema, other = (self.source, self.target) if side == "source" else (self.target, self.source)
-            cursor, seen = "0", 0
+            cursor = "0"
+            seen = report.checked_source if side == "source" else report.checked_target
             while True:
-                (reply,) = yield Batch(
-                    (Command(("SCAN", cursor, "MATCH", schema.scan_pattern(), "COUNT", batch)),)
-                )
-                cursor = str(reply[0])
+                cursor, keys = yield from _scan(schema, node, cursor, batch)
                 unroutable = _Counter()
-                placed = yield from self._place(schema, other, reply[1], unroutable)
+                placed = yield from self._place(schema, other, keys, unroutable)
                 if side == "source":
                     report.unroutable += unroutable.n
                 if sample:
                     placed = placed[: max(0, sample - seen)]
                 seen += len(placed)
-                records = yield Batch(tuple(
-                    Command(("HGETALL", key)) for _, _, a, b in placed for key in (a, b)
-                ))
+                found = yield from self._compare_pairs(side, placed)
+                if self.driver.cluster:
+                    # The two copies sit on different nodes and a write reaches them one after
+                    # the other: look again at what differs before calling it a problem.
+                    for pause in (0.05, 0.25):
+                        suspects = [i for i, (kind, _, _) in enumerate(found)
+                                    if kind not in ("same", "vanished")]
+                        if not suspects:
+                            break
+                        yield Pause(pause)
+                        again = yield from self._compare_pairs(side, [placed[i] for i in suspects])
+                        for i, result in zip(suspects, again):
+                            found[i] = result
                 fixes = []
-                for i, (ws, job_id, key, other_key) in enumerate(placed):
-                    mine, theirs = records[2 * i] or {}, records[2 * i + 1] or {}
-                    if mine.get("workspace_id") != ws:
-                        continue  # changed since the scan
-                    kind = _compare(side, mine, theirs, ws)
+                for (ws, job_id, key, other_key), (kind, mine, theirs) in zip(placed, found):
+                    if kind == "vanished":
+                        continue  # deleted since the scan
                     if side == "source":
                         report.checked_source += 1
                     else:
@@ -441,16 +467,24 @@ class Migration:
                                    other_key=other_key, fields=list(_diff(mine, theirs)))
                     if repair:
                         source_key, target_key = (key, other_key) if side == "source" else (other_key, key)
-                        fixes.append(Script(SYNC_RECORD, (source_key, target_key, self.keys.index(ws)),
-                                            (ws, job_id, "merge", "0")))
+                        fixes.append((ws, job_id, source_key, target_key))
                 if fixes:
-                    outcomes = yield Batch(tuple(fixes))
-                    report.repaired += sum(1 for o in outcomes if o in ("copied", "copied-back", "merged"))
+                    outcomes = yield from self._apply("merge", fixes, False)
+                    report.repaired += sum(1 for o in outcomes if o in REPAIRED)
                 if progress:
                     progress(f"verify {side}", seen, None, {})
                 if cursor == "0" or (sample and seen >= sample):
                     break
         return report
+
+
+REPAIRED = ("copied", "copied-back", "merged", "deleted")
+
+
+def _scan(schema: KeySchema, node: str | None, cursor: str, count: int):
+    """One SCAN step of one primary over a schema's keys: ``(next cursor, keys)``."""
+    (reply,) = yield Batch((Command(("SCAN", cursor, "MATCH", schema.scan_pattern(), "COUNT", count), node=node),))
+    return str(reply[0]), reply[1]
 
 
 class _Counter:

@@ -36,6 +36,9 @@ class Context:
     # Longest server-side wait of one blocking step; kept below the client's socket timeout.
     block_slice: float = 1.0
     max_record_bytes: int = 1024 * 1024
+    # Redis Cluster: writes go through ops_cluster, and scripts are never fenced (the phase
+    # lives in another slot; stores follow a switch by time alone, within a second).
+    cluster: bool = False
     clock: Callable[[], float] = time.time
     new_token: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
     events: Events = field(default_factory=Events)
@@ -54,7 +57,7 @@ def owned(record: dict[str, str], workspace_id: str) -> bool:
 
 def fenced_script(ctx: Context, lua, keys: tuple, args: tuple) -> Script:
     """A routed script call, fenced by the phase its routing came from (see scripts.FENCE)."""
-    fence = ctx.strategy.fence()
+    fence = None if ctx.cluster else ctx.strategy.fence()
     if fence is None:
         return Script(lua, (keys[0], *keys), ("", "", *args))
     state_key, phase, default = fence

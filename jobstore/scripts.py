@@ -284,4 +284,129 @@ return 1
 """,
 )
 
-ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, SYNC_RECORD, CLEANUP_RECORD, SET_STATE)
+# -- Redis Cluster: one script per slot -----------------------------------------------------------
+# Keys of a job live in several slots there (each record, the index, the queue), so an operation
+# is a sequence of single-slot scripts in a fixed order; docs/cluster.md states the guarantees.
+
+CREATE_RECORD = Lua(
+    "create_record",
+    r"""
+-- KEYS[1] op marker   KEYS[2] record   KEYS[3] the record's tombstone
+-- ARGV[1] marker ttl (s)   ARGV[2 ..] field, value pairs
+-- returns {'created'} | {'replayed'} | {'exists', record}
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'replayed'} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'exists', redis.call('HGETALL', KEYS[2])} end
+local fields = {}
+for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('DEL', KEYS[3])
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+return {'created'}
+""",
+)
+
+PUSH_ONCE = Lua(
+    "push_once",
+    r"""
+-- KEYS[1] op marker   KEYS[2] queue
+-- ARGV[1] marker ttl (s)   ARGV[2] entry
+-- returns 1 pushed | 0 this call's entry was pushed already
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+return 1
+""",
+)
+
+DELETE_RECORD = Lua(
+    "delete_record",
+    r"""
+-- KEYS[1] op marker   KEYS[2] record   KEYS[3] the record's tombstone
+-- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] tombstone ttl (s)   ARGV[4] now
+-- returns 1 deleted (now or by this call's earlier attempt) | 0 not there
+-- Leaves a tombstone (the deletion time) unless the key holds another workspace's record, so
+-- that no copy or repair running beside the delete can bring the record back.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+local owner = redis.call('HGET', KEYS[2], 'workspace_id')
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3])
+if not owner then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
+return 1
+""",
+)
+
+MIRROR = Lua(
+    "mirror",
+    r"""
+-- KEYS[1] op marker   KEYS[2] record (a copy that follows the one that took a move)
+-- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3 ..] field, value pairs, updated_at among them
+-- returns 'done' | 'missing' | 'newer' (the copy already holds a later write: left alone)
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'done' end
+if redis.call('HGET', KEYS[2], 'workspace_id') ~= ARGV[1] then return 'missing' end
+local fields, mine = {}, nil
+for i = 3, #ARGV, 2 do
+  fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
+  if ARGV[i] == 'updated_at' then mine = tonumber(ARGV[i + 1]) end
+end
+-- Writes reach the copies one after another; a late one must not undo a later one.
+if (tonumber(redis.call('HGET', KEYS[2], 'updated_at')) or 0) > (mine or 0) then return 'newer' end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
+return 'done'
+""",
+)
+
+RETURN_CLAIMS = Lua(
+    "return_claims",
+    r"""
+-- KEYS[1] claim list   KEYS[2] queue
+-- returns how many entries went back to the queue's head (oldest end), in order
+local rest = redis.call('LRANGE', KEYS[1], 0, -1)
+if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
+redis.call('DEL', KEYS[1])
+return #rest
+""",
+)
+
+COPY_IF_ABSENT = Lua(
+    "copy_if_absent",
+    r"""
+-- KEYS[1] record to write   KEYS[2] its tombstone   KEYS[3] the workspace index (or any key
+--         of this slot, when the index lives elsewhere)
+-- ARGV[1] job id   ARGV[2] ttl in ms (0: none)   ARGV[3] '1' to add to the index
+-- ARGV[4] created_at   ARGV[5 ..] field, value pairs
+-- returns 'copied' | 'exists' | 'tombstoned' (deleted since it was read: not brought back)
+local tomb = redis.call('GET', KEYS[2])
+if tomb and tonumber(tomb) >= (tonumber(ARGV[4]) or 0) then return 'tombstoned' end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], 'NX', tonumber(ARGV[4]) or 0, ARGV[1]) end
+return 'copied'
+""",
+)
+
+WRITE_IF_UNCHANGED = Lua(
+    "write_if_unchanged",
+    r"""
+-- KEYS[1] record
+-- ARGV[1] updated_at it had when read ('' = it must not exist)   ARGV[2] 'delete' | 'write'
+-- ARGV[3 ..] field, value pairs (write)
+-- returns 'done' | 'changed' (it moved on since it was read: nothing done)
+local now = redis.call('HGET', KEYS[1], 'updated_at') or ''
+if now ~= ARGV[1] then return 'changed' end
+if ARGV[2] == 'delete' then redis.call('DEL', KEYS[1]); return 'done' end
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+return 'done'
+""",
+)
+
+ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, SYNC_RECORD, CLEANUP_RECORD, SET_STATE,
+       CREATE_RECORD, PUSH_ONCE, DELETE_RECORD, MIRROR, RETURN_CLAIMS, COPY_IF_ABSENT,
+       WRITE_IF_UNCHANGED)

@@ -9,9 +9,14 @@ from .scripts import Lua
 
 @dataclass(frozen=True)
 class Command:
-    """One plain Redis command, e.g. ``Command(("HGETALL", key))``."""
+    """One plain Redis command, e.g. ``Command(("HGETALL", key))``.
+
+    ``node``: on Redis Cluster, the primary to send a keyless command to (SCAN); a name from
+    :class:`Primaries`. SCAN replies always come back as ``[cursor, keys]``.
+    """
 
     args: tuple
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,3 +45,8 @@ class Pause:
 @dataclass(frozen=True)
 class Refresh:
     """Re-read the strategy's routing state now: a script said the cached state is stale."""
+
+
+@dataclass(frozen=True)
+class Primaries:
+    """The names of the primaries to scan: one name, None, on standalone Redis."""

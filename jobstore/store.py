@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any, Iterable, Mapping
 
-from . import ops, validation
+from . import ops, ops_cluster, validation
 from .connection import connect, redact
 from .errors import ConfigError, InvalidArgument, JobStoreError
 from .job import Job, JobStatus
@@ -71,6 +71,9 @@ class JobStore:
                                    block_slice=_block_slice(client),
                                    max_record_bytes=max_record_bytes)
         self.driver = SyncDriver(client, self.strategy, self.url, self.events)
+        self.context.cluster = self.driver.cluster
+        # Writes span slots on Redis Cluster and take the per-slot path there.
+        self._writes = ops_cluster if self.driver.cluster else ops
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> "JobStore":
@@ -119,7 +122,7 @@ class JobStore:
         :raises StoreUnavailable: Redis could not be reached.
         """
         job, fields = self._new_job(workspace_id, action, params, job_id)
-        return self._run(ops.enqueue(self.context, job, fields), "enqueue", job.workspace_id,
+        return self._run(self._writes.enqueue(self.context, job, fields), "enqueue", job.workspace_id,
                          dual_writes=1)
 
     def enqueue_many(self, items: Iterable[tuple]) -> list[Job]:
@@ -146,7 +149,7 @@ class JobStore:
             batch.append((job, fields))
         if not batch:
             return []
-        return self._run(ops.enqueue_many(self.context, batch), "enqueue_many", None,
+        return self._run(self._writes.enqueue_many(self.context, batch), "enqueue_many", None,
                          dual_writes=[job.workspace_id for job, _ in batch])
 
     def get(self, job_id: str, *, workspace_id: str) -> Job | None:
@@ -184,7 +187,7 @@ class JobStore:
         if error is not None:
             changes["error"] = validation.error_text(error)
         validation.record_size(changes, self.max_record_bytes)
-        return self._run(ops.update_status(self.context, job_id, workspace_id, status, changes),
+        return self._run(self._writes.update_status(self.context, job_id, workspace_id, status, changes),
                          "update_status", workspace_id)
 
     def list(
@@ -212,7 +215,7 @@ class JobStore:
         :raises StoreUnavailable: Redis could not be reached.
         """
         timeout = validation.timeout(timeout)
-        return self._run(ops.dequeue(self.context, timeout), "dequeue", None)
+        return self._run(self._writes.dequeue(self.context, timeout), "dequeue", None)
 
     def delete(self, job_id: str, *, workspace_id: str) -> bool:
         """Delete the job from every schema of the strategy; False if there was none.
@@ -221,7 +224,7 @@ class JobStore:
         :raises StoreUnavailable: Redis could not be reached.
         """
         job_id, workspace_id = self._ids(job_id, workspace_id)
-        return self._run(ops.delete(self.context, job_id, workspace_id), "delete", workspace_id)
+        return self._run(self._writes.delete(self.context, job_id, workspace_id), "delete", workspace_id)
 
     def migration(self):
         """The :class:`jobstore.migration.Migration` between this ``dual`` store's schemas.

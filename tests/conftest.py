@@ -12,9 +12,14 @@ import uuid
 import pytest
 
 import jobstore
-from tests.support.servers import RedisServer, redis_server_path
+from tests.support.servers import RedisCluster, RedisServer, redis_cli_path, redis_server_path
 
 STRATEGIES = ["legacy", "workspace", "dual"]
+
+
+def keys(client, pattern: str = "*") -> list[str]:
+    """Every key matching ``pattern``, on every primary of a cluster too (KEYS asks one node)."""
+    return sorted(client.scan_iter(match=pattern, count=1000))
 
 
 def need_redis_server() -> None:
@@ -40,11 +45,32 @@ def redis_url(redis_server) -> str:
     return redis_server.url
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """One private 3-primary Redis Cluster for the session (flushed by ``cluster_url``)."""
+    need_redis_server()
+    if redis_cli_path() is None:
+        need_redis_server()
+    cluster = RedisCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster) -> str:
+    client = redis_cluster.client()
+    client.flushall(target_nodes=client.PRIMARIES)
+    client.close()
+    return redis_cluster.url
+
+
+@pytest.fixture(params=["memory", "redis", pytest.param("cluster", marks=pytest.mark.cluster)])
 def backend(request) -> str:
-    """A URL per backend: an embedded fakeredis, then the real server."""
+    """A URL per backend: an embedded fakeredis, a real server, a real 3-node cluster."""
     if request.param == "memory":
         return f"memory://test-{uuid.uuid4().hex}"
+    if request.param == "cluster":
+        return request.getfixturevalue("cluster_url")
     return request.getfixturevalue("redis_url")
 
 

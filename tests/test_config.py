@@ -72,9 +72,13 @@ def test_bad_urls(url):
         jobstore.open(url, "legacy").get("j", workspace_id="w")
 
 
-def test_cluster_scheme_is_a_clear_not_yet():
-    with pytest.raises(ConfigError, match="not supported yet"):
-        jobstore.open("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", "workspace")
+def test_cluster_urls():
+    with pytest.raises(StoreUnavailable) as info:
+        jobstore.open("redis+cluster://u:hunter2@127.0.0.1:1,127.0.0.1:2", "workspace",
+                      client_options={"socket_connect_timeout": 0.3})
+    assert "hunter2" not in str(info.value) and "***" in str(info.value)
+    with pytest.raises(ConfigError, match="host:port"):
+        jobstore.open("redis+cluster://127.0.0.1", "workspace")
 
 
 def test_memory_stores_are_private_unless_named():

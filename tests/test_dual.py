@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import jobstore
+from tests.conftest import keys as all_keys
 from jobstore import JobNotFound, JobStatus
 
 def keys(store, ws, job_id):
@@ -137,6 +138,6 @@ def test_bad_dual_options_are_config_errors(make_store, options, message):
 def test_prefix_is_followed_by_every_key(make_store):
     store = make_store("dual", prefix="svc:ai")
     store.enqueue("ws1", "a", job_id="j1")
-    assert sorted(k for k in store.client.keys() if ":op:" not in k) == [
+    assert sorted(k for k in all_keys(store.client) if ":op:" not in k) == [
         "svc:ai:index:{ws1}", "svc:ai:job:ws1:j1", "svc:ai:jobs:j1", "svc:ai:queue",
     ]

@@ -6,10 +6,12 @@ CI runs it with a few thousand jobs; benchmarks/migrate_100k.py runs the same jo
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 
 import jobstore
+from tests.conftest import keys
 from jobstore.demo import LiveTraffic
 
 WORKSPACES = [f"ws{n}" for n in range(6)]
@@ -62,7 +64,7 @@ def test_migration_under_live_traffic(backend):
     backfill = migration.backfill(batch=200)
     assert backfill.finished and backfill.counts.get("copied", 0) > 0
     verify = migration.verify()
-    assert verify.clean, verify.as_dict()
+    assert verify.clean, json.dumps(verify.as_dict())
     migration.set_phase("read-target")
     migration.set_rollout(percent=30)
     migration.set_rollout(percent=100)
@@ -97,6 +99,6 @@ def test_migration_under_live_traffic(backend):
     assert claims and max(claims.values()) == 1  # never handed out twice
     pending = [j for j, ws in alive.items() if target.get(j, workspace_id=ws).status == "pending"]
     assert pending == []  # every job not cancelled or deleted was dequeued
-    assert legacy.client.keys("ai:jobs:*") == []  # no source writes happen in target-only
+    assert keys(legacy.client, "ai:jobs:*") == []  # no source writes happen in target-only
     final = migration.verify()
     assert final.clean and final.checked_source == 0  # the source is empty after cleanup

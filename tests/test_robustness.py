@@ -11,8 +11,14 @@ from jobstore import ConfigError, KeySchema, PayloadTooLarge, PluginError, Redis
 from jobstore.migration import Migration
 
 
+def standalone_only(backend):
+    if backend.startswith("redis+cluster"):
+        pytest.skip("on Redis Cluster the phase lives in another slot: no fencing (docs/cluster.md)")
+
+
 def test_a_write_routed_by_a_stale_phase_is_fenced_and_rerouted(backend):
     """A store that cached 'off' a moment ago must not write source-only after a switch."""
+    standalone_only(backend)
     store = jobstore.open(backend, "dual")
     migration = Migration(store.client)
     migration.set_phase("off", wait=False)
@@ -29,6 +35,7 @@ def test_a_write_routed_by_a_stale_phase_is_fenced_and_rerouted(backend):
 
 
 def test_a_dequeue_routed_by_a_stale_phase_marks_both_copies(backend):
+    standalone_only(backend)
     store = jobstore.open(backend, "dual")
     migration = Migration(store.client)
     migration.set_phase("off", wait=False)
@@ -44,9 +51,15 @@ def test_a_key_in_the_way_never_leaves_a_half_written_job(backend):
     store.client.set("ai:queue", "not a list")
     with pytest.raises(RedisCommandError, match="WRONGTYPE"):
         store.enqueue("ws", "a", job_id="j1")
-    assert store.client.exists("ai:jobs:j1", "ai:job:ws:j1", "ai:index:{ws}") == 0
+    if backend.startswith("redis+cluster"):
+        # The records were written (whole) before the queue push failed; retrying the same
+        # enqueue completes it (docs/cluster.md).
+        assert store.client.hgetall("ai:jobs:j1") == store.client.hgetall("ai:job:ws:j1") != {}
+    else:
+        assert store.client.exists("ai:jobs:j1", "ai:job:ws:j1", "ai:index:{ws}") == 0
     store.client.delete("ai:queue")
     assert store.enqueue("ws", "a", job_id="j1").job_id == "j1"
+    assert store.dequeue().job_id == "j1" and store.dequeue() is None
 
 
 def test_update_cannot_grow_a_record_past_the_limit(backend):

@@ -1,0 +1,195 @@
+"""The write operations on Redis Cluster, where a job's keys sit in several slots.
+
+No script or MULTI can span slots, so each operation is a fixed sequence of single-slot scripts,
+each safe to re-send (op markers) and each re-checking what it depends on. docs/cluster.md
+states what is atomic and what verify --repair converges; in short:
+
+- enqueue: records in write order (source first: it arbitrates duplicate ids), then the index,
+  then the queue entry (pushed once per call). An enqueue interrupted after its first record is
+  completed by retrying it with the same ``job_id`` and the same content.
+- update_status: the first record in read order decides the move atomically; the others are then
+  set to the same fields.
+- delete: every known record, last-written first, each leaving a tombstone, then the index.
+- dequeue: the entry moves into a claim list of this call, a ``claimed`` key arbitrates the job
+  (so a duplicated entry cannot hand it out twice), then the records move to running.
+
+Reads (get, list) are the same as on standalone Redis: redis-py pipelines across nodes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .errors import InvalidTransition, JobExists, JobNotFound, PayloadTooLarge
+from .job import Job, JobStatus
+from .ops import Context, Op, _keys, as_record, fenced_script
+from .scripts import CREATE_RECORD, DELETE_RECORD, MIRROR, PUSH_ONCE, RETURN_CLAIMS, UPDATE_STATUS
+from .steps import Batch, Command, Script
+
+CLAIM_TTL = 3600
+TOMB_TTL = 86400
+
+
+def _same_job(stored: dict, fields: dict) -> bool:
+    """An existing record is this call's own interrupted enqueue: same job, still pending."""
+    return stored.get("status") == "pending" and all(
+        stored.get(k) == fields[k] for k in ("workspace_id", "action", "params")
+    )
+
+
+def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
+    token = ctx.new_token()
+    routing = {job.job_id: ctx.strategy.routing(job.workspace_id) for job, _ in jobs}
+    # Ids also held by a schema this routing does not write (e.g. the target in 'off').
+    checks = [(job, key) for job, _ in jobs
+              for key in _keys(routing[job.job_id].known, job.workspace_id, job.job_id)
+              if key not in _keys(routing[job.job_id].writes, job.workspace_id, job.job_id)]
+    taken = set()
+    if checks:
+        found = yield Batch(tuple(Command(("EXISTS", key)) for _, key in checks))
+        taken = {job.job_id for (job, _), n in zip(checks, found) if n}
+    created: list[Job] = []
+    existing = [job.job_id for job, _ in jobs if job.job_id in taken]
+    todo = [(job, dict(fields)) for job, fields in jobs if job.job_id not in taken]
+    for position in range(max((len(routing[j.job_id].writes) for j, _ in todo), default=0)):
+        calls, subjects = [], []
+        for job, fields in todo:
+            writes = routing[job.job_id].writes
+            if position < len(writes):
+                key = writes[position].job_key(job.workspace_id, job.job_id)
+                flat = [part for item in fields.items() for part in item]
+                calls.append(Script(CREATE_RECORD, (ctx.keys.op(token, near=key), key, ctx.keys.tomb(key)),
+                                    (ctx.marker_ttl, *flat)))
+                subjects.append((job, fields))
+        replies = yield Batch(tuple(calls))
+        if position == 0:
+            kept = []
+            for (job, fields), reply in zip(subjects, replies):
+                if reply[0] == "exists":
+                    stored = as_record(reply[1])
+                    if not _same_job(stored, fields):
+                        existing.append(job.job_id)
+                        continue
+                    fields.update(stored)  # complete the interrupted enqueue with its own record
+                kept.append((job, fields))
+            todo = kept
+    if todo:
+        yield Batch(tuple(
+            Command(("ZADD", ctx.keys.index(job.workspace_id), "NX", fields["created_at"], job.job_id))
+            for job, fields in todo
+        ))
+        yield Batch(tuple(
+            Script(PUSH_ONCE, (ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue), ctx.keys.queue),
+                   (ctx.marker_ttl, ctx.keys.queue_entry(job.workspace_id, job.job_id)))
+            for job, _ in todo
+        ))
+        created = [Job.from_hash(fields) for _, fields in todo]
+    if existing:
+        raise JobExists(existing, created=created)
+    return created
+
+
+def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
+    (created,) = yield from enqueue_many(ctx, [(job, fields)])
+    return created
+
+
+def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, job_id: str,
+          status: JobStatus, allowed: str, fields: dict[str, str]) -> Op:
+    """The first record (in read order) decides and takes the move; the others follow it."""
+    flat = [part for item in fields.items() for part in item]
+
+    for position, key in enumerate(keys):
+        (reply,) = yield Batch((fenced_script(
+            ctx, UPDATE_STATUS, (ctx.keys.op(token, near=key), key),
+            (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, *flat),
+        ),))
+        if reply[0] == "missing":
+            continue
+        if reply[0] == "invalid":
+            raise InvalidTransition(job_id, reply[1], status.value)
+        if reply[0] == "too_large":
+            raise PayloadTooLarge(int(reply[1]), ctx.max_record_bytes)
+        rest = keys[position + 1:]
+        if rest:
+            # The move is taken; the other copies follow it with the record's own fields.
+            record = as_record(reply[1])
+            moved = {k: record[k] for k in (*fields, "updated_at") if k in record}
+            flat_moved = [part for item in moved.items() for part in item]
+            yield Batch(tuple(
+                Script(MIRROR, (ctx.keys.op(token, near=other), other),
+                       (workspace_id, ctx.marker_ttl, *flat_moved))
+                for other in rest
+            ))
+        return Job.from_hash(as_record(reply[1]))
+    raise JobNotFound(job_id, workspace_id)
+
+
+def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatus,
+                  changes: dict[str, str]) -> Op:
+    from .job import statuses_allowed_before
+
+    routing = ctx.strategy.routing(workspace_id)
+    allowed = " ".join(s.value for s in statuses_allowed_before(status))
+    fields = {"status": status.value, **changes, "updated_at": repr(ctx.clock())}
+    return (yield from _move(ctx, ctx.new_token(), _keys(routing.touched, workspace_id, job_id),
+                             workspace_id, job_id, status, allowed, fields))
+
+
+def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
+    token = ctx.new_token()
+    keys = _keys(ctx.strategy.routing(workspace_id).known, workspace_id, job_id)
+    deleted = False
+    for key in reversed(keys):  # the source last: while it stands, the job still reads
+        (reply,) = yield Batch((Script(
+            DELETE_RECORD, (ctx.keys.op(token, near=key), key, ctx.keys.tomb(key)),
+            (workspace_id, ctx.marker_ttl, TOMB_TTL, repr(ctx.clock())),
+        ),))
+        deleted = deleted or bool(reply)
+    if deleted:
+        yield Batch((Command(("ZREM", ctx.keys.index(workspace_id), job_id)),))
+    return deleted
+
+
+def _claim(ctx: Context, token: str, entry: str) -> Op:
+    """The job of one queue entry, now running and ours; None when it is not to be run."""
+    workspace_id, _, job_id = entry.partition(":")
+    arbiter = ctx.keys.claimed(workspace_id, job_id)
+    (won,) = yield Batch((Command(("SET", arbiter, token, "NX", "EX", CLAIM_TTL)),))
+    if won is None:
+        (holder,) = yield Batch((Command(("GET", arbiter)),))
+        if holder != token:
+            return None  # another worker claimed it (a duplicated entry)
+    keys = _keys(ctx.strategy.routing(None).touched, workspace_id, job_id)
+    fields = {"status": JobStatus.RUNNING.value, "updated_at": repr(ctx.clock())}
+    try:
+        return (yield from _move(ctx, token, keys, workspace_id, job_id, JobStatus.RUNNING,
+                                 JobStatus.PENDING.value, fields))
+    except (InvalidTransition, JobNotFound):
+        return None  # cancelled, finished or deleted meanwhile: drop the entry
+
+
+def dequeue(ctx: Context, timeout: float | None) -> Op:
+    token = ctx.new_token()
+    queue, claim = ctx.keys.queue, ctx.keys.claim(token)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        (moved,) = yield Batch((Command(("LMOVE", queue, claim, "RIGHT", "LEFT")),))
+        if moved is None:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            wait = ctx.block_slice if remaining is None else max(0.01, min(remaining, ctx.block_slice))
+            (moved,) = yield Batch((Command(("BLMOVE", queue, claim, "RIGHT", "LEFT", round(wait, 3))),))
+            if moved is None:
+                continue
+        # A re-sent LMOVE may have moved a second entry: claim the oldest, return the rest.
+        (entries,) = yield Batch((Command(("LRANGE", claim, 0, -1)),))
+        job = None
+        while entries and job is None:
+            entry = entries.pop()  # the oldest is at the tail
+            job = yield from _claim(ctx, token, entry)
+            yield Batch((Command(("RPOP", claim)),))
+        yield Batch((Script(RETURN_CLAIMS, (claim, queue), ()),))
+        if job is not None:
+            return job
