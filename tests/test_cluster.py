@@ -1,0 +1,202 @@
+"""Redis Cluster: faults between the two writes of one operation (docs/cluster.md).
+
+On a cluster the legacy key, the workspace key, the index and the queue sit in different slots,
+so a dual write is a sequence of single-slot steps. These tests break that sequence in the
+middle, with a real node error (a node out of memory) and with a connection that dies before
+the second step, then show that reads stay correct and that verify --repair converges.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+import jobstore
+from jobstore.migration import Migration
+from jobstore.steps import Script
+
+pytestmark = pytest.mark.cluster
+
+
+class FakeClock:
+    def __init__(self):
+        import time
+
+        self.now = time.time()
+
+    def __call__(self):
+        return self.now
+
+    def wait(self, seconds):
+        self.now += seconds
+
+
+def split_ids(client, n=1):
+    """Job ids whose legacy and workspace keys live on different nodes."""
+    found, i = [], 0
+    while len(found) < n:
+        job_id = f"j{i}"
+        i += 1
+        legacy, target = f"ai:jobs:{job_id}", f"ai:job:ws:{job_id}"
+        if client.get_node_from_key(legacy).name != client.get_node_from_key(target).name:
+            found.append(job_id)
+    return found
+
+
+@pytest.fixture
+def cluster(cluster_url):
+    store = jobstore.open(cluster_url, "dual")
+    clock = FakeClock()
+    migration = Migration(store.client, clock=clock, wait=clock.wait)
+    return store, migration
+
+
+def cut_before(store, predicate):
+    """The next batch for which ``predicate(batch)`` holds fails as a dropped connection does,
+    before anything of it reaches Redis."""
+    send = store.driver._send
+    armed = [True]
+
+    def faulty(calls):
+        if armed[0] and predicate(calls):
+            armed[0] = False
+            raise redis.exceptions.ConnectionError("connection killed by the test")
+        return send(calls)
+
+    store.driver._send = faulty
+    return armed
+
+
+def writes_key(prefix):
+    return lambda calls: any(isinstance(c, Script) and any(k.startswith(prefix) for k in c.keys)
+                             for c in calls)
+
+
+def test_it_is_a_real_cluster(cluster):
+    store, _ = cluster
+    assert store.driver.cluster and len(store.client.get_primaries()) == 3
+
+
+@pytest.mark.parametrize("phase", ["dual-write", "read-target"])
+def test_enqueue_cut_between_the_two_records(cluster, phase):
+    store, migration = cluster
+    migration.set_phase("off")
+    migration.set_phase("dual-write")
+    if phase == "read-target":
+        migration.set_phase("read-target")
+    store.get("warm", workspace_id="ws")
+    (job_id,) = split_ids(store.client)
+    armed = cut_before(store, writes_key("ai:job:"))
+    with pytest.raises(jobstore.StoreUnavailable):
+        store.enqueue("ws", "a", {"n": 1}, job_id=job_id)
+    assert not armed[0]
+    # The source copy stands alone: reads are right in every phase.
+    assert store.client.exists(f"ai:jobs:{job_id}") and not store.client.exists(f"ai:job:ws:{job_id}")
+    assert store.get(job_id, workspace_id="ws").action == "a"
+    assert store.get(job_id, workspace_id="other") is None
+    # Retrying the same enqueue completes it, queue entry included.
+    assert store.enqueue("ws", "a", {"n": 1}, job_id=job_id).job_id == job_id
+    assert store.dequeue().job_id == job_id and store.dequeue() is None
+    assert migration.verify().clean
+
+
+def test_enqueue_interrupted_and_not_retried_is_repaired_by_verify(cluster):
+    store, migration = cluster
+    migration.set_phase("off")
+    migration.set_phase("dual-write")
+    store.get("warm", workspace_id="ws")
+    (job_id,) = split_ids(store.client)
+    cut_before(store, writes_key("ai:job:"))
+    with pytest.raises(jobstore.StoreUnavailable):
+        store.enqueue("ws", "a", job_id=job_id)
+    report = migration.verify()
+    assert report.missing == 1 and not report.clean
+    assert migration.verify(repair=True).repaired == 1
+    assert migration.verify().clean
+    assert store.client.hgetall(f"ai:jobs:{job_id}") == store.client.hgetall(f"ai:job:ws:{job_id}")
+
+
+def test_update_cut_before_the_second_copy_keeps_reads_right(cluster):
+    store, migration = cluster
+    migration.set_phase("off")
+    migration.set_phase("dual-write")
+    migration.set_phase("read-target")
+    store.get("warm", workspace_id="ws")
+    (job_id,) = split_ids(store.client)
+    store.enqueue("ws", "a", job_id=job_id)
+    # In read-target the target copy takes the move first; the cut hits the source copy.
+    cut_before(store, writes_key("ai:jobs:"))
+    with pytest.raises(jobstore.StoreUnavailable):
+        store.update_status(job_id, "cancelled", workspace_id="ws")
+    assert store.get(job_id, workspace_id="ws").status == "cancelled"
+    assert store.client.hget(f"ai:jobs:{job_id}", "status") == "pending"
+    report = migration.verify()
+    assert report.target_newer == 1 and not report.clean  # before target-only, a problem
+    migration.verify(repair=True)
+    assert migration.verify().clean
+    assert store.client.hget(f"ai:jobs:{job_id}", "status") == "cancelled"
+
+
+def test_delete_cut_between_the_copies_never_comes_back(cluster):
+    store, migration = cluster
+    migration.set_phase("off")
+    migration.set_phase("dual-write")
+    store.get("warm", workspace_id="ws")
+    (job_id,) = split_ids(store.client)
+    store.enqueue("ws", "a", job_id=job_id)
+    # The target copy goes first (leaving a tombstone); the cut spares the source.
+    cut_before(store, writes_key("ai:jobs:"))
+    with pytest.raises(jobstore.StoreUnavailable):
+        store.delete(job_id, workspace_id="ws")
+    assert not store.client.exists(f"ai:job:ws:{job_id}")
+    # A backfill running now must not copy the source back into the target...
+    assert migration.backfill().counts.get("deleted") == 1  # ...it completes the delete
+    assert store.get(job_id, workspace_id="ws") is None
+    assert migration.verify().clean
+
+
+def test_a_node_error_between_the_writes(cluster):
+    """The node holding the target slot refuses writes (out of memory) for a while."""
+    store, migration = cluster
+    migration.set_phase("off")
+    migration.set_phase("dual-write")
+    store.get("warm", workspace_id="ws")
+    (job_id,) = split_ids(store.client)
+    node = store.client.get_node_from_key(f"ai:job:ws:{job_id}")
+    target_node = store.client.get_redis_connection(node)
+    target_node.config_set("maxmemory-policy", "noeviction")
+    target_node.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(jobstore.JobStoreError, match="OOM|memory"):
+            store.enqueue("ws", "a", job_id=job_id)
+    finally:
+        target_node.config_set("maxmemory", "0")
+    assert store.get(job_id, workspace_id="ws").action == "a"  # from the source
+    assert migration.verify(repair=True).repaired == 1
+    assert migration.verify().clean
+
+
+def test_a_duplicated_queue_entry_is_handed_out_once(cluster):
+    store, _ = cluster
+    job = store.enqueue("ws", "a")
+    store.client.lpush("ai:queue", f"ws:{job.job_id}")  # as a re-sent push would leave it
+    claimed = [store.dequeue(), store.dequeue(), store.dequeue()]
+    assert [j.job_id for j in claimed if j] == [job.job_id]
+
+
+def test_passes_scan_every_primary(cluster):
+    store, migration = cluster
+    legacy = jobstore.JobStore(store.client, "legacy")
+    jobs = legacy.enqueue_many([(f"ws{i % 5}", "a") for i in range(300)])
+    nodes = {store.client.get_node_from_key(f"ai:jobs:{j.job_id}").name for j in jobs}
+    assert len(nodes) == 3
+    migration.set_phase("off")
+    migration.set_phase("dual-write")
+    calls = []
+    report = migration.backfill(batch=50, progress=lambda *a: calls.append(a))
+    assert report.counts == {"copied": 300} and calls[-1][2] == 300
+    checkpoint = store.client.hgetall("ai:migration:{legacy:workspace}:backfill")
+    import json
+
+    assert set(json.loads(checkpoint["cursors"])) == nodes
+    assert migration.verify().clean
