@@ -71,7 +71,7 @@ def stale(reply: Any) -> bool:
 # -- writes ----------------------------------------------------------------------------------
 
 
-def enqueue_script(ctx: Context, job: Job, fields: dict[str, str], token: str) -> Script:
+def enqueue_script(ctx: Context, job: Job, fields: dict[str, str], marker: str) -> Script:
     routing = ctx.strategy.routing(job.workspace_id)
     writes = [s.job_key(job.workspace_id, job.job_id) for s in routing.writes]
     checks = [
@@ -83,7 +83,7 @@ def enqueue_script(ctx: Context, job: Job, fields: dict[str, str], token: str) -
     return fenced_script(
         ctx,
         ENQUEUE,
-        (token, ctx.keys.index(job.workspace_id), ctx.keys.queue, *writes, *checks),
+        (marker, ctx.keys.index(job.workspace_id), ctx.keys.queue, *writes, *checks),
         (len(writes), ctx.marker_ttl, job.job_id, repr(job.created_at),
          ctx.keys.queue_entry(job.workspace_id, job.job_id), *flat),
     )
