@@ -110,11 +110,32 @@ def demo_command(url, prefix, source, target, jobs) -> None:
 # -- migrate -------------------------------------------------------------------------------------
 
 
-def open_migration(url, prefix, source, target):
+def open_migration(url, prefix, source, target, events=None):
     from .migration import open_migration as _open
 
     return _open(resolve_url(url), prefix=prefix, source=source or "legacy",
-                 target=target or "workspace")
+                 target=target or "workspace", events=events)
+
+
+def metrics_option(func):
+    """``--metrics-port`` for the long-running migrate commands."""
+    return click.option(
+        "--metrics-port", default=None, metavar="[ADDR:]PORT",
+        help="Serve Prometheus metrics at http://ADDR:PORT/metrics while this runs "
+             "(ADDR default 127.0.0.1; see docs/metrics.md).",
+    )(func)
+
+
+def start_metrics(metrics_port, prefix):
+    """PrometheusEvents for the migration, served on ``--metrics-port``; None without it."""
+    if metrics_port is None:
+        return None
+    from . import metrics
+
+    addr, port = metrics.listen_address(metrics_port)
+    events = metrics.PrometheusEvents(prefix)
+    metrics.serve(port, addr)
+    return events
 
 
 def emit(data: dict, as_json: bool, lines: list[str]) -> None:
@@ -227,8 +248,10 @@ def pass_options(func):
     return func
 
 
-def run_pass(method: str, url, prefix, source, target, rate, batch, dry_run, restart, as_json) -> None:
-    migration = open_migration(url, prefix, source, target)
+def run_pass(method: str, url, prefix, source, target, rate, batch, dry_run, restart, as_json,
+             metrics_port=None) -> None:
+    events = start_metrics(metrics_port, prefix)
+    migration = open_migration(url, prefix, source, target, events)
     printer = ProgressPrinter(enabled=not as_json)
     try:
         report = getattr(migration, method)(batch=batch, rate=rate, dry_run=dry_run,
@@ -246,28 +269,37 @@ def run_pass(method: str, url, prefix, source, target, rate, batch, dry_run, res
 @migrate.command("backfill")
 @common_options
 @pass_options
+@metrics_option
 @guarded
-def migrate_backfill(url, prefix, source, target, rate, batch, dry_run, restart, as_json) -> None:
+def migrate_backfill(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
+                     metrics_port) -> None:
     """Copy every source record missing in the target (resumable, safe under live traffic)."""
-    run_pass("backfill", url, prefix, source, target, rate, batch, dry_run, restart, as_json)
+    run_pass("backfill", url, prefix, source, target, rate, batch, dry_run, restart, as_json,
+             metrics_port)
 
 
 @migrate.command("reverse-sync")
 @common_options
 @pass_options
+@metrics_option
 @guarded
-def migrate_reverse_sync(url, prefix, source, target, rate, batch, dry_run, restart, as_json) -> None:
+def migrate_reverse_sync(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
+                         metrics_port) -> None:
     """Bring the source up to date from the target, before rolling back."""
-    run_pass("reverse_sync", url, prefix, source, target, rate, batch, dry_run, restart, as_json)
+    run_pass("reverse_sync", url, prefix, source, target, rate, batch, dry_run, restart, as_json,
+             metrics_port)
 
 
 @migrate.command("cleanup")
 @common_options
 @pass_options
+@metrics_option
 @guarded
-def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, as_json) -> None:
+def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
+                    metrics_port) -> None:
     """Delete source records the target holds too (only in target-only)."""
-    run_pass("cleanup", url, prefix, source, target, rate, batch, dry_run, restart, as_json)
+    run_pass("cleanup", url, prefix, source, target, rate, batch, dry_run, restart, as_json,
+             metrics_port)
 
 
 @migrate.command("verify")
@@ -276,10 +308,13 @@ def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, 
 @click.option("--repair", is_flag=True, help="Fix what is found (copy, merge; nothing is deleted).")
 @click.option("--examples", default=10, show_default=True, help="Examples kept per kind of problem.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@metrics_option
 @guarded
-def migrate_verify(url, prefix, source, target, sample, repair, examples, as_json) -> None:
+def migrate_verify(url, prefix, source, target, sample, repair, examples, as_json,
+                   metrics_port) -> None:
     """Compare source and target record by record; exit 0 only when clean."""
-    migration = open_migration(url, prefix, source, target)
+    events = start_metrics(metrics_port, prefix)
+    migration = open_migration(url, prefix, source, target, events)
     printer = ProgressPrinter(enabled=not as_json)
     try:
         report = migration.verify(sample=sample, repair=repair, examples=examples, progress=printer)

@@ -28,6 +28,9 @@ class Events:
                   seconds: float) -> None:
         """An operation finished: ``outcome`` is ``ok`` or the error class name."""
 
+    def enqueued(self, workspace_id: str, n: int = 1) -> None:
+        """``n`` jobs of ``workspace_id`` were stored and queued (by enqueue or enqueue_many)."""
+
     def dual_write(self, workspace_id: str, succeeded: bool) -> None:
         """A job was written to two schemas (or the attempt failed)."""
 
@@ -47,3 +50,9 @@ class Events:
 
     def phase(self, migration: str, phase: str) -> None:
         """A store saw the migration's current phase."""
+
+    def pass_result(self, migration: str, report) -> None:
+        """A backfill, reverse sync or cleanup pass ended; ``report`` is its PassReport."""
+
+    def verify_result(self, migration: str, report) -> None:
+        """A verify ended; ``report`` is its VerifyReport."""

@@ -276,6 +276,7 @@ class Migration:
             self._verify(state.phase, sample, repair, examples, batch, progress)
         )
         report.seconds = self.clock() - started
+        self.events.verify_result(self.name, report)
         if report.clean and not sample and not report.repaired:
             self.client.hset(self.state_key, "verified_clean", repr(started))
         return report
@@ -300,6 +301,7 @@ class Migration:
                        progress, checkpoint_key)
         )
         report.seconds = self.clock() - started
+        self.events.pass_result(self.name, report)
         return report
 
     def _pass(self, step, scan_schema, other, mode, batch, rate, dry_run, restart, progress,

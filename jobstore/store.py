@@ -283,7 +283,13 @@ class JobStore:
             result = self.driver.run(op)
         except JobStoreError as exc:
             outcome = type(exc).__name__
+            for job in getattr(exc, "created", ()):  # enqueue_many: the rest of the batch landed
+                self.events.enqueued(job.workspace_id)
             raise
+        else:
+            if dual_writes is not None:
+                for ws in ([workspace_id] if dual_writes == 1 else dual_writes):
+                    self.events.enqueued(ws)
         finally:
             self.events.operation(name, self.strategy.name, workspace_id, outcome,
                                   time.perf_counter() - started)
