@@ -47,10 +47,12 @@ class StoreKeys:
         """List a dequeue moves its entry into before claiming the job (the queue's slot)."""
         return f"{self.prefix}:claim:{{{slot_tag(self.queue)}}}:{token}"
 
-    def claimed(self, workspace_id: str, job_id: str) -> str:
+    def claimed(self, workspace_id: str, job_id: str, stamp: str = "") -> str:
         """Redis Cluster only: who claimed a job, so that a duplicated queue entry cannot hand
-        it out twice (the index's slot)."""
-        return f"{self.prefix}:claimed:{{{workspace_id}}}:{job_id}"
+        it out twice (the index's slot). ``stamp``: the job's ``created_at``, so that a job
+        enqueued again under the id of a deleted one has an arbiter of its own."""
+        suffix = f":{stamp}" if stamp else ""
+        return f"{self.prefix}:claimed:{{{workspace_id}}}:{job_id}{suffix}"
 
     def tomb(self, record_key: str) -> str:
         """Redis Cluster only: a deleted record's tombstone, in the record's slot, so that a
@@ -66,6 +68,20 @@ class StoreKeys:
         return f"{self.migration(source, target)}:{part}"
 
     @staticmethod
-    def queue_entry(workspace_id: str, job_id: str) -> str:
-        # Identifiers never contain ':', so the entry splits back unambiguously.
-        return f"{workspace_id}:{job_id}"
+    def queue_entry(workspace_id: str, job_id: str, stamp: str) -> str:
+        """``workspace:job:stamp``; ``stamp`` is the record's ``created_at`` as stored.
+
+        Identifiers never contain ':', so the entry splits back unambiguously. The stamp ties the
+        entry to one record: when a job is deleted while still queued and a new job is enqueued
+        under its id, the old entry no longer matches and is dropped, so the new job is
+        dequeued in its own turn. Entries without a stamp (``workspace:job``, as written
+        before 0.1) match any record of the id.
+        """
+        return f"{workspace_id}:{job_id}:{stamp}"
+
+    @staticmethod
+    def parse_queue_entry(entry: str) -> tuple[str, str, str]:
+        """``(workspace_id, job_id, stamp)``; the stamp is "" for an entry without one."""
+        workspace_id, _, rest = entry.partition(":")
+        job_id, _, stamp = rest.partition(":")
+        return workspace_id, job_id, stamp

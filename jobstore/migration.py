@@ -244,7 +244,8 @@ class Migration:
         report = self._run_pass("reverse-sync", self.target, self.source, "merge", batch, rate,
                                 dry_run, restart, progress)
         if report.finished and not dry_run:
-            fields = {"reverse_synced": repr(started)}
+            # Records the source layout cannot hold (foreign) keep a rollback refused.
+            fields = {"reverse_synced": repr(started), "unplaceable": str(report.counts.get("foreign", 0))}
             after = self.state()
             if after.phase is Phase.READ_TARGET and started > after.phase_since:
                 fields["source_gap"] = "0"  # both sides are written again and now agree

@@ -85,7 +85,7 @@ def enqueue_script(ctx: Context, job: Job, fields: dict[str, str], marker: str) 
         ENQUEUE,
         (marker, ctx.keys.index(job.workspace_id), ctx.keys.queue, *writes, *checks),
         (len(writes), ctx.marker_ttl, job.job_id, repr(job.created_at),
-         ctx.keys.queue_entry(job.workspace_id, job.job_id), *flat),
+         ctx.keys.queue_entry(job.workspace_id, job.job_id, fields["created_at"]), *flat),
     )
 
 
@@ -146,7 +146,7 @@ def update_status(
         routing = ctx.strategy.routing(workspace_id)
         (reply,) = yield Batch((fenced_script(
             ctx, UPDATE_STATUS, (marker, *_keys(routing.touched, workspace_id, job_id)),
-            (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, *flat),
+            (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, "", *flat),
         ),))
         if not stale(reply):
             break

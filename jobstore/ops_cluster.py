@@ -30,8 +30,15 @@ CLAIM_TTL = 3600
 TOMB_TTL = 86400
 
 
+def _marker(ctx: Context, token: str, key: str) -> str:
+    """The op marker of one call's script on one record key: in the key's slot, and of that key
+    alone (records whose keys share a hash tag share a slot, and must not share a marker)."""
+    return ctx.keys.op(f"{token}:{key}", near=key)
+
+
 def _same_job(stored: dict, fields: dict) -> bool:
-    """An existing record is this call's own interrupted enqueue: same job, still pending."""
+    """An existing record may be an interrupted enqueue of this job: same job, still pending.
+    (It is one only if it is not indexed yet: the index is an enqueue's last step.)"""
     return stored.get("status") == "pending" and all(
         stored.get(k) == fields[k] for k in ("workspace_id", "action", "params")
     )
@@ -40,14 +47,33 @@ def _same_job(stored: dict, fields: dict) -> bool:
 def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
     token = ctx.new_token()
     routing = {job.job_id: ctx.strategy.routing(job.workspace_id) for job, _ in jobs}
-    # Ids also held by a schema this routing does not write (e.g. the target in 'off').
-    checks = [(job, key) for job, _ in jobs
-              for key in _keys(routing[job.job_id].known, job.workspace_id, job.job_id)
-              if key not in _keys(routing[job.job_id].writes, job.workspace_id, job.job_id)]
-    taken = set()
+    fields_of = {job.job_id: fields for job, fields in jobs}
+    # Every record key but the first written one (which arbitrates duplicate ids itself): a
+    # schema this routing does not write (the target in 'off'), or a later written one that
+    # already holds a job (written in target-only, say). Read before anything is written, so
+    # that a taken id leaves nothing half-written.
+    checks = []
+    for job, _ in jobs:
+        writes = _keys(routing[job.job_id].writes, job.workspace_id, job.job_id)
+        for key in _keys(routing[job.job_id].known, job.workspace_id, job.job_id):
+            if key != writes[0]:
+                checks.append((job, key, key in writes))
+    taken, maybe = set(), {}
     if checks:
-        found = yield Batch(tuple(Command(("EXISTS", key)) for _, key in checks))
-        taken = {job.job_id for (job, _), n in zip(checks, found) if n}
+        found = yield Batch(tuple(Command(("HGETALL", key)) for _, key, _ in checks))
+        for (job, _, written), record in zip(checks, found):
+            if not record:
+                continue
+            if written and _same_job(as_record(record), fields_of[job.job_id]):
+                maybe[job.job_id] = job  # an interrupted enqueue of this job, unless indexed
+            else:
+                taken.add(job.job_id)
+    maybe = [job for job_id, job in maybe.items() if job_id not in taken]
+    if maybe:
+        scores = yield Batch(tuple(
+            Command(("ZSCORE", ctx.keys.index(job.workspace_id), job.job_id)) for job in maybe
+        ))
+        taken.update(job.job_id for job, score in zip(maybe, scores) if score is not None)
     created: list[Job] = []
     existing = [job.job_id for job, _ in jobs if job.job_id in taken]
     todo = [(job, dict(fields)) for job, fields in jobs if job.job_id not in taken]
@@ -58,12 +84,12 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
             if position < len(writes):
                 key = writes[position].job_key(job.workspace_id, job.job_id)
                 flat = [part for item in fields.items() for part in item]
-                calls.append(Script(CREATE_RECORD, (ctx.keys.op(token, near=key), key, ctx.keys.tomb(key)),
+                calls.append(Script(CREATE_RECORD, (_marker(ctx, token, key), key, ctx.keys.tomb(key)),
                                     (ctx.marker_ttl, *flat)))
                 subjects.append((job, fields))
         replies = yield Batch(tuple(calls))
         if position == 0:
-            kept = []
+            kept, unsure = [], []
             for (job, fields), reply in zip(subjects, replies):
                 if reply[0] == "exists":
                     stored = as_record(reply[1])
@@ -71,21 +97,33 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
                         existing.append(job.job_id)
                         continue
                     fields.update(stored)  # complete the interrupted enqueue with its own record
+                    unsure.append(job)
                 kept.append((job, fields))
+            if unsure:
+                # An indexed job finished its enqueue: this is a second enqueue of its id.
+                scores = yield Batch(tuple(
+                    Command(("ZSCORE", ctx.keys.index(job.workspace_id), job.job_id)) for job in unsure
+                ))
+                done = {job.job_id for job, score in zip(unsure, scores) if score is not None}
+                existing.extend(job.job_id for job in unsure if job.job_id in done)
+                kept = [(job, fields) for job, fields in kept if job.job_id not in done]
             todo = kept
     if todo:
+        yield Batch(tuple(
+            Script(PUSH_ONCE, (ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue), ctx.keys.queue),
+                   (ctx.marker_ttl, ctx.keys.queue_entry(job.workspace_id, job.job_id,
+                                                         fields["created_at"])))
+            for job, fields in todo
+        ))
+        # Last: the index marks the enqueue finished (see _same_job).
         yield Batch(tuple(
             Command(("ZADD", ctx.keys.index(job.workspace_id), "NX", fields["created_at"], job.job_id))
             for job, fields in todo
         ))
-        yield Batch(tuple(
-            Script(PUSH_ONCE, (ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue), ctx.keys.queue),
-                   (ctx.marker_ttl, ctx.keys.queue_entry(job.workspace_id, job.job_id)))
-            for job, _ in todo
-        ))
         created = [Job.from_hash(fields) for _, fields in todo]
     if existing:
-        raise JobExists(existing, created=created)
+        order = {job.job_id: position for position, (job, _) in enumerate(jobs)}
+        raise JobExists(sorted(existing, key=order.__getitem__), created=created)  # batch order
     return created
 
 
@@ -95,14 +133,17 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
 
 
 def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, job_id: str,
-          status: JobStatus, allowed: str, fields: dict[str, str]) -> Op:
-    """The first record (in read order) decides and takes the move; the others follow it."""
+          status: JobStatus, allowed: str, fields: dict[str, str], stamp: str = "") -> Op:
+    """The first record (in read order) decides and takes the move; the others follow it.
+
+    ``stamp``: the ``created_at`` the record must have (a claim through a queue entry).
+    """
     flat = [part for item in fields.items() for part in item]
 
     for position, key in enumerate(keys):
         (reply,) = yield Batch((fenced_script(
-            ctx, UPDATE_STATUS, (ctx.keys.op(token, near=key), key),
-            (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, *flat),
+            ctx, UPDATE_STATUS, (_marker(ctx, token, key), key),
+            (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, stamp, *flat),
         ),))
         if reply[0] == "missing":
             continue
@@ -117,7 +158,7 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
             moved = {k: record[k] for k in (*fields, "updated_at") if k in record}
             flat_moved = [part for item in moved.items() for part in item]
             yield Batch(tuple(
-                Script(MIRROR, (ctx.keys.op(token, near=other), other),
+                Script(MIRROR, (_marker(ctx, token, other), other),
                        (workspace_id, ctx.marker_ttl, *flat_moved))
                 for other in rest
             ))
@@ -142,7 +183,7 @@ def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
     deleted = False
     for key in reversed(keys):  # the source last: while it stands, the job still reads
         (reply,) = yield Batch((Script(
-            DELETE_RECORD, (ctx.keys.op(token, near=key), key, ctx.keys.tomb(key)),
+            DELETE_RECORD, (_marker(ctx, token, key), key, ctx.keys.tomb(key)),
             (workspace_id, ctx.marker_ttl, TOMB_TTL, repr(ctx.clock())),
         ),))
         deleted = deleted or bool(reply)
@@ -153,8 +194,8 @@ def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
 
 def _claim(ctx: Context, token: str, entry: str) -> Op:
     """The job of one queue entry, now running and ours; None when it is not to be run."""
-    workspace_id, _, job_id = entry.partition(":")
-    arbiter = ctx.keys.claimed(workspace_id, job_id)
+    workspace_id, job_id, stamp = ctx.keys.parse_queue_entry(entry)
+    arbiter = ctx.keys.claimed(workspace_id, job_id, stamp)
     (won,) = yield Batch((Command(("SET", arbiter, token, "NX", "EX", CLAIM_TTL)),))
     if won is None:
         (holder,) = yield Batch((Command(("GET", arbiter)),))
@@ -164,7 +205,7 @@ def _claim(ctx: Context, token: str, entry: str) -> Op:
     fields = {"status": JobStatus.RUNNING.value, "updated_at": repr(ctx.clock())}
     try:
         return (yield from _move(ctx, token, keys, workspace_id, job_id, JobStatus.RUNNING,
-                                 JobStatus.PENDING.value, fields))
+                                 JobStatus.PENDING.value, fields, stamp))
     except (InvalidTransition, JobNotFound):
         return None  # cancelled, finished or deleted meanwhile: drop the entry
 

@@ -84,6 +84,8 @@ class MigrationState:
     break. ``verified_clean``: start time of the last verify that found nothing to fix.
     ``reverse_synced``: start time of the last complete target -> source sync. ``source_gap``:
     the source missed writes (the phase was target-only) and no reverse sync has closed the gap.
+    ``unplaceable``: target records the last complete reverse sync could not write back to the
+    source (``foreign``: the source layout holds one job per id and another workspace holds it).
     """
 
     phase: Phase = DEFAULT_PHASE
@@ -93,6 +95,7 @@ class MigrationState:
     verified_clean: float = 0.0
     reverse_synced: float = 0.0
     source_gap: bool = False
+    unplaceable: int = 0
     rollout: Rollout = field(default_factory=Rollout)
 
     @classmethod
@@ -114,6 +117,7 @@ class MigrationState:
             verified_clean=num("verified_clean"),
             reverse_synced=num("reverse_synced"),
             source_gap=data.get("source_gap") == "1",
+            unplaceable=int(data.get("unplaceable") or 0),
             rollout=Rollout(
                 float(data.get("read_percent") or 100.0), names("read_allow"), names("read_deny")
             ),
@@ -127,6 +131,7 @@ class MigrationState:
             "verified_clean": repr(self.verified_clean),
             "reverse_synced": repr(self.reverse_synced),
             "source_gap": "1" if self.source_gap else "0",
+            "unplaceable": str(self.unplaceable),
             "read_percent": repr(float(self.rollout.percent)),
             "read_allow": ",".join(sorted(self.rollout.allow)),
             "read_deny": ",".join(sorted(self.rollout.deny)),
@@ -151,6 +156,13 @@ def refusal(state: MigrationState, new: Phase) -> str | None:
                 "target-only needs a clean verify started after dual writes began "
                 "(run: jobstore migrate backfill, then jobstore migrate verify)"
             )
+    if old is Phase.TARGET_ONLY and state.unplaceable:
+        return (
+            f"the last reverse sync could not write {state.unplaceable} target job(s) back to the "
+            "source: the source layout holds one job per id and another workspace holds the id "
+            "there (counted as 'foreign' in its report); rolling back would lose them: delete or "
+            "re-create them under free ids, then reverse-sync again"
+        )
     if old is Phase.TARGET_ONLY and state.reverse_synced <= state.phase_since:
         return (
             "leaving target-only needs a reverse sync first: jobs written since the switch exist "
@@ -180,4 +192,5 @@ def switched(state: MigrationState, new: Phase, now: float) -> MigrationState:
         phase_since=now + STATE_MAX_AGE,
         dual_since=dual_since,
         source_gap=state.source_gap or new is Phase.TARGET_ONLY,
+        unplaceable=0 if new is Phase.TARGET_ONLY else state.unplaceable,
     )

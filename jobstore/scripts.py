@@ -77,9 +77,10 @@ UPDATE_STATUS = fenced(
     r"""
 -- KEYS[1] op marker   KEYS[2 ..] record keys, in read order
 -- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] statuses allowed before, ' '-separated
--- ARGV[4] max record bytes   ARGV[5 ..] field, value pairs to set
+-- ARGV[4] max record bytes   ARGV[5] created_at the record must have ('' any)
+-- ARGV[6 ..] field, value pairs to set
 -- returns {'updated', record} | {'replayed', record} | {'missing'} | {'invalid', current status}
---         | {'too_large', size}
+--         | {'too_large', size}   ({'invalid', ...} too when created_at differs: another job)
 -- Only records owned by the workspace count: another workspace's record is never touched.
 local owned = {}
 for i = 2, #KEYS do
@@ -93,10 +94,13 @@ local current = redis.call('HGET', owned[1], 'status') or ''
 if not string.find(' ' .. ARGV[3] .. ' ', ' ' .. current .. ' ', 1, true) then
   return {'invalid', current}
 end
+if ARGV[5] ~= '' and redis.call('HGET', owned[1], 'created_at') ~= ARGV[5] then
+  return {'invalid', current}
+end
 local fields, merged = {}, {}
 local stored = redis.call('HGETALL', owned[1])
 for i = 1, #stored, 2 do merged[stored[i]] = stored[i + 1] end
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
   merged[ARGV[i]] = ARGV[i + 1]
 end
@@ -140,8 +144,10 @@ DEQUEUE = fenced(
 -- ARGV[4 ..] record key templates in read order; byte 1 stands for the workspace id, byte 2
 --            for the job id (the schemas' lua_template)
 -- returns {'job', record} | {'replayed', record} | {'empty'} | {'busy'}
--- Entries are 'workspace:job'. Entries of deleted, cancelled or already running jobs are
--- dropped. Whatever a claim list still holds goes back to the queue's head, in order.
+-- Entries are 'workspace:job:created_at' ('workspace:job' from before 0.1: any record of the id).
+-- Entries of deleted, cancelled or already running jobs are dropped, and so is an entry whose
+-- created_at is not the record's (its job was deleted and the id enqueued again, with an entry
+-- of its own). Whatever a claim list still holds goes back to the queue's head, in order.
 local reply
 local marker = redis.call('GET', KEYS[3])
 if marker then reply = {'replayed', redis.call('HGETALL', marker)} end
@@ -150,12 +156,16 @@ for _ = 1, reply and 0 or tonumber(ARGV[3]) do
   if not entry then reply = {'empty'}; break end
   local sep = string.find(entry, ':', 1, true)
   local ws, id = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1)
+  local stamp = false
+  sep = string.find(id, ':', 1, true)
+  if sep then id, stamp = string.sub(id, 1, sep - 1), string.sub(id, sep + 1) end
   local owned = {}
   for i = 4, #ARGV do
     local key = (string.gsub((string.gsub(ARGV[i], '\1', ws)), '\2', id))
     if redis.call('HGET', key, 'workspace_id') == ws then owned[#owned + 1] = key end
   end
-  if #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending' then
+  if #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending'
+      and (not stamp or redis.call('HGET', owned[1], 'created_at') == stamp) then
     for _, key in ipairs(owned) do
       redis.call('HSET', key, 'status', 'running', 'updated_at', ARGV[2])
     end
@@ -324,12 +334,15 @@ DELETE_RECORD = Lua(
 -- KEYS[1] op marker   KEYS[2] record   KEYS[3] the record's tombstone
 -- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] tombstone ttl (s)   ARGV[4] now
 -- returns 1 deleted (now or by this call's earlier attempt) | 0 not there
--- Leaves a tombstone (the deletion time) unless the key holds another workspace's record, so
--- that no copy or repair running beside the delete can bring the record back.
+-- Leaves a tombstone unless the key holds another workspace's record, so that no copy or repair
+-- running beside the delete can bring the record back. The tombstone is a hash of workspace id
+-- -> deletion time: on a key shared by workspaces (legacy), one workspace's delete of an id it
+-- does not hold must not stop the copy of another workspace's job.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
 local owner = redis.call('HGET', KEYS[2], 'workspace_id')
 if owner and owner ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
 if not owner then return 0 end
 redis.call('DEL', KEYS[2])
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
@@ -376,13 +389,13 @@ COPY_IF_ABSENT = Lua(
 -- KEYS[1] record to write   KEYS[2] its tombstone   KEYS[3] the workspace index (or any key
 --         of this slot, when the index lives elsewhere)
 -- ARGV[1] job id   ARGV[2] ttl in ms (0: none)   ARGV[3] '1' to add to the index
--- ARGV[4] created_at   ARGV[5 ..] field, value pairs
+-- ARGV[4] created_at   ARGV[5] workspace id   ARGV[6 ..] field, value pairs
 -- returns 'copied' | 'exists' | 'tombstoned' (deleted since it was read: not brought back)
-local tomb = redis.call('GET', KEYS[2])
+local tomb = redis.call('HGET', KEYS[2], ARGV[5])
 if tomb and tonumber(tomb) >= (tonumber(ARGV[4]) or 0) then return 'tombstoned' end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
 local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], 'NX', tonumber(ARGV[4]) or 0, ARGV[1]) end

@@ -62,8 +62,10 @@ class JobStore:
         self.max_record_bytes = max_record_bytes
         self.strategy = create_strategy(strategy, prefix, **strategy_options)
         routing = self.strategy.routing(None)
-        if not routing.reads or not routing.writes or not set(routing.reads + routing.writes) <= set(routing.known):
-            raise ConfigError(f"strategy {strategy!r} routes nowhere: it must read and write known schemas")
+        # routing(None) serves dequeue, which writes nothing new: it must read, and only known schemas.
+        if not routing.reads or not set(routing.reads + routing.writes) <= set(routing.known):
+            raise ConfigError(f"strategy {strategy!r} routes nowhere: routing(None) must read "
+                              "schemas it knows")
         self.keys = StoreKeys(prefix)
         self.url = redact(url) if url else repr(client)
         self.events = events if events is not None else Events()

@@ -41,8 +41,9 @@ def settle(keys: StoreKeys, mode: str, placed: list, dry_run: bool, now: float):
     ``changed`` (the record moved on while this ran; left for the next pass).
     """
     reads = yield Batch(tuple(
-        Command(args) for _, _, a, b in placed for args in (
-            ("HGETALL", a), ("HGETALL", b), ("GET", keys.tomb(a)), ("GET", keys.tomb(b)), ("PTTL", a),
+        Command(args) for ws, _, a, b in placed for args in (
+            ("HGETALL", a), ("HGETALL", b), ("HGET", keys.tomb(a), ws), ("HGET", keys.tomb(b), ws),
+            ("PTTL", a),
         )
     ))
     plans = []
@@ -93,7 +94,8 @@ def _catch_up(placed, plans, outcomes, reads):
 def _copy(keys: StoreKeys, to_key: str, record: dict, ttl, job_id: str) -> Script:
     flat = [part for item in record.items() for part in item]
     return Script(COPY_IF_ABSENT, (to_key, keys.tomb(to_key), to_key),
-                  (job_id, max(int(ttl or 0), 0), "0", record.get("created_at") or "0", *flat))
+                  (job_id, max(int(ttl or 0), 0), "0", record.get("created_at") or "0",
+                   record["workspace_id"], *flat))
 
 
 def _cas(key: str, record: dict, action: str, fields: dict | None = None) -> Script:

@@ -96,6 +96,9 @@ def test_enqueue_cut_between_the_two_records(cluster, phase):
     assert store.get(job_id, workspace_id="other") is None
     # Retrying the same enqueue completes it, queue entry included.
     assert store.enqueue("ws", "a", {"n": 1}, job_id=job_id).job_id == job_id
+    # Once complete, the same enqueue again is a second job under a taken id.
+    with pytest.raises(jobstore.JobExists):
+        store.enqueue("ws", "a", {"n": 1}, job_id=job_id)
     assert store.dequeue().job_id == job_id and store.dequeue() is None
     assert migration.verify().clean
 
@@ -176,10 +179,47 @@ def test_a_node_error_between_the_writes(cluster):
     assert migration.verify().clean
 
 
+@pytest.mark.parametrize("strategy", ["legacy", "workspace", "dual"])
+def test_enqueuing_a_pending_jobs_id_again_with_the_same_content_is_refused(cluster, strategy):
+    store = jobstore.JobStore(cluster[0].client, strategy)
+    job = store.enqueue("ws", "a", {"n": 1}, job_id="j1")
+    with pytest.raises(jobstore.JobExists):
+        store.enqueue("ws", "a", {"n": 1}, job_id="j1")
+    with pytest.raises(jobstore.JobExists) as info:
+        store.enqueue_many([("ws", "a", {"n": 1}, "j1"), ("ws", "b", None, "j2")])
+    assert [j.job_id for j in info.value.created] == ["j2"]
+    assert [store.dequeue(timeout=0).job_id for _ in range(2)] == [job.job_id, "j2"]
+    assert store.dequeue(timeout=0) is None
+
+
+def test_a_delete_by_another_workspace_never_tombstones_a_job(cluster):
+    """Found by the conformance kit: after cleanup, ws-c deleting an id only ws-a holds left a
+    tombstone on the shared legacy key, and the reverse sync then deleted ws-a's job."""
+    store, migration = cluster
+    for phase in ("off", "dual-write"):
+        migration.set_phase(phase)
+    job = jobstore.JobStore(store.client, "dual").enqueue("ws-a", "a", job_id="j1")
+    migration.backfill()
+    migration.verify()
+    for phase in ("read-target", "target-only"):
+        migration.set_phase(phase)
+    assert migration.cleanup().counts.get("deleted") == 1
+    dual = jobstore.JobStore(store.client, "dual")
+    assert dual.delete("j1", workspace_id="ws-c") is False
+    report = migration.reverse_sync()
+    assert report.counts.get("copied") == 1, report.as_dict()
+    assert dual.get("j1", workspace_id="ws-a") == job
+    assert [j.job_id for j in dual.list("ws-a")] == ["j1"]
+    migration.set_phase("read-target")
+    assert jobstore.JobStore(store.client, "legacy").get("j1", workspace_id="ws-a") == job
+
+
 def test_a_duplicated_queue_entry_is_handed_out_once(cluster):
     store, _ = cluster
     job = store.enqueue("ws", "a")
-    store.client.lpush("ai:queue", f"ws:{job.job_id}")  # as a re-sent push would leave it
+    (entry,) = store.client.lrange("ai:queue", 0, -1)
+    assert entry == f"ws:{job.job_id}:{job.created_at!r}"
+    store.client.lpush("ai:queue", entry)  # as a re-sent push would leave it
     claimed = [store.dequeue(), store.dequeue(), store.dequeue()]
     assert [j.job_id for j in claimed if j] == [job.job_id]
 
@@ -200,3 +240,56 @@ def test_passes_scan_every_primary(cluster):
 
     assert set(json.loads(checkpoint["cursors"])) == nodes
     assert migration.verify().clean
+
+
+class TaggedSchema(jobstore.KeySchema):
+    name = "tagged"
+    key_format = "${prefix}:tagged:{${workspace_id}}:${job_id}"
+
+
+class TaggedTooSchema(jobstore.KeySchema):
+    name = "tagged2"
+    key_format = "${prefix}:tagged2:{${workspace_id}}:${job_id}"
+
+
+@pytest.fixture
+def tagged_schemas():
+    import types
+
+    from jobstore import plugins
+
+    @jobstore.hookimpl
+    def jobstore_register_schemas(register):
+        register(TaggedSchema)
+        register(TaggedTooSchema)
+
+    plugins.reset()
+    plugins.get_plugin_manager().register(
+        types.SimpleNamespace(jobstore_register_schemas=jobstore_register_schemas), name="tagged")
+    yield
+    plugins.reset()
+
+
+@pytest.mark.parametrize("strategy, options", [
+    ("tagged", {}),
+    ("dual", {"source": "tagged", "target": "tagged2", "phase": "dual-write"}),
+])
+def test_records_sharing_a_hash_tag_each_get_their_own_op_marker(cluster_url, tagged_schemas,
+                                                                  strategy, options):
+    """Found by the conformance kit: the jobs of one batch (or the two copies of one job) in one
+    slot shared an op marker, so every record after the first was taken for a replay and never
+    written."""
+    store = jobstore.open(cluster_url, strategy, **options)
+    jobs = store.enqueue_many([("ws", "a", None, "j0"), ("ws", "b", None, "j1")])
+    assert {j.job_id for j in store.list("ws")} == {"j0", "j1"}
+    for job in jobs:
+        assert store.get(job.job_id, workspace_id="ws") == job
+    if strategy == "dual":
+        assert store.client.exists("ai:tagged:{ws}:j0", "ai:tagged2:{ws}:j0",
+                                   "ai:tagged:{ws}:j1", "ai:tagged2:{ws}:j1") == 4
+    store.update_status("j0", "cancelled", workspace_id="ws")
+    assert store.dequeue(timeout=0).job_id == "j1"
+    assert store.delete("j0", workspace_id="ws") and store.delete("j1", workspace_id="ws")
+    assert not store.client.exists("ai:tagged:{ws}:j0", "ai:tagged2:{ws}:j0",
+                                   "ai:tagged:{ws}:j1", "ai:tagged2:{ws}:j1")
+    store.close()

@@ -126,6 +126,50 @@ def test_leaving_target_only_needs_a_reverse_sync(env):
     assert env.legacy.get(new.job_id, workspace_id="ws0").action == "written-in-target-only"
 
 
+def test_a_target_only_job_the_source_layout_cannot_hold_keeps_the_rollback_refused(env):
+    """In target-only over legacy, ids are scoped like the target's: a job whose id another
+    workspace holds in the legacy layout cannot go back there, and a rollback would lose it."""
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    env.migration.verify()
+    env.to("read-target", "target-only")
+    taken = env.jobs[0]
+    with pytest.raises(jobstore.JobExists):  # while the legacy record stands, its id is taken
+        env.dual().enqueue("ws1", "same id, other workspace", job_id=taken.job_id)
+    env.migration.cleanup()  # now ws0's job is only in the target, under its workspace
+    clash = env.dual().enqueue("ws1", "same id, other workspace", job_id=taken.job_id)
+    assert env.dual().get(taken.job_id, workspace_id="ws1") == clash
+    report = env.migration.reverse_sync()
+    assert report.finished and report.counts.get("foreign") == 1
+    with pytest.raises(MigrationRefused, match="could not write 1 target job"):
+        env.migration.set_phase("read-target")
+    assert env.dual().delete(taken.job_id, workspace_id="ws1")
+    assert env.migration.reverse_sync().counts.get("foreign") is None
+    env.to("read-target")
+    assert env.dual().get(taken.job_id, workspace_id="ws0") == env.legacy.get(taken.job_id, workspace_id="ws0")
+
+
+@pytest.mark.parametrize("same_content", [True, False])
+def test_an_id_held_only_by_the_target_stays_taken_after_the_rollback(env, same_content):
+    """Found by the conformance kit on a cluster: a job written in target-only is in the target
+    alone; back in read-target, enqueuing its id again must raise JobExists and write nothing."""
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    env.migration.verify()
+    env.to("read-target", "target-only")
+    env.migration.reverse_sync()
+    job = env.dual().enqueue("ws0", "late", job_id="late")  # after the reverse sync: target only
+    env.to("read-target")  # allowed: a sync ran in target-only; the source has a gap
+    action = "late" if same_content else "other"
+    before = snapshot(env.legacy.client)
+    with pytest.raises(jobstore.JobExists):
+        env.dual().enqueue("ws0", action, job_id="late")
+    after = snapshot(env.legacy.client)
+    assert {k for k in after if not k.startswith("ai:op:")} == {k for k in before if not k.startswith("ai:op:")}
+    assert not env.legacy.client.exists("ai:jobs:late")
+    assert env.dual().get("late", workspace_id="ws0") == job
+
+
 def test_force_switches_loudly_and_is_logged(env):
     env.to("off")
     state = env.migration.set_phase("target-only", force=True, reason="incident 42")

@@ -133,6 +133,29 @@ def test_dequeue_is_fifo_marks_running_and_skips_cancelled(store):
     assert store.dequeue() is None
 
 
+@pytest.mark.parametrize("timeout", [0, 5], ids=["at-once", "blocking"])
+def test_a_job_enqueued_again_under_a_deleted_id_waits_its_turn(store, timeout):
+    store.enqueue("ws1", "first", job_id="x")
+    assert store.delete("x", workspace_id="ws1")  # its queue entry stays behind
+    older = store.enqueue("ws1", "older", job_id="o")
+    again = store.enqueue("ws1", "again", job_id="x")
+    claimed = [store.dequeue(timeout=timeout) for _ in range(2)]
+    assert [j.job_id for j in claimed] == ["o", "x"], "oldest pending first, the stale entry dropped"
+    assert claimed[0] == store.get("o", workspace_id="ws1") and claimed[0].action == older.action
+    assert claimed[1].action == again.action == "again"
+    assert store.dequeue(timeout=0) is None
+
+
+def test_a_queue_entry_without_a_stamp_still_dequeues(store):
+    """Entries ``workspace:job``, as earlier versions wrote them, match any record of the id."""
+    job = store.enqueue("ws1", "a", job_id="j1")
+    store.client.delete("ai:queue")
+    store.client.lpush("ai:queue", "ws1:j1")
+    claimed = store.dequeue(timeout=0)
+    assert claimed.job_id == job.job_id and claimed.status is JobStatus.RUNNING
+    assert store.dequeue(timeout=0) is None
+
+
 def test_dequeue_timeout_waits_for_a_job_enqueued_meanwhile(store):
     assert store.dequeue(timeout=0.2) is None
 
