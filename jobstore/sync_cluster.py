@@ -56,15 +56,24 @@ def settle(keys: StoreKeys, mode: str, placed: list, dry_run: bool, now: float):
     if dry_run or not calls:
         return [outcome for outcome, _, _ in plans]
     replies = iter((yield Batch(tuple(calls))))
-    outcomes, indexed = [], []
-    for outcome, group, index in plans:
+    outcomes, indexed, raced = [], [], []
+    for i, (outcome, group, index) in enumerate(plans):
         answers = [next(replies) for _ in group]
         for answer in answers:
             if answer in ("exists", "tombstoned", "changed"):
+                if answer == "exists":
+                    # Absent when read, there when copied to: whose record got there first?
+                    ws, _, a, b = placed[i]
+                    raced.append((i, ws, b if outcome == "copied" else a))
                 outcome = answer
         if group and outcome in ("copied", "copied-back") and index:
             indexed.append(index)
         outcomes.append(outcome)
+    if raced:
+        owners = yield Batch(tuple(Command(("HGET", key, "workspace_id")) for _, _, key in raced))
+        for (i, ws, _), owner in zip(raced, owners):
+            if owner is not None and owner != ws:
+                outcomes[i] = "foreign"  # another workspace's job holds the key (a shared layout)
     if indexed:
         yield Batch(tuple(Command(("ZADD", key, "NX", score, job_id)) for key, score, job_id in indexed))
     yield from _catch_up(placed, plans, outcomes, reads)

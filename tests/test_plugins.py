@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import pathlib
+import re
 import types
 
 import pytest
@@ -51,7 +53,8 @@ def test_builtins_are_registered_as_plugins_through_the_hooks():
     assert rows["dual"].kind == "strategy" and rows["dual"].description
 
 
-def test_a_plugin_schema_is_a_strategy_and_a_dual_target(extra_plugin):
+def test_hook_jobstore_register_schemas(extra_plugin):
+    """A plugin schema is a strategy of its own and a dual source or target."""
     extra_plugin(make_plugin(TeamSchema), "team-plugin")
     assert {r.name: r.plugin for r in jobstore.strategies()}["team"] == "team-plugin"
     store = jobstore.open("memory://", "team")
@@ -137,3 +140,25 @@ def test_every_hook_is_documented_to_the_template():
         if name.startswith("jobstore_"):
             doc = inspect.getdoc(func) or ""
             assert ":param register:" in doc and ":returns:" in doc, name
+
+
+def docs_block(page: str, starts_with: str) -> str:
+    """The Python code block of a docs page that starts with ``starts_with``."""
+    text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / page).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    (block,) = [b for b in blocks if b.startswith(starts_with)]
+    return block
+
+
+def test_hook_jobstore_register_strategies(extra_plugin):
+    """The ``split`` strategy of docs/plugins.md, registered as its plugin, works as shown there."""
+    module = types.ModuleType("jobstore_split")
+    exec(compile(docs_block("plugins.md", '"""The ``split`` strategy'), "jobstore_split.py", "exec"),
+         module.__dict__)
+    extra_plugin(module, "jobstore-split")
+    row = {r.name: r for r in jobstore.strategies()}["split"]
+    assert (row.kind, row.plugin) == ("strategy", "jobstore-split")
+    exec(compile(docs_block("plugins.md", "import jobstore\n\nstore = jobstore.open(\"memory://\", \"split\""),
+                 "plugins.md", "exec"), {})
+    with pytest.raises(jobstore.ConfigError, match="split"):
+        jobstore.open("memory://", "split", moves="acme")

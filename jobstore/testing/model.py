@@ -20,21 +20,15 @@ from typing import Any, Iterable
 from ..errors import InvalidArgument, InvalidTransition, JobExists, JobNotFound
 from ..job import Job, JobStatus, encode_json
 
-__all__ = ["KNOWN_DEVIATIONS", "ModelJob", "StoreModel", "ids_per_store", "job_view"]
+__all__ = ["BY_DESIGN", "ModelJob", "StoreModel", "ids_per_store", "job_view"]
 
-# Behaviours of the current library that disagree with the contract. The state machines steer
-# clear of the operation sequences that trigger them (so that they keep testing everything
-# else), and tests/test_conformance.py holds a strict-xfail reproduction of each: when a fix
-# lands, that test fails until the entry is removed here.
-KNOWN_DEVIATIONS: dict[str, str] = {
-    "requeue-after-delete": (
-        "a job enqueued under the id of a deleted job whose queue entry was not dequeued yet is "
-        "claimed through that stale entry, ahead of older pending jobs (dequeue is not FIFO)"
-    ),
-    "unwritten-unscoped-schema": (
+# Operation sequences whose outcome differs between stores by design (docs/migration.md says
+# why). The state machines steer clear of them; tests/test_migration.py tests each directly.
+BY_DESIGN: dict[str, str] = {
+    "target-only-id-scope": (
         "dual in a phase that writes only workspace-scoped schemas (target-only over legacy) "
-        "accepts an id that another workspace holds; reverse sync cannot place that job in the "
-        "legacy layout, and after the (allowed) rollback it is gone"
+        "accepts an id that another workspace holds, as the target alone would; reverse sync "
+        "then counts it as foreign and leaving target-only stays refused until it is resolved"
     ),
 }
 
@@ -90,8 +84,6 @@ class StoreModel:
     def __init__(self, *, ids_per_store: bool):
         self.ids_per_store = ids_per_store
         self.jobs: dict[tuple[str, str], ModelJob] = {}
-        # Queue entries ``(workspace_id, job_id, seq)`` not yet passed by a dequeue, oldest first.
-        self.queue: list[tuple[str, str, int]] = []
         self._seq = 0
 
     @classmethod
@@ -108,15 +100,6 @@ class StoreModel:
         """Whether enqueuing this id in this workspace raises JobExists."""
         holders = self.holders(job_id)
         return bool(holders) if self.ids_per_store else workspace_id in holders
-
-    def stale_entry(self, workspace_id: str, job_id: str) -> bool:
-        """A queue entry of a deleted job with these ids has not been passed by a dequeue yet."""
-        for ws, jid, seq in self.queue:
-            if (ws, jid) == (workspace_id, job_id):
-                job = self.jobs.get((ws, jid))
-                if job is None or job.seq != seq:
-                    return True
-        return False
 
     def ordered(self, workspace_id: str, status: JobStatus | None = None) -> list[ModelJob]:
         """Every job of the workspace (optionally in ``status``), newest first."""
@@ -180,13 +163,13 @@ class StoreModel:
         return self.ordered(workspace_id, None if status is None else JobStatus(status))[:limit]
 
     def dequeue(self) -> ModelJob | None:
+        """The oldest pending job, now running: a job enqueued again under the id of a deleted
+        one waits its own turn."""
         pending = [j for j in self.jobs.values() if j.status is JobStatus.PENDING]
         if not pending:
-            self.queue.clear()  # a dequeue that finds nothing has dropped every stale entry
             return None
         job = min(pending, key=lambda j: j.seq)
         job.status = JobStatus.RUNNING
-        self.queue = [entry for entry in self.queue if entry[2] > job.seq]
         return job
 
     def delete(self, job_id: str, workspace_id: str) -> bool:
@@ -199,7 +182,6 @@ class StoreModel:
         job = ModelJob(job_id, workspace_id, action, JobStatus.PENDING, dict(params or {}),
                        seq=self._seq)
         self.jobs[job.key] = job
-        self.queue.append((workspace_id, job_id, self._seq))
         return job
 
     def snapshot(self) -> dict[tuple[str, str], ModelJob]:

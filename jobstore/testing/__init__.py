@@ -1,0 +1,45 @@
+"""The jobstore conformance kit: a model of the contract, state machines and pytest tests.
+
+A plugin author tests a key schema with::
+
+    from jobstore.testing import SchemaConformance
+
+    class TestMySchema(SchemaConformance):
+        schema = "mine"
+
+See docs/testing.md. Needs the ``testing`` extra (``pip install 'jobstore[testing]'``). Names
+are imported on first use, so that the pytest plugin (loaded by pytest wherever jobstore is
+installed) never needs Hypothesis.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "SchemaConformance": "conformance",
+    "StoreModel": "model",
+    "ModelJob": "model",
+    "BY_DESIGN": "model",
+    "job_view": "model",
+    "StoreMachine": "stateful",
+    "MultiStrategyMachine": "stateful",
+    "FakeClock": "stateful",
+    "MIGRATION_CYCLE": "stateful",
+    "run_machine": "stateful",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jobstore.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,285 @@
+"""``SchemaConformance``: the whole kit for one key schema, as a pytest base class.
+
+A plugin author writes::
+
+    from jobstore.testing import SchemaConformance
+
+    class TestMySchema(SchemaConformance):
+        schema = "mine"                 # the registered name
+        # redis_url = "redis://localhost:6390/15"   # optional: a THROWAWAY database
+
+and gets, on ``--jobstore-url`` (default: an embedded fakeredis) or ``redis_url``:
+
+- plain tests of the schema object: keys round-trip through ``parse_key``, agree with the
+  ``lua_template`` the dequeue script uses, ``scan_pattern`` finds every record key and no key of
+  jobstore's own or of the built-in layouts parses as the schema's; the stored record layout;
+  isolation between workspaces; one network round trip per operation (real Redis only);
+- the state machines of :mod:`jobstore.testing.stateful`: the schema alone, as the ``dual``
+  target from ``legacy`` (pinned in each phase, and following the stored phase), as the ``dual``
+  source to ``workspace``, and :class:`~jobstore.testing.stateful.MultiStrategyMachine` with the
+  schema among every other strategy, including migrations to and from it run while the
+  operations go on.
+
+Modelled on ``fsspec.tests.abstract`` and ``zarr.testing``: the same class runs jobstore's own
+built-ins (tests/test_conformance.py).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+import uuid
+from typing import Any, Iterator
+
+import pytest
+import redis
+from hypothesis import given, settings as Settings, strategies as st
+
+import jobstore
+from ..job import encode_json
+from ..layout import RESERVED_NAMESPACES
+from ..plugins import get_registry
+from ..schema import JOB_MARK, WORKSPACE_MARK, KeySchema
+from . import profiles  # noqa: F401  (registers and selects the Hypothesis profiles)
+from .pytest_plugin import configured_url, prepared_url
+from .stateful import PHASES, MultiStrategyMachine, StoreMachine, run_machine
+
+__all__ = ["SchemaConformance"]
+
+ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+identifiers = st.text(ID_CHARS, min_size=1, max_size=12) | st.text(ID_CHARS, min_size=128, max_size=128)
+prefixes = st.lists(st.text(ID_CHARS, min_size=1, max_size=6), min_size=1, max_size=3).map(":".join)
+
+
+class _Counted(threading.local):
+    count = 0
+    reading = True
+
+
+_SENT = _Counted()
+
+
+class CountingConnection(redis.Connection):
+    """Counts round trips on the wire: a send that follows a read."""
+
+    def send_packed_command(self, command, check_health=True):
+        if _SENT.reading:
+            _SENT.count += 1
+            _SENT.reading = False
+        return super().send_packed_command(command, check_health)
+
+    def read_response(self, *args, **kwargs):
+        _SENT.reading = True
+        return super().read_response(*args, **kwargs)
+
+
+def _round_trips(call) -> tuple[int, Any]:
+    _SENT.count, _SENT.reading = 0, True
+    result = call()
+    return _SENT.count, result
+
+
+class SchemaConformance:
+    """Subclass with ``schema = "<registered name>"``; see the module docstring.
+
+    ``redis_url``: a throwaway database to use instead of ``--jobstore-url`` (flushed before
+    each test). Override the ``jobstore_url`` fixture instead to take the URL from a fixture.
+    ``machine_settings``: Hypothesis settings for the state machines (default: the profile in
+    force, see :mod:`jobstore.testing.profiles`).
+    """
+
+    schema: str = ""
+    redis_url: str | None = None
+    machine_settings: Settings | None = None
+
+    # -- fixtures -------------------------------------------------------------------------
+
+    @pytest.fixture
+    def jobstore_url(self, request) -> Iterator[str]:
+        """This class's ``redis_url``, else ``--jobstore-url``; flushed before the test."""
+        yield from prepared_url(self.redis_url or configured_url(request.config))
+
+    @pytest.fixture
+    def jobstore_store(self, jobstore_url) -> Iterator[jobstore.JobStore]:
+        """A store of this schema alone, prefix ``ai``."""
+        store = jobstore.open(jobstore_url, self.schema)
+        yield store
+        store.close()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def make_schema(self, prefix: str = "ai") -> KeySchema:
+        if not self.schema:
+            raise TypeError(f"{type(self).__name__} must set schema = '<registered schema name>'")
+        return get_registry().schema(self.schema, prefix)
+
+    def builtin_schemas(self, prefix: str = "ai") -> list[KeySchema]:
+        """``legacy`` and ``workspace``, unless one of them is the schema under test."""
+        mine = self.make_schema(prefix).lua_template
+        schemas = [get_registry().schema(name, prefix) for name in ("legacy", "workspace")]
+        return [s for s in schemas if s.lua_template != mine]
+
+    def run(self, factory) -> None:
+        run_machine(factory, self.machine_settings)
+
+    # -- the schema object ----------------------------------------------------------------
+    # Each property test builds its @given function per call: one function shared by every
+    # subclass would trip Hypothesis' differing-executors health check.
+
+    def test_schema_is_registered_as_a_schema(self):
+        info = {row.name: row for row in jobstore.strategies()}
+        assert self.schema in info, f"{self.schema!r} is not registered; is its plugin installed?"
+        assert info[self.schema].kind == "schema"
+
+    def test_job_keys_round_trip_through_parse_key(self):
+        @given(prefix=prefixes, workspace_id=identifiers, job_id=identifiers)
+        def check(prefix, workspace_id, job_id):
+            schema = self.make_schema(prefix)
+            key = schema.job_key(workspace_id, job_id)
+            assert key.startswith(prefix + ":"), f"{key!r} does not start with the prefix {prefix!r}:"
+            # The dequeue script builds keys from the template: both ways must give the same key.
+            from_template = schema.lua_template.replace(WORKSPACE_MARK, workspace_id).replace(JOB_MARK, job_id)
+            assert key == from_template, f"job_key gives {key!r}, lua_template gives {from_template!r}"
+            expected = (workspace_id if schema.scoped else None, job_id)
+            assert schema.parse_key(key) == expected, f"parse_key({key!r}) is not {expected!r}"
+
+        check()
+
+    def test_distinct_jobs_have_distinct_keys(self):
+        @given(prefix=prefixes, a=st.tuples(identifiers, identifiers), b=st.tuples(identifiers, identifiers))
+        def check(prefix, a, b):
+            schema = self.make_schema(prefix)
+            same_job = a[1] == b[1] and (a[0] == b[0] or not schema.scoped)
+            assert (schema.job_key(*a) == schema.job_key(*b)) == same_job, (
+                f"keys of {a} and {b}: {schema.job_key(*a)!r}, {schema.job_key(*b)!r}"
+            )
+
+        check()
+
+    def test_scan_pattern_covers_job_keys_and_no_jobstore_key(self):
+        @given(prefix=prefixes, workspace_id=identifiers, job_id=identifiers)
+        def check(prefix, workspace_id, job_id):
+            schema = self.make_schema(prefix)
+            pattern = schema.scan_pattern()
+            assert fnmatch.fnmatchcase(schema.job_key(workspace_id, job_id), pattern)
+            # Every key of jobstore's own lives in a reserved namespace; whatever shape it takes
+            # there, it must never be taken for a record.
+            for namespace in RESERVED_NAMESPACES:
+                for rest in (job_id, f"{workspace_id}:{job_id}", f"{{{workspace_id}}}:{job_id}",
+                             f"{{{workspace_id}}}", f"{{{workspace_id}:{job_id}}}:log"):
+                    key = f"{prefix}:{namespace}:{rest}"
+                    assert schema.parse_key(key) is None, f"jobstore's own key {key!r} parses as a record key"
+
+        check()
+
+    def test_builtin_layouts_never_parse_as_this_schema(self):
+        """Else a migration on the same prefix would take one layout's records for the other's."""
+        @given(prefix=prefixes, workspace_id=identifiers, job_id=identifiers)
+        def check(prefix, workspace_id, job_id):
+            mine = self.make_schema(prefix)
+            for other in self.builtin_schemas(prefix):
+                theirs = other.job_key(workspace_id, job_id)
+                assert mine.parse_key(theirs) is None, f"{other.name} key {theirs!r} parses as {self.schema}"
+                key = mine.job_key(workspace_id, job_id)
+                assert other.parse_key(key) is None, f"{self.schema} key {key!r} parses as {other.name}"
+
+        check()
+
+    # -- against a database ---------------------------------------------------------------
+
+    def test_scan_finds_exactly_the_record_keys(self, jobstore_url):
+        """Backfill, verify and cleanup find records by SCAN MATCH scan_pattern + parse_key."""
+        prefix = f"conf:{uuid.uuid4().hex[:8]}"
+        names = list(dict.fromkeys([self.schema, "legacy", "workspace"]))
+        stores = [jobstore.open(jobstore_url, name, prefix=prefix) for name in names]
+        try:
+            for n, store in enumerate(stores):  # records of every layout side by side
+                for ws in ("ws-a", "ws-b"):
+                    store.enqueue(ws, "a", job_id=f"s{n}-{ws}")
+                store.dequeue()
+            schema, client = self.make_schema(prefix), stores[0].client
+            found = {k for k in client.scan_iter(match=schema.scan_pattern(), count=1000)
+                     if schema.parse_key(k)}
+            expected = {schema.job_key(ws, f"s0-{ws}") for ws in ("ws-a", "ws-b")}
+            assert found == expected, (
+                f"SCAN MATCH {schema.scan_pattern()!r} + parse_key found {sorted(found)}, "
+                f"not {sorted(expected)}"
+            )
+            for key in found:
+                ws, job_id = schema.parse_key(key)
+                record = client.hgetall(key)
+                assert record["job_id"] == job_id and (ws is None or record["workspace_id"] == ws)
+        finally:
+            for store in stores:
+                store.close()
+
+    def test_stored_record_layout(self, jobstore_store):
+        job = jobstore_store.enqueue("ws1", "act", {"k": [1, "é"]}, job_id="j1")
+        key = self.make_schema().job_key("ws1", "j1")
+        assert jobstore_store.client.hgetall(key) == {
+            "job_id": "j1", "workspace_id": "ws1", "action": "act", "status": "pending",
+            "params": encode_json({"k": [1, "é"]}), "result": "", "error": "",
+            "created_at": repr(job.created_at), "updated_at": repr(job.updated_at),
+        }
+
+    def test_workspaces_are_isolated(self, jobstore_store):
+        store = jobstore_store
+        owner = store.enqueue("owner", "secret", {"n": 1}, job_id="shared")
+        assert store.get("shared", workspace_id="intruder") is None
+        with pytest.raises(jobstore.JobNotFound):
+            store.update_status("shared", "cancelled", workspace_id="intruder")
+        assert store.delete("shared", workspace_id="intruder") is False
+        assert store.list("intruder") == []
+        if self.make_schema().scoped:
+            other = store.enqueue("intruder", "own", job_id="shared")
+            assert store.get("shared", workspace_id="intruder") == other
+            assert store.delete("shared", workspace_id="intruder") is True
+        else:
+            with pytest.raises(jobstore.JobExists):
+                store.enqueue("intruder", "own", job_id="shared")
+        assert store.get("shared", workspace_id="owner") == owner
+        assert store.dequeue().job_id == "shared"
+        assert store.get("shared", workspace_id="owner").status is jobstore.JobStatus.RUNNING
+
+    def test_single_job_operations_take_one_round_trip(self, jobstore_url):
+        if not jobstore_url.startswith("redis://"):
+            pytest.skip("round trips are counted on the wire: needs a redis:// URL")
+        store = jobstore.open(jobstore_url, self.schema,
+                              client_options={"connection_class": CountingConnection})
+        warm = store.enqueue("ws", "warm")  # the first call of each script loads it
+        store.update_status(warm.job_id, "cancelled", workspace_id="ws")
+        store.dequeue()
+        store.delete(warm.job_id, workspace_id="ws")
+        n, job = _round_trips(lambda: store.enqueue("ws", "a", {"x": 1}))
+        assert n == 1, f"enqueue took {n} round trips"
+        for name, call in [
+            ("get", lambda: store.get(job.job_id, workspace_id="ws")),
+            ("dequeue", store.dequeue),
+            ("update_status", lambda: store.update_status(job.job_id, "completed", workspace_id="ws")),
+            ("delete", lambda: store.delete(job.job_id, workspace_id="ws")),
+        ]:
+            n, _ = _round_trips(call)
+            assert n == 1, f"{name} took {n} round trips"
+        store.close()
+
+    # -- the state machines ---------------------------------------------------------------
+
+    def test_machine_schema_alone(self, jobstore_url):
+        self.run(lambda: StoreMachine(jobstore_url, self.schema))
+
+    def test_machine_as_dual_target_from_legacy(self, jobstore_url):
+        self._dual_machine(jobstore_url, "legacy", self.schema)
+
+    def test_machine_as_dual_source_to_workspace(self, jobstore_url):
+        self._dual_machine(jobstore_url, self.schema, "workspace")
+
+    def _dual_machine(self, url: str, source: str, target: str) -> None:
+        if source == target:
+            pytest.skip(f"dual needs two schemas; {source} -> {target} is the same one")
+        both = {"source": source, "target": target}
+        stores = {f"dual[{phase}]": ("dual", {**both, "phase": phase}) for phase in PHASES}
+        stores["dual[stored phase]"] = ("dual", both)
+        self.run(lambda: StoreMachine(url, stores=stores))
+
+    def test_machine_every_strategy_reads_alike(self, jobstore_url):
+        self.run(lambda: MultiStrategyMachine(jobstore_url, (self.schema,)))

@@ -1,0 +1,55 @@
+"""The conformance kit (jobstore.testing) run on jobstore's own strategies, on every backend.
+
+The same ``SchemaConformance`` class a plugin author subclasses runs here on ``legacy`` and
+``workspace`` (and ``hashtag``, the example plugin in plugins/), each on fakeredis, on a real
+redis-server and on a real 3-node Redis Cluster. ``dual`` is covered by every class: pinned in
+each phase, following the stored phase, and migrated back and forth while operations run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from hypothesis import settings
+
+from jobstore.testing import SchemaConformance
+from jobstore.testing.pytest_plugin import prepared_url
+
+
+class OnEveryBackend:
+    """Runs a SchemaConformance subclass on fakeredis, real Redis and a real cluster."""
+
+    @pytest.fixture(params=["memory", "redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+    def jobstore_url(self, request):
+        if request.param == "memory":
+            url = f"memory://conformance-{uuid.uuid4().hex}"
+        elif request.param == "cluster":
+            url = request.getfixturevalue("cluster_url")
+            # A cluster operation is several round trips: fewer runs keep CI in minutes (the
+            # nightly profile still runs its full count).
+            base = settings()
+            if base.max_examples < 1000:
+                self.machine_settings = settings(base, max_examples=min(base.max_examples, 10))
+        else:
+            url = request.getfixturevalue("redis_url")
+        yield from prepared_url(url)
+
+
+class TestLegacy(OnEveryBackend, SchemaConformance):
+    schema = "legacy"
+
+
+class TestWorkspace(OnEveryBackend, SchemaConformance):
+    schema = "workspace"
+
+
+try:
+    import jobstore_hashtag  # noqa: F401
+except ImportError:  # pragma: no cover - CI installs it
+    if os.environ.get("CI", "").lower() == "true":
+        raise
+else:
+    class TestHashtag(OnEveryBackend, SchemaConformance):
+        schema = "hashtag"
