@@ -140,7 +140,7 @@ class Migration:
         every store has followed (about a second).
 
         :raises MigrationRefused: the switch is unsafe (and not forced), or raced another switch.
-        :raises ValueError: an unknown phase.
+        :raises InvalidArgument: an unknown phase (a ValueError too).
         """
         new = parse_phase(phase)
         state = self.state()

@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
+from .errors import InvalidArgument
+
 # How long a store trusts its cached state, and so how long a switch takes to reach every
 # process. A switch waits this long (plus a margin) before it reports the phase in effect.
 STATE_MAX_AGE = 1.0
@@ -46,7 +48,7 @@ def parse_phase(value: object) -> Phase:
         return Phase(value)
     except ValueError:
         allowed = ", ".join(p.value for p in Phase)
-        raise ValueError(f"phase {value!r} is not one of {allowed}") from None
+        raise InvalidArgument("phase", f"{value!r} is not one of {allowed}") from None
 
 
 @dataclass(frozen=True)

@@ -306,6 +306,9 @@ class JobStore:
 
 def _block_slice(client) -> float:
     """A blocking wait that ends well before the client's socket timeout would fire."""
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:  # RedisCluster: the settings every node connection is made with
+        pool = getattr(client, "nodes_manager", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
     timeout = kwargs.get("socket_timeout")
     return 1.0 if not timeout else max(0.01, min(1.0, timeout / 2))

@@ -293,3 +293,9 @@ def test_records_sharing_a_hash_tag_each_get_their_own_op_marker(cluster_url, ta
     assert not store.client.exists("ai:tagged:{ws}:j0", "ai:tagged2:{ws}:j0",
                                    "ai:tagged:{ws}:j1", "ai:tagged2:{ws}:j1")
     store.close()
+
+
+def test_a_blocking_dequeue_waits_in_slices_shorter_than_the_socket_timeout(cluster_url):
+    store = jobstore.open(cluster_url, "legacy", client_options={"socket_timeout": 0.5})
+    assert store.dequeue(timeout=1.2) is None  # one 1 s BLMOVE would have hit the 0.5 s timeout
+    store.close()

@@ -179,8 +179,11 @@ def test_force_switches_loudly_and_is_logged(env):
 
 
 def test_unknown_phase_is_an_error(env):
-    with pytest.raises(ValueError, match="sideways"):
+    with pytest.raises(jobstore.InvalidArgument, match="sideways") as info:
         env.migration.set_phase("sideways")
+    assert info.value.argument == "phase" and isinstance(info.value, (ValueError, jobstore.JobStoreError))
+    with pytest.raises(jobstore.ConfigError, match="phase 'sideways'"):  # a strategy option
+        jobstore.open("memory://", "dual", phase="sideways")
 
 
 # -- rollout -----------------------------------------------------------------------------------

@@ -72,8 +72,9 @@ class DualStrategy(Strategy):
             )
         try:
             pinned = None if phase is None else parse_phase(phase)
-        except ValueError as exc:
-            raise ConfigError(f"dual: {exc}") from None
+        except ValueError:
+            raise ConfigError(f"dual: phase {phase!r} is not one of "
+                              f"{', '.join(p.value for p in Phase)}") from None
         return cls(resolve(source), resolve(target), pinned=pinned)
 
     @property
