@@ -65,15 +65,20 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
             if not record:
                 continue
             if written and _same_job(as_record(record), fields_of[job.job_id]):
-                maybe[job.job_id] = job  # an interrupted enqueue of this job, unless indexed
+                # An interrupted enqueue of this job, unless indexed.
+                maybe[job.job_id] = (job, as_record(record))
             else:
                 taken.add(job.job_id)
-    maybe = [job for job_id, job in maybe.items() if job_id not in taken]
+    maybe = [pair for job_id, pair in maybe.items() if job_id not in taken]
     if maybe:
         scores = yield Batch(tuple(
-            Command(("ZSCORE", ctx.keys.index(job.workspace_id), job.job_id)) for job in maybe
+            Command(("ZSCORE", ctx.keys.index(job.workspace_id), job.job_id)) for job, _ in maybe
         ))
-        taken.update(job.job_id for job, score in zip(maybe, scores) if score is not None)
+        for (job, record), score in zip(maybe, scores):
+            if score is not None:
+                taken.add(job.job_id)
+            else:  # complete it with its own record: the queue entry's stamp must match it
+                fields_of[job.job_id].update(record)
     created: list[Job] = []
     existing = [job.job_id for job, _ in jobs if job.job_id in taken]
     todo = [(job, dict(fields)) for job, fields in jobs if job.job_id not in taken]

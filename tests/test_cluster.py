@@ -299,3 +299,25 @@ def test_a_blocking_dequeue_waits_in_slices_shorter_than_the_socket_timeout(clus
     store = jobstore.open(cluster_url, "legacy", client_options={"socket_timeout": 0.5})
     assert store.dequeue(timeout=1.2) is None  # one 1 s BLMOVE would have hit the 0.5 s timeout
     store.close()
+
+
+def test_an_enqueue_cut_in_target_only_completes_after_the_rollback(cluster):
+    """Cut after its record, in target-only; retried in read-target, where the source is written
+    first: the retry completes that job (its own created_at, so its queue entry matches)."""
+    store, migration = cluster
+    migration.set_phase("target-only", force=True, reason="test")
+    store.get("warm", workspace_id="ws")
+    armed = cut_before(store, writes_key("ai:queue"))
+    with pytest.raises(jobstore.StoreUnavailable):
+        store.enqueue("ws", "a", {"n": 1}, job_id="cut")
+    assert not armed[0] and store.client.exists("ai:job:ws:cut")
+    first = store.client.hget("ai:job:ws:cut", "created_at")
+    migration.set_phase("read-target", force=True, reason="test")
+    after = jobstore.JobStore(store.client, "dual")
+    job = after.enqueue("ws", "a", {"n": 1}, job_id="cut")
+    assert repr(job.created_at) == first
+    assert store.client.hget("ai:jobs:cut", "created_at") == first
+    claimed = after.dequeue(timeout=0)
+    assert claimed is not None and claimed.job_id == "cut"
+    with pytest.raises(jobstore.JobExists):
+        after.enqueue("ws", "a", {"n": 1}, job_id="cut")
