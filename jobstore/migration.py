@@ -23,7 +23,8 @@ from .layout import StoreKeys
 from .phases import STATE_MAX_AGE, MigrationState, Phase, parse_phase, refusal, switched
 from .plugins import get_registry
 from .schema import KeySchema
-from .scripts import CLEANUP_RECORD, SET_STATE, SYNC_RECORD
+from .ops import as_record
+from .scripts import CLEANUP_RECORD, READ_RECORDS, SET_STATE, SYNC_RECORD
 from . import sync_cluster
 from .steps import Batch, Command, Pause, Primaries, Script
 
@@ -376,10 +377,20 @@ class Migration:
         return total
 
     def _compare_pairs(self, side: str, placed: list):
-        """``(kind, record, counterpart)`` for each placed record (see ``_compare``)."""
-        records = yield Batch(tuple(
-            Command(("HGETALL", key)) for _, _, a, b in placed for key in (a, b)
-        ))
+        """``(kind, record, counterpart)`` for each placed record (see ``_compare``).
+
+        On standalone Redis every pair is read in one script, at one instant: a dual write or
+        delete landing between two reads would otherwise look like a difference. On a cluster the
+        two copies sit on different nodes; ``_verify`` looks again at what differs.
+        """
+        keys = tuple(key for _, _, a, b in placed for key in (a, b))
+        if not keys:
+            return []
+        if self.driver.cluster:
+            records = yield Batch(tuple(Command(("HGETALL", key)) for key in keys))
+        else:
+            (flat,) = yield Batch((Script(READ_RECORDS, keys, ()),))
+            records = [as_record(r) for r in flat]
         found = []
         for i, (ws, _, _, _) in enumerate(placed):
             mine, theirs = records[2 * i] or {}, records[2 * i + 1] or {}

@@ -420,6 +420,17 @@ return 'done'
 """,
 )
 
+READ_RECORDS = Lua(
+    "read_records",
+    r"""
+-- KEYS[1 ..] record keys   returns the HGETALL of each, read at one instant (standalone only:
+-- verify compares a record with its counterpart, and a write between two reads is no difference)
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end
+return out
+""",
+)
+
 ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, SYNC_RECORD, CLEANUP_RECORD, SET_STATE,
        CREATE_RECORD, PUSH_ONCE, DELETE_RECORD, MIRROR, RETURN_CLAIMS, COPY_IF_ABSENT,
-       WRITE_IF_UNCHANGED)
+       WRITE_IF_UNCHANGED, READ_RECORDS)
