@@ -9,7 +9,7 @@ compare one to one.
 The one thing a strategy changes is the scope of a job id (:attr:`StoreModel.ids_per_store`):
 a schema without ``${workspace_id}`` in its keys (``legacy``) holds one job per id in the whole
 store, and a strategy is as strict as the strictest schema it may hold a job in (``dual`` over
-``legacy`` refuses an id that any workspace holds, in every phase).
+``legacy`` refuses an id that any workspace holds; see :data:`BY_DESIGN` for the one exception).
 """
 
 from __future__ import annotations
