@@ -44,6 +44,14 @@ def _same_job(stored: dict, fields: dict) -> bool:
     )
 
 
+def _indexed(ctx: Context, jobs: list[Job]) -> Op:
+    """The ids of ``jobs`` in their workspace index: jobs whose enqueue finished."""
+    scores = yield Batch(tuple(
+        Command(("ZSCORE", ctx.keys.index(job.workspace_id), job.job_id)) for job in jobs
+    ))
+    return {job.job_id for job, score in zip(jobs, scores) if score is not None}
+
+
 def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
     token = ctx.new_token()
     routing = {job.job_id: ctx.strategy.routing(job.workspace_id) for job, _ in jobs}
@@ -71,13 +79,10 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
                 taken.add(job.job_id)
     maybe = [pair for job_id, pair in maybe.items() if job_id not in taken]
     if maybe:
-        scores = yield Batch(tuple(
-            Command(("ZSCORE", ctx.keys.index(job.workspace_id), job.job_id)) for job, _ in maybe
-        ))
-        for (job, record), score in zip(maybe, scores):
-            if score is not None:
-                taken.add(job.job_id)
-            else:  # complete it with its own record: the queue entry's stamp must match it
+        done = yield from _indexed(ctx, [job for job, _ in maybe])
+        taken |= done
+        for job, record in maybe:
+            if job.job_id not in done:  # complete it with its own record: the stamps must match
                 fields_of[job.job_id].update(record)
     created: list[Job] = []
     existing = [job.job_id for job, _ in jobs if job.job_id in taken]
@@ -106,10 +111,7 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
                 kept.append((job, fields))
             if unsure:
                 # An indexed job finished its enqueue: this is a second enqueue of its id.
-                scores = yield Batch(tuple(
-                    Command(("ZSCORE", ctx.keys.index(job.workspace_id), job.job_id)) for job in unsure
-                ))
-                done = {job.job_id for job, score in zip(unsure, scores) if score is not None}
+                done = yield from _indexed(ctx, unsure)
                 existing.extend(job.job_id for job in unsure if job.job_id in done)
                 kept = [(job, fields) for job, fields in kept if job.job_id not in done]
             todo = kept

@@ -14,21 +14,9 @@ import redis
 import jobstore
 from jobstore.migration import Migration
 from jobstore.steps import Script
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.cluster
-
-
-class FakeClock:
-    def __init__(self):
-        import time
-
-        self.now = time.time()
-
-    def __call__(self):
-        return self.now
-
-    def wait(self, seconds):
-        self.now += seconds
 
 
 def split_ids(client, n=1):

@@ -25,22 +25,10 @@ from jobstore.cli import main
 from jobstore.metrics import PrometheusEvents, metric_prefix, serve
 from jobstore.migration import Migration
 from tests.support.servers import free_port
+from tests.support.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parents[1]
 MIGRATION = "legacy:workspace"
-
-
-class FakeClock:
-    """Migration time that advances instead of sleeping."""
-
-    def __init__(self):
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wait(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def exposition(registry) -> str:

@@ -12,19 +12,7 @@ from tests.conftest import keys
 from jobstore import MigrationRefused
 from jobstore.migration import Migration
 from jobstore.phases import Phase, Rollout
-
-
-class FakeClock:
-    """Migration time that advances instead of sleeping."""
-
-    def __init__(self):
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wait(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
