@@ -109,8 +109,17 @@ class Job:
 
 
 def encode_json(value: Any) -> str:
-    """Compact, deterministic JSON (so equal values store equal text)."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    """Compact, deterministic JSON (so equal values store equal text).
+
+    :raises TypeError, ValueError: ``value`` is not JSON (nesting too deep for the encoder is a
+        ValueError too, not a RecursionError). The store checks arguments first, see
+        :func:`jobstore.validation.json_value`.
+    """
+    try:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except RecursionError:
+        problem = "nested too deeply to encode as JSON"
+    raise ValueError(problem)
 
 
 def _decode_json(text: str) -> Any:

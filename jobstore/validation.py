@@ -14,6 +14,10 @@ IDENTIFIER = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 PREFIX = re.compile(r"[A-Za-z0-9_.\-]+(?::[A-Za-z0-9_.\-]+)*")
 MAX_ACTION_LENGTH = 256
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+# How deeply params and result may nest (the params dict itself is level 1). Far below where
+# Python's json (or a consumer in another language: serde_json stops at 128) would hit its
+# recursion limit, encoding here or decoding in get().
+MAX_JSON_DEPTH = 100
 
 
 def identifier(argument: str, value: Any) -> str:
@@ -47,9 +51,31 @@ def action(value: Any) -> str:
         raise InvalidArgument(
             "action", f"is {len(value)} characters long; the limit is {MAX_ACTION_LENGTH}"
         )
+    text("action", value)
     if not value.isprintable():
         raise InvalidArgument("action", f"{value!r} contains non-printable characters")
     return value
+
+
+def text(argument: str, value: str) -> str:
+    """``value`` if it encodes as UTF-8 (what Redis is sent), else InvalidArgument.
+
+    Only lone surrogates (U+D800-U+DFFF, e.g. from ``surrogateescape`` or UTF-16 halves) fail.
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        problem = _not_unicode(value, exc)
+    else:
+        return value
+    raise InvalidArgument(argument, problem)
+
+
+def _not_unicode(value: str, exc: UnicodeEncodeError) -> str:
+    return (f"is not valid Unicode: it holds the lone surrogate {value[exc.start]!r} at index "
+            f"{exc.start} (text must encode as UTF-8)")
 
 
 def status(value: Any) -> JobStatus:
@@ -70,16 +96,137 @@ def params(value: Any) -> dict:
 
 
 def json_value(argument: str, value: Any) -> str:
-    """Encode ``value`` as JSON or raise InvalidArgument naming ``argument``."""
+    """Encode ``value`` as JSON or raise InvalidArgument naming ``argument`` (and where in the
+    value the problem is).
+
+    Refused: anything ``json.dumps`` cannot encode (sets, bytes, objects, NaN and infinities,
+    keys that are not str/int/float/bool/None), nesting deeper than :data:`MAX_JSON_DEPTH` (a
+    value that contains itself included), and strings, keys too, that are not valid Unicode
+    (lone surrogates: ``json.dumps`` would escape them, but the JSON is then not interoperable,
+    and a surrogate pair written as two code points would read back as another string).
+    """
+    check_json(argument, value)
     try:
         return encode_json(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(argument, f"must be JSON-serialisable ({exc})") from None
+    except (TypeError, ValueError) as exc:  # what check_json lets through: keys of mixed types
+        problem = f"must be JSON-serialisable ({exc})"  # (not sortable), ints of 4300+ digits
+    raise InvalidArgument(argument, problem)
+
+
+_CONTAINERS = (dict, list, tuple)
+_PLAIN = frozenset({int, bool, type(None)})
+
+
+def check_json(argument: str, value: Any) -> None:
+    """Raise InvalidArgument unless ``value`` is JSON that round-trips; see :func:`json_value`.
+
+    Iterative (no recursion of its own), one pass over the value.
+    """
+    # Each entry: a container, its nesting level, and its path as nested (parent, key) pairs,
+    # rendered only for a message.
+    stack: list[tuple[Any, int, Any]] = []
+    _check_item(argument, value, 0, None, None, stack)
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidArgument(argument, f"is nested more than {MAX_JSON_DEPTH} levels deep "
+                                            f"(at {_where(argument, path)}), or contains itself")
+        # The common cases (ints, None, bools, ASCII text, finite floats) inline: this pass
+        # costs about what json.dumps does.
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if type(key) is not str or not key.isascii():
+                    _check_key(argument, key, path)
+                kind = type(item)
+                if kind in _PLAIN or (kind is str and item.isascii()) or (kind is float and item - item == 0):
+                    continue
+                _check_item(argument, item, depth, path, key, stack)
+        else:
+            for index, item in enumerate(node):
+                kind = type(item)
+                if kind in _PLAIN or (kind is str and item.isascii()) or (kind is float and item - item == 0):
+                    continue
+                _check_item(argument, item, depth, path, index, stack)
+
+
+def _check_item(argument, item, depth, path, key, stack) -> None:
+    kind = type(item)
+    if kind is str:
+        if not item.isascii():
+            _check_text(argument, item, (path, key))
+    elif kind is int or kind is bool or item is None:
+        pass
+    elif kind is float:
+        if not math.isfinite(item):
+            raise InvalidArgument(argument, f"{_where(argument, (path, key))} is {item!r}; JSON has "
+                                            "no NaN or infinity")
+    elif kind in _CONTAINERS:
+        stack.append((item, depth + 1, (path, key)))
+    elif isinstance(item, str):
+        _check_text(argument, item, (path, key))
+    elif isinstance(item, float):
+        _check_item(argument, float(item), depth, path, key, stack)
+    elif isinstance(item, int):
+        pass
+    elif isinstance(item, _CONTAINERS):
+        stack.append((item, depth + 1, (path, key)))
+    else:
+        raise InvalidArgument(argument, f"{_where(argument, (path, key))} is a "
+                                        f"{_type_name(item)}, which JSON cannot encode")
+
+
+def _check_key(argument, key, path) -> None:
+    if isinstance(key, str):
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(argument, f"{_where(argument, path)} has a key {_short(key)} "
+                                            f"that {_not_unicode(key, exc)}") from None
+    elif isinstance(key, float) and not math.isfinite(key):
+        raise InvalidArgument(argument, f"{_where(argument, path)} has a key {key!r}; JSON has "
+                                        "no NaN or infinity")
+    elif not (key is None or isinstance(key, (int, float))):
+        raise InvalidArgument(argument, f"{_where(argument, path)} has a key {_short(key)} of type "
+                                        f"{_type_name(key)}; JSON keys are str (int, float, bool "
+                                        "and None are converted)")
+
+
+def _check_text(argument, value: str, path) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(argument, f"{_where(argument, path)} {_not_unicode(value, exc)}") from None
+
+
+def _where(argument: str, path) -> str:
+    """``params['a'][0]`` for the nested (parent, key) pairs of ``path``."""
+    keys = []
+    while path is not None:
+        path, key = path
+        if key is not None or path is not None:
+            keys.append(key)
+    keys.reverse()
+    shown = [f"[{_short(k)}]" for k in keys]
+    if len(shown) > 8:
+        shown[3:-3] = ["..."]
+    return argument + "".join(shown)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def error_text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
+    if value is None:
         return value
+    if isinstance(value, str):
+        return text("error", value)
     raise InvalidArgument("error", f"must be a str or None, not {type(value).__name__}")
 
 
