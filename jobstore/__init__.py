@@ -6,6 +6,7 @@
 
 from .errors import (
     ConfigError,
+    EvictionPolicyError,
     InvalidArgument,
     InvalidIdentifier,
     InvalidTransition,
@@ -13,6 +14,7 @@ from .errors import (
     JobNotFound,
     JobStoreError,
     MigrationRefused,
+    MigrationStateLost,
     PayloadTooLarge,
     PluginError,
     RedisCommandError,
@@ -32,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "EvictionPolicyError",
     "InvalidArgument",
     "InvalidIdentifier",
     "InvalidTransition",
@@ -44,6 +47,7 @@ __all__ = [
     "KeySchema",
     "Migration",
     "MigrationRefused",
+    "MigrationStateLost",
     "PayloadTooLarge",
     "Phase",
     "PluginError",

@@ -1,8 +1,9 @@
 """The ``jobstore`` command line.
 
-Exit codes: 0 success; 1 verify found problems; 2 usage or configuration error; 3 Redis
-unavailable; 4 refused because it could strand or lose data; 130 interrupted (a pass resumes
-from its checkpoint when run again).
+Exit codes: 0 success; 1 verify found problems; 2 usage or configuration error (a Redis that may
+evict keys included: EvictionPolicyError, see --allow-eviction); 3 Redis unavailable; 4 refused
+because it could strand or lose data; 130 interrupted (a pass resumes from its checkpoint when run
+again).
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ def common_options(func):
         help="Redis URL (default $JOBSTORE_REDIS_URL; memory:// for an embedded store).",
     )(func)
     return func
+
+
+def eviction_option(func):
+    """``--allow-eviction``: run on a Redis whose maxmemory-policy is not noeviction."""
+    return click.option(
+        "--allow-eviction", is_flag=True,
+        help="Run even though Redis may evict keys (maxmemory-policy other than noeviction); "
+             "jobs and migration state may then be lost. Without it such a Redis is refused "
+             "(exit 2).",
+    )(func)
 
 
 def fail(message: str, code: int) -> None:
@@ -96,13 +107,14 @@ def strategies_command(url, prefix, source, target, as_json) -> None:
 @click.option("--source", default="legacy", show_default=True, help="Schema migrated from.")
 @click.option("--target", default="workspace", show_default=True, help="Schema migrated to.")
 @click.option("--jobs", default=2000, show_default=True, help="Jobs that exist before the migration.")
+@eviction_option
 @guarded
-def demo_command(url, prefix, source, target, jobs) -> None:
+def demo_command(url, prefix, source, target, jobs, allow_eviction) -> None:
     """Run a whole migration with live traffic, on an embedded store (or on --url)."""
     from .demo import run_demo
 
     numbers = run_demo(url or "memory://jobstore-demo", prefix=prefix, jobs=jobs, echo=click.echo,
-                       source=source, target=target)
+                       source=source, target=target, allow_eviction=allow_eviction)
     if numbers["lost"] or numbers["revived"]:
         sys.exit(EXIT_FAILED)
 
@@ -110,11 +122,11 @@ def demo_command(url, prefix, source, target, jobs) -> None:
 # -- migrate -------------------------------------------------------------------------------------
 
 
-def open_migration(url, prefix, source, target, events=None):
+def open_migration(url, prefix, source, target, events=None, allow_eviction=False):
     from .migration import open_migration as _open
 
     return _open(resolve_url(url), prefix=prefix, source=source or "legacy",
-                 target=target or "workspace", events=events)
+                 target=target or "workspace", events=events, allow_eviction=allow_eviction)
 
 
 def metrics_option(func):
@@ -185,10 +197,11 @@ def migrate() -> None:
 @migrate.command("status")
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@eviction_option
 @guarded
-def migrate_status(url, prefix, source, target, as_json) -> None:
+def migrate_status(url, prefix, source, target, as_json, allow_eviction) -> None:
     """Show the phase, the rollout, what the next switch needs, and the checkpoints."""
-    status = open_migration(url, prefix, source, target).status()
+    status = open_migration(url, prefix, source, target, allow_eviction=allow_eviction).status()
     lines = [f"migration {status['migration']}: phase {status['phase']}"
              + ("" if status["phase_stored"] else " (default; nothing stored yet)")]
     rollout = status["rollout"]
@@ -207,12 +220,13 @@ def migrate_status(url, prefix, source, target, as_json) -> None:
 @click.option("--force", is_flag=True, help="Switch even where it could strand or lose data (logged).")
 @click.option("--reason", default="", help="Why; recorded in the migration log.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@eviction_option
 @guarded
-def migrate_phase(url, prefix, source, target, phase, force, reason, as_json) -> None:
+def migrate_phase(url, prefix, source, target, phase, force, reason, as_json, allow_eviction) -> None:
     """Switch the phase for every process (they follow within a second)."""
     from .phases import Phase, refusal
 
-    migration = open_migration(url, prefix, source, target)
+    migration = open_migration(url, prefix, source, target, allow_eviction=allow_eviction)
     before = migration.state()
     why = refusal(before, Phase(phase))
     if why and force:
@@ -228,11 +242,12 @@ def migrate_phase(url, prefix, source, target, phase, force, reason, as_json) ->
 @click.option("--allow", default=None, help="Comma-separated workspaces always included.")
 @click.option("--deny", default=None, help="Comma-separated workspaces always excluded.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@eviction_option
 @guarded
-def migrate_rollout(url, prefix, source, target, percent, allow, deny, as_json) -> None:
+def migrate_rollout(url, prefix, source, target, percent, allow, deny, as_json, allow_eviction) -> None:
     """Roll the read switch out per workspace (sticky: raising the percentage only adds)."""
     split = lambda v: None if v is None else [w.strip() for w in v.split(",") if w.strip()]  # noqa: E731
-    state = open_migration(url, prefix, source, target).set_rollout(
+    state = open_migration(url, prefix, source, target, allow_eviction=allow_eviction).set_rollout(
         percent=percent, allow=split(allow), deny=split(deny))
     r = state.rollout
     emit({"percent": r.percent, "allow": sorted(r.allow), "deny": sorted(r.deny)}, as_json,
@@ -240,6 +255,7 @@ def migrate_rollout(url, prefix, source, target, percent, allow, deny, as_json) 
 
 
 def pass_options(func):
+    func = eviction_option(func)
     func = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")(func)
     func = click.option("--restart", is_flag=True, help="Ignore the checkpoint; start over.")(func)
     func = click.option("--dry-run", is_flag=True, help="Count what would change; change nothing.")(func)
@@ -249,9 +265,9 @@ def pass_options(func):
 
 
 def run_pass(method: str, url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-             metrics_port=None) -> None:
+             metrics_port=None, allow_eviction=False) -> None:
     events = start_metrics(metrics_port, prefix)
-    migration = open_migration(url, prefix, source, target, events)
+    migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
     printer = ProgressPrinter(enabled=not as_json)
     try:
         report = getattr(migration, method)(batch=batch, rate=rate, dry_run=dry_run,
@@ -272,10 +288,10 @@ def run_pass(method: str, url, prefix, source, target, rate, batch, dry_run, res
 @metrics_option
 @guarded
 def migrate_backfill(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-                     metrics_port) -> None:
+                     allow_eviction, metrics_port) -> None:
     """Copy every source record missing in the target (resumable, safe under live traffic)."""
     run_pass("backfill", url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-             metrics_port)
+             metrics_port, allow_eviction)
 
 
 @migrate.command("reverse-sync")
@@ -284,10 +300,10 @@ def migrate_backfill(url, prefix, source, target, rate, batch, dry_run, restart,
 @metrics_option
 @guarded
 def migrate_reverse_sync(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-                         metrics_port) -> None:
+                         allow_eviction, metrics_port) -> None:
     """Bring the source up to date from the target, before rolling back."""
     run_pass("reverse_sync", url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-             metrics_port)
+             metrics_port, allow_eviction)
 
 
 @migrate.command("cleanup")
@@ -296,10 +312,10 @@ def migrate_reverse_sync(url, prefix, source, target, rate, batch, dry_run, rest
 @metrics_option
 @guarded
 def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-                    metrics_port) -> None:
+                    allow_eviction, metrics_port) -> None:
     """Delete source records the target holds too (only in target-only)."""
     run_pass("cleanup", url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-             metrics_port)
+             metrics_port, allow_eviction)
 
 
 @migrate.command("verify")
@@ -309,12 +325,13 @@ def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, 
 @click.option("--examples", default=10, show_default=True, help="Examples kept per kind of problem.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @metrics_option
+@eviction_option
 @guarded
 def migrate_verify(url, prefix, source, target, sample, repair, examples, as_json,
-                   metrics_port) -> None:
+                   metrics_port, allow_eviction) -> None:
     """Compare source and target record by record; exit 0 only when clean."""
     events = start_metrics(metrics_port, prefix)
-    migration = open_migration(url, prefix, source, target, events)
+    migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
     printer = ProgressPrinter(enabled=not as_json)
     try:
         report = migration.verify(sample=sample, repair=repair, examples=examples, progress=printer)

@@ -60,11 +60,23 @@ class LiveTraffic(threading.Thread):
             raise self.error
 
 
+def prefix_in_use(client, prefix: str) -> bool:
+    """Whether any key ``<prefix>:*`` exists: the whole keyspace is scanned (on a Cluster,
+    ``scan_iter`` walks every primary), stopping at the first match. One SCAN page is not
+    enough: MATCH filters after the page is taken, so a prefix's keys among many others are
+    usually on a later page. A prefix never holds glob characters (``validation.prefix``)."""
+    return next(iter(client.scan_iter(match=f"{prefix}:*", count=1000)), None) is not None
+
+
 def run_demo(url: str, *, prefix: str = "demo", jobs: int = 2000, echo: Callable[[str], None] = print,
-             source: str = "legacy", target: str = "workspace") -> dict:
-    """Run the journey and return its numbers (the tests check them)."""
-    legacy = open_store(url, source, prefix=prefix)
-    if not url.startswith("memory://") and legacy.client.scan(0, match=f"{prefix}:*", count=1000)[1]:
+             source: str = "legacy", target: str = "workspace", allow_eviction: bool = False) -> dict:
+    """Run the journey and return its numbers (the tests check them).
+
+    ``allow_eviction``: run on a Redis whose maxmemory-policy is not noeviction (else refused
+    with EvictionPolicyError before anything is written)."""
+    legacy = open_store(url, source, prefix=prefix, allow_eviction=allow_eviction)
+    if not url.startswith("memory://") and prefix_in_use(legacy.client, prefix):
+        legacy.close()
         raise ConfigError(
             f"keys under '{prefix}:' exist already on this Redis; the demo only runs on an empty "
             "prefix (choose another with --prefix)"
@@ -76,14 +88,16 @@ def run_demo(url: str, *, prefix: str = "demo", jobs: int = 2000, echo: Callable
     seeded = legacy.enqueue_many([(workspaces[n % 8], "index", {"n": n}) for n in range(jobs)])
     truth = {job.job_id: job.workspace_id for job in seeded}
 
-    store = open_store(url, "dual", prefix=prefix, source=source, target=target)
+    store = open_store(url, "dual", prefix=prefix, source=source, target=target,
+                       allow_eviction=allow_eviction)
     migration = store.migration()
     migration.set_phase("off")
     echo(f"2. Every process switches to 'dual' (phase off), then dual writes begin: {source} and "
          f"{target} are written in one atomic step.")
     migration.set_phase("dual-write")
 
-    traffic = LiveTraffic(open_store(url, "dual", prefix=prefix, source=source, target=target), workspaces)
+    traffic = LiveTraffic(open_store(url, "dual", prefix=prefix, source=source, target=target,
+                                     allow_eviction=allow_eviction), workspaces)
     traffic.start()
     echo("3. Live traffic starts: enqueues, updates and deletes, all through the migration.")
 
@@ -115,7 +129,7 @@ def run_demo(url: str, *, prefix: str = "demo", jobs: int = 2000, echo: Callable
     truth.update(traffic.alive)
     for job_id in traffic.deleted:
         truth.pop(job_id, None)
-    final = open_store(url, target, prefix=prefix)
+    final = open_store(url, target, prefix=prefix, allow_eviction=allow_eviction)
     lost = [job_id for job_id, ws in truth.items() if final.get(job_id, workspace_id=ws) is None]
     revived = [job_id for job_id in traffic.deleted
                if any(final.get(job_id, workspace_id=ws) for ws in workspaces)]

@@ -13,7 +13,7 @@ import redis
 from .errors import RedisCommandError, StoreUnavailable
 from .scripts import ALL as ALL_SCRIPTS
 from .connection import is_cluster
-from .steps import Command, Pause, Primaries, Refresh, Script
+from .steps import Batch, Command, Pause, Primaries, Refresh, Scan, Script
 
 # redis-py raises these when the server cannot serve us; a caller sees StoreUnavailable.
 UNAVAILABLE = (
@@ -80,14 +80,51 @@ class SyncDriver:
                 (reply,) = self._send((request[0],))
                 self._apply_state(reply)
             return None
+        if isinstance(step, Scan):
+            return self._scan(step)
         calls = step.calls
+        tolerate = isinstance(step, Batch) and step.tolerate_errors
         # A state refresh that is due (but not overdue) rides along with this batch.
         request = self._state_request()
         if request is not None:
-            replies = self._send((request[0], *calls))
+            replies = self._send((request[0], *calls), tolerate)
             self._apply_state(replies[0])
             return replies[1:]
-        return self._send(calls)
+        return self._send(calls, tolerate)
+
+    def _scan(self, step: Scan) -> tuple[str, str, list]:
+        """``(identity, cursor, keys)``: the server's run id (and, on a cluster, the slots it
+        serves) read on the same connection as the SCAN step, so both come from one process."""
+        if self.cluster:
+            node = self.client.get_node(node_name=step.node)
+            if node is None:
+                raise redis.exceptions.ClusterError(f"node {step.node} is no longer known")
+            conn = self.client.get_redis_connection(node)
+        else:
+            conn = self.client
+        pipe = conn.pipeline(transaction=False)
+        pipe.execute_command("INFO", "server")
+        # DEBUG RELOAD keeps the run id but not the key order: the count of keys its load read
+        # tells it apart (a restart changes the run id anyway).
+        pipe.execute_command("INFO", "persistence")
+        if self.cluster:
+            pipe.execute_command("CLUSTER", "MYID")
+            pipe.execute_command("CLUSTER", "SLOTS")
+        pipe.execute_command("SCAN", step.cursor, "MATCH", step.pattern, "COUNT", step.count)
+        replies = pipe.execute(raise_on_error=False)
+        if isinstance(replies[-1], Exception):
+            raise replies[-1]
+        cursor, keys = replies[-1]
+        info, persistence = replies[0], replies[1]
+        if isinstance(info, Exception):  # the embedded store (fakeredis) has no INFO: one process
+            identity = "embedded"
+        else:
+            identity = ":".join(str(_field(part, name)) for part, name in (
+                (info, "run_id"), (persistence, "rdb_last_load_keys_loaded"),
+                (persistence, "rdb_last_load_keys_expired")))
+        if self.cluster:
+            identity += "/" + _slots_of(_text(replies[2]), _text(replies[3]))
+        return identity, str(_text(cursor)), _text(keys)
 
     def _apply_state(self, reply) -> None:
         self.strategy.apply_state(reply, time.monotonic())
@@ -95,8 +132,8 @@ class SyncDriver:
         if self.events is not None and phase:
             self.events.phase(getattr(self.strategy, "migration", self.strategy.name), phase)
 
-    def _send(self, calls: tuple) -> list:
-        if len(calls) == 1:
+    def _send(self, calls: tuple, tolerate: bool = False) -> list:
+        if len(calls) == 1 and not tolerate:
             return [_text(self._one(calls[0]))]
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
@@ -114,7 +151,7 @@ class SyncDriver:
                 # Re-sending is safe: reads repeat harmlessly and every write recognises itself.
                 continue
             for reply in replies:
-                if isinstance(reply, Exception):
+                if isinstance(reply, Exception) and not (tolerate and _one_commands_fault(reply)):
                     raise reply
             return [_text(r) for r in replies]
         raise AssertionError("unreachable")
@@ -145,3 +182,34 @@ def _text(reply: Any) -> Any:
     if isinstance(reply, dict):
         return {_text(k): _text(v) for k, v in reply.items()}
     return reply
+
+
+def _field(info, name: str) -> str:
+    """One field of an INFO reply (parsed by redis-py into a dict, or raw text)."""
+    if isinstance(info, Exception):
+        return ""
+    info = _text(info)
+    if isinstance(info, dict):
+        return str(info.get(name, ""))
+    for line in str(info).splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _slots_of(node_id: str, slots: list) -> str:
+    """The slot ranges ``node_id`` serves as primary, as ``a-b,c-d`` (CLUSTER SLOTS reply)."""
+    mine = []
+    for entry in slots or []:
+        start, end, primary = entry[0], entry[1], entry[2]
+        if len(primary) > 2 and str(primary[2]) == node_id:
+            mine.append((int(start), int(end)))
+    return ",".join(f"{a}-{b}" for a, b in sorted(mine))
+
+
+def _one_commands_fault(reply: Exception) -> bool:
+    """An error that is about the command itself (WRONGTYPE, a script's own error), not about
+    the server's state (down, loading, read-only, a slot moving): only those may be tolerated."""
+    return isinstance(reply, redis.exceptions.ResponseError) and not isinstance(
+        reply, UNAVAILABLE + (redis.exceptions.MovedError, redis.exceptions.AskError)
+    )

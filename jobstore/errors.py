@@ -11,6 +11,33 @@ class ConfigError(JobStoreError, ValueError):
     """A URL, option or environment variable is missing or invalid."""
 
 
+class EvictionPolicyError(ConfigError):
+    """Redis may evict keys (``maxmemory-policy`` is not ``noeviction``), so jobstore cannot keep
+    its promises there: acknowledged jobs could vanish, and the markers that let a re-sent write
+    recognise itself could go first (a retry would then raise ``JobExists`` for its own write).
+
+    ``policy``: the policy found (None when it could not be read); ``node``: the server, as its
+    URL with any password shown as ``***`` (a Cluster node: ``host:port``). Opt out with
+    ``allow_eviction=True``.
+    """
+
+    def __init__(self, policy: str | None, node: str, detail: str = ""):
+        self.policy = policy
+        self.node = node
+        if policy is None:
+            found = f"the maxmemory-policy of Redis at {node} could not be read ({detail})"
+        else:
+            found = f"Redis at {node} runs with maxmemory-policy {policy!r}"
+        super().__init__(
+            f"{found}; jobstore needs 'noeviction': under any other policy Redis may evict "
+            "acknowledged jobs and the markers that let a re-sent write recognise itself. "
+            "Fix: CONFIG SET maxmemory-policy noeviction (and 'maxmemory-policy noeviction' in "
+            "redis.conf, or your provider's parameter group, so that it survives a restart). "
+            "To run anyway, accepting that jobs may be lost: allow_eviction=True "
+            "(env JOBSTORE_ALLOW_EVICTION=1, CLI --allow-eviction)"
+        )
+
+
 class UnknownStrategy(ConfigError):
     """No strategy or schema is registered under the requested name."""
 
@@ -91,6 +118,27 @@ class InvalidTransition(JobStoreError):
 
 class StoreUnavailable(JobStoreError):
     """Redis could not be reached or did not answer in time; the cause is chained."""
+
+
+class MigrationStateLost(StoreUnavailable):
+    """A ``dual`` store followed a stored migration phase and the state hash has since vanished
+    (FLUSHALL, eviction, a failover to a replica that never received it).
+
+    A ``StoreUnavailable``, not a ``ConfigError``: nothing is wrong with the caller's code or
+    options; the store cannot safely serve until an operator restores the state, and then it
+    serves again without a restart, so callers should treat it like an outage (retry, alert)
+    rather than as a bug. Falling back to the default phase instead could route writes and
+    reads to the wrong schema. ``key``: the vanished key; ``phase``: the last phase followed.
+    """
+
+    def __init__(self, key: str, phase: str, restore: str):
+        self.key = key
+        self.phase = phase
+        super().__init__(
+            f"the migration state {key!r} has vanished from Redis (flushed, evicted, or lost in "
+            f"a failover); this store last followed phase {phase!r} and will not fall back to "
+            f"the default phase on its own. Restore it: {restore}"
+        )
 
 
 class RedisCommandError(JobStoreError):

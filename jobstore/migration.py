@@ -20,16 +20,20 @@ from .driver import SyncDriver
 from .errors import ConfigError, MigrationRefused
 from .events import Events
 from .layout import StoreKeys
-from .phases import STATE_MAX_AGE, MigrationState, Phase, parse_phase, refusal, switched
+from .phases import (STATE_MAX_AGE, MigrationState, Phase, changed_fields, parse_phase, refusal,
+                     switched)
 from .plugins import get_registry
 from .schema import KeySchema
 from .ops import as_record
 from .scripts import CLEANUP_RECORD, READ_RECORDS, SET_STATE, SYNC_RECORD
-from . import sync_cluster
-from .steps import Batch, Command, Pause, Primaries, Script
+from . import rules, sync_cluster
+from .steps import Batch, Command, Pause, Primaries, Scan, Script
 
 Progress = Callable[[str, int, "int | None", dict], None]
-MUTABLE = frozenset({"status", "result", "error", "updated_at"})
+MUTABLE = rules.MUTABLE
+# A verify whose scan keeps landing on a changed server (restarts, failovers) gives up after
+# this many fresh starts, and is then not clean: it could not vouch for every key.
+VERIFY_ATTEMPTS = 3
 
 
 @dataclass
@@ -43,6 +47,10 @@ class PassReport:
     resumed: bool = False
     seconds: float = 0.0
     finished: bool = False
+    # Scans started again from the beginning because the server that gave the saved cursor
+    # was gone (a restart, a failover, a node replaced, slots moved): ``notes`` says where.
+    rescans: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def add(self, outcome: str, n: int = 1) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + n
@@ -68,6 +76,12 @@ class VerifyReport:
     sampled: bool = False
     examples: dict[str, list[dict]] = field(default_factory=dict)
     seconds: float = 0.0
+    not_records: int = 0  # keys in a schema's namespace that are not hashes: reported, skipped
+    # Fresh starts after the server changed under the scan; ``complete`` is False when verify
+    # gave up (VERIFY_ATTEMPTS): it could not vouch for every key, so it is not clean.
+    rescans: int = 0
+    complete: bool = True
+    notes: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> int:
@@ -81,7 +95,7 @@ class VerifyReport:
 
     @property
     def clean(self) -> bool:
-        return self.problems == 0
+        return self.complete and self.problems == 0
 
     def example(self, kind: str, limit: int, **detail: Any) -> None:
         bucket = self.examples.setdefault(kind, [])
@@ -94,21 +108,28 @@ class VerifyReport:
 
 def open_migration(url: str, *, source: str = "legacy", target: str = "workspace",
                    prefix: str = "ai", client_options: dict | None = None,
-                   events: Events | None = None) -> "Migration":
+                   events: Events | None = None, allow_eviction: bool = False) -> "Migration":
     """A :class:`Migration` on ``url`` between two registered schemas.
 
     :raises ConfigError, UnknownStrategy: bad URL, prefix or schema name.
     """
     return Migration(connect(url, client_options), source=source, target=target, prefix=prefix,
-                     url=url, events=events)
+                     url=url, events=events, allow_eviction=allow_eviction)
 
 
 class Migration:
-    """The source -> target migration of one store prefix: its phase and its passes."""
+    """The source -> target migration of one store prefix: its phase and its passes.
+
+    Every time the migration records (phase switches, the start of a verify or a reverse sync)
+    is read from the Redis server holding its state (``TIME``), so that the rules comparing them
+    hold whatever the clocks of the machines running ``jobstore migrate`` say. ``clock`` replaces
+    that server clock (tests); ``wait`` is how the migration sleeps.
+    """
 
     def __init__(self, client, *, source: str = "legacy", target: str = "workspace",
                  prefix: str = "ai", url: str | None = None, events: Events | None = None,
-                 clock: Callable[[], float] = time.time, wait: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] | None = None,
+                 wait: Callable[[float], None] = time.sleep, allow_eviction: bool = False):
         validation.prefix(prefix)
         registry = get_registry()
         self.source: KeySchema = registry.schema(source, prefix)
@@ -123,16 +144,54 @@ class Migration:
         self.events = events or Events()
         self.clock = clock
         self.wait = wait
+        self.allow_eviction = allow_eviction
+        self._redis_checked = False
         self.driver = SyncDriver(client, None, redact(url) if url else repr(client))
 
     # -- phase -------------------------------------------------------------------------------
 
     def state(self) -> MigrationState:
+        self._check_redis()
         return self.driver.run(self._read_state())
 
     def _read_state(self) -> Iterator:
         (raw,) = yield Batch((Command(("HGETALL", self.state_key)),))
         return MigrationState.from_hash(raw or {})
+
+    def _state_and_now(self) -> Iterator:
+        """The state and the server's time, read together."""
+        if self.clock is not None:
+            state = yield from self._read_state()
+            return state, self.clock()
+        if self.driver.cluster:
+            state = yield from self._read_state()
+            (now,) = yield Batch((Command(("TIME",), node=self._state_node()),))
+        else:
+            raw, now = yield Batch((Command(("HGETALL", self.state_key)), Command(("TIME",))))
+            state = MigrationState.from_hash(raw or {})
+        return state, _seconds(now)
+
+    def now(self) -> float:
+        """The migration's clock: the server's time (or the injected ``clock``)."""
+        if self.clock is not None:
+            return self.clock()
+        return self.driver.run(self._state_and_now())[1]
+
+    def _state_node(self) -> str:
+        return self.client.get_node_from_key(self.state_key).name
+
+    def _check_redis(self) -> None:
+        """Refuse a Redis that may evict keys (once per Migration): a pass or a phase switch on
+        it could lose jobs or the migration state itself."""
+        if self._redis_checked:
+            return
+        try:
+            from . import eviction
+        except ImportError:  # pragma: no cover - the check ships with the eviction module
+            eviction = None
+        if eviction is not None:
+            eviction.check(self.client, allow=self.allow_eviction)
+        self._redis_checked = True
 
     def set_phase(self, phase: str | Phase, *, force: bool = False, reason: str = "",
                   wait: bool = True) -> MigrationState:
@@ -144,11 +203,11 @@ class Migration:
         :raises InvalidArgument: an unknown phase (a ValueError too).
         """
         new = parse_phase(phase)
-        state = self.state()
+        self._check_redis()
+        state, now = self.driver.run(self._state_and_now())
         why = refusal(state, new)
         if why and not force:
             raise MigrationRefused(why)
-        now = self.clock()
         after = switched(state, new, now)
         entry = {"at": now, "event": "phase", "from": state.phase.value, "to": new.value,
                  "forced": bool(why), "refusal": why or "", "reason": reason}
@@ -164,32 +223,44 @@ class Migration:
 
         :raises ValueError: a percentage outside 0-100 or a bad workspace id.
         """
-        state = self.state()
+        if percent is not None and (isinstance(percent, bool) or not 0 <= float(percent) <= 100):
+            raise validation.InvalidArgument("percent", f"must be 0-100, not {percent!r}")
+        allowed = None if allow is None else frozenset(validation.identifier("allow", w) for w in allow)
+        denied = None if deny is None else frozenset(validation.identifier("deny", w) for w in deny)
+        self._check_redis()
+        state, now = self.driver.run(self._state_and_now())
         rollout = state.rollout
         if percent is not None:
-            if isinstance(percent, bool) or not 0 <= float(percent) <= 100:
-                raise validation.InvalidArgument("percent", f"must be 0-100, not {percent!r}")
             if float(percent) < rollout.percent and state.phase is Phase.TARGET_ONLY:
                 raise MigrationRefused("the rollout cannot shrink in target-only")
             rollout = replace(rollout, percent=float(percent))
-        if allow is not None:
-            rollout = replace(rollout, allow=frozenset(validation.identifier("allow", w) for w in allow))
-        if deny is not None:
-            rollout = replace(rollout, deny=frozenset(validation.identifier("deny", w) for w in deny))
+        if allowed is not None:
+            rollout = replace(rollout, allow=allowed)
+        if denied is not None:
+            rollout = replace(rollout, deny=denied)
         after = replace(state, rollout=rollout, stored=True)
-        entry = {"at": self.clock(), "event": "rollout", "percent": rollout.percent,
+        entry = {"at": now, "event": "rollout", "percent": rollout.percent,
                  "allow": sorted(rollout.allow), "deny": sorted(rollout.deny)}
         self._store_state(state, after, entry)
         return after
 
-    def _store_state(self, before: MigrationState, after: MigrationState, entry: dict) -> None:
+    def _store_state(self, before: MigrationState, after: MigrationState, entry: dict | None,
+                     *, same_since: bool = False) -> bool:
+        """Write the fields that change from ``before`` to ``after``, only while the stored phase
+        (and with ``same_since`` its start) is still the one ``before`` was read with.
+
+        :raises MigrationRefused: the phase changed meanwhile (with a log ``entry``: a switch or
+            a rollout change). Without an entry, returns False instead.
+        """
         expected = before.phase.value if before.stored else ""
-        flat = [part for item in after.to_hash().items() for part in item]
+        since = repr(before.phase_since) if same_since and before.stored else ""
+        flat = _flat(changed_fields(before, after))
         script = Script(SET_STATE, (self.state_key, self.log_key),
-                        (expected, json.dumps(entry, sort_keys=True), *flat))
+                        (expected, since, json.dumps(entry, sort_keys=True) if entry else "", *flat))
         (written,) = self.driver.run(_one(Batch((script,))))
-        if not written:
+        if not written and entry is not None:
             raise MigrationRefused("the phase changed while this switch was being decided; retry")
+        return bool(written)
 
     def log(self, limit: int = 20) -> list[dict]:
         raw = self.client.lrange(self.log_key, 0, limit - 1)
@@ -213,20 +284,23 @@ class Migration:
             "verified_clean_at": state.verified_clean or None,
             "reverse_synced_at": state.reverse_synced or None,
             "source_gap": state.source_gap,
+            "target_gap": state.target_gap,
             "next": {p.value: refusal(state, p) or "allowed" for p in nxt + back},
             "checkpoints": {k: v for k, v in checkpoints.items() if v},
             "log": self.log(5),
         }
 
-    # -- passes ------------------------------------------------------------------------------
+    # -- passes ----------------------------------------------------------------------------
 
     def backfill(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
                  restart: bool = False, progress: Progress | None = None) -> PassReport:
-        """Copy every source record missing in the target (resumable, throttled).
+        """Copy every source record missing in the target, and bring target copies that missed
+        writes (the phase was ``off``) up to date (resumable, throttled).
 
         :raises MigrationRefused: the phase does not write both sides yet.
         """
-        state = self.state()
+        self._check_redis()
+        state, _ = self.driver.run(self._state_and_now())
         if not state.phase.writes_both and not dry_run:
             raise MigrationRefused(
                 f"backfill needs dual writes (phase dual-write or read-target), phase is {state.phase}: "
@@ -234,23 +308,25 @@ class Migration:
             )
         self._await(state.dual_since)
         return self._run_pass("backfill", self.source, self.target, "copy", batch, rate,
-                              dry_run, restart, progress)
+                              dry_run, restart, progress, prefer_to=_reads_target(state.phase))
 
     def reverse_sync(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
                      restart: bool = False, progress: Progress | None = None) -> PassReport:
         """Bring the source up to date from the target, so a rollback loses nothing."""
-        state = self.state()
-        started = self.clock()
+        self._check_redis()
+        state, started = self.driver.run(self._state_and_now())
         self._await(state.phase_since)
         report = self._run_pass("reverse-sync", self.target, self.source, "merge", batch, rate,
-                                dry_run, restart, progress)
+                                dry_run, restart, progress,
+                                prefer_to=not _reads_target(state.phase))
         if report.finished and not dry_run:
             # Records the source layout cannot hold (foreign) keep a rollback refused.
-            fields = {"reverse_synced": repr(started), "unplaceable": str(report.counts.get("foreign", 0))}
             after = self.state()
+            fields = replace(after, reverse_synced=started, unplaceable=report.counts.get("foreign", 0))
             if after.phase is Phase.READ_TARGET and started > after.phase_since:
-                fields["source_gap"] = "0"  # both sides are written again and now agree
-            self.client.hset(self.state_key, mapping=fields)
+                fields = replace(fields, source_gap=False)  # both sides written again, and agree
+            if not self._store_state(after, fields, None, same_since=True):
+                report.notes.append("the phase changed while the reverse sync ran: not recorded")
         return report
 
     def cleanup(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
@@ -259,6 +335,7 @@ class Migration:
 
         :raises MigrationRefused: the phase is not target-only.
         """
+        self._check_redis()
         state = self.state()
         if state.phase is not Phase.TARGET_ONLY and not dry_run:
             raise MigrationRefused(f"cleanup runs only in target-only; phase is {state.phase}")
@@ -270,99 +347,178 @@ class Migration:
                batch: int = 500, progress: Progress | None = None) -> VerifyReport:
         """Compare source and target record by record; ``repair`` fixes what it finds.
 
-        A full verify that finds nothing to fix is recorded: it allows ``target-only``.
+        A full verify that finds nothing to fix, and whose scans all ran on the servers they
+        started on, is recorded: it allows ``target-only`` (and ``read-target`` after a gap).
         """
-        state = self.state()
-        started = self.clock()
+        self._check_redis()
+        state, started = self.driver.run(self._state_and_now())
+        begun = time.monotonic()
         report = self.driver.run(
             self._verify(state.phase, sample, repair, examples, batch, progress)
         )
-        report.seconds = self.clock() - started
+        report.seconds = time.monotonic() - begun
         self.events.verify_result(self.name, report)
         if report.clean and not sample and not report.repaired:
-            self.client.hset(self.state_key, "verified_clean", repr(started))
+            after = replace(state, verified_clean=started)
+            if state.target_gap and state.dual_since and started > state.dual_since:
+                after = replace(after, target_gap=False)  # the target's copies are current again
+            if not self._store_state(state, after, None, same_since=True):
+                report.notes.append("the phase changed while verify ran: the result is not recorded")
         return report
 
     # -- pass machinery ----------------------------------------------------------------------
 
     def _await(self, moment: float) -> None:
         # A switch reaches every store within STATE_MAX_AGE; passes start after that.
-        delay = moment - self.clock()
+        delay = moment - self.now()
         if delay > 0:
             self.wait(delay)
 
-    def _run_pass(self, step, scan_schema, other, mode, batch, rate, dry_run, restart, progress):
+    def _run_pass(self, step, scan_schema, other, mode, batch, rate, dry_run, restart, progress,
+                  prefer_to=False):
         checkpoint_key = self.keys.migration_part(*self.name.split(":"), step)
         if batch < 1:
             raise validation.InvalidArgument("batch", f"must be >= 1, not {batch!r}")
         if rate is not None and rate <= 0:
             raise validation.InvalidArgument("rate", f"must be > 0, not {rate!r}")
-        started = self.clock()
+        begun = time.monotonic()
         report = self.driver.run(
             self._pass(step, scan_schema, other, mode, batch, rate, dry_run, restart,
-                       progress, checkpoint_key)
+                       progress, checkpoint_key, prefer_to)
         )
-        report.seconds = self.clock() - started
+        report.seconds = time.monotonic() - begun
         self.events.pass_result(self.name, report)
         return report
 
     def _pass(self, step, scan_schema, other, mode, batch, rate, dry_run, restart, progress,
-              checkpoint_key):
+              checkpoint_key, prefer_to=False):
         report = PassReport(step, dry_run=dry_run)
         cursors: dict[str, str] = {}  # per primary: the next SCAN cursor, or "done"
+        servers: dict[str, str] = {}  # per primary: who gave that cursor (run id, cluster slots)
         if not dry_run:
             (saved,) = yield Batch((Command(("HGETALL", checkpoint_key)),))
             if saved and saved.get("finished") != "1" and not restart:
                 cursors = json.loads(saved.get("cursors", "{}"))
+                servers = json.loads(saved.get("servers", "{}"))
                 report.resumed = True
                 report.scanned = int(saved.get("scanned", 0))
                 report.counts = json.loads(saved.get("counts", "{}"))
+                report.rescans = int(saved.get("rescans", 0))
         nodes = yield Primaries()
         total = yield from self._count(scan_schema, nodes)
         begun = time.monotonic()
         done_at_start = report.scanned
-        for node in nodes:
-            name = node or "standalone"
-            while cursors.get(name) != "done":
-                cursor, keys = yield from _scan(scan_schema, node, cursors.get(name, "0"), batch)
-                placed = yield from self._place(scan_schema, other, keys, report)
-                outcomes = yield from self._apply(mode, placed, dry_run)
-                for outcome in outcomes:
-                    report.add(outcome)
-                report.scanned += len(placed)
-                cursors[name] = "done" if cursor == "0" else cursor
-                finished = all(cursors.get(n or "standalone") == "done" for n in nodes)
-                if not dry_run:
+
+        def save(finished: bool):
+            if dry_run:
+                return None
+            state = {"cursors": json.dumps(cursors), "servers": json.dumps(servers),
+                     "scanned": report.scanned, "counts": json.dumps(report.counts),
+                     "rescans": report.rescans, "finished": "1" if finished else "0",
+                     "updated_at": repr(time.time())}
+            return Batch((Command(("HSET", checkpoint_key, *_flat(state))),))
+
+        def tell():
+            counts = dict(report.counts)
+            if report.rescans:
+                counts["rescans"] = report.rescans
+            shown = max(total, report.scanned)  # the keyspace may grow while the pass runs
+            self.events.migration_progress(self.name, step, report.scanned, shown, report.counts)
+            if progress:
+                progress(step, report.scanned, shown, counts)
+
+        while True:
+            for node in nodes:
+                name = node or "standalone"
+                while cursors.get(name) != "done":
+                    cursor = cursors.get(name, "0")
+                    server, cursor, keys = yield Scan(scan_schema.scan_pattern(), cursor, batch, node)
+                    if cursors.get(name, "0") != "0" and servers.get(name) != server:
+                        # A cursor means nothing to another server (a restart re-seeds the key
+                        # order, a failover brings another dict): scan this one from the start.
+                        cursors[name] = "0"
+                        servers[name] = server
+                        self._rescanned(report, name, "the server that gave the saved cursor is gone "
+                                        "(restart, failover or node replaced)")
+                        checkpoint = save(False)
+                        if checkpoint:
+                            yield checkpoint
+                        tell()
+                        continue
+                    servers[name] = server
+                    placed = yield from self._place(scan_schema, other, keys, report)
+                    outcomes = yield from self._apply(mode, placed, dry_run, prefer_to)
+                    for outcome in outcomes:
+                        report.add(outcome)
+                    report.scanned += len(placed)
+                    cursors[name] = "done" if cursor == "0" else cursor
+                    finished = all(cursors.get(n or "standalone") == "done" for n in nodes)
                     # Written once the batch's records are settled: a crash re-does at most
-                    # this batch, and every step of it is safe to repeat.
-                    state = {"cursors": json.dumps(cursors), "scanned": report.scanned,
-                             "counts": json.dumps(report.counts),
-                             "finished": "1" if finished else "0", "updated_at": repr(self.clock())}
-                    yield Batch((Command(("HSET", checkpoint_key, *_flat(state))),))
-                self.events.migration_progress(self.name, step, report.scanned, total, report.counts)
-                if progress:
-                    progress(step, report.scanned, total, dict(report.counts))
-                if rate and not finished:
-                    due = (report.scanned - done_at_start) / rate - (time.monotonic() - begun)
-                    if due > 0:
-                        yield Pause(due)
+                    # this batch, and every step of it is safe to repeat. The last one waits
+                    # for the topology check below.
+                    checkpoint = save(False)
+                    if checkpoint:
+                        yield checkpoint
+                    tell()
+                    if rate and not finished:
+                        due = (report.scanned - done_at_start) / rate - (time.monotonic() - begun)
+                        if due > 0:
+                            yield Pause(due)
+            moved = yield from self._topology_moved(scan_schema, nodes, servers)
+            if not moved:
+                break
+            nodes = moved[0]
+            for name in moved[1]:
+                cursors[name] = "0"
+                self._rescanned(report, name, "the slots it serves changed while the pass ran")
         report.finished = True
+        checkpoint = save(True)
+        if checkpoint:
+            yield checkpoint
+        tell()
         return report
 
-    def _apply(self, mode: str, placed: list, dry_run: bool):
-        """Copy, merge or clean up each placed record; its outcome, in order."""
+    @staticmethod
+    def _rescanned(report, name: str, why: str) -> None:
+        report.rescans += 1
+        note = f"{name}: {why}; its scan started again from the beginning"
+        if note not in report.notes:
+            report.notes.append(note)
+
+    def _topology_moved(self, schema: KeySchema, nodes: list, servers: dict):
+        """On Redis Cluster, after every primary's scan is done: ``(primaries, names to scan
+        again)`` when a primary appeared or the slots a scanned one serves changed (keys may
+        have moved to a server already scanned); None when nothing moved."""
+        if not self.driver.cluster:
+            return None
+        now = yield Primaries()
+        again = []
+        for node in now:
+            server, _, _ = yield Scan(schema.scan_pattern(), "0", 1, node)
+            before = servers.get(node)
+            if before is None or before.split("/", 1)[-1] != server.split("/", 1)[-1]:
+                again.append(node)
+        return (now, again) if again else None
+
+    def _apply(self, mode: str, placed: list, dry_run: bool, prefer_to: bool = False):
+        """Copy, merge or clean up each placed record; its outcome, in order. ``prefer_to``:
+        the 'to' side wins a conflict (jobstore.rules.decide_sync)."""
         if not placed:
             return []
         if self.driver.cluster:
-            return (yield from sync_cluster.settle(self.keys, mode, placed, dry_run, self.clock()))
+            return (yield from sync_cluster.settle(self.keys, mode, placed, dry_run, prefer_to))
         calls = []
         for ws, job_id, scan_key, other_key in placed:
             if mode == "cleanup":
                 calls.append(Script(CLEANUP_RECORD, (scan_key, other_key), (ws, "1" if dry_run else "0")))
             else:
                 calls.append(Script(SYNC_RECORD, (scan_key, other_key, self.keys.index(ws)),
-                                    (ws, job_id, mode, "1" if dry_run else "0")))
-        return (yield Batch(tuple(calls)))
+                                    (ws, job_id, mode, "1" if dry_run else "0",
+                                     "1" if prefer_to else "0")))
+        replies = yield Batch(tuple(calls), tolerate_errors=True)
+        # A script error is one record's (e.g. an index key of the wrong type): counted, and the
+        # pass goes on with the rest.
+        return [r if isinstance(r, str) else "error" for r in replies]
 
     def _count(self, schema: KeySchema, nodes: list):
         """How many keys the pass will see (for progress and ETA)."""
@@ -370,7 +526,7 @@ class Migration:
         for node in nodes:
             cursor = "0"
             while True:
-                cursor, keys = yield from _scan(schema, node, cursor, 1000)
+                _, cursor, keys = yield Scan(schema.scan_pattern(), cursor, 1000, node)
                 total += sum(1 for key in keys if schema.parse_key(key))
                 if cursor == "0":
                     break
@@ -387,14 +543,20 @@ class Migration:
         if not keys:
             return []
         if self.driver.cluster:
-            records = yield Batch(tuple(Command(("HGETALL", key)) for key in keys))
+            records = yield Batch(tuple(Command(("HGETALL", key)) for key in keys), tolerate_errors=True)
+            records = [{NOT_A_HASH: "?"} if isinstance(r, Exception) else r for r in records]
         else:
             (flat,) = yield Batch((Script(READ_RECORDS, keys, ()),))
             records = [as_record(r) for r in flat]
         found = []
         for i, (ws, _, _, _) in enumerate(placed):
             mine, theirs = records[2 * i] or {}, records[2 * i + 1] or {}
-            kind = "vanished" if mine.get("workspace_id") != ws else _compare(side, mine, theirs, ws)
+            if NOT_A_HASH in mine:
+                kind = "not_a_record"
+            elif mine.get("workspace_id") != ws:
+                kind = "vanished"
+            else:
+                kind = _compare(side, mine, theirs, ws)
             found.append((kind, mine, theirs))
         return found
 
@@ -402,21 +564,25 @@ class Migration:
         """``(workspace_id, job_id, key, other_key)`` for every record key in ``keys``.
 
         A schema without the workspace in its keys (legacy) keeps it in the record; a record
-        deleted since the scan is dropped, one without a usable workspace_id is ``unroutable``.
+        deleted since the scan is dropped, one without a usable workspace_id is ``unroutable``,
+        a key that is not a hash is ``not_a_record`` (reported and skipped).
         """
         parsed = [(key, scan_schema.parse_key(key)) for key in keys]
         parsed = [(key, ids) for key, ids in parsed if ids]
         need = [key for key, (ws, _) in parsed if ws is None]
-        owners: dict[str, tuple[str | None, int]] = {}
+        owners: dict[str, tuple[Any, Any]] = {}
         if need:
             replies = yield Batch(tuple(
                 Command(args) for key in need for args in (("HGET", key, "workspace_id"), ("EXISTS", key))
-            ))
+            ), tolerate_errors=True)
             owners = {key: (replies[2 * i], replies[2 * i + 1]) for i, key in enumerate(need)}
         placed = []
         for key, (ws, job_id) in parsed:
             if ws is None:
                 ws, exists = owners[key]
+                if isinstance(ws, Exception):
+                    report.add("not_a_record")
+                    continue
                 if not exists:
                     continue  # deleted since the scan
             if not ws or not validation.IDENTIFIER.fullmatch(ws):
@@ -426,18 +592,45 @@ class Migration:
         return placed
 
     def _verify(self, phase, sample, repair, examples, batch, progress):
-        report = VerifyReport(phase.value, sampled=bool(sample))
+        """Verify, started again from nothing when a server changes under its scan (up to
+        VERIFY_ATTEMPTS times; then incomplete, so not clean)."""
+        rescans, notes = 0, []
+        while True:
+            report = VerifyReport(phase.value, sampled=bool(sample))
+            moved = yield from self._verify_once(report, phase, sample, repair, examples, batch, progress)
+            report.rescans, report.notes = rescans, notes
+            if moved is None:
+                return report
+            rescans += 1
+            notes.append(f"{moved}: the server changed while verify scanned it (restart, failover "
+                         "or slots moved); verify started again from the beginning")
+            if rescans >= VERIFY_ATTEMPTS:
+                report.rescans, report.complete = rescans, False
+                notes.append(f"gave up after {rescans} fresh starts: this verify cannot vouch "
+                             "for every key and is not clean")
+                return report
+            if progress:
+                progress("verify restarted", 0, None, {"rescans": rescans})
+
+    def _verify_once(self, report, phase, sample, repair, examples, batch, progress):
+        """One verify; returns None, or the name of a server that changed under the scan."""
         nodes = yield Primaries()
+        servers: dict[str, str] = {}
         for side, node in [(side, node) for side in ("source", "target") for node in nodes]:
             schema, other = (self.source, self.target) if side == "source" else (self.target, self.source)
+            name = node or "standalone"
             cursor = "0"
             seen = report.checked_source if side == "source" else report.checked_target
             while True:
-                cursor, keys = yield from _scan(schema, node, cursor, batch)
+                server, cursor_next, keys = yield Scan(schema.scan_pattern(), cursor, batch, node)
+                if servers.setdefault(name, server) != server:
+                    return name
+                cursor = cursor_next
                 unroutable = _Counter()
                 placed = yield from self._place(schema, other, keys, unroutable)
                 if side == "source":
-                    report.unroutable += unroutable.n
+                    report.unroutable += unroutable.counts.get("unroutable", 0)
+                report.not_records += unroutable.counts.get("not_a_record", 0)
                 if sample:
                     placed = placed[: max(0, sample - seen)]
                 seen += len(placed)
@@ -447,7 +640,7 @@ class Migration:
                     # the other: look again at what differs before calling it a problem.
                     for pause in (0.05, 0.25):
                         suspects = [i for i, (kind, _, _) in enumerate(found)
-                                    if kind not in ("same", "vanished")]
+                                    if kind not in ("same", "vanished", "not_a_record")]
                         if not suspects:
                             break
                         yield Pause(pause)
@@ -458,6 +651,9 @@ class Migration:
                 for (ws, job_id, key, other_key), (kind, mine, theirs) in zip(placed, found):
                     if kind == "vanished":
                         continue  # deleted since the scan
+                    if kind == "not_a_record":
+                        report.not_records += 1
+                        continue
                     if side == "source":
                         report.checked_source += 1
                     else:
@@ -483,31 +679,42 @@ class Migration:
                         source_key, target_key = (key, other_key) if side == "source" else (other_key, key)
                         fixes.append((ws, job_id, source_key, target_key))
                 if fixes:
-                    outcomes = yield from self._apply("merge", fixes, False)
+                    outcomes = yield from self._apply("merge", fixes, False, _reads_target(phase))
                     report.repaired += sum(1 for o in outcomes if o in REPAIRED)
                 if progress:
                     progress(f"verify {side}", seen, None, {})
                 if cursor == "0" or (sample and seen >= sample):
                     break
-        return report
+        if not sample:
+            moved = yield from self._topology_moved(self.source, nodes, servers)
+            if moved:
+                return ",".join(moved[1])
+        return None
 
 
-REPAIRED = ("copied", "copied-back", "merged", "deleted")
+REPAIRED = ("copied", "copied-back", "merged", "deleted", "refreshed")
+NOT_A_HASH = "\0not-a-hash"  # marks a key READ_RECORDS found holding another type
 
 
-def _scan(schema: KeySchema, node: str | None, cursor: str, count: int):
-    """One SCAN step of one primary over a schema's keys: ``(next cursor, keys)``."""
-    (reply,) = yield Batch((Command(("SCAN", cursor, "MATCH", schema.scan_pattern(), "COUNT", count), node=node),))
-    return str(reply[0]), reply[1]
+def _reads_target(phase: Phase) -> bool:
+    """The phase serves reads from the target first: it wins a conflict there."""
+    return phase in (Phase.READ_TARGET, Phase.TARGET_ONLY)
+
+
+def _seconds(reply) -> float:
+    """A TIME reply (``(seconds, microseconds)``) as epoch seconds."""
+    seconds, micros = reply
+    return int(seconds) + int(micros) / 1e6
 
 
 class _Counter:
     """Counts what ``_place`` reports, for verify."""
 
-    n = 0
+    def __init__(self):
+        self.counts: dict[str, int] = {}
 
     def add(self, outcome: str, n: int = 1) -> None:
-        self.n += n
+        self.counts[outcome] = self.counts.get(outcome, 0) + n
 
 
 def _compare(side: str, mine: dict, theirs: dict, ws: str) -> str:
@@ -515,12 +722,14 @@ def _compare(side: str, mine: dict, theirs: dict, ws: str) -> str:
         return "same" if theirs.get("workspace_id") == ws else "orphaned"
     if theirs.get("workspace_id") != ws:
         return "missing"
-    if mine == theirs:
+    if NOT_A_HASH in theirs:
+        return "missing"
+    if rules.same_content(mine, theirs):
         return "same"
     identical_identity = all(mine.get(k) == theirs.get(k) for k in mine if k not in MUTABLE) and all(
         theirs.get(k) == mine.get(k) for k in theirs if k not in MUTABLE
     )
-    if identical_identity and float(theirs.get("updated_at") or 0) >= float(mine.get("updated_at") or 0):
+    if identical_identity and rules.newer(theirs, mine):
         return "target_newer"
     return "differing"
 

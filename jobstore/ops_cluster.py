@@ -187,11 +187,16 @@ def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatu
 def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
     token = ctx.new_token()
     keys = _keys(ctx.strategy.routing(workspace_id).known, workspace_id, job_id)
+    # What is deleted, by incarnation (created_at): every slot's tombstone names each of them, so
+    # a copy running beside the delete cannot bring any of them back into a slot already cleared.
+    found = yield Batch(tuple(Command(("HGETALL", key)) for key in keys), tolerate_errors=True)
+    stamps = sorted({(r.get("created_at") or "") for r in found
+                     if isinstance(r, dict) and r.get("workspace_id") == workspace_id})
     deleted = False
     for key in reversed(keys):  # the source last: while it stands, the job still reads
         (reply,) = yield Batch((Script(
             DELETE_RECORD, (_marker(ctx, token, key), key, ctx.keys.tomb(key)),
-            (workspace_id, ctx.marker_ttl, TOMB_TTL, repr(ctx.clock())),
+            (workspace_id, ctx.marker_ttl, TOMB_TTL, *stamps),
         ),))
         deleted = deleted or bool(reply)
     if deleted:

@@ -88,6 +88,11 @@ class MigrationState:
     the source missed writes (the phase was target-only) and no reverse sync has closed the gap.
     ``unplaceable``: target records the last complete reverse sync could not write back to the
     source (``foreign``: the source layout holds one job per id and another workspace holds it).
+    ``target_gap``: the target missed writes (the phase was ``off`` after the target had copies)
+    and no clean verify since dual writes resumed has shown its copies up to date again.
+
+    Every time here is the Redis server's (``TIME``), never a client's: the times that gate a
+    switch are compared with each other, and clients' clocks differ.
     """
 
     phase: Phase = DEFAULT_PHASE
@@ -99,6 +104,7 @@ class MigrationState:
     source_gap: bool = False
     unplaceable: int = 0
     rollout: Rollout = field(default_factory=Rollout)
+    target_gap: bool = False
 
     @classmethod
     def from_hash(cls, data: Mapping[str, str]) -> "MigrationState":
@@ -119,6 +125,7 @@ class MigrationState:
             verified_clean=num("verified_clean"),
             reverse_synced=num("reverse_synced"),
             source_gap=data.get("source_gap") == "1",
+            target_gap=data.get("target_gap") == "1",
             unplaceable=int(data.get("unplaceable") or 0),
             rollout=Rollout(
                 float(data.get("read_percent") or 100.0), names("read_allow"), names("read_deny")
@@ -133,6 +140,7 @@ class MigrationState:
             "verified_clean": repr(self.verified_clean),
             "reverse_synced": repr(self.reverse_synced),
             "source_gap": "1" if self.source_gap else "0",
+            "target_gap": "1" if self.target_gap else "0",
             "unplaceable": str(self.unplaceable),
             "read_percent": repr(float(self.rollout.percent)),
             "read_allow": ",".join(sorted(self.rollout.allow)),
@@ -149,6 +157,14 @@ def refusal(state: MigrationState, new: Phase) -> str | None:
         return (
             f"{old} -> {new} skips phases; go one step at a time "
             f"({' -> '.join(p.value for p in Phase if old.rank <= p.rank <= new.rank)})"
+        )
+    if new is Phase.READ_TARGET and old is Phase.DUAL_WRITE and state.target_gap and (
+        not state.dual_since or state.verified_clean <= state.dual_since
+    ):
+        return (
+            "the target missed the writes made while the phase was off, so some of its copies "
+            "may be stale; read-target needs a backfill and then a clean verify, both started "
+            "after dual writes resumed (run: jobstore migrate backfill, then jobstore migrate verify)"
         )
     if new is Phase.TARGET_ONLY:
         if not state.rollout.complete:
@@ -179,11 +195,16 @@ def refusal(state: MigrationState, new: Phase) -> str | None:
 
 
 def switched(state: MigrationState, new: Phase, now: float) -> MigrationState:
-    """The state after a switch to ``new`` at ``now`` (checked or forced)."""
+    """The state after a switch to ``new`` at ``now`` (server time; checked or forced).
+
+    Before a phase is first stored, nothing can vouch that every process wrote both layouts
+    (processes on the ``legacy`` strategy write the source alone), so the first stored phase
+    that writes both starts ``dual_since`` afresh, as a switch from ``off`` does.
+    """
     if new == state.phase and state.stored:
         return state
     dual_since = state.dual_since
-    if new.writes_both and not state.phase.writes_both:
+    if new.writes_both and (not state.phase.writes_both or not state.stored):
         dual_since = now + STATE_MAX_AGE  # once every process has seen the switch
     elif not new.writes_both:
         dual_since = 0.0
@@ -194,5 +215,14 @@ def switched(state: MigrationState, new: Phase, now: float) -> MigrationState:
         phase_since=now + STATE_MAX_AGE,
         dual_since=dual_since,
         source_gap=state.source_gap or new is Phase.TARGET_ONLY,
+        # The target misses every write made in 'off' (unless it was 'off' all along).
+        target_gap=state.target_gap or (new is Phase.OFF and (state.phase is not Phase.OFF or not state.stored)),
         unplaceable=0 if new is Phase.TARGET_ONLY else state.unplaceable,
     )
+
+
+def changed_fields(before: MigrationState, after: MigrationState) -> dict[str, str]:
+    """The stored fields a change from ``before`` to ``after`` sets (all of them when nothing
+    was stored): a change never rewrites a field it did not change."""
+    old = before.to_hash() if before.stored else {}
+    return {k: v for k, v in after.to_hash().items() if old.get(k) != v}

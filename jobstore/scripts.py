@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .rules import LUA as RULES
+
 
 @dataclass(frozen=True)
 class Lua:
@@ -34,6 +36,13 @@ end
 table.remove(KEYS, 1)
 table.remove(ARGV, 1)
 table.remove(ARGV, 1)
+-- A record's write count after one more write (jobstore.rules): per copy, so that a copy that
+-- missed writes stays recognisably older.
+local function bump(key)
+  local v = redis.call('HGET', key, '_rev')
+  if v and #v <= 15 and string.match(v, '^%d+$') then return tonumber(v) + 1 end
+  return 1
+end
 """
 
 
@@ -107,7 +116,9 @@ end
 local size = 0
 for k, v in pairs(merged) do size = size + #k + #v end
 if size > tonumber(ARGV[4]) then return {'too_large', size} end
-for _, key in ipairs(owned) do redis.call('HSET', key, unpack(fields)) end
+for _, key in ipairs(owned) do
+  redis.call('HSET', key, '_rev', bump(key), unpack(fields))
+end
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 return {'updated', redis.call('HGETALL', owned[1])}
 """,
@@ -167,7 +178,7 @@ for _ = 1, reply and 0 or tonumber(ARGV[3]) do
   if #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending'
       and (not stamp or redis.call('HGET', owned[1], 'created_at') == stamp) then
     for _, key in ipairs(owned) do
-      redis.call('HSET', key, 'status', 'running', 'updated_at', ARGV[2])
+      redis.call('HSET', key, 'status', 'running', 'updated_at', ARGV[2], '_rev', bump(key))
     end
     redis.call('SET', KEYS[3], owned[1], 'EX', ARGV[1])
     reply = {'job', redis.call('HGETALL', owned[1])}
@@ -185,91 +196,62 @@ return reply or {'busy'}
 
 SYNC_RECORD = Lua(
     "sync_record",
-    r"""
+    RULES + r"""
 -- KEYS[1] 'from' record   KEYS[2] 'to' record   KEYS[3] workspace index
 -- ARGV[1] workspace id   ARGV[2] job id   ARGV[3] mode 'copy' | 'merge'   ARGV[4] '1' dry run
--- returns 'copied' | 'copied-back' | 'merged' | 'same' | 'exists' | 'gone' | 'foreign'
--- copy:  write 'to' as a copy of 'from' (every field, TTL kept) only if 'to' does not exist:
---        a newer record is never overwritten, and a record deleted meanwhile is never revived.
--- merge: as copy; if only 'to' exists, copy it back; if both exist and differ, write the union
---        of their fields to both, the newer record (updated_at; tie: 'from') winning conflicts.
--- Only records owned by the workspace are touched.
-local function load(key)
-  local flat = redis.call('HGETALL', key)
-  local record = {}
-  for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
-  return record, #flat > 0
+-- ARGV[5] '1' when 'to' wins a conflict (equal write counts): the copy the phase reads first
+-- returns 'copied' | 'refreshed' | 'copied-back' | 'merged' | 'same' | 'exists' | 'gone'
+--         | 'foreign' | 'not_a_record' (a key that is not a hash: nothing done)
+-- The decision is jobstore.rules' decide_sync (see there): which copy is newer is decided by
+-- the records' write counts, never by a client's clock. A record deleted meanwhile is never
+-- revived (both copies are read here, at one instant). Only records owned by the workspace
+-- are touched. A copy to a missing record keeps the TTL of the record it copies.
+for i = 1, 2 do
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind ~= 'hash' and kind ~= 'none' then return 'not_a_record' end
 end
+local from, to = load(KEYS[1]), load(KEYS[2])
+if (not is_empty(from) and from['workspace_id'] ~= ARGV[1])
+    or (not is_empty(to) and to['workspace_id'] ~= ARGV[1]) then
+  return 'foreign'
+end
+local outcome, new_from, new_to = decide_sync(ARGV[3], from, to, ARGV[5] == '1')
+if ARGV[4] == '1' then return outcome end
 local function write(key, record, ttl_of)
-  local flat = {}
-  for k, v in pairs(record) do flat[#flat + 1] = k; flat[#flat + 1] = v end
-  redis.call('HSET', key, unpack(flat))
-  if ttl_of then
+  local fresh = redis.call('EXISTS', key) == 0
+  hset_record(key, record)
+  if fresh and ttl_of then
     local ttl = redis.call('PTTL', ttl_of)
     if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
   end
-  redis.call('ZADD', KEYS[3], 'NX', tonumber(record['created_at']) or 0, ARGV[2])
+  local score = tonumber(record['created_at'])
+  if not score or score ~= score or score == math.huge or score == -math.huge then score = 0 end
+  redis.call('ZADD', KEYS[3], 'NX', score, ARGV[2])
 end
-local from, has_from = load(KEYS[1])
-local to, has_to = load(KEYS[2])
-if (has_from and from['workspace_id'] ~= ARGV[1]) or (has_to and to['workspace_id'] ~= ARGV[1]) then
-  return 'foreign'
-end
-local dry = ARGV[4] == '1'
-if not has_from and not has_to then return 'gone' end
-if not has_to then
-  if not dry then write(KEYS[2], from, KEYS[1]) end
-  return 'copied'
-end
-if ARGV[3] == 'copy' then
-  if has_from then return 'exists' end
-  return 'gone'
-end
-if not has_from then
-  if not dry then write(KEYS[1], to, KEYS[2]) end
-  return 'copied-back'
-end
-local differ = false
-for k, v in pairs(from) do if to[k] ~= v then differ = true end end
-for k, v in pairs(to) do if from[k] ~= v then differ = true end end
-if not differ then return 'same' end
-if not dry then
-  local newer, older = from, to
-  if (tonumber(to['updated_at']) or 0) > (tonumber(from['updated_at']) or 0) then
-    newer, older = to, from
-  end
-  local union = {}
-  for k, v in pairs(older) do union[k] = v end
-  for k, v in pairs(newer) do union[k] = v end
-  write(KEYS[1], union, nil)
-  write(KEYS[2], union, nil)
-end
-return 'merged'
+if new_from then write(KEYS[1], new_from, KEYS[2]) end
+if new_to then write(KEYS[2], new_to, KEYS[1]) end
+return outcome
 """,
 )
 
 CLEANUP_RECORD = Lua(
     "cleanup_record",
-    r"""
+    RULES + r"""
 -- KEYS[1] source record   KEYS[2] target record
 -- ARGV[1] workspace id   ARGV[2] '1' dry run
 -- returns 'deleted' | 'kept' (no target copy, or not the same record) | 'gone' | 'foreign'
--- The same record: the target holds every source field with the same value, except that
--- status, result, error and updated_at may differ when the target is at least as new (the job
--- moved on after the switch to target-only).
-local source = redis.call('HGETALL', KEYS[1])
-if #source == 0 then return 'gone' end
-local s, t = {}, {}
-for i = 1, #source, 2 do s[source[i]] = source[i + 1] end
-if s['workspace_id'] ~= ARGV[1] then return 'foreign' end
-local target = redis.call('HGETALL', KEYS[2])
-if #target == 0 then return 'kept' end
-for i = 1, #target, 2 do t[target[i]] = target[i + 1] end
-local moved_on = (tonumber(t['updated_at']) or 0) >= (tonumber(s['updated_at']) or 0)
-local mutable = {status = true, result = true, error = true, updated_at = true}
-for k, v in pairs(s) do
-  if t[k] ~= v and not (moved_on and mutable[k]) then return 'kept' end
+--         | 'not_a_record'
+-- The same record: jobstore.rules' same_record (the target holds every source field with the
+-- same value, except the mutable ones when the target's write count is at least the source's).
+for i = 1, 2 do
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind ~= 'hash' and kind ~= 'none' then return 'not_a_record' end
 end
+local s = load(KEYS[1])
+if is_empty(s) then return 'gone' end
+if s['workspace_id'] ~= ARGV[1] then return 'foreign' end
+local t = load(KEYS[2])
+if is_empty(t) or t['workspace_id'] ~= ARGV[1] or not same_record(s, t) then return 'kept' end
 if ARGV[2] ~= '1' then redis.call('DEL', KEYS[1]) end
 return 'deleted'
 """,
@@ -280,16 +262,23 @@ SET_STATE = Lua(
     r"""
 -- KEYS[1] migration state hash   KEYS[2] migration log list
 -- ARGV[1] the phase the caller based its decision on ('' when none was stored)
--- ARGV[2] log entry (JSON)   ARGV[3 ..] field, value pairs of the new state
+-- ARGV[2] the phase_since it based it on ('' = any)   ARGV[3] log entry (JSON, '' = none)
+-- ARGV[4 ..] field, value pairs to set (only the fields this change sets)
 -- returns 1 written | 0 the stored phase changed meanwhile (nothing written)
--- Compare-and-set, so two operators switching at once cannot both win.
+-- Compare-and-set, so two operators switching at once cannot both win, and a change writes only
+-- its own fields: a verify's or a reverse sync's record written meanwhile is never wiped.
 local current = redis.call('HGET', KEYS[1], 'phase') or ''
 if current ~= ARGV[1] then return 0 end
-local fields = {}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('LPUSH', KEYS[2], ARGV[2])
-redis.call('LTRIM', KEYS[2], 0, 999)
+if ARGV[2] ~= '' and (redis.call('HGET', KEYS[1], 'phase_since') or '') ~= ARGV[2] then return 0 end
+if #ARGV >= 5 then
+  local fields = {}
+  for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[1], unpack(fields))
+end
+if ARGV[3] ~= '' then
+  redis.call('LPUSH', KEYS[2], ARGV[3])
+  redis.call('LTRIM', KEYS[2], 0, 999)
+end
 return 1
 """,
 )
@@ -301,7 +290,8 @@ return 1
 CREATE_RECORD = Lua(
     "create_record",
     r"""
--- KEYS[1] op marker   KEYS[2] record   KEYS[3] the record's tombstone
+-- KEYS[1] op marker   KEYS[2] record   KEYS[3] the record's tombstone (unused: a tombstone
+--         names deleted incarnations, and a new one is never among them)
 -- ARGV[1] marker ttl (s)   ARGV[2 ..] field, value pairs
 -- returns {'created'} | {'replayed'} | {'exists', record}
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'replayed'} end
@@ -309,7 +299,6 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return {'exists', redis.call('HGETALL
 local fields = {}
 for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
-redis.call('DEL', KEYS[3])
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return {'created'}
 """,
@@ -332,17 +321,26 @@ DELETE_RECORD = Lua(
     "delete_record",
     r"""
 -- KEYS[1] op marker   KEYS[2] record   KEYS[3] the record's tombstone
--- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] tombstone ttl (s)   ARGV[4] now
+-- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] tombstone ttl (s)
+-- ARGV[4 ..] stamps (created_at) of the job's records the delete found, in any slot
 -- returns 1 deleted (now or by this call's earlier attempt) | 0 not there
 -- Leaves a tombstone unless the key holds another workspace's record, so that no copy or repair
--- running beside the delete can bring the record back. The tombstone is a hash of workspace id
--- -> deletion time: on a key shared by workspaces (legacy), one workspace's delete of an id it
--- does not hold must not stop the copy of another workspace's job.
+-- running beside the delete can bring the record back. The tombstone names what was deleted,
+-- 'workspace:created_at' per deleted incarnation of the id, never a time: a job enqueued again
+-- under the same id later is another incarnation and is not stopped, whatever any clock says.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
 local owner = redis.call('HGET', KEYS[2], 'workspace_id')
 if owner and owner ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
+local stamps = {}
+for i = 4, #ARGV do stamps[#stamps + 1] = ARGV[1] .. ':' .. ARGV[i]; stamps[#stamps + 1] = '1' end
+if owner then
+  stamps[#stamps + 1] = ARGV[1] .. ':' .. (redis.call('HGET', KEYS[2], 'created_at') or '')
+  stamps[#stamps + 1] = '1'
+end
+if #stamps > 0 then
+  redis.call('HSET', KEYS[3], unpack(stamps))
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
 if not owner then return 0 end
 redis.call('DEL', KEYS[2])
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
@@ -354,18 +352,24 @@ MIRROR = Lua(
     "mirror",
     r"""
 -- KEYS[1] op marker   KEYS[2] record (a copy that follows the one that took a move)
--- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3 ..] field, value pairs, updated_at among them
--- returns 'done' | 'missing' | 'newer' (the copy already holds a later write: left alone)
+-- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3 ..] field, value pairs, status among them
+-- returns 'done' | 'missing' | 'newer' (the copy already took this move or a later one: left alone)
+-- Writes reach the copies one after another, so a late one must not undo a later one. Every
+-- allowed move raises the status (pending < running < terminal): a copy whose status is already
+-- as far along took a later move (jobstore.rules.moved_past). No clock is consulted.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'done' end
 if redis.call('HGET', KEYS[2], 'workspace_id') ~= ARGV[1] then return 'missing' end
-local fields, mine = {}, nil
+local rank = {pending = 0, running = 1, completed = 2, failed = 2, cancelled = 2}
+local fields, status = {}, nil
 for i = 3, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
-  if ARGV[i] == 'updated_at' then mine = tonumber(ARGV[i + 1]) end
+  if ARGV[i] == 'status' then status = ARGV[i + 1] end
 end
--- Writes reach the copies one after another; a late one must not undo a later one.
-if (tonumber(redis.call('HGET', KEYS[2], 'updated_at')) or 0) > (mine or 0) then return 'newer' end
-redis.call('HSET', KEYS[2], unpack(fields))
+local current = redis.call('HGET', KEYS[2], 'status') or ''
+if (rank[current] or -1) >= (rank[status or ''] or 99) then return 'newer' end
+local v = redis.call('HGET', KEYS[2], '_rev')
+v = (v and #v <= 15 and string.match(v, '^%d+$')) and tonumber(v) + 1 or 1
+redis.call('HSET', KEYS[2], '_rev', v, unpack(fields))
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 return 'done'
 """,
@@ -390,13 +394,14 @@ COPY_IF_ABSENT = Lua(
 --         of this slot, when the index lives elsewhere)
 -- ARGV[1] job id   ARGV[2] ttl in ms (0: none)   ARGV[3] '1' to add to the index
 -- ARGV[4] created_at   ARGV[5] workspace id   ARGV[6 ..] field, value pairs
--- returns 'copied' | 'exists' | 'tombstoned' (deleted since it was read: not brought back)
-local tomb = redis.call('HGET', KEYS[2], ARGV[5])
-if tomb and tonumber(tomb) >= (tonumber(ARGV[4]) or 0) then return 'tombstoned' end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
+-- returns 'copied' | 'exists' | 'tombstoned' (this incarnation was deleted: not brought back)
+--         | 'not_a_record'
+if redis.call('HEXISTS', KEYS[2], ARGV[5] .. ':' .. ARGV[4]) == 1 then return 'tombstoned' end
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'none' then return kind == 'hash' and 'exists' or 'not_a_record' end
+for i = 6, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], 'NX', tonumber(ARGV[4]) or 0, ARGV[1]) end
 return 'copied'
@@ -407,15 +412,19 @@ WRITE_IF_UNCHANGED = Lua(
     "write_if_unchanged",
     r"""
 -- KEYS[1] record
--- ARGV[1] updated_at it had when read ('' = it must not exist)   ARGV[2] 'delete' | 'write'
--- ARGV[3 ..] field, value pairs (write)
--- returns 'done' | 'changed' (it moved on since it was read: nothing done)
-local now = redis.call('HGET', KEYS[1], 'updated_at') or ''
-if now ~= ARGV[1] then return 'changed' end
-if ARGV[2] == 'delete' then redis.call('DEL', KEYS[1]); return 'done' end
-local fields = {}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
+-- ARGV[1] 'delete' | 'write'   ARGV[2] n: how many field, value pairs the record had when read
+-- ARGV[3 .. 2+2n] those pairs   ARGV[3+2n ..] field, value pairs to write (write)
+-- returns 'done' | 'changed' (it is not exactly as it was read: nothing done)
+-- Compares the whole record, not a time or a counter: a write by any tool counts as a change.
+local n = tonumber(ARGV[2])
+if redis.call('HLEN', KEYS[1]) ~= n then return 'changed' end
+for i = 3, 2 + 2 * n, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 'changed' end
+end
+if ARGV[1] == 'delete' then redis.call('DEL', KEYS[1]); return 'done' end
+for i = 3 + 2 * n, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
 return 'done'
 """,
 )
@@ -425,8 +434,16 @@ READ_RECORDS = Lua(
     r"""
 -- KEYS[1 ..] record keys   returns the HGETALL of each, read at one instant (standalone only:
 -- verify compares a record with its counterpart, and a write between two reads is no difference)
+-- A key holding another type reads as {'\0not-a-hash', type}: reported, never an error.
 local out = {}
-for i = 1, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end
+for i = 1, #KEYS do
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind == 'hash' or kind == 'none' then
+    out[i] = redis.call('HGETALL', KEYS[i])
+  else
+    out[i] = {'\0not-a-hash', kind}
+  end
+end
 return out
 """,
 )

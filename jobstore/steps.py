@@ -30,9 +30,29 @@ class Script:
 
 @dataclass(frozen=True)
 class Batch:
-    """Commands sent together: one network round trip on standalone Redis."""
+    """Commands sent together: one network round trip on standalone Redis.
+
+    ``tolerate_errors``: a command Redis refuses (WRONGTYPE, a script error) comes back as its
+    exception among the replies instead of failing the batch (connection failures still raise).
+    """
 
     calls: tuple[Command | Script, ...]
+    tolerate_errors: bool = False
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One SCAN step of one server, with who answered it: the driver replies
+    ``(server identity, next cursor, keys)``, all from one connection, so that a cursor is never
+    used on a server that did not give it (a restart or a failover re-seeds the key order).
+
+    ``node``: a name from :class:`Primaries` (None on standalone Redis).
+    """
+
+    pattern: str
+    cursor: str
+    count: int
+    node: str | None = None
 
 
 @dataclass(frozen=True)

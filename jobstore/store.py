@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from typing import Any, Iterable, Mapping
 
-from . import ops, ops_cluster, validation
+from . import eviction, ops, ops_cluster, rules, validation
 from .connection import connect, redact
 from .errors import ConfigError, InvalidArgument, JobStoreError
 from .job import Job, JobStatus
@@ -20,14 +21,17 @@ ENV_URL = "JOBSTORE_REDIS_URL"
 ENV_STRATEGY = "JOBSTORE_STRATEGY"
 ENV_PREFIX = "JOBSTORE_KEY_PREFIX"
 ENV_LEGACY_FLAG = "AI_JOBS_NEW_SCHEMA"
+ENV_ALLOW_EVICTION = "JOBSTORE_ALLOW_EVICTION"
 LEGACY_FLAG_VALUES = {"on": "dual", "off": "legacy"}
+BOOL_VALUES = {"1": True, "true": True, "yes": True, "on": True,
+               "0": False, "false": False, "no": False, "off": False}
 
 def open(url: str, strategy: str = "legacy", **options: Any) -> "JobStore":  # noqa: A001
     """Open a store on ``url`` (``redis://``, ``rediss://``, ``unix://``, ``memory://``).
 
-    ``options``: ``prefix``, ``max_record_bytes``, ``client_options`` (keyword arguments for
-    the redis-py client), and whatever the strategy takes (``dual``: ``source``, ``target``,
-    ``phase``). Nothing is sent to Redis until the first operation.
+    ``options``: ``prefix``, ``max_record_bytes``, ``allow_eviction``, ``client_options``
+    (keyword arguments for the redis-py client), and whatever the strategy takes (``dual``:
+    ``source``, ``target``, ``phase``). Nothing is sent to Redis until the first operation.
 
     :raises ConfigError: a bad URL, option or option value.
     :raises UnknownStrategy: ``strategy`` is not registered.
@@ -52,11 +56,22 @@ class JobStore:
         max_record_bytes: int = validation.DEFAULT_MAX_RECORD_BYTES,
         url: str | None = None,
         events: Events | None = None,
+        allow_eviction: bool = False,
         **strategy_options: Any,
     ):
+        """``allow_eviction``: run on a Redis whose ``maxmemory-policy`` is not ``noeviction``
+        (jobs may then be lost). Without it the store reads the policy once, before its first
+        operation sends anything, and that operation raises :class:`EvictionPolicyError`."""
         validation.prefix(prefix)
         if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
             raise ConfigError(f"max_record_bytes must be a positive int, not {max_record_bytes!r}")
+        if not isinstance(allow_eviction, bool):
+            raise ConfigError(f"allow_eviction must be True or False, not {allow_eviction!r}")
+        self.allow_eviction = allow_eviction
+        # Set once the eviction policy passed (or was never to be checked); never reset.
+        self._eviction_checked = allow_eviction
+        self._eviction_lock = threading.Lock()
+        self._eviction_label = redact(url) if url else None
         self.client = client
         self.prefix = prefix
         self.max_record_bytes = max_record_bytes
@@ -82,9 +97,10 @@ class JobStore:
         """Open a store configured by the environment.
 
         ``JOBSTORE_REDIS_URL`` (required), ``JOBSTORE_STRATEGY`` (default ``legacy``),
-        ``JOBSTORE_KEY_PREFIX`` (default ``ai``). With ``JOBSTORE_STRATEGY`` unset,
-        ``AI_JOBS_NEW_SCHEMA=on`` selects ``dual`` and ``off`` selects ``legacy``. An empty
-        variable counts as unset.
+        ``JOBSTORE_KEY_PREFIX`` (default ``ai``), ``JOBSTORE_ALLOW_EVICTION`` (``1``/``true``/
+        ``yes``/``on`` or ``0``/``false``/``no``/``off``; default off). With
+        ``JOBSTORE_STRATEGY`` unset, ``AI_JOBS_NEW_SCHEMA=on`` selects ``dual`` and ``off``
+        selects ``legacy``. An empty variable counts as unset; ``options`` win over variables.
 
         :raises ConfigError: a required variable is missing or a value is not allowed.
         """
@@ -102,6 +118,14 @@ class JobStore:
                 )
             strategy = LEGACY_FLAG_VALUES.get(flag, "legacy")
         options.setdefault("prefix", env.get(ENV_PREFIX) or "ai")
+        allow = (env.get(ENV_ALLOW_EVICTION) or "").strip()
+        if allow and "allow_eviction" not in options:
+            if allow.lower() not in BOOL_VALUES:
+                raise ConfigError(
+                    f"{ENV_ALLOW_EVICTION}={allow!r} is not allowed; use 1, true, yes or on "
+                    "(run on a Redis that may evict keys), or 0, false, no or off"
+                )
+            options["allow_eviction"] = BOOL_VALUES[allow.lower()]
         return open(url, strategy, **options)
 
     # -- operations --------------------------------------------------------------------------
@@ -239,7 +263,7 @@ class JobStore:
         if source is None or target is None:
             raise ConfigError(f"strategy {self.strategy.name!r} has no migration; open the store with 'dual'")
         return Migration(self.client, source=source.name, target=target.name, prefix=self.prefix,
-                         url=self.url, events=self.events)
+                         url=self.url, events=self.events, allow_eviction=self.allow_eviction)
 
     def close(self) -> None:
         """Release the store's connections."""
@@ -269,6 +293,7 @@ class JobStore:
         job_id = uuid.uuid4().hex if job_id is None else validation.identifier("job_id", job_id)
         now = time.time()
         fields = Job(job_id, workspace_id, action, JobStatus.PENDING, params, None, None, now, now).to_hash()
+        fields[rules.REV] = "1"  # the record's write count (jobstore.rules): its first write
         validation.record_size(fields, self.max_record_bytes)
         # Return what get() will return (params as stored JSON decodes), not the caller's object.
         return Job.from_hash(fields), fields
@@ -282,6 +307,8 @@ class JobStore:
         started = time.perf_counter()
         outcome = "ok"
         try:
+            if not self._eviction_checked:
+                self._check_eviction()
             result = self.driver.run(op)
         except JobStoreError as exc:
             outcome = type(exc).__name__
@@ -301,7 +328,16 @@ class JobStore:
                         self.events.dual_write(ws, outcome == "ok")
         return result
 
+    def _check_eviction(self) -> None:
+        """Refuse a Redis that may evict keys: once per store, before anything else is sent.
 
+        A failed check is not remembered: the next operation checks again (so a store follows
+        a policy fixed meanwhile, without a restart).
+        """
+        with self._eviction_lock:
+            if not self._eviction_checked:
+                eviction.check(self.client, allow=False, label=self._eviction_label)
+                self._eviction_checked = True
 
 
 def _block_slice(client) -> float:

@@ -13,43 +13,43 @@ job is brought back.
 
 from __future__ import annotations
 
+from . import rules
 from .layout import StoreKeys
 from .scripts import COPY_IF_ABSENT, WRITE_IF_UNCHANGED
 from .steps import Batch, Command, Script
 
-MUTABLE = frozenset({"status", "result", "error", "updated_at"})
+MUTABLE = rules.MUTABLE
+same_record = rules.same_record  # the cleanup rule, shared with CLEANUP_RECORD
 
 
-def _num(value) -> float:
-    try:
-        return float(value or 0)
-    except ValueError:
-        return 0.0
+def tomb_field(workspace_id: str, record: dict) -> str:
+    """The tombstone field that names one deleted incarnation of a job (see DELETE_RECORD)."""
+    return f"{workspace_id}:{record.get('created_at') or ''}"
 
 
-def same_record(source: dict, target: dict) -> bool:
-    """The cleanup rule: the target holds the source's record, or a later state of it."""
-    moved_on = _num(target.get("updated_at")) >= _num(source.get("updated_at"))
-    return all(target.get(k) == v or (moved_on and k in MUTABLE) for k, v in source.items())
-
-
-def settle(keys: StoreKeys, mode: str, placed: list, dry_run: bool, now: float):
+def settle(keys: StoreKeys, mode: str, placed: list, dry_run: bool, prefer_to: bool = False):
     """Outcomes of ``mode`` (``copy``, ``merge`` or ``cleanup``) for ``placed`` records.
 
     ``placed``: ``(workspace_id, job_id, from_key, to_key)``. Outcomes as the standalone scripts
     name them, plus ``deleted`` (a delete interrupted between the copies, completed) and
-    ``changed`` (the record moved on while this ran; left for the next pass).
+    ``changed`` (the record moved on while this ran; left for the next pass). ``prefer_to``:
+    see :func:`jobstore.rules.decide_sync`.
     """
     reads = yield Batch(tuple(
         Command(args) for ws, _, a, b in placed for args in (
-            ("HGETALL", a), ("HGETALL", b), ("HGET", keys.tomb(a), ws), ("HGET", keys.tomb(b), ws),
-            ("PTTL", a),
+            ("TYPE", a), ("TYPE", b), ("HGETALL", a), ("HGETALL", b),
+            ("HGETALL", keys.tomb(a)), ("HGETALL", keys.tomb(b)), ("PTTL", a),
         )
-    ))
+    ), tolerate_errors=True)
+    reads = [r if not isinstance(r, Exception) else {} for r in reads]
     plans = []
     for i, (ws, job_id, a, b) in enumerate(placed):
-        f, t, tomb_f, tomb_t, ttl = reads[5 * i: 5 * i + 5]
-        plans.append(_decide(keys, mode, ws, job_id, a, b, f or {}, t or {}, tomb_f, tomb_t, ttl))
+        type_f, type_t, f, t, tomb_f, tomb_t, ttl = reads[7 * i: 7 * i + 7]
+        if _text_type(type_f) not in ("hash", "none") or _text_type(type_t) not in ("hash", "none"):
+            plans.append(("not_a_record", None, None))
+            continue
+        plans.append(_decide(keys, mode, ws, job_id, a, b, f or {}, t or {}, tomb_f or {},
+                             tomb_t or {}, ttl, prefer_to))
     plans = [(outcome, [] if call is None else call if isinstance(call, list) else [call], index)
              for outcome, call, index in plans]
     calls = [call for _, group, _ in plans for call in group]
@@ -60,7 +60,7 @@ def settle(keys: StoreKeys, mode: str, placed: list, dry_run: bool, now: float):
     for i, (outcome, group, index) in enumerate(plans):
         answers = [next(replies) for _ in group]
         for answer in answers:
-            if answer in ("exists", "tombstoned", "changed"):
+            if answer in ("exists", "tombstoned", "changed", "not_a_record"):
                 if answer == "exists":
                     # Absent when read, there when copied to: whose record got there first?
                     ws, _, a, b = placed[i]
@@ -80,22 +80,34 @@ def settle(keys: StoreKeys, mode: str, placed: list, dry_run: bool, now: float):
     return outcomes
 
 
+def _text_type(reply) -> str:
+    return reply if isinstance(reply, str) else str(getattr(reply, "value", reply) or "none")
+
+
 def _catch_up(placed, plans, outcomes, reads):
-    """A copy is made from a read taken a moment earlier; an update that reached the source in
-    between found no target copy to follow. Re-read the sources of fresh copies and bring each
-    copy up to date (only while it still holds what was copied)."""
+    """A copy is made from a read taken a moment earlier: a move that reached the original in
+    between found no copy to follow, or followed it only in part (a later move's mirror landed on
+    the fresh copy, an earlier one's never did). Re-read both sides of fresh copies and bring
+    each copy level with the original: its fields and its write count (only while the copy is
+    still exactly as re-read)."""
     fresh = [(i, placed[i]) for i, outcome in enumerate(outcomes) if outcome in ("copied", "copied-back")]
     if not fresh:
         return
     now = yield Batch(tuple(
-        Command(("HGETALL", a if outcomes[i] == "copied" else b)) for i, (_, _, a, b) in fresh
+        Command(("HGETALL", key)) for i, (_, _, a, b) in fresh
+        for key in ((a, b) if outcomes[i] == "copied" else (b, a))
     ))
     fixes = []
-    for (i, (ws, _, a, b)), current in zip(fresh, now):
-        copied = reads[5 * i] if outcomes[i] == "copied" else reads[5 * i + 1]
+    for n, (i, (ws, _, a, b)) in enumerate(fresh):
+        original, copy = now[2 * n] or {}, now[2 * n + 1] or {}
         to_key = b if outcomes[i] == "copied" else a
-        if current and current != copied and current.get("workspace_id") == ws:
-            fixes.append(_cas(to_key, copied, "write", current))
+        if not original or not copy or original.get("workspace_id") != ws or copy.get("workspace_id") != ws:
+            continue
+        if rules.same_content(original, copy):
+            if rules.rev(original) != rules.rev(copy):
+                fixes.append(_cas(to_key, copy, "write", {rules.REV: original.get(rules.REV, "0")}))
+        elif not rules.newer(copy, original):
+            fixes.append(_cas(to_key, copy, "write", rules.union(original, copy)))
     if fixes:
         yield Batch(tuple(fixes))
 
@@ -103,43 +115,56 @@ def _catch_up(placed, plans, outcomes, reads):
 def _copy(keys: StoreKeys, to_key: str, record: dict, ttl, job_id: str) -> Script:
     flat = [part for item in record.items() for part in item]
     return Script(COPY_IF_ABSENT, (to_key, keys.tomb(to_key), to_key),
-                  (job_id, max(int(ttl or 0), 0), "0", record.get("created_at") or "0",
+                  (job_id, max(int(ttl or 0), 0), "0", record.get("created_at") or "",
                    record["workspace_id"], *flat))
 
 
 def _cas(key: str, record: dict, action: str, fields: dict | None = None) -> Script:
+    """Write ``fields`` to (or delete) ``key`` only while it holds exactly ``record``."""
+    was = [part for item in record.items() for part in item]
     flat = [part for item in (fields or {}).items() for part in item]
-    return Script(WRITE_IF_UNCHANGED, (key,), (record.get("updated_at", ""), action, *flat))
+    return Script(WRITE_IF_UNCHANGED, (key,), (action, len(record), *was, *flat))
 
 
-def _decide(keys, mode, ws, job_id, a, b, f, t, tomb_f, tomb_t, ttl):
+def _score(created_at) -> str:
+    """An index score from a stored created_at; 0 when it is not a finite number."""
+    try:
+        value = float(created_at)
+    except (TypeError, ValueError):
+        return "0"
+    return repr(value) if value == value and abs(value) != float("inf") else "0"
+
+
+def _decide(keys, mode, ws, job_id, a, b, f, t, tomb_f, tomb_t, ttl, prefer_to=False):
     """``(outcome, write or None, (index key, score, job id) to add or None)``."""
+    if mode == "cleanup":  # outcomes as CLEANUP_RECORD names them
+        if not f:
+            return "gone", None, None
+        if f.get("workspace_id") != ws:
+            return "foreign", None, None
+        if t and t.get("workspace_id") == ws and same_record(f, t):
+            return "deleted", _cas(a, f, "delete"), None
+        return "kept", None, None
     if not f and not t:
         return "gone", None, None
     if (f and f.get("workspace_id") != ws) or (t and t.get("workspace_id") != ws):
         return "foreign", None, None
-    index = (keys.index(ws), (f or t).get("created_at") or "0", job_id)
-    if mode == "cleanup":
-        if not f:
-            return "gone", None, None
-        if t and same_record(f, t):
-            return "deleted", _cas(a, f, "delete"), None
-        return "kept", None, None
-    # A tombstone newer than a copy means the job was deleted after that copy was made: the
-    # delete was interrupted between the two slots, and is completed here.
-    if f and tomb_t and _num(tomb_t) >= _num(f.get("created_at")):
+    index = (keys.index(ws), _score((f or t).get("created_at")), job_id)
+    # A tombstone naming this very incarnation on the other side: the job was deleted there and
+    # the delete was interrupted between the two slots; it is completed here.
+    if f and tomb_field(ws, f) in tomb_t:
         return "deleted", _cas(a, f, "delete"), None
-    if mode == "merge" and t and tomb_f and _num(tomb_f) >= _num(t.get("created_at")):
+    if mode == "merge" and t and tomb_field(ws, t) in tomb_f:
         return "deleted", _cas(b, t, "delete"), None
-    if f and not t:
-        return "copied", _copy(keys, b, f, ttl, job_id), index
-    if mode == "copy":
-        return ("exists" if f else "gone"), None, None
-    if t and not f:
-        return "copied-back", _copy(keys, a, t, 0, job_id), index
-    if f == t:
-        return "same", None, None
-    newer, older = (t, f) if _num(t.get("updated_at")) > _num(f.get("updated_at")) else (f, t)
-    union = {**older, **newer}
-    # Two writes, each only if its record is as it was read; a half-done merge is merged again.
-    return "merged", [_cas(a, f, "write", union), _cas(b, t, "write", union)], None
+    outcome, new_from, new_to = rules.decide_sync(mode, f, t, prefer_to)
+    if outcome == "copied":
+        return outcome, _copy(keys, b, f, ttl, job_id), index
+    if outcome == "copied-back":
+        return outcome, _copy(keys, a, t, 0, job_id), index
+    writes = []
+    if new_from is not None:
+        writes.append(_cas(a, f, "write", new_from))
+    if new_to is not None:
+        writes.append(_cas(b, t, "write", new_to))
+    # Each write only if its record is as it was read; a half-done merge is merged again.
+    return outcome, writes or None, None

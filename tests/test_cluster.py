@@ -45,11 +45,11 @@ def cut_before(store, predicate):
     send = store.driver._send
     armed = [True]
 
-    def faulty(calls):
+    def faulty(calls, *args):
         if armed[0] and predicate(calls):
             armed[0] = False
             raise redis.exceptions.ConnectionError("connection killed by the test")
-        return send(calls)
+        return send(calls, *args)
 
     store.driver._send = faulty
     return armed
@@ -68,8 +68,7 @@ def test_it_is_a_real_cluster(cluster):
 @pytest.mark.parametrize("phase", ["dual-write", "read-target"])
 def test_enqueue_cut_between_the_two_records(cluster, phase):
     store, migration = cluster
-    migration.set_phase("off")
-    migration.set_phase("dual-write")
+    migration.set_phase("dual-write")  # the first stored phase: dual writes begin
     if phase == "read-target":
         migration.set_phase("read-target")
     store.get("warm", workspace_id="ws")
@@ -93,8 +92,7 @@ def test_enqueue_cut_between_the_two_records(cluster, phase):
 
 def test_enqueue_interrupted_and_not_retried_is_repaired_by_verify(cluster):
     store, migration = cluster
-    migration.set_phase("off")
-    migration.set_phase("dual-write")
+    migration.set_phase("dual-write")  # the first stored phase: dual writes begin
     store.get("warm", workspace_id="ws")
     (job_id,) = split_ids(store.client)
     cut_before(store, writes_key("ai:job:"))
@@ -109,8 +107,7 @@ def test_enqueue_interrupted_and_not_retried_is_repaired_by_verify(cluster):
 
 def test_update_cut_before_the_second_copy_keeps_reads_right(cluster):
     store, migration = cluster
-    migration.set_phase("off")
-    migration.set_phase("dual-write")
+    migration.set_phase("dual-write")  # the first stored phase: dual writes begin
     migration.set_phase("read-target")
     store.get("warm", workspace_id="ws")
     (job_id,) = split_ids(store.client)
@@ -130,8 +127,7 @@ def test_update_cut_before_the_second_copy_keeps_reads_right(cluster):
 
 def test_delete_cut_between_the_copies_never_comes_back(cluster):
     store, migration = cluster
-    migration.set_phase("off")
-    migration.set_phase("dual-write")
+    migration.set_phase("dual-write")  # the first stored phase: dual writes begin
     store.get("warm", workspace_id="ws")
     (job_id,) = split_ids(store.client)
     store.enqueue("ws", "a", job_id=job_id)
@@ -149,8 +145,7 @@ def test_delete_cut_between_the_copies_never_comes_back(cluster):
 def test_a_node_error_between_the_writes(cluster):
     """The node holding the target slot refuses writes (out of memory) for a while."""
     store, migration = cluster
-    migration.set_phase("off")
-    migration.set_phase("dual-write")
+    migration.set_phase("dual-write")  # the first stored phase: dual writes begin
     store.get("warm", workspace_id="ws")
     (job_id,) = split_ids(store.client)
     node = store.client.get_node_from_key(f"ai:job:ws:{job_id}")
@@ -218,8 +213,7 @@ def test_passes_scan_every_primary(cluster):
     jobs = legacy.enqueue_many([(f"ws{i % 5}", "a") for i in range(300)])
     nodes = {store.client.get_node_from_key(f"ai:jobs:{j.job_id}").name for j in jobs}
     assert len(nodes) == 3
-    migration.set_phase("off")
-    migration.set_phase("dual-write")
+    migration.set_phase("dual-write")  # the first stored phase: dual writes begin
     calls = []
     report = migration.backfill(batch=50, progress=lambda *a: calls.append(a))
     assert report.counts == {"copied": 300} and calls[-1][2] == 300

@@ -77,7 +77,10 @@ def test_skipping_phases_is_refused(env):
 def test_target_only_needs_a_clean_verify_after_dual_writes_began(env):
     env.to("off")
     env.migration.verify()  # clean or not, it ran before dual writes: it proves nothing
-    env.to("dual-write", "read-target")
+    env.to("dual-write")
+    with pytest.raises(MigrationRefused, match="clean verify"):
+        env.migration.set_phase("read-target")  # the target missed the writes made in 'off'
+    env.migration.set_phase("read-target", force=True, reason="test")
     with pytest.raises(MigrationRefused, match="clean verify"):
         env.migration.set_phase("target-only")
     env.migration.backfill()
@@ -190,7 +193,10 @@ def test_rollout_is_sticky_and_only_grows():
 
 
 def test_read_target_routing_follows_the_rollout(env):
-    env.to("off", "dual-write", "read-target")
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    env.migration.verify()
+    env.to("read-target")
     env.migration.set_rollout(percent=0, allow=["ws1"])
     store = env.dual()
     store.enqueue("ws1", "a", job_id="j1")
@@ -239,7 +245,9 @@ def test_backfill_copies_every_field_and_ttl_and_is_refused_in_off(env):
 def test_backfill_never_overwrites_a_newer_target_record(env):
     env.to("off", "dual-write")
     job = env.jobs[0]
-    env.legacy.client.hset(f"ai:job:ws0:{job.job_id}", mapping={**job.to_hash(), "status": "running"})
+    # Newer: one write more than the source's copy (the records' write counts decide).
+    env.legacy.client.hset(f"ai:job:ws0:{job.job_id}",
+                           mapping={**job.to_hash(), "status": "running", "_rev": "2"})
     env.migration.backfill()
     assert env.legacy.client.hget(f"ai:job:ws0:{job.job_id}", "status") == "running"
 
@@ -338,7 +346,7 @@ def test_a_sampled_verify_does_not_allow_target_only(env):
     env.to("off", "dual-write")
     env.migration.backfill()
     assert env.migration.verify(sample=5).clean
-    env.to("read-target")
+    env.migration.set_phase("read-target", force=True, reason="test")  # a sample proves nothing
     with pytest.raises(MigrationRefused):
         env.migration.set_phase("target-only")
 
@@ -376,6 +384,8 @@ def test_cleanup_only_in_target_only_and_only_same_records(env):
 def test_status_reports_phase_rules_and_checkpoints(env):
     env.to("off", "dual-write")
     env.migration.backfill()
+    assert "clean verify" in env.migration.status()["next"]["read-target"]
+    env.migration.verify()
     status = env.migration.status()
     assert status["phase"] == "dual-write" and status["next"]["read-target"] == "allowed"
     assert status["checkpoints"]["backfill"]["finished"] == "1"

@@ -93,7 +93,11 @@ def test_stored_hash_layout(store):
             "job_id": job.job_id, "workspace_id": "ws1", "action": "act", "status": "pending",
             "params": '{"k":[1]}', "result": "", "error": "",
             "created_at": repr(job.created_at), "updated_at": repr(job.updated_at),
+            "_rev": "1",  # the record's write count (jobstore.rules)
         }
+    store.update_status(job.job_id, "cancelled", workspace_id="ws1")
+    for schema in store.strategy.routing("ws1").writes:
+        assert store.client.hget(schema.job_key("ws1", job.job_id), "_rev") == "2"
 
 
 def test_delete(store):

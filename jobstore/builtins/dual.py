@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MigrationStateLost
 from ..hookspecs import hookimpl
 from ..layout import StoreKeys
 from ..steps import Command
@@ -31,7 +31,9 @@ class DualStrategy(Strategy):
     A delete always clears both, so no phase switch can bring a deleted job back.
 
     The phase lives in Redis (``jobstore migrate phase``) and every store follows a switch within
-    a second; ``phase=`` pins it instead, for tests and one-off tools.
+    a second; ``phase=`` pins it instead, for tests and one-off tools. A store that never saw a
+    stored state runs in the default phase; one that did and then finds the state gone (flushed,
+    evicted, a failover) raises :class:`MigrationStateLost` until an operator restores it.
     """
 
     name = "dual"
@@ -47,6 +49,8 @@ class DualStrategy(Strategy):
         self.pinned = pinned
         self.state = MigrationState(phase=pinned) if pinned else MigrationState()
         self._fetched_at: float | None = None
+        # The stored state vanished at the last read; the next state request refuses.
+        self._lost = False
         both = (source, target)
         self._routes = {
             Phase.OFF: Routing((source,), (source,), both),
@@ -94,14 +98,39 @@ class DualStrategy(Strategy):
     def state_request(self, now: float, force: bool = False) -> tuple[Command, bool] | None:
         if self.pinned is not None:
             return None
+        if self._lost:
+            # Raised here, before the next batch is sent, and not where the empty state was
+            # read: that read may have ridden along with a write that has landed (under the
+            # phase followed until then), and that operation did succeed. Cleared, so the
+            # next request reads the state again: the store serves once it is restored.
+            self._lost = False
+            raise self.lost_error()
         age = None if self._fetched_at is None or force else now - self._fetched_at
         if age is not None and age < STATE_REFRESH_AGE:
             return None
         return Command(("HGETALL", self.state_key)), age is None or age >= STATE_MAX_AGE
 
     def apply_state(self, reply: Any, now: float) -> None:
-        self.state = MigrationState.from_hash(reply or {})
+        state = MigrationState.from_hash(reply or {})
+        if self.state.stored and not state.stored:
+            # Followed a stored phase, and now there is none: never fall back to the default
+            # phase silently (it could route reads and writes to the wrong schema). Keep the
+            # phase followed until now and refuse at the next state request.
+            self._lost = True
+            self._fetched_at = None
+            return
+        self.state = state
         self._fetched_at = now
+
+    def lost_error(self) -> MigrationStateLost:
+        """The error for a stored state that has vanished, with how to restore it."""
+        phase = self.state.phase.value
+        restore = (
+            f"jobstore migrate phase {phase} --force --reason 'restore lost migration state' "
+            f"--prefix {self.source.prefix} --source {self.source.name} --target {self.target.name} "
+            "(with --url of this Redis); the store serves again at its next operation"
+        )
+        return MigrationStateLost(self.state_key, phase, restore)
 
     def fence(self) -> tuple[str, str, str] | None:
         if self.pinned is not None:

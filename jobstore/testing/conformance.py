@@ -220,6 +220,7 @@ class SchemaConformance:
             "job_id": "j1", "workspace_id": "ws1", "action": "act", "status": "pending",
             "params": encode_json({"k": [1, "é"]}), "result": "", "error": "",
             "created_at": repr(job.created_at), "updated_at": repr(job.updated_at),
+            "_rev": "1",  # the record's write count: which copy is newer never needs a clock
         }
 
     def test_workspaces_are_isolated(self, jobstore_store):

@@ -327,9 +327,11 @@ class RedisCluster:
 
     host = HOST
 
-    def __init__(self, size: int = 3, *, ready_timeout: float = 30.0) -> None:
+    def __init__(self, size: int = 3, *, ready_timeout: float = 30.0,
+                 args: list[str] | tuple[str, ...] = ()) -> None:
         self.size = size
         self.ready_timeout = ready_timeout
+        self.extra_args = list(args)  # for every node, e.g. ["--appendonly", "yes"]
         self.servers: list[RedisServer] = []
         self._clients: list[redis.cluster.RedisCluster] = []
 
@@ -355,6 +357,7 @@ class RedisCluster:
                         "--cluster-enabled", "yes",
                         "--cluster-config-file", "nodes.conf",
                         "--cluster-node-timeout", "2000",
+                        *self.extra_args,
                     ],
                     need_bus=True,
                 )

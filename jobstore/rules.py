@@ -1,0 +1,179 @@
+"""Which copy of a job is newer, and what a copy, merge or cleanup does: one rule, two forms.
+
+Every record jobstore writes carries ``_rev``, a per-record write counter that the write's own
+script increments (``enqueue`` writes 1; an update, a claim or a mirror adds 1 to the copy's
+own count; a copy or merge carries the winner's count). No client clock takes part, so no
+amount of clock skew between clients changes which copy wins. A copy that missed writes (the
+target while the phase was ``off``, the source while it was ``target-only``) keeps a lower
+count, so it stays recognisably older even after later writes reach both copies again.
+Records written by other tools (or by jobstore before 0.2) have no ``_rev`` and count 0.
+
+Between two copies of one job (same workspace):
+
+- ``newer(a, b)``: ``rev(a) > rev(b)``. Equal counts with different content are a conflict
+  (a write that raced a pass, both sides written apart): the copy the current phase reads
+  first wins it (``prefer_to``), as that is the copy every reader has been served.
+- copy (backfill): a missing ``to`` gets ``from``; a ``to`` that is older than ``from`` (or
+  equal, when ``from`` is the authority) is brought up to date (``refreshed``); else left alone.
+- merge (reverse sync, repair): the union of both records' fields, the newer record's values
+  winning, written to both.
+- cleanup: a source record may go when the target holds every source field with the same value,
+  except that the mutable fields may differ when the target is at least as new.
+
+The standalone scripts (one script sees both copies) embed :data:`LUA`; Redis Cluster decides in
+Python (:func:`decide_sync`, :func:`same_record`) because the copies sit in different slots. The
+differential test ``tests/test_rules.py`` feeds both forms the same cases.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+REV = "_rev"
+# Fields a job's later history may change; everything else identifies the record.
+MUTABLE = frozenset({"status", "result", "error", "updated_at", REV})
+# Status order: every allowed move goes up, so a late mirror of an earlier move is recognisable.
+STATUS_RANK = {"pending": 0, "running": 1, "completed": 2, "failed": 2, "cancelled": 2}
+
+
+# Longest count taken as one: Lua numbers are doubles, exact to 2**53 (16 digits); a longer
+# value (never written by jobstore) counts 0 in both forms.
+MAX_REV_DIGITS = 15
+
+
+def rev(record: Mapping[str, str]) -> int:
+    """A record's write count; 0 when absent or not a count (written by another tool)."""
+    value = record.get(REV) or ""
+    if value.isascii() and value.isdigit() and len(value) <= MAX_REV_DIGITS:
+        return int(value)
+    return 0
+
+
+def newer(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    return rev(a) > rev(b)
+
+
+def same_content(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    """Equal in every field but the write count."""
+    return all(b.get(k) == v for k, v in a.items() if k != REV) and all(
+        a.get(k) == v for k, v in b.items() if k != REV
+    )
+
+
+def union(winner: Mapping[str, str], loser: Mapping[str, str]) -> dict[str, str]:
+    """Every field of both, the winner's values where both have one (no field is ever lost)."""
+    return {**loser, **winner}
+
+
+def decide_sync(mode: str, source: Mapping[str, str], target: Mapping[str, str],
+                prefer_to: bool = False) -> tuple[str, dict | None, dict | None]:
+    """``(outcome, new 'from' record or None, new 'to' record or None)`` for ``copy``/``merge``.
+
+    ``source``/``target``: the 'from' and 'to' records (empty when absent), both already known
+    to belong to the workspace. None means: leave that side as it is. ``prefer_to``: which copy
+    wins when both differ with equal counts: the one the phase reads first (the authority), 'to'
+    when True, else 'from'.
+    """
+    if not source and not target:
+        return "gone", None, None
+    if not target:
+        return "copied", None, dict(source)
+    if mode == "copy":
+        if not source:
+            return "gone", None, None
+        if not same_content(source, target) and (
+            newer(source, target) or (rev(source) == rev(target) and not prefer_to)
+        ):
+            return "refreshed", None, union(source, target)
+        return "exists", None, None
+    if not source:
+        return "copied-back", dict(target), None
+    if same_content(source, target):
+        return "same", None, None
+    to_wins = newer(target, source) or (rev(source) == rev(target) and prefer_to)
+    winner, loser = (target, source) if to_wins else (source, target)
+    merged = union(winner, loser)
+    return "merged", merged, merged
+
+
+def same_record(source: Mapping[str, str], target: Mapping[str, str]) -> bool:
+    """The cleanup rule: the target holds the source's record, or a later state of it (the
+    write counts themselves may differ)."""
+    moved_on = rev(target) >= rev(source)
+    return all(k == REV or target.get(k) == v or (moved_on and k in MUTABLE)
+               for k, v in source.items())
+
+
+def moved_past(current_status: str | None, new_status: str) -> bool:
+    """A mirrored move to ``new_status`` is late: the copy already took that move or a later one."""
+    return STATUS_RANK.get(current_status or "", -1) >= STATUS_RANK.get(new_status, 99)
+
+
+# The same rules in Lua, embedded in the standalone scripts. Records are Lua tables.
+LUA = r"""
+local REV = '_rev'
+local MUTABLE = {status = true, result = true, error = true, updated_at = true, _rev = true}
+local function rev(record)
+  local v = record[REV]
+  if v and #v <= 15 and string.match(v, '^%d+$') then return tonumber(v) end
+  return 0
+end
+local function newer(a, b) return rev(a) > rev(b) end
+local function same_content(a, b)
+  for k, v in pairs(a) do if k ~= REV and b[k] ~= v then return false end end
+  for k, v in pairs(b) do if k ~= REV and a[k] ~= v then return false end end
+  return true
+end
+local function union(winner, loser)
+  local out = {}
+  for k, v in pairs(loser) do out[k] = v end
+  for k, v in pairs(winner) do out[k] = v end
+  return out
+end
+local function is_empty(t) return next(t) == nil end
+-- returns outcome, new 'from' record or nil, new 'to' record or nil
+local function decide_sync(mode, source, target, prefer_to)
+  if is_empty(source) and is_empty(target) then return 'gone', nil, nil end
+  if is_empty(target) then return 'copied', nil, source end
+  if mode == 'copy' then
+    if is_empty(source) then return 'gone', nil, nil end
+    if not same_content(source, target) and (newer(source, target)
+        or (rev(source) == rev(target) and not prefer_to)) then
+      return 'refreshed', nil, union(source, target)
+    end
+    return 'exists', nil, nil
+  end
+  if is_empty(source) then return 'copied-back', target, nil end
+  if same_content(source, target) then return 'same', nil, nil end
+  local winner, loser = source, target
+  if newer(target, source) or (rev(source) == rev(target) and prefer_to) then
+    winner, loser = target, source
+  end
+  local merged = union(winner, loser)
+  return 'merged', merged, merged
+end
+local function same_record(source, target)
+  local moved_on = rev(target) >= rev(source)
+  for k, v in pairs(source) do
+    if k ~= REV and target[k] ~= v and not (moved_on and MUTABLE[k]) then return false end
+  end
+  return true
+end
+local function load(key)
+  local flat = redis.call('HGETALL', key)
+  local record = {}
+  for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
+  return record
+end
+-- HSET in slices: unpack() of more than a few thousand values fails ('too many results').
+local function hset_flat(key, flat)
+  for i = 1, #flat, 1000 do
+    redis.call('HSET', key, unpack(flat, i, math.min(i + 999, #flat)))
+  end
+end
+local function hset_record(key, record)
+  local flat = {}
+  for k, v in pairs(record) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+  hset_flat(key, flat)
+end
+"""
