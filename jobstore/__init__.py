@@ -4,8 +4,10 @@
     job = store.enqueue("ws1", "summarise", {"doc": 42})
 """
 
+from .dead_letters import DeadLetter
 from .errors import (
     ConfigError,
+    CorruptRecord,
     EvictionPolicyError,
     InvalidArgument,
     InvalidIdentifier,
@@ -18,6 +20,7 @@ from .errors import (
     PayloadTooLarge,
     PluginError,
     RedisCommandError,
+    NotReplicated,
     StoreUnavailable,
     UnknownStrategy,
 )
@@ -34,6 +37,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "CorruptRecord",
+    "DeadLetter",
     "EvictionPolicyError",
     "InvalidArgument",
     "InvalidIdentifier",
@@ -53,6 +58,7 @@ __all__ = [
     "PluginError",
     "RedisCommandError",
     "Routing",
+    "NotReplicated",
     "StoreUnavailable",
     "Strategy",
     "StrategyInfo",

@@ -119,6 +119,38 @@ def demo_command(url, prefix, source, target, jobs, allow_eviction) -> None:
         sys.exit(EXIT_FAILED)
 
 
+@main.command("dead-letters")
+@common_options
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Show at most this many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@eviction_option
+@guarded
+def dead_letters_command(url, prefix, source, target, limit, as_json, allow_eviction) -> None:
+    """List the queue entries dequeue could not hand out (dead letters), newest first."""
+    import datetime
+
+    from .store import open as open_store
+
+    store = open_store(resolve_url(url), "legacy", prefix=prefix, allow_eviction=allow_eviction)
+    with store:
+        letters = store.dead_letters(limit)
+    if as_json:
+        click.echo(json.dumps([letter.as_dict() for letter in letters], indent=2))
+        return
+    if not letters:
+        click.echo("no dead letters")
+        return
+    for letter in letters:
+        try:
+            when = datetime.datetime.fromtimestamp(letter.at, datetime.timezone.utc)
+            shown = when.isoformat(timespec="seconds")
+        except (OverflowError, OSError, ValueError):  # a letter not written by jobstore
+            shown = repr(letter.at)
+        where = f"{letter.key} {letter.field}: " if letter.key is not None else ""
+        click.echo(f"{shown}  {letter.entry}  {where}{letter.reason}")
+
+
 # -- migrate -------------------------------------------------------------------------------------
 
 
@@ -279,7 +311,7 @@ def run_pass(method: str, url, prefix, source, target, rate, batch, dry_run, res
     emit(report.as_dict(), as_json, [
         f"{report.step}: {report.scanned} records in {report.seconds:.1f}s"
         + (" (resumed)" if report.resumed else "") + f"; {prefix_word}{counts}"
-    ])
+    ] + [f"  scanned again: {note}" for note in report.notes])
 
 
 @migrate.command("backfill")
@@ -343,6 +375,9 @@ def migrate_verify(url, prefix, source, target, sample, repair, examples, as_jso
         f"  same {report.same}, missing {report.missing}, differing {report.differing}, "
         f"orphaned {report.orphaned}, target newer {report.target_newer}, unroutable {report.unroutable}",
     ]
+    if report.not_records:
+        lines.append(f"  not records (keys of another type, skipped) {report.not_records}")
+    lines += [f"  {note}" for note in report.notes]
     if repair:
         lines.append(f"  repaired {report.repaired}; run verify again to confirm")
     for kind, items in report.examples.items():

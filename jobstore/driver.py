@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from .errors import RedisCommandError, StoreUnavailable
+from .errors import NotReplicated, RedisCommandError, StoreUnavailable
 from .scripts import ALL as ALL_SCRIPTS
 from .connection import is_cluster
 from .steps import Batch, Command, Pause, Primaries, Refresh, Scan, Script
@@ -31,10 +31,15 @@ UNAVAILABLE = (
 class SyncDriver:
     """Sends each batch an operation yields in one round trip and hands back the replies."""
 
-    def __init__(self, client, strategy, label: str, events=None):
+    def __init__(self, client, strategy, label: str, events=None, *, wait_replicas: int = 0,
+                 wait_timeout: float = 1.0):
         """``strategy``: whose routing state to keep fresh (None: a driver for admin passes).
-        ``events``: told the phase each time the state is read."""
+        ``events``: told the phase each time the state is read. ``wait_replicas``: after every
+        batch that writes, ``WAIT`` (in the same round trip) until that many replicas confirmed
+        it, up to ``wait_timeout`` seconds; fewer raise :class:`NotReplicated`."""
         self.client = client
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = wait_timeout
         self.strategy = strategy
         self.label = label
         self.events = events
@@ -42,12 +47,18 @@ class SyncDriver:
         self._scripts = {lua.name: client.register_script(lua.source) for lua in ALL_SCRIPTS}
 
     def run(self, op) -> Any:
+        short: list[int] = []  # replica confirmations of writes WAIT found short (this run's)
         try:
             self._refresh_overdue_state()
             step = next(op)
             while True:
-                step = op.send(self._do(step))
+                step = op.send(self._do(step, short))
         except StopIteration as done:
+            if short:
+                # Raised once the operation has its outcome: a dequeue's claim, an enqueue's
+                # job, reach the caller on the error instead of being stranded.
+                raise NotReplicated(min(short), self.wait_replicas, self.wait_timeout,
+                                    result=done.value) from None
             return done.value
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis at {self.label} is unavailable: {exc}") from exc
@@ -66,7 +77,7 @@ class SyncDriver:
             (reply,) = self._send((request[0],))
             self._apply_state(reply)
 
-    def _do(self, step) -> Any:
+    def _do(self, step, short: list | None = None) -> Any:
         if isinstance(step, Pause):
             time.sleep(step.seconds)
             return None
@@ -84,13 +95,24 @@ class SyncDriver:
             return self._scan(step)
         calls = step.calls
         tolerate = isinstance(step, Batch) and step.tolerate_errors
+        wait = self.wait_replicas and _writes(calls)
+        if wait:
+            calls = (*calls, Command(("WAIT", self.wait_replicas, max(1, round(self.wait_timeout * 1000)))))
         # A state refresh that is due (but not overdue) rides along with this batch.
         request = self._state_request()
         if request is not None:
             replies = self._send((request[0], *calls), tolerate)
             self._apply_state(replies[0])
-            return replies[1:]
-        return self._send(calls, tolerate)
+            replies = replies[1:]
+        else:
+            replies = self._send(calls, tolerate)
+        if wait:
+            acknowledged = replies.pop()
+            if isinstance(acknowledged, Exception):
+                raise acknowledged
+            if int(acknowledged) < self.wait_replicas and short is not None:
+                short.append(int(acknowledged))
+        return replies
 
     def _scan(self, step: Scan) -> tuple[str, str, list]:
         """``(identity, cursor, keys)``: the server's run id (and, on a cluster, the slots it
@@ -116,6 +138,11 @@ class SyncDriver:
             raise replies[-1]
         cursor, keys = replies[-1]
         info, persistence = replies[0], replies[1]
+        for reply in replies[:-1]:
+            if isinstance(reply, Exception) and not _unknown_command(reply):
+                # Refused (an ACL without INFO, say): a pass that cannot tell a restart must not
+                # carry its cursor over one silently.
+                raise reply
         if isinstance(info, Exception):  # the embedded store (fakeredis) has no INFO: one process
             identity = "embedded"
         else:
@@ -213,3 +240,21 @@ def _one_commands_fault(reply: Exception) -> bool:
     return isinstance(reply, redis.exceptions.ResponseError) and not isinstance(
         reply, UNAVAILABLE + (redis.exceptions.MovedError, redis.exceptions.AskError)
     )
+
+
+# Commands of the operations that change data (scripts all do, but READ_RECORDS).
+WRITE_COMMANDS = frozenset({"HSET", "HDEL", "HINCRBY", "DEL", "UNLINK", "ZADD", "ZREM", "LPUSH",
+                            "RPUSH", "RPOP", "LPOP", "LMOVE", "BLMOVE", "LREM", "LTRIM", "SET",
+                            "INCR", "EXPIRE", "PEXPIRE"})
+
+
+def _writes(calls) -> bool:
+    return any(
+        (isinstance(call, Script) and call.lua.name != "read_records")
+        or (isinstance(call, Command) and str(call.args[0]).upper() in WRITE_COMMANDS)
+        for call in calls
+    )
+
+
+def _unknown_command(reply: Exception) -> bool:
+    return "unknown command" in str(reply).lower()

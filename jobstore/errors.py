@@ -116,8 +116,45 @@ class InvalidTransition(JobStoreError):
         super().__init__(f"job {job_id!r} cannot move from {current!r} to {requested!r}")
 
 
+class CorruptRecord(JobStoreError):
+    """A stored record cannot be read back as a job: a field every reader relies on is missing or
+    holds what jobstore never writes (``created_at`` not a number, a status outside the enum...).
+
+    Raised before anything is written: an operation that meets such a record changes nothing.
+    ``key``: the record's key (None when :meth:`Job.from_hash` was given none); ``field``: the
+    first field found wrong; ``reason``: what is wrong with it (``missing``, ``not a decimal
+    number``, ``not a job status``). Neither the message nor the attributes hold the stored value.
+    """
+
+    def __init__(self, key: str | None, field: str, reason: str):
+        self.key = key
+        self.field = field
+        self.reason = reason
+        where = f"record {key!r}" if key is not None else "record"
+        super().__init__(f"{where} cannot be decoded: {field}: {reason}")
+
+
 class StoreUnavailable(JobStoreError):
     """Redis could not be reached or did not answer in time; the cause is chained."""
+
+
+class NotReplicated(StoreUnavailable):
+    """A write was applied on the primary but fewer replicas than ``wait_replicas`` confirmed it
+    within ``wait_timeout``: a failover now could lose it.
+
+    The operation did complete on the primary: ``result`` is what it returned (the enqueued
+    ``Job``, the ``Job`` a ``dequeue`` claimed, ...), so nothing is stranded: a worker can run
+    the job it claimed, a producer knows the id it created."""
+
+    def __init__(self, acknowledged: int, wanted: int, timeout: float, result=None):
+        self.acknowledged = acknowledged
+        self.wanted = wanted
+        self.result = result
+        super().__init__(
+            f"the write is applied on the primary, but only {acknowledged} of {wanted} replica(s) "
+            f"confirmed it within {timeout:g}s (wait_replicas={wanted}): a failover now could lose "
+            "it (the operation's outcome is on this error, as .result)"
+        )
 
 
 class MigrationStateLost(StoreUnavailable):

@@ -17,12 +17,23 @@ class ShadowMismatch:
     fields: tuple[str, ...]  # the fields that differ; ("*",) when the target record is missing
 
 
+@dataclass(frozen=True)
+class CorruptSeen:
+    """One record a store met and could not decode (see :class:`jobstore.CorruptRecord`)."""
+
+    operation: str
+    key: str
+    field: str
+    reason: str
+
+
 class Events:
     """Receives what happens in a store. Every method must be cheap and must never raise."""
 
     def __init__(self, mismatch_sample: int = 50):
         self._lock = threading.Lock()
         self.mismatches: deque[ShadowMismatch] = deque(maxlen=mismatch_sample)
+        self.corrupt_records: deque[CorruptSeen] = deque(maxlen=mismatch_sample)
 
     def operation(self, name: str, strategy: str, workspace_id: str | None, outcome: str,
                   seconds: float) -> None:
@@ -43,6 +54,18 @@ class Events:
         if outcome == "mismatch":
             with self._lock:
                 self.mismatches.append(ShadowMismatch(workspace_id, job_id, fields))
+
+    def corrupt_record(self, key: str, field: str, reason: str, *, operation: str) -> None:
+        """``operation`` (``get``, ``list``, ``update_status``, ``dequeue``) met the record at
+        ``key`` and could not decode it: ``field`` is missing or wrong (``reason``). ``get`` and
+        ``update_status`` then raise ``CorruptRecord``; ``list`` leaves the record out (or
+        raises, with ``errors="raise"``); ``dequeue`` moves its queue entry to the dead letters."""
+        with self._lock:
+            self.corrupt_records.append(CorruptSeen(operation, key, field, reason))
+
+    def dead_letter(self, letter) -> None:
+        """``dequeue`` moved a queue entry to the dead-letter list; ``letter`` is its
+        :class:`jobstore.DeadLetter` (``key`` is None for an entry it could not parse)."""
 
     def migration_progress(self, migration: str, step: str, done: int, total: int | None,
                            counts: dict[str, int]) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import enum
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
+
+from .errors import CorruptRecord
 
 
 class JobStatus(str, enum.Enum):
@@ -91,8 +95,17 @@ class Job:
         }
 
     @classmethod
-    def from_hash(cls, data: Mapping[str, str]) -> "Job":
-        """Rebuild a job from its stored hash; fields jobstore does not know are ignored."""
+    def from_hash(cls, data: Mapping[str, str], key: str | None = None) -> "Job":
+        """Rebuild a job from its stored hash; fields jobstore does not know are ignored.
+
+        ``key``: where the hash was read, named by the error.
+
+        :raises CorruptRecord: a field every reader relies on is missing or not what jobstore
+            writes (see :func:`record_problem`).
+        """
+        problem = record_problem(data)
+        if problem is not None:
+            raise CorruptRecord(key, *problem)
         params = data.get("params") or ""
         result = data.get("result") or ""
         return cls(
@@ -103,9 +116,43 @@ class Job:
             params=_decode_json(params) if params else {},
             result=_decode_json(result) if result else None,
             error=data.get("error") or None,
-            created_at=float(data.get("created_at") or 0.0),
-            updated_at=float(data.get("updated_at") or 0.0),
+            created_at=float(data["created_at"]),
+            updated_at=float(data["updated_at"]),
         )
+
+
+# A time as jobstore stores it: the repr of a float (1732816496.123456, 1e+16), or an integer.
+# The scripts apply the same rule in Lua (scripts.RECORD_CHECK), before they write.
+_TIME = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?")
+_STATUSES = frozenset(s.value for s in JobStatus)
+
+
+def _is_time(value: str | None) -> bool:
+    return bool(value) and _TIME.fullmatch(value) is not None and math.isfinite(float(value))
+
+
+def record_problem(data: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(field, reason)`` of the first field that keeps ``data`` from reading as a job, or None.
+
+    Required: ``job_id`` and ``workspace_id`` (non-empty), ``created_at`` and ``updated_at`` (a
+    finite decimal number, as jobstore writes them). ``status`` must be one of the enum or empty
+    (``""`` and a missing status read as ``pending``). Everything else is lenient, as before:
+    ``params``/``result`` that are not JSON come back as the raw text, a missing ``action`` is
+    ``""``. The scripts check the same rules before they write (``scripts.RECORD_CHECK``).
+    """
+    for name in ("job_id", "workspace_id"):
+        if not data.get(name):
+            return name, "missing"
+    status = data.get("status")
+    if status and status not in _STATUSES:
+        return "status", "not a job status"
+    for name in ("created_at", "updated_at"):
+        value = data.get(name)
+        if not value:
+            return name, "missing"
+        if not _is_time(value):
+            return name, "not a decimal number"
+    return None
 
 
 def encode_json(value: Any) -> str:

@@ -7,7 +7,9 @@ between schemas never has to move them: a job queued under one schema is found u
 from __future__ import annotations
 
 # Namespaces under the prefix that belong to jobstore itself; no schema may put records there.
-RESERVED_NAMESPACES = frozenset({"queue", "index", "op", "claim", "claimed", "tomb", "migration"})
+RESERVED_NAMESPACES = frozenset(
+    {"queue", "index", "op", "claim", "claimed", "tomb", "migration", "dead"}
+)
 
 
 def slot_tag(key: str) -> str:
@@ -29,6 +31,9 @@ class StoreKeys:
     def __init__(self, prefix: str):
         self.prefix = prefix
         self.queue = f"{prefix}:queue"
+        # Entries dequeue could not hand out (jobstore.dead_letters), in the queue's slot, so
+        # that a script popping the queue or a claim list may write it, on a cluster too.
+        self.dead = f"{prefix}:dead:{{{slot_tag(self.queue)}}}"
 
     def index(self, workspace_id: str) -> str:
         """Sorted set of a workspace's job ids, scored by ``created_at``.

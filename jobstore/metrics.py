@@ -45,9 +45,13 @@ DEFAULT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 OTHER = "__other__"  # workspaces beyond max_workspaces
 ALL = "__all__"  # every workspace, with workspace_label=False
-NONE = "__none__"  # operations without a workspace (enqueue_many, dequeue)
+NONE = "__none__"  # operations without a workspace (enqueue_many, dequeue, dead_letters)
 
 PHASES = ("off", "dual-write", "read-target", "target-only")
+# The fields whose problems make a record undecodable (jobstore.job.record_problem); anything
+# else reported is counted as __other__, so the label stays bounded.
+CORRUPT_FIELDS = ("job_id", "workspace_id", "status", "created_at", "updated_at")
+DEAD_LETTER_KINDS = ("record", "entry")
 VERIFY_KINDS = ("missing", "differing", "orphaned", "target_newer", "unroutable")
 
 
@@ -95,6 +99,13 @@ class _Metrics:
         self.shadow = make(Counter, "jobs_shadow_reads_total",
                            "Shadow reads of the target in dual-write, by result "
                            "(match, mismatch, missing).", ("result",))
+        self.corrupt = make(Counter, "jobs_corrupt_records_total",
+                            "Records a store met and could not decode (get, list, update_status, "
+                            "dequeue), by the first bad field.", ("field",))
+        self.dead_letters = make(Counter, "jobs_dead_letters_total",
+                                 "Queue entries dequeue moved to the dead-letter list, by kind "
+                                 "(record: the job's record cannot be decoded; entry: the entry "
+                                 "cannot be parsed).", ("kind",))
         mp = ("migration", "step")
         self.records = make(Counter, "jobs_migration_records_total",
                             "Records a migration pass handled, by outcome.", mp + ("outcome",))
@@ -142,6 +153,8 @@ class _Metrics:
         # increment of a series that appears with value 1.
         for result in ("match", "mismatch", "missing"):
             self.c_shadow[result] = self.shadow.labels(result)
+        self.c_corrupt = {field: self.corrupt.labels(field) for field in CORRUPT_FIELDS}
+        self.c_dead = {kind: self.dead_letters.labels(kind) for kind in DEAD_LETTER_KINDS}
 
 
 def _register(registry, cls, name, doc, labels, **kwargs):
@@ -307,6 +320,25 @@ class PrometheusEvents(Events):
             child.inc()
         except Exception:  # noqa: BLE001
             self._failed("shadow_read")
+
+    def corrupt_record(self, key: str, field: str, reason: str, *, operation: str) -> None:
+        """A record that cannot be decoded (``ai_jobs_corrupt_records_total{field}``)."""
+        try:
+            super().corrupt_record(key, field, reason, operation=operation)  # keeps the sample
+            m = self.metrics
+            child = m.c_corrupt.get(field)
+            if child is None:
+                child = m.c_corrupt.setdefault(OTHER, m.corrupt.labels(OTHER))
+            child.inc()
+        except Exception:  # noqa: BLE001
+            self._failed("corrupt_record")
+
+    def dead_letter(self, letter) -> None:
+        """A queue entry dequeue set aside (``ai_jobs_dead_letters_total{kind}``)."""
+        try:
+            self.metrics.c_dead["entry" if letter.key is None else "record"].inc()
+        except Exception:  # noqa: BLE001
+            self._failed("dead_letter")
 
     # -- migrations (once per batch, phase refresh or report: not the hot path) ----------------
 

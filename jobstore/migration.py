@@ -211,7 +211,7 @@ class Migration:
         after = switched(state, new, now)
         entry = {"at": now, "event": "phase", "from": state.phase.value, "to": new.value,
                  "forced": bool(why), "refusal": why or "", "reason": reason}
-        self._store_state(state, after, entry)
+        self._store_state(state, after, entry, same_since=True)
         self.events.phase(self.name, after.phase.value)
         if wait:
             self.wait(STATE_MAX_AGE + 0.1)
@@ -229,10 +229,20 @@ class Migration:
         denied = None if deny is None else frozenset(validation.identifier("deny", w) for w in deny)
         self._check_redis()
         state, now = self.driver.run(self._state_and_now())
+        if not state.stored:
+            raise MigrationRefused(
+                "no phase is stored yet: store one first (jobstore migrate phase off or dual-write), "
+                "so that a rollout change cannot switch the fleet's phase as a side effect")
         rollout = state.rollout
+        shrinks = (percent is not None and float(percent) < rollout.percent) or bool(
+            denied is not None and denied - rollout.deny)
+        if shrinks and state.phase is Phase.TARGET_ONLY:
+            raise MigrationRefused("the rollout cannot shrink in target-only")
+        if shrinks and state.source_gap:
+            raise MigrationRefused(
+                "the rollout cannot shrink while the source misses the writes of the target-only "
+                "period (workspaces taken out would read the stale source): run a reverse sync first")
         if percent is not None:
-            if float(percent) < rollout.percent and state.phase is Phase.TARGET_ONLY:
-                raise MigrationRefused("the rollout cannot shrink in target-only")
             rollout = replace(rollout, percent=float(percent))
         if allowed is not None:
             rollout = replace(rollout, allow=allowed)
@@ -241,7 +251,7 @@ class Migration:
         after = replace(state, rollout=rollout, stored=True)
         entry = {"at": now, "event": "rollout", "percent": rollout.percent,
                  "allow": sorted(rollout.allow), "deny": sorted(rollout.deny)}
-        self._store_state(state, after, entry)
+        self._store_state(state, after, entry, same_since=True)
         return after
 
     def _store_state(self, before: MigrationState, after: MigrationState, entry: dict | None,
@@ -308,7 +318,7 @@ class Migration:
             )
         self._await(state.dual_since)
         return self._run_pass("backfill", self.source, self.target, "copy", batch, rate,
-                              dry_run, restart, progress, prefer_to=_reads_target(state.phase))
+                              dry_run, restart, progress, prefer_to=self._reads_target(state))
 
     def reverse_sync(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
                      restart: bool = False, progress: Progress | None = None) -> PassReport:
@@ -318,7 +328,7 @@ class Migration:
         self._await(state.phase_since)
         report = self._run_pass("reverse-sync", self.target, self.source, "merge", batch, rate,
                                 dry_run, restart, progress,
-                                prefer_to=not _reads_target(state.phase))
+                                prefer_to=self._reads_source(state))
         if report.finished and not dry_run:
             # Records the source layout cannot hold (foreign) keep a rollback refused.
             after = self.state()
@@ -354,7 +364,7 @@ class Migration:
         state, started = self.driver.run(self._state_and_now())
         begun = time.monotonic()
         report = self.driver.run(
-            self._verify(state.phase, sample, repair, examples, batch, progress)
+            self._verify(state, sample, repair, examples, batch, progress)
         )
         report.seconds = time.monotonic() - begun
         self.events.verify_result(self.name, report)
@@ -436,10 +446,12 @@ class Migration:
                     if cursors.get(name, "0") != "0" and servers.get(name) != server:
                         # A cursor means nothing to another server (a restart re-seeds the key
                         # order, a failover brings another dict): scan this one from the start.
+                        why = ("the server that gave the saved cursor is gone (restart, reload, "
+                               "failover or node replaced)" if name in servers else
+                               "the saved cursor names no server (a checkpoint of an earlier version)")
                         cursors[name] = "0"
                         servers[name] = server
-                        self._rescanned(report, name, "the server that gave the saved cursor is gone "
-                                        "(restart, failover or node replaced)")
+                        self._rescanned(report, name, why)
                         checkpoint = save(False)
                         if checkpoint:
                             yield checkpoint
@@ -478,6 +490,18 @@ class Migration:
         tell()
         return report
 
+    def _reads_target(self, state: MigrationState):
+        """``f(workspace_id)``: the workspace reads the target first in this state (the copy its
+        readers have been served, which wins a conflict)."""
+        def reads_target(workspace_id: str) -> bool:
+            return state.phase is Phase.TARGET_ONLY or (
+                state.phase is Phase.READ_TARGET and state.rollout.includes(self.name, workspace_id))
+        return reads_target
+
+    def _reads_source(self, state: MigrationState):
+        reads_target = self._reads_target(state)
+        return lambda workspace_id: not reads_target(workspace_id)
+
     @staticmethod
     def _rescanned(report, name: str, why: str) -> None:
         report.rescans += 1
@@ -500,11 +524,12 @@ class Migration:
                 again.append(node)
         return (now, again) if again else None
 
-    def _apply(self, mode: str, placed: list, dry_run: bool, prefer_to: bool = False):
+    def _apply(self, mode: str, placed: list, dry_run: bool, prefer_to=None):
         """Copy, merge or clean up each placed record; its outcome, in order. ``prefer_to``:
-        the 'to' side wins a conflict (jobstore.rules.decide_sync)."""
+        ``f(workspace_id)``, True where the 'to' side wins a conflict (jobstore.rules.wins)."""
         if not placed:
             return []
+        prefer_to = prefer_to or (lambda ws: False)
         if self.driver.cluster:
             return (yield from sync_cluster.settle(self.keys, mode, placed, dry_run, prefer_to))
         calls = []
@@ -514,7 +539,7 @@ class Migration:
             else:
                 calls.append(Script(SYNC_RECORD, (scan_key, other_key, self.keys.index(ws)),
                                     (ws, job_id, mode, "1" if dry_run else "0",
-                                     "1" if prefer_to else "0")))
+                                     "1" if prefer_to(ws) else "0")))
         replies = yield Batch(tuple(calls), tolerate_errors=True)
         # A script error is one record's (e.g. an index key of the wrong type): counted, and the
         # pass goes on with the rest.
@@ -591,14 +616,17 @@ class Migration:
             placed.append((ws, job_id, key, other.job_key(ws, job_id)))
         return placed
 
-    def _verify(self, phase, sample, repair, examples, batch, progress):
+    def _verify(self, state, sample, repair, examples, batch, progress):
         """Verify, started again from nothing when a server changes under its scan (up to
-        VERIFY_ATTEMPTS times; then incomplete, so not clean)."""
-        rescans, notes = 0, []
+        VERIFY_ATTEMPTS times; then incomplete, so not clean). Repairs made by an attempt that
+        was started again stay counted: they were made."""
+        rescans, notes, repaired = 0, [], 0
         while True:
-            report = VerifyReport(phase.value, sampled=bool(sample))
-            moved = yield from self._verify_once(report, phase, sample, repair, examples, batch, progress)
+            report = VerifyReport(state.phase.value, sampled=bool(sample))
+            moved = yield from self._verify_once(report, state, sample, repair, examples, batch, progress)
             report.rescans, report.notes = rescans, notes
+            repaired += report.repaired
+            report.repaired = repaired
             if moved is None:
                 return report
             rescans += 1
@@ -612,8 +640,9 @@ class Migration:
             if progress:
                 progress("verify restarted", 0, None, {"rescans": rescans})
 
-    def _verify_once(self, report, phase, sample, repair, examples, batch, progress):
+    def _verify_once(self, report, state, sample, repair, examples, batch, progress):
         """One verify; returns None, or the name of a server that changed under the scan."""
+        phase, reads_target = state.phase, self._reads_target(state)
         nodes = yield Primaries()
         servers: dict[str, str] = {}
         for side, node in [(side, node) for side in ("source", "target") for node in nodes]:
@@ -679,7 +708,7 @@ class Migration:
                         source_key, target_key = (key, other_key) if side == "source" else (other_key, key)
                         fixes.append((ws, job_id, source_key, target_key))
                 if fixes:
-                    outcomes = yield from self._apply("merge", fixes, False, _reads_target(phase))
+                    outcomes = yield from self._apply("merge", fixes, False, reads_target)
                     report.repaired += sum(1 for o in outcomes if o in REPAIRED)
                 if progress:
                     progress(f"verify {side}", seen, None, {})
@@ -694,11 +723,6 @@ class Migration:
 
 REPAIRED = ("copied", "copied-back", "merged", "deleted", "refreshed")
 NOT_A_HASH = "\0not-a-hash"  # marks a key READ_RECORDS found holding another type
-
-
-def _reads_target(phase: Phase) -> bool:
-    """The phase serves reads from the target first: it wins a conflict there."""
-    return phase in (Phase.READ_TARGET, Phase.TARGET_ONLY)
 
 
 def _seconds(reply) -> float:

@@ -13,8 +13,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable
 
-from .errors import InvalidTransition, JobExists, JobNotFound, PayloadTooLarge
-from .job import Job, JobStatus, statuses_allowed_before
+from .dead_letters import MAX_DEAD_LETTERS, DeadLetter
+from .errors import CorruptRecord, InvalidTransition, JobExists, JobNotFound, PayloadTooLarge
+from .job import Job, JobStatus, record_problem, statuses_allowed_before
 from .layout import StoreKeys
 from .events import Events
 from .scripts import DELETE, DEQUEUE, ENQUEUE, UPDATE_STATUS
@@ -33,6 +34,7 @@ class Context:
     strategy: Strategy
     marker_ttl: int = 600
     dequeue_scan: int = 50
+    max_dead_letters: int = MAX_DEAD_LETTERS
     # Longest server-side wait of one blocking step; kept below the client's socket timeout.
     block_slice: float = 1.0
     max_record_bytes: int = 1024 * 1024
@@ -53,6 +55,31 @@ def as_record(flat: list | dict) -> dict[str, str]:
 
 def owned(record: dict[str, str], workspace_id: str) -> bool:
     return bool(record) and record.get("workspace_id") == workspace_id
+
+
+def addressed(record: dict[str, str], workspace_id: str) -> bool:
+    """The workspace's record, or one without a ``workspace_id``: such a record is taken for the
+    workspace whose key led to it, and reported corrupt, never silently for no one's (the
+    scripts' ``addressed`` is the same rule)."""
+    return bool(record) and record.get("workspace_id", "") in (workspace_id, "")
+
+
+def corrupt(ctx: Context, operation: str, key: str | None, field: str,
+            reason: str) -> CorruptRecord:
+    """Report a record that cannot be decoded to the events; the error to raise for it."""
+    ctx.events.corrupt_record(key or "", field, reason, operation=operation)
+    return CorruptRecord(key, field, reason)
+
+
+def decode(ctx: Context, operation: str, key: str | None, record: dict[str, str]) -> Job:
+    """The job a record holds.
+
+    :raises CorruptRecord: it cannot be decoded (reported to the events first).
+    """
+    problem = record_problem(record)
+    if problem is not None:
+        raise corrupt(ctx, operation, key, *problem)
+    return Job.from_hash(record, key)
 
 
 def fenced_script(ctx: Context, lua, keys: tuple, args: tuple) -> Script:
@@ -94,7 +121,7 @@ def enqueue_outcome(job: Job, reply: list) -> Job | None:
     if reply[0] == "exists":
         return None
     if reply[0] == "replayed" and reply[1]:
-        return Job.from_hash(as_record(reply[1]))
+        return Job.from_hash(as_record(reply[1]))  # the record this call's own attempt wrote
     return job
 
 
@@ -151,13 +178,24 @@ def update_status(
         if not stale(reply):
             break
         yield Refresh()
+    return update_outcome(ctx, reply, job_id, workspace_id, status)
+
+
+def update_outcome(ctx: Context, reply: list, job_id: str, workspace_id: str, status: JobStatus,
+                   operation: str = "update_status") -> Job:
+    """The job an UPDATE_STATUS reply holds, or the error it stands for.
+
+    :raises InvalidTransition, PayloadTooLarge, JobNotFound, CorruptRecord: (nothing was written)
+    """
     if reply[0] == "invalid":
         raise InvalidTransition(job_id, reply[1], status.value)
     if reply[0] == "too_large":
         raise PayloadTooLarge(int(reply[1]), ctx.max_record_bytes)
+    if reply[0] == "corrupt":
+        raise corrupt(ctx, operation, reply[1], reply[2], reply[3])
     if reply[0] == "missing" or not reply[1:] or not reply[1]:
         raise JobNotFound(job_id, workspace_id)
-    return Job.from_hash(as_record(reply[1]))
+    return decode(ctx, operation, reply[2] if len(reply) > 2 else None, as_record(reply[1]))
 
 
 def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
@@ -180,9 +218,29 @@ def _dequeue_script(ctx: Context, source: str, marker: str) -> Script:
     return fenced_script(
         ctx,
         DEQUEUE,
-        (source, ctx.keys.queue, marker),
-        (ctx.marker_ttl, repr(ctx.clock()), ctx.dequeue_scan, *templates),
+        (source, ctx.keys.queue, marker, ctx.keys.dead),
+        (ctx.marker_ttl, repr(ctx.clock()), ctx.dequeue_scan, ctx.max_dead_letters, *templates),
     )
+
+
+def buried(ctx: Context, letters: Iterable[DeadLetter | str]) -> None:
+    """Report dead letters (written by this call) to the events."""
+    for letter in letters:
+        if isinstance(letter, str):
+            letter = DeadLetter.from_json(letter)
+        if letter.key is not None:
+            ctx.events.corrupt_record(letter.key, letter.field or "", letter.reason,
+                                      operation="dequeue")
+        ctx.events.dead_letter(letter)
+
+
+def _claimed(ctx: Context, reply: list) -> Job | None:
+    """The job a DEQUEUE reply hands out, if any; its dead letters reported."""
+    if len(reply) > 2 and reply[2]:
+        buried(ctx, reply[2])
+    if reply[0] in ("job", "replayed") and reply[1]:
+        return decode(ctx, "dequeue", reply[3] if len(reply) > 3 else None, as_record(reply[1]))
+    return None
 
 
 def dequeue(ctx: Context, timeout: float | None) -> Op:
@@ -196,10 +254,11 @@ def dequeue(ctx: Context, timeout: float | None) -> Op:
         if stale(reply):
             yield Refresh()
             continue
+        job = _claimed(ctx, reply)
         if reply[0] == "busy":
-            continue  # only dropped entries of finished or deleted jobs so far; look further
+            continue  # only dropped or dead-lettered entries so far; look further
         if reply[0] != "empty":
-            return Job.from_hash(as_record(reply[1])) if reply[1] else None
+            return job
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             return None
@@ -215,8 +274,9 @@ def dequeue(ctx: Context, timeout: float | None) -> Op:
         while stale(reply):  # the claim list must be drained now, under the fresh routing
             yield Refresh()
             (reply,) = yield Batch((_dequeue_script(ctx, claim, marker),))
+        job = _claimed(ctx, reply)
         if reply[0] in ("job", "replayed"):
-            return Job.from_hash(as_record(reply[1])) if reply[1] else None
+            return job
 
 
 # -- reads -----------------------------------------------------------------------------------
@@ -226,11 +286,16 @@ def _keys(schemas: Iterable, workspace_id: str, job_id: str) -> tuple[str, ...]:
     return tuple(s.job_key(workspace_id, job_id) for s in schemas)
 
 
-def pick(records: list[dict[str, str]], workspace_id: str) -> tuple[int, Job | None]:
-    """The first record, in read order, that belongs to the workspace, and its position."""
-    for position, record in enumerate(records):
-        if owned(record, workspace_id):
-            return position, Job.from_hash(record)
+def pick(ctx: Context, operation: str, keys: tuple[str, ...], records: list[dict[str, str]],
+         workspace_id: str) -> tuple[int, Job | None]:
+    """The first record, in read order, that belongs to the workspace (or has no workspace_id),
+    decoded, and its position.
+
+    :raises CorruptRecord: that record cannot be decoded (reported to the events first).
+    """
+    for position, (key, record) in enumerate(zip(keys, records)):
+        if addressed(record, workspace_id):
+            return position, decode(ctx, operation, key, record)
     return -1, None
 
 
@@ -241,11 +306,11 @@ def differing_fields(a: dict[str, str], b: dict[str, str]) -> tuple[str, ...]:
 def get(ctx: Context, job_id: str, workspace_id: str) -> Op:
     routing = ctx.strategy.routing(workspace_id)
     schemas = routing.reads + routing.shadow
-    replies = yield Batch(
-        tuple(Command(("HGETALL", key)) for key in _keys(schemas, workspace_id, job_id))
-    )
+    keys = _keys(schemas, workspace_id, job_id)
+    replies = yield Batch(tuple(Command(("HGETALL", key)) for key in keys))
     records = [as_record(r) for r in replies]
-    position, job = pick(records[: len(routing.reads)], workspace_id)
+    n = len(routing.reads)
+    position, job = pick(ctx, "get", keys[:n], records[:n], workspace_id)
     if position > 0:
         ctx.events.read_fallback(workspace_id)
     if job is not None:
@@ -258,8 +323,13 @@ def get(ctx: Context, job_id: str, workspace_id: str) -> Op:
     return job
 
 
-def list_jobs(ctx: Context, workspace_id: str, status: JobStatus | None, limit: int) -> Op:
-    """Newest first, from the workspace index; a status filter pages through it."""
+def list_jobs(ctx: Context, workspace_id: str, status: JobStatus | None, limit: int,
+              errors: str = "skip") -> Op:
+    """Newest first, from the workspace index; a status filter pages through it.
+
+    A record that cannot be decoded is reported to the events and left out (``errors="skip"``),
+    or raised (``errors="raise"``).
+    """
     routing = ctx.strategy.routing(workspace_id)
     page = limit if status is None else max(limit, 100)
     found: list[Job] = []
@@ -271,15 +341,18 @@ def list_jobs(ctx: Context, workspace_id: str, status: JobStatus | None, limit: 
         if not ids:
             break
         n = len(routing.reads)
+        keys = [_keys(routing.reads, workspace_id, job_id) for job_id in ids]
         replies = yield Batch(
-            tuple(
-                Command(("HGETALL", key))
-                for job_id in ids
-                for key in _keys(routing.reads, workspace_id, job_id)
-            )
+            tuple(Command(("HGETALL", key)) for per_job in keys for key in per_job)
         )
         for i in range(len(ids)):
-            _, job = pick([as_record(r) for r in replies[i * n : (i + 1) * n]], workspace_id)
+            records = [as_record(r) for r in replies[i * n : (i + 1) * n]]
+            try:
+                _, job = pick(ctx, "list", keys[i], records, workspace_id)
+            except CorruptRecord:
+                if errors == "raise":
+                    raise
+                continue
             if job is not None and (status is None or job.status is status):
                 found.append(job)
                 if len(found) == limit:
@@ -288,3 +361,9 @@ def list_jobs(ctx: Context, workspace_id: str, status: JobStatus | None, limit: 
             break
         start += page
     return found
+
+
+def dead_letters(ctx: Context, limit: int) -> Op:
+    """The newest ``limit`` dead letters, newest first."""
+    (texts,) = yield Batch((Command(("LRANGE", ctx.keys.dead, 0, limit - 1)),))
+    return [DeadLetter.from_json(text) for text in texts]

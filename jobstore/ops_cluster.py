@@ -11,7 +11,8 @@ states what is atomic and what verify --repair converges; in short:
   set to the same fields.
 - delete: every known record, last-written first, each leaving a tombstone, then the index.
 - dequeue: the entry moves into a claim list of this call, a ``claimed`` key arbitrates the job
-  (so a duplicated entry cannot hand it out twice), then the records move to running.
+  (so a duplicated entry cannot hand it out twice), then the records move to running. An entry
+  that cannot be parsed, or whose record cannot be decoded, is buried in the dead-letter list.
 
 Reads (get, list) are the same as on standalone Redis: redis-py pipelines across nodes.
 """
@@ -20,10 +21,13 @@ from __future__ import annotations
 
 import time
 
-from .errors import InvalidTransition, JobExists, JobNotFound, PayloadTooLarge
-from .job import Job, JobStatus
-from .ops import Context, Op, _keys, as_record, fenced_script
-from .scripts import CREATE_RECORD, DELETE_RECORD, MIRROR, PUSH_ONCE, RETURN_CLAIMS, UPDATE_STATUS
+from .dead_letters import DeadLetter, entry_problem, printable
+from .errors import CorruptRecord, InvalidTransition, JobExists, JobNotFound
+from .job import Job, JobStatus, record_problem
+from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script,
+                  update_outcome)
+from .scripts import (BURY, CREATE_RECORD, DELETE_RECORD, MIRROR, PUSH_ONCE, RETURN_CLAIMS,
+                      UPDATE_STATUS)
 from .steps import Batch, Command, Script
 
 CLAIM_TTL = 3600
@@ -140,12 +144,24 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
 
 
 def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, job_id: str,
-          status: JobStatus, allowed: str, fields: dict[str, str], stamp: str = "") -> Op:
+          status: JobStatus, allowed: str, fields: dict[str, str], stamp: str = "",
+          operation: str = "update_status") -> Op:
     """The first record (in read order) decides and takes the move; the others follow it.
 
     ``stamp``: the ``created_at`` the record must have (a claim through a queue entry).
+
+    :raises CorruptRecord: a copy cannot be decoded; nothing was written.
     """
     flat = [part for item in fields.items() for part in item]
+    if len(keys) > 1:
+        # The copies sit in different slots, and the first one's script can check only itself:
+        # read them all first, so that no copy moves while another cannot be decoded. (A copy
+        # broken between this read and its MIRROR is still written: a race, not a state.)
+        records = yield Batch(tuple(Command(("HGETALL", key)) for key in keys))
+        for key, record in zip(keys, map(as_record, records)):
+            problem = record_problem(record) if addressed(record, workspace_id) else None
+            if problem is not None:
+                raise corrupt(ctx, operation, key, *problem)
 
     for position, key in enumerate(keys):
         (reply,) = yield Batch((fenced_script(
@@ -154,10 +170,7 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
         ),))
         if reply[0] == "missing":
             continue
-        if reply[0] == "invalid":
-            raise InvalidTransition(job_id, reply[1], status.value)
-        if reply[0] == "too_large":
-            raise PayloadTooLarge(int(reply[1]), ctx.max_record_bytes)
+        job = update_outcome(ctx, reply, job_id, workspace_id, status, operation)
         rest = keys[position + 1:]
         if rest:
             # The move is taken; the other copies follow it with the record's own fields.
@@ -169,7 +182,7 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
                        (workspace_id, ctx.marker_ttl, *flat_moved))
                 for other in rest
             ))
-        return Job.from_hash(as_record(reply[1]))
+        return job
     raise JobNotFound(job_id, workspace_id)
 
 
@@ -204,8 +217,22 @@ def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
     return deleted
 
 
+def _bury(ctx: Context, entry: str, reason: str, key: str | None = None,
+          field: str | None = None) -> Op:
+    """Write one dead letter (once, however often the step is re-sent) and report it."""
+    letter = DeadLetter(printable(entry), reason, ctx.clock(), key, field)
+    dead = ctx.keys.dead
+    yield Batch((Script(BURY, (ctx.keys.op(ctx.new_token(), near=dead), dead),
+                        (ctx.marker_ttl, letter.to_json(), ctx.max_dead_letters)),))
+    ctx.events.dead_letter(letter)  # a record that cannot be decoded was reported by _move
+
+
 def _claim(ctx: Context, token: str, entry: str) -> Op:
     """The job of one queue entry, now running and ours; None when it is not to be run."""
+    problem = entry_problem(entry)
+    if problem is not None:
+        yield from _bury(ctx, entry, problem)
+        return None
     workspace_id, job_id, stamp = ctx.keys.parse_queue_entry(entry)
     arbiter = ctx.keys.claimed(workspace_id, job_id, stamp)
     (won,) = yield Batch((Command(("SET", arbiter, token, "NX", "EX", CLAIM_TTL)),))
@@ -217,9 +244,12 @@ def _claim(ctx: Context, token: str, entry: str) -> Op:
     fields = {"status": JobStatus.RUNNING.value, "updated_at": repr(ctx.clock())}
     try:
         return (yield from _move(ctx, token, keys, workspace_id, job_id, JobStatus.RUNNING,
-                                 JobStatus.PENDING.value, fields, stamp))
+                                 JobStatus.PENDING.value, fields, stamp, operation="dequeue"))
     except (InvalidTransition, JobNotFound):
         return None  # cancelled, finished or deleted meanwhile: drop the entry
+    except CorruptRecord as exc:  # nothing written; the record stays as it is
+        yield from _bury(ctx, entry, exc.reason, exc.key, exc.field)
+        return None
 
 
 def dequeue(ctx: Context, timeout: float | None) -> Op:

@@ -186,10 +186,10 @@ def refusal(state: MigrationState, new: Phase) -> str | None:
             "leaving target-only needs a reverse sync first: jobs written since the switch exist "
             "only in the target (run: jobstore migrate reverse-sync)"
         )
-    if new.rank < Phase.READ_TARGET.rank and old is Phase.READ_TARGET and state.source_gap:
+    if new.rank < Phase.READ_TARGET.rank and state.source_gap:
         return (
-            "the source missed the writes of the target-only period; run a reverse sync in "
-            "read-target before reading the source again"
+            "the source missed the writes of the target-only period; leave target-only for "
+            "read-target, run a reverse sync there, then read the source again"
         )
     return None
 
@@ -204,7 +204,7 @@ def switched(state: MigrationState, new: Phase, now: float) -> MigrationState:
     if new == state.phase and state.stored:
         return state
     dual_since = state.dual_since
-    if new.writes_both and (not state.phase.writes_both or not state.stored):
+    if new.writes_both and (not state.phase.writes_both or not state.stored or not dual_since):
         dual_since = now + STATE_MAX_AGE  # once every process has seen the switch
     elif not new.writes_both:
         dual_since = 0.0

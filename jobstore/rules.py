@@ -10,9 +10,11 @@ Records written by other tools (or by jobstore before 0.2) have no ``_rev`` and 
 
 Between two copies of one job (same workspace):
 
-- ``newer(a, b)``: ``rev(a) > rev(b)``. Equal counts with different content are a conflict
-  (a write that raced a pass, both sides written apart): the copy the current phase reads
-  first wins it (``prefer_to``), as that is the copy every reader has been served.
+- ``newer(a, b)``: ``rev(a) > rev(b)``. Equal counts with different content happen with
+  records written without counts (by jobstore before 0.2, by other tools, by old processes
+  during a rolling upgrade) or written apart on both sides: the copy whose status is further
+  along wins (statuses only ever go up), and then the copy the phase reads first for that
+  workspace (``prefer_to``), as that is the copy its readers have been served (:func:`wins`).
 - copy (backfill): a missing ``to`` gets ``from``; a ``to`` that is older than ``from`` (or
   equal, when ``from`` is the authority) is brought up to date (``refreshed``); else left alone.
 - merge (reverse sync, repair): the union of both records' fields, the newer record's values
@@ -53,6 +55,21 @@ def newer(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     return rev(a) > rev(b)
 
 
+def later_status(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    """``a``'s status is further along than ``b``'s (every allowed move raises it)."""
+    return STATUS_RANK.get(a.get("status") or "", -1) > STATUS_RANK.get(b.get("status") or "", -1)
+
+
+def wins(a: Mapping[str, str], b: Mapping[str, str], a_is_authority: bool) -> bool:
+    """``a`` is the copy to keep of two that differ: the higher write count; on equal counts
+    (records written without counts, a conflict) the later status; then the authority."""
+    if rev(a) != rev(b):
+        return rev(a) > rev(b)
+    if later_status(a, b) or later_status(b, a):
+        return later_status(a, b)
+    return a_is_authority
+
+
 def same_content(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     """Equal in every field but the write count."""
     return all(b.get(k) == v for k, v in a.items() if k != REV) and all(
@@ -81,17 +98,14 @@ def decide_sync(mode: str, source: Mapping[str, str], target: Mapping[str, str],
     if mode == "copy":
         if not source:
             return "gone", None, None
-        if not same_content(source, target) and (
-            newer(source, target) or (rev(source) == rev(target) and not prefer_to)
-        ):
+        if not same_content(source, target) and wins(source, target, not prefer_to):
             return "refreshed", None, union(source, target)
         return "exists", None, None
     if not source:
         return "copied-back", dict(target), None
     if same_content(source, target):
         return "same", None, None
-    to_wins = newer(target, source) or (rev(source) == rev(target) and prefer_to)
-    winner, loser = (target, source) if to_wins else (source, target)
+    winner, loser = (target, source) if wins(target, source, prefer_to) else (source, target)
     merged = union(winner, loser)
     return "merged", merged, merged
 
@@ -119,6 +133,15 @@ local function rev(record)
   return 0
 end
 local function newer(a, b) return rev(a) > rev(b) end
+local RANK = {pending = 0, running = 1, completed = 2, failed = 2, cancelled = 2}
+local function later_status(a, b)
+  return (RANK[a['status'] or ''] or -1) > (RANK[b['status'] or ''] or -1)
+end
+local function wins(a, b, a_is_authority)
+  if rev(a) ~= rev(b) then return rev(a) > rev(b) end
+  if later_status(a, b) or later_status(b, a) then return later_status(a, b) end
+  return a_is_authority
+end
 local function same_content(a, b)
   for k, v in pairs(a) do if k ~= REV and b[k] ~= v then return false end end
   for k, v in pairs(b) do if k ~= REV and a[k] ~= v then return false end end
@@ -137,8 +160,7 @@ local function decide_sync(mode, source, target, prefer_to)
   if is_empty(target) then return 'copied', nil, source end
   if mode == 'copy' then
     if is_empty(source) then return 'gone', nil, nil end
-    if not same_content(source, target) and (newer(source, target)
-        or (rev(source) == rev(target) and not prefer_to)) then
+    if not same_content(source, target) and wins(source, target, not prefer_to) then
       return 'refreshed', nil, union(source, target)
     end
     return 'exists', nil, nil
@@ -146,9 +168,7 @@ local function decide_sync(mode, source, target, prefer_to)
   if is_empty(source) then return 'copied-back', target, nil end
   if same_content(source, target) then return 'same', nil, nil end
   local winner, loser = source, target
-  if newer(target, source) or (rev(source) == rev(target) and prefer_to) then
-    winner, loser = target, source
-  end
+  if wins(target, source, prefer_to) then winner, loser = target, source end
   local merged = union(winner, loser)
   return 'merged', merged, merged
 end

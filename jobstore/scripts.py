@@ -50,6 +50,43 @@ def fenced(name: str, body: str) -> Lua:
     return Lua(name, FENCE + body)
 
 
+# Whether a record reads back as a job: jobstore.job.record_problem, the same rules in Lua (the
+# differential test is tests/test_corrupt_records.py). Embedded in the scripts that write to a
+# record they did not create, so that nothing is written to a record no reader could decode.
+RECORD_CHECK = r"""
+local JOB_STATUSES = {pending = true, running = true, completed = true, failed = true,
+                      cancelled = true}
+local function is_time(v)
+  if not (string.match(v, '^[+-]?%d+%.?%d*$')
+          or string.match(v, '^[+-]?%d+%.?%d*[eE][+-]?%d+$')) then
+    return false
+  end
+  local n = tonumber(v)
+  return n ~= nil and n == n and n ~= math.huge and n ~= -math.huge
+end
+-- returns field, reason of the first problem of the record at key, or nil
+local function record_problem(key)
+  local f = redis.call('HMGET', key, 'job_id', 'workspace_id', 'status', 'created_at', 'updated_at')
+  if not f[1] or f[1] == '' then return 'job_id', 'missing' end
+  if not f[2] or f[2] == '' then return 'workspace_id', 'missing' end
+  if f[3] and f[3] ~= '' and not JOB_STATUSES[f[3]] then return 'status', 'not a job status' end
+  for i, name in ipairs({'created_at', 'updated_at'}) do
+    local v = f[3 + i]
+    if not v or v == '' then return name, 'missing' end
+    if not is_time(v) then return name, 'not a decimal number' end
+  end
+  return nil
+end
+-- A record of the workspace, or one without a workspace_id: a record without one is taken for
+-- the workspace whose key led to it (and is corrupt), never silently for no one's.
+local function addressed(key, workspace_id)
+  local owner = redis.call('HGET', key, 'workspace_id')
+  if owner then return owner == workspace_id or owner == '' end
+  return redis.call('EXISTS', key) == 1
+end
+"""
+
+
 ENQUEUE = fenced(
     "enqueue",
     r"""
@@ -83,21 +120,27 @@ return {'created'}
 
 UPDATE_STATUS = fenced(
     "update_status",
-    r"""
+    RECORD_CHECK + r"""
 -- KEYS[1] op marker   KEYS[2 ..] record keys, in read order
 -- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] statuses allowed before, ' '-separated
 -- ARGV[4] max record bytes   ARGV[5] created_at the record must have ('' any)
 -- ARGV[6 ..] field, value pairs to set
--- returns {'updated', record} | {'replayed', record} | {'missing'} | {'invalid', current status}
---         | {'too_large', size}   ({'invalid', ...} too when created_at differs: another job)
--- Only records owned by the workspace count: another workspace's record is never touched.
+-- returns {'updated', record, key} | {'replayed', record, key} | {'missing'}
+--         | {'invalid', current status} | {'too_large', size} | {'corrupt', key, field, reason}
+--         ({'invalid', ...} too when created_at differs: another job)
+-- Only records owned by the workspace count: another workspace's record is never touched. A
+-- record without a workspace_id, or one that would not decode, stops the update: nothing written.
 local owned = {}
 for i = 2, #KEYS do
-  if redis.call('HGET', KEYS[i], 'workspace_id') == ARGV[1] then owned[#owned + 1] = KEYS[i] end
+  if addressed(KEYS[i], ARGV[1]) then owned[#owned + 1] = KEYS[i] end
 end
 if #owned == 0 then return {'missing'} end
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {'replayed', redis.call('HGETALL', owned[1])}
+  return {'replayed', redis.call('HGETALL', owned[1]), owned[1]}
+end
+for _, key in ipairs(owned) do
+  local field, reason = record_problem(key)
+  if field then return {'corrupt', key, field, reason} end
 end
 local current = redis.call('HGET', owned[1], 'status') or ''
 if not string.find(' ' .. ARGV[3] .. ' ', ' ' .. current .. ' ', 1, true) then
@@ -120,7 +163,7 @@ for _, key in ipairs(owned) do
   redis.call('HSET', key, '_rev', bump(key), unpack(fields))
 end
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
-return {'updated', redis.call('HGETALL', owned[1])}
+return {'updated', redis.call('HGETALL', owned[1]), owned[1]}
 """,
 )
 
@@ -146,43 +189,86 @@ return deleted
 """,
 )
 
+# Dead letters, written by DEQUEUE here and by BURY on Redis Cluster: JSON objects with the entry
+# (bytes outside printable ASCII, and backslash, as \xNN), the reason, the time and, for a
+# record that cannot be decoded, its key and field (jobstore.dead_letters has the Python side).
+DEAD_LETTER = r"""
+local function printable(text)
+  return (string.gsub(text, '[%c\128-\255\\]', function(c)
+    return string.format('\\x%02x', string.byte(c))
+  end))
+end
+local function is_id(s)
+  return #s >= 1 and #s <= 128 and not string.find(s, '[^A-Za-z0-9_.%-]')
+end
+"""
+
 DEQUEUE = fenced(
     "dequeue",
-    r"""
+    RECORD_CHECK + DEAD_LETTER + r"""
 -- KEYS[1] list to pop from: the queue, or this call's claim list   KEYS[2] the queue
--- KEYS[3] op marker
+-- KEYS[3] op marker   KEYS[4] dead-letter list
 -- ARGV[1] marker ttl (s)   ARGV[2] now   ARGV[3] most entries to examine
--- ARGV[4 ..] record key templates in read order; byte 1 stands for the workspace id, byte 2
+-- ARGV[4] most dead letters kept
+-- ARGV[5 ..] record key templates in read order; byte 1 stands for the workspace id, byte 2
 --            for the job id (the schemas' lua_template)
--- returns {'job', record} | {'replayed', record} | {'empty'} | {'busy'}
+-- returns {'job', record, dead, key} | {'replayed', record, dead, key} | {'empty', {}, dead}
+--         | {'busy', {}, dead}; dead: the dead letters this call wrote (JSON texts)
 -- Entries are 'workspace:job:created_at' ('workspace:job' from before 0.1: any record of the id).
 -- Entries of deleted, cancelled or already running jobs are dropped, and so is an entry whose
 -- created_at is not the record's (its job was deleted and the id enqueued again, with an entry
--- of its own). Whatever a claim list still holds goes back to the queue's head, in order.
+-- of its own). An entry that cannot be parsed, or whose record (any copy of the workspace's,
+-- or one without a workspace_id) cannot be decoded, goes to the dead-letter list with the
+-- reason; the record is left as it is. Whatever a claim list still holds goes back to the
+-- queue's head, in order.
 local reply
+local dead = {}
+local function bury(entry, reason, key, field)
+  local letter = {entry = printable(entry), reason = reason, at = tonumber(ARGV[2])}
+  if key then letter.key = key; letter.field = field end
+  local text = cjson.encode(letter)
+  redis.call('LPUSH', KEYS[4], text)
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
+  dead[#dead + 1] = text
+end
 local marker = redis.call('GET', KEYS[3])
-if marker then reply = {'replayed', redis.call('HGETALL', marker)} end
+if marker then reply = {'replayed', redis.call('HGETALL', marker), dead, marker} end
 for _ = 1, reply and 0 or tonumber(ARGV[3]) do
   local entry = redis.call('RPOP', KEYS[1])
-  if not entry then reply = {'empty'}; break end
+  if not entry then reply = {'empty', {}, dead}; break end
   local sep = string.find(entry, ':', 1, true)
-  local ws, id = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1)
-  local stamp = false
+  local ws, id, stamp = entry, '', false
+  if sep then ws, id = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1) end
   sep = string.find(id, ':', 1, true)
   if sep then id, stamp = string.sub(id, 1, sep - 1), string.sub(id, sep + 1) end
-  local owned = {}
-  for i = 4, #ARGV do
-    local key = (string.gsub((string.gsub(ARGV[i], '\1', ws)), '\2', id))
-    if redis.call('HGET', key, 'workspace_id') == ws then owned[#owned + 1] = key end
-  end
-  if #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending'
-      and (not stamp or redis.call('HGET', owned[1], 'created_at') == stamp) then
-    for _, key in ipairs(owned) do
-      redis.call('HSET', key, 'status', 'running', 'updated_at', ARGV[2], '_rev', bump(key))
+  if not string.find(entry, ':', 1, true) then
+    bury(entry, "no ':' between the workspace id and the job id")
+  elseif not is_id(ws) then
+    bury(entry, 'the workspace id is empty or not 1-128 characters of A-Z a-z 0-9 _ . -')
+  elseif not is_id(id) then
+    bury(entry, 'the job id is empty or not 1-128 characters of A-Z a-z 0-9 _ . -')
+  else
+    local owned, corrupt = {}, false
+    for i = 5, #ARGV do
+      local key = (string.gsub((string.gsub(ARGV[i], '\1', ws)), '\2', id))
+      if not corrupt and addressed(key, ws) then
+        local field, reason = record_problem(key)
+        if field then
+          bury(entry, reason, key, field)
+          corrupt = true
+        end
+        owned[#owned + 1] = key
+      end
     end
-    redis.call('SET', KEYS[3], owned[1], 'EX', ARGV[1])
-    reply = {'job', redis.call('HGETALL', owned[1])}
-    break
+    if not corrupt and #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending'
+        and (not stamp or redis.call('HGET', owned[1], 'created_at') == stamp) then
+      for _, key in ipairs(owned) do
+        redis.call('HSET', key, 'status', 'running', 'updated_at', ARGV[2], '_rev', bump(key))
+      end
+      redis.call('SET', KEYS[3], owned[1], 'EX', ARGV[1])
+      reply = {'job', redis.call('HGETALL', owned[1]), dead, owned[1]}
+      break
+    end
   end
 end
 if KEYS[1] ~= KEYS[2] then
@@ -190,7 +276,7 @@ if KEYS[1] ~= KEYS[2] then
   if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
   redis.call('DEL', KEYS[1])
 end
-return reply or {'busy'}
+return reply or {'busy', {}, dead}
 """,
 )
 
@@ -387,6 +473,20 @@ return #rest
 """,
 )
 
+BURY = Lua(
+    "bury",
+    r"""
+-- KEYS[1] op marker   KEYS[2] dead-letter list
+-- ARGV[1] marker ttl (s)   ARGV[2] dead letter (JSON)   ARGV[3] most dead letters kept
+-- returns 1 written | 0 this call's letter was written already
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+return 1
+""",
+)
+
 COPY_IF_ABSENT = Lua(
     "copy_if_absent",
     r"""
@@ -449,5 +549,5 @@ return out
 )
 
 ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, SYNC_RECORD, CLEANUP_RECORD, SET_STATE,
-       CREATE_RECORD, PUSH_ONCE, DELETE_RECORD, MIRROR, RETURN_CLAIMS, COPY_IF_ABSENT,
+       CREATE_RECORD, PUSH_ONCE, DELETE_RECORD, MIRROR, RETURN_CLAIMS, BURY, COPY_IF_ABSENT,
        WRITE_IF_UNCHANGED, READ_RECORDS)

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 from . import eviction, ops, ops_cluster, rules, validation
 from .connection import connect, redact
 from .errors import ConfigError, InvalidArgument, JobStoreError
+from .dead_letters import DeadLetter
 from .job import Job, JobStatus
 from .layout import StoreKeys
 from .plugins import create_strategy
@@ -57,6 +58,8 @@ class JobStore:
         url: str | None = None,
         events: Events | None = None,
         allow_eviction: bool = False,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
         **strategy_options: Any,
     ):
         """``allow_eviction``: run on a Redis whose ``maxmemory-policy`` is not ``noeviction``
@@ -65,6 +68,10 @@ class JobStore:
         validation.prefix(prefix)
         if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
             raise ConfigError(f"max_record_bytes must be a positive int, not {max_record_bytes!r}")
+        if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
+            raise ConfigError(f"wait_replicas must be an int >= 0, not {wait_replicas!r}")
+        if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, (int, float)) or not wait_timeout > 0:
+            raise ConfigError(f"wait_timeout must be a number of seconds > 0, not {wait_timeout!r}")
         if not isinstance(allow_eviction, bool):
             raise ConfigError(f"allow_eviction must be True or False, not {allow_eviction!r}")
         self.allow_eviction = allow_eviction
@@ -87,8 +94,12 @@ class JobStore:
         self.context = ops.Context(self.keys, self.strategy, events=self.events,
                                    block_slice=_block_slice(client),
                                    max_record_bytes=max_record_bytes)
-        self.driver = SyncDriver(client, self.strategy, self.url, self.events)
+        self.driver = SyncDriver(client, self.strategy, self.url, self.events,
+                                 wait_replicas=wait_replicas, wait_timeout=float(wait_timeout))
         self.context.cluster = self.driver.cluster
+        if wait_replicas and self.driver.cluster:
+            raise ConfigError("wait_replicas is not supported on Redis Cluster yet: an operation "
+                              "there writes to several primaries, each with replicas of its own")
         # Writes span slots on Redis Cluster and take the per-slot path there.
         self._writes = ops_cluster if self.driver.cluster else ops
 
@@ -181,6 +192,7 @@ class JobStore:
     def get(self, job_id: str, *, workspace_id: str) -> Job | None:
         """The job, or None if it does not exist or belongs to another workspace.
 
+        :raises CorruptRecord: the record cannot be decoded (``key`` and ``field`` say where).
         :raises InvalidIdentifier: bad ``job_id`` or ``workspace_id`` (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
@@ -202,6 +214,7 @@ class JobStore:
 
         :raises JobNotFound: no such job in this workspace.
         :raises InvalidTransition: the move is not allowed (terminal states are final).
+        :raises CorruptRecord: a copy of the job cannot be decoded; nothing was written.
         :raises InvalidIdentifier, InvalidArgument, PayloadTooLarge: bad input (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
@@ -217,31 +230,52 @@ class JobStore:
                          "update_status", workspace_id)
 
     def list(
-        self, workspace_id: str, *, status: JobStatus | str | None = None, limit: int = 100
+        self, workspace_id: str, *, status: JobStatus | str | None = None, limit: int = 100,
+        errors: str = "skip",
     ) -> list[Job]:
         """The workspace's jobs, newest first, optionally only those in ``status``.
 
-        Reads the workspace index: never KEYS, never a scan of the keyspace.
+        Reads the workspace index: never KEYS, never a scan of the keyspace. A record that cannot
+        be decoded is reported to ``events.corrupt_record`` and left out (``errors="skip"``), or
+        raised (``errors="raise"``).
 
+        :raises CorruptRecord: with ``errors="raise"``, the first record that cannot be decoded.
         :raises InvalidIdentifier, InvalidArgument: bad input (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
         workspace_id = validation.identifier("workspace_id", workspace_id)
         wanted = None if status is None else validation.status(status)
         limit = validation.limit(limit)
-        return self._run(ops.list_jobs(self.context, workspace_id, wanted, limit), "list", workspace_id)
+        if errors not in ("skip", "raise"):
+            raise InvalidArgument("errors", f"must be 'skip' or 'raise', not {errors!r}")
+        return self._run(ops.list_jobs(self.context, workspace_id, wanted, limit, errors), "list",
+                         workspace_id)
 
     def dequeue(self, timeout: float | None = 0) -> Job | None:
         """Claim the oldest pending job and return it, now ``running``.
 
         Each job goes to exactly one caller. ``timeout``: 0 returns None at once when nothing
         is pending, a number waits up to that many seconds, None waits until a job arrives.
+        A queue entry that cannot be parsed, or whose job record cannot be decoded, is moved to
+        the dead letters (:meth:`dead_letters`), its record left as it is, and the next entry
+        is taken.
 
         :raises InvalidArgument: bad ``timeout`` (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
         timeout = validation.timeout(timeout)
         return self._run(self._writes.dequeue(self.context, timeout), "dequeue", None)
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest ``limit`` queue entries ``dequeue`` set aside, newest first.
+
+        The list keeps the newest 10,000 (:data:`jobstore.dead_letters.MAX_DEAD_LETTERS`).
+
+        :raises InvalidArgument: bad ``limit`` (nothing sent).
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        limit = validation.limit(limit)
+        return self._run(ops.dead_letters(self.context, limit), "dead_letters", None)
 
     def delete(self, job_id: str, *, workspace_id: str) -> bool:
         """Delete the job from every schema of the strategy; False if there was none.

@@ -27,13 +27,13 @@ def tomb_field(workspace_id: str, record: dict) -> str:
     return f"{workspace_id}:{record.get('created_at') or ''}"
 
 
-def settle(keys: StoreKeys, mode: str, placed: list, dry_run: bool, prefer_to: bool = False):
+def settle(keys: StoreKeys, mode: str, placed: list, dry_run: bool, prefer_to=lambda ws: False):
     """Outcomes of ``mode`` (``copy``, ``merge`` or ``cleanup``) for ``placed`` records.
 
     ``placed``: ``(workspace_id, job_id, from_key, to_key)``. Outcomes as the standalone scripts
     name them, plus ``deleted`` (a delete interrupted between the copies, completed) and
     ``changed`` (the record moved on while this ran; left for the next pass). ``prefer_to``:
-    see :func:`jobstore.rules.decide_sync`.
+    ``f(workspace_id)``, see :func:`jobstore.rules.decide_sync`.
     """
     reads = yield Batch(tuple(
         Command(args) for ws, _, a, b in placed for args in (
@@ -49,7 +49,7 @@ def settle(keys: StoreKeys, mode: str, placed: list, dry_run: bool, prefer_to: b
             plans.append(("not_a_record", None, None))
             continue
         plans.append(_decide(keys, mode, ws, job_id, a, b, f or {}, t or {}, tomb_f or {},
-                             tomb_t or {}, ttl, prefer_to))
+                             tomb_t or {}, ttl, prefer_to(ws)))
     plans = [(outcome, [] if call is None else call if isinstance(call, list) else [call], index)
              for outcome, call, index in plans]
     calls = [call for _, group, _ in plans for call in group]

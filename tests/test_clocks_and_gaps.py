@@ -204,3 +204,90 @@ def test_a_first_stored_phase_that_writes_both_starts_dual_since(backend):
     assert migration.verify().clean
     migration.set_phase("read-target")
     migration.set_phase("target-only")
+
+
+def in_target_only_after_a_reverse_sync(backend):
+    dual = jobstore.open(backend, "dual")
+    migration = fake_clock_migration(dual.client)
+    migration.set_phase("dual-write")
+    job = dual.enqueue("acme", "a")
+    migration.backfill()
+    assert migration.verify().clean
+    migration.set_phase("read-target")
+    migration.set_phase("target-only")
+    assert migration.reverse_sync().finished
+    late = jobstore.open(backend, "dual").enqueue("acme", "late")  # in the target alone
+    return migration, job, late
+
+
+def test_target_only_goes_back_only_through_read_target(backend):
+    """A reverse sync in target-only does not cover writes made after it: going straight back
+    to a phase that reads the source would lose them (the job enqueued late vanished)."""
+    migration, _, late = in_target_only_after_a_reverse_sync(backend)
+    for phase in ("off", "dual-write"):
+        with pytest.raises(MigrationRefused, match="source missed"):
+            migration.set_phase(phase)
+    migration.set_phase("read-target")
+    with pytest.raises(MigrationRefused, match="source missed"):
+        migration.set_phase("dual-write")
+    with pytest.raises(MigrationRefused, match="cannot shrink"):
+        migration.set_rollout(percent=0)  # workspaces taken out would read the stale source
+    with pytest.raises(MigrationRefused, match="cannot shrink"):
+        migration.set_rollout(deny=["acme"])
+    assert migration.reverse_sync().finished  # in read-target: closes the gap
+    migration.set_phase("dual-write")
+    seen = jobstore.open(backend, "legacy").get(late.job_id, workspace_id="acme")
+    assert seen is not None and seen.action == "late"
+
+
+def test_a_rollout_change_needs_a_stored_phase(backend):
+    """Else it would store the default phase (read-target) as a side effect: after a lost state
+    that switches the fleet; on a fresh Redis it left the README's path without dual_since."""
+    migration = fake_clock_migration(jobstore.open(backend, "dual").client)
+    with pytest.raises(MigrationRefused, match="no phase is stored"):
+        migration.set_rollout(percent=50)
+    assert not migration.state().stored
+
+
+def test_records_without_write_counts_are_ordered_by_status(backend):
+    """Records written before counts existed (or by other tools) count 0 on both sides: the
+    copy whose status is further along wins, never the stale one, in every phase."""
+    dual = jobstore.open(backend, "dual")
+    migration = fake_clock_migration(dual.client)
+    migration.set_phase("dual-write")
+    migration.backfill()
+    assert migration.verify().clean
+    migration.set_phase("read-target")
+    client = dual.client
+    base = {"job_id": "old", "workspace_id": "acme", "action": "a", "params": "{}", "error": "",
+            "created_at": "1.0"}
+    client.hset("ai:jobs:old", mapping={**base, "status": "completed", "result": "1",
+                                        "updated_at": "3.0"})
+    client.hset("ai:job:acme:old", mapping={**base, "status": "pending", "result": "",
+                                            "updated_at": "9.0"})  # a later clock, an older state
+    report = migration.backfill()
+    assert report.counts.get("refreshed") == 1, report.as_dict()
+    for key in ("ai:jobs:old", "ai:job:acme:old"):
+        assert client.hget(key, "status") == "completed"
+    client.hset("ai:jobs:old", "status", "running")  # now the source is the stale one
+    migration.verify(repair=True)
+    for key in ("ai:jobs:old", "ai:job:acme:old"):
+        assert client.hget(key, "status") == "completed", key
+
+
+@pytest.mark.redis
+def test_a_pass_that_cannot_read_the_servers_identity_stops(redis_server, redis_url):
+    """An ACL user without INFO cannot tell a restart: the pass refuses to run blind, rather
+    than carry a cursor over a restart it could not see."""
+    admin = redis_server.client()
+    admin.execute_command("ACL", "SETUSER", "blind", "on", ">pw", "~*", "&*", "+@all", "-info")
+    try:
+        url = redis_url.replace("redis://", "redis://blind:pw@")
+        migration = fake_clock_migration(jobstore.open(url, "legacy", allow_eviction=True).client)
+        migration.allow_eviction = True
+        migration.set_phase("dual-write")
+        jobstore.open(url, "legacy", allow_eviction=True).enqueue("acme", "a")
+        with pytest.raises(jobstore.JobStoreError, match="(?i)noperm|permission"):
+            migration.backfill()
+    finally:
+        admin.execute_command("ACL", "DELUSER", "blind")

@@ -214,6 +214,7 @@ def test_a_backfill_resumed_on_a_promoted_replica_scans_again(aof_server):
     """A failover: the pass crashed on the primary; it resumes on the replica promoted in its
     place, which holds the checkpoint (replicated) but not the key order the cursor meant."""
     rng = random.Random(3)
+    aof_server.client().flushall()
     legacy, jobs, migration = seeded(aof_server.url)
     migration.set_phase("dual-write")
     with pytest.raises(Crash):
@@ -243,6 +244,7 @@ def test_a_backfill_across_debug_reload_scans_again(aof_server):
     """DEBUG RELOAD reloads the data in the same process: the run id stays, the key order does
     not (a cursor carried over skipped records). The pass sees the load and scans again."""
     rng = random.Random(5)
+    aof_server.client().flushall()
     legacy, jobs, migration = seeded(aof_server.url)
     migration.set_phase("dual-write")
     reload = restart_at(lambda rng: aof_server.client().execute_command("DEBUG", "RELOAD"), rng,

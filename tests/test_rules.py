@@ -315,9 +315,12 @@ def test_copy_never_overwrites_a_newer_target(lua):
     target = {"workspace_id": WS, "job_id": JOB, "status": "completed", "result": "r",
               "updated_at": "1", "_rev": "5"}  # an older clock, a later history: still newer
     assert check_sync(lua, "copy", source, target) == ("exists", source, target)
-    # An equal count is a conflict: the copy the phase reads first wins it.
-    assert check_sync(lua, "copy", source, {**target, "_rev": "2"}, prefer_to=True)[0] == "exists"
-    assert check_sync(lua, "copy", source, {**target, "_rev": "2"})[0] == "refreshed"
+    # Equal counts: the status further along wins (completed over running), whoever the
+    # authority; with equal statuses, the copy the phase reads first.
+    assert check_sync(lua, "copy", source, {**target, "_rev": "2"})[0] == "exists"
+    same_status = {**target, "status": "running", "_rev": "2"}
+    assert check_sync(lua, "copy", source, same_status, prefer_to=True)[0] == "exists"
+    assert check_sync(lua, "copy", source, same_status)[0] == "refreshed"
 
 
 def test_copy_refreshes_a_stale_target(lua):
@@ -339,12 +342,12 @@ def test_copy_of_the_same_content_is_left_alone(lua):
 
 @pytest.mark.parametrize(
     "from_rev, to_rev, winner",
-    [("3", "1", "from"), ("1", "3", "to"), ("2", "2", "from"), (None, "1", "to"),
-     ("1", None, "from"), (None, None, "from"), ("x", "0", "from"), ("0", "x", "from"),
+    [("3", "1", "from"), ("1", "3", "to"), ("2", "2", "to"), (None, "1", "to"),
+     ("1", None, "from"), (None, None, "to"), ("x", "0", "to"), ("0", "x", "to"),
      ("10", "9", "from"), ("9", "10", "to")],  # counts, not strings: '10' > '9'
 )
-def test_merge_takes_the_newer_side_and_ties_go_to_from(lua, from_rev, to_rev, winner):
-    """(Without ``prefer_to``: the phase reads 'from' first.)"""
+def test_merge_takes_the_newer_side_and_ties_go_to_the_later_status(lua, from_rev, to_rev, winner):
+    """Equal counts: 'to' is completed, 'from' running, so 'to' wins whatever the authority."""
     source = {"workspace_id": WS, "job_id": JOB, "status": "running", "result": "from's",
               "from_only": "f"}
     target = {"workspace_id": WS, "job_id": JOB, "status": "completed", "result": "to's",
@@ -368,12 +371,14 @@ def test_a_record_without_a_count_counts_zero(lua, garbage):
         source[rules.REV] = garbage
     assert rules.rev(source) == 0
     target = {"workspace_id": WS, "job_id": JOB, "status": "completed"}  # no count: 0 too
-    # 0 against 0: a tie, won by the side the phase reads first ('to' with prefer_to).
-    assert check_sync(lua, "copy", source, target, prefer_to=True) == ("exists", source, target)
-    assert check_sync(lua, "copy", source, target)[0] == "refreshed"
-    assert check_sync(lua, "merge", source, target, prefer_to=True)[2]["status"] == "completed"
+    # 0 against 0: a tie, won by the status further along (the target's completed).
+    assert check_sync(lua, "copy", source, target) == ("exists", source, target)
     assert check_sync(lua, "merge", source, target)[0] == "merged"
-    assert check_sync(lua, "merge", source, target)[2]["status"] == "running"
+    assert check_sync(lua, "merge", source, target)[2]["status"] == "completed"
+    # Equal statuses too: the side the phase reads first.
+    mine, twin = {**source, "result": "s"}, {**target, "status": "running", "result": "t"}
+    assert check_sync(lua, "merge", mine, twin, prefer_to=True)[2]["result"] == "t"
+    assert check_sync(lua, "merge", mine, twin)[2]["result"] == "s"
     # Any count beats it, on either side.
     assert check_sync(lua, "copy", source, {**target, "_rev": "1"})[0] == "exists"
     assert check_sync(lua, "copy", {**source, "_rev": "1"}, target)[2]["status"] == "running"
