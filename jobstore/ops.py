@@ -117,11 +117,11 @@ def enqueue_script(ctx: Context, job: Job, fields: dict[str, str], marker: str) 
 
 
 def enqueue_outcome(job: Job, reply: list) -> Job | None:
-    """The enqueued job, or None when the id already existed."""
+    """The enqueued job, or None when the id already existed. A re-sent call whose first
+    attempt created the job (``replayed``) answers with the job this call sent: what the key
+    holds now may be another incarnation, even another workspace's."""
     if reply[0] == "exists":
         return None
-    if reply[0] == "replayed" and reply[1]:
-        return Job.from_hash(as_record(reply[1]))  # the record this call's own attempt wrote
     return job
 
 

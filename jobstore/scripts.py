@@ -94,9 +94,10 @@ ENQUEUE = fenced(
 -- KEYS[4 .. 3+n] record keys to write   KEYS[4+n ..] record keys that must not exist either
 -- ARGV[1] n   ARGV[2] marker ttl (s)   ARGV[3] job id   ARGV[4] index score (created_at)
 -- ARGV[5] queue entry   ARGV[6 ..] field, value pairs of the record
--- returns {'created'} | {'replayed', record of KEYS[4] as a flat list} | {'exists'}
+-- returns {'created'} | {'replayed'} (this call's own earlier attempt created the job: the
+--         caller answers with the job it sent, never with what the key holds now) | {'exists'}
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {'replayed', redis.call('HGETALL', KEYS[4])}
+  return {'replayed'}
 end
 for i = 4, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then return {'exists'} end
@@ -130,14 +131,18 @@ UPDATE_STATUS = fenced(
 --         ({'invalid', ...} too when created_at differs: another job)
 -- Only records owned by the workspace count: another workspace's record is never touched. A
 -- record without a workspace_id, or one that would not decode, stops the update: nothing written.
+-- A re-sent call answers what its first attempt answered (the marker keeps it), whatever the
+-- keys hold now: never another incarnation's record, never a second claim.
+local saved = redis.call('GET', KEYS[1])
+if saved then
+  local first = cjson.decode(saved)
+  return {'replayed', first[2], first[1]}
+end
 local owned = {}
 for i = 2, #KEYS do
   if addressed(KEYS[i], ARGV[1]) then owned[#owned + 1] = KEYS[i] end
 end
 if #owned == 0 then return {'missing'} end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {'replayed', redis.call('HGETALL', owned[1]), owned[1]}
-end
 for _, key in ipairs(owned) do
   local field, reason = record_problem(key)
   if field then return {'corrupt', key, field, reason} end
@@ -162,8 +167,9 @@ if size > tonumber(ARGV[4]) then return {'too_large', size} end
 for _, key in ipairs(owned) do
   redis.call('HSET', key, '_rev', bump(key), unpack(fields))
 end
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
-return {'updated', redis.call('HGETALL', owned[1]), owned[1]}
+local after = redis.call('HGETALL', owned[1])
+redis.call('SET', KEYS[1], cjson.encode({owned[1], after}), 'EX', ARGV[2])
+return {'updated', after, owned[1]}
 """,
 )
 
@@ -231,8 +237,13 @@ local function bury(entry, reason, key, field)
   redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
   dead[#dead + 1] = text
 end
+-- A re-sent call answers what its first attempt claimed (the marker keeps the record as it was
+-- handed out), whatever the key holds now: never a job another worker has since received.
 local marker = redis.call('GET', KEYS[3])
-if marker then reply = {'replayed', redis.call('HGETALL', marker), dead, marker} end
+if marker then
+  local first = cjson.decode(marker)
+  reply = {'replayed', first[2], dead, first[1]}
+end
 for _ = 1, reply and 0 or tonumber(ARGV[3]) do
   local entry = redis.call('RPOP', KEYS[1])
   if not entry then reply = {'empty', {}, dead}; break end
@@ -265,8 +276,9 @@ for _ = 1, reply and 0 or tonumber(ARGV[3]) do
       for _, key in ipairs(owned) do
         redis.call('HSET', key, 'status', 'running', 'updated_at', ARGV[2], '_rev', bump(key))
       end
-      redis.call('SET', KEYS[3], owned[1], 'EX', ARGV[1])
-      reply = {'job', redis.call('HGETALL', owned[1]), dead, owned[1]}
+      local claimed = redis.call('HGETALL', owned[1])
+      redis.call('SET', KEYS[3], cjson.encode({owned[1], claimed}), 'EX', ARGV[1])
+      reply = {'job', claimed, dead, owned[1]}
       break
     end
   end
