@@ -183,6 +183,26 @@ class RedisCommandError(JobStoreError):
     else, or a server too old for a command); the cause is chained."""
 
 
+class EnqueueIncomplete(RedisCommandError):
+    """``enqueue_many``: Redis refused some jobs of the batch (out of memory, a key of the wrong
+    type in the way); every other job was enqueued, each one whole.
+
+    ``created``: the jobs enqueued (whose ids a retry must not send again without ``job_id``);
+    ``failed``: ``{job_id: Redis's reason}``, none of them written; ``existing``: ids that
+    already existed (what :class:`JobExists` would have said).
+    """
+
+    def __init__(self, failed: dict[str, str], created: list, existing: list[str] | None = None):
+        self.failed = dict(failed)
+        self.created = list(created)
+        self.existing = list(existing or [])
+        first = next(iter(self.failed.values()), "")
+        super().__init__(
+            f"{len(self.failed)} job(s) of the batch were not enqueued ({first}); "
+            f"{len(self.created)} were (on .created), {len(self.existing)} existed already"
+        )
+
+
 class MigrationRefused(JobStoreError):
     """A phase switch or migration step could strand or lose data; ``reason`` says why."""
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable
 
 from .dead_letters import MAX_DEAD_LETTERS, DeadLetter
-from .errors import CorruptRecord, InvalidTransition, JobExists, JobNotFound, PayloadTooLarge
+from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
+                     PayloadTooLarge)
 from .job import Job, JobStatus, record_problem, statuses_allowed_before
 from .layout import StoreKeys
 from .events import Events
@@ -140,19 +141,27 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
     replies: list = [None] * len(jobs)
     todo = list(range(len(jobs)))
     while todo:
-        sent = yield Batch(tuple(enqueue_script(ctx, *jobs[i], markers[i]) for i in todo))
+        # A job Redis refuses (OOM, a key in the way) is that job's failure: its script wrote
+        # nothing, and the rest of the batch goes on.
+        sent = yield Batch(tuple(enqueue_script(ctx, *jobs[i], markers[i]) for i in todo),
+                           tolerate_errors=True)
         for i, reply in zip(todo, sent):
             replies[i] = reply
         todo = [i for i in todo if stale(replies[i])]
         if todo:
             yield Refresh()
-    created, existing = [], []
+    created, existing, failed = [], [], {}
     for (job, _), reply in zip(jobs, replies):
+        if isinstance(reply, Exception):
+            failed[job.job_id] = str(reply)
+            continue
         result = enqueue_outcome(job, reply)
         if result is None:
             existing.append(job.job_id)
         else:
             created.append(result)
+    if failed:
+        raise EnqueueIncomplete(failed, created, existing)
     if existing:
         raise JobExists(existing, created=created)
     return created

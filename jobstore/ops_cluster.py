@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 
 from .dead_letters import DeadLetter, entry_problem, printable
-from .errors import CorruptRecord, InvalidTransition, JobExists, JobNotFound
+from .errors import CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound
 from .job import Job, JobStatus, record_problem
 from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script,
                   update_outcome)
@@ -88,7 +88,7 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
         for job, record in maybe:
             if job.job_id not in done:  # complete it with its own record: the stamps must match
                 fields_of[job.job_id].update(record)
-    created: list[Job] = []
+    failed: dict[str, str] = {}
     existing = [job.job_id for job, _ in jobs if job.job_id in taken]
     todo = [(job, dict(fields)) for job, fields in jobs if job.job_id not in taken]
     for position in range(max((len(routing[j.job_id].writes) for j, _ in todo), default=0)):
@@ -101,10 +101,17 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
                 calls.append(Script(CREATE_RECORD, (_marker(ctx, token, key), key, ctx.keys.tomb(key)),
                                     (ctx.marker_ttl, *flat)))
                 subjects.append((job, fields))
-        replies = yield Batch(tuple(calls))
+        # A job Redis refuses (OOM, a key in the way) fails alone; the batch goes on. (A job
+        # that fails after its first record is completed by enqueueing it again, same job_id.)
+        replies = yield Batch(tuple(calls), tolerate_errors=True)
+        for (job, _), reply in zip(subjects, replies):
+            if isinstance(reply, Exception):
+                failed[job.job_id] = str(reply)
+        subjects_replies = [(subject, reply) for subject, reply in zip(subjects, replies)
+                            if not isinstance(reply, Exception)]
         if position == 0:
             kept, unsure = [], []
-            for (job, fields), reply in zip(subjects, replies):
+            for (job, fields), reply in subjects_replies:
                 if reply[0] == "exists":
                     stored = as_record(reply[1])
                     if not _same_job(stored, fields):
@@ -119,19 +126,28 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
                 existing.extend(job.job_id for job in unsure if job.job_id in done)
                 kept = [(job, fields) for job, fields in kept if job.job_id not in done]
             todo = kept
-    if todo:
-        yield Batch(tuple(
-            Script(PUSH_ONCE, (ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue), ctx.keys.queue),
-                   (ctx.marker_ttl, ctx.keys.queue_entry(job.workspace_id, job.job_id,
-                                                         fields["created_at"])))
-            for job, fields in todo
-        ))
-        # Last: the index marks the enqueue finished (see _same_job).
-        yield Batch(tuple(
-            Command(("ZADD", ctx.keys.index(job.workspace_id), "NX", fields["created_at"], job.job_id))
-            for job, fields in todo
-        ))
-        created = [Job.from_hash(fields) for _, fields in todo]
+        todo = [(job, fields) for job, fields in todo if job.job_id not in failed]
+    for step in ("push", "index"):
+        if not todo:
+            break
+        if step == "push":
+            calls = tuple(
+                Script(PUSH_ONCE, (ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue), ctx.keys.queue),
+                       (ctx.marker_ttl, ctx.keys.queue_entry(job.workspace_id, job.job_id,
+                                                             fields["created_at"])))
+                for job, fields in todo)
+        else:  # last: the index marks the enqueue finished (see _same_job)
+            calls = tuple(
+                Command(("ZADD", ctx.keys.index(job.workspace_id), "NX", fields["created_at"], job.job_id))
+                for job, fields in todo)
+        replies = yield Batch(calls, tolerate_errors=True)
+        for (job, _), reply in zip(todo, replies):
+            if isinstance(reply, Exception):
+                failed[job.job_id] = str(reply)
+        todo = [(job, fields) for job, fields in todo if job.job_id not in failed]
+    created = [Job.from_hash(fields) for _, fields in todo]
+    if failed:
+        raise EnqueueIncomplete(failed, created, existing)
     if existing:
         order = {job.job_id: position for position, (job, _) in enumerate(jobs)}
         raise JobExists(sorted(existing, key=order.__getitem__), created=created)  # batch order

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping
 
 from . import eviction, ops, ops_cluster, rules, validation
 from .connection import connect, redact
-from .errors import ConfigError, InvalidArgument, JobStoreError
+from .errors import ConfigError, InvalidArgument, JobStoreError, StoreUnavailable
 from .dead_letters import DeadLetter
 from .job import Job, JobStatus
 from .layout import StoreKeys
@@ -186,8 +186,14 @@ class JobStore:
             batch.append((job, fields))
         if not batch:
             return []
-        return self._run(self._writes.enqueue_many(self.context, batch), "enqueue_many", None,
-                         dual_writes=[job.workspace_id for job, _ in batch])
+        try:
+            return self._run(self._writes.enqueue_many(self.context, batch), "enqueue_many", None,
+                             dual_writes=[job.workspace_id for job, _ in batch])
+        except StoreUnavailable as exc:
+            # Which jobs landed is unknown; their ids are not: enqueue_many again with these
+            # job_ids and each comes back created or in JobExists, never twice.
+            exc.attempted = [job for job, _ in batch]
+            raise
 
     def get(self, job_id: str, *, workspace_id: str) -> Job | None:
         """The job, or None if it does not exist or belongs to another workspace.
