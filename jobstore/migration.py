@@ -332,6 +332,9 @@ class Migration:
         if report.finished and not dry_run:
             # Records the source layout cannot hold (foreign) keep a rollback refused.
             after = self.state()
+            if not after.stored:
+                report.notes.append("no phase is stored: the reverse sync is not recorded")
+                return report
             fields = replace(after, reverse_synced=started, unplaceable=report.counts.get("foreign", 0))
             if after.phase is Phase.READ_TARGET and started > after.phase_since:
                 fields = replace(fields, source_gap=False)  # both sides written again, and agree
@@ -368,7 +371,11 @@ class Migration:
         )
         report.seconds = time.monotonic() - begun
         self.events.verify_result(self.name, report)
-        if report.clean and not sample and not report.repaired:
+        if report.clean and not sample and not report.repaired and not state.stored:
+            # Nothing to record against: no dual writes are known to have begun, and writing
+            # the result would store the default phase as a side effect.
+            report.notes.append("no phase is stored: a clean verify now unlocks nothing")
+        elif report.clean and not sample and not report.repaired:
             after = replace(state, verified_clean=started)
             if state.target_gap and state.dual_since and started > state.dual_since:
                 after = replace(after, target_gap=False)  # the target's copies are current again

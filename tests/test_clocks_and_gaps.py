@@ -291,3 +291,10 @@ def test_a_pass_that_cannot_read_the_servers_identity_stops(redis_server, redis_
             migration.backfill()
     finally:
         admin.execute_command("ACL", "DELUSER", "blind")
+
+
+def test_passes_on_an_unstored_migration_store_no_phase_as_a_side_effect(backend):
+    migration = fake_clock_migration(jobstore.open(backend, "dual").client)
+    assert migration.verify().clean
+    migration.reverse_sync()
+    assert not migration.state().stored  # the fleet's phase was not decided by a verify
