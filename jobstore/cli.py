@@ -106,7 +106,8 @@ def strategies_command(url, prefix, source, target, as_json) -> None:
 @click.option("--prefix", default="demo", show_default=True, help="Key prefix; must be empty on --url.")
 @click.option("--source", default="legacy", show_default=True, help="Schema migrated from.")
 @click.option("--target", default="workspace", show_default=True, help="Schema migrated to.")
-@click.option("--jobs", default=2000, show_default=True, help="Jobs that exist before the migration.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Jobs that exist before the migration.")
 @eviction_option
 @guarded
 def demo_command(url, prefix, source, target, jobs, allow_eviction) -> None:
@@ -270,7 +271,8 @@ def migrate_phase(url, prefix, source, target, phase, force, reason, as_json, al
 
 @migrate.command("rollout")
 @common_options
-@click.option("--percent", type=float, default=None, help="Share of workspaces reading the target first.")
+@click.option("--percent", type=click.FloatRange(0, 100), default=None,
+              help="Share of workspaces reading the target first (0-100).")
 @click.option("--allow", default=None, help="Comma-separated workspaces always included.")
 @click.option("--deny", default=None, help="Comma-separated workspaces always excluded.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -291,8 +293,10 @@ def pass_options(func):
     func = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")(func)
     func = click.option("--restart", is_flag=True, help="Ignore the checkpoint; start over.")(func)
     func = click.option("--dry-run", is_flag=True, help="Count what would change; change nothing.")(func)
-    func = click.option("--batch", default=500, show_default=True, help="Keys per SCAN step.")(func)
-    func = click.option("--rate", type=float, default=None, help="At most this many records per second.")(func)
+    func = click.option("--batch", type=click.IntRange(min=1), default=500, show_default=True,
+                        help="Keys per SCAN step.")(func)
+    func = click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+                        help="At most this many records per second.")(func)
     return func
 
 
@@ -352,9 +356,11 @@ def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, 
 
 @migrate.command("verify")
 @common_options
-@click.option("--sample", type=int, default=None, help="Check only this many records per side.")
+@click.option("--sample", type=click.IntRange(min=1), default=None,
+              help="Check only this many records per side.")
 @click.option("--repair", is_flag=True, help="Fix what is found (copy, merge; nothing is deleted).")
-@click.option("--examples", default=10, show_default=True, help="Examples kept per kind of problem.")
+@click.option("--examples", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Examples kept per kind of problem.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @metrics_option
 @eviction_option

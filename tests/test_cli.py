@@ -97,3 +97,14 @@ def test_every_migrate_command_takes_the_common_options(command):
     assert out.returncode == 0
     for option in ("--url", "--prefix", "--source", "--target"):
         assert option in out.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["migrate", "verify", "--sample", "-5"], ["migrate", "verify", "--sample", "0"],
+    ["migrate", "backfill", "--batch", "0"], ["migrate", "backfill", "--rate", "0"],
+    ["migrate", "rollout", "--percent", "101"], ["migrate", "verify", "--examples", "-1"],
+])
+def test_numeric_options_out_of_range_are_usage_errors(args):
+    """``verify --sample -5`` checked nothing, printed 'clean' and exited 0."""
+    out = run(*args, "--url", "redis://127.0.0.1:1/0")
+    assert out.returncode == 2 and "Invalid value" in out.stderr, out.stderr
