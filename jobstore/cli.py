@@ -23,13 +23,18 @@ EXIT_INTERRUPTED = 130
 
 def common_options(func):
     """The options every command takes."""
-    func = click.option("--target", default=None, help="dual's target schema (default workspace).")(func)
-    func = click.option("--source", default=None, help="dual's source schema (default legacy).")(func)
-    func = click.option("--prefix", default="ai", show_default=True, help="Key prefix.")(func)
+    # The same environment a service's stores are configured by (JobStore.from_env), so that an
+    # operator's shell that names a prefix or schemas acts on that migration, not on ai's.
+    func = click.option("--target", default=None, envvar="JOBSTORE_DUAL_TARGET", show_envvar=True,
+                        help="dual's target schema (default workspace).")(func)
+    func = click.option("--source", default=None, envvar="JOBSTORE_DUAL_SOURCE", show_envvar=True,
+                        help="dual's source schema (default legacy).")(func)
+    func = click.option("--prefix", default="ai", show_default=True, envvar="JOBSTORE_KEY_PREFIX",
+                        show_envvar=True, help="Key prefix.")(func)
     func = click.option(
         "--url",
-        default=None,
-        help="Redis URL (default $JOBSTORE_REDIS_URL; memory:// for an embedded store).",
+        default=None, envvar="JOBSTORE_REDIS_URL", show_envvar=True,
+        help="Redis URL (memory:// for an embedded store).",
     )(func)
     return func
 
@@ -265,8 +270,10 @@ def migrate_phase(url, prefix, source, target, phase, force, reason, as_json, al
     if why and force:
         click.echo(f"WARNING: forcing a switch that is unsafe: {why}", err=True)
     after = migration.set_phase(phase, force=force, reason=reason)
-    emit({"from": before.phase.value, "to": after.phase.value, "forced": bool(why)}, as_json,
-         [f"phase {before.phase} -> {after.phase}; every store follows within a second"])
+    emit({"migration": f"{migration.keys.prefix}:{migration.name}", "from": before.phase.value,
+          "to": after.phase.value, "forced": bool(why)}, as_json,
+         [f"migration {migration.name} (prefix {migration.keys.prefix}): phase {before.phase} -> "
+          f"{after.phase}; every store follows within a second"])
 
 
 @migrate.command("rollout")

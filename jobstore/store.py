@@ -23,6 +23,8 @@ ENV_STRATEGY = "JOBSTORE_STRATEGY"
 ENV_PREFIX = "JOBSTORE_KEY_PREFIX"
 ENV_LEGACY_FLAG = "AI_JOBS_NEW_SCHEMA"
 ENV_ALLOW_EVICTION = "JOBSTORE_ALLOW_EVICTION"
+ENV_DUAL_SOURCE = "JOBSTORE_DUAL_SOURCE"
+ENV_DUAL_TARGET = "JOBSTORE_DUAL_TARGET"
 LEGACY_FLAG_VALUES = {"on": "dual", "off": "legacy"}
 BOOL_VALUES = {"1": True, "true": True, "yes": True, "on": True,
                "0": False, "false": False, "no": False, "off": False}
@@ -108,7 +110,8 @@ class JobStore:
         """Open a store configured by the environment.
 
         ``JOBSTORE_REDIS_URL`` (required), ``JOBSTORE_STRATEGY`` (default ``legacy``),
-        ``JOBSTORE_KEY_PREFIX`` (default ``ai``), ``JOBSTORE_ALLOW_EVICTION`` (``1``/``true``/
+        ``JOBSTORE_KEY_PREFIX`` (default ``ai``), ``JOBSTORE_DUAL_SOURCE`` and
+        ``JOBSTORE_DUAL_TARGET`` (``dual``'s schemas), ``JOBSTORE_ALLOW_EVICTION`` (``1``/``true``/
         ``yes``/``on`` or ``0``/``false``/``no``/``off``; default off). With
         ``JOBSTORE_STRATEGY`` unset, ``AI_JOBS_NEW_SCHEMA=on`` selects ``dual`` and ``off``
         selects ``legacy``. An empty variable counts as unset; ``options`` win over variables.
@@ -129,6 +132,10 @@ class JobStore:
                 )
             strategy = LEGACY_FLAG_VALUES.get(flag, "legacy")
         options.setdefault("prefix", env.get(ENV_PREFIX) or "ai")
+        if strategy == "dual":
+            for option, variable in (("source", ENV_DUAL_SOURCE), ("target", ENV_DUAL_TARGET)):
+                if env.get(variable) and option not in options:
+                    options[option] = env[variable]
         allow = (env.get(ENV_ALLOW_EVICTION) or "").strip()
         if allow and "allow_eviction" not in options:
             if allow.lower() not in BOOL_VALUES:

@@ -108,3 +108,18 @@ def test_numeric_options_out_of_range_are_usage_errors(args):
     """``verify --sample -5`` checked nothing, printed 'clean' and exited 0."""
     out = run(*args, "--url", "redis://127.0.0.1:1/0")
     assert out.returncode == 2 and "Invalid value" in out.stderr, out.stderr
+
+
+def test_the_cli_reads_the_services_environment(redis_url):
+    """JOBSTORE_KEY_PREFIX=svc jobstore migrate ... acted on the 'ai' migration."""
+    env = {"JOBSTORE_KEY_PREFIX": "svc", "JOBSTORE_DUAL_TARGET": "hashtag"}
+    out = run("migrate", "phase", "dual-write", url=redis_url, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "legacy:hashtag (prefix svc)" in out.stdout
+    import redis
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert client.hget("svc:migration:{legacy:hashtag}", "phase") == "dual-write"
+    assert not client.exists("ai:migration:{legacy:workspace}")
+    store = jobstore.JobStore.from_env({"JOBSTORE_REDIS_URL": redis_url, "JOBSTORE_STRATEGY": "dual",
+                                        **env})
+    assert (store.prefix, store.strategy.target.name) == ("svc", "hashtag")
