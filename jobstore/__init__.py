@@ -34,7 +34,7 @@ from .schema import KeySchema
 from .store import JobStore, open
 from .strategy import Routing, Strategy
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one version source (pyproject.toml reads it)
 
 __all__ = [
     "ConfigError",
