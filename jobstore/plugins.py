@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from importlib import metadata
 import sys
 import threading
 from dataclasses import dataclass
@@ -98,6 +99,49 @@ class Registry:
 _lock = threading.Lock()
 _manager: pluggy.PluginManager | None = None
 _registry: Registry | None = None
+# Entry-point plugins: plugin name -> distribution name, and -> how messages name them.
+_origins: dict[str, str] = {}
+_described: dict[str, str] = {}
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    found = metadata.entry_points()
+    selected = found.select(group=ENTRY_POINT_GROUP) if hasattr(found, "select") else found.get(ENTRY_POINT_GROUP, [])
+    return sorted(selected, key=lambda ep: ep.name)
+
+
+def _origin(ep: metadata.EntryPoint) -> tuple[str, str]:
+    """``(distribution name, "distribution (entry point name = value)")``."""
+    dist = getattr(getattr(ep, "dist", None), "name", None) or "an unknown distribution"
+    return dist, f"{dist!r} (entry point {ep.name!r} = {ep.value!r} in group {ENTRY_POINT_GROUP!r})"
+
+
+def _load_entry_points(pm: pluggy.PluginManager, wanted: str | None) -> None:
+    """Register the ``jobstore`` entry points (all, or those ``wanted`` names), each failure a
+    PluginError that names the distribution and the entry point."""
+    names = None if wanted is None else [n.strip() for n in wanted.split(",") if n.strip()]
+    available = {ep.name: ep for ep in _entry_points()}
+    for name in names if names is not None else list(available):
+        ep = available.get(name)
+        if ep is None:
+            raise PluginError(
+                f"JOBSTORE_LOAD_PLUGINS names {name!r}, but no installed "
+                f"distribution has a {ENTRY_POINT_GROUP!r} entry point of that name"
+            )
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        dist, origin = _origin(ep)
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {origin} failed to import: {type(exc).__name__}: {exc}") from exc
+        try:
+            pm.register(plugin, name=ep.name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {origin} is invalid: {exc}") from exc
+        _origins[ep.name] = dist
+        _described[ep.name] = origin
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -110,25 +154,20 @@ def get_plugin_manager() -> pluggy.PluginManager:
             try:
                 for module in DEFAULT_PLUGINS:
                     pm.register(importlib.import_module(module), name=module)
-                wanted = os.environ.get("JOBSTORE_LOAD_PLUGINS")
-                if wanted is None:
-                    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-                else:
-                    for name in filter(None, (n.strip() for n in wanted.split(","))):
-                        if not pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name):
-                            raise PluginError(
-                                f"JOBSTORE_LOAD_PLUGINS names {name!r}, but no installed "
-                                f"distribution has a {ENTRY_POINT_GROUP!r} entry point of that name"
-                            )
+                _load_entry_points(pm, os.environ.get("JOBSTORE_LOAD_PLUGINS"))
                 pm.check_pending()
             except pluggy.PluginValidationError as exc:
-                raise PluginError(f"plugin {exc.plugin!r} is invalid: {exc}") from exc
+                name = pm.get_name(exc.plugin) if exc.plugin is not None else None
+                named = _described.get(name or "") or repr(name or exc.plugin)
+                raise PluginError(f"plugin {named} is invalid: {exc}") from exc
             _manager = pm
         return _manager
 
 
 def plugin_label(pm: pluggy.PluginManager, plugin_name: str) -> str:
     """A plugin's distribution name when it came from an entry point, else its module name."""
+    if plugin_name in _origins:
+        return _origins[plugin_name]
     plugin = pm.get_plugin(plugin_name)
     for loaded, dist in pm.list_plugin_distinfo():
         if loaded is plugin:
@@ -152,9 +191,25 @@ def get_registry() -> Registry:
                     label = plugin_label(pm, impl.plugin_name)
                     if tracing():
                         sys.stderr.write(f"jobstore: {hook.name} of {label}\n")
-                    impl.function(
-                        register=lambda item, t=table, k=kind, p=label: registry.add(t, k, item, p)
-                    )
+                    register = (lambda item, t=table, k=kind, p=label: registry.add(t, k, item, p))
+                    try:
+                        returned = impl.function(register=register)
+                    except PluginError:
+                        raise
+                    except Exception as exc:
+                        raise PluginError(
+                            f"plugin {label!r} failed in its {hook.name} hook: "
+                            f"{type(exc).__name__}: {exc}") from exc
+                    # A hook that returns its classes instead of calling register: taken as
+                    # registrations (checked like any), never silently ignored.
+                    if returned is not None:
+                        items = returned if isinstance(returned, (list, tuple)) else [returned]
+                        for item in items:
+                            if not isinstance(item, type):
+                                raise PluginError(
+                                    f"plugin {label!r}'s {hook.name} hook returned {item!r}; "
+                                    f"it should call register(<a {kind.__name__} subclass>)")
+                            register(item)
             _registry = registry
         return _registry
 
@@ -169,6 +224,8 @@ def reset() -> None:
     with _lock:
         _manager = None
         _registry = None
+        _origins.clear()
+        _described.clear()
 
 
 def strategies() -> list[StrategyInfo]:
