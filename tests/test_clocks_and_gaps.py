@@ -298,3 +298,15 @@ def test_passes_on_an_unstored_migration_store_no_phase_as_a_side_effect(backend
     assert migration.verify().clean
     migration.reverse_sync()
     assert not migration.state().stored  # the fleet's phase was not decided by a verify
+
+
+@pytest.mark.cluster
+def test_on_a_cluster_the_switch_times_are_the_state_nodes(cluster_url, skew):
+    """The TIME that gates the switches comes from the node holding the migration state."""
+    store = jobstore.open(cluster_url, "dual")
+    migration = Migration(store.client, wait=lambda seconds: None)
+    skew(-600)
+    state = migration.set_phase("dual-write")
+    skew(0)
+    assert abs(state.dual_since - (time.time() + 1.0)) < 30  # the server's, not the skewed caller's
+    assert abs(migration.now() - time.time()) < 30
