@@ -26,7 +26,7 @@ from .plugins import get_registry
 from .schema import KeySchema
 from .ops import as_record
 from .scripts import CLEANUP_RECORD, READ_RECORDS, SET_STATE, SYNC_RECORD
-from . import rules, sync_cluster
+from . import eviction, rules, sync_cluster
 from .steps import Batch, Command, Pause, Primaries, Scan, Script
 
 Progress = Callable[[str, int, "int | None", dict], None]
@@ -185,12 +185,7 @@ class Migration:
         it could lose jobs or the migration state itself."""
         if self._redis_checked:
             return
-        try:
-            from . import eviction
-        except ImportError:  # pragma: no cover - the check ships with the eviction module
-            eviction = None
-        if eviction is not None:
-            eviction.check(self.client, allow=self.allow_eviction)
+        eviction.check(self.client, allow=self.allow_eviction)
         self._redis_checked = True
 
     def set_phase(self, phase: str | Phase, *, force: bool = False, reason: str = "",

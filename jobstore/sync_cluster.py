@@ -18,7 +18,6 @@ from .layout import StoreKeys
 from .scripts import COPY_IF_ABSENT, WRITE_IF_UNCHANGED
 from .steps import Batch, Command, Script
 
-MUTABLE = rules.MUTABLE
 same_record = rules.same_record  # the cleanup rule, shared with CLEANUP_RECORD
 
 

@@ -45,15 +45,20 @@ def redis_url(redis_server) -> str:
     return redis_server.url
 
 
-@pytest.fixture(scope="session")
-def redis_cluster():
-    """One private 3-primary Redis Cluster for the session (flushed by ``cluster_url``)."""
+def need_redis_cli() -> None:
+    """The cluster tests create their cluster with ``redis-cli``: skip without it (fail in CI)."""
     need_redis_server()
     if redis_cli_path() is None:
         message = "redis-cli is not installed; the cluster tests need it to create the cluster"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message + " (CI=true: real-Redis tests may not skip)")
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """One private 3-primary Redis Cluster for the session (flushed by ``cluster_url``)."""
+    need_redis_cli()
     cluster = RedisCluster().start()
     yield cluster
     cluster.stop()

@@ -10,7 +10,6 @@ crash and the resume, and then checks the whole keyspace, not the report.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 
@@ -18,9 +17,9 @@ import pytest
 
 import jobstore
 from jobstore.migration import Migration
-from tests.conftest import keys, need_redis_server
+from tests.conftest import keys, need_redis_cli, need_redis_server
 from tests.support.clock import FakeClock
-from tests.support.servers import RedisCluster, RedisServer, redis_cli_path
+from tests.support.servers import RedisCluster, RedisServer
 
 JOBS = 2000
 BATCH = 50
@@ -44,12 +43,7 @@ def aof_server():
 
 @pytest.fixture(scope="module")
 def aof_cluster():
-    need_redis_server()
-    if redis_cli_path() is None:
-        message = "redis-cli is not installed; the cluster tests need it to create the cluster"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " (CI=true: real-Redis tests may not skip)")
-        pytest.skip(message)
+    need_redis_cli()
     cluster = RedisCluster(args=AOF).start()
     yield cluster
     cluster.stop()
