@@ -116,6 +116,26 @@ class InvalidTransition(JobStoreError):
         super().__init__(f"job {job_id!r} cannot move from {current!r} to {requested!r}")
 
 
+class LeaseLost(JobStoreError):
+    """This worker's claim on a job has ended: its lease ran out and another dequeue took the job
+    over (or the job was finished, cancelled or deleted meanwhile). Nothing was written; the job's
+    outcome belongs to its current holder.
+
+    ``job_id``; ``claim``: the claim this worker held; ``holder_attempt``: the attempt that holds
+    the job now (None when no one does).
+    """
+
+    def __init__(self, job_id: str, claim: str, holder_attempt: int | None = None,
+                 detail: str = ""):
+        self.job_id = job_id
+        self.claim = claim
+        self.holder_attempt = holder_attempt
+        now = (f"attempt {holder_attempt} holds it now" if holder_attempt
+               else detail or "no worker holds it now")
+        super().__init__(f"job {job_id!r}: this worker's claim has ended (its lease ran out and "
+                         f"the job was taken over, or it was finished or deleted); {now}")
+
+
 class CorruptRecord(JobStoreError):
     """A stored record cannot be read back as a job: a field every reader relies on is missing or
     holds what jobstore never writes (``created_at`` not a number, a status outside the enum...).

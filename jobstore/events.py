@@ -67,6 +67,10 @@ class Events:
         """``dequeue`` moved a queue entry to the dead-letter list; ``letter`` is its
         :class:`jobstore.DeadLetter` (``key`` is None for an entry it could not parse)."""
 
+    def lease_expired(self, workspace_id: str, outcome: str) -> None:
+        """A dequeue found a job whose lease had run out: ``outcome`` is ``reclaimed`` (handed
+        out again, to that dequeue) or ``failed`` (it had had ``max_attempts`` hand-outs)."""
+
     def migration_progress(self, migration: str, step: str, done: int, total: int | None,
                            counts: dict[str, int]) -> None:
         """A backfill, verify, reverse sync or cleanup finished a batch."""

@@ -63,6 +63,8 @@ FIELDS = (
     "error",
     "created_at",
     "updated_at",
+    "attempts",
+    "claim",
 )
 
 
@@ -79,6 +81,11 @@ class Job:
     error: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    # How many times a dequeue has handed the job out (a lease that ran out hands it out again),
+    # and the opaque claim of the current hand-out: ``update_status(..., claim=job.claim)`` and
+    # ``store.extend(job)`` are refused once another worker has taken the job over.
+    attempts: int = 0
+    claim: str | None = None
 
     def to_hash(self) -> dict[str, str]:
         """The stored form: every value a string, None as ``""``, JSON for params/result."""
@@ -92,6 +99,9 @@ class Job:
             "error": "" if self.error is None else self.error,
             "created_at": repr(float(self.created_at)),
             "updated_at": repr(float(self.updated_at)),
+            # Written by dequeue only; a job never handed out stores neither (memory per job).
+            **({"attempts": str(self.attempts)} if self.attempts else {}),
+            **({"claim": self.claim} if self.claim else {}),
         }
 
     @classmethod
@@ -118,6 +128,8 @@ class Job:
             error=data.get("error") or None,
             created_at=float(data["created_at"]),
             updated_at=float(data["updated_at"]),
+            attempts=count(data.get("attempts")),
+            claim=data.get("claim") or None,
         )
 
 
@@ -129,6 +141,11 @@ _STATUSES = frozenset(s.value for s in JobStatus)
 
 def _is_time(value: str | None) -> bool:
     return bool(value) and _TIME.fullmatch(value) is not None and math.isfinite(float(value))
+
+
+def count(value: str | None) -> int:
+    """A stored counter (``attempts``): up to 15 decimal digits, else 0, as the scripts read it."""
+    return int(value) if value and len(value) <= 15 and value.isascii() and value.isdigit() else 0
 
 
 def record_problem(data: Mapping[str, str]) -> tuple[str, str] | None:

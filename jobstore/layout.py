@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # Namespaces under the prefix that belong to jobstore itself; no schema may put records there.
 RESERVED_NAMESPACES = frozenset(
-    {"queue", "index", "op", "claim", "claimed", "tomb", "migration", "dead"}
+    {"queue", "index", "op", "claim", "claimed", "tomb", "migration", "dead", "leases"}
 )
 
 
@@ -34,6 +34,10 @@ class StoreKeys:
         # Entries dequeue could not hand out (jobstore.dead_letters), in the queue's slot, so
         # that a script popping the queue or a claim list may write it, on a cluster too.
         self.dead = f"{prefix}:dead:{{{slot_tag(self.queue)}}}"
+        # Claims held by workers, scored by when their lease runs out (Redis TIME, ms): members
+        # are claims, '<token>:<queue entry>', and 'list:<claim list>' for a dequeue between its
+        # move and its claim. In the queue's slot, so the scripts that pop the queue see it.
+        self.leases = f"{prefix}:leases:{{{slot_tag(self.queue)}}}"
 
     def index(self, workspace_id: str) -> str:
         """Sorted set of a workspace's job ids, scored by ``created_at``.

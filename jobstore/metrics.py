@@ -50,6 +50,7 @@ NONE = "__none__"  # operations without a workspace (enqueue_many, dequeue, dead
 PHASES = ("off", "dual-write", "read-target", "target-only")
 # The fields whose problems make a record undecodable (jobstore.job.record_problem); anything
 # else reported is counted as __other__, so the label stays bounded.
+LEASE_OUTCOMES = ("reclaimed", "failed")
 CORRUPT_FIELDS = ("job_id", "workspace_id", "status", "created_at", "updated_at")
 DEAD_LETTER_KINDS = ("record", "entry")
 VERIFY_KINDS = ("missing", "differing", "orphaned", "target_newer", "unroutable")
@@ -106,6 +107,10 @@ class _Metrics:
                                  "Queue entries dequeue moved to the dead-letter list, by kind "
                                  "(record: the job's record cannot be decoded; entry: the entry "
                                  "cannot be parsed).", ("kind",))
+        self.leases_expired = make(Counter, "jobs_leases_expired_total",
+                                   "Dequeued jobs whose lease ran out (their worker stopped "
+                                   "renewing it), by what a later dequeue did: reclaimed (handed "
+                                   "out again) or failed (max_attempts reached).", ("outcome",))
         mp = ("migration", "step")
         self.records = make(Counter, "jobs_migration_records_total",
                             "Records a migration pass handled, by outcome.", mp + ("outcome",))
@@ -155,6 +160,8 @@ class _Metrics:
             self.c_shadow[result] = self.shadow.labels(result)
         self.c_corrupt = {field: self.corrupt.labels(field) for field in CORRUPT_FIELDS}
         self.c_dead = {kind: self.dead_letters.labels(kind) for kind in DEAD_LETTER_KINDS}
+        self.c_leases = {outcome: self.leases_expired.labels(outcome)
+                         for outcome in LEASE_OUTCOMES}
 
 
 def _register(registry, cls, name, doc, labels, **kwargs):
@@ -339,6 +346,13 @@ class PrometheusEvents(Events):
             self.metrics.c_dead["entry" if letter.key is None else "record"].inc()
         except Exception:  # noqa: BLE001
             self._failed("dead_letter")
+
+    def lease_expired(self, workspace_id: str, outcome: str) -> None:
+        """A lease that ran out (``ai_jobs_leases_expired_total{outcome}``)."""
+        try:
+            self.metrics.c_leases[outcome].inc()
+        except Exception:  # noqa: BLE001
+            self._failed("lease_expired")
 
     # -- migrations (once per batch, phase refresh or report: not the hot path) ----------------
 

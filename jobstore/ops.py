@@ -15,11 +15,11 @@ from typing import Any, Callable, Generator, Iterable
 
 from .dead_letters import MAX_DEAD_LETTERS, DeadLetter
 from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
-                     PayloadTooLarge)
+                     LeaseLost, PayloadTooLarge)
 from .job import Job, JobStatus, record_problem, statuses_allowed_before
 from .layout import StoreKeys
 from .events import Events
-from .scripts import DELETE, DEQUEUE, ENQUEUE, UPDATE_STATUS
+from .scripts import DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, UPDATE_STATUS
 from .steps import Batch, Command, Refresh, Script
 from .strategy import Strategy
 
@@ -39,6 +39,13 @@ class Context:
     # Longest server-side wait of one blocking step; kept below the client's socket timeout.
     block_slice: float = 1.0
     max_record_bytes: int = 1024 * 1024
+    # Leases: how long a dequeued job stays its worker's without an extend (ms, the store's
+    # ``lease``), and how many hand-outs a job gets before a lease running out fails it.
+    lease_ms: int = 3_600_000
+    max_attempts: int = 3
+    # How long a claim list may hold entries past its blocking wait before a later dequeue puts
+    # them back (its dequeue died between the move and the claim), seconds.
+    list_grace: float = 30.0
     # Redis Cluster: writes go through ops_cluster, and scripts are never fenced (the phase
     # lives in another slot; stores follow a switch by time alone, within a second).
     cluster: bool = False
@@ -173,6 +180,7 @@ def update_status(
     workspace_id: str,
     status: JobStatus,
     changes: dict[str, str],
+    claim: str | None = None,
 ) -> Op:
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
     fields = {"status": status.value, **changes, "updated_at": repr(ctx.clock())}
@@ -181,21 +189,29 @@ def update_status(
     while True:
         routing = ctx.strategy.routing(workspace_id)
         (reply,) = yield Batch((fenced_script(
-            ctx, UPDATE_STATUS, (marker, *_keys(routing.touched, workspace_id, job_id)),
-            (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, "", *flat),
+            ctx, UPDATE_STATUS,
+            (marker, *_keys(routing.touched, workspace_id, job_id), ctx.keys.leases),
+            (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, "", claim or "", "",
+             "1", *flat),
         ),))
         if not stale(reply):
             break
         yield Refresh()
-    return update_outcome(ctx, reply, job_id, workspace_id, status)
+    return update_outcome(ctx, reply, job_id, workspace_id, status, claim=claim)
 
 
 def update_outcome(ctx: Context, reply: list, job_id: str, workspace_id: str, status: JobStatus,
-                   operation: str = "update_status") -> Job:
+                   operation: str = "update_status", claim: str | None = None) -> Job:
     """The job an UPDATE_STATUS reply holds, or the error it stands for.
 
-    :raises InvalidTransition, PayloadTooLarge, JobNotFound, CorruptRecord: (nothing was written)
+    :raises InvalidTransition, PayloadTooLarge, JobNotFound, CorruptRecord, LeaseLost: (nothing
+        was written)
     """
+    if reply[0] == "lease_lost":
+        attempts = int(reply[1])
+        held = reply[2] == JobStatus.RUNNING.value and attempts > 0
+        raise LeaseLost(job_id, claim or "", attempts if held else None,
+                        f"the job is {reply[2] or 'pending'}")
     if reply[0] == "invalid":
         raise InvalidTransition(job_id, reply[1], status.value)
     if reply[0] == "too_large":
@@ -221,14 +237,15 @@ def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
         yield Refresh()
 
 
-def _dequeue_script(ctx: Context, source: str, marker: str) -> Script:
+def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms: int) -> Script:
     # Routing is read afresh for every attempt, so a long wait follows a phase switch.
     templates = tuple(s.lua_template for s in ctx.strategy.routing(None).touched)
     return fenced_script(
         ctx,
         DEQUEUE,
-        (source, ctx.keys.queue, marker, ctx.keys.dead),
-        (ctx.marker_ttl, repr(ctx.clock()), ctx.dequeue_scan, ctx.max_dead_letters, *templates),
+        (source, ctx.keys.queue, marker, ctx.keys.dead, ctx.keys.leases),
+        (ctx.marker_ttl, repr(ctx.clock()), ctx.dequeue_scan, ctx.max_dead_letters, lease_ms,
+         ctx.max_attempts, token, *templates),
     )
 
 
@@ -244,22 +261,27 @@ def buried(ctx: Context, letters: Iterable[DeadLetter | str]) -> None:
 
 
 def _claimed(ctx: Context, reply: list) -> Job | None:
-    """The job a DEQUEUE reply hands out, if any; its dead letters reported."""
+    """The job a DEQUEUE reply hands out, if any; its dead letters and expired leases reported."""
     if len(reply) > 2 and reply[2]:
         buried(ctx, reply[2])
+    if len(reply) > 4 and reply[4]:
+        for outcome, workspace_id in zip(reply[4][::2], reply[4][1::2]):
+            ctx.events.lease_expired(workspace_id, outcome)
     if reply[0] in ("job", "replayed") and reply[1]:
         return decode(ctx, "dequeue", reply[3] if len(reply) > 3 else None, as_record(reply[1]))
     return None
 
 
-def dequeue(ctx: Context, timeout: float | None) -> Op:
-    """Claim the oldest pending job. ``timeout``: 0 no wait, None wait forever, else seconds."""
+def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) -> Op:
+    """Claim the oldest pending job, or a job whose lease ran out. ``timeout``: 0 no wait, None
+    wait forever, else seconds. ``lease_ms``: the claim's lease (default: the store's)."""
     token = ctx.new_token()
+    lease_ms = ctx.lease_ms if lease_ms is None else lease_ms
     queue = ctx.keys.queue
     marker, claim = ctx.keys.op(token, near=queue), ctx.keys.claim(token)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        (reply,) = yield Batch((_dequeue_script(ctx, queue, marker),))
+        (reply,) = yield Batch((_dequeue_script(ctx, queue, marker, token, lease_ms),))
         if stale(reply):
             yield Refresh()
             continue
@@ -275,17 +297,31 @@ def dequeue(ctx: Context, timeout: float | None) -> Op:
         # from that list at once: one round trip, and the script runs even when a lost reply
         # made redis-py re-send the BLMOVE (whatever either attempt moved is claimed or put back).
         # Short slices, so that a phase switch is seen soon and the socket never times out.
+        # The claim list is leased first: if this process dies between the move and the claim,
+        # a later dequeue puts the entry back (the list's lease runs out list_grace after the wait).
         wait = ctx.block_slice if remaining is None else max(0.01, min(remaining, ctx.block_slice))
-        _, reply = yield Batch(
-            (Command(("BLMOVE", queue, claim, "RIGHT", "LEFT", round(wait, 3))),
-             _dequeue_script(ctx, claim, marker))
+        _, _, reply = yield Batch(
+            (Script(LEASE_LIST, (ctx.keys.leases,), (claim, int((wait + ctx.list_grace) * 1000))),
+             Command(("BLMOVE", queue, claim, "RIGHT", "LEFT", round(wait, 3))),
+             _dequeue_script(ctx, claim, marker, token, lease_ms))
         )
         while stale(reply):  # the claim list must be drained now, under the fresh routing
             yield Refresh()
-            (reply,) = yield Batch((_dequeue_script(ctx, claim, marker),))
+            (reply,) = yield Batch((_dequeue_script(ctx, claim, marker, token, lease_ms),))
         job = _claimed(ctx, reply)
         if reply[0] in ("job", "replayed"):
             return job
+
+
+def extend(ctx: Context, job: Job, lease_ms: int) -> Op:
+    """Renew ``job``'s lease for ``lease_ms`` from now (server time).
+
+    :raises LeaseLost: the claim has ended (taken over, or the job was finished meanwhile).
+    """
+    (until,) = yield Batch((Script(EXTEND, (ctx.keys.leases,), (job.claim, lease_ms)),))
+    if not until:
+        raise LeaseLost(job.job_id, job.claim or "", detail="its lease is gone")
+    return None
 
 
 # -- reads -----------------------------------------------------------------------------------

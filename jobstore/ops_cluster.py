@@ -22,12 +22,13 @@ from __future__ import annotations
 import time
 
 from .dead_letters import DeadLetter, entry_problem, printable
-from .errors import CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound
-from .job import Job, JobStatus, record_problem
+from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
+                     LeaseLost)
+from .job import Job, JobStatus, count, record_problem
 from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script,
                   update_outcome)
-from .scripts import (BURY, CREATE_RECORD, DELETE_RECORD, MIRROR, PUSH_ONCE, RETURN_CLAIMS,
-                      UPDATE_STATUS)
+from .scripts import (BURY, CREATE_RECORD, DELETE_RECORD, EXPIRED, LEASE_CLAIM, LEASE_LIST, MIRROR,
+                      PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
 from .steps import Batch, Command, Script
 
 CLAIM_TTL = 3600
@@ -161,10 +162,12 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
 
 def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, job_id: str,
           status: JobStatus, allowed: str, fields: dict[str, str], stamp: str = "",
-          operation: str = "update_status") -> Op:
+          operation: str = "update_status", claim: str = "", hand_out: bool = False) -> Op:
     """The first record (in read order) decides and takes the move; the others follow it.
 
     ``stamp``: the ``created_at`` the record must have (a claim through a queue entry).
+    ``claim``: the claim the record must hold (else :class:`LeaseLost`). ``hand_out``: the move
+    hands the job out (its attempt count goes up by one).
 
     :raises CorruptRecord: a copy cannot be decoded; nothing was written.
     """
@@ -182,16 +185,17 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
     for position, key in enumerate(keys):
         (reply,) = yield Batch((fenced_script(
             ctx, UPDATE_STATUS, (_marker(ctx, token, key), key),
-            (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, stamp, *flat),
+            (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, stamp, claim,
+             "1" if hand_out else "", "0", *flat),
         ),))
         if reply[0] == "missing":
             continue
-        job = update_outcome(ctx, reply, job_id, workspace_id, status, operation)
+        job = update_outcome(ctx, reply, job_id, workspace_id, status, operation, claim=claim)
         rest = keys[position + 1:]
         if rest:
             # The move is taken; the other copies follow it with the record's own fields.
             record = as_record(reply[1])
-            moved = {k: record[k] for k in (*fields, "updated_at") if k in record}
+            moved = {k: record[k] for k in (*fields, "updated_at", "attempts") if k in record}
             flat_moved = [part for item in moved.items() for part in item]
             yield Batch(tuple(
                 Script(MIRROR, (_marker(ctx, token, other), other),
@@ -203,14 +207,19 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
 
 
 def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatus,
-                  changes: dict[str, str]) -> Op:
+                  changes: dict[str, str], claim: str | None = None) -> Op:
     from .job import statuses_allowed_before
 
     routing = ctx.strategy.routing(workspace_id)
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
     fields = {"status": status.value, **changes, "updated_at": repr(ctx.clock())}
-    return (yield from _move(ctx, ctx.new_token(), _keys(routing.touched, workspace_id, job_id),
-                             workspace_id, job_id, status, allowed, fields))
+    job = yield from _move(ctx, ctx.new_token(), _keys(routing.touched, workspace_id, job_id),
+                           workspace_id, job_id, status, allowed, fields, claim=claim or "")
+    if job.claim and status is not JobStatus.RUNNING:
+        # The claim ended with this move; its lease sits in the queue's slot. (Left behind by a
+        # crash here, it runs out and a dequeue drops it: the job is no longer running.)
+        yield Batch((Command(("ZREM", ctx.keys.leases, job.claim)),))
+    return job
 
 
 def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
@@ -243,7 +252,7 @@ def _bury(ctx: Context, entry: str, reason: str, key: str | None = None,
     ctx.events.dead_letter(letter)  # a record that cannot be decoded was reported by _move
 
 
-def _claim(ctx: Context, token: str, entry: str) -> Op:
+def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op:
     """The job of one queue entry, now running and ours; None when it is not to be run."""
     problem = entry_problem(entry)
     if problem is not None:
@@ -257,38 +266,102 @@ def _claim(ctx: Context, token: str, entry: str) -> Op:
         if holder != token:
             return None  # another worker claimed it (a duplicated entry)
     keys = _keys(ctx.strategy.routing(None).touched, workspace_id, job_id)
-    fields = {"status": JobStatus.RUNNING.value, "updated_at": repr(ctx.clock())}
+    claim = f"{token}:{entry}"
+    # Leased before the records move: a dequeue that dies in between leaves a lease that runs
+    # out and is dropped (the job is still pending, its entry back in the queue).
+    yield Batch((Script(LEASE_CLAIM, (ctx.keys.leases,), (claim, lease_ms)),))
+    fields = {"status": JobStatus.RUNNING.value, "claim": claim, "updated_at": repr(ctx.clock())}
     try:
         return (yield from _move(ctx, token, keys, workspace_id, job_id, JobStatus.RUNNING,
-                                 JobStatus.PENDING.value, fields, stamp, operation="dequeue"))
+                                 JobStatus.PENDING.value, fields, stamp, operation="dequeue",
+                                 hand_out=True))
     except (InvalidTransition, JobNotFound):
+        yield Batch((Command(("ZREM", ctx.keys.leases, claim)),))
         return None  # cancelled, finished or deleted meanwhile: drop the entry
     except CorruptRecord as exc:  # nothing written; the record stays as it is
+        yield Batch((Command(("ZREM", ctx.keys.leases, claim)),))
         yield from _bury(ctx, entry, exc.reason, exc.key, exc.field)
         return None
 
 
-def dequeue(ctx: Context, timeout: float | None) -> Op:
+def _take_over(ctx: Context, token: str, member: str, lease_ms: int) -> Op:
+    """Hand out again the job of a claim whose lease ran out, or fail it at max attempts; None
+    when the claim no longer holds the job (finished, deleted, taken over: the lease is dropped).
+
+    Exactly one dequeue takes a job over: the move checks, in the record's slot, that the record
+    still holds the expired claim. The new claim is leased before the move and the old lease
+    dropped after it, so that a crash between the steps never leaves a running job unleased.
+    """
+    entry = member.partition(":")[2]
+    workspace_id, job_id, stamp = ctx.keys.parse_queue_entry(entry)
+    keys = _keys(ctx.strategy.routing(None).touched, workspace_id, job_id)
+    records = yield Batch(tuple(Command(("HGETALL", key)) for key in keys))
+    record = next((r for r in map(as_record, records) if addressed(r, workspace_id)), {})
+    job = None
+    if record.get("claim") == member and record.get("status") == JobStatus.RUNNING.value:
+        attempts = count(record.get("attempts"))
+        now = repr(ctx.clock())
+        try:
+            if attempts >= ctx.max_attempts:
+                why = (f"lease expired on attempt {attempts} of {ctx.max_attempts} (max_attempts): "
+                       "the worker holding the job stopped renewing it")
+                yield from _move(ctx, token, keys, workspace_id, job_id, JobStatus.FAILED,
+                                 JobStatus.RUNNING.value, {"status": JobStatus.FAILED.value,
+                                                           "error": why, "updated_at": now},
+                                 stamp, operation="dequeue", claim=member)
+                ctx.events.lease_expired(workspace_id, "failed")
+            else:
+                claim = f"{token}:{entry}"
+                yield Batch((Script(LEASE_CLAIM, (ctx.keys.leases,), (claim, lease_ms)),))
+                job = yield from _move(
+                    ctx, token, keys, workspace_id, job_id, JobStatus.RUNNING,
+                    JobStatus.RUNNING.value, {"status": JobStatus.RUNNING.value,
+                                              "claim": claim, "updated_at": now},
+                    stamp, operation="dequeue", claim=member, hand_out=True)
+                ctx.events.lease_expired(workspace_id, "reclaimed")
+        except (LeaseLost, InvalidTransition, JobNotFound):
+            pass  # another dequeue took it over, or it finished, first
+        except CorruptRecord as exc:
+            yield from _bury(ctx, entry, exc.reason, exc.key, exc.field)
+        if job is None and attempts < ctx.max_attempts:  # our new claim's lease, unused
+            yield Batch((Command(("ZREM", ctx.keys.leases, f"{token}:{entry}")),))
+    yield Batch((Command(("ZREM", ctx.keys.leases, member)),))
+    return job
+
+
+def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) -> Op:
     token = ctx.new_token()
-    queue, claim = ctx.keys.queue, ctx.keys.claim(token)
+    lease_ms = ctx.lease_ms if lease_ms is None else lease_ms
+    queue, claim, leases = ctx.keys.queue, ctx.keys.claim(token), ctx.keys.leases
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        (moved,) = yield Batch((Command(("LMOVE", queue, claim, "RIGHT", "LEFT")),))
+        # Jobs whose lease ran out first (and claim lists of dequeues that died, put back).
+        (expired,) = yield Batch((Script(EXPIRED, (leases, queue), (ctx.dequeue_scan,)),))
+        for member in expired:
+            job = yield from _take_over(ctx, token, member, lease_ms)
+            if job is not None:
+                return job
+        (moved,) = yield Batch((Script(TAKE, (queue, claim, leases),
+                                       (int(ctx.list_grace * 1000),)),))
         if moved is None:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return None
             wait = ctx.block_slice if remaining is None else max(0.01, min(remaining, ctx.block_slice))
-            (moved,) = yield Batch((Command(("BLMOVE", queue, claim, "RIGHT", "LEFT", round(wait, 3))),))
+            _, moved = yield Batch((
+                Script(LEASE_LIST, (leases,), (claim, int((wait + ctx.list_grace) * 1000))),
+                Command(("BLMOVE", queue, claim, "RIGHT", "LEFT", round(wait, 3)))))
             if moved is None:
+                yield Batch((Script(RETURN_CLAIMS, (claim, queue, leases), ()),))
                 continue
-        # A re-sent LMOVE may have moved a second entry: claim the oldest, return the rest.
+        # A re-sent move may have moved a second entry: claim the oldest, return the rest.
         (entries,) = yield Batch((Command(("LRANGE", claim, 0, -1)),))
         job = None
         while entries and job is None:
             entry = entries.pop()  # the oldest is at the tail
-            job = yield from _claim(ctx, token, entry)
-            yield Batch((Command(("RPOP", claim)),))
-        yield Batch((Script(RETURN_CLAIMS, (claim, queue), ()),))
+            job = yield from _claim(ctx, token, entry, lease_ms)
+            # This entry, not whatever is at the tail: a re-sent RPOP would drop a second one.
+            yield Batch((Command(("LREM", claim, -1, entry)),))
+        yield Batch((Script(RETURN_CLAIMS, (claim, queue, leases), ()),))
         if job is not None:
             return job

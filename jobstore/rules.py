@@ -33,7 +33,7 @@ from typing import Mapping
 
 REV = "_rev"
 # Fields a job's later history may change; everything else identifies the record.
-MUTABLE = frozenset({"status", "result", "error", "updated_at", REV})
+MUTABLE = frozenset({"status", "result", "error", "updated_at", "attempts", "claim", REV})
 # Status order: every allowed move goes up, so a late mirror of an earlier move is recognisable.
 STATUS_RANK = {"pending": 0, "running": 1, "completed": 2, "failed": 2, "cancelled": 2}
 
@@ -118,15 +118,23 @@ def same_record(source: Mapping[str, str], target: Mapping[str, str]) -> bool:
                for k, v in source.items())
 
 
-def moved_past(current_status: str | None, new_status: str) -> bool:
-    """A mirrored move to ``new_status`` is late: the copy already took that move or a later one."""
-    return STATUS_RANK.get(current_status or "", -1) >= STATUS_RANK.get(new_status, 99)
+def moved_past(current_status: str | None, new_status: str | None, current_attempts: int = 0,
+               new_attempts: int | None = None) -> bool:
+    """A mirrored move to ``new_status`` is late: the copy already took that move or a later one.
+
+    Every move raises the status, except a running job handed out again (its lease taken over):
+    that move raises the attempt count (``new_attempts``; None when the move does not set it).
+    """
+    was = STATUS_RANK.get(current_status or "", -1)
+    new = STATUS_RANK.get(new_status or "", 99)
+    return was > new or (was == new and (new_attempts or 0) <= current_attempts)
 
 
 # The same rules in Lua, embedded in the standalone scripts. Records are Lua tables.
 LUA = r"""
 local REV = '_rev'
-local MUTABLE = {status = true, result = true, error = true, updated_at = true, _rev = true}
+local MUTABLE = {status = true, result = true, error = true, updated_at = true, attempts = true,
+                 claim = true, _rev = true}
 local function rev(record)
   local v = record[REV]
   if v and #v <= 15 and string.match(v, '^%d+$') then return tonumber(v) end

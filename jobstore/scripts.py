@@ -87,6 +87,21 @@ end
 """
 
 
+# Leases (jobstore.layout.StoreKeys.leases): lease times are the server's (TIME, in ms), never a
+# client's; a record's attempt count is read like a write count (up to 15 digits, else 0).
+LEASE = r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function attempts_of(key)
+  local v = redis.call('HGET', key, 'attempts')
+  if v and #v <= 15 and string.match(v, '^%d+$') then return tonumber(v) end
+  return 0
+end
+"""
+
+
 ENQUEUE = fenced(
     "enqueue",
     r"""
@@ -121,25 +136,32 @@ return {'created'}
 
 UPDATE_STATUS = fenced(
     "update_status",
-    RECORD_CHECK + r"""
--- KEYS[1] op marker   KEYS[2 ..] record keys, in read order
+    RECORD_CHECK + LEASE + r"""
+-- KEYS[1] op marker   KEYS[2 ..] record keys, in read order   (last: the leases, see ARGV[8])
 -- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] statuses allowed before, ' '-separated
 -- ARGV[4] max record bytes   ARGV[5] created_at the record must have ('' any)
--- ARGV[6 ..] field, value pairs to set
+-- ARGV[6] the claim the caller must hold ('' none)   ARGV[7] '1': this move hands the job out
+--         (attempts + 1)   ARGV[8] '1': the last KEY is the leases sorted set (standalone)
+-- ARGV[9 ..] field, value pairs to set
 -- returns {'updated', record, key} | {'replayed', record, key} | {'missing'}
 --         | {'invalid', current status} | {'too_large', size} | {'corrupt', key, field, reason}
+--         | {'lease_lost', attempts of the record, its status}
 --         ({'invalid', ...} too when created_at differs: another job)
 -- Only records owned by the workspace count: another workspace's record is never touched. A
 -- record without a workspace_id, or one that would not decode, stops the update: nothing written.
 -- A re-sent call answers what its first attempt answered (the marker keeps it), whatever the
--- keys hold now: never another incarnation's record, never a second claim.
+-- keys hold now: never another incarnation's record, never a second claim. A move out of
+-- 'running' ends the record's claim: its lease is dropped (standalone; on Cluster the caller
+-- drops it, and a lease left behind is dropped when it runs out).
 local saved = redis.call('GET', KEYS[1])
 if saved then
   local first = cjson.decode(saved)
   return {'replayed', first[2], first[1]}
 end
+local last, leases = #KEYS, false
+if ARGV[8] == '1' then leases = KEYS[#KEYS]; last = #KEYS - 1 end
 local owned = {}
-for i = 2, #KEYS do
+for i = 2, last do
   if addressed(KEYS[i], ARGV[1]) then owned[#owned + 1] = KEYS[i] end
 end
 if #owned == 0 then return {'missing'} end
@@ -148,24 +170,36 @@ for _, key in ipairs(owned) do
   if field then return {'corrupt', key, field, reason} end
 end
 local current = redis.call('HGET', owned[1], 'status') or ''
+local holder = redis.call('HGET', owned[1], 'claim')
+if ARGV[6] ~= '' and holder ~= ARGV[6] then
+  return {'lease_lost', tostring(attempts_of(owned[1])), current}
+end
 if not string.find(' ' .. ARGV[3] .. ' ', ' ' .. current .. ' ', 1, true) then
   return {'invalid', current}
 end
 if ARGV[5] ~= '' and redis.call('HGET', owned[1], 'created_at') ~= ARGV[5] then
   return {'invalid', current}
 end
-local fields, merged = {}, {}
+local fields, merged, status = {}, {}, current
 local stored = redis.call('HGETALL', owned[1])
 for i = 1, #stored, 2 do merged[stored[i]] = stored[i + 1] end
-for i = 6, #ARGV, 2 do
+if ARGV[7] == '1' then
+  local n = tostring(attempts_of(owned[1]) + 1)
+  fields[1] = 'attempts'; fields[2] = n; merged['attempts'] = n
+end
+for i = 9, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
   merged[ARGV[i]] = ARGV[i + 1]
+  if ARGV[i] == 'status' then status = ARGV[i + 1] end
 end
 local size = 0
 for k, v in pairs(merged) do size = size + #k + #v end
 if size > tonumber(ARGV[4]) then return {'too_large', size} end
 for _, key in ipairs(owned) do
   redis.call('HSET', key, '_rev', bump(key), unpack(fields))
+end
+if leases and holder and current == 'running' and status ~= 'running' then
+  redis.call('ZREM', leases, holder)
 end
 local after = redis.call('HGETALL', owned[1])
 redis.call('SET', KEYS[1], cjson.encode({owned[1], after}), 'EX', ARGV[2])
@@ -211,24 +245,31 @@ end
 
 DEQUEUE = fenced(
     "dequeue",
-    RECORD_CHECK + DEAD_LETTER + r"""
+    RECORD_CHECK + DEAD_LETTER + LEASE + r"""
 -- KEYS[1] list to pop from: the queue, or this call's claim list   KEYS[2] the queue
--- KEYS[3] op marker   KEYS[4] dead-letter list
--- ARGV[1] marker ttl (s)   ARGV[2] now   ARGV[3] most entries to examine
--- ARGV[4] most dead letters kept
--- ARGV[5 ..] record key templates in read order; byte 1 stands for the workspace id, byte 2
+-- KEYS[3] op marker   KEYS[4] dead-letter list   KEYS[5] leases (sorted set)
+-- ARGV[1] marker ttl (s)   ARGV[2] now (updated_at)   ARGV[3] most entries to examine
+-- ARGV[4] most dead letters kept   ARGV[5] lease (ms)   ARGV[6] max attempts
+-- ARGV[7] this call's token (a claim is '<token>:<entry>')
+-- ARGV[8 ..] record key templates in read order; byte 1 stands for the workspace id, byte 2
 --            for the job id (the schemas' lua_template)
--- returns {'job', record, dead, key} | {'replayed', record, dead, key} | {'empty', {}, dead}
---         | {'busy', {}, dead}; dead: the dead letters this call wrote (JSON texts)
--- Entries are 'workspace:job:created_at' ('workspace:job' from before 0.1: any record of the id).
--- Entries of deleted, cancelled or already running jobs are dropped, and so is an entry whose
--- created_at is not the record's (its job was deleted and the id enqueued again, with an entry
--- of its own). An entry that cannot be parsed, or whose record (any copy of the workspace's,
--- or one without a workspace_id) cannot be decoded, goes to the dead-letter list with the
--- reason; the record is left as it is. Whatever a claim list still holds goes back to the
--- queue's head, in order.
+-- returns {kind, record, dead, key, reaped}; kind 'job' | 'replayed' | 'empty' | 'busy';
+--         dead: the dead letters this call wrote (JSON texts); reaped: outcome, workspace pairs
+--         of the leases that ran out ('reclaimed' | 'failed')
+-- First the leases that ran out (server time): a job still held by its expired claim is handed
+-- out again to this call, under a new claim and attempt, or, at max attempts, fails with the
+-- reason; a claim list of a dequeue that never finished goes back to the queue; any other
+-- expired lease (the job finished, was deleted or taken over) is dropped. Then the queue:
+-- entries are 'workspace:job:created_at' ('workspace:job' from before 0.1: any record of the
+-- id). Entries of deleted, cancelled or already running jobs are dropped, and so is an entry
+-- whose created_at is not the record's (its job was deleted and the id enqueued again, with an
+-- entry of its own). An entry that cannot be parsed, or whose record (any copy of the
+-- workspace's, or one without a workspace_id) cannot be decoded, goes to the dead-letter list
+-- with the reason; the record is left as it is. Whatever a claim list still holds goes back to
+-- the queue's head, in order.
 local reply
-local dead = {}
+local dead, reaped = {}, {}
+local now = now_ms()
 local function bury(entry, reason, key, field)
   local letter = {entry = printable(entry), reason = reason, at = tonumber(ARGV[2])}
   if key then letter.key = key; letter.field = field end
@@ -237,58 +278,181 @@ local function bury(entry, reason, key, field)
   redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
   dead[#dead + 1] = text
 end
+-- workspace id, job id, stamp (false: none) of an entry, or nil after burying it
+local function parse(entry)
+  local sep = string.find(entry, ':', 1, true)
+  if not sep then bury(entry, "no ':' between the workspace id and the job id"); return nil end
+  local ws, id, stamp = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1), false
+  sep = string.find(id, ':', 1, true)
+  if sep then id, stamp = string.sub(id, 1, sep - 1), string.sub(id, sep + 1) end
+  if not is_id(ws) then
+    bury(entry, 'the workspace id is empty or not 1-128 characters of A-Z a-z 0-9 _ . -')
+  elseif not is_id(id) then
+    bury(entry, 'the job id is empty or not 1-128 characters of A-Z a-z 0-9 _ . -')
+  else
+    return ws, id, stamp
+  end
+  return nil
+end
+-- the workspace's copies of the job, in read order, or nil after burying the entry of a copy
+-- that cannot be decoded
+local function copies(entry, ws, id)
+  local owned = {}
+  for i = 8, #ARGV do
+    local key = (string.gsub((string.gsub(ARGV[i], '\1', ws)), '\2', id))
+    if addressed(key, ws) then
+      local field, reason = record_problem(key)
+      if field then bury(entry, reason, key, field); return nil end
+      owned[#owned + 1] = key
+    end
+  end
+  return owned
+end
+-- hand the job out to this call: running, attempt n, a claim of its own and its lease
+local function take(owned, entry, n)
+  local claim = ARGV[7] .. ':' .. entry
+  for _, key in ipairs(owned) do
+    redis.call('HSET', key, 'status', 'running', 'updated_at', ARGV[2], '_rev', bump(key),
+               'attempts', n, 'claim', claim)
+  end
+  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), claim)
+  local claimed = redis.call('HGETALL', owned[1])
+  redis.call('SET', KEYS[3], cjson.encode({owned[1], claimed}), 'EX', ARGV[1])
+  return {'job', claimed, dead, owned[1], reaped}
+end
 -- A re-sent call answers what its first attempt claimed (the marker keeps the record as it was
 -- handed out), whatever the key holds now: never a job another worker has since received.
 local marker = redis.call('GET', KEYS[3])
 if marker then
   local first = cjson.decode(marker)
-  reply = {'replayed', first[2], dead, first[1]}
+  reply = {'replayed', first[2], dead, first[1], reaped}
+else
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+  for _, member in ipairs(expired) do
+    redis.call('ZREM', KEYS[5], member)
+    local sep = string.find(member, ':', 1, true) or 0
+    local head, entry = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+    if head == 'list' then
+      if entry ~= KEYS[1] then
+        local rest = redis.call('LRANGE', entry, 0, -1)
+        if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
+        redis.call('DEL', entry)
+      end
+    else
+      local ws, id = parse(entry)
+      local owned = ws and copies(entry, ws, id)
+      if owned and #owned > 0 and redis.call('HGET', owned[1], 'claim') == member
+          and redis.call('HGET', owned[1], 'status') == 'running' then
+        local n = attempts_of(owned[1])
+        if n >= tonumber(ARGV[6]) then
+          local why = 'lease expired on attempt ' .. n .. ' of ' .. ARGV[6]
+                      .. ' (max_attempts): the worker holding the job stopped renewing it'
+          for _, key in ipairs(owned) do
+            redis.call('HSET', key, 'status', 'failed', 'error', why, 'updated_at', ARGV[2],
+                       '_rev', bump(key))
+          end
+          reaped[#reaped + 1] = 'failed'; reaped[#reaped + 1] = ws
+        else
+          reaped[#reaped + 1] = 'reclaimed'; reaped[#reaped + 1] = ws
+          reply = take(owned, entry, n + 1)
+          break
+        end
+      end
+    end
+  end
 end
 for _ = 1, reply and 0 or tonumber(ARGV[3]) do
   local entry = redis.call('RPOP', KEYS[1])
-  if not entry then reply = {'empty', {}, dead}; break end
-  local sep = string.find(entry, ':', 1, true)
-  local ws, id, stamp = entry, '', false
-  if sep then ws, id = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1) end
-  sep = string.find(id, ':', 1, true)
-  if sep then id, stamp = string.sub(id, 1, sep - 1), string.sub(id, sep + 1) end
-  if not string.find(entry, ':', 1, true) then
-    bury(entry, "no ':' between the workspace id and the job id")
-  elseif not is_id(ws) then
-    bury(entry, 'the workspace id is empty or not 1-128 characters of A-Z a-z 0-9 _ . -')
-  elseif not is_id(id) then
-    bury(entry, 'the job id is empty or not 1-128 characters of A-Z a-z 0-9 _ . -')
-  else
-    local owned, corrupt = {}, false
-    for i = 5, #ARGV do
-      local key = (string.gsub((string.gsub(ARGV[i], '\1', ws)), '\2', id))
-      if not corrupt and addressed(key, ws) then
-        local field, reason = record_problem(key)
-        if field then
-          bury(entry, reason, key, field)
-          corrupt = true
-        end
-        owned[#owned + 1] = key
-      end
-    end
-    if not corrupt and #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending'
-        and (not stamp or redis.call('HGET', owned[1], 'created_at') == stamp) then
-      for _, key in ipairs(owned) do
-        redis.call('HSET', key, 'status', 'running', 'updated_at', ARGV[2], '_rev', bump(key))
-      end
-      local claimed = redis.call('HGETALL', owned[1])
-      redis.call('SET', KEYS[3], cjson.encode({owned[1], claimed}), 'EX', ARGV[1])
-      reply = {'job', claimed, dead, owned[1]}
-      break
-    end
+  if not entry then reply = {'empty', {}, dead, '', reaped}; break end
+  local ws, id, stamp = parse(entry)
+  local owned = ws and copies(entry, ws, id)
+  if owned and #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending'
+      and (not stamp or redis.call('HGET', owned[1], 'created_at') == stamp) then
+    reply = take(owned, entry, attempts_of(owned[1]) + 1)
+    break
   end
 end
 if KEYS[1] ~= KEYS[2] then
   local rest = redis.call('LRANGE', KEYS[1], 0, -1)
   if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
   redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[5], 'list:' .. KEYS[1])
 end
-return reply or {'busy', {}, dead}
+return reply or {'busy', {}, dead, '', reaped}
+""",
+)
+
+# A dequeue about to move queue entries into its claim list registers the list first, as a lease:
+# if the dequeue never finishes (its process died), a later dequeue puts the entries back.
+LEASE_LIST = Lua(
+    "lease_list",
+    LEASE + r"""
+-- KEYS[1] leases   ARGV[1] claim list   ARGV[2] how long it may stay (ms)
+redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[2]), 'list:' .. ARGV[1])
+return 1
+""",
+)
+
+# Redis Cluster: the move from the queue to the claim list, registered as above, in one step.
+TAKE = Lua(
+    "take",
+    LEASE + r"""
+-- KEYS[1] queue   KEYS[2] claim list   KEYS[3] leases   ARGV[1] how long it may stay (ms)
+-- returns the entry moved | false (the queue is empty)
+local entry = redis.call('RPOP', KEYS[1])
+if not entry then return false end
+redis.call('LPUSH', KEYS[2], entry)
+redis.call('ZADD', KEYS[3], now_ms() + tonumber(ARGV[1]), 'list:' .. KEYS[2])
+return entry
+""",
+)
+
+EXTEND = Lua(
+    "extend",
+    LEASE + r"""
+-- KEYS[1] leases   ARGV[1] claim   ARGV[2] lease (ms, from now)
+-- returns the new expiry (ms, server time) | 0 the claim has ended (taken over, finished)
+-- A lease that ran out but whose job no one has taken over yet is renewed: the claim stands
+-- until another dequeue takes the job.
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local until_ms = now_ms() + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], 'XX', until_ms, ARGV[1])
+return until_ms
+""",
+)
+
+# Redis Cluster: a claim is leased before its records move (a dequeue that dies between the two
+# leaves a lease that runs out and is dropped: the job was never taken).
+LEASE_CLAIM = Lua(
+    "lease_claim",
+    LEASE + r"""
+-- KEYS[1] leases   ARGV[1] claim   ARGV[2] lease (ms)
+redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[2]), ARGV[1])
+return 1
+""",
+)
+
+# Redis Cluster: the leases that ran out (the jobs' records sit in other slots: the caller
+# takes each one over, or drops it); claim lists of dequeues that never finished go back here.
+EXPIRED = Lua(
+    "expired",
+    LEASE + r"""
+-- KEYS[1] leases   KEYS[2] queue   ARGV[1] most leases to return
+-- returns the expired claims ('<token>:<entry>'), oldest first
+local out = {}
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+for _, member in ipairs(expired) do
+  if string.sub(member, 1, 5) == 'list:' then
+    local list = string.sub(member, 6)
+    local rest = redis.call('LRANGE', list, 0, -1)
+    if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
+    redis.call('DEL', list)
+    redis.call('ZREM', KEYS[1], member)
+  else
+    out[#out + 1] = member
+  end
+end
+return out
 """,
 )
 
@@ -453,18 +617,28 @@ MIRROR = Lua(
 -- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3 ..] field, value pairs, status among them
 -- returns 'done' | 'missing' | 'newer' (the copy already took this move or a later one: left alone)
 -- Writes reach the copies one after another, so a late one must not undo a later one. Every
--- allowed move raises the status (pending < running < terminal): a copy whose status is already
--- as far along took a later move (jobstore.rules.moved_past). No clock is consulted.
+-- allowed move raises the status (pending < running < terminal), or, for a running job handed
+-- out again, its attempt count: a copy already as far along took a later move
+-- (jobstore.rules.moved_past). No clock is consulted.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'done' end
 if redis.call('HGET', KEYS[2], 'workspace_id') ~= ARGV[1] then return 'missing' end
 local rank = {pending = 0, running = 1, completed = 2, failed = 2, cancelled = 2}
-local fields, status = {}, nil
+local function count(v)
+  if v and #v <= 15 and string.match(v, '^%d+$') then return tonumber(v) end
+  return 0
+end
+local fields, status, attempts = {}, nil, nil
 for i = 3, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
   if ARGV[i] == 'status' then status = ARGV[i + 1] end
+  if ARGV[i] == 'attempts' then attempts = count(ARGV[i + 1]) end
 end
 local current = redis.call('HGET', KEYS[2], 'status') or ''
-if (rank[current] or -1) >= (rank[status or ''] or 99) then return 'newer' end
+local was, new = rank[current] or -1, rank[status or ''] or 99
+-- a later hand-out of a running job (a lease taken over) is a move too: its attempt is higher
+if was > new or (was == new and (attempts or 0) <= count(redis.call('HGET', KEYS[2], 'attempts'))) then
+  return 'newer'
+end
 local v = redis.call('HGET', KEYS[2], '_rev')
 v = (v and #v <= 15 and string.match(v, '^%d+$')) and tonumber(v) + 1 or 1
 redis.call('HSET', KEYS[2], '_rev', v, unpack(fields))
@@ -476,11 +650,12 @@ return 'done'
 RETURN_CLAIMS = Lua(
     "return_claims",
     r"""
--- KEYS[1] claim list   KEYS[2] queue
+-- KEYS[1] claim list   KEYS[2] queue   KEYS[3] leases
 -- returns how many entries went back to the queue's head (oldest end), in order
 local rest = redis.call('LRANGE', KEYS[1], 0, -1)
 if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], 'list:' .. KEYS[1])
 return #rest
 """,
 )
@@ -560,6 +735,7 @@ return out
 """,
 )
 
-ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, SYNC_RECORD, CLEANUP_RECORD, SET_STATE,
+ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, LEASE_LIST, TAKE, EXTEND, LEASE_CLAIM, EXPIRED,
+       SYNC_RECORD, CLEANUP_RECORD, SET_STATE,
        CREATE_RECORD, PUSH_ONCE, DELETE_RECORD, MIRROR, RETURN_CLAIMS, BURY, COPY_IF_ABSENT,
        WRITE_IF_UNCHANGED, READ_RECORDS)

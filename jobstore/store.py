@@ -25,6 +25,11 @@ ENV_LEGACY_FLAG = "AI_JOBS_NEW_SCHEMA"
 ENV_ALLOW_EVICTION = "JOBSTORE_ALLOW_EVICTION"
 ENV_DUAL_SOURCE = "JOBSTORE_DUAL_SOURCE"
 ENV_DUAL_TARGET = "JOBSTORE_DUAL_TARGET"
+ENV_LEASE = "JOBSTORE_LEASE"
+ENV_MAX_ATTEMPTS = "JOBSTORE_MAX_ATTEMPTS"
+ENV_METRICS = "JOBSTORE_METRICS"
+DEFAULT_LEASE = 3600.0
+DEFAULT_MAX_ATTEMPTS = 3
 LEGACY_FLAG_VALUES = {"on": "dual", "off": "legacy"}
 BOOL_VALUES = {"1": True, "true": True, "yes": True, "on": True,
                "0": False, "false": False, "no": False, "off": False}
@@ -32,7 +37,8 @@ BOOL_VALUES = {"1": True, "true": True, "yes": True, "on": True,
 def open(url: str, strategy: str = "legacy", **options: Any) -> "JobStore":  # noqa: A001
     """Open a store on ``url`` (``redis://``, ``rediss://``, ``unix://``, ``memory://``).
 
-    ``options``: ``prefix``, ``max_record_bytes``, ``allow_eviction``, ``client_options``
+    ``options``: ``prefix``, ``max_record_bytes``, ``allow_eviction``, ``lease``,
+    ``max_attempts``, ``wait_replicas``, ``wait_timeout``, ``events``, ``client_options``
     (keyword arguments for the redis-py client), and whatever the strategy takes (``dual``:
     ``source``, ``target``, ``phase``). Nothing is sent to Redis until the first operation.
 
@@ -62,12 +68,22 @@ class JobStore:
         allow_eviction: bool = False,
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
+        lease: float = DEFAULT_LEASE,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         **strategy_options: Any,
     ):
         """``allow_eviction``: run on a Redis whose ``maxmemory-policy`` is not ``noeviction``
         (jobs may then be lost). Without it the store reads the policy once, before its first
-        operation sends anything, and that operation raises :class:`EvictionPolicyError`."""
+        operation sends anything, and that operation raises :class:`EvictionPolicyError`.
+
+        ``lease``: seconds a dequeued job stays its worker's without :meth:`extend` (default an
+        hour); after that the next :meth:`dequeue` hands it out again. ``max_attempts``: hand-outs
+        a job gets; when the lease of the last one runs out, the job is ``failed``.
+        """
         validation.prefix(prefix)
+        lease_ms = _lease_ms("lease", lease, ConfigError)
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ConfigError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
         if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
             raise ConfigError(f"max_record_bytes must be a positive int, not {max_record_bytes!r}")
         if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
@@ -95,7 +111,10 @@ class JobStore:
         self.events = events if events is not None else Events()
         self.context = ops.Context(self.keys, self.strategy, events=self.events,
                                    block_slice=_block_slice(client),
-                                   max_record_bytes=max_record_bytes)
+                                   max_record_bytes=max_record_bytes, lease_ms=lease_ms,
+                                   max_attempts=max_attempts)
+        self.lease = lease_ms / 1000
+        self.max_attempts = max_attempts
         self.driver = SyncDriver(client, self.strategy, self.url, self.events,
                                  wait_replicas=wait_replicas, wait_timeout=float(wait_timeout))
         self.context.cluster = self.driver.cluster
@@ -112,7 +131,9 @@ class JobStore:
         ``JOBSTORE_REDIS_URL`` (required), ``JOBSTORE_STRATEGY`` (default ``legacy``),
         ``JOBSTORE_KEY_PREFIX`` (default ``ai``), ``JOBSTORE_DUAL_SOURCE`` and
         ``JOBSTORE_DUAL_TARGET`` (``dual``'s schemas), ``JOBSTORE_ALLOW_EVICTION`` (``1``/``true``/
-        ``yes``/``on`` or ``0``/``false``/``no``/``off``; default off). With
+        ``yes``/``on`` or ``0``/``false``/``no``/``off``; default off), ``JOBSTORE_LEASE``
+        (seconds), ``JOBSTORE_MAX_ATTEMPTS``, ``JOBSTORE_METRICS`` (on: Prometheus metrics in
+        prometheus-client's default registry, :class:`jobstore.metrics.PrometheusEvents`). With
         ``JOBSTORE_STRATEGY`` unset, ``AI_JOBS_NEW_SCHEMA=on`` selects ``dual`` and ``off``
         selects ``legacy``. An empty variable counts as unset; ``options`` win over variables.
 
@@ -144,6 +165,22 @@ class JobStore:
                     "(run on a Redis that may evict keys), or 0, false, no or off"
                 )
             options["allow_eviction"] = BOOL_VALUES[allow.lower()]
+        for option, variable, kind in (("lease", ENV_LEASE, float),
+                                       ("max_attempts", ENV_MAX_ATTEMPTS, int)):
+            text = (env.get(variable) or "").strip()
+            if text and option not in options:
+                try:
+                    options[option] = kind(text)
+                except ValueError:
+                    raise ConfigError(f"{variable}={text!r} is not a number") from None
+        metrics = (env.get(ENV_METRICS) or "").strip().lower()
+        if metrics and metrics not in BOOL_VALUES:
+            raise ConfigError(f"{ENV_METRICS}={metrics!r} is not allowed; use 1, true, yes or on "
+                              "(Prometheus metrics), or 0, false, no or off")
+        if BOOL_VALUES.get(metrics) and "events" not in options:
+            from .metrics import PrometheusEvents
+
+            options["events"] = PrometheusEvents(options["prefix"])
         return open(url, strategy, **options)
 
     # -- operations --------------------------------------------------------------------------
@@ -220,12 +257,16 @@ class JobStore:
         workspace_id: str,
         result: Any = None,
         error: str | None = None,
+        claim: str | None = None,
     ) -> Job:
         """Move a job to ``status``, setting ``result``/``error`` when given (None: unchanged).
 
-        Atomic: concurrent updates never interleave. Never creates a record.
+        Atomic: concurrent updates never interleave. Never creates a record. ``claim``: the
+        worker's ``job.claim`` from :meth:`dequeue`; the update is then refused once another
+        worker has taken the job over (a move out of ``running`` ends the claim and its lease).
 
         :raises JobNotFound: no such job in this workspace.
+        :raises LeaseLost: ``claim`` no longer holds the job; nothing was written.
         :raises InvalidTransition: the move is not allowed (terminal states are final).
         :raises CorruptRecord: a copy of the job cannot be decoded; nothing was written.
         :raises InvalidIdentifier, InvalidArgument, PayloadTooLarge: bad input (nothing sent).
@@ -233,14 +274,16 @@ class JobStore:
         """
         job_id, workspace_id = self._ids(job_id, workspace_id)
         status = validation.status(status)
+        if claim is not None and (not isinstance(claim, str) or not claim or len(claim) > 1024):
+            raise InvalidArgument("claim", f"must be a job's claim (a non-empty str), not {claim!r}")
         changes = {}
         if result is not None:
             changes["result"] = validation.json_value("result", result)
         if error is not None:
             changes["error"] = validation.error_text(error)
         validation.record_size(changes, self.max_record_bytes)
-        return self._run(self._writes.update_status(self.context, job_id, workspace_id, status, changes),
-                         "update_status", workspace_id)
+        return self._run(self._writes.update_status(self.context, job_id, workspace_id, status,
+                                                    changes, claim), "update_status", workspace_id)
 
     def list(
         self, workspace_id: str, *, status: JobStatus | str | None = None, limit: int = 100,
@@ -264,11 +307,16 @@ class JobStore:
         return self._run(ops.list_jobs(self.context, workspace_id, wanted, limit, errors), "list",
                          workspace_id)
 
-    def dequeue(self, timeout: float | None = 0) -> Job | None:
+    def dequeue(self, timeout: float | None = 0, *, lease: float | None = None) -> Job | None:
         """Claim the oldest pending job and return it, now ``running``.
 
         Each job goes to exactly one caller. ``timeout``: 0 returns None at once when nothing
         is pending, a number waits up to that many seconds, None waits until a job arrives.
+
+        The job is leased to the caller for ``lease`` seconds (default: the store's ``lease``):
+        :meth:`extend` renews it, a move out of ``running`` ends it. A job whose lease ran out
+        is handed out again before any pending job, to the next dequeue (``attempts`` + 1, a
+        new ``claim``), or, after ``max_attempts`` hand-outs, set ``failed`` with the reason.
         A queue entry that cannot be parsed, or whose job record cannot be decoded, is moved to
         the dead letters (:meth:`dead_letters`), its record left as it is, and the next entry
         is taken.
@@ -277,7 +325,24 @@ class JobStore:
         :raises StoreUnavailable: Redis could not be reached.
         """
         timeout = validation.timeout(timeout)
-        return self._run(self._writes.dequeue(self.context, timeout), "dequeue", None)
+        lease_ms = None if lease is None else _lease_ms("lease", lease, InvalidArgument)
+        return self._run(self._writes.dequeue(self.context, timeout, lease_ms), "dequeue", None)
+
+    def extend(self, job: Job, seconds: float | None = None) -> None:
+        """Renew the lease of a job this worker dequeued: it runs out ``seconds`` from now
+        (default: the store's ``lease``), by Redis's clock. Call it from a heartbeat, well
+        within the lease. A lease that ran out is still renewed while no other dequeue has
+        taken the job over.
+
+        :raises LeaseLost: the claim has ended (taken over, or the job finished or was deleted).
+        :raises InvalidArgument: ``job`` is not a job from :meth:`dequeue`, or bad ``seconds``.
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        if not isinstance(job, Job) or not job.claim:
+            raise InvalidArgument("job", "must be a Job returned by dequeue (it carries a claim)")
+        lease_ms = self.context.lease_ms if seconds is None else _lease_ms("seconds", seconds,
+                                                                           InvalidArgument)
+        self._run(ops.extend(self.context, job, lease_ms), "extend", job.workspace_id)
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest ``limit`` queue entries ``dequeue`` set aside, newest first.
@@ -385,6 +450,17 @@ class JobStore:
             if not self._eviction_checked:
                 eviction.check(self.client, allow=False, label=self._eviction_label)
                 self._eviction_checked = True
+
+
+def _lease_ms(name: str, seconds: Any, error: type) -> int:
+    """A lease in whole milliseconds, at least 1; ``error`` is raised for a bad value."""
+    if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+            or not 0 < seconds <= 10 ** 9):
+        message = f"must be a number of seconds > 0 (at most 1e9), not {seconds!r}"
+        if error is InvalidArgument:
+            raise InvalidArgument(name, message)
+        raise error(f"{name} {message}")
+    return max(1, round(seconds * 1000))
 
 
 def _block_slice(client) -> float:

@@ -428,3 +428,30 @@ def test_copy_of_a_record_whose_created_at_is_nan(lua):
     """The index score falls back to 0 (a NaN score made ZADD fail after the record was written)."""
     record = {"workspace_id": WS, "job_id": JOB, "created_at": "nan", "_rev": "1"}
     assert check_sync(lua, "copy", record, {}) == ("copied", record, record)
+
+
+@pytest.mark.parametrize("current", ["pending", "running", "completed", None])
+@pytest.mark.parametrize("new", ["running", "completed"])
+@pytest.mark.parametrize("current_attempts", [None, "0", "1", "2", "x"])
+@pytest.mark.parametrize("new_attempts", [None, "1", "2", "3"])
+def test_mirror_guard_matches_moved_past_with_attempts(lua, current, new, current_attempts,
+                                                       new_attempts):
+    # A running job handed out again (its lease taken over) stays running: the later hand-out
+    # is told by its higher attempt count, in both forms.
+    record = {"workspace_id": WS, "job_id": JOB, "_rev": "3"}
+    if current is not None:
+        record["status"] = current
+    if current_attempts is not None:
+        record["attempts"] = current_attempts
+    fields = {"status": new, "updated_at": "5"}
+    if new_attempts is not None:
+        fields["attempts"] = new_attempts
+    from jobstore.job import count
+    late = rules.moved_past(current, new, count(current_attempts),
+                            None if new_attempts is None else count(new_attempts))
+
+    outcome, after, marked = lua.mirror(record, fields)
+
+    assert outcome == ("newer" if late else "done")
+    if current == new == "running":
+        assert late == (count(new_attempts) <= count(current_attempts))
