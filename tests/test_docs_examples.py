@@ -1,0 +1,34 @@
+"""The Python examples of the docs run as written (against an embedded store, or the private
+redis-server of the suite where the example names a Redis URL)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def blocks(path: str) -> list[str]:
+    return BLOCK.findall((ROOT / path).read_text())
+
+
+API = [b for b in blocks("docs/api.md") if "memory://" in b]
+
+
+@pytest.mark.parametrize("code", API, ids=[f"api-{i}" for i in range(len(API))])
+def test_api_examples_run(code):
+    exec(compile(code, "docs/api.md", "exec"), {})
+
+
+def test_the_readme_use_example_runs(redis_url):
+    (code,) = [b for b in blocks("README.md") if "jobstore.open(" in b and "dequeue" in b]
+    code = code.replace("redis://localhost:6379/0", redis_url)
+    exec(compile(code, "README.md", "exec"), {})
+
+
+def test_there_are_examples():
+    assert len(API) >= 5
