@@ -381,3 +381,44 @@ def test_a_dequeue_whose_every_step_is_sent_twice_hands_out_once(leased):
     assert (job.job_id, job.attempts) == (jobs[1].job_id, 1)
     rest = [store.dequeue(), store.dequeue(), store.dequeue()]
     assert [j and j.job_id for j in rest] == [jobs[2].job_id, jobs[3].job_id, None]
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+def test_expired_leases_and_refused_updates_are_counted(leased):
+    from prometheus_client import CollectorRegistry
+
+    from jobstore.metrics import PrometheusEvents
+
+    registry = CollectorRegistry()
+    store = leased(max_attempts=2, events=PrometheusEvents(registry=registry))
+
+    def sample(name, **labels):
+        return registry.get_sample_value(name, labels) or 0
+
+    assert sample("ai_jobs_leases_expired_total", outcome="failed") == 0  # exists from the start
+    job = store.enqueue("acme", "a")
+    first = store.dequeue()
+    time.sleep(PAST)
+    store.dequeue()
+    with pytest.raises(LeaseLost):
+        store.update_status(job.job_id, "completed", workspace_id="acme", claim=first.claim)
+    time.sleep(PAST)
+    store.dequeue()
+
+    assert sample("ai_jobs_leases_expired_total", outcome="reclaimed") == 1
+    assert sample("ai_jobs_leases_expired_total", outcome="failed") == 1
+    assert sample("ai_jobs_operations_total", operation="update_status", strategy="legacy",
+                  outcome="LeaseLost") == 1
+
+
+def test_from_env_turns_metrics_on(backend):
+    from jobstore.metrics import PrometheusEvents
+
+    env = {"JOBSTORE_REDIS_URL": backend, "JOBSTORE_METRICS": "on"}
+    with jobstore.JobStore.from_env(env) as store:
+        assert isinstance(store.events, PrometheusEvents)
+    with jobstore.JobStore.from_env({**env, "JOBSTORE_METRICS": "off"}) as store:
+        assert not isinstance(store.events, PrometheusEvents)
+    with pytest.raises(jobstore.ConfigError, match="JOBSTORE_METRICS"):
+        jobstore.JobStore.from_env({**env, "JOBSTORE_METRICS": "maybe"})
