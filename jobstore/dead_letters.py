@@ -83,7 +83,7 @@ def printable(entry: str) -> str:
 
 def entry_problem(entry: str) -> str | None:
     """Why a queue entry cannot be parsed, or None. The DEQUEUE script applies the same rules."""
-    workspace_id, sep, rest = entry.partition(":")
+    workspace_id, sep, rest = entry.partition("\x1f")[0].partition(":")
     if not sep:
         return NO_SEPARATOR
     job_id = rest.partition(":")[0]

@@ -6,6 +6,11 @@ between schemas never has to move them: a job queued under one schema is found u
 
 from __future__ import annotations
 
+from typing import Iterable
+
+# Separates a queue entry from the record keys it carries (the unit separator, never in an id).
+CARRIED = "\x1f"
+
 # Namespaces under the prefix that belong to jobstore itself; no schema may put records there.
 RESERVED_NAMESPACES = frozenset(
     {"queue", "index", "op", "claim", "claimed", "tomb", "migration", "dead", "leases"}
@@ -77,8 +82,13 @@ class StoreKeys:
         return f"{self.migration(source, target)}:{part}"
 
     @staticmethod
-    def queue_entry(workspace_id: str, job_id: str, stamp: str) -> str:
+    def queue_entry(workspace_id: str, job_id: str, stamp: str,
+                    carried: Iterable[tuple[str, str]] = ()) -> str:
         """``workspace:job:stamp``; ``stamp`` is the record's ``created_at`` as stored.
+
+        ``carried``: ``(schema name, record key)`` of the computed schemas the job is written
+        to, appended as byte 31, ``name=key`` each, so that the dequeue script finds the records
+        without computing a key (jobstore.schema).
 
         Identifiers never contain ':', so the entry splits back unambiguously. The stamp ties the
         entry to one record: when a job is deleted while still queued and a new job is enqueued
@@ -86,11 +96,12 @@ class StoreKeys:
         dequeued in its own turn. Entries without a stamp (``workspace:job``, as written
         before 0.1) match any record of the id.
         """
-        return f"{workspace_id}:{job_id}:{stamp}"
+        return f"{workspace_id}:{job_id}:{stamp}" + "".join(
+            f"{CARRIED}{name}={key}" for name, key in carried)
 
     @staticmethod
     def parse_queue_entry(entry: str) -> tuple[str, str, str]:
         """``(workspace_id, job_id, stamp)``; the stamp is "" for an entry without one."""
-        workspace_id, _, rest = entry.partition(":")
+        workspace_id, _, rest = entry.partition(CARRIED)[0].partition(":")
         job_id, _, stamp = rest.partition(":")
         return workspace_id, job_id, stamp

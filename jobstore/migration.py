@@ -134,7 +134,7 @@ class Migration:
         registry = get_registry()
         self.source: KeySchema = registry.schema(source, prefix)
         self.target: KeySchema = registry.schema(target, prefix)
-        if self.source.lua_template == self.target.lua_template:
+        if self.source.identity == self.target.identity:
             raise ConfigError(f"source and target are the same schema {source!r}")
         self.client = client
         self.name = f"{source}:{target}"

@@ -17,7 +17,7 @@ from .dead_letters import MAX_DEAD_LETTERS, DeadLetter
 from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
                      LeaseLost, PayloadTooLarge)
 from .job import Job, JobStatus, record_problem, statuses_allowed_before
-from .layout import StoreKeys
+from .layout import CARRIED, StoreKeys
 from .events import Events
 from .scripts import DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, UPDATE_STATUS
 from .steps import Batch, Command, Refresh, Script
@@ -120,8 +120,21 @@ def enqueue_script(ctx: Context, job: Job, fields: dict[str, str], marker: str) 
         ENQUEUE,
         (marker, ctx.keys.index(job.workspace_id), ctx.keys.queue, *writes, *checks),
         (len(writes), ctx.marker_ttl, job.job_id, repr(job.created_at),
-         ctx.keys.queue_entry(job.workspace_id, job.job_id, fields["created_at"]), *flat),
+         queue_entry(ctx, job.workspace_id, job.job_id, fields["created_at"]), *flat),
     )
+
+
+def carried_keys(schemas: Iterable, workspace_id: str, job_id: str) -> list[tuple[str, str]]:
+    """``(name, key)`` of the computed schemas among ``schemas``: what a queue entry carries."""
+    return [(s.name, s.job_key(workspace_id, job_id)) for s in schemas if s.computed]
+
+
+def queue_entry(ctx: Context, workspace_id: str, job_id: str, stamp: str) -> str:
+    """The queue entry of a job enqueued now: its ids, stamp, and the keys the dequeue script
+    cannot build itself (every computed schema the job may be read from)."""
+    known = ctx.strategy.routing(workspace_id).known
+    return ctx.keys.queue_entry(workspace_id, job_id, stamp,
+                                carried_keys(known, workspace_id, job_id))
 
 
 def enqueue_outcome(job: Job, reply: list) -> Job | None:
@@ -237,16 +250,27 @@ def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
         yield Refresh()
 
 
-def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms: int) -> Script:
+def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms: int,
+                    resolved: str = "") -> Script:
     # Routing is read afresh for every attempt, so a long wait follows a phase switch.
-    templates = tuple(s.lua_template for s in ctx.strategy.routing(None).touched)
+    schemas = tuple(s.lua_template if s.lua_template is not None else "\x03" + s.name
+                    for s in ctx.strategy.routing(None).touched)
     return fenced_script(
         ctx,
         DEQUEUE,
         (source, ctx.keys.queue, marker, ctx.keys.dead, ctx.keys.leases),
         (ctx.marker_ttl, repr(ctx.clock()), ctx.dequeue_scan, ctx.max_dead_letters, lease_ms,
-         ctx.max_attempts, token, *templates),
+         ctx.max_attempts, token, resolved, *schemas),
     )
+
+
+def resolve(ctx: Context, entry: str) -> str:
+    """The computed schemas' keys of a queue entry that does not carry them all (enqueued before
+    the store read a computed schema), for the DEQUEUE script's ARGV[8]."""
+    workspace_id, job_id, _ = ctx.keys.parse_queue_entry(entry)
+    touched = ctx.strategy.routing(None).touched
+    return entry.partition(CARRIED)[0] + "".join(
+        f"{CARRIED}{name}={key}" for name, key in carried_keys(touched, workspace_id, job_id))
 
 
 def buried(ctx: Context, letters: Iterable[DeadLetter | str]) -> None:
@@ -280,10 +304,15 @@ def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) ->
     queue = ctx.keys.queue
     marker, claim = ctx.keys.op(token, near=queue), ctx.keys.claim(token)
     deadline = None if timeout is None else time.monotonic() + timeout
+    resolved = ""
     while True:
-        (reply,) = yield Batch((_dequeue_script(ctx, queue, marker, token, lease_ms),))
+        (reply,) = yield Batch((_dequeue_script(ctx, queue, marker, token, lease_ms, resolved),))
         if stale(reply):
             yield Refresh()
+            continue
+        if reply[0] == "need":
+            _claimed(ctx, reply)
+            resolved = resolve(ctx, reply[5])
             continue
         job = _claimed(ctx, reply)
         if reply[0] == "busy":
@@ -305,9 +334,14 @@ def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) ->
              Command(("BLMOVE", queue, claim, "RIGHT", "LEFT", round(wait, 3))),
              _dequeue_script(ctx, claim, marker, token, lease_ms))
         )
-        while stale(reply):  # the claim list must be drained now, under the fresh routing
-            yield Refresh()
-            (reply,) = yield Batch((_dequeue_script(ctx, claim, marker, token, lease_ms),))
+        while stale(reply) or reply[0] == "need":  # the claim list must be drained now
+            if stale(reply):
+                yield Refresh()  # under the fresh routing
+            else:
+                _claimed(ctx, reply)
+                resolved = resolve(ctx, reply[5])
+            (reply,) = yield Batch((_dequeue_script(ctx, claim, marker, token, lease_ms,
+                                                    resolved),))
         job = _claimed(ctx, reply)
         if reply[0] in ("job", "replayed"):
             return job

@@ -25,7 +25,7 @@ from .dead_letters import DeadLetter, entry_problem, printable
 from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
                      LeaseLost)
 from .job import Job, JobStatus, count, record_problem
-from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script,
+from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script, queue_entry,
                   update_outcome)
 from .scripts import (BURY, CREATE_RECORD, DELETE_RECORD, EXPIRED, LEASE_CLAIM, LEASE_LIST, MIRROR,
                       PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
@@ -134,8 +134,8 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
         if step == "push":
             calls = tuple(
                 Script(PUSH_ONCE, (ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue), ctx.keys.queue),
-                       (ctx.marker_ttl, ctx.keys.queue_entry(job.workspace_id, job.job_id,
-                                                             fields["created_at"])))
+                       (ctx.marker_ttl, queue_entry(ctx, job.workspace_id, job.job_id,
+                                                    fields["created_at"])))
                 for job, fields in todo)
         else:  # last: the index marks the enqueue finished (see _same_job)
             calls = tuple(

@@ -21,7 +21,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import ConfigError, PluginError, UnknownStrategy
-from .schema import KeySchema
+from .schema import KeySchema, check_schema
 from .strategy import SchemaStrategy, Strategy
 from .validation import IDENTIFIER
 
@@ -51,6 +51,7 @@ class Registry:
     def __init__(self) -> None:
         self.schemas: dict[str, tuple[type[KeySchema], str]] = {}
         self.strategies: dict[str, tuple[type[Strategy], str]] = {}
+        self.checked: set[tuple[str, str]] = set()
 
     def add(self, table: dict, kind: type, item: Any, plugin: str) -> None:
         if not (isinstance(item, type) and issubclass(item, kind)):
@@ -61,7 +62,10 @@ class Registry:
         if not IDENTIFIER.fullmatch(name):
             raise PluginError(f"plugin {plugin!r} registered the name {name!r}: use A-Z a-z 0-9 _ . -")
         if kind is KeySchema:
-            item(DEFAULT_PREFIX)  # a bad key_format fails here, naming the schema, not at open
+            # A schema that cannot work fails here, naming the plugin, not at open: its
+            # key_format, and its keys on generated ids, against every schema registered before.
+            others = [cls(DEFAULT_PREFIX) for cls, _ in self.schemas.values()]
+            check_schema(item(DEFAULT_PREFIX), others, plugin)
         for other in (self.schemas, self.strategies):
             if name in other:
                 raise PluginError(
@@ -75,7 +79,12 @@ class Registry:
     def schema(self, name: str, prefix: str) -> KeySchema:
         if name not in self.schemas:
             raise UnknownStrategy(name, list(self.schemas)) from None
-        return self.schemas[name][0](prefix)
+        cls, plugin = self.schemas[name]
+        schema = cls(prefix)
+        if (name, prefix) not in self.checked:  # keys depend on the prefix: check it once each
+            check_schema(schema, plugin=plugin)
+            self.checked.add((name, prefix))
+        return schema
 
     def create(self, name: str, prefix: str, options: dict[str, Any]) -> Strategy:
         if name in self.strategies:

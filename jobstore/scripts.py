@@ -1,8 +1,10 @@
 """The Lua scripts behind every write. Each one is a named constant with a header.
 
 Keys arrive through ``KEYS``, built by the schema or the layout. The single exception is the
-record key that ``DEQUEUE`` must find from a popped queue entry: it receives the schemas'
-``lua_template`` (the key format, prefix filled in) and only substitutes the two ids.
+record key that ``DEQUEUE`` must find from a popped queue entry: for a schema with a key format
+it receives the schema's ``lua_template`` (the format, prefix filled in) and only substitutes
+the two ids; a computed schema's key is carried by the queue entry (the enqueue wrote it there),
+or the script asks the store for it (``need``). No script computes a key.
 
 Every write takes an op marker key made from a fresh token per call: redis-py re-sends a
 command whose reply was lost, and the marker lets the re-sent script recognise that its own
@@ -251,11 +253,16 @@ DEQUEUE = fenced(
 -- ARGV[1] marker ttl (s)   ARGV[2] now (updated_at)   ARGV[3] most entries to examine
 -- ARGV[4] most dead letters kept   ARGV[5] lease (ms)   ARGV[6] max attempts
 -- ARGV[7] this call's token (a claim is '<token>:<entry>')
--- ARGV[8 ..] record key templates in read order; byte 1 stands for the workspace id, byte 2
---            for the job id (the schemas' lua_template)
--- returns {kind, record, dead, key, reaped}; kind 'job' | 'replayed' | 'empty' | 'busy';
---         dead: the dead letters this call wrote (JSON texts); reaped: outcome, workspace pairs
---         of the leases that ran out ('reclaimed' | 'failed')
+-- ARGV[8] keys the store computed for one entry ('' none): '<entry base>' then, per computed
+--         schema, byte 31 '<schema name>=<key>'
+-- ARGV[9 ..] the schemas in read order: a record key template (byte 1 stands for the workspace
+--            id, byte 2 for the job id: the schema's lua_template), or byte 3 and a computed
+--            schema's name: its key is carried by the entry (after byte 31, as in ARGV[8])
+-- returns {kind, record, dead, key, reaped, entry}; kind 'job' | 'replayed' | 'empty' | 'busy'
+--         | 'need' (the entry carries no key of a computed schema: it is left where it was, and
+--         the store calls again with ARGV[8] for it); dead: the dead letters this call wrote
+--         (JSON texts); reaped: outcome, workspace pairs of the leases that ran out
+--         ('reclaimed' | 'failed')
 -- First the leases that ran out (server time): a job still held by its expired claim is handed
 -- out again to this call, under a new claim and attempt, or, at max attempts, fails with the
 -- reason; a claim list of a dequeue that never finished goes back to the queue; any other
@@ -278,8 +285,31 @@ local function bury(entry, reason, key, field)
   redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
   dead[#dead + 1] = text
 end
+-- an entry's part before the keys it carries
+local function base_of(entry)
+  local cut = string.find(entry, '\31', 1, true)
+  return cut and string.sub(entry, 1, cut - 1) or entry, cut
+end
+-- the computed schemas' keys an entry carries, and those the store resolved for it
+local function carried_of(entry)
+  local keys = {}
+  local base, cut = base_of(entry)
+  if cut then
+    for name, key in string.gmatch(string.sub(entry, cut), '\31([^=\31]+)=([^\31]*)') do
+      keys[name] = key
+    end
+  end
+  local resolved, rcut = base_of(ARGV[8])
+  if rcut and resolved == base then
+    for name, key in string.gmatch(string.sub(ARGV[8], rcut), '\31([^=\31]+)=([^\31]*)') do
+      keys[name] = key
+    end
+  end
+  return keys
+end
 -- workspace id, job id, stamp (false: none) of an entry, or nil after burying it
 local function parse(entry)
+  entry = base_of(entry)
   local sep = string.find(entry, ':', 1, true)
   if not sep then bury(entry, "no ':' between the workspace id and the job id"); return nil end
   local ws, id, stamp = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1), false
@@ -294,12 +324,19 @@ local function parse(entry)
   end
   return nil
 end
--- the workspace's copies of the job, in read order, or nil after burying the entry of a copy
--- that cannot be decoded
+-- the workspace's copies of the job, in read order; nil after burying the entry of a copy that
+-- cannot be decoded; nil, true when the entry lacks a computed schema's key
 local function copies(entry, ws, id)
-  local owned = {}
-  for i = 8, #ARGV do
-    local key = (string.gsub((string.gsub(ARGV[i], '\1', ws)), '\2', id))
+  local owned, carried = {}, nil
+  for i = 9, #ARGV do
+    local key
+    if string.byte(ARGV[i], 1) == 3 then
+      carried = carried or carried_of(entry)
+      key = carried[string.sub(ARGV[i], 2)]
+      if not key then return nil, true end
+    else
+      key = (string.gsub((string.gsub(ARGV[i], '\1', ws)), '\2', id))
+    end
     if addressed(key, ws) then
       local field, reason = record_problem(key)
       if field then bury(entry, reason, key, field); return nil end
@@ -329,9 +366,14 @@ if marker then
 else
   local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
   for _, member in ipairs(expired) do
-    redis.call('ZREM', KEYS[5], member)
     local sep = string.find(member, ':', 1, true) or 0
     local head, entry = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+    local ws, id = nil, nil
+    if head ~= 'list' then ws, id = parse(entry) end
+    local owned, need = nil, false
+    if ws then owned, need = copies(entry, ws, id) end
+    if need then reply = {'need', {}, dead, '', reaped, entry}; break end
+    redis.call('ZREM', KEYS[5], member)
     if head == 'list' then
       if entry ~= KEYS[1] then
         local rest = redis.call('LRANGE', entry, 0, -1)
@@ -339,8 +381,6 @@ else
         redis.call('DEL', entry)
       end
     else
-      local ws, id = parse(entry)
-      local owned = ws and copies(entry, ws, id)
       if owned and #owned > 0 and redis.call('HGET', owned[1], 'claim') == member
           and redis.call('HGET', owned[1], 'status') == 'running' then
         local n = attempts_of(owned[1])
@@ -365,14 +405,20 @@ for _ = 1, reply and 0 or tonumber(ARGV[3]) do
   local entry = redis.call('RPOP', KEYS[1])
   if not entry then reply = {'empty', {}, dead, '', reaped}; break end
   local ws, id, stamp = parse(entry)
-  local owned = ws and copies(entry, ws, id)
+  local owned, need = nil, false
+  if ws then owned, need = copies(entry, ws, id) end
+  if need then  -- back where it was, at the oldest end; the store resolves its keys
+    redis.call('RPUSH', KEYS[1], entry)
+    reply = {'need', {}, dead, '', reaped, entry}
+    break
+  end
   if owned and #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending'
       and (not stamp or redis.call('HGET', owned[1], 'created_at') == stamp) then
     reply = take(owned, entry, attempts_of(owned[1]) + 1)
     break
   end
 end
-if KEYS[1] ~= KEYS[2] then
+if KEYS[1] ~= KEYS[2] and not (reply and reply[1] == 'need') then
   local rest = redis.call('LRANGE', KEYS[1], 0, -1)
   if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
   redis.call('DEL', KEYS[1])

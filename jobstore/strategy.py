@@ -38,7 +38,7 @@ class Routing:
 def _unique(schemas: tuple[KeySchema, ...]) -> tuple[KeySchema, ...]:
     seen: dict[str, KeySchema] = {}
     for schema in schemas:
-        seen.setdefault(schema.lua_template, schema)
+        seen.setdefault(schema.identity, schema)
     return tuple(seen.values())
 
 

@@ -1,7 +1,7 @@
 """The conformance kit (jobstore.testing) run on jobstore's own strategies, on every backend.
 
 The same ``SchemaConformance`` class a plugin author subclasses runs here on ``legacy`` and
-``workspace`` (and ``hashtag``, the example plugin in plugins/), each on fakeredis, on a real
+``workspace`` (and ``hashtag`` and ``bucketed``, the example plugins in plugins/), each on fakeredis, on a real
 redis-server and on a real 3-node Redis Cluster. ``dual`` is covered by every class: pinned in
 each phase, following the stored phase, and migrated back and forth while operations run.
 """
@@ -53,3 +53,15 @@ except ImportError:  # pragma: no cover - CI installs it
 else:
     class TestHashtag(OnEveryBackend, SchemaConformance):
         schema = "hashtag"
+
+
+try:
+    import jobstore_bucketed  # noqa: F401
+except ImportError:  # pragma: no cover - CI installs it
+    if os.environ.get("CI", "").lower() == "true":
+        raise
+else:
+    class TestBucketed(OnEveryBackend, SchemaConformance):
+        """A computed schema (no key_format): its keys travel with the queue entries."""
+
+        schema = "bucketed"

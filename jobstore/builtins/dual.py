@@ -40,7 +40,7 @@ class DualStrategy(Strategy):
     description = "migrates between two schemas (source legacy, target workspace by default)"
 
     def __init__(self, source, target, *, pinned: Phase | None = None):
-        if source.lua_template == target.lua_template:
+        if source.identity == target.identity:
             raise ConfigError(f"dual: source and target are the same schema {source.name!r}")
         self.source = source
         self.target = target

@@ -1,0 +1,246 @@
+"""Schemas that compute their keys (issue #12), and the checks every schema passes when it is
+registered and when a store opens it.
+
+A computed schema (no ``key_format``: ``job_key``, ``parse_key``, ``scan_pattern``) used to
+register, enqueue, read, verify clean and migrate, and then ``dequeue`` silently dropped every
+queue entry, because the dequeue script rebuilt record keys from the template. Now a queue entry
+carries the keys the script cannot build (or the store computes them and asks again), and a
+schema that cannot work is refused up front, naming the plugin, the method and a counter-example.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import zlib
+
+import pytest
+
+import jobstore
+from jobstore import KeySchema, PluginError, plugins
+from jobstore.schema import SAMPLE_JOBS, SAMPLE_WORKSPACES, glob_regex
+from tests.test_plugins import extra_plugin, make_plugin  # noqa: F401 - the fixture
+
+ID = r"[A-Za-z0-9_.\-]{1,128}"
+
+
+class Buckets(KeySchema):
+    """The issue's schema, written here so that the tests do not depend on the plugin package."""
+
+    name = "buckets"
+
+    def job_key(self, workspace_id, job_id):
+        return f"{self.prefix}:bk:{zlib.crc32(workspace_id.encode()) % 16:02x}:{workspace_id}:{job_id}"
+
+    def parse_key(self, key):
+        head = f"{self.prefix}:bk:"
+        match = re.fullmatch(rf"[0-9a-f]{{2}}:({ID}):({ID})", key[len(head):]) if key.startswith(head) else None
+        if match is None or self.job_key(*match.groups()) != key:
+            return None
+        return match.groups()
+
+    def scan_pattern(self):
+        return f"{self.prefix}:bk:*"
+
+
+# -- broken variants: each refused at registration, with the method and a counter-example -------
+
+class IgnoresWorkspace(Buckets):
+    name = "ignores-ws"
+
+    def job_key(self, workspace_id, job_id):
+        return f"{self.prefix}:bk:00:w:{job_id}"  # every workspace's job in one key
+
+    def parse_key(self, key):
+        match = re.fullmatch(rf"{re.escape(self.prefix)}:bk:00:w:({ID})", key)
+        return ("w", match[1]) if match else None
+
+
+class FoldsCase(Buckets):
+    name = "folds-case"
+
+    def parse_key(self, key):  # the issue's case: workspace 'Acme' would vanish after target-only
+        parsed = super().parse_key(key)
+        return parsed and (parsed[0].lower(), parsed[1])
+
+
+class TooWide(Buckets):
+    name = "too-wide"
+
+    def scan_pattern(self):
+        return f"{self.prefix}:*"
+
+
+class Unstable(Buckets):
+    name = "unstable"
+    calls = itertools.count()
+
+    def job_key(self, workspace_id, job_id):
+        return f"{self.prefix}:bk:{next(self.calls) % 16:02x}:{workspace_id}:{job_id}"
+
+
+class Truncates(Buckets):
+    name = "truncates"
+
+    def job_key(self, workspace_id, job_id):
+        return super().job_key(workspace_id, job_id[:64])
+
+
+class OverridesOnlyJobKey(KeySchema):
+    name = "half-computed"
+    key_format = "${prefix}:half:${workspace_id}:${job_id}"
+
+    def job_key(self, workspace_id, job_id):
+        return f"{self.prefix}:half:{workspace_id.upper()}:{job_id}"
+
+
+class ShadowsWorkspace(Buckets):
+    name = "shadows"
+
+    def job_key(self, workspace_id, job_id):
+        return f"{self.prefix}:job:{workspace_id}:x{job_id}"
+
+    def parse_key(self, key):
+        match = re.fullmatch(rf"{re.escape(self.prefix)}:job:({ID}):x({ID})", key)
+        return (match[1], match[2]) if match else None
+
+    def scan_pattern(self):
+        return f"{self.prefix}:job:*"  # also every key of the built-in 'workspace' schema
+
+
+BROKEN = [
+    (IgnoresWorkspace, "parse_key", "is not job_key's inverse"),
+    (FoldsCase, "parse_key", "is not job_key's inverse"),
+    (TooWide, "scan_pattern", "jobstore's own key"),
+    (Unstable, "job_key", "different key on a second call"),
+    (Truncates, "parse_key", "is not job_key's inverse"),
+    (OverridesOnlyJobKey, "parse_key", "is not job_key's inverse"),
+    (ShadowsWorkspace, "scan_pattern", "schema 'workspace'"),
+]
+
+
+@pytest.mark.parametrize("schema, method, problem", BROKEN, ids=[b[0].name for b in BROKEN])
+def test_a_schema_that_cannot_work_is_refused_at_registration(extra_plugin, schema, method,
+                                                              problem):
+    extra_plugin(make_plugin(schema), "acme-schemas")
+    with pytest.raises(PluginError) as refused:
+        jobstore.strategies()
+    message = str(refused.value)
+    assert f"schema {schema.name!r} (plugin 'acme-schemas')" in message
+    assert f": {method}: " in message and problem in message
+    assert "counter-example: workspace_id=" in message
+
+
+def test_the_case_folding_counter_example_is_a_mixed_case_workspace(extra_plugin):
+    extra_plugin(make_plugin(FoldsCase), "acme-schemas")
+    with pytest.raises(PluginError, match=r"workspace_id='W'"):
+        jobstore.strategies()
+
+
+def test_a_schema_with_neither_a_format_nor_the_methods_is_refused(extra_plugin):
+    class Nothing(KeySchema):
+        name = "nothing"
+
+        def job_key(self, workspace_id, job_id):
+            return f"{self.prefix}:n:{job_id}"
+
+    extra_plugin(make_plugin(Nothing), "acme-schemas")
+    with pytest.raises(PluginError, match="missing: parse_key, scan_pattern"):
+        jobstore.strategies()
+
+
+def test_a_schema_that_breaks_only_under_another_prefix_is_refused_at_open(extra_plugin):
+    class PrefixBlind(Buckets):
+        name = "prefix-blind"
+
+        def parse_key(self, key):
+            return super().parse_key(key) if self.prefix == "ai" else None
+
+    extra_plugin(make_plugin(PrefixBlind), "acme-schemas")
+    assert "prefix-blind" in {row.name for row in jobstore.strategies()}
+    jobstore.open("memory://", "prefix-blind")
+    with pytest.raises(PluginError, match="parse_key"):
+        jobstore.open("memory://", "prefix-blind", prefix="svc")
+
+
+def test_the_built_in_and_example_schemas_pass():
+    for name in ("legacy", "workspace", "hashtag", "bucketed"):
+        for prefix in ("ai", "svc:jobs", "a-b.c"):
+            plugins.get_registry().schema(name, prefix)  # raises if not
+
+
+def test_the_glob_is_redis_s():
+    match = lambda pattern, key: bool(glob_regex(pattern).fullmatch(key))  # noqa: E731
+    assert match("ai:job:*:*", "ai:job:w:j") and not match("ai:job:*:*", "ai:jobs:j")
+    assert match("ai:{*}:job:*", "ai:{w}:job:j")
+    assert match(r"ai:\*[^a]?", "ai:*bz") and not match(r"ai:\*[^a]?", "ai:*az")
+    assert match("a[b-d]", "ac") and not match("a[b-d]", "ae")
+
+
+def test_samples_cover_the_alphabet_both_cases_and_every_length_class():
+    for samples in (SAMPLE_WORKSPACES, SAMPLE_JOBS):
+        assert set("".join(samples)) == set(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+        assert {1, 128} <= {len(s) for s in samples} and any(30 < len(s) < 128 for s in samples)
+
+
+# -- a computed schema at work ----------------------------------------------------------------
+
+@pytest.fixture
+def buckets(extra_plugin):
+    extra_plugin(make_plugin(Buckets), "buckets-plugin")
+
+
+@pytest.mark.usefixtures("buckets")
+def test_a_computed_schema_stores_reads_and_dequeues(make_store):
+    store = make_store("buckets")
+    jobs = [store.enqueue(f"Ws{i % 3}", "a", {"i": i}) for i in range(12)]
+    key = Buckets("ai").job_key("Ws1", jobs[1].job_id)
+    assert store.client.hget(key, "job_id") == jobs[1].job_id
+    assert store.get(jobs[1].job_id, workspace_id="Ws1") == jobs[1]
+    assert store.get(jobs[1].job_id, workspace_id="Ws2") is None
+    handed = [store.dequeue() for _ in jobs]
+    assert [job.job_id for job in handed] == [job.job_id for job in jobs]  # none dropped
+    assert store.dequeue() is None
+    assert store.list("Ws1", status="running", limit=100) != []
+
+
+@pytest.mark.usefixtures("buckets")
+def test_entries_enqueued_before_the_migration_are_dequeued_from_the_computed_keys(make_store):
+    # 5,545 of 5,547 pending jobs were never handed out after a migration to a computed schema:
+    # their queue entries (written by legacy stores) carried no computed key.
+    legacy = make_store("legacy")
+    jobs = [legacy.enqueue(f"Ws{i % 4}", "a") for i in range(40)]
+    migration = jobstore.Migration(legacy.client, target="buckets")
+    dual = jobstore.JobStore(legacy.client, "dual", target="buckets")
+    migration.set_phase("dual-write")
+    during = [dual.enqueue("Ws9", "b") for _ in range(5)]  # these carry the computed key
+    migration.backfill()
+    assert migration.verify().clean
+    migration.set_phase("read-target")
+    migration.set_phase("target-only")
+    migration.cleanup()
+
+    handed = []
+    while (job := dual.dequeue(timeout=0)) is not None:
+        handed.append(job.job_id)
+
+    assert handed == [job.job_id for job in [*jobs, *during]]
+    for job in jobs[:3]:
+        key = Buckets("ai").job_key(job.workspace_id, job.job_id)
+        assert legacy.client.hget(key, "status") == "running"
+    assert not legacy.client.keys("ai:jobs:*")
+
+
+@pytest.mark.usefixtures("buckets")
+def test_a_blocking_dequeue_takes_an_old_entry_from_the_computed_keys(make_store):
+    legacy = make_store("legacy")
+    migration = jobstore.Migration(legacy.client, target="buckets")
+    migration.set_phase("dual-write")
+    dual = jobstore.JobStore(legacy.client, "dual", target="buckets")
+    old = legacy.enqueue("Ws1", "a")  # a legacy process, still running beside the dual fleet
+    migration.backfill()
+    got = dual.dequeue(timeout=2)
+    assert got.job_id == old.job_id
+    for key in (f"ai:jobs:{old.job_id}", Buckets("ai").job_key("Ws1", old.job_id)):
+        assert legacy.client.hget(key, "status") == "running"
