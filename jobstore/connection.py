@@ -15,6 +15,9 @@ from .errors import ConfigError
 
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "memory")
 
+# How to get the embedded store (fakeredis + lupa) behind memory://, an optional extra.
+EMBEDDED_EXTRA = "pip install 'jobstore[embedded]'"
+
 # Defaults a service wants from a store: a dead server is reported, not waited on forever.
 CLIENT_DEFAULTS = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, "health_check_interval": 30}
 
@@ -316,11 +319,17 @@ def is_cluster(client) -> bool:
 
 def memory_client(url: str):
     """An embedded fakeredis server: ``memory://`` is private, ``memory://name`` is shared
-    by every store of this process that opens the same name."""
+    by every store of this process that opens the same name.
+
+    :raises ConfigError: fakeredis or lupa is missing: the message names the ``embedded`` extra.
+    """
     try:
         import fakeredis
-    except ImportError as exc:  # pragma: no cover - fakeredis is a dependency
-        raise ConfigError("memory:// needs the fakeredis package (pip install 'fakeredis[lua]')") from exc
+        import lupa  # noqa: F401  (fakeredis runs jobstore's Lua scripts through it)
+    except ImportError as exc:
+        missing = exc.name or "fakeredis"
+        raise ConfigError(f"memory:// needs jobstore's embedded store, an extra ({missing} is not "
+                          f"installed): {EMBEDDED_EXTRA}") from exc
     name = url.split("://", 1)[1].strip("/")
     with _memory_lock:
         if not name:

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import settings
 
 from jobstore.testing import SchemaConformance
+from jobstore.testing.profiles import kit_settings
 from jobstore.testing.pytest_plugin import prepared_url
 
 
@@ -29,7 +30,7 @@ class OnEveryBackend:
             url = request.getfixturevalue("cluster_url")
             # A cluster operation is several round trips: fewer runs keep CI in minutes (the
             # nightly profile still runs its full count).
-            base = settings()
+            base = kit_settings()
             if base.max_examples < 1000:
                 self.machine_settings = settings(base, max_examples=min(base.max_examples, 10))
         else:

@@ -60,6 +60,7 @@ KIT_TESTS = '''
 from hypothesis import Phase, settings
 
 from jobstore.testing import SchemaConformance
+from jobstore.testing.profiles import kit_settings
 
 
 class TestSchema(SchemaConformance):
@@ -69,7 +70,8 @@ class TestSchema(SchemaConformance):
 
 # Hypothesis spends minutes shrinking a failing state machine run; what is asserted here is
 # that it fails, with the model's report, so the broken schema's run skips the shrinking.
-NO_SHRINK = "    machine_settings = settings(phases=[Phase.explicit, Phase.reuse, Phase.generate])"
+NO_SHRINK = ("    machine_settings = settings(kit_settings(), "
+             "phases=[Phase.explicit, Phase.reuse, Phase.generate])")
 
 # The kit's tests that must catch a job_key that ignores the workspace: the static key checks
 # and, independently, the state machine driving a store of the schema against the model.
@@ -138,24 +140,73 @@ def test_store(jobstore_store, jobstore_url):
 
 
 def test_the_hypothesis_profile_is_chosen_by_environment(pytester, monkeypatch):
+    """The kit's machines and property tests run under the profile the environment names, and
+    the project's own Hypothesis settings stay as Hypothesis chose them."""
     pytester.makepyfile(test_profile='''
-from hypothesis import settings
-import jobstore.testing.profiles
+from hypothesis import settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
+
+from jobstore.testing import run_machine
+from jobstore.testing.profiles import kit_settings
+
+RUNS = []
+
+class Counting(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        RUNS.append(0)
+
+    @rule(n=st.integers())
+    def step(self, n):
+        RUNS[-1] += 1
 
 def test_profile():
-    print("PROFILE", settings.get_current_profile_name(), settings().max_examples)
+    run_machine(Counting)
+    kit = kit_settings()
+    print("PROFILE", kit.max_examples, kit.stateful_step_count, "RUNS", len(RUNS),
+          "STEPS", max(RUNS), "GLOBAL", settings.get_current_profile_name(), settings().max_examples)
 ''')
-    for name, examples in (("ci", 25), ("dev", 50), ("nightly", 1000)):
-        monkeypatch.setenv("JOBSTORE_HYPOTHESIS_PROFILE", name)
+
+    def profile_line() -> str:
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
-        assert f"PROFILE {name} {examples}" in result.stdout.str()
-    # Unset: CI chooses the kit's ci profile over the one Hypothesis loads by itself under CI.
+        found = re.search(r"PROFILE .*", result.stdout.str())
+        assert found, result.stdout.str()[-3000:]
+        return found.group(0)
+
+    monkeypatch.delenv("CI", raising=False)
+    for name, examples, steps in (("ci", 25, 30), ("dev", 50, 40), ("nightly", 1000, 80)):
+        monkeypatch.setenv("JOBSTORE_HYPOTHESIS_PROFILE", name)
+        line = profile_line()
+        assert line.startswith(f"PROFILE {examples} {steps} RUNS "), line
+        runs, most = int(line.split()[4]), int(line.split()[6])
+        assert 1 < runs <= examples and most <= steps, line
+        assert line.endswith("GLOBAL default 100"), line  # the project's settings: untouched
+    # Unset: CI chooses the kit's ci profile over the one Hypothesis loads by itself under CI,
+    # for the kit only.
     monkeypatch.delenv("JOBSTORE_HYPOTHESIS_PROFILE")
     monkeypatch.setenv("CI", "true")
-    assert "PROFILE ci 25" in pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s").stdout.str()
+    line = profile_line()
+    assert line.startswith("PROFILE 25 30 RUNS 25 ") and line.endswith("GLOBAL ci 100"), line
     monkeypatch.setenv("JOBSTORE_HYPOTHESIS_PROFILE", "weekly")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
     assert "JOBSTORE_HYPOTHESIS_PROFILE='weekly' is not one of ci, dev, nightly" in result.stdout.str()
+
+
+def test_a_profile_the_project_loads_is_the_kits_too(pytester, monkeypatch):
+    monkeypatch.delenv("JOBSTORE_HYPOTHESIS_PROFILE", raising=False)
+    pytester.makeconftest('''
+from hypothesis import settings
+settings.register_profile("mine", max_examples=7)
+settings.load_profile("mine")
+''')
+    pytester.makepyfile(test_profile='''
+from jobstore.testing.profiles import kit_settings
+
+def test_profile():
+    print("KIT", kit_settings().max_examples)
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    assert "KIT 7" in result.stdout.str(), result.stdout.str()[-3000:]
 
 
 def test_every_hook_is_documented_in_plugins_md_and_tested():

@@ -40,7 +40,7 @@ from ..job import encode_json
 from ..layout import RESERVED_NAMESPACES
 from ..plugins import get_registry
 from ..schema import JOB_MARK, WORKSPACE_MARK, KeySchema
-from . import profiles  # noqa: F401  (registers and selects the Hypothesis profiles)
+from .profiles import kit_settings
 from .pytest_plugin import configured_url, prepared_url
 from .stateful import PHASES, MultiStrategyMachine, StoreMachine, run_machine
 
@@ -84,8 +84,10 @@ class SchemaConformance:
 
     ``redis_url``: a throwaway database to use instead of ``--jobstore-url`` (flushed before
     each test). Override the ``jobstore_url`` fixture instead to take the URL from a fixture.
-    ``machine_settings``: Hypothesis settings for the state machines (default: the profile in
-    force, see :mod:`jobstore.testing.profiles`).
+    ``machine_settings``: Hypothesis settings for the state machines (default: the kit's profile,
+    :func:`~jobstore.testing.profiles.kit_settings`; start from it to change one thing,
+    ``settings(kit_settings(), max_examples=10)``). The property tests of the schema object
+    run under the kit's profile too; neither touches the caller's global settings.
     """
 
     schema: str = ""
@@ -124,7 +126,8 @@ class SchemaConformance:
 
     # -- the schema object ----------------------------------------------------------------
     # Each property test builds its @given function per call: one function shared by every
-    # subclass would trip Hypothesis' differing-executors health check.
+    # subclass would trip Hypothesis' differing-executors health check. Each is decorated with
+    # the kit's settings, read when the test runs.
 
     def test_schema_is_registered_as_a_schema(self):
         info = {row.name: row for row in jobstore.strategies()}
@@ -132,6 +135,7 @@ class SchemaConformance:
         assert info[self.schema].kind == "schema"
 
     def test_job_keys_round_trip_through_parse_key(self):
+        @kit_settings()
         @given(prefix=prefixes, workspace_id=identifiers, job_id=identifiers)
         def check(prefix, workspace_id, job_id):
             schema = self.make_schema(prefix)
@@ -148,6 +152,7 @@ class SchemaConformance:
         check()
 
     def test_distinct_jobs_have_distinct_keys(self):
+        @kit_settings()
         @given(prefix=prefixes, a=st.tuples(identifiers, identifiers), b=st.tuples(identifiers, identifiers))
         def check(prefix, a, b):
             schema = self.make_schema(prefix)
@@ -159,6 +164,7 @@ class SchemaConformance:
         check()
 
     def test_scan_pattern_covers_job_keys_and_no_jobstore_key(self):
+        @kit_settings()
         @given(prefix=prefixes, workspace_id=identifiers, job_id=identifiers)
         def check(prefix, workspace_id, job_id):
             schema = self.make_schema(prefix)
@@ -176,6 +182,7 @@ class SchemaConformance:
 
     def test_builtin_layouts_never_parse_as_this_schema(self):
         """Else a migration on the same prefix would take one layout's records for the other's."""
+        @kit_settings()
         @given(prefix=prefixes, workspace_id=identifiers, job_id=identifiers)
         def check(prefix, workspace_id, job_id):
             mine = self.make_schema(prefix)

@@ -1,9 +1,13 @@
 """Hypothesis profiles for the conformance kit: ``ci``, ``dev`` and ``nightly``.
 
-Registered when this module is imported (the kit imports it). The profile is chosen by
+They are settings objects the kit applies to its own tests and state machines only: importing
+the kit registers no profile and loads none, so a project's own Hypothesis settings
+(``settings.default``, the current profile, its registered profiles) stay as they were.
+
+:func:`kit_settings` is what the kit runs under. The profile is chosen by
 ``JOBSTORE_HYPOTHESIS_PROFILE``; unset, it is ``ci`` when the ``CI`` variable is set and ``dev``
-otherwise, unless a profile was already chosen (``--hypothesis-profile``, or a ``load_profile``
-in a conftest), which is then left alone.
+otherwise, unless the project chose a profile of its own (``--hypothesis-profile``, or a
+``load_profile`` in a conftest): then the kit runs under that one.
 
 - ``ci``: deterministic (``derandomize``, no example database), 25 machine runs of up to
   30 steps, no deadline (Redis latency is not a bug), too-slow health check off.
@@ -15,33 +19,38 @@ in a conftest), which is then left alone.
 from __future__ import annotations
 
 import os
+from typing import Any, Mapping
 
 from hypothesis import HealthCheck, settings
+
+__all__ = ["ENV_PROFILE", "PROFILES", "kit_settings", "profile", "selected"]
 
 ENV_PROFILE = "JOBSTORE_HYPOTHESIS_PROFILE"
 PROFILES = ("ci", "dev", "nightly")
 
-_quiet = [HealthCheck.too_slow, HealthCheck.data_too_large]
+_quiet = (HealthCheck.too_slow, HealthCheck.data_too_large)
+_VALUES: dict[str, dict[str, Any]] = {
+    "ci": dict(derandomize=True, database=None, max_examples=25, stateful_step_count=30,
+               deadline=None, print_blob=True, suppress_health_check=_quiet),
+    "dev": dict(max_examples=50, stateful_step_count=40, deadline=None, suppress_health_check=_quiet),
+    "nightly": dict(max_examples=1000, stateful_step_count=80, deadline=None, print_blob=True,
+                    suppress_health_check=_quiet),
+}
 
 
-def register() -> None:
-    """Register the three profiles (idempotent)."""
-    settings.register_profile(
-        "ci", derandomize=True, database=None, max_examples=25, stateful_step_count=30,
-        deadline=None, print_blob=True, suppress_health_check=_quiet,
-    )
-    settings.register_profile(
-        "dev", max_examples=50, stateful_step_count=40, deadline=None,
-        suppress_health_check=_quiet,
-    )
-    settings.register_profile(
-        "nightly", max_examples=1000, stateful_step_count=80, deadline=None, print_blob=True,
-        suppress_health_check=_quiet,
-    )
+def profile(name: str) -> settings:
+    """The kit's profile ``name`` as a settings object, over Hypothesis's own defaults (never
+    over a profile the caller loaded).
+
+    :raises ValueError: ``name`` is not one of :data:`PROFILES`.
+    """
+    if name not in _VALUES:
+        raise ValueError(f"{name!r} is not one of {', '.join(PROFILES)}")
+    return settings(settings.get_profile("default"), **_VALUES[name])
 
 
-def selected(environ=None) -> str | None:
-    """The profile the environment asks for; None: keep the profile already in force.
+def selected(environ: Mapping[str, str] | None = None) -> str | None:
+    """The kit profile the environment asks for; None: run under the caller's profile.
 
     :raises ValueError: ``JOBSTORE_HYPOTHESIS_PROFILE`` names an unknown profile.
     """
@@ -57,13 +66,14 @@ def selected(environ=None) -> str | None:
     return "ci" if env.get("CI") else "dev"
 
 
-def load(environ=None) -> str:
-    """Load the selected profile; returns the name of the profile in force."""
+def kit_settings(environ: Mapping[str, str] | None = None) -> settings:
+    """The settings the kit's tests and machines run under, read at each call (so a profile a
+    conftest loads counts). Start a class's ``machine_settings`` from it to change one thing::
+
+        machine_settings = settings(kit_settings(), max_examples=10)
+
+    :raises ValueError: ``JOBSTORE_HYPOTHESIS_PROFILE`` names an unknown profile.
+    """
     name = selected(environ)
-    if name is not None:
-        settings.load_profile(name)
-    return settings.get_current_profile_name()
+    return settings.default if name is None else profile(name)
 
-
-register()
-load()

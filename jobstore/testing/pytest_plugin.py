@@ -1,72 +1,47 @@
-"""pytest plugin: where jobstore's tests (and the conformance kit) find their Redis.
+"""The kit's side of jobstore's pytest plugin: preparing the test database.
 
-Loaded through the ``pytest11`` entry point wherever jobstore is installed; it imports neither
-Hypothesis nor the kit. Options (each also read from the environment):
-
-``--jobstore-url URL`` (``JOBSTORE_TEST_URL``, default ``memory://``)
-    The database the tests use. **It is flushed (FLUSHDB) before every test that uses it**: give
-    a throwaway database, never one holding data you want (e.g. ``redis://localhost:6390/15``).
-    ``memory://`` gives every test a fresh embedded fakeredis server; ``memory://name`` is one
-    shared embedded server, flushed like a real one.
-``--jobstore-strategy NAME`` (``JOBSTORE_TEST_STRATEGY``, default ``legacy``)
-    The strategy of the ``jobstore_store`` fixture, unless the test class names a ``schema``
-    (as a :class:`~jobstore.testing.SchemaConformance` subclass does).
-
-Fixtures: ``jobstore_url`` (the prepared URL) and ``jobstore_store`` (a store on it, closed
-after the test).
+The plugin itself (options ``--jobstore-url`` and ``--jobstore-strategy``, fixtures
+``jobstore_url`` and ``jobstore_store``) is the top-level module ``_jobstore_pytestplugin``,
+the ``pytest11`` entry point: pytest loads it into every run wherever jobstore is installed,
+and importing anything under ``jobstore`` would import the whole package and redis-py there.
+This module is what its fixtures import when a test uses them; see docs/testing.md.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Iterator
 
-import pytest
+from _jobstore_pytestplugin import (
+    DEFAULT_STRATEGY,
+    DEFAULT_URL,
+    ENV_STRATEGY,
+    ENV_URL,
+    configured_strategy,
+    configured_url,
+)
 
-ENV_URL = "JOBSTORE_TEST_URL"
-ENV_STRATEGY = "JOBSTORE_TEST_STRATEGY"
-DEFAULT_URL = "memory://"
-DEFAULT_STRATEGY = "legacy"
+from ..connection import connect
 
-
-def pytest_addoption(parser) -> None:
-    group = parser.getgroup("jobstore", "jobstore conformance kit")
-    group.addoption(
-        "--jobstore-url", default=None, metavar="URL",
-        help=f"database for jobstore tests, FLUSHED before each test: a throwaway one "
-             f"(env {ENV_URL}; default {DEFAULT_URL}, an embedded fakeredis)",
-    )
-    group.addoption(
-        "--jobstore-strategy", default=None, metavar="NAME",
-        help=f"strategy of the jobstore_store fixture when the test class names no schema "
-             f"(env {ENV_STRATEGY}; default {DEFAULT_STRATEGY})",
-    )
-
-
-def configured_url(config) -> str:
-    """``--jobstore-url``, else ``JOBSTORE_TEST_URL``, else ``memory://``."""
-    return _option(config, "--jobstore-url") or os.environ.get(ENV_URL) or DEFAULT_URL
-
-
-def configured_strategy(config) -> str:
-    return _option(config, "--jobstore-strategy") or os.environ.get(ENV_STRATEGY) or DEFAULT_STRATEGY
-
-
-def _option(config, name: str) -> str | None:
-    try:
-        return config.getoption(name)
-    except ValueError:  # the plugin is not loaded (the kit also runs without it)
-        return None
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "DEFAULT_URL",
+    "ENV_STRATEGY",
+    "ENV_URL",
+    "configured_strategy",
+    "configured_url",
+    "prepared_url",
+]
 
 
 def prepared_url(url: str) -> Iterator[str]:
     """Yield ``url`` ready for one test: flushed, or a fresh embedded server for ``memory://``.
 
     Only FLUSHDB on the database the URL names; nothing else is touched.
-    """
-    from ..connection import connect
 
+    :raises jobstore.ConfigError: the URL is invalid, or ``memory://`` without the ``embedded``
+        extra.
+    """
     if url.rstrip("/") == "memory:":
         url = f"memory://jobstore-test-{uuid.uuid4().hex}"
     client = connect(url)
@@ -77,24 +52,3 @@ def prepared_url(url: str) -> Iterator[str]:
             client.flushdb()  # an embedded server lives as long as the process: leave it empty
     finally:
         client.close()
-
-
-def open_store(url: str, strategy: str, **options):
-    import jobstore
-
-    return jobstore.open(url, strategy, **options)
-
-
-@pytest.fixture
-def jobstore_url(request) -> Iterator[str]:
-    """The test database's URL, flushed before the test (see ``--jobstore-url``)."""
-    yield from prepared_url(configured_url(request.config))
-
-
-@pytest.fixture
-def jobstore_store(request, jobstore_url):
-    """A store on ``jobstore_url``: the test class's ``schema``, else ``--jobstore-strategy``."""
-    strategy = getattr(request.cls, "schema", None) or configured_strategy(request.config)
-    store = open_store(jobstore_url, strategy)
-    yield store
-    store.close()

@@ -13,7 +13,7 @@ moved through a whole migration and back (:class:`jobstore.migration.Migration`)
 stream runs: every store must read exactly what the model says, whatever its layout or phase.
 
 Both are plain Hypothesis ``RuleBasedStateMachine`` classes; :func:`run_machine` runs one under
-the profile in force (:mod:`jobstore.testing.profiles`)::
+the kit's profile (:func:`jobstore.testing.profiles.kit_settings`)::
 
     run_machine(lambda: StoreMachine("memory://", "hashtag"))
 
@@ -39,7 +39,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from . import profiles  # noqa: F401  (registers and selects the Hypothesis profiles)
 from ..connection import connect
 from ..errors import JobExists, JobStoreError, MigrationRefused
 from ..job import ALLOWED_MOVES, Job, JobStatus
@@ -47,6 +46,7 @@ from ..migration import Migration
 from ..phases import Phase
 from ..store import JobStore
 from .model import BY_DESIGN, ModelJob, StoreModel, ids_per_store, job_view
+from .profiles import kit_settings
 
 __all__ = [
     "MIGRATION_CYCLE",
@@ -80,11 +80,12 @@ limits = st.sampled_from((1, 2, 3, 100))
 
 
 def run_machine(factory: Callable[[], RuleBasedStateMachine], settings: Settings | None = None) -> None:
-    """Run a machine as a test under the profile in force (or ``settings``).
+    """Run a machine as a test under the kit's profile (or ``settings``), leaving the caller's
+    global Hypothesis settings alone.
 
     The deadline is always off: a step's time is Redis latency, not a bug.
     """
-    base = settings if settings is not None else Settings()
+    base = settings if settings is not None else kit_settings()
     run_state_machine_as_test(
         factory,
         settings=Settings(base, deadline=None,

@@ -1,0 +1,83 @@
+"""jobstore's pytest plugin, the ``pytest11`` entry point ``jobstore``: where jobstore's tests
+(and the conformance kit) find their Redis.
+
+pytest loads it into every run of every project where jobstore is installed, so it costs
+nothing there: it is a top-level module (as Hypothesis's ``_hypothesis_pytestplugin`` is), so
+that loading it imports neither the ``jobstore`` package (and with it redis-py) nor Hypothesis
+nor fakeredis, and its only hook adds the options below. jobstore is imported when a test asks
+for one of its fixtures. Options (each also read from the environment):
+
+``--jobstore-url URL`` (``JOBSTORE_TEST_URL``, default ``memory://``)
+    The database the tests use. **It is flushed (FLUSHDB) before every test that uses it**: give
+    a throwaway database, never one holding data you want (e.g. ``redis://localhost:6390/15``).
+    ``memory://`` gives every test a fresh embedded fakeredis server; ``memory://name`` is one
+    shared embedded server, flushed like a real one.
+``--jobstore-strategy NAME`` (``JOBSTORE_TEST_STRATEGY``, default ``legacy``)
+    The strategy of the ``jobstore_store`` fixture, unless the test class names a ``schema``
+    (as a :class:`~jobstore.testing.SchemaConformance` subclass does).
+
+Fixtures: ``jobstore_url`` (the prepared URL) and ``jobstore_store`` (a store on it, closed
+after the test). ``-p no:jobstore`` leaves the plugin out.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import pytest
+
+ENV_URL = "JOBSTORE_TEST_URL"
+ENV_STRATEGY = "JOBSTORE_TEST_STRATEGY"
+DEFAULT_URL = "memory://"
+DEFAULT_STRATEGY = "legacy"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("jobstore", "jobstore conformance kit")
+    group.addoption(
+        "--jobstore-url", default=None, metavar="URL",
+        help=f"database for jobstore tests, FLUSHED before each test: a throwaway one "
+             f"(env {ENV_URL}; default {DEFAULT_URL}, an embedded fakeredis)",
+    )
+    group.addoption(
+        "--jobstore-strategy", default=None, metavar="NAME",
+        help=f"strategy of the jobstore_store fixture when the test class names no schema "
+             f"(env {ENV_STRATEGY}; default {DEFAULT_STRATEGY})",
+    )
+
+
+def configured_url(config: pytest.Config) -> str:
+    """``--jobstore-url``, else ``JOBSTORE_TEST_URL``, else ``memory://``."""
+    return _option(config, "--jobstore-url") or os.environ.get(ENV_URL) or DEFAULT_URL
+
+
+def configured_strategy(config: pytest.Config) -> str:
+    """``--jobstore-strategy``, else ``JOBSTORE_TEST_STRATEGY``, else ``legacy``."""
+    return _option(config, "--jobstore-strategy") or os.environ.get(ENV_STRATEGY) or DEFAULT_STRATEGY
+
+
+def _option(config: pytest.Config, name: str) -> str | None:
+    try:
+        return config.getoption(name)  # type: ignore[no-any-return]
+    except ValueError:  # the plugin is not loaded (the kit also runs without it)
+        return None
+
+
+@pytest.fixture
+def jobstore_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The test database's URL, flushed before the test (see ``--jobstore-url``)."""
+    from jobstore.testing.pytest_plugin import prepared_url
+
+    yield from prepared_url(configured_url(request.config))
+
+
+@pytest.fixture
+def jobstore_store(request: pytest.FixtureRequest, jobstore_url: str) -> Iterator[Any]:
+    """A store on ``jobstore_url``: the test class's ``schema``, else ``--jobstore-strategy``."""
+    import jobstore
+
+    strategy = getattr(request.cls, "schema", None) or configured_strategy(request.config)
+    store = jobstore.open(jobstore_url, strategy)
+    yield store
+    store.close()
