@@ -1,24 +1,222 @@
 """The ``jobstore`` command line.
 
-Exit codes: 0 success; 1 verify found problems; 2 usage or configuration error (a Redis that may
-evict keys included: EvictionPolicyError, see --allow-eviction); 3 Redis unavailable; 4 refused
-because it could strand or lose data; 130 interrupted (a pass resumes from its checkpoint when run
-again).
+Errors reach the user through click's own exception path: every library error becomes a
+:class:`click.ClickException` subclass carrying the documented exit code (see ``EXIT_CODES``),
+printed as one ``Error: ...`` line on standard error, never as a traceback. Commands that delete
+data, or force a switch the rules refuse, ask for confirmation on a terminal and take ``--yes``.
+Log records of the ``jobstore.*`` loggers go to standard error at the level ``-v``/``-q`` choose.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import textwrap
+import time
 
 import click
+import redis
 
 from . import plugins
 from .errors import ConfigError, JobStoreError, MigrationRefused, PluginError, StoreUnavailable
 
+log = logging.getLogger(__name__)
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
+EXIT_NOT_CONFIRMED = 5
 EXIT_INTERRUPTED = 130
+
+# code -> what it means, for every --help that lists exit codes (and docs/cli.md).
+EXIT_MEANINGS = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "verify found problems (or repaired some: run it again), the demo lost a job, "
+                 "or another jobstore error (the message says which)",
+    EXIT_USAGE: "usage or configuration error: a bad option, no Redis URL, an unknown schema, "
+                "a plugin that fails to load, a Redis that may evict keys (--allow-eviction)",
+    EXIT_UNAVAILABLE: "Redis unavailable, or it failed during the command",
+    EXIT_REFUSED: "refused: the step could strand or lose data (the message says why)",
+    EXIT_NOT_CONFIRMED: "not confirmed: declined at the prompt, or no terminal to ask on and "
+                        "no --yes; nothing was changed",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a backfill, reverse-sync or cleanup run again "
+                      "resumes from its checkpoint",
+}
+# Redis errors that mean "Redis is unavailable", should one escape the library unmapped.
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+              redis.exceptions.BusyLoadingError, redis.exceptions.ClusterError)
+
+
+def exit_codes(*codes: int, **meanings: str) -> str:
+    """An ``Exit codes:`` epilog for --help listing ``codes`` (``meanings``: ``c4="..."`` to say
+    what a code means for this command)."""
+    width = max(len(str(code)) for code in codes)
+    lines = []
+    for code in codes:
+        meaning = textwrap.wrap(meanings.get(f"c{code}", EXIT_MEANINGS[code]), 74 - width)
+        lines.append(f"  {code:<{width}}  {meaning[0]}")
+        lines += [f"  {'':<{width}}  {more}" for more in meaning[1:]]
+    # "\b" keeps click from re-wrapping the table into one paragraph.
+    return "\b\nExit codes:\n" + "\n".join(lines)
+
+
+# -- errors, through click's exception path ------------------------------------------------------
+
+
+class CommandError(click.ClickException):
+    """A failure reported as ``Error: <message>`` on stderr with ``exit_code``."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageProblem(CommandError):
+    exit_code = EXIT_USAGE
+
+
+class Unavailable(CommandError):
+    exit_code = EXIT_UNAVAILABLE
+
+
+class Refused(CommandError):
+    exit_code = EXIT_REFUSED
+
+    def __init__(self, message: str):
+        super().__init__(f"refused: {message}")
+
+
+class NotConfirmed(CommandError):
+    exit_code = EXIT_NOT_CONFIRMED
+
+
+class Interrupted(CommandError):
+    exit_code = EXIT_INTERRUPTED
+
+
+def as_click_error(exc: BaseException) -> click.ClickException | None:
+    """The ClickException (with its exit code) a library error is reported as; None for an
+    exception the CLI does not know, which keeps its traceback: it is a bug."""
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted("interrupted; a backfill, reverse-sync or cleanup run again resumes "
+                           "from its checkpoint")
+    if isinstance(exc, StoreUnavailable):
+        return Unavailable(str(exc))
+    if isinstance(exc, REDIS_DOWN):
+        return Unavailable(f"Redis is unavailable: {exc}")
+    if isinstance(exc, MigrationRefused):
+        return Refused(str(exc))
+    if isinstance(exc, (ConfigError, PluginError, ValueError)):
+        return UsageProblem(str(exc))
+    if isinstance(exc, JobStoreError):
+        return CommandError(str(exc))
+    return None
+
+
+class JobStoreGroup(click.Group):
+    """The top-level group: turns library errors into ClickExceptions, which click prints as
+    ``Error: ...`` and exits with (subcommands run inside this ``invoke``)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            mapped = as_click_error(exc)
+            if mapped is None:
+                raise
+            log.debug("the error in full:", exc_info=True)  # -vv shows where it came from
+            raise mapped from exc
+
+
+# -- logging -------------------------------------------------------------------------------------
+
+
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it), and
+    above a progress bar without breaking it."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if ProgressPrinter.active is not None:
+            try:
+                ProgressPrinter.active.write(self.format(record))
+                return
+            except Exception:  # pragma: no cover - fall back to a plain line
+                pass
+        super().emit(record)
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """The CLI's logging: ``jobstore.*`` records on stderr, WARNING by default, -v INFO,
+    -vv DEBUG, -q ERROR only. Undone when the command ends (the CLI may run in-process)."""
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logger = logging.getLogger("jobstore")
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose and not quiet
+        else "%(levelname)s: %(message)s"))
+    before = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+
+    click.get_current_context().call_on_close(undo)
+
+
+def quiet() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("quiet"))
+
+
+# -- confirmation --------------------------------------------------------------------------------
+
+
+def yes_option(func):
+    """``-y/--yes``: for the commands that ask before they delete or force."""
+    return click.option(
+        "-y", "--yes", is_flag=True,
+        help="Do not ask for confirmation (for scripts). Without it the command asks on a "
+             "terminal, and refuses (exit 5) when standard input is not one.",
+    )(func)
+
+
+def stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):  # closed or replaced stdin
+        return False
+
+
+def confirm(what: str, yes: bool) -> None:
+    """Go on only with ``yes``, or when the operator answers yes on a terminal. ``what``: what
+    the command is about to do, as a sentence without its final period.
+
+    :raises NotConfirmed: declined, or no terminal to ask on (exit 5; nothing was changed).
+    """
+    if yes:
+        return
+    if not stdin_is_terminal():
+        raise NotConfirmed(f"{what}: not confirmed. Standard input is not a terminal to ask on; "
+                           "pass --yes to confirm. Nothing was changed.")
+    try:
+        answer = click.confirm(f"{what}. Go on?", default=False, err=True)
+    except click.exceptions.Abort:  # Ctrl-C or end of input at the prompt
+        answer = False
+    if not answer:
+        raise NotConfirmed("not confirmed; nothing was changed")
+
+
+# -- common options ------------------------------------------------------------------------------
 
 
 def common_options(func):
@@ -49,34 +247,6 @@ def eviction_option(func):
     )(func)
 
 
-def fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def guarded(func):
-    """Turn library errors into a message and a documented exit code (never a traceback)."""
-
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except StoreUnavailable as exc:
-            fail(str(exc), EXIT_UNAVAILABLE)
-        except MigrationRefused as exc:
-            fail(f"refused: {exc}", EXIT_REFUSED)
-        except KeyboardInterrupt:
-            fail("interrupted; run the same command again to resume from the checkpoint",
-                 EXIT_INTERRUPTED)
-        except (ConfigError, PluginError, ValueError) as exc:
-            fail(str(exc), EXIT_USAGE)
-        except JobStoreError as exc:
-            fail(str(exc), EXIT_FAILED)
-
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
-    return wrapper
-
-
 def resolve_url(url: str | None, default: str | None = None) -> str:
     url = url or os.environ.get("JOBSTORE_REDIS_URL") or default
     if not url:
@@ -84,18 +254,34 @@ def resolve_url(url: str | None, default: str | None = None) -> str:
     return url
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=JobStoreGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=exit_codes(*EXIT_MEANINGS))
 @click.version_option(package_name="jobstore")
-def main() -> None:
-    """Background-job records in Redis, and zero-downtime migrations between key layouts."""
+@click.option("-v", "--verbose", count=True,
+              help="Log more on stderr: -v INFO (phase switches, passes started, resumed and "
+                   "finished, repairs), -vv DEBUG (plugin loading, each repaired record, "
+                   "the full error). Default: warnings and errors.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Only errors on stderr: no warnings, no progress.")
+def main(verbose: int, quiet: bool) -> None:
+    """Background-job records in Redis, and zero-downtime migrations between key layouts.
+
+    Every command reads the service's environment (JOBSTORE_REDIS_URL, JOBSTORE_KEY_PREFIX,
+    JOBSTORE_DUAL_SOURCE, JOBSTORE_DUAL_TARGET); an option given wins. Commands that delete
+    data or force an unsafe switch ask first; --yes answers for scripts.
+    """
+    configure_logging(verbose, quiet)
 
 
 @main.command("strategies")
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@guarded
 def strategies_command(url, prefix, source, target, as_json) -> None:
-    """List registered schemas and strategies and the plugin that gave each."""
+    """List registered schemas and strategies and the plugin that gave each.
+
+    It reads only the local plugin registry; --url, --prefix, --source and --target are taken
+    like by every command, and not used.
+    """
     rows = plugins.strategies()
     if as_json:
         click.echo(json.dumps([row.__dict__ for row in rows], indent=2))
@@ -106,7 +292,9 @@ def strategies_command(url, prefix, source, target, as_json) -> None:
         click.echo(f"{row.name:<{width}}  {row.kind:<8}  {row.plugin:<{plugin_width}}  {row.description}")
 
 
-@main.command("demo")
+@main.command("demo", epilog=exit_codes(EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE,
+                                        c1="a job was lost or a deleted one revived",
+                                        c2="bad option, or --prefix in use on --url"))
 @click.option("--url", default=None, help="Redis URL (default: an embedded store).")
 @click.option("--prefix", default="demo", show_default=True, help="Key prefix; must be empty on --url.")
 @click.option("--source", default="legacy", show_default=True, help="Schema migrated from.")
@@ -114,24 +302,25 @@ def strategies_command(url, prefix, source, target, as_json) -> None:
 @click.option("--jobs", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Jobs that exist before the migration.")
 @eviction_option
-@guarded
 def demo_command(url, prefix, source, target, jobs, allow_eviction) -> None:
-    """Run a whole migration with live traffic, on an embedded store (or on --url)."""
+    """Run a whole migration with live traffic, on an embedded store (or on --url).
+
+    On --url it writes only under --prefix, which must hold no keys yet.
+    """
     from .demo import run_demo
 
     numbers = run_demo(url or "memory://jobstore-demo", prefix=prefix, jobs=jobs, echo=click.echo,
                        source=source, target=target, allow_eviction=allow_eviction)
     if numbers["lost"] or numbers["revived"]:
-        sys.exit(EXIT_FAILED)
+        raise click.exceptions.Exit(EXIT_FAILED)
 
 
-@main.command("dead-letters")
+@main.command("dead-letters", epilog=exit_codes(EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE))
 @common_options
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
               help="Show at most this many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @eviction_option
-@guarded
 def dead_letters_command(url, prefix, source, target, limit, as_json, allow_eviction) -> None:
     """List the queue entries dequeue could not hand out (dead letters), newest first."""
     import datetime
@@ -163,8 +352,19 @@ def dead_letters_command(url, prefix, source, target, limit, as_json, allow_evic
 def open_migration(url, prefix, source, target, events=None, allow_eviction=False):
     from .migration import open_migration as _open
 
-    return _open(resolve_url(url), prefix=prefix, source=source or "legacy",
-                 target=target or "workspace", events=events, allow_eviction=allow_eviction)
+    source, target = source or "legacy", target or "workspace"
+    known = plugins.get_registry().schemas
+    for option, name in (("--source", source), ("--target", target)):
+        if name not in known:
+            raise click.BadParameter(
+                f"unknown schema {name!r}; registered schemas: {', '.join(sorted(known))} "
+                "(jobstore strategies lists them)", param_hint=f"'{option}'")
+    return _open(resolve_url(url), prefix=prefix, source=source, target=target, events=events,
+                 allow_eviction=allow_eviction)
+
+
+def migration_label(migration) -> str:
+    return f"migration {migration.name} (prefix {migration.keys.prefix})"
 
 
 def metrics_option(func):
@@ -196,71 +396,188 @@ def emit(data: dict, as_json: bool, lines: list[str]) -> None:
             click.echo(line)
 
 
-class ProgressPrinter:
-    """A progress bar with rate and ETA on a terminal; a plain line every few seconds otherwise."""
+# What each outcome a pass counts means, by pass ('from' is the side scanned); progress lines and
+# summaries print these words instead of the bare outcome names.
+OUTCOMES = {
+    "backfill": {
+        "copied": "source records the target lacked, copied to it",
+        "refreshed": "target copies that had missed writes, brought up to date",
+        "exists": "already in the target (nothing to do)",
+    },
+    "reverse-sync": {
+        "copied": "target records the source lacked, copied to it",
+        "copied-back": "source copies missing from the target, copied to it",
+        "merged": "both copies differed: merged (newer values win) and written to both",
+        "same": "identical on both sides (nothing to do)",
+        "foreign": "the source layout holds another workspace's job under that id: could not "
+                   "be written back (leaving target-only stays refused while there are any)",
+    },
+    "cleanup": {
+        "deleted": "source records the target holds too, deleted",
+        "kept": "source records whose target copy differs or is missing, kept",
+        "foreign": "source records of another workspace than their target key's, kept",
+    },
+    "*": {
+        "gone": "deleted by the service while the pass ran (nothing to do)",
+        "foreign": "held by another workspace's job on the other side (left alone)",
+        "unroutable": "records without a usable workspace_id (cannot be placed; left alone)",
+        "not_a_record": "keys that are not hashes (skipped)",
+        "error": "records Redis refused to process (see its log; left alone)",
+        "rescans": "scans started again after the server changed",
+    },
+}
 
-    def __init__(self, enabled: bool = True, every: float = 2.0):
+
+def outcome_meaning(step: str, outcome: str) -> str:
+    return OUTCOMES.get(step, {}).get(outcome) or OUTCOMES["*"].get(outcome) or outcome
+
+
+def short_counts(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+class ProgressPrinter:
+    """Progress of a pass or a verify on stderr: a bar with rate and ETA on a terminal, a plain
+    line every few seconds otherwise.
+
+    ``total`` is what the pass counted when it started; records the service adds meanwhile can
+    make ``done`` larger, so the total shown is never below ``done`` (never past 100%). A verify
+    has no total: it shows how many records it has checked.
+    """
+
+    active: "ProgressPrinter | None" = None  # the one drawing a bar, for log lines to go above
+
+    def __init__(self, enabled: bool = True, every: float = 2.0, terminal: bool | None = None):
         self.enabled = enabled
         self.every = every
+        self.terminal = terminal
         self.bar = None
+        self.step = None
         self.last = 0.0
+        self.shown = ""
 
     def __call__(self, step: str, done: int, total, counts: dict) -> None:
         if not self.enabled:
             return
-        import time
-
-        if sys.stderr.isatty():
-            if self.bar is None:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, desc=step, unit="rec", file=sys.stderr)
+        if total is not None:
+            total = max(total, done)
+        if step == "verify restarted":
+            self.close()
+            self.line(f"verify: a server changed under the scan (restart, failover or slots "
+                      f"moved); starting again from the beginning (fresh start "
+                      f"{counts.get('rescans', '?')})")
+            return
+        terminal = self.terminal if self.terminal is not None else sys.stderr.isatty()
+        if terminal and self._bar(step, total) is not None:
+            self.bar.total = total
             self.bar.update(done - self.bar.n)
-            self.bar.set_postfix(counts, refresh=False)
-        elif time.monotonic() - self.last >= self.every or (total and done >= total):
-            self.last = time.monotonic()
-            shown = f"{done}/{total}" if total else str(done)
-            click.echo(f"{step}: {shown} records {json.dumps(counts, sort_keys=True)}", err=True)
+            self.bar.set_postfix_str(short_counts(counts), refresh=False)
+            return
+        now = time.monotonic()
+        text = self.describe(step, done, total, counts)
+        if text != self.shown and (step != self.step or now - self.last >= self.every
+                                   or (total and done >= total)):
+            self.step, self.last, self.shown = step, now, text
+            self.line(text)
+
+    @staticmethod
+    def describe(step: str, done: int, total, counts: dict) -> str:
+        if step.startswith("verify "):
+            side = step.split(" ", 1)[1]
+            return f"verify: {done} {side} records checked so far"
+        scanned = f"{done} of {total} records scanned ({done * 100 // total}%)" if total else \
+            f"{done} records scanned"
+        return f"{step}: {scanned}" + (f"; {short_counts(counts)}" if counts else "")
+
+    def _bar(self, step: str, total):
+        """The tqdm bar of this step (a new one per step); None without tqdm."""
+        if self.bar is not None and self.step == step:
+            return self.bar
+        self.close()
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        desc = f"verify {step.split(' ', 1)[1]} records checked" if step.startswith("verify ") \
+            else f"{step} records scanned"
+        self.step = step
+        self.bar = tqdm(total=total, desc=desc, unit="rec", file=sys.stderr)
+        ProgressPrinter.active = self
+        return self.bar
+
+    def line(self, text: str) -> None:
+        self.write(text)
+
+    def write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            click.echo(text, err=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+        if ProgressPrinter.active is self:
+            ProgressPrinter.active = None
 
 
 @main.group("migrate")
 def migrate() -> None:
-    """Drive a migration between two schemas: phases, backfill, verify, cleanup."""
+    """Drive a migration between two schemas: phases, backfill, verify, cleanup.
+
+    Every command names the migration it acts on: its source and target schemas (--source,
+    --target) and key prefix (--prefix).
+    """
 
 
-@migrate.command("status")
+@migrate.command("status", epilog=exit_codes(EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE))
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @eviction_option
-@guarded
 def migrate_status(url, prefix, source, target, as_json, allow_eviction) -> None:
     """Show the phase, the rollout, what the next switch needs, and the checkpoints."""
-    status = open_migration(url, prefix, source, target, allow_eviction=allow_eviction).status()
-    lines = [f"migration {status['migration']}: phase {status['phase']}"
+    migration = open_migration(url, prefix, source, target, allow_eviction=allow_eviction)
+    status = migration.status()
+    lines = [f"{migration_label(migration)}: phase {status['phase']}"
              + ("" if status["phase_stored"] else " (default; nothing stored yet)")]
     rollout = status["rollout"]
-    lines.append(f"read rollout: {rollout['percent']:g}%  allow={rollout['allow']}  deny={rollout['deny']}")
+    lines.append(f"read rollout: {rollout['percent']:g}% of workspaces read the target first  "
+                 f"allow={rollout['allow']}  deny={rollout['deny']}")
     for phase, verdict in status["next"].items():
         lines.append(f"switch to {phase}: {verdict}")
     for part, checkpoint in status["checkpoints"].items():
         state = "finished" if checkpoint.get("finished") == "1" else "in progress (resumable)"
-        lines.append(f"{part}: {state}, {checkpoint.get('scanned', 0)} records, {checkpoint.get('counts', '{}')}")
+        counts = json.loads(checkpoint.get("counts") or "{}")
+        lines.append(f"{part}: {state}; {checkpoint.get('scanned', 0)} records scanned"
+                     + (f"; {short_counts(counts)}" if counts else ""))
+    for entry in status["log"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(entry.get("at", 0))))
+        if entry.get("event") == "phase":
+            what = f"phase {entry.get('from')} -> {entry.get('to')}" + (
+                " FORCED" if entry.get("forced") else "")
+        else:
+            what = f"rollout {entry.get('percent', 0):g}%"
+        why = f" ({entry['reason']})" if entry.get("reason") else ""
+        lines.append(f"log: {when} UTC  {what}{why}")
     emit(status, as_json, lines)
 
 
-@migrate.command("phase")
+@migrate.command("phase", epilog=exit_codes(
+    EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_NOT_CONFIRMED,
+    c4="refused: the switch could strand or lose data (the message says why; --force)",
+    c5="--force not confirmed (no --yes and no terminal, or declined); nothing changed"))
 @common_options
 @click.argument("phase", type=click.Choice(["off", "dual-write", "read-target", "target-only"]))
-@click.option("--force", is_flag=True, help="Switch even where it could strand or lose data (logged).")
+@click.option("--force", is_flag=True,
+              help="Switch even where it could strand or lose data (logged). Asks first, "
+                   "showing why the switch is refused; --yes for scripts.")
+@yes_option
 @click.option("--reason", default="", help="Why; recorded in the migration log.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @eviction_option
-@guarded
-def migrate_phase(url, prefix, source, target, phase, force, reason, as_json, allow_eviction) -> None:
+def migrate_phase(url, prefix, source, target, phase, force, yes, reason, as_json,
+                  allow_eviction) -> None:
     """Switch the phase for every process (they follow within a second)."""
     from .phases import Phase, refusal
 
@@ -268,15 +585,20 @@ def migrate_phase(url, prefix, source, target, phase, force, reason, as_json, al
     before = migration.state()
     why = refusal(before, Phase(phase))
     if why and force:
-        click.echo(f"WARNING: forcing a switch that is unsafe: {why}", err=True)
-    after = migration.set_phase(phase, force=force, reason=reason)
+        confirm(f"{migration_label(migration)}: {before.phase} -> {phase} is refused because "
+                f"{why}; --force switches anyway, and what is at risk may be lost", yes)
+    # Forced only when the operator confirmed a refusal: a switch that became unsafe since it
+    # was read is refused, not forced unseen.
+    after = migration.set_phase(phase, force=force and bool(why), reason=reason)
     emit({"migration": f"{migration.keys.prefix}:{migration.name}", "from": before.phase.value,
           "to": after.phase.value, "forced": bool(why)}, as_json,
-         [f"migration {migration.name} (prefix {migration.keys.prefix}): phase {before.phase} -> "
-          f"{after.phase}; every store follows within a second"])
+         [f"{migration_label(migration)}: phase {before.phase} -> {after.phase}"
+          + (" (forced)" if why else "") + "; every store follows within a second"])
 
 
-@migrate.command("rollout")
+@migrate.command("rollout", epilog=exit_codes(
+    EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED,
+    c4="refused: no phase stored yet, or the rollout may not shrink now (the message says why)"))
 @common_options
 @click.option("--percent", type=click.FloatRange(0, 100), default=None,
               help="Share of workspaces reading the target first (0-100).")
@@ -284,15 +606,15 @@ def migrate_phase(url, prefix, source, target, phase, force, reason, as_json, al
 @click.option("--deny", default=None, help="Comma-separated workspaces always excluded.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @eviction_option
-@guarded
 def migrate_rollout(url, prefix, source, target, percent, allow, deny, as_json, allow_eviction) -> None:
     """Roll the read switch out per workspace (sticky: raising the percentage only adds)."""
     split = lambda v: None if v is None else [w.strip() for w in v.split(",") if w.strip()]  # noqa: E731
-    state = open_migration(url, prefix, source, target, allow_eviction=allow_eviction).set_rollout(
-        percent=percent, allow=split(allow), deny=split(deny))
+    migration = open_migration(url, prefix, source, target, allow_eviction=allow_eviction)
+    state = migration.set_rollout(percent=percent, allow=split(allow), deny=split(deny))
     r = state.rollout
     emit({"percent": r.percent, "allow": sorted(r.allow), "deny": sorted(r.deny)}, as_json,
-         [f"read rollout: {r.percent:g}%  allow={sorted(r.allow)}  deny={sorted(r.deny)}"])
+         [f"{migration_label(migration)}: read rollout {r.percent:g}% of workspaces read the "
+          f"target first  allow={sorted(r.allow)}  deny={sorted(r.deny)}"])
 
 
 def pass_options(func):
@@ -307,61 +629,153 @@ def pass_options(func):
     return func
 
 
-def run_pass(method: str, url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-             metrics_port=None, allow_eviction=False) -> None:
-    events = start_metrics(metrics_port, prefix)
-    migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
-    printer = ProgressPrinter(enabled=not as_json)
+PASS_EXIT_CODES = exit_codes(EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_INTERRUPTED,
+                             c4="refused: the phase does not allow this pass (the message says why)")
+
+
+def run_pass(method: str, migration, rate, batch, dry_run, restart, as_json) -> None:
+    printer = ProgressPrinter(enabled=not as_json and not quiet())
     try:
         report = getattr(migration, method)(batch=batch, rate=rate, dry_run=dry_run,
                                             restart=restart, progress=printer)
     finally:
         printer.close()
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) or "nothing to do"
-    prefix_word = "would be: " if dry_run else ""
-    emit(report.as_dict(), as_json, [
-        f"{report.step}: {report.scanned} records in {report.seconds:.1f}s"
-        + (" (resumed)" if report.resumed else "") + f"; {prefix_word}{counts}"
-    ] + [f"  scanned again: {note}" for note in report.notes])
+    scanned = {"backfill": "source", "reverse-sync": "target", "cleanup": "source"}[report.step]
+    head = (f"{report.step} of {migration_label(migration)}"
+            + (" (dry run: nothing was changed)" if dry_run else "")
+            + f": {report.scanned} {scanned} records scanned in {report.seconds:.1f}s"
+            + (" (resumed from the checkpoint)" if report.resumed else ""))
+    lines = [head]
+    if not report.counts:
+        lines.append("  nothing to do")
+    width = max((len(f"{k} {v}") for k, v in report.counts.items()), default=0)
+    for outcome, n in sorted(report.counts.items()):
+        would = "would be: " if dry_run else ""
+        lines.append(f"  {f'{outcome} {n}':<{width}}  {would}{outcome_meaning(report.step, outcome)}")
+    lines += [f"  scanned again: {note}" for note in report.notes]
+    emit(report.as_dict(), as_json, lines)
 
 
-@migrate.command("backfill")
+@migrate.command("backfill", epilog=PASS_EXIT_CODES)
 @common_options
 @pass_options
 @metrics_option
-@guarded
 def migrate_backfill(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
                      allow_eviction, metrics_port) -> None:
-    """Copy every source record missing in the target (resumable, safe under live traffic)."""
-    run_pass("backfill", url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-             metrics_port, allow_eviction)
+    """Copy every source record missing in the target (resumable, safe under live traffic).
+
+    It writes but never deletes, and never replaces a newer copy, so it does not ask first.
+    """
+    events = start_metrics(metrics_port, prefix)
+    migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
+    run_pass("backfill", migration, rate, batch, dry_run, restart, as_json)
 
 
-@migrate.command("reverse-sync")
+@migrate.command("reverse-sync", epilog=PASS_EXIT_CODES)
 @common_options
 @pass_options
 @metrics_option
-@guarded
 def migrate_reverse_sync(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
                          allow_eviction, metrics_port) -> None:
-    """Bring the source up to date from the target, before rolling back."""
-    run_pass("reverse_sync", url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-             metrics_port, allow_eviction)
+    """Bring the source up to date from the target, before rolling back.
+
+    It writes but never deletes, and never replaces a newer copy, so it does not ask first.
+    """
+    events = start_metrics(metrics_port, prefix)
+    migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
+    run_pass("reverse_sync", migration, rate, batch, dry_run, restart, as_json)
 
 
-@migrate.command("cleanup")
+@migrate.command("cleanup", epilog=exit_codes(
+    EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_NOT_CONFIRMED, EXIT_INTERRUPTED,
+    c4="refused: the phase is not target-only"))
 @common_options
 @pass_options
+@yes_option
 @metrics_option
-@guarded
 def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-                    allow_eviction, metrics_port) -> None:
-    """Delete source records the target holds too (only in target-only)."""
-    run_pass("cleanup", url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-             metrics_port, allow_eviction)
+                    allow_eviction, yes, metrics_port) -> None:
+    """Delete source records the target holds too (only in target-only).
+
+    It deletes, so it asks first on a terminal; --yes confirms for scripts (without a terminal
+    and without --yes it changes nothing and exits 5). --dry-run counts without asking.
+    """
+    from .phases import Phase
+
+    events = start_metrics(metrics_port, prefix)
+    migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
+    if not dry_run:
+        phase = migration.state().phase
+        if phase is not Phase.TARGET_ONLY:  # refused before asking, as the pass would refuse
+            raise MigrationRefused(f"cleanup runs only in target-only; phase is {phase}")
+        confirm(f"cleanup of {migration_label(migration)} deletes every "
+                f"{migration.source.name} record that the {migration.target.name} layout holds "
+                "too (--dry-run counts them)", yes)
+    run_pass("cleanup", migration, rate, batch, dry_run, restart, as_json)
 
 
-@migrate.command("verify")
+# How verify's text report explains each count: (field, label, meaning, expected in target-only).
+VERIFY_COUNTS = (
+    ("same", "same", "source records whose target copy is identical", None),
+    ("missing", "missing", "source records with no target copy (backfill or --repair copies them)",
+     False),
+    ("differing", "differing", "source records whose target copy differs (--repair merges them)",
+     False),
+    ("target_newer", "target newer", "target copies that moved on after the source stopped "
+     "being written", True),
+    ("orphaned", "orphaned", "target records with no source record (left when cleanup deleted "
+     "the source copy, or written since target-only)", True),
+    ("unroutable", "unroutable", "source records without a usable workspace_id", False),
+)
+
+
+def verify_lines(migration, report, repair: bool) -> list[str]:
+    """verify's text report: every count with what it means, and whether it is a problem."""
+    from .phases import Phase
+
+    only_target = Phase(report.phase) is Phase.TARGET_ONLY
+    lines = [
+        f"verify of {migration_label(migration)} in phase {report.phase}"
+        + (" (sample)" if report.sampled else "")
+        + f": {report.checked_source} {migration.source.name} (source) and "
+        f"{report.checked_target} {migration.target.name} (target) records checked "
+        f"in {report.seconds:.1f}s"
+    ]
+    width = max(len(f"{label} {getattr(report, name)}") for name, label, _, _ in VERIFY_COUNTS)
+    for name, label, meaning, expected_when_target_only in VERIFY_COUNTS:
+        n = getattr(report, name)
+        if expected_when_target_only is None:
+            verdict = ""
+        elif expected_when_target_only and only_target:
+            verdict = " - expected in target-only, not a problem"
+        else:
+            verdict = " - a problem" if n else ""
+        lines.append(f"  {f'{label} {n}':<{width}}  {meaning}{verdict}")
+    if report.not_records:
+        lines.append(f"  not records {report.not_records}  keys of another type in a layout's "
+                     "namespace (skipped, not a problem)")
+    lines += [f"  {note}" for note in report.notes]
+    if repair:
+        lines.append(f"  repaired {report.repaired}; run verify again to confirm")
+    for kind, items in report.examples.items():
+        for item in items:
+            lines.append(f"  {kind}: {item['key']} ({', '.join(item['fields'])})")
+    if report.clean:
+        lines.append("clean: no problems" + (
+            " (orphaned and target-newer records are expected in target-only)"
+            if only_target and (report.orphaned or report.target_newer) else ""))
+    elif not report.complete:
+        lines.append(f"not clean: the scan could not vouch for every key ({report.problems} problems found)")
+    else:
+        lines.append(f"not clean: {report.problems} problems")
+    return lines
+
+
+@migrate.command("verify", epilog=exit_codes(
+    EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED,
+    c0="clean (a full verify is recorded: it allows target-only)",
+    c130="interrupted (Ctrl-C); nothing is recorded: run verify again",
+    c1="problems found, or --repair repaired some (run verify again to confirm)"))
 @common_options
 @click.option("--sample", type=click.IntRange(min=1), default=None,
               help="Check only this many records per side.")
@@ -371,35 +785,19 @@ def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, 
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @metrics_option
 @eviction_option
-@guarded
 def migrate_verify(url, prefix, source, target, sample, repair, examples, as_json,
                    metrics_port, allow_eviction) -> None:
     """Compare source and target record by record; exit 0 only when clean."""
     events = start_metrics(metrics_port, prefix)
     migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
-    printer = ProgressPrinter(enabled=not as_json)
+    printer = ProgressPrinter(enabled=not as_json and not quiet())
     try:
         report = migration.verify(sample=sample, repair=repair, examples=examples, progress=printer)
     finally:
         printer.close()
-    lines = [
-        f"verify ({report.phase}{', sample' if report.sampled else ''}): "
-        f"{report.checked_source} source and {report.checked_target} target records checked",
-        f"  same {report.same}, missing {report.missing}, differing {report.differing}, "
-        f"orphaned {report.orphaned}, target newer {report.target_newer}, unroutable {report.unroutable}",
-    ]
-    if report.not_records:
-        lines.append(f"  not records (keys of another type, skipped) {report.not_records}")
-    lines += [f"  {note}" for note in report.notes]
-    if repair:
-        lines.append(f"  repaired {report.repaired}; run verify again to confirm")
-    for kind, items in report.examples.items():
-        for item in items:
-            lines.append(f"  {kind}: {item['key']} ({', '.join(item['fields'])})")
-    lines.append("clean" if report.clean else f"{report.problems} problems")
-    emit(report.as_dict(), as_json, lines)
+    emit(report.as_dict(), as_json, verify_lines(migration, report, repair))
     if not report.clean or (repair and report.repaired):
-        sys.exit(EXIT_FAILED)
+        raise click.exceptions.Exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

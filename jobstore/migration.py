@@ -10,6 +10,7 @@ the store's operations, run by the same driver.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterator
@@ -30,6 +31,7 @@ from . import eviction, rules, sync_cluster
 from .steps import Batch, Command, Pause, Primaries, Scan, Script
 
 Progress = Callable[[str, int, "int | None", dict], None]
+log = logging.getLogger(__name__)
 MUTABLE = rules.MUTABLE
 # A verify whose scan keeps landing on a changed server (restarts, failovers) gives up after
 # this many fresh starts, and is then not clean: it could not vouch for every key.
@@ -177,6 +179,11 @@ class Migration:
             return self.clock()
         return self.driver.run(self._state_and_now())[1]
 
+    @property
+    def label(self) -> str:
+        """How log lines name this migration: ``migration legacy:workspace (prefix ai)``."""
+        return f"migration {self.name} (prefix {self.keys.prefix})"
+
     def _state_node(self) -> str:
         return self.client.get_node_from_key(self.state_key).name
 
@@ -208,6 +215,12 @@ class Migration:
                  "forced": bool(why), "refusal": why or "", "reason": reason}
         self._store_state(state, after, entry, same_since=True)
         self.events.phase(self.name, after.phase.value)
+        if why:
+            log.warning("%s: phase %s -> %s FORCED although %s (reason: %s)", self.label,
+                        state.phase, new, why, reason or "none given")
+        elif state.phase is not new or not state.stored:
+            log.info("%s: phase %s -> %s%s", self.label, state.phase, new,
+                     f" (reason: {reason})" if reason else "")
         if wait:
             self.wait(STATE_MAX_AGE + 0.1)
         return after
@@ -247,6 +260,8 @@ class Migration:
         entry = {"at": now, "event": "rollout", "percent": rollout.percent,
                  "allow": sorted(rollout.allow), "deny": sorted(rollout.deny)}
         self._store_state(state, after, entry, same_since=True)
+        log.info("%s: read rollout %g%%, allow %s, deny %s", self.label, rollout.percent,
+                 sorted(rollout.allow), sorted(rollout.deny))
         return after
 
     def _store_state(self, before: MigrationState, after: MigrationState, entry: dict | None,
@@ -268,18 +283,26 @@ class Migration:
         return bool(written)
 
     def log(self, limit: int = 20) -> list[dict]:
-        raw = self.client.lrange(self.log_key, 0, limit - 1)
-        return [json.loads(item) for item in raw]
+        """The last ``limit`` phase switches and rollout changes, newest first.
+
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        (raw,) = self.driver.run(_one(Batch((Command(("LRANGE", self.log_key, 0, limit - 1)),))))
+        return [json.loads(item) for item in raw or []]
 
     def status(self) -> dict[str, Any]:
-        """Phase, rollout, what the switch rules would say next, and the passes' checkpoints."""
+        """Phase, rollout, what the switch rules would say next, and the passes' checkpoints.
+
+        :raises StoreUnavailable: Redis could not be reached (at any of its reads).
+        """
         state = self.state()
         nxt = [p for p in Phase if p.rank == state.phase.rank + 1]
         back = [p for p in Phase if p.rank == state.phase.rank - 1]
-        checkpoints = {
-            part: self.client.hgetall(self.keys.migration_part(*self.name.split(":"), part))
-            for part in ("backfill", "reverse-sync", "cleanup")
-        }
+        parts = ("backfill", "reverse-sync", "cleanup")
+        replies = self.driver.run(_one(Batch(tuple(
+            Command(("HGETALL", self.keys.migration_part(*self.name.split(":"), part)))
+            for part in parts))))
+        checkpoints = dict(zip(parts, (reply or {} for reply in replies)))
         return {
             "migration": self.name,
             "phase": state.phase.value,
@@ -335,6 +358,9 @@ class Migration:
                 fields = replace(fields, source_gap=False)  # both sides written again, and agree
             if not self._store_state(after, fields, None, same_since=True):
                 report.notes.append("the phase changed while the reverse sync ran: not recorded")
+            else:
+                log.info("%s: reverse sync recorded (%d target jobs could not be written back)",
+                         self.label, fields.unplaceable)
         return report
 
     def cleanup(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
@@ -361,11 +387,19 @@ class Migration:
         self._check_redis()
         state, started = self.driver.run(self._state_and_now())
         begun = time.monotonic()
+        log.info("%s: verify started (phase %s%s%s)", self.label, state.phase,
+                 f", sample {sample}" if sample else "", ", repairing" if repair else "")
         report = self.driver.run(
             self._verify(state, sample, repair, examples, batch, progress)
         )
         report.seconds = time.monotonic() - begun
         self.events.verify_result(self.name, report)
+        log.info("%s: verify finished in %.1fs: %s; %d source and %d target records checked, "
+                 "missing %d, differing %d, orphaned %d, target newer %d, unroutable %d, "
+                 "repaired %d", self.label, report.seconds,
+                 "clean" if report.clean else f"{report.problems} problems", report.checked_source,
+                 report.checked_target, report.missing, report.differing, report.orphaned,
+                 report.target_newer, report.unroutable, report.repaired)
         if report.clean and not sample and not report.repaired and not state.stored:
             # Nothing to record against: no dual writes are known to have begun, and writing
             # the result would store the default phase as a side effect.
@@ -376,6 +410,8 @@ class Migration:
                 after = replace(after, target_gap=False)  # the target's copies are current again
             if not self._store_state(state, after, None, same_since=True):
                 report.notes.append("the phase changed while verify ran: the result is not recorded")
+            else:
+                log.info("%s: clean verify recorded (it allows target-only)", self.label)
         return report
 
     # -- pass machinery ----------------------------------------------------------------------
@@ -400,6 +436,9 @@ class Migration:
         )
         report.seconds = time.monotonic() - begun
         self.events.pass_result(self.name, report)
+        log.info("%s: %s finished%s: %d records scanned in %.1fs; %s", self.label, step,
+                 " (dry run)" if dry_run else "", report.scanned, report.seconds,
+                 ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) or "nothing to do")
         return report
 
     def _pass(self, step, scan_schema, other, mode, batch, rate, dry_run, restart, progress,
@@ -420,6 +459,13 @@ class Migration:
         total = yield from self._count(scan_schema, nodes)
         begun = time.monotonic()
         done_at_start = report.scanned
+        how = " (dry run: nothing is changed)" if dry_run else ""
+        if report.resumed:
+            log.info("%s: %s resumed from its checkpoint at %d records scanned; %d %s records "
+                     "there now%s", self.label, step, report.scanned, total, scan_schema.name, how)
+        else:
+            log.info("%s: %s started: %d %s records to scan%s", self.label, step, total,
+                     scan_schema.name, how)
 
         def save(finished: bool):
             if dry_run:
@@ -508,6 +554,7 @@ class Migration:
     def _rescanned(report, name: str, why: str) -> None:
         report.rescans += 1
         note = f"{name}: {why}; its scan started again from the beginning"
+        log.info("%s: %s", report.step, note)
         if note not in report.notes:
             report.notes.append(note)
 
@@ -712,6 +759,7 @@ class Migration:
                 if fixes:
                     outcomes = yield from self._apply("merge", fixes, False, reads_target)
                     report.repaired += sum(1 for o in outcomes if o in REPAIRED)
+                    _log_repairs(self.label, side, fixes, outcomes)
                 if progress:
                     progress(f"verify {side}", seen, None, {})
                 if cursor == "0" or (sample and seen >= sample):
@@ -725,6 +773,18 @@ class Migration:
 
 REPAIRED = ("copied", "copied-back", "merged", "deleted", "refreshed")
 NOT_A_HASH = "\0not-a-hash"  # marks a key READ_RECORDS found holding another type
+
+
+def _log_repairs(label: str, side: str, fixes: list, outcomes: list) -> None:
+    """One INFO line per batch of repairs (how many, by outcome), one DEBUG line per record."""
+    done: dict[str, int] = {}
+    for (ws, job_id, source_key, target_key), outcome in zip(fixes, outcomes):
+        done[outcome] = done.get(outcome, 0) + 1
+        log.debug("%s: repair of %s / %s (%s, %s): %s", label, ws, job_id, source_key,
+                  target_key, outcome)
+    repaired = sum(n for outcome, n in done.items() if outcome in REPAIRED)
+    log.info("%s: verify repaired %d of %d %s records found wrong in this batch (%s)", label,
+             repaired, len(fixes), side, ", ".join(f"{k} {v}" for k, v in sorted(done.items())))
 
 
 def _seconds(reply) -> float:

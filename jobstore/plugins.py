@@ -10,6 +10,7 @@ Plugins load lazily, once per process, on the first call that needs them. Enviro
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from importlib import metadata
 import sys
@@ -33,6 +34,7 @@ DEFAULT_PLUGINS = (
     "jobstore.builtins.dual",
 )
 ENTRY_POINT_GROUP = hookspecs.PROJECT
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,7 @@ def _load_entry_points(pm: pluggy.PluginManager, wanted: str | None) -> None:
             raise PluginError(f"plugin {origin} is invalid: {exc}") from exc
         _origins[ep.name] = dist
         _described[ep.name] = origin
+        log.debug("plugin %s loaded", origin)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -163,7 +166,12 @@ def get_plugin_manager() -> pluggy.PluginManager:
             try:
                 for module in DEFAULT_PLUGINS:
                     pm.register(importlib.import_module(module), name=module)
-                _load_entry_points(pm, os.environ.get("JOBSTORE_LOAD_PLUGINS"))
+                    log.debug("built-in plugin %s loaded", module)
+                wanted = os.environ.get("JOBSTORE_LOAD_PLUGINS")
+                log.debug("loading %s of the %r entry points (JOBSTORE_LOAD_PLUGINS)",
+                          "all" if wanted is None else repr(wanted) if wanted else "none",
+                          ENTRY_POINT_GROUP)
+                _load_entry_points(pm, wanted)
                 pm.check_pending()
             except pluggy.PluginValidationError as exc:
                 name = pm.get_name(exc.plugin) if exc.plugin is not None else None
@@ -200,7 +208,8 @@ def get_registry() -> Registry:
                     label = plugin_label(pm, impl.plugin_name)
                     if tracing():
                         sys.stderr.write(f"jobstore: {hook.name} of {label}\n")
-                    register = (lambda item, t=table, k=kind, p=label: registry.add(t, k, item, p))
+                    log.debug("calling %s of %s", hook.name, label)
+                    register = (lambda item, t=table, k=kind, p=label: _register(registry, t, k, item, p))
                     try:
                         returned = impl.function(register=register)
                     except PluginError:
@@ -221,6 +230,12 @@ def get_registry() -> Registry:
                             register(item)
             _registry = registry
         return _registry
+
+
+def _register(registry: Registry, table: dict, kind: type, item: Any, plugin: str) -> None:
+    registry.add(table, kind, item, plugin)
+    log.debug("%s registered %s %r", plugin, "schema" if kind is KeySchema else "strategy",
+              item.name)
 
 
 def tracing() -> bool:

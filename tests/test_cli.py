@@ -83,10 +83,13 @@ def test_a_migration_from_the_command_line(redis_url):
     assert run("migrate", "phase", "target-only", url=redis_url).returncode == 4
     run("migrate", "rollout", "--percent", "100", "--deny", "", url=redis_url)
     assert run("migrate", "phase", "target-only", url=redis_url).returncode == 0
-    cleanup = json.loads(run("migrate", "cleanup", "--json", url=redis_url).stdout)
+    unconfirmed = run("migrate", "cleanup", "--json", url=redis_url)  # no terminal, no --yes
+    assert unconfirmed.returncode == 5 and "--yes" in unconfirmed.stderr
+    cleanup = json.loads(run("migrate", "cleanup", "--json", "--yes", url=redis_url).stdout)
     assert cleanup["counts"] == {"deleted": 30}
-    forced = run("migrate", "phase", "read-target", "--force", "--reason", "drill", url=redis_url)
-    assert forced.returncode == 0 and "WARNING" in forced.stderr
+    forced = run("migrate", "phase", "read-target", "--force", "--yes", "--reason", "drill",
+                 url=redis_url)
+    assert forced.returncode == 0 and "WARNING" in forced.stderr and "FORCED" in forced.stderr
     log = json.loads(run("migrate", "status", "--json", url=redis_url).stdout)["log"]
     assert log[0]["forced"] is True and log[0]["reason"] == "drill"
 
