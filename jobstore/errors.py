@@ -142,8 +142,8 @@ class CorruptRecord(JobStoreError):
 
     Raised before anything is written: an operation that meets such a record changes nothing.
     ``key``: the record's key (None when :meth:`Job.from_hash` was given none); ``field``: the
-    first field found wrong; ``reason``: what is wrong with it (``missing``, ``not a decimal
-    number``, ``not a job status``). Neither the message nor the attributes hold the stored value.
+    first field found wrong; ``reason``: what is wrong with it (``missing``, ``not a time (epoch
+    seconds or ISO 8601)``, ``not a job status``). Neither the message nor the attributes hold the stored value.
     """
 
     def __init__(self, key: str | None, field: str, reason: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
 import json
 import math
@@ -87,8 +88,9 @@ class Job:
     attempts: int = 0
     claim: str | None = None
 
-    def to_hash(self) -> dict[str, str]:
-        """The stored form: every value a string, None as ``""``, JSON for params/result."""
+    def to_hash(self, time_format: str = "epoch") -> dict[str, str]:
+        """The stored form: every value a string, None as ``""``, JSON for params/result, times
+        as epoch seconds (``time_format="epoch"``) or ISO 8601 (``"iso"``)."""
         return {
             "job_id": self.job_id,
             "workspace_id": self.workspace_id,
@@ -97,8 +99,8 @@ class Job:
             "params": encode_json(self.params),
             "result": "" if self.result is None else encode_json(self.result),
             "error": "" if self.error is None else self.error,
-            "created_at": repr(float(self.created_at)),
-            "updated_at": repr(float(self.updated_at)),
+            "created_at": format_time(self.created_at, time_format),
+            "updated_at": format_time(self.updated_at, time_format),
             # Written by dequeue only; a job never handed out stores neither (memory per job).
             **({"attempts": str(self.attempts)} if self.attempts else {}),
             **({"claim": self.claim} if self.claim else {}),
@@ -126,21 +128,85 @@ class Job:
             params=_decode_json(params) if params else {},
             result=_decode_json(result) if result else None,
             error=data.get("error") or None,
-            created_at=float(data["created_at"]),
-            updated_at=float(data["updated_at"]),
+            created_at=parse_time(data["created_at"]),
+            updated_at=parse_time(data.get("updated_at") or data["created_at"]),
             attempts=count(data.get("attempts")),
             claim=data.get("claim") or None,
         )
 
 
-# A time as jobstore stores it: the repr of a float (1732816496.123456, 1e+16), or an integer.
-# The scripts apply the same rule in Lua (scripts.RECORD_CHECK), before they write.
+# A time as jobstore reads it: epoch seconds as jobstore writes them (the repr of a float,
+# 1732816496.123456, 1e+16, or an integer), or ISO 8601 text as other Python services write it
+# (2025-10-17T12:34:56.123456, with a 'T' or a space, optional seconds and fraction, and a zone
+# 'Z', '+HH:MM', '+HHMM' or '+HH'; no zone is UTC; a date alone is its midnight, UTC). The
+# scripts apply the same rule in Lua (scripts.RECORD_CHECK), before they write.
 _TIME = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?")
+_ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+                  r"(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]{1,9}))?)?"
+                  r"(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?")
 _STATUSES = frozenset(s.value for s in JobStatus)
+TIME_FORMATS = ("epoch", "iso")
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    # Howard Hinnant's days_from_civil: the same arithmetic as the Lua twin, no datetime range.
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def _days_in_month(y: int, m: int) -> int:
+    if m == 2:
+        return 29 if (y % 4 == 0 and y % 100 != 0) or y % 400 == 0 else 28
+    return 30 if m in (4, 6, 9, 11) else 31
+
+
+def parse_time(value: str | None) -> float | None:
+    """Epoch seconds of a stored time (epoch seconds or ISO 8601, see above), or None when it
+    is not one."""
+    if not value:
+        return None
+    if _TIME.fullmatch(value):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    match = _ISO.fullmatch(value)
+    if match is None:
+        return None
+    y, mo, d, h, mi, sec, frac, zone = match.groups()
+    y, mo, d = int(y), int(mo), int(d)
+    h, mi, sec = int(h or 0), int(mi or 0), int(sec or 0)
+    if not (1 <= y and 1 <= mo <= 12 and 1 <= d <= _days_in_month(y, mo)
+            and h <= 23 and mi <= 59 and sec <= 59):
+        return None
+    offset = 0
+    if zone and zone != "Z":
+        digits = zone[1:].replace(":", "")
+        oh, om = int(digits[:2]), int(digits[2:] or 0)
+        if oh > 23 or om > 59:
+            return None
+        offset = (oh * 3600 + om * 60) * (1 if zone[0] == "+" else -1)
+    seconds = _days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
+    return seconds + (int(frac) / 10 ** len(frac) if frac else 0.0)
+
+
+def is_iso(value: str | None) -> bool:
+    """Whether a stored time is ISO 8601 text (so that an update keeps writing that form)."""
+    return bool(value) and _ISO.fullmatch(value) is not None
+
+
+def format_time(seconds: float, time_format: str = "epoch") -> str:
+    """A time as jobstore writes it: ``repr`` of the float, or ISO 8601 in UTC with microseconds
+    and ``+00:00`` (``datetime.isoformat``)."""
+    if time_format == "iso":
+        return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
+            timespec="microseconds")
+    return repr(float(seconds))
 
 
 def _is_time(value: str | None) -> bool:
-    return bool(value) and _TIME.fullmatch(value) is not None and math.isfinite(float(value))
+    return parse_time(value) is not None
 
 
 def count(value: str | None) -> int:
@@ -151,8 +217,9 @@ def count(value: str | None) -> int:
 def record_problem(data: Mapping[str, str]) -> tuple[str, str] | None:
     """``(field, reason)`` of the first field that keeps ``data`` from reading as a job, or None.
 
-    Required: ``job_id`` and ``workspace_id`` (non-empty), ``created_at`` and ``updated_at`` (a
-    finite decimal number, as jobstore writes them). ``status`` must be one of the enum or empty
+    Required: ``job_id`` and ``workspace_id`` (non-empty), ``created_at`` (a time: epoch
+    seconds or ISO 8601, see :func:`parse_time`); ``updated_at``, when present and not empty, a
+    time too (missing, it reads as ``created_at``). ``status`` must be one of the enum or empty
     (``""`` and a missing status read as ``pending``). Everything else is lenient, as before:
     ``params``/``result`` that are not JSON come back as the raw text, a missing ``action`` is
     ``""``. The scripts check the same rules before they write (``scripts.RECORD_CHECK``).
@@ -163,13 +230,18 @@ def record_problem(data: Mapping[str, str]) -> tuple[str, str] | None:
     status = data.get("status")
     if status and status not in _STATUSES:
         return "status", "not a job status"
-    for name in ("created_at", "updated_at"):
-        value = data.get(name)
-        if not value:
-            return name, "missing"
-        if not _is_time(value):
-            return name, "not a decimal number"
+    created = data.get("created_at")
+    if not created:
+        return "created_at", "missing"
+    if not _is_time(created):
+        return "created_at", NOT_A_TIME
+    updated = data.get("updated_at")  # optional: a record never updated may lack it
+    if updated and not _is_time(updated):
+        return "updated_at", NOT_A_TIME
     return None
+
+
+NOT_A_TIME = "not a time (epoch seconds or ISO 8601)"
 
 
 def encode_json(value: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Generator, Iterable
 from .dead_letters import MAX_DEAD_LETTERS, DeadLetter
 from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
                      LeaseLost, PayloadTooLarge)
-from .job import Job, JobStatus, record_problem, statuses_allowed_before
+from .job import Job, JobStatus, format_time, record_problem, statuses_allowed_before
 from .layout import CARRIED, StoreKeys
 from .events import Events
 from .scripts import DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, UPDATE_STATUS
@@ -46,12 +46,21 @@ class Context:
     # How long a claim list may hold entries past its blocking wait before a later dequeue puts
     # them back (its dequeue died between the move and the claim), seconds.
     list_grace: float = 30.0
+    # How new records store their times: "epoch" (the repr of a float) or "iso" (ISO 8601).
+    # An update writes a record's updated_at in the form the record already has.
+    time_format: str = "epoch"
     # Redis Cluster: writes go through ops_cluster, and scripts are never fenced (the phase
     # lives in another slot; stores follow a switch by time alone, within a second).
     cluster: bool = False
     clock: Callable[[], float] = time.time
     new_token: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
     events: Events = field(default_factory=Events)
+
+
+def now(ctx: Context) -> tuple[str, str]:
+    """The current time as the store writes it, and as ISO 8601 (for records that use it)."""
+    seconds = ctx.clock()
+    return format_time(seconds, ctx.time_format), format_time(seconds, "iso")
 
 
 def as_record(flat: list | dict) -> dict[str, str]:
@@ -196,7 +205,8 @@ def update_status(
     claim: str | None = None,
 ) -> Op:
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
-    fields = {"status": status.value, **changes, "updated_at": repr(ctx.clock())}
+    stamp, iso = now(ctx)
+    fields = {"status": status.value, **changes, "updated_at": stamp}
     flat = [part for item in fields.items() for part in item]
     marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
     while True:
@@ -205,7 +215,7 @@ def update_status(
             ctx, UPDATE_STATUS,
             (marker, *_keys(routing.touched, workspace_id, job_id), ctx.keys.leases),
             (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, "", claim or "", "",
-             "1", *flat),
+             "1", iso, *flat),
         ),))
         if not stale(reply):
             break
@@ -255,12 +265,13 @@ def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms
     # Routing is read afresh for every attempt, so a long wait follows a phase switch.
     schemas = tuple(s.lua_template if s.lua_template is not None else "\x03" + s.name
                     for s in ctx.strategy.routing(None).touched)
+    stamp, iso = now(ctx)
     return fenced_script(
         ctx,
         DEQUEUE,
         (source, ctx.keys.queue, marker, ctx.keys.dead, ctx.keys.leases),
-        (ctx.marker_ttl, repr(ctx.clock()), ctx.dequeue_scan, ctx.max_dead_letters, lease_ms,
-         ctx.max_attempts, token, resolved, *schemas),
+        (ctx.marker_ttl, stamp, ctx.dequeue_scan, ctx.max_dead_letters, lease_ms,
+         ctx.max_attempts, token, resolved, iso, *schemas),
     )
 
 

@@ -24,9 +24,9 @@ import time
 from .dead_letters import DeadLetter, entry_problem, printable
 from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
                      LeaseLost)
-from .job import Job, JobStatus, count, record_problem
-from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script, queue_entry,
-                  update_outcome)
+from .job import Job, JobStatus, count, parse_time, record_problem
+from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script, now,
+                  queue_entry, update_outcome)
 from .scripts import (BURY, CREATE_RECORD, DELETE_RECORD, EXPIRED, LEASE_CLAIM, LEASE_LIST, MIRROR,
                       PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
 from .steps import Batch, Command, Script
@@ -139,7 +139,8 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
                 for job, fields in todo)
         else:  # last: the index marks the enqueue finished (see _same_job)
             calls = tuple(
-                Command(("ZADD", ctx.keys.index(job.workspace_id), "NX", fields["created_at"], job.job_id))
+                Command(("ZADD", ctx.keys.index(job.workspace_id), "NX",
+                         repr(parse_time(fields["created_at"]) or 0.0), job.job_id))
                 for job, fields in todo)
         replies = yield Batch(calls, tolerate_errors=True)
         for (job, _), reply in zip(todo, replies):
@@ -162,7 +163,8 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
 
 def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, job_id: str,
           status: JobStatus, allowed: str, fields: dict[str, str], stamp: str = "",
-          operation: str = "update_status", claim: str = "", hand_out: bool = False) -> Op:
+          operation: str = "update_status", claim: str = "", hand_out: bool = False,
+          iso: str = "") -> Op:
     """The first record (in read order) decides and takes the move; the others follow it.
 
     ``stamp``: the ``created_at`` the record must have (a claim through a queue entry).
@@ -186,7 +188,7 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
         (reply,) = yield Batch((fenced_script(
             ctx, UPDATE_STATUS, (_marker(ctx, token, key), key),
             (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, stamp, claim,
-             "1" if hand_out else "", "0", *flat),
+             "1" if hand_out else "", "0", iso, *flat),
         ),))
         if reply[0] == "missing":
             continue
@@ -195,7 +197,7 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
         if rest:
             # The move is taken; the other copies follow it with the record's own fields.
             record = as_record(reply[1])
-            moved = {k: record[k] for k in (*fields, "updated_at", "attempts") if k in record}
+            moved = {k: record[k] for k in (*fields, "updated_at", "attempts", "claim") if k in record}
             flat_moved = [part for item in moved.items() for part in item]
             yield Batch(tuple(
                 Script(MIRROR, (_marker(ctx, token, other), other),
@@ -212,9 +214,11 @@ def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatu
 
     routing = ctx.strategy.routing(workspace_id)
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
-    fields = {"status": status.value, **changes, "updated_at": repr(ctx.clock())}
+    stamp, iso = now(ctx)
+    fields = {"status": status.value, **changes, "updated_at": stamp}
     job = yield from _move(ctx, ctx.new_token(), _keys(routing.touched, workspace_id, job_id),
-                           workspace_id, job_id, status, allowed, fields, claim=claim or "")
+                           workspace_id, job_id, status, allowed, fields, claim=claim or "",
+                           iso=iso)
     if job.claim and status is not JobStatus.RUNNING:
         # The claim ended with this move; its lease sits in the queue's slot. (Left behind by a
         # crash here, it runs out and a dequeue drops it: the job is no longer running.)
@@ -270,11 +274,12 @@ def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op:
     # Leased before the records move: a dequeue that dies in between leaves a lease that runs
     # out and is dropped (the job is still pending, its entry back in the queue).
     yield Batch((Script(LEASE_CLAIM, (ctx.keys.leases,), (claim, lease_ms)),))
-    fields = {"status": JobStatus.RUNNING.value, "claim": claim, "updated_at": repr(ctx.clock())}
+    at, iso = now(ctx)
+    fields = {"status": JobStatus.RUNNING.value, "claim": claim, "updated_at": at}
     try:
         return (yield from _move(ctx, token, keys, workspace_id, job_id, JobStatus.RUNNING,
                                  JobStatus.PENDING.value, fields, stamp, operation="dequeue",
-                                 hand_out=True))
+                                 hand_out=True, iso=iso))
     except (InvalidTransition, JobNotFound):
         yield Batch((Command(("ZREM", ctx.keys.leases, claim)),))
         return None  # cancelled, finished or deleted meanwhile: drop the entry
@@ -300,15 +305,15 @@ def _take_over(ctx: Context, token: str, member: str, lease_ms: int) -> Op:
     job = None
     if record.get("claim") == member and record.get("status") == JobStatus.RUNNING.value:
         attempts = count(record.get("attempts"))
-        now = repr(ctx.clock())
+        at, iso = now(ctx)
         try:
             if attempts >= ctx.max_attempts:
                 why = (f"lease expired on attempt {attempts} of {ctx.max_attempts} (max_attempts): "
                        "the worker holding the job stopped renewing it")
                 yield from _move(ctx, token, keys, workspace_id, job_id, JobStatus.FAILED,
                                  JobStatus.RUNNING.value, {"status": JobStatus.FAILED.value,
-                                                           "error": why, "updated_at": now},
-                                 stamp, operation="dequeue", claim=member)
+                                                           "error": why, "updated_at": at},
+                                 stamp, operation="dequeue", claim=member, iso=iso)
                 ctx.events.lease_expired(workspace_id, "failed")
             else:
                 claim = f"{token}:{entry}"
@@ -316,8 +321,8 @@ def _take_over(ctx: Context, token: str, member: str, lease_ms: int) -> Op:
                 job = yield from _move(
                     ctx, token, keys, workspace_id, job_id, JobStatus.RUNNING,
                     JobStatus.RUNNING.value, {"status": JobStatus.RUNNING.value,
-                                              "claim": claim, "updated_at": now},
-                    stamp, operation="dequeue", claim=member, hand_out=True)
+                                              "claim": claim, "updated_at": at},
+                    stamp, operation="dequeue", claim=member, hand_out=True, iso=iso)
                 ctx.events.lease_expired(workspace_id, "reclaimed")
         except (LeaseLost, InvalidTransition, JobNotFound):
             pass  # another dequeue took it over, or it finished, first

@@ -52,30 +52,95 @@ def fenced(name: str, body: str) -> Lua:
     return Lua(name, FENCE + body)
 
 
+# Stored times: jobstore.job.parse_time in Lua. to_epoch(v) is the epoch seconds of epoch text or
+# ISO 8601 text (a 'T' or a space, optional seconds and fraction, zone 'Z', +HH:MM, +HHMM, +HH;
+# none is UTC), else nil; is_iso(v) tells the two forms apart, so that an update writes the form
+# the record already has.
+TIME = r"""
+local function epoch_number(v)
+  if not (string.match(v, '^[+-]?%d+%.?%d*$') or string.match(v, '^[+-]?%d+%.?%d*[eE][+-]?%d+$')) then
+    return nil
+  end
+  local n = tonumber(v)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then return nil end
+  return n
+end
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m > 2 and m - 3 or m + 9
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+end
+local function iso_parts(v)
+  local y, mo, d, rest = string.match(v, '^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$')
+  if not y then return nil end
+  local h, mi, s, frac, zone = '0', '0', '0', '', ''
+  if rest ~= '' then
+    local hh, mm, tail = string.match(rest, '^[T ](%d%d):(%d%d)(.*)$')
+    if not hh then return nil end
+    h, mi = hh, mm
+    local ss, tail2 = string.match(tail, '^:(%d%d)(.*)$')
+    if ss then
+      s, tail = ss, tail2
+      local f, tail3 = string.match(tail, '^[.,](%d+)(.*)$')
+      if f then
+        if #f > 9 then return nil end
+        frac, tail = f, tail3
+      end
+    end
+    if tail ~= '' then
+      if not (tail == 'Z' or string.match(tail, '^[+-]%d%d$') or string.match(tail, '^[+-]%d%d:?%d%d$')) then
+        return nil
+      end
+      zone = tail
+    end
+  end
+  return tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(s), frac, zone
+end
+local function to_epoch(v)
+  if not v or v == '' then return nil end
+  local n = epoch_number(v)
+  if n then return n end
+  local y, mo, d, h, mi, s, frac, zone = iso_parts(v)
+  if not y then return nil end
+  local leap = (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0
+  local dim = ({31, leap and 29 or 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31})[mo]
+  if y < 1 or not dim or d < 1 or d > dim or h > 23 or mi > 59 or s > 59 then return nil end
+  local offset = 0
+  if zone ~= '' and zone ~= 'Z' then
+    local digits = string.gsub(string.sub(zone, 2), ':', '')
+    local oh, om = tonumber(string.sub(digits, 1, 2)), tonumber(string.sub(digits, 3)) or 0
+    if oh > 23 or om > 59 then return nil end
+    offset = (oh * 3600 + om * 60) * (string.sub(zone, 1, 1) == '+' and 1 or -1)
+  end
+  local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset
+  if frac ~= '' then t = t + tonumber(frac) / 10 ^ #frac end
+  return t
+end
+local function is_iso(v) return v ~= nil and epoch_number(v) == nil and iso_parts(v) ~= nil end
+"""
+
+
 # Whether a record reads back as a job: jobstore.job.record_problem, the same rules in Lua (the
 # differential test is tests/test_corrupt_records.py). Embedded in the scripts that write to a
 # record they did not create, so that nothing is written to a record no reader could decode.
 RECORD_CHECK = r"""
 local JOB_STATUSES = {pending = true, running = true, completed = true, failed = true,
                       cancelled = true}
-local function is_time(v)
-  if not (string.match(v, '^[+-]?%d+%.?%d*$')
-          or string.match(v, '^[+-]?%d+%.?%d*[eE][+-]?%d+$')) then
-    return false
-  end
-  local n = tonumber(v)
-  return n ~= nil and n == n and n ~= math.huge and n ~= -math.huge
-end
+""" + TIME + r"""
+local function is_time(v) return to_epoch(v) ~= nil end
 -- returns field, reason of the first problem of the record at key, or nil
 local function record_problem(key)
   local f = redis.call('HMGET', key, 'job_id', 'workspace_id', 'status', 'created_at', 'updated_at')
   if not f[1] or f[1] == '' then return 'job_id', 'missing' end
   if not f[2] or f[2] == '' then return 'workspace_id', 'missing' end
   if f[3] and f[3] ~= '' and not JOB_STATUSES[f[3]] then return 'status', 'not a job status' end
-  for i, name in ipairs({'created_at', 'updated_at'}) do
-    local v = f[3 + i]
-    if not v or v == '' then return name, 'missing' end
-    if not is_time(v) then return name, 'not a decimal number' end
+  if not f[4] or f[4] == '' then return 'created_at', 'missing' end
+  if not is_time(f[4]) then return 'created_at', 'not a time (epoch seconds or ISO 8601)' end
+  if f[5] and f[5] ~= '' and not is_time(f[5]) then
+    return 'updated_at', 'not a time (epoch seconds or ISO 8601)'
   end
   return nil
 end
@@ -100,6 +165,16 @@ local function attempts_of(key)
   local v = redis.call('HGET', key, 'attempts')
   if v and #v <= 15 and string.match(v, '^%d+$') then return tonumber(v) end
   return 0
+end
+"""
+
+
+# A record whose times are ISO 8601 text (written by other code) keeps that form when jobstore
+# updates it, so that the readers it was written for still read it. Needs RECORD_CHECK's TIME.
+ISO_RECORD = r"""
+local function iso_record(key)
+  local t = redis.call('HMGET', key, 'updated_at', 'created_at')
+  return is_iso((t[1] and t[1] ~= '') and t[1] or t[2])
 end
 """
 
@@ -138,13 +213,14 @@ return {'created'}
 
 UPDATE_STATUS = fenced(
     "update_status",
-    RECORD_CHECK + LEASE + r"""
+    RECORD_CHECK + LEASE + ISO_RECORD + r"""
 -- KEYS[1] op marker   KEYS[2 ..] record keys, in read order   (last: the leases, see ARGV[8])
 -- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] statuses allowed before, ' '-separated
 -- ARGV[4] max record bytes   ARGV[5] created_at the record must have ('' any)
 -- ARGV[6] the claim the caller must hold ('' none)   ARGV[7] '1': this move hands the job out
 --         (attempts + 1)   ARGV[8] '1': the last KEY is the leases sorted set (standalone)
--- ARGV[9 ..] field, value pairs to set
+-- ARGV[9] the updated_at to write to a record whose times are ISO 8601 text ('' none: as given)
+-- ARGV[10 ..] field, value pairs to set
 -- returns {'updated', record, key} | {'replayed', record, key} | {'missing'}
 --         | {'invalid', current status} | {'too_large', size} | {'corrupt', key, field, reason}
 --         | {'lease_lost', attempts of the record, its status}
@@ -189,7 +265,7 @@ if ARGV[7] == '1' then
   local n = tostring(attempts_of(owned[1]) + 1)
   fields[1] = 'attempts'; fields[2] = n; merged['attempts'] = n
 end
-for i = 9, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
   merged[ARGV[i]] = ARGV[i + 1]
   if ARGV[i] == 'status' then status = ARGV[i + 1] end
@@ -198,7 +274,9 @@ local size = 0
 for k, v in pairs(merged) do size = size + #k + #v end
 if size > tonumber(ARGV[4]) then return {'too_large', size} end
 for _, key in ipairs(owned) do
+  local iso = ARGV[9] ~= '' and iso_record(key)  -- before this write changes updated_at
   redis.call('HSET', key, '_rev', bump(key), unpack(fields))
+  if iso then redis.call('HSET', key, 'updated_at', ARGV[9]) end
 end
 if leases and holder and current == 'running' and status ~= 'running' then
   redis.call('ZREM', leases, holder)
@@ -247,7 +325,7 @@ end
 
 DEQUEUE = fenced(
     "dequeue",
-    RECORD_CHECK + DEAD_LETTER + LEASE + r"""
+    RECORD_CHECK + DEAD_LETTER + LEASE + ISO_RECORD + r"""
 -- KEYS[1] list to pop from: the queue, or this call's claim list   KEYS[2] the queue
 -- KEYS[3] op marker   KEYS[4] dead-letter list   KEYS[5] leases (sorted set)
 -- ARGV[1] marker ttl (s)   ARGV[2] now (updated_at)   ARGV[3] most entries to examine
@@ -255,9 +333,10 @@ DEQUEUE = fenced(
 -- ARGV[7] this call's token (a claim is '<token>:<entry>')
 -- ARGV[8] keys the store computed for one entry ('' none): '<entry base>' then, per computed
 --         schema, byte 31 '<schema name>=<key>'
--- ARGV[9 ..] the schemas in read order: a record key template (byte 1 stands for the workspace
---            id, byte 2 for the job id: the schema's lua_template), or byte 3 and a computed
---            schema's name: its key is carried by the entry (after byte 31, as in ARGV[8])
+-- ARGV[9] now as ISO 8601 (updated_at of a record whose times are ISO 8601 text)
+-- ARGV[10 ..] the schemas in read order: a record key template (byte 1 stands for the workspace
+--             id, byte 2 for the job id: the schema's lua_template), or byte 3 and a computed
+--             schema's name: its key is carried by the entry (after byte 31, as in ARGV[8])
 -- returns {kind, record, dead, key, reaped, entry}; kind 'job' | 'replayed' | 'empty' | 'busy'
 --         | 'need' (the entry carries no key of a computed schema: it is left where it was, and
 --         the store calls again with ARGV[8] for it); dead: the dead letters this call wrote
@@ -277,6 +356,8 @@ DEQUEUE = fenced(
 local reply
 local dead, reaped = {}, {}
 local now = now_ms()
+-- the time to write to a record: in the form its times already have
+local function now_of(key) return iso_record(key) and ARGV[9] or ARGV[2] end
 local function bury(entry, reason, key, field)
   local letter = {entry = printable(entry), reason = reason, at = tonumber(ARGV[2])}
   if key then letter.key = key; letter.field = field end
@@ -328,7 +409,7 @@ end
 -- cannot be decoded; nil, true when the entry lacks a computed schema's key
 local function copies(entry, ws, id)
   local owned, carried = {}, nil
-  for i = 9, #ARGV do
+  for i = 10, #ARGV do
     local key
     if string.byte(ARGV[i], 1) == 3 then
       carried = carried or carried_of(entry)
@@ -349,7 +430,7 @@ end
 local function take(owned, entry, n)
   local claim = ARGV[7] .. ':' .. entry
   for _, key in ipairs(owned) do
-    redis.call('HSET', key, 'status', 'running', 'updated_at', ARGV[2], '_rev', bump(key),
+    redis.call('HSET', key, 'status', 'running', 'updated_at', now_of(key), '_rev', bump(key),
                'attempts', n, 'claim', claim)
   end
   redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), claim)
@@ -388,7 +469,7 @@ else
           local why = 'lease expired on attempt ' .. n .. ' of ' .. ARGV[6]
                       .. ' (max_attempts): the worker holding the job stopped renewing it'
           for _, key in ipairs(owned) do
-            redis.call('HSET', key, 'status', 'failed', 'error', why, 'updated_at', ARGV[2],
+            redis.call('HSET', key, 'status', 'failed', 'error', why, 'updated_at', now_of(key),
                        '_rev', bump(key))
           end
           reaped[#reaped + 1] = 'failed'; reaped[#reaped + 1] = ws
@@ -504,7 +585,7 @@ return out
 
 SYNC_RECORD = Lua(
     "sync_record",
-    RULES + r"""
+    RULES + TIME + r"""
 -- KEYS[1] 'from' record   KEYS[2] 'to' record   KEYS[3] workspace index
 -- ARGV[1] workspace id   ARGV[2] job id   ARGV[3] mode 'copy' | 'merge'   ARGV[4] '1' dry run
 -- ARGV[5] '1' when 'to' wins a conflict (equal write counts): the copy the phase reads first
@@ -532,9 +613,7 @@ local function write(key, record, ttl_of)
     local ttl = redis.call('PTTL', ttl_of)
     if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
   end
-  local score = tonumber(record['created_at'])
-  if not score or score ~= score or score == math.huge or score == -math.huge then score = 0 end
-  redis.call('ZADD', KEYS[3], 'NX', score, ARGV[2])
+  redis.call('ZADD', KEYS[3], 'NX', to_epoch(record['created_at']) or 0, ARGV[2])
 end
 if new_from then write(KEYS[1], new_from, KEYS[2]) end
 if new_to then write(KEYS[2], new_to, KEYS[1]) end
@@ -682,6 +761,8 @@ end
 local current = redis.call('HGET', KEYS[2], 'status') or ''
 local was, new = rank[current] or -1, rank[status or ''] or 99
 -- a later hand-out of a running job (a lease taken over) is a move too: its attempt is higher
+-- (every mirror carries the first copy's claim and attempts as they are after its move, so a
+-- later move's mirror has brought them already)
 if was > new or (was == new and (attempts or 0) <= count(redis.call('HGET', KEYS[2], 'attempts'))) then
   return 'newer'
 end
@@ -722,7 +803,7 @@ return 1
 
 COPY_IF_ABSENT = Lua(
     "copy_if_absent",
-    r"""
+    TIME + r"""
 -- KEYS[1] record to write   KEYS[2] its tombstone   KEYS[3] the workspace index (or any key
 --         of this slot, when the index lives elsewhere)
 -- ARGV[1] job id   ARGV[2] ttl in ms (0: none)   ARGV[3] '1' to add to the index
@@ -736,7 +817,7 @@ for i = 6, #ARGV, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], 'NX', tonumber(ARGV[4]) or 0, ARGV[1]) end
+if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], 'NX', to_epoch(ARGV[4]) or 0, ARGV[1]) end
 return 'copied'
 """,
 )

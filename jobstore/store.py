@@ -12,7 +12,7 @@ from . import eviction, ops, ops_cluster, rules, validation
 from .connection import connect, redact
 from .errors import ConfigError, InvalidArgument, JobStoreError, StoreUnavailable
 from .dead_letters import DeadLetter
-from .job import Job, JobStatus
+from .job import TIME_FORMATS, Job, JobStatus
 from .layout import StoreKeys
 from .plugins import create_strategy
 from .driver import SyncDriver
@@ -28,6 +28,7 @@ ENV_DUAL_TARGET = "JOBSTORE_DUAL_TARGET"
 ENV_LEASE = "JOBSTORE_LEASE"
 ENV_MAX_ATTEMPTS = "JOBSTORE_MAX_ATTEMPTS"
 ENV_METRICS = "JOBSTORE_METRICS"
+ENV_TIME_FORMAT = "JOBSTORE_TIME_FORMAT"
 DEFAULT_LEASE = 3600.0
 DEFAULT_MAX_ATTEMPTS = 3
 LEGACY_FLAG_VALUES = {"on": "dual", "off": "legacy"}
@@ -70,11 +71,15 @@ class JobStore:
         wait_timeout: float = 1.0,
         lease: float = DEFAULT_LEASE,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        time_format: str = "epoch",
         **strategy_options: Any,
     ):
         """``allow_eviction``: run on a Redis whose ``maxmemory-policy`` is not ``noeviction``
         (jobs may then be lost). Without it the store reads the policy once, before its first
         operation sends anything, and that operation raises :class:`EvictionPolicyError`.
+
+        ``time_format``: how new records store their times, ``"epoch"`` (seconds, the default) or
+        ``"iso"`` (ISO 8601, UTC); either form is read, and an update keeps a record's own form.
 
         ``lease``: seconds a dequeued job stays its worker's without :meth:`extend` (default an
         hour); after that the next :meth:`dequeue` hands it out again. ``max_attempts``: hand-outs
@@ -84,6 +89,9 @@ class JobStore:
         lease_ms = _lease_ms("lease", lease, ConfigError)
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
+        if time_format not in TIME_FORMATS:
+            raise ConfigError(f"time_format must be 'epoch' or 'iso', not {time_format!r}")
+        self.time_format = time_format
         if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
             raise ConfigError(f"max_record_bytes must be a positive int, not {max_record_bytes!r}")
         if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
@@ -112,7 +120,7 @@ class JobStore:
         self.context = ops.Context(self.keys, self.strategy, events=self.events,
                                    block_slice=_block_slice(client),
                                    max_record_bytes=max_record_bytes, lease_ms=lease_ms,
-                                   max_attempts=max_attempts)
+                                   max_attempts=max_attempts, time_format=time_format)
         self.lease = lease_ms / 1000
         self.max_attempts = max_attempts
         self.driver = SyncDriver(client, self.strategy, self.url, self.events,
@@ -165,6 +173,8 @@ class JobStore:
                     "(run on a Redis that may evict keys), or 0, false, no or off"
                 )
             options["allow_eviction"] = BOOL_VALUES[allow.lower()]
+        if env.get(ENV_TIME_FORMAT) and "time_format" not in options:
+            options["time_format"] = env[ENV_TIME_FORMAT].strip()
         for option, variable, kind in (("lease", ENV_LEASE, float),
                                        ("max_attempts", ENV_MAX_ATTEMPTS, int)):
             text = (env.get(variable) or "").strip()
@@ -404,7 +414,8 @@ class JobStore:
         params = validation.params(params)
         job_id = uuid.uuid4().hex if job_id is None else validation.identifier("job_id", job_id)
         now = time.time()
-        fields = Job(job_id, workspace_id, action, JobStatus.PENDING, params, None, None, now, now).to_hash()
+        fields = Job(job_id, workspace_id, action, JobStatus.PENDING, params, None, None, now,
+                     now).to_hash(self.time_format)
         fields[rules.REV] = "1"  # the record's write count (jobstore.rules): its first write
         validation.record_size(fields, self.max_record_bytes)
         # Return what get() will return (params as stored JSON decodes), not the caller's object.

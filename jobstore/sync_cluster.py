@@ -13,6 +13,8 @@ job is brought back.
 
 from __future__ import annotations
 
+from .job import parse_time
+
 from . import rules
 from .layout import StoreKeys
 from .scripts import COPY_IF_ABSENT, WRITE_IF_UNCHANGED
@@ -126,12 +128,10 @@ def _cas(key: str, record: dict, action: str, fields: dict | None = None) -> Scr
 
 
 def _score(created_at) -> str:
-    """An index score from a stored created_at; 0 when it is not a finite number."""
-    try:
-        value = float(created_at)
-    except (TypeError, ValueError):
-        return "0"
-    return repr(value) if value == value and abs(value) != float("inf") else "0"
+    """An index score from a stored created_at (epoch seconds or ISO 8601); 0 when it is not a
+    time."""
+    value = parse_time(created_at) if isinstance(created_at, str) else None
+    return "0" if value is None else repr(value)
 
 
 def _decide(keys, mode, ws, job_id, a, b, f, t, tomb_f, tomb_t, ttl, prefer_to=False):

@@ -320,9 +320,20 @@ def test_the_cli_lists_dead_letters(redis_url):
 
 # -- the decoding rule: Python and Lua -----------------------------------------------------------
 
+# ISO 8601 text as other services write it, and near misses (each read the same by both forms)
+ISO_TIMES = ["2025-10-17T12:34:56.123456", "2025-10-17 12:34:56", "2025-10-17T12:34",
+             "2025-10-17", "2025-10-17T12:34:56Z", "2025-10-17T12:34:56+02:00",
+             "2025-10-17T12:34:56-0530", "2025-10-17T12:34:56+02", "2025-10-17T12:34:56,5",
+             "2024-02-29T00:00:00", "2023-02-29T00:00:00", "2025-13-01T00:00:00",
+             "2025-00-10", "2025-04-31", "2025-10-17T24:00:00", "2025-10-17T12:60:00",
+             "2025-10-17T12:34:60", "2025-10-17T12:34:56+24:00", "2025-10-17T12:34:56.1234567890",
+             "2025-10-17T12:34:56.", "2025-10-17T", "2025-10-17Z", "0000-01-01",
+             "2025-1-17", "25-10-17", "2025-10-17T12:34:56 +02:00", "2025-10-17t12:34:56",
+             "2025-10-17T12:34:56+2:00", "１２３4-10-17", "2025-10-17T12:34:56+02:00:00"]
 TIMES = ["1732816496.123456", "3", "-0.0", "1e+16", "1e-05", "1.", "+1.5", "0.5E3",
          "", ".5", "1e", "nan", "inf", "-inf", "1_000", " 1.5", "1.5 ", "0x10", "1e400",
-         "\u0661", "1.5e3.2", "1,5", "yesterday", "2024-01-01T00:00:00Z", "9" * 400]
+         "\u0661", "1.5e3.2", "1,5", "yesterday", "2024-01-01T00:00:00Z", "9" * 400,
+         *ISO_TIMES]
 STATUSES = ["pending", "running", "completed", "failed", "cancelled", "", "paused", "Pending",
             " pending"]
 FULL = {"job_id": "j1", "workspace_id": "ws", "action": "a", "status": "pending",
@@ -367,6 +378,22 @@ def test_lua_decodes_exactly_what_python_decodes(lua_client):
             with pytest.raises(CorruptRecord) as caught:
                 Job.from_hash(record, key)
             assert (caught.value.key, caught.value.field, caught.value.reason) == (key, *expected)
+
+
+def test_lua_reads_times_as_python_does(lua_client):
+    # Not only valid or not: the same epoch seconds (the index score of a copied record).
+    from jobstore.job import parse_time
+    from jobstore.scripts import TIME
+
+    to_epoch = lua_client.register_script(
+        TIME + "local t = to_epoch(ARGV[1]) return t and string.format('%.6f', t) or false")
+    for value in [*TIMES, "1760704496.5", "2025-10-17T12:34:56.123456+05:45"]:
+        expected = parse_time(value)
+        got = to_epoch(args=[value])
+        if expected is None:
+            assert got is None, value
+        else:
+            assert got is not None and abs(float(got) - expected) < 1e-5 * max(1, abs(expected) / 1e10), (value, got)
 
 
 def test_records_jobstore_writes_decode_as_before_with_the_key_named():

@@ -422,3 +422,31 @@ def test_from_env_turns_metrics_on(backend):
         assert not isinstance(store.events, PrometheusEvents)
     with pytest.raises(jobstore.ConfigError, match="JOBSTORE_METRICS"):
         jobstore.JobStore.from_env({**env, "JOBSTORE_METRICS": "maybe"})
+
+
+def test_a_cancel_that_overtakes_a_claim_between_two_cluster_copies_leaves_them_equal(make_store):
+    # On Cluster a claim moves the first copy, then mirrors to the other. A cancel that lands in
+    # between reaches the second copy first; the claim's late mirror must still bring the claim
+    # and attempt count, or verify finds the copies differing (seen under live traffic).
+    store = make_store("dual", phase="dual-write")
+    if not store.driver.cluster:
+        pytest.skip("standalone writes every copy in one script")
+    job = store.enqueue("acme", "a")
+    op = store._writes.dequeue(store.context, 0)
+    reply, cancelled = None, False
+    try:
+        while True:
+            step = op.send(reply)
+            names = [getattr(getattr(c, "lua", None), "name", "") for c in getattr(step, "calls", ())]
+            if "mirror" in names and not cancelled:
+                store.update_status(job.job_id, "cancelled", workspace_id="acme")
+                cancelled = True
+            reply = store.driver._do(step)
+    except StopIteration as done:
+        claimed = done.value
+    assert cancelled and claimed.job_id == job.job_id
+    source, target = (store.client.hgetall(k) for k in (f"ai:jobs:{job.job_id}",
+                                                       f"ai:job:acme:{job.job_id}"))
+    assert source["status"] == target["status"] == "cancelled"
+    source.pop("_rev"), target.pop("_rev")  # each copy counts its own writes
+    assert source == target and source["claim"] == claimed.claim

@@ -184,7 +184,7 @@ def test_every_documented_metric_is_exposed_with_its_type_and_labels():
     run_journey(f"memory://metrics-{uuid.uuid4().hex}", registry)
     exposed = families(registry)
     documented = documented_metrics()
-    assert len(documented) == 23
+    assert len(documented) == 24
     for name, (kind, labels) in documented.items():
         family = exposed[name[: -len("_total")] if kind == "counter" else name]
         assert family.type == kind, name
