@@ -315,6 +315,39 @@ def demo_command(url, prefix, source, target, jobs, allow_eviction) -> None:
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
+@main.group("legacy-queue")
+def legacy_queue_group() -> None:
+    """The replaced system's queue (a list of bare job ids) shared during a rolling deploy."""
+
+
+@legacy_queue_group.command("leave", epilog=exit_codes(
+    EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE,
+    c1="ids remain in the compatible queue: an old producer still pushes (run it again)"))
+@common_options
+@click.option("--legacy-queue", "legacy_queue", required=True, envvar="JOBSTORE_LEGACY_QUEUE",
+              show_envvar=True, help="The compatible queue's key, e.g. simple:queue.")
+@click.option("--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Ids moved per atomic step.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@eviction_option
+def legacy_queue_leave(url, prefix, source, target, legacy_queue, batch, as_json,
+                       allow_eviction) -> None:
+    """Move the compatible queue's pending ids into jobstore's queue and switch every store to
+    it. Run once no old producer or worker remains; safe under live traffic, resumable."""
+    from .store import open as open_store
+
+    store = open_store(resolve_url(url), source or "legacy", prefix=prefix, legacy_queue=legacy_queue,
+                       allow_eviction=allow_eviction)
+    with store:
+        totals = store.leave_legacy_queue(batch)
+    emit({"legacy_queue": legacy_queue, **totals}, as_json,
+         [f"legacy queue {legacy_queue} (prefix {prefix}): moved {totals['moved']} pending ids "
+          f"into jobstore's queue, dropped {totals['dropped']} whose job no longer exists; "
+          f"{totals['remaining']} remain; every store now enqueues to jobstore's queue"])
+    if totals["remaining"]:
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
 @main.command("dead-letters", epilog=exit_codes(EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE))
 @common_options
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,

@@ -43,6 +43,9 @@ class StoreKeys:
         # are claims, '<token>:<queue entry>', and 'list:<claim list>' for a dequeue between its
         # move and its claim. In the queue's slot, so the scripts that pop the queue see it.
         self.leases = f"{prefix}:leases:{{{slot_tag(self.queue)}}}"
+        # The compatible queue's mode (a store option names the queue): 'shared' while the
+        # replaced system's producers and workers may use it, 'left' once its ids moved here.
+        self.queue_mode = f"{prefix}:queue:mode"
 
     def index(self, workspace_id: str) -> str:
         """Sorted set of a workspace's job ids, scored by ``created_at``.

@@ -208,6 +208,14 @@ class Migration:
         self._check_redis()
         state, now = self.driver.run(self._state_and_now())
         why = refusal(state, new)
+        if not why and new is Phase.TARGET_ONLY and not self.driver.cluster:
+            (mode,) = self.driver.run(_one(Batch((Command(("HGET", self.keys.queue_mode, "mode")),))))
+            if mode == "shared":
+                why = ("a compatible queue (legacy_queue) is still shared with the replaced "
+                       "system: its bare job ids are found through the source's records, which "
+                       "target-only stops writing and cleanup deletes. Leave it first (jobstore "
+                       "legacy-queue leave, or store.leave_legacy_queue()) once no old process "
+                       "remains")
         if why and not force:
             raise MigrationRefused(why)
         after = switched(state, new, now)

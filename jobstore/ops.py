@@ -18,8 +18,10 @@ from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExi
                      LeaseLost, PayloadTooLarge)
 from .job import Job, JobStatus, format_time, record_problem, statuses_allowed_before
 from .layout import CARRIED, StoreKeys
+from .schema import WORKSPACE_MARK
 from .events import Events
-from .scripts import DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, UPDATE_STATUS
+from .scripts import (DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, LEAVE_LEGACY_QUEUE,
+                      UPDATE_STATUS)
 from .steps import Batch, Command, Refresh, Script
 from .strategy import Strategy
 
@@ -49,6 +51,8 @@ class Context:
     # How new records store their times: "epoch" (the repr of a float) or "iso" (ISO 8601).
     # An update writes a record's updated_at in the form the record already has.
     time_format: str = "epoch"
+    # The replaced system's queue (a list of bare job ids), shared until the fleet leaves it.
+    legacy_queue: str | None = None
     # Redis Cluster: writes go through ops_cluster, and scripts are never fenced (the phase
     # lives in another slot; stores follow a switch by time alone, within a second).
     cluster: bool = False
@@ -124,12 +128,14 @@ def enqueue_script(ctx: Context, job: Job, fields: dict[str, str], marker: str) 
         if key not in writes
     ]
     flat = [part for item in fields.items() for part in item]
+    legacy = (ctx.legacy_queue, ctx.keys.queue_mode) if ctx.legacy_queue else ()
     return fenced_script(
         ctx,
         ENQUEUE,
-        (marker, ctx.keys.index(job.workspace_id), ctx.keys.queue, *writes, *checks),
+        (marker, ctx.keys.index(job.workspace_id), ctx.keys.queue, *writes, *checks, *legacy),
         (len(writes), ctx.marker_ttl, job.job_id, repr(job.created_at),
-         queue_entry(ctx, job.workspace_id, job.job_id, fields["created_at"]), *flat),
+         queue_entry(ctx, job.workspace_id, job.job_id, fields["created_at"]),
+         "1" if legacy else "", *flat),
     )
 
 
@@ -269,16 +275,20 @@ def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms
     return fenced_script(
         ctx,
         DEQUEUE,
-        (source, ctx.keys.queue, marker, ctx.keys.dead, ctx.keys.leases),
+        (source, ctx.keys.queue, marker, ctx.keys.dead, ctx.keys.leases,
+         ctx.legacy_queue or ctx.keys.queue, ctx.keys.queue_mode),
         (ctx.marker_ttl, stamp, ctx.dequeue_scan, ctx.max_dead_letters, lease_ms,
-         ctx.max_attempts, token, resolved, iso, *schemas),
+         ctx.max_attempts, token, resolved, iso, "1" if ctx.legacy_queue else "", *schemas),
     )
 
 
-def resolve(ctx: Context, entry: str) -> str:
+def resolve(ctx: Context, entry: str, workspace: str = "") -> str:
     """The computed schemas' keys of a queue entry that does not carry them all (enqueued before
-    the store read a computed schema), for the DEQUEUE script's ARGV[8]."""
+    the store read a computed schema), for the DEQUEUE script's ARGV[8]. ``workspace``: the
+    one the script found for a bare job id."""
     workspace_id, job_id, _ = ctx.keys.parse_queue_entry(entry)
+    if ":" not in entry.partition(CARRIED)[0]:
+        workspace_id, job_id = workspace, entry.partition(CARRIED)[0]
     touched = ctx.strategy.routing(None).touched
     return entry.partition(CARRIED)[0] + "".join(
         f"{CARRIED}{name}={key}" for name, key in carried_keys(touched, workspace_id, job_id))
@@ -323,7 +333,7 @@ def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) ->
             continue
         if reply[0] == "need":
             _claimed(ctx, reply)
-            resolved = resolve(ctx, reply[5])
+            resolved = resolve(ctx, reply[5], reply[6])
             continue
         job = _claimed(ctx, reply)
         if reply[0] == "busy":
@@ -340,9 +350,12 @@ def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) ->
         # The claim list is leased first: if this process dies between the move and the claim,
         # a later dequeue puts the entry back (the list's lease runs out list_grace after the wait).
         wait = ctx.block_slice if remaining is None else max(0.01, min(remaining, ctx.block_slice))
+        # While a compatible queue is shared, new jobs arrive there: wait at its oldest end.
+        shared = ctx.legacy_queue and (reply[7] if len(reply) > 7 else "") != "left"
+        waited = (ctx.legacy_queue, claim, "LEFT", "LEFT") if shared else (queue, claim, "RIGHT", "LEFT")
         _, _, reply = yield Batch(
             (Script(LEASE_LIST, (ctx.keys.leases,), (claim, int((wait + ctx.list_grace) * 1000))),
-             Command(("BLMOVE", queue, claim, "RIGHT", "LEFT", round(wait, 3))),
+             Command(("BLMOVE", *waited, round(wait, 3))),
              _dequeue_script(ctx, claim, marker, token, lease_ms))
         )
         while stale(reply) or reply[0] == "need":  # the claim list must be drained now
@@ -350,7 +363,7 @@ def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) ->
                 yield Refresh()  # under the fresh routing
             else:
                 _claimed(ctx, reply)
-                resolved = resolve(ctx, reply[5])
+                resolved = resolve(ctx, reply[5], reply[6])
             (reply,) = yield Batch((_dequeue_script(ctx, claim, marker, token, lease_ms,
                                                     resolved),))
         job = _claimed(ctx, reply)
@@ -367,6 +380,23 @@ def extend(ctx: Context, job: Job, lease_ms: int) -> Op:
     if not until:
         raise LeaseLost(job.job_id, job.claim or "", detail="its lease is gone")
     return None
+
+
+def leave_legacy_queue(ctx: Context, batch: int) -> Op:
+    """Move every id of the compatible queue into jobstore's own, ``batch`` per script call."""
+    templates = tuple(s.lua_template for s in ctx.strategy.routing(None).known
+                      if s.lua_template is not None and WORKSPACE_MARK not in s.lua_template)
+    totals = {"moved": 0, "dropped": 0, "remaining": 0}
+    while True:
+        (reply,) = yield Batch((Script(LEAVE_LEGACY_QUEUE,
+                                       (ctx.legacy_queue, ctx.keys.queue, ctx.keys.queue_mode),
+                                       (batch, *templates)),))
+        moved, dropped, remaining = (int(n) for n in reply)
+        totals["moved"] += moved
+        totals["dropped"] += dropped
+        totals["remaining"] = remaining
+        if not remaining or not moved + dropped:
+            return totals
 
 
 # -- reads -----------------------------------------------------------------------------------

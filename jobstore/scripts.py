@@ -184,23 +184,36 @@ ENQUEUE = fenced(
     r"""
 -- KEYS[1] op marker   KEYS[2] workspace index   KEYS[3] queue
 -- KEYS[4 .. 3+n] record keys to write   KEYS[4+n ..] record keys that must not exist either
+--   (with ARGV[6] '1', the last two KEYS are the compatible queue and the queue mode hash)
 -- ARGV[1] n   ARGV[2] marker ttl (s)   ARGV[3] job id   ARGV[4] index score (created_at)
--- ARGV[5] queue entry   ARGV[6 ..] field, value pairs of the record
+-- ARGV[5] queue entry   ARGV[6] '1': a compatible queue is configured   ARGV[7 ..] field, value
+--         pairs of the record
 -- returns {'created'} | {'replayed'} (this call's own earlier attempt created the job: the
 --         caller answers with the job it sent, never with what the key holds now) | {'exists'}
+-- With a compatible queue (the replaced system's list of bare job ids), the job is RPUSHed there
+-- as its producers do, until the queue mode says the fleet has left it; then to jobstore's own.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'replayed'}
 end
-for i = 4, #KEYS do
+local last, legacy = #KEYS, false
+if ARGV[6] == '1' then legacy = KEYS[#KEYS - 1]; last = #KEYS - 2 end
+for i = 4, last do
   if redis.call('EXISTS', KEYS[i]) == 1 then return {'exists'} end
 end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 for i = 4, 3 + tonumber(ARGV[1]) do redis.call('HSET', KEYS[i], unpack(fields)) end
 -- A script is not rolled back when a command fails (e.g. WRONGTYPE on a key in the way), so
 -- undo the records by hand: a job is written with its index and queue entry, or not at all.
+local push, queue, entry = 'LPUSH', KEYS[3], ARGV[5]
+if legacy then
+  redis.call('HSETNX', KEYS[#KEYS], 'mode', 'shared')
+  if redis.call('HGET', KEYS[#KEYS], 'mode') ~= 'left' then
+    push, queue, entry = 'RPUSH', legacy, ARGV[3]
+  end
+end
 local indexed = redis.pcall('ZADD', KEYS[2], ARGV[4], ARGV[3])
-local queued = type(indexed) == 'table' and indexed or redis.pcall('LPUSH', KEYS[3], ARGV[5])
+local queued = type(indexed) == 'table' and indexed or redis.pcall(push, queue, entry)
 if type(queued) == 'table' and queued.err then
   for i = 4, 3 + tonumber(ARGV[1]) do redis.call('DEL', KEYS[i]) end
   if type(indexed) ~= 'table' then redis.call('ZREM', KEYS[2], ARGV[3]) end
@@ -328,20 +341,25 @@ DEQUEUE = fenced(
     RECORD_CHECK + DEAD_LETTER + LEASE + ISO_RECORD + r"""
 -- KEYS[1] list to pop from: the queue, or this call's claim list   KEYS[2] the queue
 -- KEYS[3] op marker   KEYS[4] dead-letter list   KEYS[5] leases (sorted set)
+-- KEYS[6] the compatible queue (a list of bare job ids; with ARGV[10] '1')   KEYS[7] queue mode
 -- ARGV[1] marker ttl (s)   ARGV[2] now (updated_at)   ARGV[3] most entries to examine
 -- ARGV[4] most dead letters kept   ARGV[5] lease (ms)   ARGV[6] max attempts
 -- ARGV[7] this call's token (a claim is '<token>:<entry>')
 -- ARGV[8] keys the store computed for one entry ('' none): '<entry base>' then, per computed
 --         schema, byte 31 '<schema name>=<key>'
 -- ARGV[9] now as ISO 8601 (updated_at of a record whose times are ISO 8601 text)
--- ARGV[10 ..] the schemas in read order: a record key template (byte 1 stands for the workspace
+-- ARGV[10] '1': a compatible queue is configured (KEYS[6], KEYS[7])
+-- ARGV[11 ..] the schemas in read order: a record key template (byte 1 stands for the workspace
 --             id, byte 2 for the job id: the schema's lua_template), or byte 3 and a computed
 --             schema's name: its key is carried by the entry (after byte 31, as in ARGV[8])
--- returns {kind, record, dead, key, reaped, entry}; kind 'job' | 'replayed' | 'empty' | 'busy'
---         | 'need' (the entry carries no key of a computed schema: it is left where it was, and
---         the store calls again with ARGV[8] for it); dead: the dead letters this call wrote
---         (JSON texts); reaped: outcome, workspace pairs of the leases that ran out
---         ('reclaimed' | 'failed')
+-- returns {kind, record, dead, key, reaped, entry, workspace, mode}; kind 'job' | 'replayed' |
+--         'empty' | 'busy' | 'need' (the entry carries no key of a computed schema: it is left
+--         where it was, and the store calls again with ARGV[8] for it); dead: the dead letters
+--         this call wrote (JSON texts); reaped: outcome, workspace pairs of the leases that ran
+--         out ('reclaimed' | 'failed'); mode: the compatible queue's mode ('shared' | 'left')
+-- A bare job id (an entry of the compatible queue, or one moved from it) is found through the
+-- schemas keyed by the job id alone (legacy): their record names the workspace. The own queue
+-- is popped first, then the compatible queue, from its oldest end (LPOP, as its workers do).
 -- First the leases that ran out (server time): a job still held by its expired claim is handed
 -- out again to this call, under a new claim and attempt, or, at max attempts, fails with the
 -- reason; a claim list of a dequeue that never finished goes back to the queue; any other
@@ -356,6 +374,12 @@ DEQUEUE = fenced(
 local reply
 local dead, reaped = {}, {}
 local now = now_ms()
+local compat = ARGV[10] == '1'
+local mode = ''
+if compat then
+  redis.call('HSETNX', KEYS[7], 'mode', 'shared')
+  mode = redis.call('HGET', KEYS[7], 'mode')
+end
 -- the time to write to a record: in the form its times already have
 local function now_of(key) return iso_record(key) and ARGV[9] or ARGV[2] end
 local function bury(entry, reason, key, field)
@@ -388,10 +412,20 @@ local function carried_of(entry)
   end
   return keys
 end
--- workspace id, job id, stamp (false: none) of an entry, or nil after burying it
+-- workspace id, job id, stamp (false: none) of an entry, or nil after burying it (or, for a
+-- bare job id whose job is gone, after dropping it)
 local function parse(entry)
   entry = base_of(entry)
   local sep = string.find(entry, ':', 1, true)
+  if not sep and compat and is_id(entry) then
+    for i = 11, #ARGV do
+      if string.byte(ARGV[i], 1) ~= 3 and not string.find(ARGV[i], '\1', 1, true) then
+        local ws = redis.call('HGET', (string.gsub(ARGV[i], '\2', entry)), 'workspace_id')
+        if ws and is_id(ws) then return ws, entry, false end
+      end
+    end
+    return nil
+  end
   if not sep then bury(entry, "no ':' between the workspace id and the job id"); return nil end
   local ws, id, stamp = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1), false
   sep = string.find(id, ':', 1, true)
@@ -409,7 +443,7 @@ end
 -- cannot be decoded; nil, true when the entry lacks a computed schema's key
 local function copies(entry, ws, id)
   local owned, carried = {}, nil
-  for i = 10, #ARGV do
+  for i = 11, #ARGV do
     local key
     if string.byte(ARGV[i], 1) == 3 then
       carried = carried or carried_of(entry)
@@ -436,14 +470,14 @@ local function take(owned, entry, n)
   redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), claim)
   local claimed = redis.call('HGETALL', owned[1])
   redis.call('SET', KEYS[3], cjson.encode({owned[1], claimed}), 'EX', ARGV[1])
-  return {'job', claimed, dead, owned[1], reaped}
+  return {'job', claimed, dead, owned[1], reaped, '', '', mode}
 end
 -- A re-sent call answers what its first attempt claimed (the marker keeps the record as it was
 -- handed out), whatever the key holds now: never a job another worker has since received.
 local marker = redis.call('GET', KEYS[3])
 if marker then
   local first = cjson.decode(marker)
-  reply = {'replayed', first[2], dead, first[1], reaped}
+  reply = {'replayed', first[2], dead, first[1], reaped, '', '', mode}
 else
   local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
   for _, member in ipairs(expired) do
@@ -453,7 +487,7 @@ else
     if head ~= 'list' then ws, id = parse(entry) end
     local owned, need = nil, false
     if ws then owned, need = copies(entry, ws, id) end
-    if need then reply = {'need', {}, dead, '', reaped, entry}; break end
+    if need then reply = {'need', {}, dead, '', reaped, entry, ws, mode}; break end
     redis.call('ZREM', KEYS[5], member)
     if head == 'list' then
       if entry ~= KEYS[1] then
@@ -482,15 +516,25 @@ else
     end
   end
 end
-for _ = 1, reply and 0 or tonumber(ARGV[3]) do
+-- the oldest entry: of the list given, else (popping the queue) of the compatible queue
+local function pop()
   local entry = redis.call('RPOP', KEYS[1])
-  if not entry then reply = {'empty', {}, dead, '', reaped}; break end
+  if entry then return entry, KEYS[1], 'RPUSH' end
+  if compat and KEYS[1] == KEYS[2] then
+    entry = redis.call('LPOP', KEYS[6])
+    if entry then return entry, KEYS[6], 'LPUSH' end
+  end
+  return nil
+end
+for _ = 1, reply and 0 or tonumber(ARGV[3]) do
+  local entry, from, back = pop()
+  if not entry then reply = {'empty', {}, dead, '', reaped, '', '', mode}; break end
   local ws, id, stamp = parse(entry)
   local owned, need = nil, false
   if ws then owned, need = copies(entry, ws, id) end
   if need then  -- back where it was, at the oldest end; the store resolves its keys
-    redis.call('RPUSH', KEYS[1], entry)
-    reply = {'need', {}, dead, '', reaped, entry}
+    redis.call(back, from, entry)
+    reply = {'need', {}, dead, '', reaped, entry, ws, mode}
     break
   end
   if owned and #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending'
@@ -505,9 +549,49 @@ if KEYS[1] ~= KEYS[2] and not (reply and reply[1] == 'need') then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[5], 'list:' .. KEYS[1])
 end
-return reply or {'busy', {}, dead, '', reaped}
+return reply or {'busy', {}, dead, '', reaped, '', '', mode}
 """,
 )
+
+# Leaving the compatible queue: its pending ids move into jobstore's own queue, as full entries.
+LEAVE_LEGACY_QUEUE = Lua(
+    "leave_legacy_queue",
+    r"""
+-- KEYS[1] the compatible queue   KEYS[2] jobstore's queue   KEYS[3] queue mode hash
+-- ARGV[1] most ids to move   ARGV[2 ..] record key templates of the schemas keyed by the job id
+--         alone (byte 2 stands for the job id)
+-- returns {moved, dropped (no record: a deleted job), left in the compatible queue}
+-- Sets the mode to 'left' first: from then on every enqueue pushes to jobstore's queue, and every
+-- dequeue still drains what remains here. Newest first onto the queue's oldest end, so that the
+-- order is kept and the moved ids come out before any job enqueued since. Each call is atomic:
+-- an id is moved once, and a run cut off anywhere is finished by running it again.
+redis.call('HSET', KEYS[3], 'mode', 'left')
+local moved, dropped = 0, 0
+for _ = 1, tonumber(ARGV[1]) do
+  local id = redis.call('RPOP', KEYS[1])
+  if not id then break end
+  local entry = nil
+  for i = 2, #ARGV do
+    local record = redis.call('HMGET', (string.gsub(ARGV[i], '\2', id)), 'workspace_id', 'created_at')
+    if record[1] and record[1] ~= '' then
+      entry = record[1] .. ':' .. id .. ':' .. (record[2] or '')
+      break
+    end
+  end
+  if entry and not string.find(id, ':', 1, true) then
+    redis.call('RPUSH', KEYS[2], entry)
+    moved = moved + 1
+  elseif string.find(id, ':', 1, true) then
+    redis.call('RPUSH', KEYS[2], id)  -- already a jobstore entry
+    moved = moved + 1
+  else
+    dropped = dropped + 1
+  end
+end
+return {moved, dropped, redis.call('LLEN', KEYS[1])}
+""",
+)
+
 
 # A dequeue about to move queue entries into its claim list registers the list first, as a lease:
 # if the dequeue never finishes (its process died), a later dequeue puts the entries back.
@@ -862,7 +946,7 @@ return out
 """,
 )
 
-ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, LEASE_LIST, TAKE, EXTEND, LEASE_CLAIM, EXPIRED,
+ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, LEAVE_LEGACY_QUEUE, LEASE_LIST, TAKE, EXTEND, LEASE_CLAIM, EXPIRED,
        SYNC_RECORD, CLEANUP_RECORD, SET_STATE,
        CREATE_RECORD, PUSH_ONCE, DELETE_RECORD, MIRROR, RETURN_CLAIMS, BURY, COPY_IF_ABSENT,
        WRITE_IF_UNCHANGED, READ_RECORDS)

@@ -29,6 +29,7 @@ ENV_LEASE = "JOBSTORE_LEASE"
 ENV_MAX_ATTEMPTS = "JOBSTORE_MAX_ATTEMPTS"
 ENV_METRICS = "JOBSTORE_METRICS"
 ENV_TIME_FORMAT = "JOBSTORE_TIME_FORMAT"
+ENV_LEGACY_QUEUE = "JOBSTORE_LEGACY_QUEUE"
 DEFAULT_LEASE = 3600.0
 DEFAULT_MAX_ATTEMPTS = 3
 LEGACY_FLAG_VALUES = {"on": "dual", "off": "legacy"}
@@ -72,6 +73,7 @@ class JobStore:
         lease: float = DEFAULT_LEASE,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         time_format: str = "epoch",
+        legacy_queue: str | None = None,
         **strategy_options: Any,
     ):
         """``allow_eviction``: run on a Redis whose ``maxmemory-policy`` is not ``noeviction``
@@ -80,6 +82,11 @@ class JobStore:
 
         ``time_format``: how new records store their times, ``"epoch"`` (seconds, the default) or
         ``"iso"`` (ISO 8601, UTC); either form is read, and an update keeps a record's own form.
+
+        ``legacy_queue``: the key of the replaced system's queue, a Redis list of bare job ids
+        (``RPUSH`` to enqueue, ``LPOP`` to take): enqueue pushes there exactly what its producers
+        push and dequeue takes what they pushed, until the fleet leaves it
+        (:meth:`leave_legacy_queue`). Standalone Redis only.
 
         ``lease``: seconds a dequeued job stays its worker's without :meth:`extend` (default an
         hour); after that the next :meth:`dequeue` hands it out again. ``max_attempts``: hand-outs
@@ -126,6 +133,22 @@ class JobStore:
         self.driver = SyncDriver(client, self.strategy, self.url, self.events,
                                  wait_replicas=wait_replicas, wait_timeout=float(wait_timeout))
         self.context.cluster = self.driver.cluster
+        if legacy_queue is not None:
+            if (not isinstance(legacy_queue, str) or not legacy_queue
+                    or any(c.isspace() or not c.isprintable() for c in legacy_queue)):
+                raise ConfigError(f"legacy_queue must be a Redis key name, not {legacy_queue!r}")
+            if legacy_queue in (self.keys.queue, self.keys.dead, self.keys.leases,
+                                self.keys.queue_mode):
+                raise ConfigError(
+                    f"legacy_queue {legacy_queue!r} is a key of jobstore's own for prefix "
+                    f"{prefix!r}; open the store with another prefix")
+            if self.driver.cluster:
+                raise ConfigError(
+                    "legacy_queue is not supported on Redis Cluster: the compatible queue, "
+                    "jobstore's queue and the job records sit in different slots, and taking a "
+                    "bare job id and claiming its job must be one step (docs/adopting.md)")
+            self.context.legacy_queue = legacy_queue
+        self.legacy_queue = legacy_queue
         if wait_replicas and self.driver.cluster:
             raise ConfigError("wait_replicas is not supported on Redis Cluster yet: an operation "
                               "there writes to several primaries, each with replicas of its own")
@@ -173,6 +196,8 @@ class JobStore:
                     "(run on a Redis that may evict keys), or 0, false, no or off"
                 )
             options["allow_eviction"] = BOOL_VALUES[allow.lower()]
+        if env.get(ENV_LEGACY_QUEUE) and "legacy_queue" not in options:
+            options["legacy_queue"] = env[ENV_LEGACY_QUEUE].strip()
         if env.get(ENV_TIME_FORMAT) and "time_format" not in options:
             options["time_format"] = env[ENV_TIME_FORMAT].strip()
         for option, variable, kind in (("lease", ENV_LEASE, float),
@@ -353,6 +378,26 @@ class JobStore:
         lease_ms = self.context.lease_ms if seconds is None else _lease_ms("seconds", seconds,
                                                                            InvalidArgument)
         self._run(ops.extend(self.context, job, lease_ms), "extend", job.workspace_id)
+
+    def leave_legacy_queue(self, batch: int = 1000) -> dict[str, int]:
+        """Move the compatible queue's pending ids into jobstore's own queue, and switch every
+        store to it (the queue mode becomes ``left`` first: enqueues push to jobstore's queue from
+        then on; dequeues still drain what the compatible queue holds).
+
+        Atomic per batch (each id moves once), safe under live traffic, and resumable: run it
+        again after an interruption. Returns ``moved`` (ids now in jobstore's queue, in their
+        order, before every job enqueued since), ``dropped`` (ids whose job no longer exists) and
+        ``remaining`` (0 when done; more only if old producers still push).
+
+        :raises ConfigError: the store has no ``legacy_queue``.
+        :raises InvalidArgument: bad ``batch`` (nothing sent).
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        if not self.legacy_queue:
+            raise ConfigError("leave_legacy_queue needs a store opened with legacy_queue=...")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 100_000:
+            raise InvalidArgument("batch", f"must be an int from 1 to 100000, not {batch!r}")
+        return self._run(ops.leave_legacy_queue(self.context, batch), "leave_legacy_queue", None)
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest ``limit`` queue entries ``dequeue`` set aside, newest first.
