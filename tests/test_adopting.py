@@ -194,3 +194,17 @@ def test_the_compatible_queue_is_refused_where_it_cannot_work(redis_url, make_st
 def test_the_compatible_queue_is_refused_on_cluster(cluster_url):
     with pytest.raises(jobstore.ConfigError, match="Cluster"):
         jobstore.open(cluster_url, "legacy", legacy_queue=QUEUE)
+
+
+def test_a_job_taken_from_the_shared_queue_is_leased_like_any_other(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    job_id = SimpleQueue(client).enqueue("acme", "a", {})
+    store = jobstore.open(redis_url, "legacy", legacy_queue=QUEUE, lease=0.3)
+    first = store.dequeue()
+    assert first.job_id == job_id and first.claim
+    time.sleep(0.55)
+    again = store.dequeue()  # the worker died: taken over by the next dequeue
+    assert (again.job_id, again.attempts) == (job_id, 2)
+    with pytest.raises(jobstore.LeaseLost):
+        store.update_status(job_id, "completed", workspace_id="acme", claim=first.claim)
+    store.update_status(job_id, "completed", workspace_id="acme", claim=again.claim)
