@@ -418,13 +418,24 @@ local function parse(entry)
   entry = base_of(entry)
   local sep = string.find(entry, ':', 1, true)
   if not sep and compat and is_id(entry) then
+    local keyed = false
     for i = 11, #ARGV do
       if string.byte(ARGV[i], 1) ~= 3 and not string.find(ARGV[i], '\1', 1, true) then
-        local ws = redis.call('HGET', (string.gsub(ARGV[i], '\2', entry)), 'workspace_id')
+        keyed = true
+        local key = (string.gsub(ARGV[i], '\2', entry))
+        local ws = redis.call('HGET', key, 'workspace_id')
         if ws and is_id(ws) then return ws, entry, false end
+        if redis.call('EXISTS', key) == 1 then
+          bury(entry, 'its record names no valid workspace_id', key, 'workspace_id')
+          return nil
+        end
       end
     end
-    return nil
+    -- never dropped unseen: without a schema keyed by the id alone, the job cannot be found
+    if not keyed then
+      bury(entry, 'a bare job id, and no schema keyed by the job id alone is read in this phase')
+    end
+    return nil  -- keyed, and no record: a deleted job's id, dropped like any such entry
   end
   if not sep then bury(entry, "no ':' between the workspace id and the job id"); return nil end
   local ws, id, stamp = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1), false

@@ -147,6 +147,12 @@ class JobStore:
                     "legacy_queue is not supported on Redis Cluster: the compatible queue, "
                     "jobstore's queue and the job records sit in different slots, and taking a "
                     "bare job id and claiming its job must be one step (docs/adopting.md)")
+            if not any(not schema.scoped and not schema.computed
+                       for schema in self.strategy.routing(None).known):
+                raise ConfigError(
+                    f"legacy_queue needs a schema keyed by the job id alone (legacy) among the "
+                    f"strategy's schemas, to find the job of a bare id; {self.strategy.name!r} "
+                    "has none")
             self.context.legacy_queue = legacy_queue
         self.legacy_queue = legacy_queue
         if wait_replicas and self.driver.cluster:

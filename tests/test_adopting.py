@@ -208,3 +208,22 @@ def test_a_job_taken_from_the_shared_queue_is_leased_like_any_other(redis_url):
     with pytest.raises(jobstore.LeaseLost):
         store.update_status(job_id, "completed", workspace_id="acme", claim=first.claim)
     store.update_status(job_id, "completed", workspace_id="acme", claim=again.claim)
+
+
+def test_a_bare_id_that_cannot_be_found_is_set_aside_never_dropped_unseen(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    with pytest.raises(jobstore.ConfigError, match="keyed by the job id alone"):
+        jobstore.open(redis_url, "workspace", legacy_queue=QUEUE)
+    job_id = SimpleQueue(client).enqueue("acme", "a", {})
+    # A dual store pinned to target-only reads no id-keyed schema: the entry goes to the dead
+    # letters, with the reason, for an operator to see.
+    store = jobstore.open(redis_url, "dual", phase="target-only", legacy_queue=QUEUE)
+    assert store.dequeue() is None
+    (letter,) = store.dead_letters()
+    assert letter.entry == job_id and "keyed by the job id alone" in letter.reason
+    # A record without a workspace: set aside too, naming the field.
+    client.hset("ai:jobs:nows", mapping={"job_id": "nows", "status": "pending", "created_at": "1"})
+    client.rpush(QUEUE, "nows")
+    legacy = jobstore.open(redis_url, "legacy", legacy_queue=QUEUE)
+    assert legacy.dequeue() is None
+    assert legacy.dead_letters()[0].field == "workspace_id"
