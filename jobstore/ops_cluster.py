@@ -27,8 +27,8 @@ from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExi
 from .job import Job, JobStatus, count, parse_time, record_problem
 from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script, now,
                   queue_entry, update_outcome)
-from .scripts import (BURY, CREATE_RECORD, DELETE_RECORD, EXPIRED, LEASE_CLAIM, LEASE_LIST, MIRROR,
-                      PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
+from .scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, EXPIRED, LEASE_CLAIM,
+                      LEASE_LIST, MIRROR, PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
 from .steps import Batch, Command, Script
 
 CLAIM_TTL = 3600
@@ -264,22 +264,40 @@ def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op:
         return None
     workspace_id, job_id, stamp = ctx.keys.parse_queue_entry(entry)
     arbiter = ctx.keys.claimed(workspace_id, job_id, stamp)
-    (won,) = yield Batch((Command(("SET", arbiter, token, "NX", "EX", CLAIM_TTL)),))
-    if won is None:
-        (holder,) = yield Batch((Command(("GET", arbiter)),))
-        if holder != token:
-            return None  # another worker claimed it (a duplicated entry)
     keys = _keys(ctx.strategy.routing(None).touched, workspace_id, job_id)
     claim = f"{token}:{entry}"
+    (won,) = yield Batch((Script(ARBITRATE, (arbiter,), (claim, CLAIM_TTL, "")),))
+    if won[0] == "held":
+        holder, age_ms = won[1], int(won[2])
+        if age_ms < ctx.list_grace * 1000:
+            return None  # another dequeue claims it right now (a duplicated entry)
+        # Won long ago (an entry comes back from a dead dequeue's claim list only after
+        # list_grace): that dequeue claimed the job, or died before it moved any copy.
+        records = yield Batch(tuple(Command(("HGETALL", key)) for key in keys))
+        copies = [r for r in map(as_record, records) if addressed(r, workspace_id)]
+        untouched = bool(copies) and all(
+            (r.get("status") or "pending") == "pending" and not r.get("claim")
+            and (not stamp or r.get("created_at") == stamp) for r in copies)
+        if not untouched:
+            return None  # claimed (or finished, deleted) through another entry: drop this one
+        (won,) = yield Batch((Script(ARBITRATE, (arbiter,), (claim, CLAIM_TTL, holder)),))
+        if won[0] != "won":
+            return None
     # Leased before the records move: a dequeue that dies in between leaves a lease that runs
     # out and is dropped (the job is still pending, its entry back in the queue).
+    leased = time.monotonic()
     yield Batch((Script(LEASE_CLAIM, (ctx.keys.leases,), (claim, lease_ms)),))
     at, iso = now(ctx)
     fields = {"status": JobStatus.RUNNING.value, "claim": claim, "updated_at": at}
     try:
-        return (yield from _move(ctx, token, keys, workspace_id, job_id, JobStatus.RUNNING,
-                                 JobStatus.PENDING.value, fields, stamp, operation="dequeue",
-                                 hand_out=True, iso=iso))
+        job = yield from _move(ctx, token, keys, workspace_id, job_id, JobStatus.RUNNING,
+                               JobStatus.PENDING.value, fields, stamp, operation="dequeue",
+                               hand_out=True, iso=iso)
+        if (time.monotonic() - leased) * 1000 > lease_ms / 2:
+            # A claim this slow may have outlived its lease (and another dequeue, list_grace
+            # later, dropped it): lease it afresh, now that the job is ours.
+            yield Batch((Script(LEASE_CLAIM, (ctx.keys.leases,), (claim, lease_ms)),))
+        return job
     except (InvalidTransition, JobNotFound):
         yield Batch((Command(("ZREM", ctx.keys.leases, claim)),))
         return None  # cancelled, finished or deleted meanwhile: drop the entry
@@ -289,13 +307,16 @@ def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op:
         return None
 
 
-def _take_over(ctx: Context, token: str, member: str, lease_ms: int) -> Op:
+def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
+               lease_ms: int) -> Op:
     """Hand out again the job of a claim whose lease ran out, or fail it at max attempts; None
     when the claim no longer holds the job (finished, deleted, taken over: the lease is dropped).
 
     Exactly one dequeue takes a job over: the move checks, in the record's slot, that the record
     still holds the expired claim. The new claim is leased before the move and the old lease
     dropped after it, so that a crash between the steps never leaves a running job unleased.
+    A lease whose job is still pending may belong to a dequeue that leased its claim and has not
+    moved the record yet (slow, not dead): it is dropped only ``list_grace`` after it ran out.
     """
     entry = member.partition(":")[2]
     workspace_id, job_id, stamp = ctx.keys.parse_queue_entry(entry)
@@ -303,6 +324,9 @@ def _take_over(ctx: Context, token: str, member: str, lease_ms: int) -> Op:
     records = yield Batch(tuple(Command(("HGETALL", key)) for key in keys))
     record = next((r for r in map(as_record, records) if addressed(r, workspace_id)), {})
     job = None
+    if (record and (record.get("status") or "pending") == JobStatus.PENDING.value
+            and overdue_ms < ctx.list_grace * 1000):
+        return None  # its dequeue may still move the job: look again later
     if record.get("claim") == member and record.get("status") == JobStatus.RUNNING.value:
         attempts = count(record.get("attempts"))
         at, iso = now(ctx)
@@ -312,7 +336,8 @@ def _take_over(ctx: Context, token: str, member: str, lease_ms: int) -> Op:
                        "the worker holding the job stopped renewing it")
                 yield from _move(ctx, token, keys, workspace_id, job_id, JobStatus.FAILED,
                                  JobStatus.RUNNING.value, {"status": JobStatus.FAILED.value,
-                                                           "error": why, "updated_at": at},
+                                                           "error": why, "updated_at": at,
+                                                           "claim": ""},
                                  stamp, operation="dequeue", claim=member, iso=iso)
                 ctx.events.lease_expired(workspace_id, "failed")
             else:
@@ -342,8 +367,8 @@ def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) ->
     while True:
         # Jobs whose lease ran out first (and claim lists of dequeues that died, put back).
         (expired,) = yield Batch((Script(EXPIRED, (leases, queue), (ctx.dequeue_scan,)),))
-        for member in expired:
-            job = yield from _take_over(ctx, token, member, lease_ms)
+        for member, overdue_ms in zip(expired[::2], expired[1::2]):
+            job = yield from _take_over(ctx, token, member, int(overdue_ms), lease_ms)
             if job is not None:
                 return job
         (moved,) = yield Batch((Script(TAKE, (queue, claim, leases),

@@ -515,7 +515,7 @@ else
                       .. ' (max_attempts): the worker holding the job stopped renewing it'
           for _, key in ipairs(owned) do
             redis.call('HSET', key, 'status', 'failed', 'error', why, 'updated_at', now_of(key),
-                       '_rev', bump(key))
+                       '_rev', bump(key), 'claim', '')  -- the claim ended: LeaseLost for it
           end
           reaped[#reaped + 1] = 'failed'; reaped[#reaped + 1] = ws
         else
@@ -654,15 +654,42 @@ return 1
 """,
 )
 
+# Redis Cluster: who claims a job whose queue entry might be duplicated. The arbiter names the
+# winning claim and when it won: a claim that won long ago and never moved the job (its dequeue
+# died in between) can be replaced, so that the job is not stranded.
+ARBITRATE = Lua(
+    "arbitrate",
+    LEASE + r"""
+-- KEYS[1] the job's arbiter   ARGV[1] this call's claim   ARGV[2] ttl (s)
+-- ARGV[3] the holder to replace ('' none: only an absent arbiter is taken)
+-- returns {'won'} | {'held', holder, how long ago it won (ms)}
+local now = now_ms()
+local held = redis.call('GET', KEYS[1])
+if held then
+  local holder, at = string.match(held, '^(.*)|(%d+)$')
+  holder = holder or held
+  if holder == ARGV[1] then return {'won'} end
+  if ARGV[3] == '' or holder ~= ARGV[3] then
+    return {'held', holder, tostring(now - (tonumber(at) or 0))}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. now, 'EX', ARGV[2])
+return {'won'}
+""",
+)
+
+
 # Redis Cluster: the leases that ran out (the jobs' records sit in other slots: the caller
 # takes each one over, or drops it); claim lists of dequeues that never finished go back here.
 EXPIRED = Lua(
     "expired",
     LEASE + r"""
 -- KEYS[1] leases   KEYS[2] queue   ARGV[1] most leases to return
--- returns the expired claims ('<token>:<entry>'), oldest first
+-- returns the expired claims ('<token>:<entry>'), oldest first, each followed by how long ago
+-- its lease ran out (ms)
 local out = {}
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+local now = now_ms()
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, member in ipairs(expired) do
   if string.sub(member, 1, 5) == 'list:' then
     local list = string.sub(member, 6)
@@ -672,6 +699,7 @@ for _, member in ipairs(expired) do
     redis.call('ZREM', KEYS[1], member)
   else
     out[#out + 1] = member
+    out[#out + 1] = tostring(now - tonumber(redis.call('ZSCORE', KEYS[1], member)))
   end
 end
 return out
@@ -957,7 +985,7 @@ return out
 """,
 )
 
-ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, LEAVE_LEGACY_QUEUE, LEASE_LIST, TAKE, EXTEND, LEASE_CLAIM, EXPIRED,
-       SYNC_RECORD, CLEANUP_RECORD, SET_STATE,
-       CREATE_RECORD, PUSH_ONCE, DELETE_RECORD, MIRROR, RETURN_CLAIMS, BURY, COPY_IF_ABSENT,
-       WRITE_IF_UNCHANGED, READ_RECORDS)
+ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, LEAVE_LEGACY_QUEUE, ARBITRATE, LEASE_LIST, TAKE,
+       EXTEND, LEASE_CLAIM, EXPIRED, SYNC_RECORD, CLEANUP_RECORD, SET_STATE, CREATE_RECORD,
+       PUSH_ONCE, DELETE_RECORD, MIRROR, RETURN_CLAIMS, BURY, COPY_IF_ABSENT, WRITE_IF_UNCHANGED,
+       READ_RECORDS)

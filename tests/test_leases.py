@@ -450,3 +450,81 @@ def test_a_cancel_that_overtakes_a_claim_between_two_cluster_copies_leaves_them_
     assert source["status"] == target["status"] == "cancelled"
     source.pop("_rev"), target.pop("_rev")  # each copy counts its own writes
     assert source == target and source["claim"] == claimed.claim
+
+
+def test_a_cluster_dequeue_that_dies_after_winning_the_arbiter_does_not_strand_the_job(make_store):
+    # Found by benchmarks/soak_leases.py: the dequeue won the job's arbiter, then died before it
+    # moved the record. Its entry came back from its claim list, and every later dequeue took
+    # the arbiter (held for an hour) for a duplicate and dropped the entry: pending for ever.
+    store = make_store("legacy", lease=0.5)
+    if not store.driver.cluster:
+        pytest.skip("only Redis Cluster arbitrates claims with a key of their own")
+    store.context.list_grace = 0.2
+    job = store.enqueue("acme", "a")
+    op, reply = store._writes.dequeue(store.context, 0), None
+    while True:  # run the dequeue until its arbiter step has run, then "kill" it
+        step = op.send(reply)
+        reply = store.driver._do(step)
+        if any(getattr(getattr(c, "lua", None), "name", "") == "arbitrate" for c in step.calls):
+            break
+    op.close()
+    assert store.dequeue() is None  # the entry sits in the dead dequeue's claim list
+    time.sleep(0.4)
+
+    taken = store.dequeue()
+
+    assert taken is not None and (taken.job_id, taken.attempts) == (job.job_id, 1)
+    assert store.dequeue() is None
+
+
+def test_a_duplicated_cluster_entry_is_still_handed_out_once(make_store):
+    store = make_store("legacy")
+    if not store.driver.cluster:
+        pytest.skip("only Redis Cluster arbitrates claims with a key of their own")
+    store.context.list_grace = 0.2
+    job = store.enqueue("acme", "a")
+    entry = store.client.lindex(store.keys.queue, 0)
+    store.client.rpush(store.keys.queue, entry)  # the same entry twice
+    first = store.dequeue()
+    time.sleep(0.3)  # the arbiter is now "old": the record decides, and it is running
+    assert first.job_id == job.job_id and store.dequeue() is None
+
+
+@pytest.mark.parametrize("strategy", ["legacy", "dual"])
+def test_a_worker_whose_last_attempt_failed_gets_lease_lost(leased, strategy):
+    store = leased(strategy, max_attempts=1)
+    job = store.enqueue("acme", "a")
+    held = store.dequeue()
+    time.sleep(PAST)
+    assert store.dequeue() is None  # fails it: max_attempts
+    with pytest.raises(LeaseLost):
+        store.update_status(job.job_id, "completed", workspace_id="acme", claim=held.claim)
+    with pytest.raises(LeaseLost):
+        store.extend(held)
+    assert store.get(job.job_id, workspace_id="acme").status is JobStatus.FAILED
+
+
+def test_a_slow_cluster_claim_keeps_its_lease(make_store):
+    # Found by the soak: a dequeue leased its claim, then took longer than the lease to move the
+    # record; another dequeue saw the lease run out while the job was still pending and dropped
+    # it, and the job then ran with no lease: never taken over if its worker died.
+    store = make_store("legacy", lease=0.3)
+    if not store.driver.cluster:
+        pytest.skip("standalone leases and moves the record in one script")
+    job = store.enqueue("acme", "a")
+    op, reply = store._writes.dequeue(store.context, 0), None
+    while True:  # up to the claim's lease, before the records move
+        step = op.send(reply)
+        reply = store.driver._do(step)
+        if any(getattr(getattr(c, "lua", None), "name", "") == "lease_claim" for c in step.calls):
+            break
+    time.sleep(0.5)  # slow: the lease ran out
+    assert store.dequeue() is None  # another dequeue looks: the job is pending, its lease young
+    try:
+        while True:
+            step = op.send(reply)
+            reply = store.driver._do(step)
+    except StopIteration as done:
+        claimed = done.value
+    assert claimed.job_id == job.job_id
+    assert leases(store) == [claimed.claim]  # leased afresh
