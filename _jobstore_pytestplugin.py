@@ -23,7 +23,8 @@ after the test). ``-p no:jobstore`` leaves the plugin out.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 

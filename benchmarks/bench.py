@@ -32,7 +32,8 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -1103,7 +1104,7 @@ def group_cluster_memory(s: Settings, parser: str, wanted: set[str]) -> dict[str
     for strategy in ("legacy", "dual"):
         if not wanted & {f"cluster-keys-{strategy}", f"cluster-memory-{strategy}"}:
             continue
-        mine = attempt(lambda: store_memory(s, strategy, n, cluster=True))
+        mine = attempt(lambda strategy=strategy: store_memory(s, strategy, n, cluster=True))
         for kind, index in (("memory", 0), ("keys", 1)):
             if isinstance(mine, BaseException) or isinstance(raw, BaseException):
                 out[f"cluster-{kind}-{strategy}"] = mine if isinstance(mine, BaseException) else raw

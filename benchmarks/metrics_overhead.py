@@ -58,7 +58,7 @@ def raw_pairs(url: str, pairs: int, prefix: str) -> float:
     for i in range(pairs):
         key = f"{prefix}:raw:{i}"
         client.hset(key, mapping={"workspace_id": WORKSPACES[i % 20], "action": "bench",
-                                  "status": "pending", "params": '{"i": %d}' % i})
+                                  "status": "pending", "params": f'{{"i": {i}}}'})
         client.hgetall(key)
     seconds = time.perf_counter() - started
     client.close()

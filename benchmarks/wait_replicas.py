@@ -23,7 +23,7 @@ from tests.support.servers import RedisServer  # noqa: E402
 
 def rate(url: str, jobs: int, prefix: str, **options) -> float:
     store = jobstore.open(url, "legacy", prefix=prefix, **options)
-    for i in range(50):  # warm up: connections, script cache, the eviction check
+    for _ in range(50):  # warm up: connections, script cache, the eviction check
         store.enqueue("ws", "warm")
     started = time.perf_counter()
     for i in range(jobs):

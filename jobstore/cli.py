@@ -15,6 +15,7 @@ import os
 import sys
 import textwrap
 import time
+from typing import Any, TextIO
 
 import click
 import redis
@@ -135,12 +136,12 @@ class StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it), and
     above a progress bar without breaking it."""
 
-    @property  # type: ignore[override]
-    def stream(self):
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:
+    def stream(self, value: TextIO) -> None:
         pass
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -478,14 +479,14 @@ class ProgressPrinter:
     has no total: it shows how many records it has checked.
     """
 
-    active: "ProgressPrinter | None" = None  # the one drawing a bar, for log lines to go above
+    active: ProgressPrinter | None = None  # the one drawing a bar, for log lines to go above
 
     def __init__(self, enabled: bool = True, every: float = 2.0, terminal: bool | None = None):
         self.enabled = enabled
         self.every = every
         self.terminal = terminal
-        self.bar = None
-        self.step = None
+        self.bar: Any = None  # a tqdm bar (tqdm has no type information)
+        self.step: str | None = None
         self.last = 0.0
         self.shown = ""
 

@@ -9,9 +9,14 @@ from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from .errors import ConfigError
+
+# A client jobstore runs on: redis-py's standalone client (fakeredis's is one) or its cluster
+# client, with any decode_responses setting.
+Client = redis.Redis | RedisCluster
 
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "memory")
 
@@ -195,7 +200,7 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def connect(url: str, client_options: dict[str, Any] | None = None):
+def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
     """A client for ``url``; nothing is sent to Redis yet.
 
     :raises ConfigError: an unknown scheme, an unparseable URL, or a scheme not supported yet.
@@ -217,7 +222,7 @@ def connect(url: str, client_options: dict[str, Any] | None = None):
     problem = url_problem(url)
     if problem is None and scheme != "redis+cluster":
         try:
-            urlsplit(url).port
+            _ = urlsplit(url).port  # parsed for its ValueError
         except ValueError:
             problem = "its port is not a number from 0 to 65535"
     if problem is not None:
@@ -273,22 +278,22 @@ def cluster_seeds(url: str) -> tuple[list[tuple[str, int]], str | None, str | No
         raise ConfigError(f"url {redact(url)!r}: the seed nodes carry different credentials; "
                           "give them once, or the same on every seed")
     query = parse_qs(rest[end:].partition("?")[2])
-    username = (query.get("username") or [None])[0]
-    password = (query.get("password") or [None])[0]
+    username = query["username"][0] if query.get("username") else None
+    password = query["password"][0] if query.get("password") else None
     if credentials:
-        user, secret = credentials.pop()
-        username = user or username
-        password = secret or password
+        given_user, given_secret = credentials.pop()
+        username = given_user or username
+        password = given_secret or password
     return nodes, username, password
 
 
-def cluster_client(url: str, client_options: dict[str, Any] | None):
+def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisCluster:
     """A redis-py ``RedisCluster`` on the seed nodes of ``redis+cluster://[user:pass@]h:p,h:p``.
 
     redis-py asks the seeds for the slot map at once, so an unreachable cluster is reported
     here (StoreUnavailable) rather than at the first operation.
     """
-    from redis.cluster import ClusterNode, RedisCluster
+    from redis.cluster import ClusterNode
 
     from .errors import StoreUnavailable
 
@@ -311,13 +316,11 @@ def cluster_client(url: str, client_options: dict[str, Any] | None):
     raise ConfigError(f"client_options: {problem}")
 
 
-def is_cluster(client) -> bool:
-    from redis.cluster import RedisCluster
-
+def is_cluster(client: object) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def memory_client(url: str):
+def memory_client(url: str) -> redis.Redis:
     """An embedded fakeredis server: ``memory://`` is private, ``memory://name`` is shared
     by every store of this process that opens the same name.
 

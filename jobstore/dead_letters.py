@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from .validation import IDENTIFIER
 
@@ -39,7 +40,7 @@ class DeadLetter:
     key: str | None = None
     field: str | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def to_json(self) -> str:
@@ -49,7 +50,7 @@ class DeadLetter:
         return json.dumps(letter, separators=(",", ":"), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "DeadLetter":
+    def from_json(cls, text: str) -> DeadLetter:
         """A letter as stored; text that is not one (pushed by someone else) becomes the entry."""
         try:
             data = json.loads(text)

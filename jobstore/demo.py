@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import ConfigError, InvalidTransition, JobStoreError
 from .store import open as open_store

@@ -6,14 +6,20 @@ An asyncio driver would mirror this file and nothing else.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from .errors import NotReplicated, RedisCommandError, StoreUnavailable
 from .scripts import ALL as ALL_SCRIPTS
-from .connection import is_cluster
-from .steps import Batch, Command, Pause, Primaries, Refresh, Scan, Script
+from .connection import Client, is_cluster
+from .steps import Call, Command, Pause, Primaries, Refresh, Scan, Script, Step
+
+if TYPE_CHECKING:
+    from .events import Events
+    from .ops import Op, T
+    from .strategy import Strategy
 
 # redis-py raises these when the server cannot serve us; a caller sees StoreUnavailable.
 UNAVAILABLE = (
@@ -31,13 +37,15 @@ UNAVAILABLE = (
 class SyncDriver:
     """Sends each batch an operation yields in one round trip and hands back the replies."""
 
-    def __init__(self, client, strategy, label: str, events=None, *, wait_replicas: int = 0,
-                 wait_timeout: float = 1.0):
+    def __init__(self, client: Client, strategy: Strategy | None, label: str,
+                 events: Events | None = None, *, wait_replicas: int = 0,
+                 wait_timeout: float = 1.0) -> None:
         """``strategy``: whose routing state to keep fresh (None: a driver for admin passes).
         ``events``: told the phase each time the state is read. ``wait_replicas``: after every
         batch that writes, ``WAIT`` (in the same round trip) until that many replicas confirmed
         it, up to ``wait_timeout`` seconds; fewer raise :class:`NotReplicated`."""
-        self.client = client
+        # Any: the cluster branches below call RedisCluster's own methods, behind self.cluster.
+        self.client: Any = client
         self.wait_replicas = wait_replicas
         self.wait_timeout = wait_timeout
         self.strategy = strategy
@@ -46,7 +54,7 @@ class SyncDriver:
         self.cluster = is_cluster(client)
         self._scripts = {lua.name: client.register_script(lua.source) for lua in ALL_SCRIPTS}
 
-    def run(self, op) -> Any:
+    def run(self, op: Op[T]) -> T:
         short: list[int] = []  # replica confirmations of writes WAIT found short (this run's)
         try:
             self._refresh_overdue_state()
@@ -54,18 +62,19 @@ class SyncDriver:
             while True:
                 step = op.send(self._do(step, short))
         except StopIteration as done:
+            result: T = done.value  # what the operation returned
             if short:
                 # Raised once the operation has its outcome: a dequeue's claim, an enqueue's
                 # job, reach the caller on the error instead of being stranded.
                 raise NotReplicated(min(short), self.wait_replicas, self.wait_timeout,
-                                    result=done.value) from None
-            return done.value
+                                    result=result) from None
+            return result
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis at {self.label} is unavailable: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
             raise RedisCommandError(f"Redis at {self.label} refused a command: {exc}") from exc
 
-    def _state_request(self, force: bool = False):
+    def _state_request(self, force: bool = False) -> tuple[Any, bool] | None:
         if self.strategy is None:
             return None
         return self.strategy.state_request(time.monotonic(), force)
@@ -77,7 +86,7 @@ class SyncDriver:
             (reply,) = self._send((request[0],))
             self._apply_state(reply)
 
-    def _do(self, step, short: list | None = None) -> Any:
+    def _do(self, step: Step, short: list[int] | None = None) -> Any:
         if isinstance(step, Pause):
             time.sleep(step.seconds)
             return None
@@ -94,7 +103,7 @@ class SyncDriver:
         if isinstance(step, Scan):
             return self._scan(step)
         calls = step.calls
-        tolerate = isinstance(step, Batch) and step.tolerate_errors
+        tolerate = step.tolerate_errors
         wait = self.wait_replicas and _writes(calls)
         if wait:
             calls = (*calls, Command(("WAIT", self.wait_replicas, max(1, round(self.wait_timeout * 1000)))))
@@ -114,7 +123,7 @@ class SyncDriver:
                 short.append(int(acknowledged))
         return replies
 
-    def _scan(self, step: Scan) -> tuple[str, str, list]:
+    def _scan(self, step: Scan) -> tuple[str, str, list[str]]:
         """``(identity, cursor, keys)``: the server's run id (and, on a cluster, the slots it
         serves) read on the same connection as the SCAN step, so both come from one process."""
         if self.cluster:
@@ -153,13 +162,14 @@ class SyncDriver:
             identity += "/" + _slots_of(_text(replies[2]), _text(replies[3]))
         return identity, str(_text(cursor)), _text(keys)
 
-    def _apply_state(self, reply) -> None:
+    def _apply_state(self, reply: Any) -> None:
+        assert self.strategy is not None, "only a driver with a strategy asks for its state"
         self.strategy.apply_state(reply, time.monotonic())
         phase = self.strategy.describe().get("phase")
         if self.events is not None and phase:
             self.events.phase(getattr(self.strategy, "migration", self.strategy.name), phase)
 
-    def _send(self, calls: tuple, tolerate: bool = False) -> list:
+    def _send(self, calls: tuple[Any, ...], tolerate: bool = False) -> list[Any]:
         if len(calls) == 1 and not tolerate:
             return [_text(self._one(calls[0]))]
         for attempt in (1, 2):
@@ -183,7 +193,7 @@ class SyncDriver:
             return [_text(r) for r in replies]
         raise AssertionError("unreachable")
 
-    def _one(self, call: Command | Script) -> Any:
+    def _one(self, call: Call) -> Any:
         if isinstance(call, Script):
             return self._scripts[call.lua.name](keys=call.keys, args=call.args, client=self.client)
         if call.node is not None and self.cluster:
@@ -211,7 +221,7 @@ def _text(reply: Any) -> Any:
     return reply
 
 
-def _field(info, name: str) -> str:
+def _field(info: Any, name: str) -> str:
     """One field of an INFO reply (parsed by redis-py into a dict, or raw text)."""
     if isinstance(info, Exception):
         return ""
@@ -224,7 +234,7 @@ def _field(info, name: str) -> str:
     return ""
 
 
-def _slots_of(node_id: str, slots: list) -> str:
+def _slots_of(node_id: str, slots: list[Any]) -> str:
     """The slot ranges ``node_id`` serves as primary, as ``a-b,c-d`` (CLUSTER SLOTS reply)."""
     mine = []
     for entry in slots or []:
@@ -248,7 +258,7 @@ WRITE_COMMANDS = frozenset({"HSET", "HDEL", "HINCRBY", "DEL", "UNLINK", "ZADD", 
                             "INCR", "EXPIRE", "PEXPIRE"})
 
 
-def _writes(calls) -> bool:
+def _writes(calls: Iterable[Call]) -> bool:
     return any(
         (isinstance(call, Script) and call.lua.name != "read_records")
         or (isinstance(call, Command) and str(call.args[0]).upper() in WRITE_COMMANDS)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .job import Job
+
 
 class JobStoreError(Exception):
     """Base class of every jobstore error."""
@@ -86,7 +91,7 @@ class JobExists(JobStoreError):
     ``created`` holds the jobs of the same batch that were enqueued.
     """
 
-    def __init__(self, job_ids: list[str], created: list | None = None):
+    def __init__(self, job_ids: list[str], created: list[Job] | None = None):
         self.job_ids = list(job_ids)
         self.created = list(created or [])
         shown = ", ".join(self.job_ids[:10]) + (" ..." if len(self.job_ids) > 10 else "")
@@ -155,7 +160,13 @@ class CorruptRecord(JobStoreError):
 
 
 class StoreUnavailable(JobStoreError):
-    """Redis could not be reached or did not answer in time; the cause is chained."""
+    """Redis could not be reached or did not answer in time; the cause is chained.
+
+    From :meth:`JobStore.enqueue_many` only: ``attempted``, the jobs of the batch (generated ids
+    included), which may or may not have landed: enqueue them again with their ``job_id``.
+    """
+
+    attempted: list[Job]  # set by enqueue_many only
 
 
 class NotReplicated(StoreUnavailable):
@@ -166,7 +177,7 @@ class NotReplicated(StoreUnavailable):
     ``Job``, the ``Job`` a ``dequeue`` claimed, ...), so nothing is stranded: a worker can run
     the job it claimed, a producer knows the id it created."""
 
-    def __init__(self, acknowledged: int, wanted: int, timeout: float, result=None):
+    def __init__(self, acknowledged: int, wanted: int, timeout: float, result: Any = None):
         self.acknowledged = acknowledged
         self.wanted = wanted
         self.result = result
@@ -212,7 +223,8 @@ class EnqueueIncomplete(RedisCommandError):
     already existed (what :class:`JobExists` would have said).
     """
 
-    def __init__(self, failed: dict[str, str], created: list, existing: list[str] | None = None):
+    def __init__(self, failed: dict[str, str], created: list[Job],
+                 existing: list[str] | None = None):
         self.failed = dict(failed)
         self.created = list(created)
         self.existing = list(existing or [])

@@ -6,6 +6,11 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .dead_letters import DeadLetter
+    from .migration import PassReport, VerifyReport
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,7 @@ class CorruptSeen:
 class Events:
     """Receives what happens in a store. Every method must be cheap and must never raise."""
 
-    def __init__(self, mismatch_sample: int = 50):
+    def __init__(self, mismatch_sample: int = 50) -> None:
         self._lock = threading.Lock()
         self.mismatches: deque[ShadowMismatch] = deque(maxlen=mismatch_sample)
         self.corrupt_records: deque[CorruptSeen] = deque(maxlen=mismatch_sample)
@@ -63,7 +68,7 @@ class Events:
         with self._lock:
             self.corrupt_records.append(CorruptSeen(operation, key, field, reason))
 
-    def dead_letter(self, letter) -> None:
+    def dead_letter(self, letter: DeadLetter) -> None:
         """``dequeue`` moved a queue entry to the dead-letter list; ``letter`` is its
         :class:`jobstore.DeadLetter` (``key`` is None for an entry it could not parse)."""
 
@@ -78,8 +83,8 @@ class Events:
     def phase(self, migration: str, phase: str) -> None:
         """A store saw the migration's current phase."""
 
-    def pass_result(self, migration: str, report) -> None:
+    def pass_result(self, migration: str, report: PassReport) -> None:
         """A backfill, reverse sync or cleanup pass ended; ``report`` is its PassReport."""
 
-    def verify_result(self, migration: str, report) -> None:
+    def verify_result(self, migration: str, report: VerifyReport) -> None:
         """A verify ended; ``report`` is its VerifyReport."""

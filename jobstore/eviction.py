@@ -13,7 +13,7 @@ The policy is read with ``INFO memory`` (field ``maxmemory_policy``), which work
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import redis
 

@@ -7,7 +7,14 @@ same hooks (see ``jobstore.plugins.DEFAULT_PLUGINS``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:
+    from .schema import KeySchema
+    from .strategy import Strategy
 
 PROJECT = "jobstore"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -15,7 +22,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def jobstore_register_schemas(register):
+def jobstore_register_schemas(register: Callable[[type[KeySchema]], None]) -> None:
     """Register key schemas: where job records live.
 
     Call ``register(schema_class)`` once per :class:`jobstore.KeySchema` subclass. Every
@@ -28,7 +35,7 @@ def jobstore_register_schemas(register):
 
 
 @hookspec
-def jobstore_register_strategies(register):
+def jobstore_register_strategies(register: Callable[[type[Strategy]], None]) -> None:
     """Register strategies that route operations across several schemas, like ``dual``.
 
     Call ``register(strategy_class)`` once per :class:`jobstore.Strategy` subclass; its

@@ -9,7 +9,8 @@ import math
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from .errors import CorruptRecord
 
@@ -30,7 +31,7 @@ class JobStatus(str, enum.Enum):
     def is_terminal(self) -> bool:
         return self in TERMINAL
 
-    def can_move_to(self, other: "JobStatus") -> bool:
+    def can_move_to(self, other: JobStatus) -> bool:
         return other in ALLOWED_MOVES[self]
 
 
@@ -77,7 +78,7 @@ class Job:
     workspace_id: str
     action: str
     status: JobStatus
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     result: Any = None
     error: str | None = None
     created_at: float = 0.0
@@ -107,7 +108,7 @@ class Job:
         }
 
     @classmethod
-    def from_hash(cls, data: Mapping[str, str], key: str | None = None) -> "Job":
+    def from_hash(cls, data: Mapping[str, str], key: str | None = None) -> Job:
         """Rebuild a job from its stored hash; fields jobstore does not know are ignored.
 
         ``key``: where the hash was read, named by the error.
@@ -128,8 +129,8 @@ class Job:
             params=_decode_json(params) if params else {},
             result=_decode_json(result) if result else None,
             error=data.get("error") or None,
-            created_at=parse_time(data["created_at"]),
-            updated_at=parse_time(data.get("updated_at") or data["created_at"]),
+            created_at=_checked_time(data["created_at"]),
+            updated_at=_checked_time(data.get("updated_at") or data["created_at"]),
             attempts=count(data.get("attempts")),
             claim=data.get("claim") or None,
         )
@@ -193,7 +194,14 @@ def parse_time(value: str | None) -> float | None:
 
 def is_iso(value: str | None) -> bool:
     """Whether a stored time is ISO 8601 text (so that an update keeps writing that form)."""
-    return bool(value) and _ISO.fullmatch(value) is not None
+    return bool(value and _ISO.fullmatch(value))
+
+
+def _checked_time(value: str) -> float:
+    """A time :func:`record_problem` has already accepted."""
+    seconds = parse_time(value)
+    assert seconds is not None, "record_problem accepts only times"
+    return seconds
 
 
 def format_time(seconds: float, time_format: str = "epoch") -> str:

@@ -6,7 +6,7 @@ between schemas never has to move them: a job queued under one schema is found u
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 # Separates a queue entry from the record keys it carries (the unit separator, never in an id).
 CARRIED = "\x1f"

@@ -182,7 +182,7 @@ def _register(registry, cls, name, doc, labels, **kwargs):
     )
 
 
-_bundles: "weakref.WeakKeyDictionary[Any, dict[str, _Metrics]]" = weakref.WeakKeyDictionary()
+_bundles: weakref.WeakKeyDictionary[Any, dict[str, _Metrics]] = weakref.WeakKeyDictionary()
 _bundles_by_id: dict[int, tuple[Any, dict[str, _Metrics]]] = {}  # registries without weakrefs
 _bundles_lock = threading.Lock()
 

@@ -12,25 +12,33 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import Any
+
+from redis.cluster import RedisCluster
 
 from . import validation
-from .connection import connect, redact
+from .connection import Client, connect, redact
 from .driver import SyncDriver
-from .errors import ConfigError, MigrationRefused
+from .errors import ConfigError, InvalidArgument, MigrationRefused
 from .events import Events
 from .layout import StoreKeys
 from .phases import (STATE_MAX_AGE, MigrationState, Phase, changed_fields, parse_phase, refusal,
                      switched)
 from .plugins import get_registry
 from .schema import KeySchema
-from .ops import as_record
+from .ops import Op, as_record
 from .scripts import CLEANUP_RECORD, READ_RECORDS, SET_STATE, SYNC_RECORD
 from . import eviction, rules, sync_cluster
-from .steps import Batch, Command, Pause, Primaries, Scan, Script
+from .steps import Batch, Call, Command, Pause, Primaries, Scan, Script
 
-Progress = Callable[[str, int, "int | None", dict], None]
+# ``progress(step, done, total or None, counts)``: how far a pass or a verify is.
+Progress = Callable[[str, int, int | None, dict[str, int]], None]
+# ``f(workspace_id)``: True where the side a pass writes to wins a conflict (rules.wins).
+Prefer = Callable[[str], bool]
+# A record a pass or verify acts on: ``(workspace_id, job_id, its key, the other side's key)``.
+Placed = tuple[str, str, str, str]
 log = logging.getLogger(__name__)
 MUTABLE = rules.MUTABLE
 # A verify whose scan keeps landing on a changed server (restarts, failovers) gives up after
@@ -76,7 +84,7 @@ class VerifyReport:
     unroutable: int = 0  # source records without a workspace_id: cannot be placed
     repaired: int = 0
     sampled: bool = False
-    examples: dict[str, list[dict]] = field(default_factory=dict)
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     seconds: float = 0.0
     not_records: int = 0  # keys in a schema's namespace that are not hashes: reported, skipped
     # Fresh starts after the server changed under the scan; ``complete`` is False when verify
@@ -109,8 +117,8 @@ class VerifyReport:
 
 
 def open_migration(url: str, *, source: str = "legacy", target: str = "workspace",
-                   prefix: str = "ai", client_options: dict | None = None,
-                   events: Events | None = None, allow_eviction: bool = False) -> "Migration":
+                   prefix: str = "ai", client_options: dict[str, Any] | None = None,
+                   events: Events | None = None, allow_eviction: bool = False) -> Migration:
     """A :class:`Migration` on ``url`` between two registered schemas.
 
     :raises ConfigError, UnknownStrategy: bad URL, prefix or schema name.
@@ -128,10 +136,10 @@ class Migration:
     that server clock (tests); ``wait`` is how the migration sleeps.
     """
 
-    def __init__(self, client, *, source: str = "legacy", target: str = "workspace",
+    def __init__(self, client: Client, *, source: str = "legacy", target: str = "workspace",
                  prefix: str = "ai", url: str | None = None, events: Events | None = None,
                  clock: Callable[[], float] | None = None,
-                 wait: Callable[[float], None] = time.sleep, allow_eviction: bool = False):
+                 wait: Callable[[float], None] = time.sleep, allow_eviction: bool = False) -> None:
         validation.prefix(prefix)
         registry = get_registry()
         self.source: KeySchema = registry.schema(source, prefix)
@@ -140,9 +148,10 @@ class Migration:
             raise ConfigError(f"source and target are the same schema {source!r}")
         self.client = client
         self.name = f"{source}:{target}"
+        self._names = (source, target)
         self.keys = StoreKeys(prefix)
         self.state_key = self.keys.migration(source, target)
-        self.log_key = self.keys.migration_part(source, target, "log")
+        self.log_key = self._part_key("log")
         self.events = events or Events()
         self.clock = clock
         self.wait = wait
@@ -156,11 +165,15 @@ class Migration:
         self._check_redis()
         return self.driver.run(self._read_state())
 
-    def _read_state(self) -> Iterator:
+    def _part_key(self, part: str) -> str:
+        """The key of one of the migration's parts: a pass's checkpoint, the log."""
+        return self.keys.migration_part(*self._names, part)
+
+    def _read_state(self) -> Op[MigrationState]:
         (raw,) = yield Batch((Command(("HGETALL", self.state_key)),))
         return MigrationState.from_hash(raw or {})
 
-    def _state_and_now(self) -> Iterator:
+    def _state_and_now(self) -> Op[tuple[MigrationState, float]]:
         """The state and the server's time, read together."""
         if self.clock is not None:
             state = yield from self._read_state()
@@ -185,7 +198,10 @@ class Migration:
         return f"migration {self.name} (prefix {self.keys.prefix})"
 
     def _state_node(self) -> str:
-        return self.client.get_node_from_key(self.state_key).name
+        assert isinstance(self.client, RedisCluster), "asked on Redis Cluster only"
+        # redis-py leaves RedisCluster.get_node_from_key unannotated.
+        node = self.client.get_node_from_key(self.state_key)  # type: ignore[no-untyped-call]
+        return str(node.name)
 
     def _check_redis(self) -> None:
         """Refuse a Redis that may evict keys (once per Migration): a pass or a phase switch on
@@ -240,7 +256,7 @@ class Migration:
         :raises ValueError: a percentage outside 0-100 or a bad workspace id.
         """
         if percent is not None and (isinstance(percent, bool) or not 0 <= float(percent) <= 100):
-            raise validation.InvalidArgument("percent", f"must be 0-100, not {percent!r}")
+            raise InvalidArgument("percent", f"must be 0-100, not {percent!r}")
         allowed = None if allow is None else frozenset(validation.identifier("allow", w) for w in allow)
         denied = None if deny is None else frozenset(validation.identifier("deny", w) for w in deny)
         self._check_redis()
@@ -272,7 +288,8 @@ class Migration:
                  sorted(rollout.allow), sorted(rollout.deny))
         return after
 
-    def _store_state(self, before: MigrationState, after: MigrationState, entry: dict | None,
+    def _store_state(self, before: MigrationState, after: MigrationState,
+                     entry: dict[str, Any] | None,
                      *, same_since: bool = False) -> bool:
         """Write the fields that change from ``before`` to ``after``, only while the stored phase
         (and with ``same_since`` its start) is still the one ``before`` was read with.
@@ -290,7 +307,7 @@ class Migration:
             raise MigrationRefused("the phase changed while this switch was being decided; retry")
         return bool(written)
 
-    def log(self, limit: int = 20) -> list[dict]:
+    def log(self, limit: int = 20) -> list[dict[str, Any]]:
         """The last ``limit`` phase switches and rollout changes, newest first.
 
         :raises StoreUnavailable: Redis could not be reached.
@@ -308,7 +325,7 @@ class Migration:
         back = [p for p in Phase if p.rank == state.phase.rank - 1]
         parts = ("backfill", "reverse-sync", "cleanup")
         replies = self.driver.run(_one(Batch(tuple(
-            Command(("HGETALL", self.keys.migration_part(*self.name.split(":"), part)))
+            Command(("HGETALL", self._part_key(part)))
             for part in parts))))
         checkpoints = dict(zip(parts, (reply or {} for reply in replies)))
         return {
@@ -430,13 +447,14 @@ class Migration:
         if delay > 0:
             self.wait(delay)
 
-    def _run_pass(self, step, scan_schema, other, mode, batch, rate, dry_run, restart, progress,
-                  prefer_to=False):
-        checkpoint_key = self.keys.migration_part(*self.name.split(":"), step)
+    def _run_pass(self, step: str, scan_schema: KeySchema, other: KeySchema, mode: str,
+                  batch: int, rate: float | None, dry_run: bool, restart: bool,
+                  progress: Progress | None, prefer_to: Prefer | None = None) -> PassReport:
+        checkpoint_key = self._part_key(step)
         if batch < 1:
-            raise validation.InvalidArgument("batch", f"must be >= 1, not {batch!r}")
+            raise InvalidArgument("batch", f"must be >= 1, not {batch!r}")
         if rate is not None and rate <= 0:
-            raise validation.InvalidArgument("rate", f"must be > 0, not {rate!r}")
+            raise InvalidArgument("rate", f"must be > 0, not {rate!r}")
         begun = time.monotonic()
         report = self.driver.run(
             self._pass(step, scan_schema, other, mode, batch, rate, dry_run, restart,
@@ -449,8 +467,9 @@ class Migration:
                  ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) or "nothing to do")
         return report
 
-    def _pass(self, step, scan_schema, other, mode, batch, rate, dry_run, restart, progress,
-              checkpoint_key, prefer_to=False):
+    def _pass(self, step: str, scan_schema: KeySchema, other: KeySchema, mode: str, batch: int,
+              rate: float | None, dry_run: bool, restart: bool, progress: Progress | None,
+              checkpoint_key: str, prefer_to: Prefer | None = None) -> Op[PassReport]:
         report = PassReport(step, dry_run=dry_run)
         cursors: dict[str, str] = {}  # per primary: the next SCAN cursor, or "done"
         servers: dict[str, str] = {}  # per primary: who gave that cursor (run id, cluster slots)
@@ -463,7 +482,7 @@ class Migration:
                 report.scanned = int(saved.get("scanned", 0))
                 report.counts = json.loads(saved.get("counts", "{}"))
                 report.rescans = int(saved.get("rescans", 0))
-        nodes = yield Primaries()
+        nodes: Sequence[str | None] = yield Primaries()
         total = yield from self._count(scan_schema, nodes)
         begun = time.monotonic()
         done_at_start = report.scanned
@@ -475,7 +494,7 @@ class Migration:
             log.info("%s: %s started: %d %s records to scan%s", self.label, step, total,
                      scan_schema.name, how)
 
-        def save(finished: bool):
+        def save(finished: bool) -> Batch | None:
             if dry_run:
                 return None
             state = {"cursors": json.dumps(cursors), "servers": json.dumps(servers),
@@ -484,7 +503,7 @@ class Migration:
                      "updated_at": repr(time.time())}
             return Batch((Command(("HSET", checkpoint_key, *_flat(state))),))
 
-        def tell():
+        def tell() -> None:
             counts = dict(report.counts)
             if report.rescans:
                 counts["rescans"] = report.rescans
@@ -546,7 +565,7 @@ class Migration:
         tell()
         return report
 
-    def _reads_target(self, state: MigrationState):
+    def _reads_target(self, state: MigrationState) -> Prefer:
         """``f(workspace_id)``: the workspace reads the target first in this state (the copy its
         readers have been served, which wins a conflict)."""
         def reads_target(workspace_id: str) -> bool:
@@ -554,26 +573,27 @@ class Migration:
                 state.phase is Phase.READ_TARGET and state.rollout.includes(self.name, workspace_id))
         return reads_target
 
-    def _reads_source(self, state: MigrationState):
+    def _reads_source(self, state: MigrationState) -> Prefer:
         reads_target = self._reads_target(state)
         return lambda workspace_id: not reads_target(workspace_id)
 
     @staticmethod
-    def _rescanned(report, name: str, why: str) -> None:
+    def _rescanned(report: PassReport, name: str, why: str) -> None:
         report.rescans += 1
         note = f"{name}: {why}; its scan started again from the beginning"
         log.info("%s: %s", report.step, note)
         if note not in report.notes:
             report.notes.append(note)
 
-    def _topology_moved(self, schema: KeySchema, nodes: list, servers: dict):
+    def _topology_moved(self, schema: KeySchema, nodes: Sequence[str | None],
+                        servers: dict[str, str]) -> Op[tuple[list[str], list[str]] | None]:
         """On Redis Cluster, after every primary's scan is done: ``(primaries, names to scan
         again)`` when a primary appeared or the slots a scanned one serves changed (keys may
         have moved to a server already scanned); None when nothing moved."""
         if not self.driver.cluster:
             return None
-        now = yield Primaries()
-        again = []
+        now: list[str] = yield Primaries()
+        again: list[str] = []
         for node in now:
             server, _, _ = yield Scan(schema.scan_pattern(), "0", 1, node)
             before = servers.get(node)
@@ -581,7 +601,8 @@ class Migration:
                 again.append(node)
         return (now, again) if again else None
 
-    def _apply(self, mode: str, placed: list, dry_run: bool, prefer_to=None):
+    def _apply(self, mode: str, placed: list[Placed], dry_run: bool,
+               prefer_to: Prefer | None = None) -> Op[list[str]]:
         """Copy, merge or clean up each placed record; its outcome, in order. ``prefer_to``:
         ``f(workspace_id)``, True where the 'to' side wins a conflict (jobstore.rules.wins)."""
         if not placed:
@@ -589,7 +610,7 @@ class Migration:
         prefer_to = prefer_to or (lambda ws: False)
         if self.driver.cluster:
             return (yield from sync_cluster.settle(self.keys, mode, placed, dry_run, prefer_to))
-        calls = []
+        calls: list[Call] = []
         for ws, job_id, scan_key, other_key in placed:
             if mode == "cleanup":
                 calls.append(Script(CLEANUP_RECORD, (scan_key, other_key), (ws, "1" if dry_run else "0")))
@@ -602,7 +623,7 @@ class Migration:
         # pass goes on with the rest.
         return [r if isinstance(r, str) else "error" for r in replies]
 
-    def _count(self, schema: KeySchema, nodes: list):
+    def _count(self, schema: KeySchema, nodes: Sequence[str | None]) -> Op[int]:
         """How many keys the pass will see (for progress and ETA)."""
         total = 0
         for node in nodes:
@@ -614,7 +635,8 @@ class Migration:
                     break
         return total
 
-    def _compare_pairs(self, side: str, placed: list):
+    def _compare_pairs(self, side: str,
+                       placed: list[Placed]) -> Op[list[tuple[str, dict[str, str], dict[str, str]]]]:
         """``(kind, record, counterpart)`` for each placed record (see ``_compare``).
 
         On standalone Redis every pair is read in one script, at one instant: a dual write or
@@ -642,15 +664,15 @@ class Migration:
             found.append((kind, mine, theirs))
         return found
 
-    def _place(self, scan_schema: KeySchema, other: KeySchema, keys: list[str], report):
+    def _place(self, scan_schema: KeySchema, other: KeySchema, keys: list[str],
+               report: PassReport | _Counter) -> Op[list[Placed]]:
         """``(workspace_id, job_id, key, other_key)`` for every record key in ``keys``.
 
         A schema without the workspace in its keys (legacy) keeps it in the record; a record
         deleted since the scan is dropped, one without a usable workspace_id is ``unroutable``,
         a key that is not a hash is ``not_a_record`` (reported and skipped).
         """
-        parsed = [(key, scan_schema.parse_key(key)) for key in keys]
-        parsed = [(key, ids) for key, ids in parsed if ids]
+        parsed = [(key, ids) for key in keys if (ids := scan_schema.parse_key(key))]
         need = [key for key, (ws, _) in parsed if ws is None]
         owners: dict[str, tuple[Any, Any]] = {}
         if need:
@@ -658,7 +680,7 @@ class Migration:
                 Command(args) for key in need for args in (("HGET", key, "workspace_id"), ("EXISTS", key))
             ), tolerate_errors=True)
             owners = {key: (replies[2 * i], replies[2 * i + 1]) for i, key in enumerate(need)}
-        placed = []
+        placed: list[Placed] = []
         for key, (ws, job_id) in parsed:
             if ws is None:
                 ws, exists = owners[key]
@@ -673,11 +695,13 @@ class Migration:
             placed.append((ws, job_id, key, other.job_key(ws, job_id)))
         return placed
 
-    def _verify(self, state, sample, repair, examples, batch, progress):
+    def _verify(self, state: MigrationState, sample: int | None, repair: bool, examples: int,
+                batch: int, progress: Progress | None) -> Op[VerifyReport]:
         """Verify, started again from nothing when a server changes under its scan (up to
         VERIFY_ATTEMPTS times; then incomplete, so not clean). Repairs made by an attempt that
         was started again stay counted: they were made."""
-        rescans, notes, repaired = 0, [], 0
+        rescans, repaired = 0, 0
+        notes: list[str] = []
         while True:
             report = VerifyReport(state.phase.value, sampled=bool(sample))
             moved = yield from self._verify_once(report, state, sample, repair, examples, batch, progress)
@@ -697,10 +721,12 @@ class Migration:
             if progress:
                 progress("verify restarted", 0, None, {"rescans": rescans})
 
-    def _verify_once(self, report, state, sample, repair, examples, batch, progress):
+    def _verify_once(self, report: VerifyReport, state: MigrationState, sample: int | None,
+                     repair: bool, examples: int, batch: int,
+                     progress: Progress | None) -> Op[str | None]:
         """One verify; returns None, or the name of a server that changed under the scan."""
         phase, reads_target = state.phase, self._reads_target(state)
-        nodes = yield Primaries()
+        nodes: list[str | None] = yield Primaries()
         servers: dict[str, str] = {}
         for side, node in [(side, node) for side in ("source", "target") for node in nodes]:
             schema, other = (self.source, self.target) if side == "source" else (self.target, self.source)
@@ -733,7 +759,7 @@ class Migration:
                         again = yield from self._compare_pairs(side, [placed[i] for i in suspects])
                         for i, result in zip(suspects, again):
                             found[i] = result
-                fixes = []
+                fixes: list[Placed] = []
                 for (ws, job_id, key, other_key), (kind, mine, theirs) in zip(placed, found):
                     if kind == "vanished":
                         continue  # deleted since the scan
@@ -783,7 +809,7 @@ REPAIRED = ("copied", "copied-back", "merged", "deleted", "refreshed")
 NOT_A_HASH = "\0not-a-hash"  # marks a key READ_RECORDS found holding another type
 
 
-def _log_repairs(label: str, side: str, fixes: list, outcomes: list) -> None:
+def _log_repairs(label: str, side: str, fixes: list[Placed], outcomes: list[str]) -> None:
     """One INFO line per batch of repairs (how many, by outcome), one DEBUG line per record."""
     done: dict[str, int] = {}
     for (ws, job_id, source_key, target_key), outcome in zip(fixes, outcomes):
@@ -795,7 +821,7 @@ def _log_repairs(label: str, side: str, fixes: list, outcomes: list) -> None:
              repaired, len(fixes), side, ", ".join(f"{k} {v}" for k, v in sorted(done.items())))
 
 
-def _seconds(reply) -> float:
+def _seconds(reply: Any) -> float:
     """A TIME reply (``(seconds, microseconds)``) as epoch seconds."""
     seconds, micros = reply
     return int(seconds) + int(micros) / 1e6
@@ -804,14 +830,14 @@ def _seconds(reply) -> float:
 class _Counter:
     """Counts what ``_place`` reports, for verify."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 
     def add(self, outcome: str, n: int = 1) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + n
 
 
-def _compare(side: str, mine: dict, theirs: dict, ws: str) -> str:
+def _compare(side: str, mine: dict[str, str], theirs: dict[str, str], ws: str) -> str:
     if side == "target":
         return "same" if theirs.get("workspace_id") == ws else "orphaned"
     if theirs.get("workspace_id") != ws:
@@ -828,14 +854,14 @@ def _compare(side: str, mine: dict, theirs: dict, ws: str) -> str:
     return "differing"
 
 
-def _diff(a: dict, b: dict) -> tuple[str, ...]:
+def _diff(a: dict[str, str], b: dict[str, str]) -> tuple[str, ...]:
     return tuple(sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)))
 
 
-def _flat(mapping: dict) -> list:
+def _flat(mapping: dict[str, Any]) -> list[Any]:
     return [part for item in mapping.items() for part in item]
 
 
-def _one(batch: Batch):
-    replies = yield batch
+def _one(batch: Batch) -> Op[list[Any]]:
+    replies: list[Any] = yield batch
     return replies

@@ -1,7 +1,9 @@
 """The operations, written once, without I/O.
 
-Each operation is a generator. It yields a :class:`Batch` (commands that go to Redis together,
-in one round trip), receives the list of replies, and finally returns its result. A driver
+Each operation is a generator. It yields steps (:data:`jobstore.steps.Step`): mostly a
+:class:`Batch` (commands that go to Redis together, in one round trip), whose list of replies it
+receives, and a :class:`Refresh` when a script found the routing state stale; it finally returns
+its result. A driver
 (``JobStore._run`` today, an asyncio store tomorrow) does the network part, so that no logic
 needs a second copy. Arguments are validated by the caller before an operation starts.
 """
@@ -10,23 +12,27 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterable
+from typing import Any, TypeVar
 
 from .dead_letters import MAX_DEAD_LETTERS, DeadLetter
 from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
                      LeaseLost, PayloadTooLarge)
 from .job import Job, JobStatus, format_time, record_problem, statuses_allowed_before
 from .layout import CARRIED, StoreKeys
-from .schema import WORKSPACE_MARK
+from .schema import WORKSPACE_MARK, KeySchema
 from .events import Events
 from .scripts import (DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, LEAVE_LEGACY_QUEUE,
-                      UPDATE_STATUS)
-from .steps import Batch, Command, Refresh, Script
+                      UPDATE_STATUS, Lua)
+from .steps import Batch, Command, Refresh, Script, Step
 from .strategy import Strategy
 
+T = TypeVar("T")
 
-Op = Generator[Batch, list, Any]
+# An operation returning T: it yields steps, and the driver sends back each step's reply (see
+# jobstore.steps.Step: a Batch's list of replies, None for a Refresh...).
+Op = Generator[Step, Any, T]
 
 
 @dataclass
@@ -67,7 +73,7 @@ def now(ctx: Context) -> tuple[str, str]:
     return format_time(seconds, ctx.time_format), format_time(seconds, "iso")
 
 
-def as_record(flat: list | dict) -> dict[str, str]:
+def as_record(flat: list[str] | dict[str, str]) -> dict[str, str]:
     """A HGETALL reply from a script (a flat list) or a command (a dict) as a dict."""
     if isinstance(flat, dict):
         return flat
@@ -103,7 +109,7 @@ def decode(ctx: Context, operation: str, key: str | None, record: dict[str, str]
     return Job.from_hash(record, key)
 
 
-def fenced_script(ctx: Context, lua, keys: tuple, args: tuple) -> Script:
+def fenced_script(ctx: Context, lua: Lua, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
     """A routed script call, fenced by the phase its routing came from (see scripts.FENCE)."""
     fence = None if ctx.cluster else ctx.strategy.fence()
     if fence is None:
@@ -139,7 +145,8 @@ def enqueue_script(ctx: Context, job: Job, fields: dict[str, str], marker: str) 
     )
 
 
-def carried_keys(schemas: Iterable, workspace_id: str, job_id: str) -> list[tuple[str, str]]:
+def carried_keys(schemas: Iterable[KeySchema], workspace_id: str,
+                 job_id: str) -> list[tuple[str, str]]:
     """``(name, key)`` of the computed schemas among ``schemas``: what a queue entry carries."""
     return [(s.name, s.job_key(workspace_id, job_id)) for s in schemas if s.computed]
 
@@ -152,7 +159,7 @@ def queue_entry(ctx: Context, workspace_id: str, job_id: str, stamp: str) -> str
                                 carried_keys(known, workspace_id, job_id))
 
 
-def enqueue_outcome(job: Job, reply: list) -> Job | None:
+def enqueue_outcome(job: Job, reply: list[Any]) -> Job | None:
     """The enqueued job, or None when the id already existed. A re-sent call whose first
     attempt created the job (``replayed``) answers with the job this call sent: what the key
     holds now may be another incarnation, even another workspace's."""
@@ -161,7 +168,7 @@ def enqueue_outcome(job: Job, reply: list) -> Job | None:
     return job
 
 
-def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
+def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op[Job]:
     marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(job.workspace_id))
     while stale(reply := (yield Batch((enqueue_script(ctx, job, fields, marker),)))[0]):
         yield Refresh()
@@ -171,9 +178,9 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
     return result
 
 
-def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
+def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[list[Job]]:
     markers = [ctx.keys.op(ctx.new_token(), near=ctx.keys.index(job.workspace_id)) for job, _ in jobs]
-    replies: list = [None] * len(jobs)
+    replies: list[Any] = [None] * len(jobs)
     todo = list(range(len(jobs)))
     while todo:
         # A job Redis refuses (OOM, a key in the way) is that job's failure: its script wrote
@@ -185,7 +192,9 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
         todo = [i for i in todo if stale(replies[i])]
         if todo:
             yield Refresh()
-    created, existing, failed = [], [], {}
+    created: list[Job] = []
+    existing: list[str] = []
+    failed: dict[str, str] = {}
     for (job, _), reply in zip(jobs, replies):
         if isinstance(reply, Exception):
             failed[job.job_id] = str(reply)
@@ -209,7 +218,7 @@ def update_status(
     status: JobStatus,
     changes: dict[str, str],
     claim: str | None = None,
-) -> Op:
+) -> Op[Job]:
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
     stamp, iso = now(ctx)
     fields = {"status": status.value, **changes, "updated_at": stamp}
@@ -229,7 +238,7 @@ def update_status(
     return update_outcome(ctx, reply, job_id, workspace_id, status, claim=claim)
 
 
-def update_outcome(ctx: Context, reply: list, job_id: str, workspace_id: str, status: JobStatus,
+def update_outcome(ctx: Context, reply: list[Any], job_id: str, workspace_id: str, status: JobStatus,
                    operation: str = "update_status", claim: str | None = None) -> Job:
     """The job an UPDATE_STATUS reply holds, or the error it stands for.
 
@@ -252,7 +261,7 @@ def update_outcome(ctx: Context, reply: list, job_id: str, workspace_id: str, st
     return decode(ctx, operation, reply[2] if len(reply) > 2 else None, as_record(reply[1]))
 
 
-def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
+def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:
     marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
     while True:
         routing = ctx.strategy.routing(workspace_id)
@@ -305,7 +314,7 @@ def buried(ctx: Context, letters: Iterable[DeadLetter | str]) -> None:
         ctx.events.dead_letter(letter)
 
 
-def _claimed(ctx: Context, reply: list) -> Job | None:
+def _claimed(ctx: Context, reply: list[Any]) -> Job | None:
     """The job a DEQUEUE reply hands out, if any; its dead letters and expired leases reported."""
     if len(reply) > 2 and reply[2]:
         buried(ctx, reply[2])
@@ -317,7 +326,7 @@ def _claimed(ctx: Context, reply: list) -> Job | None:
     return None
 
 
-def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) -> Op:
+def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) -> Op[Job | None]:
     """Claim the oldest pending job, or a job whose lease ran out. ``timeout``: 0 no wait, None
     wait forever, else seconds. ``lease_ms``: the claim's lease (default: the store's)."""
     token = ctx.new_token()
@@ -371,7 +380,7 @@ def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) ->
             return job
 
 
-def extend(ctx: Context, job: Job, lease_ms: int) -> Op:
+def extend(ctx: Context, job: Job, lease_ms: int) -> Op[None]:
     """Renew ``job``'s lease for ``lease_ms`` from now (server time).
 
     :raises LeaseLost: the claim has ended (taken over, or the job was finished meanwhile).
@@ -382,8 +391,9 @@ def extend(ctx: Context, job: Job, lease_ms: int) -> Op:
     return None
 
 
-def leave_legacy_queue(ctx: Context, batch: int) -> Op:
+def leave_legacy_queue(ctx: Context, batch: int) -> Op[dict[str, int]]:
     """Move every id of the compatible queue into jobstore's own, ``batch`` per script call."""
+    assert ctx.legacy_queue is not None, "JobStore.leave_legacy_queue checks the store has one"
     templates = tuple(s.lua_template for s in ctx.strategy.routing(None).known
                       if s.lua_template is not None and WORKSPACE_MARK not in s.lua_template)
     totals = {"moved": 0, "dropped": 0, "remaining": 0}
@@ -402,7 +412,7 @@ def leave_legacy_queue(ctx: Context, batch: int) -> Op:
 # -- reads -----------------------------------------------------------------------------------
 
 
-def _keys(schemas: Iterable, workspace_id: str, job_id: str) -> tuple[str, ...]:
+def _keys(schemas: Iterable[KeySchema], workspace_id: str, job_id: str) -> tuple[str, ...]:
     return tuple(s.job_key(workspace_id, job_id) for s in schemas)
 
 
@@ -423,7 +433,7 @@ def differing_fields(a: dict[str, str], b: dict[str, str]) -> tuple[str, ...]:
     return tuple(sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)))
 
 
-def get(ctx: Context, job_id: str, workspace_id: str) -> Op:
+def get(ctx: Context, job_id: str, workspace_id: str) -> Op[Job | None]:
     routing = ctx.strategy.routing(workspace_id)
     schemas = routing.reads + routing.shadow
     keys = _keys(schemas, workspace_id, job_id)
@@ -444,7 +454,7 @@ def get(ctx: Context, job_id: str, workspace_id: str) -> Op:
 
 
 def list_jobs(ctx: Context, workspace_id: str, status: JobStatus | None, limit: int,
-              errors: str = "skip") -> Op:
+              errors: str = "skip") -> Op[list[Job]]:
     """Newest first, from the workspace index; a status filter pages through it.
 
     A record that cannot be decoded is reported to the events and left out (``errors="skip"``),
@@ -483,7 +493,7 @@ def list_jobs(ctx: Context, workspace_id: str, status: JobStatus | None, limit: 
     return found
 
 
-def dead_letters(ctx: Context, limit: int) -> Op:
+def dead_letters(ctx: Context, limit: int) -> Op[list[DeadLetter]]:
     """The newest ``limit`` dead letters, newest first."""
     (texts,) = yield Batch((Command(("LRANGE", ctx.keys.dead, 0, limit - 1)),))
     return [DeadLetter.from_json(text) for text in texts]

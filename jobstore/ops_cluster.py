@@ -29,7 +29,7 @@ from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_scri
                   queue_entry, update_outcome)
 from .scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, EXPIRED, LEASE_CLAIM,
                       LEASE_LIST, MIRROR, PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
-from .steps import Batch, Command, Script
+from .steps import Batch, Call, Command, Script
 
 CLAIM_TTL = 3600
 TOMB_TTL = 86400
@@ -41,7 +41,7 @@ def _marker(ctx: Context, token: str, key: str) -> str:
     return ctx.keys.op(f"{token}:{key}", near=key)
 
 
-def _same_job(stored: dict, fields: dict) -> bool:
+def _same_job(stored: dict[str, str], fields: dict[str, str]) -> bool:
     """An existing record may be an interrupted enqueue of this job: same job, still pending.
     (It is one only if it is not indexed yet: the index is an enqueue's last step.)"""
     return stored.get("status") == "pending" and all(
@@ -49,7 +49,7 @@ def _same_job(stored: dict, fields: dict) -> bool:
     )
 
 
-def _indexed(ctx: Context, jobs: list[Job]) -> Op:
+def _indexed(ctx: Context, jobs: list[Job]) -> Op[set[str]]:
     """The ids of ``jobs`` in their workspace index: jobs whose enqueue finished."""
     scores = yield Batch(tuple(
         Command(("ZSCORE", ctx.keys.index(job.workspace_id), job.job_id)) for job in jobs
@@ -57,7 +57,7 @@ def _indexed(ctx: Context, jobs: list[Job]) -> Op:
     return {job.job_id for job, score in zip(jobs, scores) if score is not None}
 
 
-def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
+def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[list[Job]]:
     token = ctx.new_token()
     routing = {job.job_id: ctx.strategy.routing(job.workspace_id) for job, _ in jobs}
     fields_of = {job.job_id: fields for job, fields in jobs}
@@ -71,7 +71,8 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
         for key in _keys(routing[job.job_id].known, job.workspace_id, job.job_id):
             if key != writes[0]:
                 checks.append((job, key, key in writes))
-    taken, maybe = set(), {}
+    taken: set[str] = set()
+    interrupted: dict[str, tuple[Job, dict[str, str]]] = {}  # by job id: (job, its record)
     if checks:
         found = yield Batch(tuple(Command(("HGETALL", key)) for _, key, _ in checks))
         for (job, _, written), record in zip(checks, found):
@@ -79,10 +80,10 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
                 continue
             if written and _same_job(as_record(record), fields_of[job.job_id]):
                 # An interrupted enqueue of this job, unless indexed.
-                maybe[job.job_id] = (job, as_record(record))
+                interrupted[job.job_id] = (job, as_record(record))
             else:
                 taken.add(job.job_id)
-    maybe = [pair for job_id, pair in maybe.items() if job_id not in taken]
+    maybe = [pair for job_id, pair in interrupted.items() if job_id not in taken]
     if maybe:
         done = yield from _indexed(ctx, [job for job, _ in maybe])
         taken |= done
@@ -93,11 +94,12 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
     existing = [job.job_id for job, _ in jobs if job.job_id in taken]
     todo = [(job, dict(fields)) for job, fields in jobs if job.job_id not in taken]
     for position in range(max((len(routing[j.job_id].writes) for j, _ in todo), default=0)):
-        calls, subjects = [], []
+        calls: list[Call] = []
+        subjects: list[tuple[Job, dict[str, str]]] = []
         for job, fields in todo:
-            writes = routing[job.job_id].writes
-            if position < len(writes):
-                key = writes[position].job_key(job.workspace_id, job.job_id)
+            schemas = routing[job.job_id].writes
+            if position < len(schemas):
+                key = schemas[position].job_key(job.workspace_id, job.job_id)
                 flat = [part for item in fields.items() for part in item]
                 calls.append(Script(CREATE_RECORD, (_marker(ctx, token, key), key, ctx.keys.tomb(key)),
                                     (ctx.marker_ttl, *flat)))
@@ -111,7 +113,8 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
         subjects_replies = [(subject, reply) for subject, reply in zip(subjects, replies)
                             if not isinstance(reply, Exception)]
         if position == 0:
-            kept, unsure = [], []
+            kept: list[tuple[Job, dict[str, str]]] = []
+            unsure: list[Job] = []
             for (job, fields), reply in subjects_replies:
                 if reply[0] == "exists":
                     stored = as_record(reply[1])
@@ -132,17 +135,17 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
         if not todo:
             break
         if step == "push":
-            calls = tuple(
+            calls = list(
                 Script(PUSH_ONCE, (ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue), ctx.keys.queue),
                        (ctx.marker_ttl, queue_entry(ctx, job.workspace_id, job.job_id,
                                                     fields["created_at"])))
                 for job, fields in todo)
         else:  # last: the index marks the enqueue finished (see _same_job)
-            calls = tuple(
+            calls = list(
                 Command(("ZADD", ctx.keys.index(job.workspace_id), "NX",
                          repr(parse_time(fields["created_at"]) or 0.0), job.job_id))
                 for job, fields in todo)
-        replies = yield Batch(calls, tolerate_errors=True)
+        replies = yield Batch(tuple(calls), tolerate_errors=True)
         for (job, _), reply in zip(todo, replies):
             if isinstance(reply, Exception):
                 failed[job.job_id] = str(reply)
@@ -156,7 +159,7 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op:
     return created
 
 
-def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
+def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op[Job]:
     (created,) = yield from enqueue_many(ctx, [(job, fields)])
     return created
 
@@ -164,7 +167,7 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op:
 def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, job_id: str,
           status: JobStatus, allowed: str, fields: dict[str, str], stamp: str = "",
           operation: str = "update_status", claim: str = "", hand_out: bool = False,
-          iso: str = "") -> Op:
+          iso: str = "") -> Op[Job]:
     """The first record (in read order) decides and takes the move; the others follow it.
 
     ``stamp``: the ``created_at`` the record must have (a claim through a queue entry).
@@ -209,7 +212,7 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
 
 
 def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatus,
-                  changes: dict[str, str], claim: str | None = None) -> Op:
+                  changes: dict[str, str], claim: str | None = None) -> Op[Job]:
     from .job import statuses_allowed_before
 
     routing = ctx.strategy.routing(workspace_id)
@@ -226,7 +229,7 @@ def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatu
     return job
 
 
-def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
+def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:
     token = ctx.new_token()
     keys = _keys(ctx.strategy.routing(workspace_id).known, workspace_id, job_id)
     # What is deleted, by incarnation (created_at): every slot's tombstone names each of them, so
@@ -247,7 +250,7 @@ def delete(ctx: Context, job_id: str, workspace_id: str) -> Op:
 
 
 def _bury(ctx: Context, entry: str, reason: str, key: str | None = None,
-          field: str | None = None) -> Op:
+          field: str | None = None) -> Op[None]:
     """Write one dead letter (once, however often the step is re-sent) and report it."""
     letter = DeadLetter(printable(entry), reason, ctx.clock(), key, field)
     dead = ctx.keys.dead
@@ -256,7 +259,7 @@ def _bury(ctx: Context, entry: str, reason: str, key: str | None = None,
     ctx.events.dead_letter(letter)  # a record that cannot be decoded was reported by _move
 
 
-def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op:
+def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op[Job | None]:
     """The job of one queue entry, now running and ours; None when it is not to be run."""
     problem = entry_problem(entry)
     if problem is not None:
@@ -308,7 +311,7 @@ def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op:
 
 
 def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
-               lease_ms: int) -> Op:
+               lease_ms: int) -> Op[Job | None]:
     """Hand out again the job of a claim whose lease ran out, or fail it at max attempts; None
     when the claim no longer holds the job (finished, deleted, taken over: the lease is dropped).
 
@@ -359,7 +362,7 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
     return job
 
 
-def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) -> Op:
+def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) -> Op[Job | None]:
     token = ctx.new_token()
     lease_ms = ctx.lease_ms if lease_ms is None else lease_ms
     queue, claim, leases = ctx.keys.queue, ctx.keys.claim(token), ctx.keys.leases

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from collections.abc import Mapping
 
 from .errors import InvalidArgument
 
@@ -107,7 +107,7 @@ class MigrationState:
     target_gap: bool = False
 
     @classmethod
-    def from_hash(cls, data: Mapping[str, str]) -> "MigrationState":
+    def from_hash(cls, data: Mapping[str, str]) -> MigrationState:
         if not data:
             return cls()
 

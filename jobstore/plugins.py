@@ -9,6 +9,7 @@ Plugins load lazily, once per process, on the first call that needs them. Enviro
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -55,7 +56,8 @@ class Registry:
         self.strategies: dict[str, tuple[type[Strategy], str]] = {}
         self.checked: set[tuple[str, str]] = set()
 
-    def add(self, table: dict, kind: type, item: Any, plugin: str) -> None:
+    def add(self, table: dict[str, tuple[type[Any], str]], kind: type[Any], item: Any,
+            plugin: str) -> None:
         if not (isinstance(item, type) and issubclass(item, kind)):
             raise PluginError(f"plugin {plugin!r} registered {item!r}, not a {kind.__name__} subclass")
         name = getattr(item, "name", None)
@@ -116,9 +118,7 @@ _described: dict[str, str] = {}
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
-    found = metadata.entry_points()
-    selected = found.select(group=ENTRY_POINT_GROUP) if hasattr(found, "select") else found.get(ENTRY_POINT_GROUP, [])
-    return sorted(selected, key=lambda ep: ep.name)
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
 
 
 def _origin(ep: metadata.EntryPoint) -> tuple[str, str]:
@@ -209,7 +209,7 @@ def get_registry() -> Registry:
                     if tracing():
                         sys.stderr.write(f"jobstore: {hook.name} of {label}\n")
                     log.debug("calling %s of %s", hook.name, label)
-                    register = (lambda item, t=table, k=kind, p=label: _register(registry, t, k, item, p))
+                    register = functools.partial(_register, registry, table, kind, plugin=label)
                     try:
                         returned = impl.function(register=register)
                     except PluginError:
@@ -232,7 +232,8 @@ def get_registry() -> Registry:
         return _registry
 
 
-def _register(registry: Registry, table: dict, kind: type, item: Any, plugin: str) -> None:
+def _register(registry: Registry, table: dict[str, tuple[type[Any], str]], kind: type[Any],
+              item: Any, plugin: str) -> None:
     registry.add(table, kind, item, plugin)
     log.debug("%s registered %s %r", plugin, "schema" if kind is KeySchema else "strategy",
               item.name)

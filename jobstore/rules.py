@@ -29,7 +29,7 @@ differential test ``tests/test_rules.py`` feeds both forms the same cases.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 REV = "_rev"
 # Fields a job's later history may change; everything else identifies the record.

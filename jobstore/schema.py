@@ -17,7 +17,8 @@ from __future__ import annotations
 import itertools
 import re
 import string
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
+from collections.abc import Iterable
 
 from .errors import PluginError
 from .layout import RESERVED_NAMESPACES
@@ -63,8 +64,8 @@ class KeySchema:
                     f"schema {getattr(cls, 'name', cls.__name__)!r}: set key_format, or compute "
                     f"keys by overriding job_key, parse_key and scan_pattern (missing: "
                     f"{', '.join(missing)})")
-            self.lua_template = None
-            self._template = None
+            self.lua_template: str | None = None
+            self._template: str | None = None
             self._scoped: bool | None = None
             return
         try:
@@ -76,7 +77,7 @@ class KeySchema:
         self._check(template)
         self._template = template
         # What the dequeue script substitutes the ids into; None for a computed schema.
-        self.lua_template: str | None = None if self.computed else template
+        self.lua_template = None if self.computed else template
         self._scoped = WORKSPACE_MARK in template
         pattern = "".join(
             _ID if c in (WORKSPACE_MARK, JOB_MARK) else re.escape(c) for c in template
@@ -118,7 +119,7 @@ class KeySchema:
         """Whether a job's key depends on its workspace (else one job per id in the store)."""
         if self._scoped is None:
             parsed = self.parse_key(self.job_key("w", "j"))
-            self._scoped = bool(parsed) and parsed[0] is not None
+            self._scoped = bool(parsed and parsed[0] is not None)
         return self._scoped
 
     @property
@@ -131,11 +132,17 @@ class KeySchema:
 
     def job_key(self, workspace_id: str, job_id: str) -> str:
         """The key of one job's record hash. Both ids must already be validated."""
-        return self._template.replace(WORKSPACE_MARK, workspace_id).replace(JOB_MARK, job_id)
+        return self._format().replace(WORKSPACE_MARK, workspace_id).replace(JOB_MARK, job_id)
 
     def scan_pattern(self) -> str:
         """A SCAN ``MATCH`` pattern covering every record key of this schema."""
-        return self._template.replace(WORKSPACE_MARK, "*").replace(JOB_MARK, "*")
+        return self._format().replace(WORKSPACE_MARK, "*").replace(JOB_MARK, "*")
+
+    def _format(self) -> str:
+        # Only a schema with a key_format gets here: a computed one overrides the three methods
+        # (the constructor refuses one that does not).
+        assert self._template is not None, "a computed schema overrides job_key and scan_pattern"
+        return self._template
 
     def parse_key(self, key: str) -> tuple[str | None, str] | None:
         """``(workspace_id or None, job_id)`` for a key of this schema, None for any other key."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .scripts import Lua
 
@@ -15,7 +16,7 @@ class Command:
     :class:`Primaries`. SCAN replies always come back as ``[cursor, keys]``.
     """
 
-    args: tuple
+    args: tuple[Any, ...]
     node: str | None = None
 
 
@@ -25,7 +26,7 @@ class Script:
 
     lua: Lua
     keys: tuple[str, ...]
-    args: tuple
+    args: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,12 @@ class Refresh:
 @dataclass(frozen=True)
 class Primaries:
     """The names of the primaries to scan: one name, None, on standalone Redis."""
+
+
+# One call of a batch.
+Call = Command | Script
+
+# Everything an operation or a migration pass may yield, and what the driver sends back:
+# a Batch, the list of its replies; a Scan, ``(server identity, next cursor, keys)``; Primaries,
+# the list of names (``[None]`` on standalone Redis); Pause and Refresh, None.
+Step = Batch | Scan | Pause | Refresh | Primaries

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 import time
 import uuid
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import eviction, ops, ops_cluster, rules, validation
-from .connection import connect, redact
+from .connection import Client, connect, redact
 from .errors import ConfigError, InvalidArgument, JobStoreError, StoreUnavailable
 from .dead_letters import DeadLetter
 from .job import TIME_FORMATS, Job, JobStatus
@@ -17,6 +19,11 @@ from .layout import StoreKeys
 from .plugins import create_strategy
 from .driver import SyncDriver
 from .events import Events
+
+if TYPE_CHECKING:
+    from .migration import Migration
+
+T = TypeVar("T")
 
 ENV_URL = "JOBSTORE_REDIS_URL"
 ENV_STRATEGY = "JOBSTORE_STRATEGY"
@@ -36,7 +43,7 @@ LEGACY_FLAG_VALUES = {"on": "dual", "off": "legacy"}
 BOOL_VALUES = {"1": True, "true": True, "yes": True, "on": True,
                "0": False, "false": False, "no": False, "off": False}
 
-def open(url: str, strategy: str = "legacy", **options: Any) -> "JobStore":  # noqa: A001
+def open(url: str, strategy: str = "legacy", **options: Any) -> JobStore:  # noqa: A001
     """Open a store on ``url`` (``redis://``, ``rediss://``, ``unix://``, ``memory://``).
 
     ``options``: ``prefix``, ``max_record_bytes``, ``allow_eviction``, ``lease``,
@@ -52,6 +59,24 @@ def open(url: str, strategy: str = "legacy", **options: Any) -> "JobStore":  # n
     return JobStore(client, strategy, url=url, **options)
 
 
+class _Writes(Protocol):
+    """The write operations: the module jobstore.ops on standalone Redis, jobstore.ops_cluster on
+    Redis Cluster (where a job's keys span slots)."""
+
+    def enqueue(self, ctx: ops.Context, job: Job, fields: dict[str, str]) -> ops.Op[Job]: ...
+
+    def enqueue_many(self, ctx: ops.Context,
+                     jobs: list[tuple[Job, dict[str, str]]]) -> ops.Op[list[Job]]: ...
+
+    def update_status(self, ctx: ops.Context, job_id: str, workspace_id: str, status: JobStatus,
+                      changes: dict[str, str], claim: str | None = None) -> ops.Op[Job]: ...
+
+    def delete(self, ctx: ops.Context, job_id: str, workspace_id: str) -> ops.Op[bool]: ...
+
+    def dequeue(self, ctx: ops.Context, timeout: float | None,
+                lease_ms: int | None = None) -> ops.Op[Job | None]: ...
+
+
 class JobStore:
     """Background-job records in Redis, laid out by a pluggable strategy.
 
@@ -60,7 +85,7 @@ class JobStore:
 
     def __init__(
         self,
-        client,
+        client: Client,
         strategy: str = "legacy",
         *,
         prefix: str = "ai",
@@ -75,7 +100,7 @@ class JobStore:
         time_format: str = "epoch",
         legacy_queue: str | None = None,
         **strategy_options: Any,
-    ):
+    ) -> None:
         """``allow_eviction``: run on a Redis whose ``maxmemory-policy`` is not ``noeviction``
         (jobs may then be lost). Without it the store reads the policy once, before its first
         operation sends anything, and that operation raises :class:`EvictionPolicyError`.
@@ -159,10 +184,10 @@ class JobStore:
             raise ConfigError("wait_replicas is not supported on Redis Cluster yet: an operation "
                               "there writes to several primaries, each with replicas of its own")
         # Writes span slots on Redis Cluster and take the per-slot path there.
-        self._writes = ops_cluster if self.driver.cluster else ops
+        self._writes: _Writes = ops_cluster if self.driver.cluster else ops
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> "JobStore":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> JobStore:
         """Open a store configured by the environment.
 
         ``JOBSTORE_REDIS_URL`` (required), ``JOBSTORE_STRATEGY`` (default ``legacy``),
@@ -230,7 +255,7 @@ class JobStore:
         self,
         workspace_id: str,
         action: str,
-        params: dict | None = None,
+        params: dict[str, Any] | None = None,
         *,
         job_id: str | None = None,
     ) -> Job:
@@ -245,9 +270,9 @@ class JobStore:
         """
         job, fields = self._new_job(workspace_id, action, params, job_id)
         return self._run(self._writes.enqueue(self.context, job, fields), "enqueue", job.workspace_id,
-                         dual_writes=1)
+                         dual_writes=[job.workspace_id])
 
-    def enqueue_many(self, items: Iterable[tuple]) -> list[Job]:
+    def enqueue_many(self, items: Iterable[Sequence[Any]]) -> list[Job]:
         """Enqueue ``(workspace_id, action[, params[, job_id]])`` tuples in one pipeline.
 
         Every item is validated before anything is sent. Each job is written atomically on
@@ -256,7 +281,8 @@ class JobStore:
 
         :raises JobExists, InvalidIdentifier, InvalidArgument, PayloadTooLarge, StoreUnavailable:
         """
-        batch, seen = [], set()
+        batch: list[tuple[Job, dict[str, str]]] = []
+        seen: set[str] = set()
         for position, item in enumerate(items):
             if not isinstance(item, (tuple, list)) or not 2 <= len(item) <= 4:
                 raise InvalidArgument(
@@ -317,7 +343,7 @@ class JobStore:
         status = validation.status(status)
         if claim is not None and (not isinstance(claim, str) or not claim or len(claim) > 1024):
             raise InvalidArgument("claim", f"must be a job's claim (a non-empty str), not {claim!r}")
-        changes = {}
+        changes: dict[str, str] = {}
         if result is not None:
             changes["result"] = validation.json_value("result", result)
         if error is not None:
@@ -405,7 +431,7 @@ class JobStore:
             raise InvalidArgument("batch", f"must be an int from 1 to 100000, not {batch!r}")
         return self._run(ops.leave_legacy_queue(self.context, batch), "leave_legacy_queue", None)
 
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+    def dead_letters(self, limit: int = 100) -> builtins.list[DeadLetter]:
         """The newest ``limit`` queue entries ``dequeue`` set aside, newest first.
 
         The list keeps the newest 10,000 (:data:`jobstore.dead_letters.MAX_DEAD_LETTERS`).
@@ -425,7 +451,7 @@ class JobStore:
         job_id, workspace_id = self._ids(job_id, workspace_id)
         return self._run(self._writes.delete(self.context, job_id, workspace_id), "delete", workspace_id)
 
-    def migration(self):
+    def migration(self) -> Migration:
         """The :class:`jobstore.migration.Migration` between this ``dual`` store's schemas.
 
         :raises ConfigError: the store's strategy is not ``dual``.
@@ -442,10 +468,10 @@ class JobStore:
         """Release the store's connections."""
         self.client.close()
 
-    def __enter__(self) -> "JobStore":
+    def __enter__(self) -> JobStore:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -459,7 +485,8 @@ class JobStore:
             validation.identifier("workspace_id", workspace_id),
         )
 
-    def _new_job(self, workspace_id, action, params=None, job_id=None) -> tuple[Job, dict[str, str]]:
+    def _new_job(self, workspace_id: Any, action: Any, params: Any = None,
+                 job_id: Any = None) -> tuple[Job, dict[str, str]]:
         workspace_id = validation.identifier("workspace_id", workspace_id)
         action = validation.action(action)
         params = validation.params(params)
@@ -472,10 +499,11 @@ class JobStore:
         # Return what get() will return (params as stored JSON decodes), not the caller's object.
         return Job.from_hash(fields), fields
 
-    def _run(self, op: ops.Op, name: str, workspace_id: str | None, dual_writes=None) -> Any:
+    def _run(self, op: ops.Op[T], name: str, workspace_id: str | None,
+             dual_writes: builtins.list[str] | None = None) -> T:
         """Run an operation and tell ``events`` how it went.
 
-        ``dual_writes``: the workspace(s) of jobs an enqueue writes; reported as dual writes
+        ``dual_writes``: the workspace of each job an enqueue writes; reported as dual writes
         (succeeded or failed) when the routing writes more than one schema.
         """
         started = time.perf_counter()
@@ -491,13 +519,13 @@ class JobStore:
             raise
         else:
             if dual_writes is not None:
-                for ws in ([workspace_id] if dual_writes == 1 else dual_writes):
+                for ws in dual_writes:
                     self.events.enqueued(ws)
         finally:
             self.events.operation(name, self.strategy.name, workspace_id, outcome,
                                   time.perf_counter() - started)
             if dual_writes is not None and outcome in ("ok", "StoreUnavailable"):
-                for ws in ([workspace_id] if dual_writes == 1 else dual_writes):
+                for ws in dual_writes:
                     if len(self.strategy.routing(ws).writes) > 1:
                         self.events.dual_write(ws, outcome == "ok")
         return result
@@ -514,7 +542,7 @@ class JobStore:
                 self._eviction_checked = True
 
 
-def _lease_ms(name: str, seconds: Any, error: type) -> int:
+def _lease_ms(name: str, seconds: Any, error: type[Exception]) -> int:
     """A lease in whole milliseconds, at least 1; ``error`` is raised for a bad value."""
     if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
             or not 0 < seconds <= 10 ** 9):
@@ -525,7 +553,7 @@ def _lease_ms(name: str, seconds: Any, error: type) -> int:
     return max(1, round(seconds * 1000))
 
 
-def _block_slice(client) -> float:
+def _block_slice(client: Client) -> float:
     """A blocking wait that ends well before the client's socket timeout would fire."""
     pool = getattr(client, "connection_pool", None)
     if pool is None:  # RedisCluster: the settings every node connection is made with

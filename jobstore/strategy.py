@@ -6,8 +6,9 @@ Operations (``jobstore.ops``) are written once against :class:`Routing`; a strat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from .errors import ConfigError
 from .schema import KeySchema
@@ -53,7 +54,7 @@ class Strategy:
     description: ClassVar[str] = ""
 
     @classmethod
-    def create(cls, resolve: SchemaResolver, **options: Any) -> "Strategy":
+    def create(cls, resolve: SchemaResolver, **options: Any) -> Strategy:
         """Build the strategy for one store. Unknown options raise ConfigError."""
         raise NotImplementedError
 
@@ -96,7 +97,7 @@ class SchemaStrategy(Strategy):
         self._routing = Routing((schema,), (schema,), (schema,))
 
     @classmethod
-    def create(cls, resolve: SchemaResolver, **options: Any) -> "Strategy":
+    def create(cls, resolve: SchemaResolver, **options: Any) -> Strategy:
         raise TypeError("SchemaStrategy is built from a schema, not from options")
 
     def routing(self, workspace_id: str | None) -> Routing:

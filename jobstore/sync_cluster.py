@@ -13,22 +13,35 @@ job is brought back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from .job import parse_time
 
 from . import rules
 from .layout import StoreKeys
+from .ops import Op
 from .scripts import COPY_IF_ABSENT, WRITE_IF_UNCHANGED
 from .steps import Batch, Command, Script
 
+if TYPE_CHECKING:
+    from .migration import Placed
+
 same_record = rules.same_record  # the cleanup rule, shared with CLEANUP_RECORD
 
+# An index entry a copy adds: ``(index key, score, job id)``.
+Index = tuple[str, str, str]
+# What to do for one record: its outcome, the writes (one, several or none), the index entry.
+Plan = tuple[str, Script | list[Script] | None, Index | None]
 
-def tomb_field(workspace_id: str, record: dict) -> str:
+
+def tomb_field(workspace_id: str, record: dict[str, str]) -> str:
     """The tombstone field that names one deleted incarnation of a job (see DELETE_RECORD)."""
     return f"{workspace_id}:{record.get('created_at') or ''}"
 
 
-def settle(keys: StoreKeys, mode: str, placed: list, dry_run: bool, prefer_to=lambda ws: False):
+def settle(keys: StoreKeys, mode: str, placed: list[Placed], dry_run: bool,
+           prefer_to: Callable[[str], bool] = lambda ws: False) -> Op[list[str]]:
     """Outcomes of ``mode`` (``copy``, ``merge`` or ``cleanup``) for ``placed`` records.
 
     ``placed``: ``(workspace_id, job_id, from_key, to_key)``. Outcomes as the standalone scripts
@@ -36,28 +49,30 @@ def settle(keys: StoreKeys, mode: str, placed: list, dry_run: bool, prefer_to=la
     ``changed`` (the record moved on while this ran; left for the next pass). ``prefer_to``:
     ``f(workspace_id)``, see :func:`jobstore.rules.decide_sync`.
     """
-    reads = yield Batch(tuple(
+    replies = yield Batch(tuple(
         Command(args) for ws, _, a, b in placed for args in (
             ("TYPE", a), ("TYPE", b), ("HGETALL", a), ("HGETALL", b),
             ("HGETALL", keys.tomb(a)), ("HGETALL", keys.tomb(b)), ("PTTL", a),
         )
     ), tolerate_errors=True)
-    reads = [r if not isinstance(r, Exception) else {} for r in reads]
-    plans = []
+    reads: list[Any] = [r if not isinstance(r, Exception) else {} for r in replies]
+    decided: list[Plan] = []
     for i, (ws, job_id, a, b) in enumerate(placed):
         type_f, type_t, f, t, tomb_f, tomb_t, ttl = reads[7 * i: 7 * i + 7]
         if _text_type(type_f) not in ("hash", "none") or _text_type(type_t) not in ("hash", "none"):
-            plans.append(("not_a_record", None, None))
+            decided.append(("not_a_record", None, None))
             continue
-        plans.append(_decide(keys, mode, ws, job_id, a, b, f or {}, t or {}, tomb_f or {},
+        decided.append(_decide(keys, mode, ws, job_id, a, b, f or {}, t or {}, tomb_f or {},
                              tomb_t or {}, ttl, prefer_to(ws)))
     plans = [(outcome, [] if call is None else call if isinstance(call, list) else [call], index)
-             for outcome, call, index in plans]
+             for outcome, call, index in decided]
     calls = [call for _, group, _ in plans for call in group]
     if dry_run or not calls:
         return [outcome for outcome, _, _ in plans]
     replies = iter((yield Batch(tuple(calls))))
-    outcomes, indexed, raced = [], [], []
+    outcomes: list[str] = []
+    indexed: list[Index] = []
+    raced: list[tuple[int, str, str]] = []
     for i, (outcome, group, index) in enumerate(plans):
         answers = [next(replies) for _ in group]
         for answer in answers:
@@ -81,11 +96,12 @@ def settle(keys: StoreKeys, mode: str, placed: list, dry_run: bool, prefer_to=la
     return outcomes
 
 
-def _text_type(reply) -> str:
+def _text_type(reply: Any) -> str:
     return reply if isinstance(reply, str) else str(getattr(reply, "value", reply) or "none")
 
 
-def _catch_up(placed, plans, outcomes, reads):
+def _catch_up(placed: list[Placed], plans: list[tuple[str, list[Script], Index | None]],
+              outcomes: list[str], reads: list[Any]) -> Op[None]:
     """A copy is made from a read taken a moment earlier: a move that reached the original in
     between found no copy to follow, or followed it only in part (a later move's mirror landed on
     the fresh copy, an earlier one's never did). Re-read both sides of fresh copies and bring
@@ -98,7 +114,7 @@ def _catch_up(placed, plans, outcomes, reads):
         Command(("HGETALL", key)) for i, (_, _, a, b) in fresh
         for key in ((a, b) if outcomes[i] == "copied" else (b, a))
     ))
-    fixes = []
+    fixes: list[Script] = []
     for n, (i, (ws, _, a, b)) in enumerate(fresh):
         original, copy = now[2 * n] or {}, now[2 * n + 1] or {}
         to_key = b if outcomes[i] == "copied" else a
@@ -113,28 +129,31 @@ def _catch_up(placed, plans, outcomes, reads):
         yield Batch(tuple(fixes))
 
 
-def _copy(keys: StoreKeys, to_key: str, record: dict, ttl, job_id: str) -> Script:
+def _copy(keys: StoreKeys, to_key: str, record: dict[str, str], ttl: Any, job_id: str) -> Script:
     flat = [part for item in record.items() for part in item]
     return Script(COPY_IF_ABSENT, (to_key, keys.tomb(to_key), to_key),
                   (job_id, max(int(ttl or 0), 0), "0", record.get("created_at") or "",
                    record["workspace_id"], *flat))
 
 
-def _cas(key: str, record: dict, action: str, fields: dict | None = None) -> Script:
+def _cas(key: str, record: dict[str, str], action: str,
+         fields: dict[str, str] | None = None) -> Script:
     """Write ``fields`` to (or delete) ``key`` only while it holds exactly ``record``."""
     was = [part for item in record.items() for part in item]
     flat = [part for item in (fields or {}).items() for part in item]
     return Script(WRITE_IF_UNCHANGED, (key,), (action, len(record), *was, *flat))
 
 
-def _score(created_at) -> str:
+def _score(created_at: Any) -> str:
     """An index score from a stored created_at (epoch seconds or ISO 8601); 0 when it is not a
     time."""
     value = parse_time(created_at) if isinstance(created_at, str) else None
     return "0" if value is None else repr(value)
 
 
-def _decide(keys, mode, ws, job_id, a, b, f, t, tomb_f, tomb_t, ttl, prefer_to=False):
+def _decide(keys: StoreKeys, mode: str, ws: str, job_id: str, a: str, b: str, f: dict[str, str],
+            t: dict[str, str], tomb_f: dict[str, str], tomb_t: dict[str, str], ttl: Any,
+            prefer_to: bool = False) -> Plan:
     """``(outcome, write or None, (index key, score, job id) to add or None)``."""
     if mode == "cleanup":  # outcomes as CLEANUP_RECORD names them
         if not f:
@@ -160,7 +179,7 @@ def _decide(keys, mode, ws, job_id, a, b, f, t, tomb_f, tomb_t, ttl, prefer_to=F
         return outcome, _copy(keys, b, f, ttl, job_id), index
     if outcome == "copied-back":
         return outcome, _copy(keys, a, t, 0, job_id), index
-    writes = []
+    writes: list[Script] = []
     if new_from is not None:
         writes.append(_cas(a, f, "write", new_from))
     if new_to is not None:

@@ -86,7 +86,7 @@ def status(value: Any) -> JobStatus:
         raise InvalidArgument("status", f"{value!r} is not one of {allowed}") from None
 
 
-def params(value: Any) -> dict:
+def params(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -149,7 +149,8 @@ def check_json(argument: str, value: Any) -> None:
                 _check_item(argument, item, depth, path, index, stack)
 
 
-def _check_item(argument, item, depth, path, key, stack) -> None:
+def _check_item(argument: str, item: Any, depth: int, path: Any, key: Any,
+                stack: list[tuple[Any, int, Any]]) -> None:
     kind = type(item)
     if kind is str:
         if not item.isascii():
@@ -175,7 +176,7 @@ def _check_item(argument, item, depth, path, key, stack) -> None:
                                         f"{_type_name(item)}, which JSON cannot encode")
 
 
-def _check_key(argument, key, path) -> None:
+def _check_key(argument: str, key: Any, path: Any) -> None:
     if isinstance(key, str):
         try:
             key.encode("utf-8")
@@ -191,14 +192,14 @@ def _check_key(argument, key, path) -> None:
                                         "and None are converted)")
 
 
-def _check_text(argument, value: str, path) -> None:
+def _check_text(argument: str, value: str, path: Any) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidArgument(argument, f"{_where(argument, path)} {_not_unicode(value, exc)}") from None
 
 
-def _where(argument: str, path) -> str:
+def _where(argument: str, path: Any) -> str:
     """``params['a'][0]`` for the nested (parent, key) pairs of ``path``."""
     keys = []
     while path is not None:
@@ -222,9 +223,8 @@ def _type_name(value: Any) -> str:
     return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
-def error_text(value: Any) -> str | None:
-    if value is None:
-        return value
+def error_text(value: Any) -> str:
+    """``update_status``'s ``error``; the caller leaves None (no change) out."""
     if isinstance(value, str):
         return text("error", value)
     raise InvalidArgument("error", f"must be a str or None, not {type(value).__name__}")

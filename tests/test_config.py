@@ -23,7 +23,7 @@ def test_from_env_reads_strategy_and_prefix():
         env(JOBSTORE_REDIS_URL="memory://", JOBSTORE_STRATEGY="workspace", JOBSTORE_KEY_PREFIX="svc")
     )
     assert store.strategy.name == "workspace" and store.prefix == "svc"
-    job = store.enqueue("ws", "a", job_id="j")
+    store.enqueue("ws", "a", job_id="j")
     assert store.client.exists("svc:job:ws:j")
 
 

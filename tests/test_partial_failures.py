@@ -79,7 +79,7 @@ def test_a_batch_cut_by_an_outage_names_the_ids_to_retry_with(make_store, monkey
 
     def broken(calls_, *args):
         calls[0] += 1
-        result = real_send(calls_, *args)  # the batch runs...
+        real_send(calls_, *args)  # the batch runs...
         raise jobstore.StoreUnavailable("connection lost after the batch ran")  # ...reply lost
 
     monkeypatch.setattr(store.driver, "_send", broken)

@@ -101,11 +101,11 @@ def refused(call, argument: str) -> InvalidArgument:
 
 def test_nesting_5000_deep_is_invalid_argument(dead_store):
     for deep in (nest_lists(5000), nest_dicts(5000)):
-        exc = refused(lambda: dead_store.enqueue("ws", "a", {"d": deep}), "params")
+        exc = refused(lambda deep=deep: dead_store.enqueue("ws", "a", {"d": deep}), "params")
         assert "deep" in str(exc)
-        refused(lambda: dead_store.update_status("j", "completed", workspace_id="ws", result=deep),
-                "result")
-        refused(lambda: dead_store.enqueue_many([("ws", "a", {"d": deep})]), "params")
+        refused(lambda deep=deep: dead_store.update_status("j", "completed", workspace_id="ws",
+                                                           result=deep), "result")
+        refused(lambda deep=deep: dead_store.enqueue_many([("ws", "a", {"d": deep})]), "params")
 
 
 def test_valid_values_up_to_the_limits_round_trip():
@@ -249,7 +249,7 @@ MALFORMED_URLS = [
     f"redis://alice:{SECRET}@127.0.0.1:1/0",
     f"redis://:{SECRET}@127.0.0.1:1/0",
     f"redis://alice:{SECRET2}@127.0.0.1:1/0",
-    f"redis://alice:Alpha7/1234@127.0.0.1:1/0",           # would parse as port 'Alpha7'
+    "redis://alice:Alpha7/1234@127.0.0.1:1/0",            # would parse as port 'Alpha7'
     "redis://alice:1234/Alpha7Bravo8@127.0.0.1:1/0",       # would parse as host alice, port 1234
     f"rediss://alice:{SECRET}@127.0.0.1:1/0",
     f"redis://127.0.0.1:1/0?password={SECRET}",

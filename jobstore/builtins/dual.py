@@ -68,7 +68,7 @@ class DualStrategy(Strategy):
         target: str = "workspace",
         phase: str | Phase | None = None,
         **unknown: Any,
-    ) -> "DualStrategy":
+    ) -> DualStrategy:
         if unknown:
             raise ConfigError(
                 f"strategy 'dual' takes no option {', '.join(sorted(unknown))}; "

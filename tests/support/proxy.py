@@ -97,7 +97,7 @@ class FaultProxy:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         """Start listening and accepting connections in a background thread."""
         if self._listener is not None:
             return self
@@ -123,7 +123,7 @@ class FaultProxy:
             self._listener.close()
             self._listener = None
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -101,7 +101,7 @@ def redis_cli_path() -> str | None:
 
 # Safety net: servers still running when the interpreter exits (a test run
 # aborted half-way, a forgotten stop()) are killed instead of outliving pytest.
-_live: "weakref.WeakSet[RedisServer]" = weakref.WeakSet()
+_live: weakref.WeakSet[RedisServer] = weakref.WeakSet()
 
 
 @atexit.register
@@ -150,7 +150,7 @@ class RedisServer:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         """Start the server on a fresh free port and wait until it answers PING."""
         path = redis_server_path()
         if path is None:
@@ -176,7 +176,7 @@ class RedisServer:
         assert last_error is not None
         raise last_error
 
-    def restart(self) -> "RedisServer":
+    def restart(self) -> RedisServer:
         """(Re)start the server on the same port, e.g. after ``kill()``."""
         if self.port is None or self.dir is None:
             return self.start()
@@ -208,7 +208,7 @@ class RedisServer:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -345,7 +345,7 @@ class RedisCluster:
         """``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3``."""
         return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in self.nodes)
 
-    def start(self) -> "RedisCluster":
+    def start(self) -> RedisCluster:
         """Start the nodes, join them with ``redis-cli --cluster create``, wait for ``cluster_state:ok``."""
         cli = redis_cli_path()
         if cli is None:
@@ -382,7 +382,7 @@ class RedisCluster:
             server.stop()
         self.servers.clear()
 
-    def __enter__(self) -> "RedisCluster":
+    def __enter__(self) -> RedisCluster:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
