@@ -10,10 +10,21 @@ from __future__ import annotations
 import inspect
 import pathlib
 import re
+import time
+import uuid
 
 import pytest
+from hypothesis import Phase, given, settings
 
-from jobstore import hookspecs
+import jobstore
+from jobstore import hookspecs, plugins
+from jobstore.testing import Divergence, MultiStrategyMachine, SchemaConformance, StoreMachine, run_machine
+from jobstore.testing import profiles
+from jobstore.testing.profiles import profile
+from jobstore.testing.stateful import job_id_pools, workspace_pools
+from jobstore.validation import IDENTIFIER
+from tests.test_plugins import extra_plugin, make_plugin  # noqa: F401 - the fixture
+from tests.test_schema_checks import Buckets, FoldsCase, IgnoresWorkspace, TooWide, Truncates, Unstable
 
 pytest_plugins = ["pytester"]
 
@@ -21,7 +32,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # A plugin registered in-process by the conftest, as an installed plugin would be by its entry
 # point. ``broken`` claims workspace-scoped keys, but its job_key puts every workspace's job
-# under one key: the bug the kit exists to catch.
+# under one key: the bug the kit exists to catch. jobstore's registration checks would refuse
+# it before the kit runs; they are switched off here, so that the kit's own catching is tested.
 CONFTEST = '''
 import types
 
@@ -29,6 +41,8 @@ import pytest
 
 import jobstore
 from jobstore import plugins
+
+plugins.check_schema = lambda *args, **kwargs: None
 
 
 class TeamSchema(jobstore.KeySchema):
@@ -57,21 +71,19 @@ plugins.get_plugin_manager().register(
 '''
 
 KIT_TESTS = '''
-from hypothesis import Phase, settings
-
 from jobstore.testing import SchemaConformance
-from jobstore.testing.profiles import kit_settings
 
 
 class TestSchema(SchemaConformance):
     schema = "{schema}"
-{extra}
 '''
 
-# Hypothesis spends minutes shrinking a failing state machine run; what is asserted here is
-# that it fails, with the model's report, so the broken schema's run skips the shrinking.
-NO_SHRINK = ("    machine_settings = settings(kit_settings(), "
-             "phases=[Phase.explicit, Phase.reuse, Phase.generate])")
+# How the machines report the first step where a store differs from the model.
+FIRST_FAILURE = re.compile(
+    r"Divergence: step \d+, store (?P<store>\S+): (?P<operation>\w+\(.*\).*)\n"
+    r"(?:E )?\s+the contract \(model\) (?P<expected>(returned|raised) .+)\n"
+    r"(?:E )?\s+the store (?P<actual>(returned|raised) .+)"
+)
 
 # The kit's tests that must catch a job_key that ignores the workspace: the static key checks
 # and, independently, the state machine driving a store of the schema against the model.
@@ -79,9 +91,9 @@ MUST_CATCH = ("test_job_keys_round_trip_through_parse_key", "test_distinct_jobs_
               "test_machine_schema_alone")
 
 
-def run_kit(pytester, schema: str, *args: str, extra: str = ""):
+def run_kit(pytester, schema: str, *args: str):
     pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_schema=KIT_TESTS.format(schema=schema, extra=extra))
+    pytester.makepyfile(test_schema=KIT_TESTS.format(schema=schema))
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", *args)
 
 
@@ -94,17 +106,126 @@ def outcomes(result) -> dict[str, str]:
     return found
 
 
-def test_the_kit_catches_a_schema_whose_job_key_ignores_the_workspace(pytester):
-    result = run_kit(pytester, "broken", "-k", " or ".join(MUST_CATCH), extra=NO_SHRINK)
+def test_the_kit_catches_a_schema_whose_job_key_ignores_the_workspace(pytester, monkeypatch):
+    """Under the ci profile, as in a plugin author's CI: it fails within about a minute (the
+    shrinking is bounded), and the machine's first failure is the step where the store
+    differs from the model, named with what the model expected and what the store did."""
+    monkeypatch.setenv("JOBSTORE_HYPOTHESIS_PROFILE", "ci")
+    started = time.monotonic()
+    result = run_kit(pytester, "broken", "-k", " or ".join(MUST_CATCH))
+    took = time.monotonic() - started
     found = outcomes(result)
-    assert found == {name: "FAILED" for name in MUST_CATCH}, result.stdout.str()[-3000:]
-    # The machine's report names the disagreement with the model, not a crash of the kit.
-    assert "the contract (model)" in result.stdout.str()
+    output = result.stdout.str()
+    assert found == {name: "FAILED" for name in MUST_CATCH}, output[-3000:]
+    first = FIRST_FAILURE.search(output)
+    assert first, output[-3000:]
+    assert first["store"] == "broken", first.group(0)
+    assert first["expected"] != first["actual"], first.group(0)
+    for follow_on in ("NoneType", "AttributeError", "Hypothesis found 2 distinct failures"):
+        assert follow_on not in output, output[-3000:]
+    assert "the ci profile shrinks a failing run for at most 20 s" in output
+    assert took < 120, f"a failing kit run took {took:.0f} s"
 
 
 def test_a_correct_schema_passes_the_same_tests(pytester):
     result = run_kit(pytester, "team", "-k", " or ".join(MUST_CATCH))
     assert outcomes(result) == {name: "PASSED" for name in MUST_CATCH}, result.stdout.str()[-3000:]
+
+
+# -- the machines catch broken schemas on their own ------------------------------------------
+# jobstore's registration checks refuse each of these schemas before the kit runs; switched off
+# here, what is tested is that the kit would catch them by itself.
+
+class FoldsCaseInKey(Buckets):
+    """Its key folds the workspace's case: ``Acme`` and ``acme`` share every job id's key."""
+
+    name = "folds-case-in-key"
+
+    def job_key(self, workspace_id, job_id):
+        return super().job_key(workspace_id.lower(), job_id)
+
+
+@pytest.fixture
+def unchecked_schemas(extra_plugin, monkeypatch):
+    monkeypatch.setattr(plugins, "check_schema", lambda *args, **kwargs: None)
+    monkeypatch.setattr(jobstore.schema, "check_schema", lambda *args, **kwargs: None)
+    extra_plugin(make_plugin(IgnoresWorkspace, FoldsCase, FoldsCaseInKey, Truncates, Unstable,
+                             TooWide), "broken-schemas")
+
+
+# No shrinking: the failure as first found, which the message must make clear by itself.
+UNSHRUNK = settings(profile("ci"), phases=[Phase.explicit, Phase.reuse, Phase.generate])
+
+# The first failure of a machine: the step, the store, the operation, the model's outcome and
+# the store's.
+DIVERGENCE = re.compile(r"step \d+, store (?P<store>.+?): (?P<operation>.+)\n"
+                        r"  the contract \(model\) (?P<expected>.+)\n"
+                        r"  the store (?P<actual>.+)")
+
+CAUGHT_BY_A_MACHINE = [
+    ("ignores-ws", StoreMachine),             # the key ignores the workspace
+    ("folds-case-in-key", StoreMachine),      # Acme's and acme's jobs share keys
+    ("truncates", StoreMachine),              # job ids cut to 64 characters
+    ("unstable", StoreMachine),               # a computed key that differs between two calls
+    ("folds-case", MultiStrategyMachine),     # parse_key lower-cases: a migration loses Acme
+]
+
+
+@pytest.mark.parametrize("schema, machine", CAUGHT_BY_A_MACHINE, ids=[c[0] for c in CAUGHT_BY_A_MACHINE])
+def test_a_machine_stops_a_broken_schema_at_its_first_divergence(unchecked_schemas, schema, machine):
+    url = f"memory://kit-{uuid.uuid4().hex}"
+    factory = ((lambda: StoreMachine(url, schema)) if machine is StoreMachine
+               else (lambda: MultiStrategyMachine(url, (schema,))))
+    with pytest.raises(Divergence) as failed:  # not a crash of the kit, not a bare JobExists
+        run_machine(factory, UNSHRUNK)
+    message = str(failed.value)
+    first = DIVERGENCE.match(message)
+    assert first, message
+    assert schema in first["store"], message
+    assert first["expected"] != first["actual"], message
+
+
+def test_the_scan_tests_catch_a_scan_pattern_that_is_too_wide(unchecked_schemas):
+    """``<prefix>:*`` finds every record (its parse_key is right), and every key of jobstore's
+    own: backfill, verify and cleanup would scan the whole keyspace."""
+
+    class TooWideKit(SchemaConformance):
+        schema = "too-wide"
+
+    kit = TooWideKit()
+    with pytest.raises(AssertionError, match="too wide"):
+        kit.test_scan_pattern_covers_job_keys_and_no_jobstore_key()
+    with pytest.raises(AssertionError, match="too wide"):
+        kit.test_scan_finds_exactly_the_record_keys(f"memory://kit-{uuid.uuid4().hex}")
+
+
+@given(workspaces=workspace_pools(), job_ids=job_id_pools())
+def test_the_machines_draw_ids_from_the_whole_alphabet(workspaces, job_ids):
+    """Every run has case twins and long ids that differ only at the end, so that a schema that
+    folds case or truncates gives two of its jobs one key."""
+    for pool, size in ((workspaces, 3), (job_ids, 4)):
+        assert len(set(pool)) == size and all(IDENTIFIER.fullmatch(i) for i in pool), pool
+        assert pool[0] != pool[1] and pool[0].lower() == pool[1].lower(), pool
+    long_a, long_b = job_ids[2:]
+    assert len(long_a) == len(long_b) == 128 and long_a[:-1] == long_b[:-1], job_ids
+
+
+def test_the_ci_profile_bounds_the_shrinking_and_says_so(unchecked_schemas, monkeypatch):
+    from hypothesis.internal.conjecture import engine
+
+    before = engine.MAX_SHRINKING_SECONDS
+    monkeypatch.setenv("JOBSTORE_HYPOTHESIS_PROFILE", "ci")
+    monkeypatch.setitem(profiles.SHRINK_SECONDS, "ci", 2)
+    url = f"memory://kit-{uuid.uuid4().hex}"
+    started = time.monotonic()
+    with pytest.raises(Divergence) as failed:  # unbounded, this one shrinks for about 30 s
+        run_machine(lambda: MultiStrategyMachine(url, ("truncates",)))
+    assert time.monotonic() - started < 25
+    assert "the ci profile shrinks a failing run for at most 2 s" in "\n".join(failed.value.__notes__)
+    assert engine.MAX_SHRINKING_SECONDS == before  # Hypothesis's own limit, put back
+    for name, limit in (("ci", 2), ("dev", None), ("nightly", None)):
+        assert profiles.shrink_seconds({"JOBSTORE_HYPOTHESIS_PROFILE": name}) == limit
+        assert Phase.explain not in profiles.profile(name).phases and Phase.shrink in profiles.profile(name).phases
 
 
 def test_the_whole_kit_on_a_third_party_schema_over_real_redis(pytester, redis_url):
@@ -179,7 +300,8 @@ def test_profile():
         line = profile_line()
         assert line.startswith(f"PROFILE {examples} {steps} RUNS "), line
         runs, most = int(line.split()[4]), int(line.split()[6])
-        assert 1 < runs <= examples and most <= steps, line
+        # A run that overruns Hypothesis's buffer is run again and not counted as an example.
+        assert 1 < runs <= examples + examples // 10 and most <= steps, line
         assert line.endswith("GLOBAL default 100"), line  # the project's settings: untouched
     # Unset: CI chooses the kit's ci profile over the one Hypothesis loads by itself under CI,
     # for the kit only.

@@ -25,6 +25,7 @@ _EXPORTS = {
     "StoreMachine": "stateful",
     "MultiStrategyMachine": "stateful",
     "FakeClock": "stateful",
+    "Divergence": "stateful",
     "MIGRATION_CYCLE": "stateful",
     "run_machine": "stateful",
 }

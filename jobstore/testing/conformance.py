@@ -26,7 +26,6 @@ built-ins (tests/test_conformance.py).
 
 from __future__ import annotations
 
-import fnmatch
 import threading
 import uuid
 from typing import Any, Iterator
@@ -39,14 +38,13 @@ import jobstore
 from ..job import encode_json
 from ..layout import RESERVED_NAMESPACES
 from ..plugins import get_registry
-from ..schema import JOB_MARK, WORKSPACE_MARK, KeySchema
+from ..schema import JOB_MARK, WORKSPACE_MARK, KeySchema, glob_regex
 from .profiles import kit_settings
 from .pytest_plugin import configured_url, prepared_url
-from .stateful import PHASES, MultiStrategyMachine, StoreMachine, run_machine
+from .stateful import ID_CHARS, PHASES, MultiStrategyMachine, StoreMachine, run_machine
 
 __all__ = ["SchemaConformance"]
 
-ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
 identifiers = st.text(ID_CHARS, min_size=1, max_size=12) | st.text(ID_CHARS, min_size=128, max_size=128)
 prefixes = st.lists(st.text(ID_CHARS, min_size=1, max_size=6), min_size=1, max_size=3).map(":".join)
 
@@ -169,14 +167,18 @@ class SchemaConformance:
         def check(prefix, workspace_id, job_id):
             schema = self.make_schema(prefix)
             pattern = schema.scan_pattern()
-            assert fnmatch.fnmatchcase(schema.job_key(workspace_id, job_id), pattern)
+            key = schema.job_key(workspace_id, job_id)
+            assert glob_regex(pattern).fullmatch(key), f"scan_pattern {pattern!r} misses {key!r}"
             # Every key of jobstore's own lives in a reserved namespace; whatever shape it takes
-            # there, it must never be taken for a record.
+            # there, it must never be taken for a record, nor scanned as one.
             for namespace in RESERVED_NAMESPACES:
                 for rest in (job_id, f"{workspace_id}:{job_id}", f"{{{workspace_id}}}:{job_id}",
                              f"{{{workspace_id}}}", f"{{{workspace_id}:{job_id}}}:log"):
                     key = f"{prefix}:{namespace}:{rest}"
                     assert schema.parse_key(key) is None, f"jobstore's own key {key!r} parses as a record key"
+                    assert not glob_regex(pattern).fullmatch(key), (
+                        f"scan_pattern {pattern!r} matches jobstore's own key {key!r}: too wide"
+                    )
 
         check()
 
@@ -207,17 +209,25 @@ class SchemaConformance:
                     store.enqueue(ws, "a", job_id=f"s{n}-{ws}")
                 store.dequeue()
             schema, client = self.make_schema(prefix), stores[0].client
-            found = {k for k in client.scan_iter(match=schema.scan_pattern(), count=1000)
-                     if schema.parse_key(k)}
+            matched = set(client.scan_iter(match=schema.scan_pattern(), count=1000))
+            found = {k for k in matched if schema.parse_key(k)}
             expected = {schema.job_key(ws, f"s0-{ws}") for ws in ("ws-a", "ws-b")}
             assert found == expected, (
                 f"SCAN MATCH {schema.scan_pattern()!r} + parse_key found {sorted(found)}, "
                 f"not {sorted(expected)}"
             )
+            assert matched == found, (
+                f"SCAN MATCH {schema.scan_pattern()!r} also finds keys that are not this "
+                f"schema's records (too wide): {sorted(matched - found)}"
+            )
             for key in found:
                 ws, job_id = schema.parse_key(key)
                 record = client.hgetall(key)
-                assert record["job_id"] == job_id and (ws is None or record["workspace_id"] == ws)
+                held = (record.get("workspace_id"), record.get("job_id"))
+                assert held[1] == job_id and ws in (None, held[0]), (
+                    f"parse_key({key!r}) gives {(ws, job_id)!r}, but the record there is "
+                    f"workspace_id={held[0]!r}, job_id={held[1]!r}"
+                )
         finally:
             for store in stores:
                 store.close()
@@ -234,21 +244,45 @@ class SchemaConformance:
 
     def test_workspaces_are_isolated(self, jobstore_store):
         store = jobstore_store
-        owner = store.enqueue("owner", "secret", {"n": 1}, job_id="shared")
-        assert store.get("shared", workspace_id="intruder") is None
-        with pytest.raises(jobstore.JobNotFound):
-            store.update_status("shared", "cancelled", workspace_id="intruder")
-        assert store.delete("shared", workspace_id="intruder") is False
-        assert store.list("intruder") == []
+
+        def expect(operation: str, call, wanted) -> Any:
+            """``call()`` must give ``wanted``: a value, a class its result is an instance of,
+            or an error class it must raise."""
+            try:
+                got = call()
+            except jobstore.JobStoreError as exc:
+                got = exc
+            if isinstance(wanted, type):
+                verb = "raises" if issubclass(wanted, BaseException) else "returns a"
+                ok, shown = isinstance(got, wanted), f"{verb} {wanted.__name__}"
+            else:
+                ok, shown = got == wanted, f"returns {wanted!r}"
+            assert ok, f"{operation}: the contract {shown}; the store gave {got!r}"
+            return got
+
+        owner = expect("enqueue('owner', ..., job_id='shared')",
+                       lambda: store.enqueue("owner", "secret", {"n": 1}, job_id="shared"), jobstore.Job)
+        expect("get('shared', workspace_id='intruder')",
+               lambda: store.get("shared", workspace_id="intruder"), None)
+        expect("update_status('shared', 'cancelled', workspace_id='intruder')",
+               lambda: store.update_status("shared", "cancelled", workspace_id="intruder"),
+               jobstore.JobNotFound)
+        expect("delete('shared', workspace_id='intruder')",
+               lambda: store.delete("shared", workspace_id="intruder"), False)
+        expect("list('intruder')", lambda: store.list("intruder"), [])
+        enqueue = "enqueue('intruder', ..., job_id='shared') beside the owner's job"
         if self.make_schema().scoped:
-            other = store.enqueue("intruder", "own", job_id="shared")
-            assert store.get("shared", workspace_id="intruder") == other
-            assert store.delete("shared", workspace_id="intruder") is True
+            other = expect(enqueue, lambda: store.enqueue("intruder", "own", job_id="shared"), jobstore.Job)
+            expect("get('shared', workspace_id='intruder')",
+                   lambda: store.get("shared", workspace_id="intruder"), other)
+            expect("delete('shared', workspace_id='intruder')",
+                   lambda: store.delete("shared", workspace_id="intruder"), True)
         else:
-            with pytest.raises(jobstore.JobExists):
-                store.enqueue("intruder", "own", job_id="shared")
-        assert store.get("shared", workspace_id="owner") == owner
-        assert store.dequeue().job_id == "shared"
+            expect(enqueue, lambda: store.enqueue("intruder", "own", job_id="shared"), jobstore.JobExists)
+        expect("get('shared', workspace_id='owner') after all that",
+               lambda: store.get("shared", workspace_id="owner"), owner)
+        running = expect("dequeue()", store.dequeue, jobstore.Job)
+        assert running.job_id == "shared", f"dequeue(): the contract hands out 'shared'; the store gave {running!r}"
         assert store.get("shared", workspace_id="owner").status is jobstore.JobStatus.RUNNING
 
     def test_single_job_operations_take_one_round_trip(self, jobstore_url):

@@ -10,10 +10,14 @@ otherwise, unless the project chose a profile of its own (``--hypothesis-profile
 ``load_profile`` in a conftest): then the kit runs under that one.
 
 - ``ci``: deterministic (``derandomize``, no example database), 25 machine runs of up to
-  30 steps, no deadline (Redis latency is not a bug), too-slow health check off.
+  30 steps, no deadline (Redis latency is not a bug), too-slow health check off; one failure
+  reported (the shortest), and a failing machine shrinks for at most
+  :data:`SHRINK_SECONDS` ``["ci"]`` seconds, so that a failing run reports in about a minute.
 - ``dev``: random, 50 runs of up to 40 steps, failures saved to and replayed from the local
-  ``.hypothesis/`` database.
-- ``nightly``: 1000 runs of up to 80 steps.
+  ``.hypothesis/`` database, shrunk fully (Hypothesis stops a shrink after five minutes).
+- ``nightly``: 1000 runs of up to 80 steps, shrunk fully.
+
+None runs Hypothesis's explain phase (see ``_PHASES``).
 """
 
 from __future__ import annotations
@@ -21,20 +25,32 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
-__all__ = ["ENV_PROFILE", "PROFILES", "kit_settings", "profile", "selected"]
+__all__ = ["ENV_PROFILE", "PROFILES", "SHRINK_SECONDS", "kit_settings", "profile", "selected",
+           "shrink_seconds"]
 
 ENV_PROFILE = "JOBSTORE_HYPOTHESIS_PROFILE"
 PROFILES = ("ci", "dev", "nightly")
 
+# How long a failing state machine may shrink, per profile; None: as long as Hypothesis does
+# (it stops after five minutes). Shrinking is most of a failing run's time: a machine run is
+# tens of Redis operations, and the shrinker replays it hundreds of times.
+SHRINK_SECONDS: dict[str, float | None] = {"ci": 20, "dev": None, "nightly": None}
+
 _quiet = (HealthCheck.too_slow, HealthCheck.data_too_large)
+# Every phase but explain: after the first failure it traces every line the test runs (with
+# sys.settrace up to Python 3.11), and a failing machine that shrank in 30 s without it ran
+# into Hypothesis's five-minute cap with it, for a report-only comment on the steps.
+_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
 _VALUES: dict[str, dict[str, Any]] = {
     "ci": dict(derandomize=True, database=None, max_examples=25, stateful_step_count=30,
-               deadline=None, print_blob=True, suppress_health_check=_quiet),
-    "dev": dict(max_examples=50, stateful_step_count=40, deadline=None, suppress_health_check=_quiet),
+               deadline=None, print_blob=True, suppress_health_check=_quiet,
+               phases=_PHASES, report_multiple_bugs=False),
+    "dev": dict(max_examples=50, stateful_step_count=40, deadline=None, suppress_health_check=_quiet,
+                phases=_PHASES),
     "nightly": dict(max_examples=1000, stateful_step_count=80, deadline=None, print_blob=True,
-                    suppress_health_check=_quiet),
+                    suppress_health_check=_quiet, phases=_PHASES),
 }
 
 
@@ -77,3 +93,9 @@ def kit_settings(environ: Mapping[str, str] | None = None) -> settings:
     name = selected(environ)
     return settings.default if name is None else profile(name)
 
+
+def shrink_seconds(environ: Mapping[str, str] | None = None) -> float | None:
+    """How long a failing machine of the kit may shrink under the selected profile (None: no
+    limit of the kit's, Hypothesis's own five minutes)."""
+    name = selected(environ)
+    return None if name is None else SHRINK_SECONDS[name]

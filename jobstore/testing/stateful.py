@@ -3,9 +3,14 @@
 :class:`StoreMachine` feeds one store (or several stores that must behave the same, such as
 ``dual`` pinned in each phase) and a :class:`~jobstore.testing.model.StoreModel` with a random
 stream of enqueues, batch enqueues, reads, legal and illegal status moves, lists, dequeues and
-deletes, over a few workspaces and a small pool of job ids (so ids collide, within and across
-workspaces). Every outcome, a result or an error, must equal the model's, and after every step
-every workspace is listed and compared.
+deletes, over three workspaces and a small pool of job ids (so ids collide, within and across
+workspaces). Each run draws its pools from the whole identifier alphabet (``A-Z a-z 0-9 _ . -``,
+1 to 128 characters), always with two ids that differ only by case and two long ids that differ
+only in their last character, so that a schema that folds case or truncates ids gives two jobs
+one key. Every outcome, a result or an error, must equal the model's, and after every step
+every workspace is listed and compared: the first step where a store differs from the model
+stops the run with a :class:`Divergence` naming the store, the operation, what the model
+expected and what the store did.
 
 :class:`MultiStrategyMachine` feeds the same stream to stores of every strategy (``legacy``,
 ``workspace``, extra schemas, ``dual`` pinned in each phase) plus ``dual`` stores whose phase is
@@ -23,16 +28,19 @@ ends, so runs never see each other and nothing else in the database is touched.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-from hypothesis import HealthCheck, note, settings as Settings, strategies as st
+from hypothesis import HealthCheck, Phase as HypothesisPhase, note, settings as Settings, strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -46,22 +54,72 @@ from ..migration import Migration
 from ..phases import Phase
 from ..store import JobStore
 from .model import BY_DESIGN, ModelJob, StoreModel, ids_per_store, job_view
-from .profiles import kit_settings
+from .profiles import kit_settings, selected, shrink_seconds
 
 __all__ = [
+    "ID_CHARS",
     "MIGRATION_CYCLE",
+    "Divergence",
     "FakeClock",
     "MultiStrategyMachine",
     "StoreMachine",
     "run_machine",
+    "shrink_limit",
 ]
 
-WORKSPACES = ("ws-a", "ws-b", "ws-c")
-JOB_IDS = ("j0", "j1", "j2", "j3")
+ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+MAX_ID = 128
 PHASES = tuple(p.value for p in Phase)
 
-workspaces = st.sampled_from(WORKSPACES)
-pool_ids = st.sampled_from(JOB_IDS)
+# Until a run draws its own pools (its first step), and for machines that skip that step.
+WORKSPACES = ("ws-a", "ws-b", "ws-c")
+JOB_IDS = ("j0", "j1", "j2", "j3")
+
+
+@st.composite
+def _word(draw, max_size: int = 12) -> str:
+    """A short id with at least one letter, so that its case twin differs from it."""
+    letter = draw(st.sampled_from(ID_CHARS[:52]))
+    before = draw(st.text(ID_CHARS, max_size=max_size // 2))
+    return (before + letter + draw(st.text(ID_CHARS, max_size=max_size // 2)))[:max_size]
+
+
+@st.composite
+def _long_pair(draw) -> tuple[str, str]:
+    """Two ids of ``MAX_ID`` characters that differ only in the last one: a schema that cuts
+    ids anywhere short of ``MAX_ID`` gives both one key."""
+    stem = (draw(_word(3)) * MAX_ID)[: MAX_ID - 1]
+    first = draw(st.sampled_from(ID_CHARS))
+    second = draw(st.sampled_from(ID_CHARS).filter(lambda c: c != first))
+    return stem + first, stem + second
+
+
+@st.composite
+def workspace_pools(draw) -> tuple[str, str, str]:
+    """Three workspaces: a word, the same word in the other case, and a third id; or, in about
+    half the runs, a long id, its case twin, and a long id that differs from the first only in
+    its last character."""
+    if draw(st.booleans()):
+        first, third = draw(_long_pair())
+    else:
+        first = draw(_word())
+        third = draw(st.text(ID_CHARS, min_size=1, max_size=12))
+    pool = [first, first.swapcase()]
+    pool.append(third if third not in pool else third + "_")
+    return tuple(pool)
+
+
+@st.composite
+def job_id_pools(draw) -> tuple[str, str, str, str]:
+    """Four job ids: a word, its case twin, and two long ids that differ only in their last
+    character."""
+    word = draw(_word())
+    return (word, word.swapcase(), *draw(_long_pair()))
+
+
+# A run's own pools, drawn in its first step (``_Harness.draw_ids``).
+workspaces = st.runner().flatmap(lambda machine: st.sampled_from(machine.workspaces))
+pool_ids = st.runner().flatmap(lambda machine: st.sampled_from(machine.job_ids))
 statuses = st.sampled_from(tuple(JobStatus))
 actions = st.sampled_from(("summarise", "embed", "résumé ✓", "a" * 256))
 _scalars = (
@@ -83,14 +141,68 @@ def run_machine(factory: Callable[[], RuleBasedStateMachine], settings: Settings
     """Run a machine as a test under the kit's profile (or ``settings``), leaving the caller's
     global Hypothesis settings alone.
 
-    The deadline is always off: a step's time is Redis latency, not a bug.
+    The deadline is always off: a step's time is Redis latency, not a bug. Under the ``ci``
+    profile a failing run shrinks for at most
+    :data:`~jobstore.testing.profiles.SHRINK_SECONDS` seconds (see :func:`shrink_limit`).
     """
     base = settings if settings is not None else kit_settings()
-    run_state_machine_as_test(
-        factory,
-        settings=Settings(base, deadline=None,
-                          suppress_health_check=[*base.suppress_health_check, HealthCheck.too_slow]),
-    )
+    limit = shrink_seconds()
+    started = time.perf_counter()
+    with shrink_limit(limit) as shrinks:
+        try:
+            run_state_machine_as_test(
+                factory,
+                settings=Settings(base, deadline=None,
+                                  phases=base.phases if shrinks else
+                                  [p for p in base.phases if p is not HypothesisPhase.shrink],
+                                  suppress_health_check=[*base.suppress_health_check,
+                                                         HealthCheck.too_slow]),
+            )
+        except Exception as exc:
+            if limit is not None:
+                spent = time.perf_counter() - started
+                how = (f"shrinks a failing run for at most {limit:g} s (this one took {spent:.0f} s "
+                       "in all; a warning of Hypothesis's about five minutes of shrinking means "
+                       "this limit)" if shrinks else "does not shrink a failing run")
+                _add_note(exc, f"jobstore kit: the {selected()} profile {how}, so the steps "
+                               "above may not be the shortest; JOBSTORE_HYPOTHESIS_PROFILE=dev "
+                               "shrinks fully")
+            raise
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also before Python 3.11 (pytest shows ``__notes__`` there too)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def shrink_limit(seconds: float | None) -> Iterator[bool]:
+    """Within the block, Hypothesis stops shrinking a failure after ``seconds`` (None: its own
+    five minutes). Yields whether shrinking is on at all.
+
+    Hypothesis has no setting for this: it stops after its module constant
+    ``MAX_SHRINKING_SECONDS``, which it lets users monkeypatch; the old value is put back when
+    the block ends. A Hypothesis without it gets no shrinking within a limit at all.
+    """
+    if seconds is None:
+        yield True
+        return
+    try:
+        from hypothesis.internal.conjecture import engine
+    except ImportError:  # pragma: no cover - a Hypothesis that moved its engine
+        engine = None
+    if engine is None or not hasattr(engine, "MAX_SHRINKING_SECONDS"):  # pragma: no cover
+        yield False
+        return
+    before = engine.MAX_SHRINKING_SECONDS
+    engine.MAX_SHRINKING_SECONDS = seconds
+    try:
+        yield True
+    finally:
+        engine.MAX_SHRINKING_SECONDS = before
 
 
 class FakeClock:
@@ -141,12 +253,42 @@ class Migrating(Subject):
     # Updates made in ``off`` after the target held records leave stale target copies, which
     # only ``verify --repair`` brings back in line (a backfill never overwrites).
     target_stale: bool = False
+    reached: set[str] = field(default_factory=set)  # the cycle's steps this store went through
 
 
-def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+# Outcomes of a migration pass that mean a record could not be placed. The machines never give
+# two workspaces one id where the schemas differ in id scope, so a correct schema has none.
+_TROUBLE = ("foreign", "unroutable", "not_a_record", "error")
+_TROUBLE_HINT = (
+    "foreign: a record whose workspace_id is not the workspace its key parses to, or whose "
+    "place on the other side holds another workspace's job; unroutable: no usable workspace; "
+    "not_a_record: scan_pattern found a key that is not a record hash. Each schema's parse_key "
+    "must give back exactly the ids its job_key was given, case and length included"
+)
+
+
+class Divergence(AssertionError):
+    """A store did something other than what the model of the contract says, or a migration
+    step did not do its job. Its message names the step, the store, the operation, what the
+    model expected and what the store did.
+
+    Every check of the machines raises it from one place, so Hypothesis takes every divergence
+    for one failure and reports the shortest run it found, not each follow-on failure apart.
+    """
+
+
+def _outcome(call: Callable[[], Any], *, anything: bool = False) -> tuple[str, Any]:
+    """``("ok", result)`` or ``("raised", error)``: jobstore's errors, or with ``anything``
+    every exception (a store that crashes is a store that differs from the model)."""
     try:
         return "ok", call()
     except JobStoreError as exc:
+        return "raised", exc
+    except Divergence:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported as the store's outcome
+        if not anything:
+            raise
         return "raised", exc
 
 
@@ -174,8 +316,27 @@ def _error_details(exc: Exception) -> tuple:
     return ()
 
 
+_LONG = re.compile(r"[A-Za-z0-9_.\-]{33,}")
+
+
+def _abbreviate(text: str) -> str:
+    """``text`` with every run of id characters longer than 32 cut to its ends and its length:
+    ids go up to 128 characters, and two of a run's ids differ only in their last one. The
+    steps Hypothesis prints keep every value whole."""
+    return _LONG.sub(lambda m: f"{m[0][:12]}…[{len(m[0])} chars]…{m[0][-6:]}", text)
+
+
 def _unique_prefix() -> str:
     return f"jst{uuid.uuid4().hex[:10]}"
+
+
+def _other_id(job_id: str, tag: str) -> str:
+    """An id of one workspace's own for ``job_id`` (``tag`` tells workspaces apart), within
+    ``MAX_ID`` characters: long ids keep a checksum of what was cut."""
+    suffix = f".{tag}"
+    if len(job_id) + len(suffix) > MAX_ID:
+        job_id = f"{job_id[: MAX_ID - len(suffix) - 9]}.{zlib.crc32(job_id.encode()):08x}"
+    return job_id + suffix
 
 
 class _Harness(RuleBasedStateMachine):
@@ -201,6 +362,10 @@ class _Harness(RuleBasedStateMachine):
         self.client = connect(url)
         self.subjects: dict[str, Subject] = {}
         self.model = StoreModel(ids_per_store=False)
+        self.workspaces: tuple[str, ...] = WORKSPACES
+        self.job_ids: tuple[str, ...] = JOB_IDS
+        self.steps = 0
+        self.last_operation = "draw_ids"
 
     def open_store(self, name: str, strategy: str, options: Mapping[str, Any]) -> JobStore:
         # Every store gets a prefix of its own on the one database.
@@ -214,65 +379,102 @@ class _Harness(RuleBasedStateMachine):
         finally:
             self.client.close()
 
+    @initialize(workspaces=workspace_pools(), job_ids=job_id_pools())
+    def draw_ids(self, workspaces, job_ids):
+        """This run's ids: three workspaces and four job ids from the whole alphabet, with case
+        twins and long ids that differ only at the end."""
+        self.workspaces, self.job_ids = tuple(workspaces), tuple(job_ids)
+
     # -- comparing ------------------------------------------------------------------------
 
-    def _apply(self, description: str, model_call: Callable[[], Any],
+    def _step(self, operation: str) -> str:
+        """Count the step and note what it does (Hypothesis prints the notes of a failing run)."""
+        self.steps += 1
+        self.last_operation = operation
+        note(_abbreviate(f"step {self.steps}: {operation}"))
+        return operation
+
+    def _diverged(self, subject: Subject | str, operation: str, expected: str, actual: str,
+                  why: str = "") -> None:
+        """Stop the run: ``subject`` did ``actual`` where the model says ``expected``."""
+        __tracebackhide__ = True  # pytest shows the rule that failed, not the kit's checks
+        name = subject if isinstance(subject, str) else subject.name
+        message = (
+            f"step {self.steps}, store {name}: {operation}\n"
+            f"  the contract (model) {expected}\n"
+            f"  the store {actual}"
+        )
+        if why:
+            message += f"\n  ({why})"
+        short = _abbreviate(message)
+        if short != message:
+            short += "\n  (long ids shortened to their ends; the steps above give them whole)"
+        raise Divergence(short)
+
+    def _apply(self, operation: str, model_call: Callable[[], Any],
                store_call: Callable[[JobStore], Any], check: Callable | None = None) -> tuple[str, Any]:
         """Run ``model_call`` once and ``store_call`` on every subject; outcomes must agree."""
-        note(description)
+        __tracebackhide__ = True
+        self._step(operation)
         expected = _outcome(model_call)
         for subject in self.subjects.values():
-            actual = _outcome(lambda: store_call(subject.store))
-            self._same(subject, description, expected, actual, check)
+            actual = _outcome(lambda: store_call(subject.store), anything=True)
+            self._same(subject, operation, expected, actual, check)
         return expected
 
-    def _same(self, subject: Subject, description: str, expected, actual, check=None) -> None:
-        where = f"{subject.name}: {description}"
+    def _same(self, subject: Subject, operation: str, expected, actual, check=None) -> None:
+        __tracebackhide__ = True
         (kind, want), (got_kind, got) = expected, actual
         if kind != got_kind or (kind == "raised" and type(want) is not type(got)):
-            raise AssertionError(
-                f"{where}\n  the contract (model) {_describe(expected)}\n  the store {_describe(actual)}"
-            )
+            self._diverged(subject, operation, _describe(expected), _describe(actual))
         if kind == "raised":
-            assert _error_details(want) == _error_details(got), (
-                f"{where}: error details differ: model {_error_details(want)!r}, "
-                f"store {_error_details(got)!r}"
-            )
+            if _error_details(want) != _error_details(got):
+                self._diverged(subject, operation, _describe(expected), _describe(actual),
+                               f"the errors' details differ: the model's {_error_details(want)!r}, "
+                               f"the store's {_error_details(got)!r}")
             if isinstance(got, JobExists):
                 for job in got.created:
-                    self._created(subject, job)
+                    self._created(subject, job, operation)
             return
         if check is not None:
-            check(subject, want, got, where)
+            check(subject, want, got, operation)
             return
-        assert _views(want) == _views(got), (
-            f"{where}\n  the contract (model) {_describe(expected)}\n  the store {_describe(actual)}"
-        )
+        if _views(want) != _views(got):
+            self._diverged(subject, operation, _describe(expected), _describe(actual))
         for job in got if isinstance(got, list) else [got]:
             if isinstance(job, Job):
-                self._created_at_kept(subject, job, where)
+                self._created_at_kept(subject, job, operation)
 
-    def _created(self, subject: Subject, job: Job) -> None:
-        assert job.created_at == job.updated_at > 0, f"{subject.name}: new job's times {job!r}"
+    def _created(self, subject: Subject, job: Job, operation: str) -> None:
+        __tracebackhide__ = True
+        if not job.created_at == job.updated_at > 0:
+            self._diverged(subject, operation, "gives a new job created_at == updated_at > 0",
+                           f"returned {job_view(job)!r} with created_at={job.created_at!r}, "
+                           f"updated_at={job.updated_at!r}")
         subject.created[(job.workspace_id, job.job_id)] = job.created_at
 
-    def _created_at_kept(self, subject: Subject, job: Job, where: str) -> None:
+    def _created_at_kept(self, subject: Subject, job: Job, operation: str) -> None:
+        __tracebackhide__ = True
         known = subject.created.get((job.workspace_id, job.job_id))
-        assert known is None or job.created_at == known, (
-            f"{where}: created_at changed from {known!r} to {job.created_at!r}"
-        )
+        if known is not None and job.created_at != known:
+            self._diverged(subject, operation, f"keeps the job's created_at {known!r}",
+                           f"returned {job_view(job)!r} with created_at {job.created_at!r}")
 
-    def _check_listing(self, subject: Subject, want: list[ModelJob], got: list[Job], where: str,
+    def _check_listing(self, subject: Subject, want: list[ModelJob], got: list[Job], operation: str,
                        every: list[ModelJob], limit: int) -> None:
         """Newest first by the creation time the store gave each job; ties in any order."""
+        __tracebackhide__ = True
         by_time: dict[float, list] = {}
         for job in every:
             by_time.setdefault(subject.created.get(job.key, 0.0), []).append(job_view(job))
         groups = [Counter(by_time[t]) for t in sorted(by_time, reverse=True)]
+        if not isinstance(got, list) or not all(isinstance(j, Job) for j in got):
+            self._diverged(subject, operation, f"returned {[job_view(j) for j in want]!r}",
+                           f"returned {got!r}", "not a list of jobs")
         views = [job_view(j) for j in got]
         problem = None
         if len(views) != min(limit, len(every)):
-            problem = f"{len(views)} jobs, expected {min(limit, len(every))}"
+            problem = f"{len(views)} jobs where the model has {min(limit, len(every))}"
         else:
             position = 0
             for group in groups:
@@ -280,16 +482,14 @@ class _Harness(RuleBasedStateMachine):
                 if not taken:
                     break
                 if not taken <= group:
-                    problem = f"position {position}: {dict(taken)} is not among {dict(group)}"
+                    problem = f"at position {position}: {dict(taken)} is not among {dict(group)}"
                     break
                 position += sum(taken.values())
         if problem:
-            raise AssertionError(
-                f"{where}: {problem}\n  the contract (model) {[job_view(j) for j in want]!r}"
-                f"\n  the store returned {views!r}"
-            )
+            self._diverged(subject, operation, f"returned {[job_view(j) for j in want]!r}",
+                           f"returned {views!r}", problem)
         for job in got:
-            self._created_at_kept(subject, job, where)
+            self._created_at_kept(subject, job, operation)
 
     # -- steering -------------------------------------------------------------------------
 
@@ -311,7 +511,8 @@ class _Harness(RuleBasedStateMachine):
         if job_id is None:
             return f"g{self.model._seq + 1}"
         if not self.cross_workspace_ids and self.model.holders(job_id) - {workspace_id}:
-            return f"{job_id}.{workspace_id}"
+            tag = str(self.workspaces.index(workspace_id)) if workspace_id in self.workspaces else "x"
+            return _other_id(job_id, tag)
         return job_id
 
     def _job_keys(self) -> list[tuple[str, str]]:
@@ -330,12 +531,7 @@ class _Harness(RuleBasedStateMachine):
     @rule(ws=workspaces, action=actions, params=params_values, job_id=st.none() | pool_ids)
     def enqueue(self, ws, action, params, job_id):
         if job_id is None and self.generated_ids and len(self.subjects) == 1:
-            (subject,) = self.subjects.values()
-            note(f"enqueue({ws!r}, {action!r}, {params!r})  # generated id")
-            job = subject.store.enqueue(ws, action, params)
-            assert re.fullmatch(r"[0-9a-f]{32}", job.job_id), f"generated id {job.job_id!r}"
-            assert job_view(job) == job_view(self.model.enqueue(ws, action, params, job.job_id))
-            self._created(subject, job)
+            self._enqueue_generated(ws, action, params)
             return
         job_id = self._job_id_for(ws, job_id)
         why = self._skip_enqueue(ws, job_id)
@@ -349,10 +545,22 @@ class _Harness(RuleBasedStateMachine):
             check=self._check_enqueued,
         )
 
-    def _check_enqueued(self, subject, want, got, where):
-        assert job_view(want) == job_view(got), f"{where}: model {job_view(want)!r}, store {job_view(got)!r}"
-        assert got.status is JobStatus.PENDING
-        self._created(subject, got)
+    def _enqueue_generated(self, ws, action, params) -> None:
+        """Without a job id: the store makes one (a uuid4 hex), and the model takes it."""
+        __tracebackhide__ = True
+        (subject,) = self.subjects.values()
+        operation = self._step(f"enqueue({ws!r}, {action!r}, {params!r})  # the store makes the id")
+        kind, job = _outcome(lambda: subject.store.enqueue(ws, action, params), anything=True)
+        if kind == "raised" or not isinstance(job, Job) or not re.fullmatch(r"[0-9a-f]{32}", job.job_id):
+            self._diverged(subject, operation, "returns a new pending job with a uuid4 hex id",
+                           _describe((kind, job)))
+        self._check_enqueued(subject, self.model.enqueue(ws, action, params, job.job_id), job, operation)
+
+    def _check_enqueued(self, subject, want, got, operation):
+        __tracebackhide__ = True
+        if not isinstance(got, Job) or job_view(want) != job_view(got) or got.status is not JobStatus.PENDING:
+            self._diverged(subject, operation, f"returned {job_view(want)!r}", _describe(("ok", got)))
+        self._created(subject, got, operation)
 
     @rule(items=st.lists(st.tuples(workspaces, actions, params_values, pool_ids), min_size=1,
                          max_size=4, unique_by=lambda item: item[3]),
@@ -377,12 +585,13 @@ class _Harness(RuleBasedStateMachine):
             check=self._check_batch,
         )
 
-    def _check_batch(self, subject, want, got, where):
-        assert [job_view(j) for j in want] == [job_view(j) for j in got], (
-            f"{where}: model {[job_view(j) for j in want]!r}, store {[job_view(j) for j in got]!r}"
-        )
+    def _check_batch(self, subject, want, got, operation):
+        __tracebackhide__ = True
+        if not isinstance(got, list) or not all(isinstance(j, Job) for j in got) or (
+                [job_view(j) for j in want] != [job_view(j) for j in got]):
+            self._diverged(subject, operation, _describe(("ok", want)), _describe(("ok", got)))
         for job in got:
-            self._created(subject, job)
+            self._created(subject, job, operation)
 
     @rule(ws=workspaces, job_id=pool_ids)
     def get(self, ws, job_id):
@@ -394,8 +603,8 @@ class _Harness(RuleBasedStateMachine):
     @rule(data=st.data(), as_owner=st.booleans())
     def get_existing(self, data, as_owner):
         ws, job_id = data.draw(st.sampled_from(self._job_keys()), label="job")
-        if not as_owner:
-            ws = data.draw(st.sampled_from([w for w in WORKSPACES if w != ws]), label="reader")
+        if not as_owner:  # the case twin of the owner's workspace among them
+            ws = data.draw(st.sampled_from([w for w in self.workspaces if w != ws]), label="reader")
         self.get(ws, job_id)
 
     @precondition(lambda self: any(not j.status.is_terminal for j in self.model.jobs.values()))
@@ -432,8 +641,8 @@ class _Harness(RuleBasedStateMachine):
             f"list({ws!r}, status={status and status.value!r}, limit={limit})",
             lambda: self.model.list(ws, status, limit),
             lambda store: store.list(ws, status=status, limit=limit),
-            check=lambda subject, want, got, where: self._check_listing(
-                subject, want, got, where, every, limit),
+            check=lambda subject, want, got, operation: self._check_listing(
+                subject, want, got, operation, every, limit),
         )
 
     @rule()
@@ -458,12 +667,21 @@ class _Harness(RuleBasedStateMachine):
 
     @invariant()
     def every_workspace_reads_as_modelled(self):
-        for ws in WORKSPACES:
+        """After every step, every workspace lists exactly the model's jobs: a step that left a
+        store's records differing from the model stops the run at that step."""
+        for subject in self.subjects.values():
+            self._reads_as_modelled(subject, f"step {self.steps}, {self.last_operation}")
+
+    def _reads_as_modelled(self, subject: Subject, after: str) -> None:
+        """Every workspace of ``subject`` lists exactly the model's jobs, after ``after``."""
+        __tracebackhide__ = True
+        for ws in self.workspaces:
             every = self.model.ordered(ws)
-            for subject in self.subjects.values():
-                got = subject.store.list(ws)
-                self._check_listing(subject, every, got, f"{subject.name}: list({ws!r}) after the step",
-                                    every, 100)
+            operation = f"list({ws!r}) after {after}"
+            kind, got = _outcome(lambda: subject.store.list(ws), anything=True)
+            if kind == "raised":
+                self._diverged(subject, operation, _describe(("ok", every)), _describe((kind, got)))
+            self._check_listing(subject, every, got, operation, every, 100)
 
 
 class StoreMachine(_Harness):
@@ -497,7 +715,9 @@ class MultiStrategyMachine(_Harness):
     name in ``schemas`` alone, ``dual`` (``legacy`` -> ``workspace``) pinned in each phase, and
     one ``dual`` store per ``(source, target)`` in ``migrations`` whose phase is moved through
     :data:`MIGRATION_CYCLE` by a :class:`Migration` with a :class:`FakeClock` (default: legacy ->
-    workspace, and legacy -> schema and schema -> workspace for every extra schema).
+    workspace, and legacy -> schema and schema -> workspace for every extra schema: the schema
+    as the migration's target and as its source, each backfilled, verified, cleaned up and
+    reverse-synced while the operations run).
 
     A job's layout and the phase decide nothing a reader can see, with one exception the
     contract makes: ``legacy`` holds one job per id, ``workspace`` one per workspace. So this
@@ -546,10 +766,29 @@ class MultiStrategyMachine(_Harness):
         subject.store = JobStore(self.client, "dual", prefix=subject.prefix,
                                  source=subject.source, target=subject.target)
 
+    def _misplaced(self, migration: Migration) -> str:
+        """Why a pass could not place a record: the first record whose key parses to other ids
+        than the record holds, or the hint."""
+        for schema in (migration.source, migration.target):
+            for key in self.client.scan_iter(match=schema.scan_pattern(), count=1000):
+                parsed = schema.parse_key(key)
+                if parsed is None:
+                    continue
+                kind, record = _outcome(lambda: self.client.hgetall(key), anything=True)
+                if kind == "raised":
+                    return f"scan_pattern {schema.scan_pattern()!r} finds {key!r}, not a record hash"
+                held = (record.get("workspace_id"), record.get("job_id"))
+                if parsed[1] != held[1] or parsed[0] not in (None, held[0]):
+                    return (f"schema {schema.name!r}: parse_key({key!r}) gives {parsed!r}, but the "
+                            f"record there is workspace_id={held[0]!r}, job_id={held[1]!r}: "
+                            "parse_key must give back exactly the ids job_key was given")
+        return _TROUBLE_HINT
+
     @precondition(lambda self: any(isinstance(s, Migrating) for s in self.subjects.values()))
     @rule(steps=st.integers(1, 6))
     def migrate(self, steps):
         """Move every migrating store ``steps`` steps further along the migration cycle."""
+        self._step(f"migrate({steps})")
         for _ in range(steps):
             for subject in self.subjects.values():
                 if isinstance(subject, Migrating):
@@ -557,47 +796,59 @@ class MultiStrategyMachine(_Harness):
 
     def _migration_step(self, subject: Migrating) -> None:
         step = MIGRATION_CYCLE[subject.step % len(MIGRATION_CYCLE)]
+        operation = f"migration step {step!r} (in phase {subject.phase})"
+        note(f"{subject.name}: {operation}")
+        kind, done = _outcome(lambda: self._run_migration_step(subject, step, operation), anything=True)
+        if kind == "raised":
+            self._diverged(subject, operation, "completes the step", _describe((kind, done)))
+        subject.step += 1
+        if subject.step % len(MIGRATION_CYCLE) == 0:
+            subject.laps += 1
+        subject.reached.add(step)
+        # Each step on its own: a step that loses a job stops the run there, not after the rule.
+        self._reads_as_modelled(subject, f"step {self.steps}, {operation}")
+
+    def _run_migration_step(self, subject: Migrating, step: str, operation: str) -> None:
         migration = subject.migration
-        note(f"{subject.name}: migration step {step!r} (phase {subject.phase})")
+
+        def finished(report) -> None:
+            """A pass that went through every record and placed each one."""
+            trouble = {k: n for k, n in report.counts.items() if k in _TROUBLE and n}
+            if not report.finished or trouble:
+                self._diverged(subject, operation, "finishes and places every record",
+                               f"gave {report.as_dict()}",
+                               self._misplaced(migration) if trouble else "")
+
         if step in PHASES:
             migration.set_phase(step)
             subject.phase = step
             self._reopen(subject)
-            subject.store.get(JOB_IDS[0], workspace_id=WORKSPACES[0])  # reads the phase
-            assert subject.store.strategy.phase.value == step, (
-                f"{subject.name}: a store opened after the switch runs in "
-                f"{subject.store.strategy.phase.value}, not {step}"
-            )
+            subject.store.get(self.job_ids[0], workspace_id=self.workspaces[0])  # reads the phase
+            if subject.store.strategy.phase.value != step:
+                self._diverged(subject, operation, f"opens stores in phase {step}",
+                               f"opened one in phase {subject.store.strategy.phase.value}")
         elif step == "backfill":
-            report = migration.backfill()
-            assert report.finished, report.as_dict()
+            finished(migration.backfill())
         elif step == "verify":
             report = migration.verify()
             if not report.clean:
-                assert subject.target_stale, (
-                    f"{subject.name}: verify after backfill is not clean: {report.as_dict()}"
-                )
+                if not subject.target_stale:
+                    self._diverged(subject, operation, "finds the copies clean after a backfill",
+                                   f"reported {report.as_dict()}")
                 note(f"{subject.name}: stale target copies after the rollback to off; repairing")
                 migration.verify(repair=True)
                 report = migration.verify()
-                assert report.clean, f"{subject.name}: not clean after repair: {report.as_dict()}"
+                if not report.clean:
+                    self._diverged(subject, operation, "finds the copies clean after a repair",
+                                   f"reported {report.as_dict()}")
             subject.target_stale = False
         elif step == "cleanup":
-            report = migration.cleanup()
-            assert report.finished, report.as_dict()
+            finished(migration.cleanup())
         elif step == "reverse-sync":
             back = "read-target" if subject.phase == "target-only" else "dual-write"
-            try:
-                migration.set_phase(back, wait=False)
-            except MigrationRefused:
-                pass
-            else:
-                raise AssertionError(f"{subject.name}: {subject.phase} -> {back} before a reverse sync was allowed")
-            report = migration.reverse_sync()
-            assert report.finished, report.as_dict()
-            assert not report.counts.get("foreign"), (
-                f"{subject.name}: reverse sync could not place records: {report.as_dict()}"
-            )
-        subject.step += 1
-        if subject.step % len(MIGRATION_CYCLE) == 0:
-            subject.laps += 1
+            refused = _outcome(lambda: migration.set_phase(back, wait=False))
+            if refused[0] == "ok" or not isinstance(refused[1], MigrationRefused):
+                self._diverged(subject, operation,
+                               f"refuses {subject.phase} -> {back} before a reverse sync",
+                               _describe(refused))
+            finished(migration.reverse_sync())
