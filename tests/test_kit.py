@@ -14,14 +14,14 @@ import time
 import uuid
 
 import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, given, settings, strategies as st
 
 import jobstore
 from jobstore import hookspecs, plugins
 from jobstore.testing import Divergence, MultiStrategyMachine, SchemaConformance, StoreMachine, run_machine
 from jobstore.testing import profiles
 from jobstore.testing.profiles import profile
-from jobstore.testing.stateful import job_id_pools, workspace_pools
+from jobstore.testing.stateful import MIGRATION_CYCLE, Migrating, job_id_pools, workspace_pools
 from jobstore.validation import IDENTIFIER
 from tests.test_plugins import extra_plugin, make_plugin  # noqa: F401 - the fixture
 from tests.test_schema_checks import Buckets, FoldsCase, IgnoresWorkspace, TooWide, Truncates, Unstable
@@ -208,6 +208,35 @@ def test_the_machines_draw_ids_from_the_whole_alphabet(workspaces, job_ids):
         assert pool[0] != pool[1] and pool[0].lower() == pool[1].lower(), pool
     long_a, long_b = job_ids[2:]
     assert len(long_a) == len(long_b) == 128 and long_a[:-1] == long_b[:-1], job_ids
+
+
+@pytest.fixture
+def buckets(extra_plugin):
+    extra_plugin(make_plugin(Buckets), "buckets-plugin")
+
+
+@pytest.mark.usefixtures("buckets")
+@settings(max_examples=1, database=None, deadline=None)
+@given(st.none())
+def test_the_machine_migrates_to_and_from_the_schema_under_test(_):
+    """Given a schema, MultiStrategyMachine migrates legacy -> it and it -> workspace through the
+    whole cycle (backfill, verify, cleanup, reverse sync and back), jobs read alike throughout."""
+    machine = MultiStrategyMachine(f"memory://kit-{uuid.uuid4().hex}", ("buckets",))
+    try:
+        machine.draw_ids(("Acme", "aCME", "w" * 128), ("j", "J", "x" * 127 + "a", "x" * 127 + "b"))
+        for n, ws in enumerate(machine.workspaces):
+            machine.enqueue(ws, "a", {"n": n}, machine.job_ids[n])
+        machine.dequeue()
+        for _ in MIGRATION_CYCLE:
+            machine.migrate(1)
+            machine.every_workspace_reads_as_modelled()
+        migrating = {f"{s.source}->{s.target}": s for s in machine.subjects.values()
+                     if isinstance(s, Migrating)}
+        assert {"legacy->buckets", "buckets->workspace"} <= set(migrating)
+        for subject in migrating.values():
+            assert subject.reached == set(MIGRATION_CYCLE) and subject.laps == 1, subject.name
+    finally:
+        machine.teardown()
 
 
 def test_the_ci_profile_bounds_the_shrinking_and_says_so(unchecked_schemas, monkeypatch):

@@ -35,7 +35,7 @@ import uuid
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, NoReturn
 
 from hypothesis import HealthCheck, Phase as HypothesisPhase, note, settings as Settings, strategies as st
 from hypothesis.stateful import (
@@ -394,13 +394,12 @@ class _Harness(RuleBasedStateMachine):
         note(_abbreviate(f"step {self.steps}: {operation}"))
         return operation
 
-    def _diverged(self, subject: Subject | str, operation: str, expected: str, actual: str,
-                  why: str = "") -> None:
+    def _diverged(self, subject: Subject, operation: str, expected: str, actual: str,
+                  why: str = "") -> NoReturn:
         """Stop the run: ``subject`` did ``actual`` where the model says ``expected``."""
         __tracebackhide__ = True  # pytest shows the rule that failed, not the kit's checks
-        name = subject if isinstance(subject, str) else subject.name
         message = (
-            f"step {self.steps}, store {name}: {operation}\n"
+            f"step {self.steps}, store {subject.name}: {operation}\n"
             f"  the contract (model) {expected}\n"
             f"  the store {actual}"
         )
