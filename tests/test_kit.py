@@ -1,8 +1,10 @@
 """The conformance kit as a plugin author meets it: a pytest run in a fresh project directory.
 
-Each test writes a conftest and a test file the way docs/testing.md tells a plugin author to,
-runs pytest on them in a subprocess (the ``pytest11`` plugin loads from jobstore's entry point,
-as in the author's own CI) and reads the outcome.
+Most tests write a conftest and a test file the way docs/testing.md tells a plugin author to,
+run pytest on them in a subprocess (the ``pytest11`` plugin loads from jobstore's entry point,
+as in the author's own CI) and read the outcome. The others run the kit's machines in-process
+on schemas that jobstore's registration checks would refuse (switched off for them): each must
+stop at its first divergence from the model, with a message that names it.
 """
 
 from __future__ import annotations
