@@ -27,7 +27,7 @@ from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExi
 from .job import Job, JobStatus, count, parse_time, record_problem
 from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script, now,
                   queue_entry, update_outcome)
-from .scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, EXPIRED, LEASE_CLAIM,
+from .scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, LEASE_CLAIM,
                       LEASE_LIST, MIRROR, PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
 from .steps import Batch, Call, Command, Script
 
@@ -368,14 +368,17 @@ def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) ->
     queue, claim, leases = ctx.keys.queue, ctx.keys.claim(token), ctx.keys.leases
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        # Jobs whose lease ran out first (and claim lists of dequeues that died, put back).
-        (expired,) = yield Batch((Script(EXPIRED, (leases, queue), (ctx.dequeue_scan,)),))
-        for member, overdue_ms in zip(expired[::2], expired[1::2]):
+        # One step: the oldest entry into this call's claim list, and the leases that ran out
+        # (claim lists of dequeues that died go back to the queue there).
+        (taken,) = yield Batch((Script(TAKE, (queue, claim, leases),
+                                       (int(ctx.list_grace * 1000), ctx.dequeue_scan)),))
+        moved, expired = taken[0], taken[1:]
+        for member, overdue_ms in zip(expired[::2], expired[1::2]):  # older than any entry
             job = yield from _take_over(ctx, token, member, int(overdue_ms), lease_ms)
             if job is not None:
+                if moved is not None:  # back to the queue's oldest end, for the next dequeue
+                    yield Batch((Script(RETURN_CLAIMS, (claim, queue, leases), ()),))
                 return job
-        (moved,) = yield Batch((Script(TAKE, (queue, claim, leases),
-                                       (int(ctx.list_grace * 1000),)),))
         if moved is None:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

@@ -619,13 +619,35 @@ return 1
 TAKE = Lua(
     "take",
     LEASE + r"""
--- KEYS[1] queue   KEYS[2] claim list   KEYS[3] leases   ARGV[1] how long it may stay (ms)
--- returns the entry moved | false (the queue is empty)
+-- KEYS[1] queue   KEYS[2] claim list   KEYS[3] leases
+-- ARGV[1] how long the claim list may stay (ms)   ARGV[2] most expired leases to look at
+-- returns {entry moved or false (the queue is empty), then each expired claim
+--          ('<token>:<entry>', oldest first) and how long ago its lease ran out (ms)}
+-- One step for a dequeue: the leases that ran out (claim lists of dequeues that died go back to
+-- the queue here; the jobs of expired claims sit in other slots, the caller takes them over),
+-- and the oldest entry into this call's claim list, leased like any claim list.
+local now = now_ms()
+local out = {false}
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2] or '0'))
+for _, member in ipairs(expired) do
+  if string.sub(member, 1, 5) == 'list:' then
+    local list = string.sub(member, 6)
+    local rest = redis.call('LRANGE', list, 0, -1)
+    if #rest > 0 then redis.call('RPUSH', KEYS[1], unpack(rest)) end
+    redis.call('DEL', list)
+    redis.call('ZREM', KEYS[3], member)
+  else
+    out[#out + 1] = member
+    out[#out + 1] = tostring(now - tonumber(redis.call('ZSCORE', KEYS[3], member)))
+  end
+end
 local entry = redis.call('RPOP', KEYS[1])
-if not entry then return false end
-redis.call('LPUSH', KEYS[2], entry)
-redis.call('ZADD', KEYS[3], now_ms() + tonumber(ARGV[1]), 'list:' .. KEYS[2])
-return entry
+if entry then
+  redis.call('LPUSH', KEYS[2], entry)
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), 'list:' .. KEYS[2])
+  out[1] = entry
+end
+return out
 """,
 )
 
@@ -678,33 +700,6 @@ return {'won'}
 """,
 )
 
-
-# Redis Cluster: the leases that ran out (the jobs' records sit in other slots: the caller
-# takes each one over, or drops it); claim lists of dequeues that never finished go back here.
-EXPIRED = Lua(
-    "expired",
-    LEASE + r"""
--- KEYS[1] leases   KEYS[2] queue   ARGV[1] most leases to return
--- returns the expired claims ('<token>:<entry>'), oldest first, each followed by how long ago
--- its lease ran out (ms)
-local out = {}
-local now = now_ms()
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-for _, member in ipairs(expired) do
-  if string.sub(member, 1, 5) == 'list:' then
-    local list = string.sub(member, 6)
-    local rest = redis.call('LRANGE', list, 0, -1)
-    if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
-    redis.call('DEL', list)
-    redis.call('ZREM', KEYS[1], member)
-  else
-    out[#out + 1] = member
-    out[#out + 1] = tostring(now - tonumber(redis.call('ZSCORE', KEYS[1], member)))
-  end
-end
-return out
-""",
-)
 
 SYNC_RECORD = Lua(
     "sync_record",
@@ -986,6 +981,6 @@ return out
 )
 
 ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, LEAVE_LEGACY_QUEUE, ARBITRATE, LEASE_LIST, TAKE,
-       EXTEND, LEASE_CLAIM, EXPIRED, SYNC_RECORD, CLEANUP_RECORD, SET_STATE, CREATE_RECORD,
+       EXTEND, LEASE_CLAIM, SYNC_RECORD, CLEANUP_RECORD, SET_STATE, CREATE_RECORD,
        PUSH_ONCE, DELETE_RECORD, MIRROR, RETURN_CLAIMS, BURY, COPY_IF_ABSENT, WRITE_IF_UNCHANGED,
        READ_RECORDS)
