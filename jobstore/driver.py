@@ -52,6 +52,9 @@ class SyncDriver:
         self.label = label
         self.events = events
         self.cluster = is_cluster(client)
+        # A client that decodes replies itself (jobstore.open's do) needs no second pass over
+        # every reply; one given by the caller may hand back bytes.
+        self._text = _text if not _decodes(client) else _same
         self._scripts = {lua.name: client.register_script(lua.source) for lua in ALL_SCRIPTS}
 
     def run(self, op: Op[T]) -> T:
@@ -171,7 +174,7 @@ class SyncDriver:
 
     def _send(self, calls: tuple[Any, ...], tolerate: bool = False) -> list[Any]:
         if len(calls) == 1 and not tolerate:
-            return [_text(self._one(calls[0]))]
+            return [self._text(self._one(calls[0]))]
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             for call in calls:
@@ -190,7 +193,7 @@ class SyncDriver:
             for reply in replies:
                 if isinstance(reply, Exception) and not (tolerate and _one_commands_fault(reply)):
                     raise reply
-            return [_text(r) for r in replies]
+            return [self._text(r) for r in replies]
         raise AssertionError("unreachable")
 
     def _one(self, call: Call) -> Any:
@@ -208,6 +211,19 @@ class SyncDriver:
     def _load_scripts(self) -> None:
         for script in self._scripts.values():
             script.sha = self.client.script_load(script.script)
+
+
+def _decodes(client: Any) -> bool:
+    """Whether every reply of ``client`` comes back as str already (``decode_responses``)."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:  # RedisCluster: the settings every node connection is made with
+        pool = getattr(client, "nodes_manager", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    return bool(kwargs and kwargs.get("decode_responses"))
+
+
+def _same(reply: Any) -> Any:
+    return reply
 
 
 def _text(reply: Any) -> Any:

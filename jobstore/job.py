@@ -119,6 +119,11 @@ class Job:
         problem = record_problem(data)
         if problem is not None:
             raise CorruptRecord(key, *problem)
+        return cls._from_checked(data)
+
+    @classmethod
+    def _from_checked(cls, data: Mapping[str, str]) -> Job:
+        """:meth:`from_hash` of a hash :func:`record_problem` has accepted already."""
         params = data.get("params") or ""
         result = data.get("result") or ""
         return cls(
@@ -169,6 +174,11 @@ def parse_time(value: str | None) -> float | None:
     is not one."""
     if not value:
         return None
+    if value.isascii() and value[0].isdigit() and (
+            value.isdigit() or (value.count(".") == 1 and value.replace(".", "").isdigit())):
+        # The common case, as jobstore writes it (1732816496.123456): _TIME accepts it too.
+        number = float(value)
+        return number if math.isfinite(number) else None
     if _TIME.fullmatch(value):
         number = float(value)
         return number if math.isfinite(number) else None

@@ -71,6 +71,12 @@ class StoreKeys:
         suffix = f":{stamp}" if stamp else ""
         return f"{self.prefix}:claimed:{{{workspace_id}}}:{job_id}{suffix}"
 
+    def gone(self, workspace_id: str, job_id: str) -> str:
+        """Standalone: a deleted job's tombstone, for the op-marker ttl: the tokens of the
+        calls that created and deleted its records (the index's slot). Record keys always
+        start with the prefix, so this never looks like a :meth:`tomb` of a record."""
+        return f"{self.prefix}:tomb:{{{workspace_id}}}:{job_id}"
+
     def tomb(self, record_key: str) -> str:
         """Redis Cluster only: a deleted record's tombstone, in the record's slot, so that a
         copy running beside the delete cannot bring the record back."""

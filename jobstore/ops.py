@@ -10,8 +10,9 @@ needs a second copy. Arguments are validated by the caller before an operation s
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
+from base64 import urlsafe_b64encode
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from .job import Job, JobStatus, format_time, record_problem, statuses_allowed_b
 from .layout import CARRIED, StoreKeys
 from .schema import WORKSPACE_MARK, KeySchema
 from .events import Events
+from .rules import OP
 from .scripts import (DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, LEAVE_LEGACY_QUEUE,
                       UPDATE_STATUS, Lua)
 from .steps import Batch, Command, Refresh, Script, Step
@@ -63,7 +65,8 @@ class Context:
     # lives in another slot; stores follow a switch by time alone, within a second).
     cluster: bool = False
     clock: Callable[[], float] = time.time
-    new_token: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
+    # A call's token (op markers, claims, a record's OP): 72 random bits in 12 characters.
+    new_token: Callable[[], str] = field(default=lambda: urlsafe_b64encode(os.urandom(9)).decode())
     events: Events = field(default_factory=Events)
 
 
@@ -106,7 +109,7 @@ def decode(ctx: Context, operation: str, key: str | None, record: dict[str, str]
     problem = record_problem(record)
     if problem is not None:
         raise corrupt(ctx, operation, key, *problem)
-    return Job.from_hash(record, key)
+    return Job._from_checked(record)
 
 
 def fenced_script(ctx: Context, lua: Lua, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
@@ -125,7 +128,7 @@ def stale(reply: Any) -> bool:
 # -- writes ----------------------------------------------------------------------------------
 
 
-def enqueue_script(ctx: Context, job: Job, fields: dict[str, str], marker: str) -> Script:
+def enqueue_script(ctx: Context, job: Job, fields: dict[str, str]) -> Script:
     routing = ctx.strategy.routing(job.workspace_id)
     writes = [s.job_key(job.workspace_id, job.job_id) for s in routing.writes]
     checks = [
@@ -138,8 +141,9 @@ def enqueue_script(ctx: Context, job: Job, fields: dict[str, str], marker: str) 
     return fenced_script(
         ctx,
         ENQUEUE,
-        (marker, ctx.keys.index(job.workspace_id), ctx.keys.queue, *writes, *checks, *legacy),
-        (len(writes), ctx.marker_ttl, job.job_id, repr(job.created_at),
+        (ctx.keys.gone(job.workspace_id, job.job_id), ctx.keys.index(job.workspace_id),
+         ctx.keys.queue, *writes, *checks, *legacy),
+        (len(writes), fields[OP], job.job_id, repr(job.created_at),
          queue_entry(ctx, job.workspace_id, job.job_id, fields["created_at"]),
          "1" if legacy else "", *flat),
     )
@@ -169,8 +173,8 @@ def enqueue_outcome(job: Job, reply: list[Any]) -> Job | None:
 
 
 def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op[Job]:
-    marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(job.workspace_id))
-    while stale(reply := (yield Batch((enqueue_script(ctx, job, fields, marker),)))[0]):
+    # fields carry the call's token (OP): the record names the call that created it.
+    while stale(reply := (yield Batch((enqueue_script(ctx, job, fields),)))[0]):
         yield Refresh()
     result = enqueue_outcome(job, reply)
     if result is None:
@@ -179,13 +183,12 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op[Job]:
 
 
 def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[list[Job]]:
-    markers = [ctx.keys.op(ctx.new_token(), near=ctx.keys.index(job.workspace_id)) for job, _ in jobs]
     replies: list[Any] = [None] * len(jobs)
     todo = list(range(len(jobs)))
     while todo:
         # A job Redis refuses (OOM, a key in the way) is that job's failure: its script wrote
         # nothing, and the rest of the batch goes on.
-        sent = yield Batch(tuple(enqueue_script(ctx, *jobs[i], markers[i]) for i in todo),
+        sent = yield Batch(tuple(enqueue_script(ctx, *jobs[i]) for i in todo),
                            tolerate_errors=True)
         for i, reply in zip(todo, sent):
             replies[i] = reply
@@ -262,13 +265,14 @@ def update_outcome(ctx: Context, reply: list[Any], job_id: str, workspace_id: st
 
 
 def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:
-    marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
+    token = ctx.new_token()
     while True:
         routing = ctx.strategy.routing(workspace_id)
         (reply,) = yield Batch((fenced_script(
             ctx, DELETE,
-            (marker, ctx.keys.index(workspace_id), *_keys(routing.known, workspace_id, job_id)),
-            (workspace_id, ctx.marker_ttl, job_id),
+            (ctx.keys.gone(workspace_id, job_id), ctx.keys.index(workspace_id),
+             *_keys(routing.known, workspace_id, job_id)),
+            (workspace_id, ctx.marker_ttl, job_id, token),
         ),))
         if not stale(reply):
             return bool(reply)

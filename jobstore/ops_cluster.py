@@ -25,6 +25,7 @@ from .dead_letters import DeadLetter, entry_problem, printable
 from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
                      LeaseLost)
 from .job import Job, JobStatus, count, parse_time, record_problem
+from .rules import OP
 from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script, now,
                   queue_entry, update_outcome)
 from .scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, LEASE_CLAIM,
@@ -101,8 +102,9 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
             if position < len(schemas):
                 key = schemas[position].job_key(job.workspace_id, job.job_id)
                 flat = [part for item in fields.items() for part in item]
-                calls.append(Script(CREATE_RECORD, (_marker(ctx, token, key), key, ctx.keys.tomb(key)),
-                                    (ctx.marker_ttl, *flat)))
+                calls.append(Script(CREATE_RECORD, (key, ctx.keys.tomb(key)),
+                                    (fields[OP], f"{job.workspace_id}:{fields['created_at']}",
+                                     *flat)))
                 subjects.append((job, fields))
         # A job Redis refuses (OOM, a key in the way) fails alone; the batch goes on. (A job
         # that fails after its first record is completed by enqueueing it again, same job_id.)
@@ -131,20 +133,26 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
                 kept = [(job, fields) for job, fields in kept if job.job_id not in done]
             todo = kept
         todo = [(job, fields) for job, fields in todo if job.job_id not in failed]
+    pushed: list[str] = []  # the push step's markers: dropped once the step has its answers
     for step in ("push", "index"):
         if not todo:
             break
         if step == "push":
+            pushed = [ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue) for job, _ in todo]
             calls = list(
-                Script(PUSH_ONCE, (ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue), ctx.keys.queue),
+                Script(PUSH_ONCE, (marker, ctx.keys.queue),
                        (ctx.marker_ttl, queue_entry(ctx, job.workspace_id, job.job_id,
                                                     fields["created_at"])))
-                for job, fields in todo)
+                for marker, (job, fields) in zip(pushed, todo))
         else:  # last: the index marks the enqueue finished (see _same_job)
             calls = list(
                 Command(("ZADD", ctx.keys.index(job.workspace_id), "NX",
                          repr(parse_time(fields["created_at"]) or 0.0), job.job_id))
                 for job, fields in todo)
+            # No push is re-sent once its reply came: its marker goes in this same round trip
+            # (a marker left by a crash before it expires after the marker ttl).
+            # (Every push marker is in the queue's slot: one UNLINK.)
+            calls.append(Command(("UNLINK", *pushed)))
         replies = yield Batch(tuple(calls), tolerate_errors=True)
         for (job, _), reply in zip(todo, replies):
             if isinstance(reply, Exception):

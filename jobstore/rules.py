@@ -32,6 +32,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 REV = "_rev"
+# The token of the enqueue call that created the record: a re-sent enqueue recognises its own
+# first attempt by it (no marker key per job). Written once, copied with the record, never
+# changed: like any field outside MUTABLE, copies of one job hold the same.
+OP = "_op"
 # Fields a job's later history may change; everything else identifies the record.
 MUTABLE = frozenset({"status", "result", "error", "updated_at", "attempts", "claim", REV})
 # Status order: every allowed move goes up, so a late mirror of an earlier move is recognisable.

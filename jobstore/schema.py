@@ -207,7 +207,7 @@ def _own_keys(prefix: str, workspace_id: str, job_id: str) -> list[str]:
     return [keys.queue, keys.dead, keys.leases, keys.queue_mode, keys.index(workspace_id),
             keys.op(job_id, near=keys.queue), keys.op(job_id, near=keys.index(workspace_id)),
             keys.claim(job_id), keys.claimed(workspace_id, job_id, "1.5"),
-            keys.tomb(f"{prefix}:x:{job_id}"), keys.migration(workspace_id, job_id),
+            keys.tomb(f"{prefix}:x:{job_id}"), keys.gone(workspace_id, job_id), keys.migration(workspace_id, job_id),
             keys.migration_part(workspace_id, job_id, "log")]
 
 

@@ -182,17 +182,20 @@ end
 ENQUEUE = fenced(
     "enqueue",
     r"""
--- KEYS[1] op marker   KEYS[2] workspace index   KEYS[3] queue
+-- KEYS[1] the job's tombstone (see DELETE)   KEYS[2] workspace index   KEYS[3] queue
 -- KEYS[4 .. 3+n] record keys to write   KEYS[4+n ..] record keys that must not exist either
 --   (with ARGV[6] '1', the last two KEYS are the compatible queue and the queue mode hash)
--- ARGV[1] n   ARGV[2] marker ttl (s)   ARGV[3] job id   ARGV[4] index score (created_at)
--- ARGV[5] queue entry   ARGV[6] '1': a compatible queue is configured   ARGV[7 ..] field, value
---         pairs of the record
+-- ARGV[1] n   ARGV[2] this call's token (the record's '_op' field too, among the pairs)
+-- ARGV[3] job id   ARGV[4] index score (created_at)   ARGV[5] queue entry
+-- ARGV[6] '1': a compatible queue is configured   ARGV[7 ..] field, value pairs of the record
 -- returns {'created'} | {'replayed'} (this call's own earlier attempt created the job: the
 --         caller answers with the job it sent, never with what the key holds now) | {'exists'}
+-- No marker key: the record names the call that created it ('_op'), and a delete keeps the
+-- tokens of what it deleted in the job's tombstone for the marker ttl, so that a re-sent call
+-- recognises its first attempt even when that job was run and deleted in between.
 -- With a compatible queue (the replaced system's list of bare job ids), the job is RPUSHed there
 -- as its producers do, until the queue mode says the fleet has left it; then to jobstore's own.
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.pcall('HGET', KEYS[4], '_op') == ARGV[2] or redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then
   return {'replayed'}
 end
 local last, legacy = #KEYS, false
@@ -219,7 +222,6 @@ if type(queued) == 'table' and queued.err then
   if type(indexed) ~= 'table' then redis.call('ZREM', KEYS[2], ARGV[3]) end
   return redis.error_reply(queued.err)
 end
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 return {'created'}
 """,
 )
@@ -303,22 +305,28 @@ return {'updated', after, owned[1]}
 DELETE = fenced(
     "delete",
     r"""
--- KEYS[1] op marker   KEYS[2] workspace index   KEYS[3 ..] record keys
--- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] job id
+-- KEYS[1] the job's tombstone (a hash of call tokens: jobstore.layout.StoreKeys.gone)
+-- KEYS[2] workspace index   KEYS[3 ..] record keys
+-- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] job id   ARGV[4] this call's token
 -- returns 1 deleted (by this call, or by its own earlier attempt) | 0 nothing to delete
-if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
-local deleted = 0
+-- The tombstone keeps, for the marker ttl, this call's token and the '_op' token of each record
+-- it deleted: a re-sent delete answers 1, and a re-sent enqueue of a job that was run and
+-- deleted before the enqueue's reply came back does not bring the job back (see ENQUEUE).
+if redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1 then return 1 end
+local gone = {ARGV[4], '1'}
 for i = 3, #KEYS do
   if redis.call('HGET', KEYS[i], 'workspace_id') == ARGV[1] then
+    local made = redis.call('HGET', KEYS[i], '_op')
+    if made then gone[#gone + 1] = made; gone[#gone + 1] = '1' end
     redis.call('DEL', KEYS[i])
-    deleted = 1
+    gone.deleted = true
   end
 end
-if deleted == 1 then
-  redis.call('ZREM', KEYS[2], ARGV[3])
-  redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
-end
-return deleted
+if not gone.deleted then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[1], unpack(gone))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
 """,
 )
 
@@ -795,16 +803,20 @@ return 1
 CREATE_RECORD = Lua(
     "create_record",
     r"""
--- KEYS[1] op marker   KEYS[2] record   KEYS[3] the record's tombstone (unused: a tombstone
---         names deleted incarnations, and a new one is never among them)
--- ARGV[1] marker ttl (s)   ARGV[2 ..] field, value pairs
+-- KEYS[1] record   KEYS[2] the record's tombstone (DELETE_RECORD)
+-- ARGV[1] this call's token (the record's '_op' field too, among the pairs)
+-- ARGV[2] the incarnation, 'workspace:created_at'   ARGV[3 ..] field, value pairs
 -- returns {'created'} | {'replayed'} | {'exists', record}
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'replayed'} end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'exists', redis.call('HGETALL', KEYS[2])} end
+-- No marker key: the record names the call that created it, and a delete names the incarnations
+-- it deleted in the tombstone (a new incarnation is never among them), so a re-sent call
+-- recognises its first attempt even when the job was deleted in between.
+if redis.pcall('HGET', KEYS[1], '_op') == ARGV[1] or redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
+  return {'replayed'}
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', redis.call('HGETALL', KEYS[1])} end
 local fields = {}
-for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], unpack(fields))
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
 return {'created'}
 """,
 )

@@ -495,9 +495,10 @@ class JobStore:
         fields = Job(job_id, workspace_id, action, JobStatus.PENDING, params, None, None, now,
                      now).to_hash(self.time_format)
         fields[rules.REV] = "1"  # the record's write count (jobstore.rules): its first write
+        fields[rules.OP] = self.context.new_token()  # the enqueue call's (jobstore.rules.OP)
         validation.record_size(fields, self.max_record_bytes)
         # Return what get() will return (params as stored JSON decodes), not the caller's object.
-        return Job.from_hash(fields), fields
+        return Job._from_checked(fields), fields
 
     def _run(self, op: ops.Op[T], name: str, workspace_id: str | None,
              dual_writes: builtins.list[str] | None = None) -> T:

@@ -245,6 +245,8 @@ def timeout(value: Any) -> float | None:
 
 
 def record_size(fields: dict[str, str], max_bytes: int) -> None:
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in fields.items())
+    # str.isascii is O(1) in CPython: UTF-8 is needed only for text that is not ASCII.
+    size = sum((len(k) if k.isascii() else len(k.encode())) + (len(v) if v.isascii() else len(v.encode()))
+               for k, v in fields.items())
     if size > max_bytes:
         raise PayloadTooLarge(size, max_bytes)

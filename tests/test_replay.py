@@ -91,3 +91,50 @@ def test_a_replayed_update_answers_what_it_did(url):
     answered = finish(store, op, batch)
     assert answered.status.value == "cancelled" and answered.action == "a"
     assert store.get("j1", workspace_id="acme").status.value == "pending"  # untouched
+
+
+@pytest.mark.parametrize("strategy, options", [
+    ("legacy", {}), ("dual", {"source": "legacy", "target": "workspace", "phase": "dual-write"})])
+def test_a_replayed_enqueue_does_not_bring_back_a_job_run_and_deleted_meanwhile(url, strategy,
+                                                                                options):
+    """No marker key per enqueue any more (issue 13): the record names the call that made it,
+    and a delete keeps that name for the marker ttl. The worst moment for a re-send: its first
+    attempt's job was already handed out, run and deleted (standalone: the enqueue is one
+    script, so its job is queued at once; Cluster: deleted before its queue step)."""
+    store = jobstore.open(url, strategy, **options)
+    flush(store)
+    job, fields = store._new_job("acme", "once", {"n": 1}, "j1")
+    op, batch = first_batch(store, store._writes.enqueue(store.context, job, fields))
+    while not any(getattr(call, "lua", None) for call in batch.calls):  # Cluster: reads first
+        batch = op.send(store.driver._do(batch))
+    store.driver._do(batch)  # the first attempt: applied, its reply lost
+    if not store.driver.cluster:
+        got = store.dequeue(timeout=0)
+        assert got.job_id == "j1"
+        store.update_status("j1", "completed", workspace_id="acme", claim=got.claim)
+    assert store.delete("j1", workspace_id="acme")
+    assert finish(store, op, batch) == job  # the re-send answers for its own call...
+    assert store.get("j1", workspace_id="acme") is None  # ...and does not write the job again
+    assert store.dequeue(timeout=0) is None
+    # A new enqueue of the id is a new job, not a replay.
+    again = store.enqueue("acme", "twice", job_id="j1")
+    assert store.get("j1", workspace_id="acme") == again
+
+
+@pytest.mark.parametrize("strategy, options, records", [
+    ("legacy", {}, 1), ("dual", {"source": "legacy", "target": "workspace", "phase": "dual-write"}, 2)])
+def test_an_enqueue_leaves_no_key_but_its_records(url, strategy, options, records):
+    """Issue 13: 20k enqueues used to leave 20k op-marker keys alive for ten minutes."""
+    store = jobstore.open(url, strategy, **options)
+    flush(store)
+    store.get("warm", workspace_id="acme")  # the phase read, when dual
+    client = store.client
+    scan = ((lambda: list(client.scan_iter("*", target_nodes=client.PRIMARIES)))
+            if store.driver.cluster else (lambda: list(client.scan_iter("*"))))
+    before = set(scan())
+    store.enqueue("acme", "one")
+    store.enqueue_many([("acme", "more"), ("acme", "more")])
+    new = set(scan()) - before
+    shared = {store.keys.queue, store.keys.index("acme")}
+    assert len(new - shared) == 3 * records, sorted(new - shared)
+    assert all(":op:" not in key for key in new)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -89,6 +90,8 @@ def test_stored_hash_layout(store):
     job = store.enqueue("ws1", "act", {"k": [1]})
     for schema in store.strategy.routing("ws1").writes:
         stored = store.client.hgetall(schema.job_key("ws1", job.job_id))
+        # the enqueue call's token (jobstore.rules.OP): how a re-sent enqueue knows its record
+        assert re.fullmatch(r"[A-Za-z0-9_-]{12}", stored.pop("_op"))
         assert stored == {
             "job_id": job.job_id, "workspace_id": "ws1", "action": "act", "status": "pending",
             "params": '{"k":[1]}', "result": "", "error": "",
