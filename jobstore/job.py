@@ -108,6 +108,24 @@ class Job:
         }
 
     @classmethod
+    def pending(cls, job_id: str, workspace_id: str, action: str, params_json: str,
+                seconds: float, time_format: str = "epoch",
+                params: dict[str, Any] | None = None) -> tuple[Job, dict[str, str]]:
+        """A new job and its stored form (as :meth:`to_hash` writes it), from ``params``
+        already encoded (:func:`encode_json`); the job holds what :meth:`from_hash` reads back.
+        The enqueue path: nothing is encoded or decoded twice. ``params``: what
+        ``params_json`` decodes to, when the caller knows it (:func:`plain_params`)."""
+        stamp = format_time(seconds, time_format)
+        created = float(stamp) if time_format == "epoch" else _checked_time(stamp)
+        if params is None:
+            params = _decode_json(params_json) if params_json != "{}" else {}
+        job = cls(job_id, workspace_id, action, JobStatus.PENDING, params, None, None,
+                  created, created)
+        return job, {"job_id": job_id, "workspace_id": workspace_id, "action": action,
+                     "status": JobStatus.PENDING.value, "params": params_json, "result": "",
+                     "error": "", "created_at": stamp, "updated_at": stamp}
+
+    @classmethod
     def from_hash(cls, data: Mapping[str, str], key: str | None = None) -> Job:
         """Rebuild a job from its stored hash; fields jobstore does not know are ignored.
 
@@ -116,14 +134,18 @@ class Job:
         :raises CorruptRecord: a field every reader relies on is missing or not what jobstore
             writes (see :func:`record_problem`).
         """
-        problem = record_problem(data)
-        if problem is not None:
-            raise CorruptRecord(key, *problem)
-        return cls._from_checked(data)
+        read = cls._read(data)
+        if isinstance(read, tuple):
+            raise CorruptRecord(key, *read)
+        return read
 
     @classmethod
-    def _from_checked(cls, data: Mapping[str, str]) -> Job:
-        """:meth:`from_hash` of a hash :func:`record_problem` has accepted already."""
+    def _read(cls, data: Mapping[str, str]) -> Job | tuple[str, str]:
+        """The job ``data`` holds, or ``(field, reason)`` of its first problem (as
+        :func:`record_problem`): every field checked and read once."""
+        times = _record_times(data)
+        if isinstance(times[0], str):
+            return times  # (field, reason)
         params = data.get("params") or ""
         result = data.get("result") or ""
         return cls(
@@ -134,8 +156,8 @@ class Job:
             params=_decode_json(params) if params else {},
             result=_decode_json(result) if result else None,
             error=data.get("error") or None,
-            created_at=_checked_time(data["created_at"]),
-            updated_at=_checked_time(data.get("updated_at") or data["created_at"]),
+            created_at=times[0],
+            updated_at=times[1],
             attempts=count(data.get("attempts")),
             claim=data.get("claim") or None,
         )
@@ -223,10 +245,6 @@ def format_time(seconds: float, time_format: str = "epoch") -> str:
     return repr(float(seconds))
 
 
-def _is_time(value: str | None) -> bool:
-    return parse_time(value) is not None
-
-
 def count(value: str | None) -> int:
     """A stored counter (``attempts``): up to 15 decimal digits, else 0, as the scripts read it."""
     return int(value) if value and len(value) <= 15 and value.isascii() and value.isdigit() else 0
@@ -242,21 +260,32 @@ def record_problem(data: Mapping[str, str]) -> tuple[str, str] | None:
     ``params``/``result`` that are not JSON come back as the raw text, a missing ``action`` is
     ``""``. The scripts check the same rules before they write (``scripts.RECORD_CHECK``).
     """
+    times = _record_times(data)
+    return times if isinstance(times[0], str) else None
+
+
+def _record_times(data: Mapping[str, str]) -> tuple[str, str] | tuple[float, float]:
+    """``(created_at, updated_at)`` in epoch seconds, or ``(field, reason)`` of the first
+    problem :func:`record_problem` describes."""
     for name in ("job_id", "workspace_id"):
         if not data.get(name):
             return name, "missing"
     status = data.get("status")
     if status and status not in _STATUSES:
         return "status", "not a job status"
-    created = data.get("created_at")
-    if not created:
+    created_text = data.get("created_at")
+    if not created_text:
         return "created_at", "missing"
-    if not _is_time(created):
+    created = parse_time(created_text)
+    if created is None:
         return "created_at", NOT_A_TIME
-    updated = data.get("updated_at")  # optional: a record never updated may lack it
-    if updated and not _is_time(updated):
+    updated_text = data.get("updated_at")  # optional: a record never updated may lack it
+    if not updated_text:
+        return created, created
+    updated = parse_time(updated_text)
+    if updated is None:
         return "updated_at", NOT_A_TIME
-    return None
+    return created, updated
 
 
 NOT_A_TIME = "not a time (epoch seconds or ISO 8601)"
@@ -274,6 +303,20 @@ def encode_json(value: Any) -> str:
     except RecursionError:
         problem = "nested too deeply to encode as JSON"
     raise ValueError(problem)
+
+
+_PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
+
+
+def plain_params(params: dict[str, Any]) -> dict[str, Any] | None:
+    """What the JSON of ``params`` (checked already: finite floats, valid text) decodes to,
+    without decoding it, when that is easy to know: str keys and values that are exactly str,
+    int, float, bool or None come back equal, in sorted key order (:func:`encode_json` sorts).
+    None for anything else (nested values, tuples, subclasses, keys JSON converts)."""
+    for key, value in params.items():
+        if type(key) is not str or type(value) not in _PLAIN_VALUES:
+            return None
+    return dict(sorted(params.items()))
 
 
 def _decode_json(text: str) -> Any:

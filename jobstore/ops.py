@@ -14,13 +14,14 @@ import os
 import time
 from base64 import urlsafe_b64encode
 from collections.abc import Callable, Generator, Iterable
+from itertools import chain
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .dead_letters import MAX_DEAD_LETTERS, DeadLetter
 from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
                      LeaseLost, PayloadTooLarge)
-from .job import Job, JobStatus, format_time, record_problem, statuses_allowed_before
+from .job import Job, JobStatus, format_time, statuses_allowed_before
 from .layout import CARRIED, StoreKeys
 from .schema import WORKSPACE_MARK, KeySchema
 from .events import Events
@@ -106,10 +107,10 @@ def decode(ctx: Context, operation: str, key: str | None, record: dict[str, str]
 
     :raises CorruptRecord: it cannot be decoded (reported to the events first).
     """
-    problem = record_problem(record)
-    if problem is not None:
-        raise corrupt(ctx, operation, key, *problem)
-    return Job._from_checked(record)
+    read = Job._read(record)
+    if isinstance(read, tuple):
+        raise corrupt(ctx, operation, key, *read)
+    return read
 
 
 def fenced_script(ctx: Context, lua: Lua, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
@@ -136,16 +137,16 @@ def enqueue_script(ctx: Context, job: Job, fields: dict[str, str]) -> Script:
         for key in (s.job_key(job.workspace_id, job.job_id) for s in routing.known)
         if key not in writes
     ]
-    flat = [part for item in fields.items() for part in item]
     legacy = (ctx.legacy_queue, ctx.keys.queue_mode) if ctx.legacy_queue else ()
+    entry = ctx.keys.queue_entry(job.workspace_id, job.job_id, fields["created_at"],
+                                 carried_keys(routing.known, job.workspace_id, job.job_id))
     return fenced_script(
         ctx,
         ENQUEUE,
         (ctx.keys.gone(job.workspace_id, job.job_id), ctx.keys.index(job.workspace_id),
          ctx.keys.queue, *writes, *checks, *legacy),
-        (len(writes), fields[OP], job.job_id, repr(job.created_at),
-         queue_entry(ctx, job.workspace_id, job.job_id, fields["created_at"]),
-         "1" if legacy else "", *flat),
+        (len(writes), fields[OP], job.job_id, repr(job.created_at), entry,
+         "1" if legacy else "", *chain.from_iterable(fields.items())),
     )
 
 

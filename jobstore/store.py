@@ -14,7 +14,7 @@ from . import eviction, ops, ops_cluster, rules, validation
 from .connection import Client, connect, redact
 from .errors import ConfigError, InvalidArgument, JobStoreError, StoreUnavailable
 from .dead_letters import DeadLetter
-from .job import TIME_FORMATS, Job, JobStatus
+from .job import TIME_FORMATS, Job, JobStatus, plain_params
 from .layout import StoreKeys
 from .plugins import create_strategy
 from .driver import SyncDriver
@@ -489,16 +489,16 @@ class JobStore:
                  job_id: Any = None) -> tuple[Job, dict[str, str]]:
         workspace_id = validation.identifier("workspace_id", workspace_id)
         action = validation.action(action)
-        params = validation.params(params)
+        params_json = validation.params_json(params)
         job_id = uuid.uuid4().hex if job_id is None else validation.identifier("job_id", job_id)
-        now = time.time()
-        fields = Job(job_id, workspace_id, action, JobStatus.PENDING, params, None, None, now,
-                     now).to_hash(self.time_format)
+        # The job holds what get() will return (params as the stored JSON decodes), not the
+        # caller's object.
+        job, fields = Job.pending(job_id, workspace_id, action, params_json, time.time(),
+                                  self.time_format, params and plain_params(params))
         fields[rules.REV] = "1"  # the record's write count (jobstore.rules): its first write
         fields[rules.OP] = self.context.new_token()  # the enqueue call's (jobstore.rules.OP)
         validation.record_size(fields, self.max_record_bytes)
-        # Return what get() will return (params as stored JSON decodes), not the caller's object.
-        return Job._from_checked(fields), fields
+        return job, fields
 
     def _run(self, op: ops.Op[T], name: str, workspace_id: str | None,
              dual_writes: builtins.list[str] | None = None) -> T:
