@@ -203,9 +203,7 @@ if ARGV[6] == '1' then legacy = KEYS[#KEYS - 1]; last = #KEYS - 2 end
 for i = 4, last do
   if redis.call('EXISTS', KEYS[i]) == 1 then return {'exists'} end
 end
-local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-for i = 4, 3 + tonumber(ARGV[1]) do redis.call('HSET', KEYS[i], unpack(fields)) end
+for i = 4, 3 + tonumber(ARGV[1]) do redis.call('HSET', KEYS[i], unpack(ARGV, 7)) end
 -- A script is not rolled back when a command fails (e.g. WRONGTYPE on a key in the way), so
 -- undo the records by hand: a job is written with its index and queue entry, or not at all.
 local push, queue, entry = 'LPUSH', KEYS[3], ARGV[5]
@@ -770,6 +768,135 @@ return 'deleted'
 """,
 )
 
+# The passes on standalone Redis, for schemas with a key format: one call settles a chunk of
+# scanned keys, placement included (the other copy's key and the index key are the schemas'
+# templates with the ids substituted, as DEQUEUE does), each record read once and nothing
+# re-read after it is written. Per record it decides exactly as SYNC_RECORD, CLEANUP_RECORD
+# and verify's comparison do (jobstore.rules), at one instant per record. A key of another type
+# is found by the read itself (redis.pcall), and a write Redis refuses is that record's 'error':
+# the chunk goes on with the next record. Computed schemas and Redis Cluster keep the per-record
+# forms (jobstore.migration, jobstore.sync_cluster).
+PASS_BATCH = Lua(
+    "pass_batch",
+    RULES + TIME + r"""
+-- KEYS[1 ..] scanned record keys (the 'from' side of a copy or merge, the source of a cleanup,
+--            the side verify scans)
+-- ARGV[1] mode: 'copy' | 'merge' | 'cleanup' | 'source' | 'target' (verify, by side scanned)
+-- ARGV[2] '1' dry run   ARGV[3] who wins a conflict of equal write counts and statuses: '1' the
+--         'to' copy, '0' the 'from' copy, '?' it depends on the workspace (the caller decides)
+-- ARGV[4] the other schema's key template: \1 stands for the workspace id, \2 for the job id
+-- ARGV[5] the index key template (\1 the workspace id)
+-- ARGV[4 + 2i] workspace id of KEYS[i] ('' when its key does not hold it: read from the record)
+-- ARGV[5 + 2i] job id of KEYS[i]
+-- returns one entry per key:
+--   '-' nothing to do: deleted since the scan (a key without the workspace), or verify found it
+--   gone or another workspace's; '-unroutable', '-not_a_record': counted, not placed
+--   copy, merge: an outcome of SYNC_RECORD, 'error', or '?<workspace>' (ask the caller)
+--   cleanup: an outcome of CLEANUP_RECORD, or 'error'
+--   verify: 'same' | 'not_a_record' | {kind, workspace, record, counterpart} for any other kind
+--   ('missing', 'differing', 'target_newer', 'orphaned'), records as flat HGETALL lists
+local mode, dry, authority = ARGV[1], ARGV[2] == '1', ARGV[3]
+local other_template, index_template = ARGV[4], ARGV[5]
+local function valid_id(v)
+  return v ~= nil and #v >= 1 and #v <= 128 and string.match(v, '^[A-Za-z0-9_.%-]+$') ~= nil
+end
+local function key_of(template, ws, job)
+  return (string.gsub(template, '[\1\2]', function(c) if c == '\1' then return ws end return job end))
+end
+-- a record and its flat form; nil for a key of another type
+local function read(key)
+  local flat = redis.pcall('HGETALL', key)
+  if flat['err'] then return nil, nil end
+  local record = {}
+  for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
+  return record, flat
+end
+local function failed(reply) return type(reply) == 'table' and reply['err'] ~= nil end
+local function identity_same(a, b)
+  for k, v in pairs(a) do if not MUTABLE[k] and b[k] ~= v then return false end end
+  for k, v in pairs(b) do if not MUTABLE[k] and a[k] ~= v then return false end end
+  return true
+end
+-- rules.wins reaches the authority: equal write counts and statuses, different content
+local function needs_authority(from, to)
+  return not is_empty(from) and not is_empty(to) and not same_content(from, to)
+    and rev(from) == rev(to) and not later_status(from, to) and not later_status(to, from)
+end
+-- writes a record as SYNC_RECORD does; false when Redis refused a write
+local function write(key, record, fresh, ttl_of, ws, job)
+  local flat = {}
+  for k, v in pairs(record) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+  for i = 1, #flat, 1000 do
+    if failed(redis.pcall('HSET', key, unpack(flat, i, math.min(i + 999, #flat)))) then return false end
+  end
+  if fresh then
+    local ttl = redis.pcall('PTTL', ttl_of)
+    if not failed(ttl) and ttl > 0 and failed(redis.pcall('PEXPIRE', key, ttl)) then return false end
+  end
+  return not failed(redis.pcall('ZADD', key_of(index_template, ws, job), 'NX',
+                                to_epoch(record['created_at']) or 0, job))
+end
+
+local function settle(key, ws, job)
+  local mine, mine_flat = read(key)
+  local scoped = ws ~= ''
+  if mine == nil then
+    if scoped or mode == 'source' or mode == 'target' then return 'not_a_record' end
+    return '-not_a_record'
+  end
+  if not scoped then
+    if is_empty(mine) then return '-' end
+    ws = mine['workspace_id']
+    if not valid_id(ws) then return '-unroutable' end
+  end
+  local other_key = key_of(other_template, ws, job)
+  if mode == 'source' or mode == 'target' then
+    if mine['workspace_id'] ~= ws then return '-' end
+    local theirs, theirs_flat = read(other_key)
+    local kind
+    if mode == 'target' then
+      kind = (theirs and theirs['workspace_id'] == ws) and 'same' or 'orphaned'
+    elseif theirs == nil or theirs['workspace_id'] ~= ws then
+      kind = 'missing'
+    elseif same_content(mine, theirs) then
+      kind = 'same'
+    elseif identity_same(mine, theirs) and newer(theirs, mine) then
+      kind = 'target_newer'
+    else
+      kind = 'differing'
+    end
+    if kind == 'same' then return kind end
+    return {kind, ws, mine_flat, theirs_flat or {'\0not-a-hash', 'another type'}}
+  end
+  local theirs = read(other_key)
+  if theirs == nil then return 'not_a_record' end
+  if mode == 'cleanup' then
+    if is_empty(mine) then return 'gone' end
+    if mine['workspace_id'] ~= ws then return 'foreign' end
+    if is_empty(theirs) or theirs['workspace_id'] ~= ws or not same_record(mine, theirs) then
+      return 'kept'
+    end
+    if not dry and failed(redis.pcall('UNLINK', key)) then return 'error' end
+    return 'deleted'
+  end
+  if (not is_empty(mine) and mine['workspace_id'] ~= ws)
+      or (not is_empty(theirs) and theirs['workspace_id'] ~= ws) then
+    return 'foreign'
+  end
+  if authority == '?' and needs_authority(mine, theirs) then return '?' .. ws end
+  local outcome, new_from, new_to = decide_sync(mode, mine, theirs, authority == '1')
+  if dry then return outcome end
+  if new_from and not write(key, new_from, is_empty(mine), other_key, ws, job) then return 'error' end
+  if new_to and not write(other_key, new_to, is_empty(theirs), key, ws, job) then return 'error' end
+  return outcome
+end
+
+local out = {}
+for i = 1, #KEYS do out[i] = settle(KEYS[i], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
+return out
+""",
+)
+
 SET_STATE = Lua(
     "set_state",
     r"""
@@ -995,4 +1122,4 @@ return out
 ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, LEAVE_LEGACY_QUEUE, ARBITRATE, LEASE_LIST, TAKE,
        EXTEND, LEASE_CLAIM, SYNC_RECORD, CLEANUP_RECORD, SET_STATE, CREATE_RECORD,
        PUSH_ONCE, DELETE_RECORD, MIRROR, RETURN_CLAIMS, BURY, COPY_IF_ABSENT, WRITE_IF_UNCHANGED,
-       READ_RECORDS)
+       READ_RECORDS, PASS_BATCH)
