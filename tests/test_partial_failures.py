@@ -97,3 +97,25 @@ def test_a_batch_cut_by_an_outage_names_the_ids_to_retry_with(make_store, monkey
     if not store.driver.cluster:  # one batch, and it ran: every job exists already
         assert not created
     assert sorted(job.job_id for job in store.list("acme")) == sorted(j.job_id for j in attempted)
+
+
+def test_a_batch_of_several_script_calls_fails_only_the_refused_jobs(make_store):
+    """Standalone enqueue_many writes up to ops.ENQUEUE_CHUNK jobs per script call (issue 13);
+    a refused job in any call fails alone, and every other job of every call is enqueued once."""
+    from jobstore.ops import ENQUEUE_CHUNK
+
+    store = make_store("dual")
+    store.client.set("ai:index:{ws-bad}", "in the way")
+    n = 2 * ENQUEUE_CHUNK + 7
+    items = [("ws-bad" if i % 37 == 5 else "ws-ok", "a", {"n": i}, f"j{i}") for i in range(n)]
+    with pytest.raises(EnqueueIncomplete) as caught:
+        store.enqueue_many(items)
+    bad = sorted(f"j{i}" for i in range(n) if i % 37 == 5)
+    assert sorted(caught.value.failed) == bad
+    assert len(caught.value.created) == n - len(bad)
+    if not store.driver.cluster:  # (on Cluster the index is the last step: records stay)
+        assert all(store.get(job_id, workspace_id="ws-bad") is None for job_id in bad)
+    seen = []
+    while (job := store.dequeue()) is not None:
+        seen.append(job.job_id)
+    assert sorted(seen) == sorted(job.job_id for job in caught.value.created)
