@@ -24,6 +24,15 @@ def test_api_examples_run(code):
     exec(compile(code, "docs/api.md", "exec"), {})
 
 
+SCHEMAS = [b for b in blocks("docs/schemas.md") if "memory://" in b]
+
+
+@pytest.mark.parametrize("code", SCHEMAS, ids=[f"schemas-{i}" for i in range(len(SCHEMAS))])
+def test_schemas_examples_run(code):
+    """docs/schemas.md shows the keys and records a store writes: they must be what it writes."""
+    exec(compile(code, "docs/schemas.md", "exec"), {})
+
+
 def test_the_readme_use_example_runs(redis_url):
     (code,) = [b for b in blocks("README.md") if "jobstore.open(" in b and "dequeue" in b]
     code = code.replace("redis://localhost:6379/0", redis_url)
