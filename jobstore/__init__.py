@@ -4,6 +4,7 @@
     job = store.enqueue("ws1", "summarise", {"doc": 42})
 """
 
+from .codec import Codec, JSONCodec
 from .dead_letters import DeadLetter
 from .errors import (
     ConfigError,
@@ -38,6 +39,7 @@ from .strategy import Routing, Strategy
 __version__ = "0.2.0"  # the one version source (pyproject.toml reads it)
 
 __all__ = [
+    "Codec",
     "ConfigError",
     "CorruptRecord",
     "DeadLetter",
@@ -50,6 +52,7 @@ __all__ = [
     "JobNotFound",
     "JobStatus",
     "JobStore",
+    "JSONCodec",
     "JobStoreError",
     "KeySchema",
     "LeaseLost",

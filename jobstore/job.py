@@ -9,10 +9,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping
 
 from .errors import CorruptRecord
+
+if TYPE_CHECKING:
+    from .codec import Codec
 
 
 class JobStatus(str, enum.Enum):
@@ -126,7 +129,8 @@ class Job:
                      "error": "", "created_at": stamp, "updated_at": stamp}
 
     @classmethod
-    def from_hash(cls, data: Mapping[str, str], key: str | None = None) -> Job:
+    def from_hash(cls, data: Mapping[str, str], key: str | None = None,
+                  codec: Codec | None = None) -> Job:
         """Rebuild a job from its stored hash; fields jobstore does not know are ignored.
 
         ``key``: where the hash was read, named by the error.
@@ -134,27 +138,40 @@ class Job:
         :raises CorruptRecord: a field every reader relies on is missing or not what jobstore
             writes (see :func:`record_problem`).
         """
-        read = cls._read(data)
+        read = cls._read(data, codec)
         if isinstance(read, tuple):
             raise CorruptRecord(key, *read)
         return read
 
     @classmethod
-    def _read(cls, data: Mapping[str, str]) -> Job | tuple[str, str]:
+    def _read(cls, data: Mapping[str, str], codec: Codec | None = None) -> Job | tuple[str, str]:
         """The job ``data`` holds, or ``(field, reason)`` of its first problem (as
-        :func:`record_problem`): every field checked and read once."""
+        :func:`record_problem`, and a value ``codec`` cannot decode): every field checked and
+        read once. ``codec``: how ``params`` and ``result`` are stored (None: jobstore's JSON)."""
         times = _record_times(data)
         if isinstance(times[0], str):
             return times  # (field, reason)
-        params = data.get("params") or ""
-        result = data.get("result") or ""
+        params_text = data.get("params") or ""
+        result_text = data.get("result") or ""
+        if codec is None:
+            params = _decode_json(params_text) if params_text else {}
+            result = _decode_json(result_text) if result_text else None
+        else:
+            try:
+                params = codec.decode("params", params_text) if params_text else {}
+            except Exception as exc:  # noqa: BLE001 - a plugin's codec: any failure is the record's
+                return "params", f"codec {codec.name!r} cannot decode it: {type(exc).__name__}: {exc}"
+            try:
+                result = codec.decode("result", result_text) if result_text else None
+            except Exception as exc:  # noqa: BLE001
+                return "result", f"codec {codec.name!r} cannot decode it: {type(exc).__name__}: {exc}"
         return cls(
             job_id=data["job_id"],
             workspace_id=data["workspace_id"],
             action=data.get("action", ""),
             status=JobStatus(data.get("status") or "pending"),
-            params=_decode_json(params) if params else {},
-            result=_decode_json(result) if result else None,
+            params=params,
+            result=result,
             error=data.get("error") or None,
             created_at=times[0],
             updated_at=times[1],

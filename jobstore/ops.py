@@ -26,6 +26,7 @@ from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExi
 from .job import Job, JobStatus, format_time, statuses_allowed_before
 from .layout import CARRIED, StoreKeys
 from .schema import WORKSPACE_MARK, KeySchema
+from .codec import Codec
 from .events import Events
 from .rules import OP
 from .scripts import (DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, LEAVE_LEGACY_QUEUE,
@@ -62,6 +63,8 @@ class Context:
     # How new records store their times: "epoch" (the repr of a float) or "iso" (ISO 8601).
     # An update writes a record's updated_at in the form the record already has.
     time_format: str = "epoch"
+    # How params and result are stored (jobstore.codec); None: jobstore's JSON.
+    codec: Codec | None = None
     # The replaced system's queue (a list of bare job ids), shared until the fleet leaves it.
     legacy_queue: str | None = None
     # Redis Cluster: writes go through ops_cluster, and scripts are never fenced (the phase
@@ -109,7 +112,7 @@ def decode(ctx: Context, operation: str, key: str | None, record: dict[str, str]
 
     :raises CorruptRecord: it cannot be decoded (reported to the events first).
     """
-    read = Job._read(record)
+    read = Job._read(record, ctx.codec)
     if isinstance(read, tuple):
         raise corrupt(ctx, operation, key, *read)
     return read

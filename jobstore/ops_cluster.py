@@ -158,7 +158,7 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
             if isinstance(reply, Exception):
                 failed[job.job_id] = str(reply)
         todo = [(job, fields) for job, fields in todo if job.job_id not in failed]
-    created = [Job.from_hash(fields) for _, fields in todo]
+    created = [Job.from_hash(fields, codec=ctx.codec) for _, fields in todo]
     if failed:
         raise EnqueueIncomplete(failed, created, existing)
     if existing:

@@ -17,11 +17,14 @@ from __future__ import annotations
 import itertools
 import re
 import string
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from collections.abc import Iterable
 
 from .errors import PluginError
 from .layout import RESERVED_NAMESPACES
+
+if TYPE_CHECKING:
+    from .codec import Codec
 
 # In lua_template, these bytes stand for the ids. No identifier or prefix can contain them.
 WORKSPACE_MARK = "\x01"
@@ -49,6 +52,9 @@ class KeySchema:
     name: ClassVar[str]
     description: ClassVar[str] = ""
     key_format: ClassVar[str | None] = None
+    # How this schema's records store params and result (jobstore.codec.Codec); None: JSON, or
+    # whatever the other schemas of the store declare.
+    codec: ClassVar[Codec | None] = None
 
     def __init__(self, prefix: str = "ai"):
         self.prefix = prefix

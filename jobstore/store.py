@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import eviction, ops, ops_cluster, rules, validation
 from .connection import Client, connect, redact
-from .errors import ConfigError, InvalidArgument, JobStoreError, StoreUnavailable
+from .codec import JSON, Codec, check_codec
+from .errors import ConfigError, InvalidArgument, JobStoreError, PluginError, StoreUnavailable
 from .dead_letters import DeadLetter
 from .job import TIME_FORMATS, Job, JobStatus, plain_params
 from .layout import StoreKeys
 from .plugins import create_strategy
+from .strategy import Strategy
 from .driver import SyncDriver
 from .events import Events
 
@@ -97,8 +99,9 @@ class JobStore:
         wait_timeout: float = 1.0,
         lease: float = DEFAULT_LEASE,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        time_format: str = "epoch",
+        time_format: str | None = None,
         legacy_queue: str | None = None,
+        codec: Codec | None = None,
         **strategy_options: Any,
     ) -> None:
         """``allow_eviction``: run on a Redis whose ``maxmemory-policy`` is not ``noeviction``
@@ -107,6 +110,11 @@ class JobStore:
 
         ``time_format``: how new records store their times, ``"epoch"`` (seconds, the default) or
         ``"iso"`` (ISO 8601, UTC); either form is read, and an update keeps a record's own form.
+        None: the codec's ``time_format``, else epoch.
+
+        ``codec``: how ``params`` and ``result`` are stored (:class:`jobstore.Codec`); None: the
+        one the strategy's schemas declare (``KeySchema.codec``), else JSON. Schemas that declare
+        different codecs cannot be used together (their records are copied as they are).
 
         ``legacy_queue``: the key of the replaced system's queue, a Redis list of bare job ids
         (``RPUSH`` to enqueue, ``LPOP`` to take): enqueue pushes there exactly what its producers
@@ -121,9 +129,8 @@ class JobStore:
         lease_ms = _lease_ms("lease", lease, ConfigError)
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
-        if time_format not in TIME_FORMATS:
+        if time_format is not None and time_format not in TIME_FORMATS:
             raise ConfigError(f"time_format must be 'epoch' or 'iso', not {time_format!r}")
-        self.time_format = time_format
         if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
             raise ConfigError(f"max_record_bytes must be a positive int, not {max_record_bytes!r}")
         if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
@@ -141,6 +148,9 @@ class JobStore:
         self.prefix = prefix
         self.max_record_bytes = max_record_bytes
         self.strategy = create_strategy(strategy, prefix, **strategy_options)
+        self.codec = _codec(codec, self.strategy)
+        time_format = time_format or self.codec.time_format or "epoch"
+        self.time_format = time_format
         routing = self.strategy.routing(None)
         # routing(None) serves dequeue, which writes nothing new: it must read, and only known schemas.
         if not routing.reads or not set(routing.reads + routing.writes) <= set(routing.known):
@@ -152,7 +162,8 @@ class JobStore:
         self.context = ops.Context(self.keys, self.strategy, events=self.events,
                                    block_slice=_block_slice(client),
                                    max_record_bytes=max_record_bytes, lease_ms=lease_ms,
-                                   max_attempts=max_attempts, time_format=time_format)
+                                   max_attempts=max_attempts, time_format=time_format,
+                                   codec=None if self.codec is JSON else self.codec)
         self.lease = lease_ms / 1000
         self.max_attempts = max_attempts
         self.driver = SyncDriver(client, self.strategy, self.url, self.events,
@@ -345,7 +356,8 @@ class JobStore:
             raise InvalidArgument("claim", f"must be a job's claim (a non-empty str), not {claim!r}")
         changes: dict[str, str] = {}
         if result is not None:
-            changes["result"] = validation.json_value("result", result)
+            changes["result"] = (validation.json_value("result", result) if self.codec is JSON
+                                 else _encode(self.codec, "result", validation.checked_json("result", result)))
         if error is not None:
             changes["error"] = validation.error_text(error)
         validation.record_size(changes, self.max_record_bytes)
@@ -489,12 +501,17 @@ class JobStore:
                  job_id: Any = None) -> tuple[Job, dict[str, str]]:
         workspace_id = validation.identifier("workspace_id", workspace_id)
         action = validation.action(action)
-        params_json = validation.params_json(params)
+        if self.codec is JSON:
+            encoded = validation.params_json(params)
+            # The job holds what get() will return (params as the stored JSON decodes), not
+            # the caller's object.
+            decoded = params and plain_params(params)
+        else:
+            encoded = _encode(self.codec, "params", validation.params(params))
+            decoded = self.codec.decode("params", encoded) if encoded else {}
         job_id = uuid.uuid4().hex if job_id is None else validation.identifier("job_id", job_id)
-        # The job holds what get() will return (params as the stored JSON decodes), not the
-        # caller's object.
-        job, fields = Job.pending(job_id, workspace_id, action, params_json, time.time(),
-                                  self.time_format, params and plain_params(params))
+        job, fields = Job.pending(job_id, workspace_id, action, encoded, time.time(),
+                                  self.time_format, decoded)
         fields[rules.REV] = "1"  # the record's write count (jobstore.rules): its first write
         fields[rules.OP] = self.context.new_token()  # the enqueue call's (jobstore.rules.OP)
         validation.record_size(fields, self.max_record_bytes)
@@ -541,6 +558,37 @@ class JobStore:
             if not self._eviction_checked:
                 eviction.check(self.client, allow=False, label=self._eviction_label)
                 self._eviction_checked = True
+
+
+def _codec(given: Any, strategy: Strategy) -> Codec:
+    """The store's codec: ``given``, else the one the strategy's schemas declare, else JSON."""
+    if given is not None:
+        return check_codec(given, "codec")
+    declared = {schema.name: schema.codec for schema in strategy.routing(None).known
+                if schema.codec is not None}
+    codecs = {id(codec): codec for codec in declared.values()}
+    if len(codecs) > 1:
+        named = ", ".join(f"{name!r}: {codec!r}" for name, codec in sorted(declared.items()))
+        raise ConfigError(f"the schemas of strategy {strategy.name!r} declare different codecs "
+                          f"({named}); a migration copies records as they are, so they must "
+                          "agree: declare one codec, or give the store codec=")
+    if codecs:
+        name, codec = next(iter(declared.items()))
+        return check_codec(codec, f"schema {name!r}'s codec")
+    return JSON
+
+
+def _encode(codec: Codec, field: str, value: Any) -> str:
+    """``value`` (checked JSON) as ``codec`` stores it; InvalidArgument naming ``field`` if the
+    codec cannot encode it."""
+    try:
+        text = codec.encode(field, value)
+    except Exception as exc:  # noqa: BLE001 - a plugin's codec
+        raise InvalidArgument(field, f"codec {codec.name!r} cannot encode it: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(text, str):
+        raise PluginError(f"codec {codec!r} encoded {field} as {type(text).__name__}, not str")
+    return text
 
 
 def _lease_ms(name: str, seconds: Any, error: type[Exception]) -> int:

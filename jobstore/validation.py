@@ -95,6 +95,12 @@ def params(value: Any) -> dict[str, Any]:
     return value
 
 
+def checked_json(argument: str, value: Any) -> Any:
+    """``value`` once it passed :func:`json_value`'s checks (for a codec to encode)."""
+    json_value(argument, value)
+    return value
+
+
 def params_json(value: Any) -> str:
     """``params`` checked (see :func:`params`) and encoded as stored, in one pass."""
     if value is None:
