@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from base64 import urlsafe_b64encode
 from collections.abc import Callable, Generator, Iterable, Sequence
 from itertools import chain
@@ -70,6 +71,9 @@ class Context:
     # Redis Cluster: writes go through ops_cluster, and scripts are never fenced (the phase
     # lives in another slot; stores follow a switch by time alone, within a second).
     cluster: bool = False
+    # Redis Cluster: op markers of enqueue queue steps that have their answer, deleted by the
+    # store's next queue step (same slot; see ops_cluster.enqueue_many).
+    spent_markers: deque[str] = field(default_factory=deque)
     clock: Callable[[], float] = time.time
     # A call's token (op markers, claims, a record's OP): 72 random bits in 12 characters.
     new_token: Callable[[], str] = field(default=lambda: urlsafe_b64encode(os.urandom(9)).decode())

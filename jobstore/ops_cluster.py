@@ -50,6 +50,21 @@ def _same_job(stored: dict[str, str], fields: dict[str, str]) -> bool:
     )
 
 
+# Spent push markers one push script deletes (the rest wait for the next one).
+SPENT_PER_PUSH = 64
+
+
+def _spent_markers(ctx: Context) -> list[str]:
+    """Push markers whose push has its answer, taken off the store's list (thread-safe)."""
+    spent: list[str] = []
+    while len(spent) < SPENT_PER_PUSH:
+        try:
+            spent.append(ctx.spent_markers.popleft())
+        except IndexError:
+            break
+    return spent
+
+
 def _indexed(ctx: Context, jobs: list[Job]) -> Op[set[str]]:
     """The ids of ``jobs`` in their workspace index: jobs whose enqueue finished."""
     scores = yield Batch(tuple(
@@ -133,30 +148,31 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
                 kept = [(job, fields) for job, fields in kept if job.job_id not in done]
             todo = kept
         todo = [(job, fields) for job, fields in todo if job.job_id not in failed]
-    pushed: list[str] = []  # the push step's markers: dropped once the step has its answers
     for step in ("push", "index"):
         if not todo:
             break
         if step == "push":
             pushed = [ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue) for job, _ in todo]
+            # The markers of earlier pushes that have their answer (no re-send of them can come
+            # any more) go with this push, in the same script: a finished enqueue leaves no key.
+            spent = _spent_markers(ctx)
             calls = list(
-                Script(PUSH_ONCE, (marker, ctx.keys.queue),
+                Script(PUSH_ONCE, (marker, ctx.keys.queue, *(spent if n == 0 else ())),
                        (ctx.marker_ttl, queue_entry(ctx, job.workspace_id, job.job_id,
                                                     fields["created_at"])))
-                for marker, (job, fields) in zip(pushed, todo))
+                for n, (marker, (job, fields)) in enumerate(zip(pushed, todo)))
         else:  # last: the index marks the enqueue finished (see _same_job)
             calls = list(
                 Command(("ZADD", ctx.keys.index(job.workspace_id), "NX",
                          repr(parse_time(fields["created_at"]) or 0.0), job.job_id))
                 for job, fields in todo)
-            # No push is re-sent once its reply came: its marker goes in this same round trip
-            # (a marker left by a crash before it expires after the marker ttl).
-            # (Every push marker is in the queue's slot: one UNLINK.)
-            calls.append(Command(("UNLINK", *pushed)))
         replies = yield Batch(tuple(calls), tolerate_errors=True)
         for (job, _), reply in zip(todo, replies):
             if isinstance(reply, Exception):
                 failed[job.job_id] = str(reply)
+        if step == "push":
+            ctx.spent_markers.extend(marker for marker, reply in zip(pushed, replies)
+                                     if not isinstance(reply, Exception))
         todo = [(job, fields) for job, fields in todo if job.job_id not in failed]
     created = [Job.from_hash(fields, codec=ctx.codec) for _, fields in todo]
     if failed:

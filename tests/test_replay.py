@@ -136,5 +136,14 @@ def test_an_enqueue_leaves_no_key_but_its_records(url, strategy, options, record
     store.enqueue_many([("acme", "more"), ("acme", "more")])
     new = set(scan()) - before
     shared = {store.keys.queue, store.keys.index("acme")}
-    assert len(new - shared) == 3 * records, sorted(new - shared)
-    assert all(":op:" not in key for key in new)
+    markers = {key for key in new if ":op:" in key}
+    if store.driver.cluster:
+        # The queue step's markers of the last call stay until the store's next queue step.
+        assert len(markers) <= 2
+        store.enqueue("acme", "next")
+        assert not markers & set(scan())
+        new = set(scan()) - before - {key for key in set(scan()) if ":op:" in key}
+        assert len(new - shared) == 4 * records, sorted(new - shared)
+    else:
+        assert not markers
+        assert len(new - shared) == 3 * records, sorted(new - shared)
