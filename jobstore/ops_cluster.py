@@ -50,14 +50,16 @@ def _same_job(stored: dict[str, str], fields: dict[str, str]) -> bool:
     )
 
 
-# Spent push markers one push script deletes (the rest wait for the next one).
-SPENT_PER_PUSH = 64
+# Spent push markers one push script deletes at most (the rest wait for the next ones); a
+# batch's scripts share them, so each call deletes at least as many as it leaves.
+SPENT_PER_PUSH = 8
 
 
-def _spent_markers(ctx: Context) -> list[str]:
-    """Push markers whose push has its answer, taken off the store's list (thread-safe)."""
+def _spent_markers(ctx: Context, most: int) -> list[str]:
+    """Up to ``most`` push markers whose push has its answer, taken off the store's list
+    (thread-safe: another thread's call takes the others)."""
     spent: list[str] = []
-    while len(spent) < SPENT_PER_PUSH:
+    while len(spent) < most:
         try:
             spent.append(ctx.spent_markers.popleft())
         except IndexError:
@@ -155,9 +157,10 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
             pushed = [ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue) for job, _ in todo]
             # The markers of earlier pushes that have their answer (no re-send of them can come
             # any more) go with this push, in the same script: a finished enqueue leaves no key.
-            spent = _spent_markers(ctx)
+            spent = _spent_markers(ctx, SPENT_PER_PUSH * len(todo))
             calls = list(
-                Script(PUSH_ONCE, (marker, ctx.keys.queue, *(spent if n == 0 else ())),
+                Script(PUSH_ONCE, (marker, ctx.keys.queue,
+                                   *spent[n * SPENT_PER_PUSH:(n + 1) * SPENT_PER_PUSH]),
                        (ctx.marker_ttl, queue_entry(ctx, job.workspace_id, job.job_id,
                                                     fields["created_at"])))
                 for n, (marker, (job, fields)) in enumerate(zip(pushed, todo)))
