@@ -52,7 +52,7 @@ def _same_job(stored: dict[str, str], fields: dict[str, str]) -> bool:
 
 # Spent push markers one push script deletes at most (the rest wait for the next ones); a
 # batch's scripts share them, so each call deletes at least as many as it leaves.
-SPENT_PER_PUSH = 8
+SPENT_PER_PUSH = 32
 
 
 def _spent_markers(ctx: Context, most: int) -> list[str]:
