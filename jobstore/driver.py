@@ -163,7 +163,7 @@ class SyncDriver:
                 (persistence, "rdb_last_load_keys_expired")))
         if self.cluster:
             identity += "/" + _slots_of(_text(replies[2]), _text(replies[3]))
-        return identity, str(_text(cursor)), _text(keys)
+        return identity, str(self._text(cursor)), self._text(keys)
 
     def _apply_state(self, reply: Any) -> None:
         assert self.strategy is not None, "only a driver with a strategy asks for its state"

@@ -27,9 +27,9 @@ from .layout import StoreKeys
 from .phases import (STATE_MAX_AGE, MigrationState, Phase, changed_fields, parse_phase, refusal,
                      switched)
 from .plugins import get_registry
-from .schema import KeySchema
+from .schema import JOB_MARK, WORKSPACE_MARK, KeySchema
 from .ops import Op, as_record
-from .scripts import CLEANUP_RECORD, READ_RECORDS, SET_STATE, SYNC_RECORD
+from .scripts import CLEANUP_RECORD, PASS_BATCH, READ_RECORDS, SET_STATE, SYNC_RECORD
 from . import eviction, rules, sync_cluster
 from .steps import Batch, Call, Command, Pause, Primaries, Scan, Script
 
@@ -39,11 +39,30 @@ Progress = Callable[[str, int, int | None, dict[str, int]], None]
 Prefer = Callable[[str], bool]
 # A record a pass or verify acts on: ``(workspace_id, job_id, its key, the other side's key)``.
 Placed = tuple[str, str, str, str]
+# What verify found of one placed record: ``(kind, the record, its counterpart)``.
+Compared = tuple[str, dict[str, str], dict[str, str]]
+# A key sent to PASS_BATCH: ``(key, job id, the script's reply for it)``.
+Sent = tuple[str, str, Any]
 log = logging.getLogger(__name__)
 MUTABLE = rules.MUTABLE
 # A verify whose scan keeps landing on a changed server (restarts, failovers) gives up after
 # this many fresh starts, and is then not clean: it could not vouch for every key.
 VERIFY_ATTEMPTS = 3
+# Keys settled by one pass_batch script call (standalone Redis, schemas with a key format).
+# Redis serves nobody else while a script runs, so this bounds how long a live request waits
+# behind a pass; a batch of SCAN keys is several calls in one pipeline, and Redis reads a
+# pipeline a slice at a time, serving other clients in between (docs/performance.md measured
+# the trade between this size, throughput and the p99 of a live get).
+CHUNK = 100
+# PASS_BATCH calls per round trip at full speed (under a rate: one).
+CHUNKS_PER_TRIP = 10
+# Up to this many keys in the database, a pass counts its records exactly before it starts (one
+# SCAN of the keyspace); above, it estimates them from DBSIZE and a sample of RANDOMKEY.
+EXACT_COUNT_UP_TO = 2_000
+COUNT_SAMPLES = 64
+# A checkpoint rides along with the next batch's scripts; after this many SCAN steps that found
+# nothing to settle (a sparse keyspace), it is written on its own.
+CHECKPOINT_EVERY = 16
 
 
 @dataclass
@@ -483,34 +502,54 @@ class Migration:
                 report.counts = json.loads(saved.get("counts", "{}"))
                 report.rescans = int(saved.get("rescans", 0))
         nodes: Sequence[str | None] = yield Primaries()
-        total = yield from self._count(scan_schema, nodes)
+        total, exact = yield from self._count(scan_schema, nodes)
+        about = "" if exact else "about "
         begun = time.monotonic()
         done_at_start = report.scanned
         how = " (dry run: nothing is changed)" if dry_run else ""
         if report.resumed:
-            log.info("%s: %s resumed from its checkpoint at %d records scanned; %d %s records "
-                     "there now%s", self.label, step, report.scanned, total, scan_schema.name, how)
-        else:
-            log.info("%s: %s started: %d %s records to scan%s", self.label, step, total,
+            log.info("%s: %s resumed from its checkpoint at %d records scanned; %s%d %s "
+                     "records there now%s", self.label, step, report.scanned, about, total,
                      scan_schema.name, how)
+        else:
+            log.info("%s: %s started: %s%d %s records to scan%s", self.label, step, about,
+                     total, scan_schema.name, how)
+        in_lua = self._in_lua(other)
+        idle_steps = 0
 
-        def save(finished: bool) -> Batch | None:
+        def save(finished: bool) -> Command | None:
             if dry_run:
                 return None
             state = {"cursors": json.dumps(cursors), "servers": json.dumps(servers),
                      "scanned": report.scanned, "counts": json.dumps(report.counts),
                      "rescans": report.rescans, "finished": "1" if finished else "0",
                      "updated_at": repr(time.time())}
-            return Batch((Command(("HSET", checkpoint_key, *_flat(state))),))
+            return Command(("HSET", checkpoint_key, *_flat(state)))
 
-        def tell() -> None:
-            counts = dict(report.counts)
-            if report.rescans:
-                counts["rescans"] = report.rescans
-            shown = max(total, report.scanned)  # the keyspace may grow while the pass runs
-            self.events.migration_progress(self.name, step, report.scanned, shown, report.counts)
+        def tell(scanned: int, counts: dict[str, int], rescans: int) -> None:
+            shown = max(total, scanned)  # the keyspace may grow while the pass runs
+            self.events.migration_progress(self.name, step, scanned, shown, counts)
             if progress:
-                progress(step, report.scanned, shown, counts)
+                progress(step, scanned, shown, {**counts, "rescans": rescans} if rescans else counts)
+
+        # The checkpoint of the last settled batch until it is written: it rides along with the
+        # next batch's scripts (one round trip fewer per batch), or is written on its own before
+        # a pause, after CHECKPOINT_EVERY steps without scripts, and at the end. Progress is
+        # told once the checkpoint that covers it is written.
+        pending = _Checkpoint(tell)
+
+        def flush() -> Op[None]:
+            if pending.command is not None:
+                yield Batch((pending.command,))
+                pending.written()
+
+        def pace(ahead: int) -> Op[None]:
+            """Under ``rate``: wait until the records settled so far, and ``ahead`` more, are due."""
+            if rate:
+                due = (report.scanned + ahead - done_at_start) / rate - (time.monotonic() - begun)
+                if due > 0:
+                    yield from flush()
+                    yield Pause(due)
 
         while True:
             for node in nodes:
@@ -527,30 +566,32 @@ class Migration:
                         cursors[name] = "0"
                         servers[name] = server
                         self._rescanned(report, name, why)
-                        checkpoint = save(False)
-                        if checkpoint:
-                            yield checkpoint
-                        tell()
+                        pending.hold(save(False), report)
+                        yield from flush()
                         continue
                     servers[name] = server
-                    placed = yield from self._place(scan_schema, other, keys, report)
-                    outcomes = yield from self._apply(mode, placed, dry_run, prefer_to)
-                    for outcome in outcomes:
-                        report.add(outcome)
-                    report.scanned += len(placed)
+                    if in_lua:
+                        settled = yield from self._settle_in_lua(
+                            mode, scan_schema, other, keys, dry_run, prefer_to, report, pending,
+                            pace if rate else None)
+                        idle_steps = 0 if settled else idle_steps + 1
+                    else:
+                        yield from flush()
+                        placed = yield from self._place(scan_schema, other, keys, report)
+                        for outcome in (yield from self._apply(mode, placed, dry_run, prefer_to)):
+                            report.add(outcome)
+                        report.scanned += len(placed)
                     cursors[name] = "done" if cursor == "0" else cursor
                     finished = all(cursors.get(n or "standalone") == "done" for n in nodes)
-                    # Written once the batch's records are settled: a crash re-does at most
-                    # this batch, and every step of it is safe to repeat. The last one waits
-                    # for the topology check below.
-                    checkpoint = save(False)
-                    if checkpoint:
-                        yield checkpoint
-                    tell()
-                    if rate and not finished:
-                        due = (report.scanned - done_at_start) / rate - (time.monotonic() - begun)
-                        if due > 0:
-                            yield Pause(due)
+                    # Written once the batch's records are settled (with the next batch's
+                    # scripts, or now): a crash re-does at most this batch, and every step of it
+                    # is safe to repeat. The last one waits for the topology check below.
+                    pending.hold(save(False), report)
+                    if not in_lua or idle_steps >= CHECKPOINT_EVERY:
+                        idle_steps = 0
+                        yield from flush()
+                    if not finished:
+                        yield from pace(0)
             moved = yield from self._topology_moved(scan_schema, nodes, servers)
             if not moved:
                 break
@@ -559,23 +600,102 @@ class Migration:
                 cursors[name] = "0"
                 self._rescanned(report, name, "the slots it serves changed while the pass ran")
         report.finished = True
-        checkpoint = save(True)
-        if checkpoint:
-            yield checkpoint
-        tell()
+        pending.hold(save(True), report)
+        yield from flush()
         return report
+
+    def _in_lua(self, other: KeySchema) -> bool:
+        """Whether a pass settles its keys with PASS_BATCH: standalone Redis, and the other
+        side's keys follow a format (the script builds them)."""
+        return not self.driver.cluster and other.lua_template is not None
+
+    def _lua_trips(self, mode: str, scan_schema: KeySchema, other: KeySchema, keys: list[str],
+                   dry_run: bool, authority: str, riders: _Checkpoint | None,
+                   pace: Callable[[int], Op[None]] | None) -> Op[tuple[list[Sent], int]]:
+        """Send ``keys`` to PASS_BATCH, CHUNK keys per call and CHUNKS_PER_TRIP calls per round
+        trip (under a rate, one call per round trip, each when it is due: ``pace``), the
+        checkpoint ``riders`` holds riding along with the first. Returns ``(key, job id,
+        reply)`` per key sent, and how many keys named an unusable workspace (``unroutable``:
+        only a key that holds the workspace can). Keys no record of the schema can have are
+        left out. Each round trip's keys are prepared just before it is sent, so that neither
+        Redis (one script) nor this process (its Python work) is busy long at a stretch."""
+        assert other.lua_template is not None, "only for a templated other side"
+        head = (mode, "1" if dry_run else "0", authority, other.lua_template,
+                self.keys.index(WORKSPACE_MARK))
+        per_trip = CHUNK if pace is not None else CHUNK * CHUNKS_PER_TRIP
+        out: list[Sent] = []
+        unroutable = 0
+        for start in range(0, len(keys), per_trip):
+            sent: list[tuple[str, str]] = []
+            args: list[str] = []
+            for key in keys[start:start + per_trip]:
+                ids = scan_schema.parse_key(key)
+                if not ids:
+                    continue
+                ws, job_id = ids
+                if ws is not None and not validation.IDENTIFIER.fullmatch(ws):
+                    unroutable += 1
+                    continue
+                sent.append((key, job_id))
+                args += (ws or "", job_id)
+            if not sent:
+                continue
+            calls = tuple(Script(PASS_BATCH, tuple(k for k, _ in sent[i:i + CHUNK]),
+                                 (*head, *args[2 * i:2 * (i + CHUNK)]))
+                          for i in range(0, len(sent), CHUNK))
+            if pace is not None:
+                yield from pace(len(out))
+            ride = () if riders is None or riders.command is None else (riders.command,)
+            # A verify must not call records it could not compare the same: errors raise.
+            got = yield Batch(ride + calls, tolerate_errors=riders is not None)
+            if ride:
+                if isinstance(got[0], Exception):
+                    raise got[0]
+                assert riders is not None
+                riders.written()
+            replies = _flat_replies(calls, got[len(ride):])
+            out += [(key, job_id, reply) for (key, job_id), reply in zip(sent, replies)]
+        return out, unroutable
+
+    def _settle_in_lua(self, mode: str, scan_schema: KeySchema, other: KeySchema, keys: list[str],
+                       dry_run: bool, prefer_to: Prefer | None, report: PassReport,
+                       riders: _Checkpoint,
+                       pace: Callable[[int], Op[None]] | None) -> Op[bool]:
+        """Copy, merge or clean up the records at ``keys`` with PASS_BATCH, ``riders`` (the last
+        checkpoint) in the same round trip; counts go to ``report``. False when there was
+        nothing to send."""
+        sent, unroutable = yield from self._lua_trips(mode, scan_schema, other, keys, dry_run,
+                                                      _authority(prefer_to), riders, pace)
+        if unroutable:
+            report.add("unroutable", unroutable)
+        if not sent:
+            return False
+        asks: list[Placed] = []
+        for key, job_id, outcome in sent:
+            if outcome.startswith("-"):  # not placed: deleted since the scan, or counted only
+                if outcome != "-":
+                    report.add(outcome[1:])
+            elif outcome.startswith("?"):
+                ws = outcome[1:]
+                asks.append((ws, job_id, key, other.job_key(ws, job_id)))
+            else:
+                report.add(outcome)
+                report.scanned += 1
+        if asks:
+            # Equal write counts and statuses, different content, and the copy the phase reads
+            # first depends on the workspace: settled one by one, each with its authority.
+            for outcome in (yield from self._apply(mode, asks, dry_run, prefer_to)):
+                report.add(outcome)
+                report.scanned += 1
+        return True
 
     def _reads_target(self, state: MigrationState) -> Prefer:
         """``f(workspace_id)``: the workspace reads the target first in this state (the copy its
         readers have been served, which wins a conflict)."""
-        def reads_target(workspace_id: str) -> bool:
-            return state.phase is Phase.TARGET_ONLY or (
-                state.phase is Phase.READ_TARGET and state.rollout.includes(self.name, workspace_id))
-        return reads_target
+        return _Authority(self.name, state, to_is_target=True)
 
     def _reads_source(self, state: MigrationState) -> Prefer:
-        reads_target = self._reads_target(state)
-        return lambda workspace_id: not reads_target(workspace_id)
+        return _Authority(self.name, state, to_is_target=False)
 
     @staticmethod
     def _rescanned(report: PassReport, name: str, why: str) -> None:
@@ -623,8 +743,31 @@ class Migration:
         # pass goes on with the rest.
         return [r if isinstance(r, str) else "error" for r in replies]
 
-    def _count(self, schema: KeySchema, nodes: Sequence[str | None]) -> Op[int]:
-        """How many keys the pass will see (for progress and ETA)."""
+    def _count(self, schema: KeySchema, nodes: Sequence[str | None]) -> Op[tuple[int, bool]]:
+        """About how many keys the pass will see (progress and ETA only): counted exactly when
+        the database is small (EXACT_COUNT_UP_TO keys), else DBSIZE times the share of a sample
+        of RANDOMKEY that are the schema's record keys, so that a pass over millions of keys
+        does not scan them all once more before it starts. ``(records, exactly counted)``."""
+        sizes = []
+        for node in nodes:
+            (size,) = yield Batch((Command(("DBSIZE",), node=node),))
+            sizes.append(int(size or 0))
+        if sum(sizes) <= EXACT_COUNT_UP_TO:
+            return (yield from self._count_exactly(schema, nodes)), True
+        total = 0.0
+        for node, size in zip(nodes, sizes):
+            if node is None:
+                sample = yield Batch(tuple(Command(("RANDOMKEY",)) for _ in range(COUNT_SAMPLES)))
+            else:  # a keyless command goes to the node named, one at a time
+                sample = []
+                for _ in range(COUNT_SAMPLES // 4):
+                    (key,) = yield Batch((Command(("RANDOMKEY",), node=node),))
+                    sample.append(key)
+            ours = sum(1 for key in sample if key and schema.parse_key(key))
+            total += size * ours / max(1, len(sample))
+        return round(total), False
+
+    def _count_exactly(self, schema: KeySchema, nodes: Sequence[str | None]) -> Op[int]:
         total = 0
         for node in nodes:
             cursor = "0"
@@ -663,6 +806,31 @@ class Migration:
                 kind = _compare(side, mine, theirs, ws)
             found.append((kind, mine, theirs))
         return found
+
+    def _compare_in_lua(self, side: str, schema: KeySchema, other: KeySchema, keys: list[str],
+                        report: VerifyReport) -> Op[tuple[list[Placed], list[Compared]]]:
+        """``_place`` and ``_compare_pairs`` in PASS_BATCH calls (``_lua_trips``): each record is
+        compared with its counterpart in the script, and only those that are not the same come
+        back whole. Records placed, and their ``(kind, record, counterpart)``."""
+        sent, unroutable = yield from self._lua_trips(side, schema, other, keys, False, "0",
+                                                      None, None)
+        if side == "source":
+            report.unroutable += unroutable
+        placed: list[Placed] = []
+        found: list[Compared] = []
+        for key, job_id, reply in sent:
+            if isinstance(reply, list):
+                kind, ws, mine, theirs = reply
+                placed.append((ws, job_id, key, other.job_key(ws, job_id)))
+                found.append((kind, as_record(mine), as_record(theirs)))
+            elif reply == "-unroutable":
+                report.unroutable += side == "source"
+            elif reply in ("-not_a_record", "not_a_record"):
+                report.not_records += 1
+            elif reply != "-":
+                placed.append(("", job_id, key, ""))
+                found.append((reply, {}, {}))
+        return placed, found
 
     def _place(self, scan_schema: KeySchema, other: KeySchema, keys: list[str],
                report: PassReport | _Counter) -> Op[list[Placed]]:
@@ -738,15 +906,18 @@ class Migration:
                 if servers.setdefault(name, server) != server:
                     return name
                 cursor = cursor_next
-                unroutable = _Counter()
-                placed = yield from self._place(schema, other, keys, unroutable)
-                if side == "source":
-                    report.unroutable += unroutable.counts.get("unroutable", 0)
-                report.not_records += unroutable.counts.get("not_a_record", 0)
-                if sample:
-                    placed = placed[: max(0, sample - seen)]
+                if not sample and self._in_lua(other):
+                    placed, found = yield from self._compare_in_lua(side, schema, other, keys, report)
+                else:
+                    unroutable = _Counter()
+                    placed = yield from self._place(schema, other, keys, unroutable)
+                    if side == "source":
+                        report.unroutable += unroutable.counts.get("unroutable", 0)
+                    report.not_records += unroutable.counts.get("not_a_record", 0)
+                    if sample:
+                        placed = placed[: max(0, sample - seen)]
+                    found = yield from self._compare_pairs(side, placed)
                 seen += len(placed)
-                found = yield from self._compare_pairs(side, placed)
                 if self.driver.cluster:
                     # The two copies sit on different nodes and a write reaches them one after
                     # the other: look again at what differs before calling it a problem.
@@ -825,6 +996,79 @@ def _seconds(reply: Any) -> float:
     """A TIME reply (``(seconds, microseconds)``) as epoch seconds."""
     seconds, micros = reply
     return int(seconds) + int(micros) / 1e6
+
+
+@dataclass(frozen=True)
+class _Authority:
+    """``f(workspace_id)``: True where the 'to' side of a pass wins a conflict, because it is the
+    copy the phase reads first for that workspace (jobstore.rules.wins); ``uniform`` is that
+    answer when it is the same for every workspace (PASS_BATCH then needs no workspace's)."""
+
+    migration: str
+    state: MigrationState
+    to_is_target: bool
+
+    def reads_target(self, workspace_id: str) -> bool:
+        phase = self.state.phase
+        return phase is Phase.TARGET_ONLY or (
+            phase is Phase.READ_TARGET and self.state.rollout.includes(self.migration, workspace_id))
+
+    def __call__(self, workspace_id: str) -> bool:
+        return self.reads_target(workspace_id) == self.to_is_target
+
+    @property
+    def uniform(self) -> bool | None:
+        phase, rollout = self.state.phase, self.state.rollout
+        if phase is Phase.TARGET_ONLY:
+            target = True
+        elif phase is not Phase.READ_TARGET:
+            target = False
+        elif rollout.percent >= 100 and not rollout.deny:
+            target = True
+        elif rollout.percent <= 0 and not rollout.allow:
+            target = False
+        else:
+            return None
+        return target == self.to_is_target
+
+
+def _authority(prefer_to: Prefer | None) -> str:
+    """PASS_BATCH's ARGV[3]: '1' the 'to' copy wins a conflict, '0' the 'from' copy, '?' it
+    depends on the workspace (the script hands such records back to be settled one by one)."""
+    if prefer_to is None:
+        return "0"
+    uniform = prefer_to.uniform if isinstance(prefer_to, _Authority) else None
+    return "?" if uniform is None else "1" if uniform else "0"
+
+
+def _flat_replies(calls: Sequence[Script], replies: list[Any]) -> list[Any]:
+    """One entry per key of ``calls`` from their PASS_BATCH replies; a call Redis refused
+    whole (a script error) counts each of its records as an ``error``."""
+    out: list[Any] = []
+    for call, reply in zip(calls, replies):
+        out += ["error"] * len(call.keys) if isinstance(reply, Exception) else reply
+    return out
+
+
+class _Checkpoint:
+    """A pass's checkpoint not written yet, and the progress it covers (told once written)."""
+
+    def __init__(self, tell: Callable[[int, dict[str, int], int], None]) -> None:
+        self.command: Command | None = None
+        self.tell = tell
+        self._covers: tuple[int, dict[str, int], int] = (0, {}, 0)
+
+    def hold(self, command: Command | None, report: PassReport) -> None:
+        """The checkpoint of ``report`` as it is now (None: a dry run, which writes none and
+        tells at once)."""
+        self.command = command
+        self._covers = (report.scanned, dict(report.counts), report.rescans)
+        if command is None:
+            self.written()
+
+    def written(self) -> None:
+        self.command = None
+        self.tell(*self._covers)
 
 
 class _Counter:

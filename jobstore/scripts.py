@@ -815,13 +815,27 @@ PASS_BATCH = Lua(
 --   verify: 'same' | 'not_a_record' | {kind, workspace, record, counterpart} for any other kind
 --   ('missing', 'differing', 'target_newer', 'orphaned'), records as flat HGETALL lists
 local mode, dry, authority = ARGV[1], ARGV[2] == '1', ARGV[3]
-local other_template, index_template = ARGV[4], ARGV[5]
+-- f(workspace, job): a template with the ids put in (each mark at most once; no pattern work)
+local function compile(template)
+  local w, j = string.find(template, '\1', 1, true), string.find(template, '\2', 1, true)
+  if not w or not j then
+    local at = w or j
+    local head, tail = string.sub(template, 1, at - 1), string.sub(template, at + 1)
+    if w then return function(ws, job) return head .. ws .. tail end end
+    return function(ws, job) return head .. job .. tail end
+  end
+  local a = string.sub(template, 1, math.min(w, j) - 1)
+  local b = string.sub(template, math.min(w, j) + 1, math.max(w, j) - 1)
+  local c = string.sub(template, math.max(w, j) + 1)
+  if w < j then return function(ws, job) return a .. ws .. b .. job .. c end end
+  return function(ws, job) return a .. job .. b .. ws .. c end
+end
+local other_key_of, index_of = compile(ARGV[4]), compile(ARGV[5])
+local NOT_A_HASH = {'\0not-a-hash', 'another type'}
 local function valid_id(v)
   return v ~= nil and #v >= 1 and #v <= 128 and string.match(v, '^[A-Za-z0-9_.%-]+$') ~= nil
 end
-local function key_of(template, ws, job)
-  return (string.gsub(template, '[\1\2]', function(c) if c == '\1' then return ws end return job end))
-end
+local function failed(reply) return type(reply) == 'table' and reply['err'] ~= nil end
 -- a record and its flat form; nil for a key of another type
 local function read(key)
   local flat = redis.pcall('HGETALL', key)
@@ -830,7 +844,6 @@ local function read(key)
   for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
   return record, flat
 end
-local function failed(reply) return type(reply) == 'table' and reply['err'] ~= nil end
 local function identity_same(a, b)
   for k, v in pairs(a) do if not MUTABLE[k] and b[k] ~= v then return false end end
   for k, v in pairs(b) do if not MUTABLE[k] and a[k] ~= v then return false end end
@@ -841,26 +854,59 @@ local function needs_authority(from, to)
   return not is_empty(from) and not is_empty(to) and not same_content(from, to)
     and rev(from) == rev(to) and not later_status(from, to) and not later_status(to, from)
 end
--- writes a record as SYNC_RECORD does; false when Redis refused a write
-local function write(key, record, fresh, ttl_of, ws, job)
-  local flat = {}
-  for k, v in pairs(record) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+local function hset_flat_checked(key, flat)
   for i = 1, #flat, 1000 do
     if failed(redis.pcall('HSET', key, unpack(flat, i, math.min(i + 999, #flat)))) then return false end
   end
+  return true
+end
+-- index entries to add, by workspace: {score, job id, ...}, and the keys they are for: one
+-- ZADD NX per workspace at the end of the call (a refused one is an 'error' of its records)
+local entries, entry_of = {}, {}
+-- writes a record as SYNC_RECORD does (flat: the record as field, value pairs, when known);
+-- false when Redis refused a write
+local function write(i, key, record, flat, fresh, ttl_of, ws, job)
+  if not flat then
+    flat = {}
+    for k, v in pairs(record) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+  end
+  if not hset_flat_checked(key, flat) then return false end
   if fresh then
     local ttl = redis.pcall('PTTL', ttl_of)
     if not failed(ttl) and ttl > 0 and failed(redis.pcall('PEXPIRE', key, ttl)) then return false end
   end
-  return not failed(redis.pcall('ZADD', key_of(index_template, ws, job), 'NX',
-                                to_epoch(record['created_at']) or 0, job))
+  local mine = entries[ws]
+  if not mine then mine = {}; entries[ws] = mine; entry_of[ws] = {} end
+  mine[#mine + 1] = to_epoch(record['created_at']) or 0
+  mine[#mine + 1] = job
+  entry_of[ws][#entry_of[ws] + 1] = i
+  return true
 end
 
-local function settle(key, ws, job)
+-- verify of the target side: only the owner of each copy is read, unless they differ
+local function orphan_check(key, ws, job)
+  local owner = redis.pcall('HGET', key, 'workspace_id')
+  if failed(owner) then return 'not_a_record' end
+  if ws == '' then
+    if not owner and redis.call('EXISTS', key) == 0 then return '-' end
+    if not valid_id(owner) then return '-unroutable' end
+    ws = owner
+  elseif owner ~= ws then
+    return '-'
+  end
+  local other_key = other_key_of(ws, job)
+  if redis.pcall('HGET', other_key, 'workspace_id') == ws then return 'same' end
+  local _, mine_flat = read(key)
+  local _, theirs_flat = read(other_key)
+  return {'orphaned', ws, mine_flat or NOT_A_HASH, theirs_flat or NOT_A_HASH}
+end
+
+local function settle(i, key, ws, job)
+  if mode == 'target' then return orphan_check(key, ws, job) end
   local mine, mine_flat = read(key)
   local scoped = ws ~= ''
   if mine == nil then
-    if scoped or mode == 'source' or mode == 'target' then return 'not_a_record' end
+    if scoped or mode == 'source' then return 'not_a_record' end
     return '-not_a_record'
   end
   if not scoped then
@@ -868,24 +914,21 @@ local function settle(key, ws, job)
     ws = mine['workspace_id']
     if not valid_id(ws) then return '-unroutable' end
   end
-  local other_key = key_of(other_template, ws, job)
-  if mode == 'source' or mode == 'target' then
+  local other_key = other_key_of(ws, job)
+  if mode == 'source' then
     if mine['workspace_id'] ~= ws then return '-' end
     local theirs, theirs_flat = read(other_key)
     local kind
-    if mode == 'target' then
-      kind = (theirs and theirs['workspace_id'] == ws) and 'same' or 'orphaned'
-    elseif theirs == nil or theirs['workspace_id'] ~= ws then
+    if theirs == nil or theirs['workspace_id'] ~= ws then
       kind = 'missing'
     elseif same_content(mine, theirs) then
-      kind = 'same'
+      return 'same'
     elseif identity_same(mine, theirs) and newer(theirs, mine) then
       kind = 'target_newer'
     else
       kind = 'differing'
     end
-    if kind == 'same' then return kind end
-    return {kind, ws, mine_flat, theirs_flat or {'\0not-a-hash', 'another type'}}
+    return {kind, ws, mine_flat, theirs_flat or NOT_A_HASH}
   end
   local theirs = read(other_key)
   if theirs == nil then return 'not_a_record' end
@@ -905,13 +948,27 @@ local function settle(key, ws, job)
   if authority == '?' and needs_authority(mine, theirs) then return '?' .. ws end
   local outcome, new_from, new_to = decide_sync(mode, mine, theirs, authority == '1')
   if dry then return outcome end
-  if new_from and not write(key, new_from, is_empty(mine), other_key, ws, job) then return 'error' end
-  if new_to and not write(other_key, new_to, is_empty(theirs), key, ws, job) then return 'error' end
+  if new_from and not write(i, key, new_from, nil, is_empty(mine), other_key, ws, job) then
+    return 'error'
+  end
+  -- a plain copy writes the record as it was read
+  if new_to and not write(i, other_key, new_to, new_to == mine and mine_flat or nil, is_empty(theirs),
+                          key, ws, job) then
+    return 'error'
+  end
   return outcome
 end
 
 local out = {}
-for i = 1, #KEYS do out[i] = settle(KEYS[i], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
+for i = 1, #KEYS do out[i] = settle(i, KEYS[i], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
+for ws, flat in pairs(entries) do
+  local index = index_of(ws, '')
+  for i = 1, #flat, 1000 do
+    if failed(redis.pcall('ZADD', index, 'NX', unpack(flat, i, math.min(i + 999, #flat)))) then
+      for _, n in ipairs(entry_of[ws]) do out[n] = 'error' end
+    end
+  end
+end
 return out
 """,
 )
