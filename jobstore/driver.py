@@ -14,7 +14,7 @@ import redis
 from .errors import NotReplicated, RedisCommandError, StoreUnavailable
 from .scripts import ALL as ALL_SCRIPTS
 from .connection import Client, is_cluster
-from .steps import Call, Command, Pause, Primaries, Refresh, Scan, Script, Step
+from .steps import Batch, Call, Command, Pause, Primaries, Refresh, Scan, Script, Step
 
 if TYPE_CHECKING:
     from .events import Events
@@ -90,6 +90,11 @@ class SyncDriver:
             self._apply_state(reply)
 
     def _do(self, step: Step, short: list[int] | None = None) -> Any:
+        if isinstance(step, Batch):  # the common step first
+            return self._batch(step, short)
+        return self._other(step)
+
+    def _other(self, step: Step) -> Any:
         if isinstance(step, Pause):
             time.sleep(step.seconds)
             return None
@@ -105,6 +110,9 @@ class SyncDriver:
             return None
         if isinstance(step, Scan):
             return self._scan(step)
+        raise TypeError(f"unknown step {step!r}")
+
+    def _batch(self, step: Batch, short: list[int] | None) -> Any:
         calls = step.calls
         tolerate = step.tolerate_errors
         wait = self.wait_replicas and _writes(calls)

@@ -169,7 +169,7 @@ class Job:
             job_id=data["job_id"],
             workspace_id=data["workspace_id"],
             action=data.get("action", ""),
-            status=JobStatus(data.get("status") or "pending"),
+            status=_STATUS_OF[data.get("status") or "pending"],
             params=params,
             result=result,
             error=data.get("error") or None,
@@ -190,6 +190,7 @@ _ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
                   r"(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]{1,9}))?)?"
                   r"(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?")
 _STATUSES = frozenset(s.value for s in JobStatus)
+_STATUS_OF = {s.value: s for s in JobStatus}
 TIME_FORMATS = ("epoch", "iso")
 
 
