@@ -244,18 +244,42 @@ def update_status(
     fields = {"status": status.value, **changes, "updated_at": stamp}
     flat = [part for item in fields.items() for part in item]
     marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
-    while True:
-        routing = ctx.strategy.routing(workspace_id)
-        (reply,) = yield Batch((fenced_script(
-            ctx, UPDATE_STATUS,
-            (marker, *_keys(routing.touched, workspace_id, job_id), ctx.keys.leases),
-            (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, "", claim or "", "",
-             "1", iso, *flat),
-        ),))
-        if not stale(reply):
-            break
-        yield Refresh()
+    spent = spent_markers(ctx, mine=marker)
+    try:
+        while True:
+            routing = ctx.strategy.routing(workspace_id)
+            (reply,) = yield Batch((fenced_script(
+                ctx, UPDATE_STATUS,
+                (marker, *_keys(routing.touched, workspace_id, job_id), ctx.keys.leases, *spent),
+                (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, "", claim or "", "",
+                 1 + len(spent), iso, *flat),
+            ),))
+            if not stale(reply):
+                break
+            yield Refresh()
+    finally:
+        ctx.spent_markers.append(marker)  # this call has its answer (or has given up)
     return update_outcome(ctx, reply, job_id, workspace_id, status, claim=claim)
+
+
+# Op markers one script deletes at most (ops.spent_markers); the rest wait for the next ones.
+SPENT_PER_CALL = 32
+
+
+def spent_markers(ctx: Context, most: int = SPENT_PER_CALL, mine: str = "") -> list[str]:
+    """Up to ``most`` op markers of this store's earlier calls that have their answer, taken
+    off its list (thread-safe: another thread's call takes the others), for a script to
+    delete: no re-send of those calls can come any more, so a marker lives until the store's
+    next call instead of its whole ttl. Never ``mine``, the asking call's own marker."""
+    spent: list[str] = []
+    while len(spent) < most:
+        try:
+            marker = ctx.spent_markers.popleft()
+        except IndexError:
+            break
+        if marker != mine:
+            spent.append(marker)
+    return spent
 
 
 def update_outcome(ctx: Context, reply: list[Any], job_id: str, workspace_id: str, status: JobStatus,
@@ -297,7 +321,7 @@ def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:
 
 
 def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms: int,
-                    resolved: str = "") -> Script:
+                    resolved: str = "", spent: Sequence[str] = ()) -> Script:
     # Routing is read afresh for every attempt, so a long wait follows a phase switch.
     schemas = tuple(s.lua_template if s.lua_template is not None else "\x03" + s.name
                     for s in ctx.strategy.routing(None).touched)
@@ -306,7 +330,7 @@ def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms
         ctx,
         DEQUEUE,
         (source, ctx.keys.queue, marker, ctx.keys.dead, ctx.keys.leases,
-         ctx.legacy_queue or ctx.keys.queue, ctx.keys.queue_mode),
+         ctx.legacy_queue or ctx.keys.queue, ctx.keys.queue_mode, *spent),
         (ctx.marker_ttl, stamp, ctx.dequeue_scan, ctx.max_dead_letters, lease_ms,
          ctx.max_attempts, token, resolved, iso, "1" if ctx.legacy_queue else "", *schemas),
     )
@@ -350,14 +374,25 @@ def _claimed(ctx: Context, reply: list[Any]) -> Job | None:
 def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) -> Op[Job | None]:
     """Claim the oldest pending job, or a job whose lease ran out. ``timeout``: 0 no wait, None
     wait forever, else seconds. ``lease_ms``: the claim's lease (default: the store's)."""
-    token = ctx.new_token()
+    marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.queue)
+    try:
+        return (yield from _dequeue(ctx, timeout, lease_ms, marker))
+    finally:
+        ctx.spent_markers.append(marker)  # this call has its answer (or has given up)
+
+
+def _dequeue(ctx: Context, timeout: float | None, lease_ms: int | None,
+             marker: str) -> Op[Job | None]:
+    token = marker.rsplit(":", 1)[1]
+    spent = spent_markers(ctx, mine=marker)
     lease_ms = ctx.lease_ms if lease_ms is None else lease_ms
     queue = ctx.keys.queue
-    marker, claim = ctx.keys.op(token, near=queue), ctx.keys.claim(token)
+    claim = ctx.keys.claim(token)
     deadline = None if timeout is None else time.monotonic() + timeout
     resolved = ""
     while True:
-        (reply,) = yield Batch((_dequeue_script(ctx, queue, marker, token, lease_ms, resolved),))
+        (reply,) = yield Batch((_dequeue_script(ctx, queue, marker, token, lease_ms, resolved,
+                                                spent),))
         if stale(reply):
             yield Refresh()
             continue

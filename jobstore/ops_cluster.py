@@ -27,7 +27,7 @@ from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExi
 from .job import Job, JobStatus, count, parse_time, record_problem
 from .rules import OP
 from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script, now,
-                  queue_entry, update_outcome)
+                  queue_entry, spent_markers, update_outcome, SPENT_PER_CALL)
 from .scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, LEASE_CLAIM,
                       LEASE_LIST, MIRROR, PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
 from .steps import Batch, Call, Command, Script
@@ -48,23 +48,6 @@ def _same_job(stored: dict[str, str], fields: dict[str, str]) -> bool:
     return stored.get("status") == "pending" and all(
         stored.get(k) == fields[k] for k in ("workspace_id", "action", "params")
     )
-
-
-# Spent push markers one push script deletes at most (the rest wait for the next ones); a
-# batch's scripts share them, so each call deletes at least as many as it leaves.
-SPENT_PER_PUSH = 32
-
-
-def _spent_markers(ctx: Context, most: int) -> list[str]:
-    """Up to ``most`` push markers whose push has its answer, taken off the store's list
-    (thread-safe: another thread's call takes the others)."""
-    spent: list[str] = []
-    while len(spent) < most:
-        try:
-            spent.append(ctx.spent_markers.popleft())
-        except IndexError:
-            break
-    return spent
 
 
 def _indexed(ctx: Context, jobs: list[Job]) -> Op[set[str]]:
@@ -157,10 +140,10 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
             pushed = [ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue) for job, _ in todo]
             # The markers of earlier pushes that have their answer (no re-send of them can come
             # any more) go with this push, in the same script: a finished enqueue leaves no key.
-            spent = _spent_markers(ctx, SPENT_PER_PUSH * len(todo))
+            spent = spent_markers(ctx, SPENT_PER_CALL * len(todo))
             calls = list(
                 Script(PUSH_ONCE, (marker, ctx.keys.queue,
-                                   *spent[n * SPENT_PER_PUSH:(n + 1) * SPENT_PER_PUSH]),
+                                   *spent[n * SPENT_PER_CALL:(n + 1) * SPENT_PER_CALL]),
                        (ctx.marker_ttl, queue_entry(ctx, job.workspace_id, job.job_id,
                                                     fields["created_at"])))
                 for n, (marker, (job, fields)) in enumerate(zip(pushed, todo)))

@@ -250,7 +250,9 @@ UPDATE_STATUS = fenced(
 -- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] statuses allowed before, ' '-separated
 -- ARGV[4] max record bytes   ARGV[5] created_at the record must have ('' any)
 -- ARGV[6] the claim the caller must hold ('' none)   ARGV[7] '1': this move hands the job out
---         (attempts + 1)   ARGV[8] '1': the last KEY is the leases sorted set (standalone)
+--         (attempts + 1)   ARGV[8] how many KEYS follow the records: 0 (Cluster), else the
+--         leases sorted set (standalone) and then op markers of this store's earlier calls that
+--         have their answer (no re-send of them can come), deleted first
 -- ARGV[9] the updated_at to write to a record whose times are ISO 8601 text ('' none: as given)
 -- ARGV[10 ..] field, value pairs to set
 -- returns {'updated', record, key} | {'replayed', record, key} | {'missing'}
@@ -263,13 +265,15 @@ UPDATE_STATUS = fenced(
 -- keys hold now: never another incarnation's record, never a second claim. A move out of
 -- 'running' ends the record's claim: its lease is dropped (standalone; on Cluster the caller
 -- drops it, and a lease left behind is dropped when it runs out).
+local extra = tonumber(ARGV[8]) or 0
+for i = #KEYS - extra + 2, #KEYS do redis.call('UNLINK', KEYS[i]) end
 local saved = redis.call('GET', KEYS[1])
 if saved then
   local first = cjson.decode(saved)
   return {'replayed', first[2], first[1]}
 end
-local last, leases = #KEYS, false
-if ARGV[8] == '1' then leases = KEYS[#KEYS]; last = #KEYS - 1 end
+local last, leases = #KEYS - extra, false
+if extra > 0 then leases = KEYS[last + 1] end
 local owned = {}
 for i = 2, last do
   if addressed(KEYS[i], ARGV[1]) then owned[#owned + 1] = KEYS[i] end
@@ -396,6 +400,9 @@ DEQUEUE = fenced(
 -- workspace's, or one without a workspace_id) cannot be decoded, goes to the dead-letter list
 -- with the reason; the record is left as it is. Whatever a claim list still holds goes back to
 -- the queue's head, in order.
+-- KEYS[8 ..] op markers of this store's earlier calls that have their answer (no re-send of
+--   them can come): deleted first, so that markers live only until the store's next call.
+for i = 8, #KEYS do redis.call('UNLINK', KEYS[i]) end
 local reply
 local dead, reaped = {}, {}
 local now = now_ms()
