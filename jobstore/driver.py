@@ -52,6 +52,8 @@ class SyncDriver:
         self.label = label
         self.events = events
         self.cluster = is_cluster(client)
+        if self.cluster:
+            _local_script_keys(client)
         # A client that decodes replies itself (jobstore.open's do) needs no second pass over
         # every reply; one given by the caller may hand back bytes.
         self._text = _text if not _decodes(client) else _same
@@ -181,8 +183,16 @@ class SyncDriver:
             self.events.phase(getattr(self.strategy, "migration", self.strategy.name), phase)
 
     def _send(self, calls: tuple[Any, ...], tolerate: bool = False) -> list[Any]:
-        if len(calls) == 1 and not tolerate:
-            return [self._text(self._one(calls[0]))]
+        if len(calls) == 1:
+            if not tolerate:
+                return [self._text(self._one(calls[0]))]
+            if self.cluster:  # a cluster pipeline of one command costs far more than the command
+                try:
+                    return [self._text(self._one(calls[0]))]
+                except redis.exceptions.ResponseError as exc:
+                    if not _one_commands_fault(exc):
+                        raise
+                    return [exc]
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             for call in calls:
@@ -219,6 +229,29 @@ class SyncDriver:
     def _load_scripts(self) -> None:
         for script in self._scripts.values():
             script.sha = self.client.script_load(script.script)
+
+
+def _local_script_keys(client: Any) -> None:
+    """Make ``client`` (a RedisCluster) read the keys of EVAL/EVALSHA from the command itself.
+
+    redis-py's cluster pipeline looks up the keys of every command it queues, and for a script
+    call (Redis flags them "movablekeys") it asks the server with ``COMMAND GETKEYS``: one more
+    round trip per script call of a pipeline, one after the other. The keys of a script call
+    are its ``numkeys`` arguments after the script, which is also how redis-py itself routes
+    them (``RedisCluster.determine_slot``); only this lookup is made local. Idempotent.
+    """
+    parser = getattr(client, "commands_parser", None)
+    if parser is None or getattr(parser, "_jobstore_local_script_keys", False):
+        return
+    server_lookup = parser.get_keys
+
+    def get_keys(redis_conn: Any, *args: Any) -> Any:
+        if len(args) > 2 and str(args[0]).upper() in ("EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO"):
+            return list(args[3:3 + int(args[2])])
+        return server_lookup(redis_conn, *args)
+
+    parser.get_keys = get_keys
+    parser._jobstore_local_script_keys = True
 
 
 def _decodes(client: Any) -> bool:

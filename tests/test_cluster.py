@@ -303,3 +303,26 @@ def test_an_enqueue_cut_in_target_only_completes_after_the_rollback(cluster):
     assert claimed is not None and claimed.job_id == "cut"
     with pytest.raises(jobstore.JobExists):
         after.enqueue("ws", "a", {"n": 1}, job_id="cut")
+
+
+def test_script_calls_are_routed_without_asking_the_server_for_their_keys(cluster_url):
+    """redis-py's cluster pipeline asked every node ``COMMAND GETKEYS`` for each script call it
+    queued: one more round trip per script call, in sequence (issue 13: a cluster enqueue
+    took five round trips for its three steps). The keys of a script call are in the call."""
+    store = jobstore.open(cluster_url, "dual", phase="dual-write")
+    client = store.client
+
+    def getkeys_calls():
+        stats = client.info("commandstats", target_nodes=client.PRIMARIES)
+        return sum(node.get("cmdstat_command|getkeys", {}).get("calls", 0)
+                   for node in stats.values())
+
+    store.get("warm", workspace_id="ws")
+    before = getkeys_calls()
+    jobs = store.enqueue_many([("ws", "a", {"n": n}) for n in range(20)])
+    store.enqueue("ws", "b")
+    job = store.dequeue(timeout=0)
+    store.update_status(job.job_id, "completed", workspace_id="ws", claim=job.claim)
+    assert getkeys_calls() == before
+    assert {j.job_id for j in store.list("ws", limit=50)} >= {j.job_id for j in jobs}
+    store.close()
