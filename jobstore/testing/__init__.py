@@ -15,6 +15,15 @@ installed) never needs Hypothesis.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what a type checker sees of the names imported on first use
+    from .conformance import SchemaConformance as SchemaConformance
+    from .model import BY_DESIGN as BY_DESIGN, ModelJob as ModelJob, StoreModel as StoreModel
+    from .model import job_view as job_view
+    from .stateful import MIGRATION_CYCLE as MIGRATION_CYCLE, Divergence as Divergence
+    from .stateful import FakeClock as FakeClock, MultiStrategyMachine as MultiStrategyMachine
+    from .stateful import StoreMachine as StoreMachine, run_machine as run_machine
 
 _EXPORTS = {
     "SchemaConformance": "conformance",
@@ -33,7 +42,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'jobstore.testing' has no attribute {name!r}")

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import threading
 import uuid
-from typing import Any, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 import redis
 from hypothesis import given, settings as Settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine
 
 import jobstore
 from ..job import format_time
@@ -44,6 +46,8 @@ from .pytest_plugin import configured_url, prepared_url
 from .stateful import ID_CHARS, PHASES, MultiStrategyMachine, StoreMachine, run_machine
 
 __all__ = ["SchemaConformance"]
+
+T = TypeVar("T")
 
 identifiers = st.text(ID_CHARS, min_size=1, max_size=12) | st.text(ID_CHARS, min_size=128, max_size=128)
 prefixes = st.lists(st.text(ID_CHARS, min_size=1, max_size=6), min_size=1, max_size=3).map(":".join)
@@ -60,18 +64,20 @@ _SENT = _Counted()
 class CountingConnection(redis.Connection):
     """Counts round trips on the wire: a send that follows a read."""
 
-    def send_packed_command(self, command, check_health=True):
+    def send_packed_command(self, command: str | bytes | Iterable[bytes],
+                            check_health: bool = True) -> None:
         if _SENT.reading:
             _SENT.count += 1
             _SENT.reading = False
-        return super().send_packed_command(command, check_health)
+        # redis-py leaves this method unannotated.
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
-    def read_response(self, *args, **kwargs):
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
         _SENT.reading = True
         return super().read_response(*args, **kwargs)
 
 
-def _round_trips(call) -> tuple[int, Any]:
+def _round_trips(call: Callable[[], T]) -> tuple[int, T]:
     _SENT.count, _SENT.reading = 0, True
     result = call()
     return _SENT.count, result
@@ -95,12 +101,12 @@ class SchemaConformance:
     # -- fixtures -------------------------------------------------------------------------
 
     @pytest.fixture
-    def jobstore_url(self, request) -> Iterator[str]:
+    def jobstore_url(self, request: pytest.FixtureRequest) -> Iterator[str]:
         """This class's ``redis_url``, else ``--jobstore-url``; flushed before the test."""
         yield from prepared_url(self.redis_url or configured_url(request.config))
 
     @pytest.fixture
-    def jobstore_store(self, jobstore_url) -> Iterator[jobstore.JobStore]:
+    def jobstore_store(self, jobstore_url: str) -> Iterator[jobstore.JobStore]:
         """A store of this schema alone, prefix ``ai``."""
         store = jobstore.open(jobstore_url, self.schema)
         yield store
@@ -119,7 +125,7 @@ class SchemaConformance:
         schemas = [get_registry().schema(name, prefix) for name in ("legacy", "workspace")]
         return [s for s in schemas if s.identity != mine]
 
-    def run(self, factory) -> None:
+    def run(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
         run_machine(factory, self.machine_settings)
 
     # -- the schema object ----------------------------------------------------------------
@@ -127,15 +133,15 @@ class SchemaConformance:
     # subclass would trip Hypothesis' differing-executors health check. Each is decorated with
     # the kit's settings, read when the test runs.
 
-    def test_schema_is_registered_as_a_schema(self):
+    def test_schema_is_registered_as_a_schema(self) -> None:
         info = {row.name: row for row in jobstore.strategies()}
         assert self.schema in info, f"{self.schema!r} is not registered; is its plugin installed?"
         assert info[self.schema].kind == "schema"
 
-    def test_job_keys_round_trip_through_parse_key(self):
+    def test_job_keys_round_trip_through_parse_key(self) -> None:
         @kit_settings()
         @given(prefix=prefixes, workspace_id=identifiers, job_id=identifiers)
-        def check(prefix, workspace_id, job_id):
+        def check(prefix: str, workspace_id: str, job_id: str) -> None:
             schema = self.make_schema(prefix)
             key = schema.job_key(workspace_id, job_id)
             assert key.startswith(prefix + ":"), f"{key!r} does not start with the prefix {prefix!r}:"
@@ -149,10 +155,10 @@ class SchemaConformance:
 
         check()
 
-    def test_distinct_jobs_have_distinct_keys(self):
+    def test_distinct_jobs_have_distinct_keys(self) -> None:
         @kit_settings()
         @given(prefix=prefixes, a=st.tuples(identifiers, identifiers), b=st.tuples(identifiers, identifiers))
-        def check(prefix, a, b):
+        def check(prefix: str, a: tuple[str, str], b: tuple[str, str]) -> None:
             schema = self.make_schema(prefix)
             same_job = a[1] == b[1] and (a[0] == b[0] or not schema.scoped)
             assert (schema.job_key(*a) == schema.job_key(*b)) == same_job, (
@@ -161,10 +167,10 @@ class SchemaConformance:
 
         check()
 
-    def test_scan_pattern_covers_job_keys_and_no_jobstore_key(self):
+    def test_scan_pattern_covers_job_keys_and_no_jobstore_key(self) -> None:
         @kit_settings()
         @given(prefix=prefixes, workspace_id=identifiers, job_id=identifiers)
-        def check(prefix, workspace_id, job_id):
+        def check(prefix: str, workspace_id: str, job_id: str) -> None:
             schema = self.make_schema(prefix)
             pattern = schema.scan_pattern()
             key = schema.job_key(workspace_id, job_id)
@@ -182,11 +188,11 @@ class SchemaConformance:
 
         check()
 
-    def test_builtin_layouts_never_parse_as_this_schema(self):
+    def test_builtin_layouts_never_parse_as_this_schema(self) -> None:
         """Else a migration on the same prefix would take one layout's records for the other's."""
         @kit_settings()
         @given(prefix=prefixes, workspace_id=identifiers, job_id=identifiers)
-        def check(prefix, workspace_id, job_id):
+        def check(prefix: str, workspace_id: str, job_id: str) -> None:
             mine = self.make_schema(prefix)
             for other in self.builtin_schemas(prefix):
                 theirs = other.job_key(workspace_id, job_id)
@@ -198,7 +204,7 @@ class SchemaConformance:
 
     # -- against a database ---------------------------------------------------------------
 
-    def test_scan_finds_exactly_the_record_keys(self, jobstore_url):
+    def test_scan_finds_exactly_the_record_keys(self, jobstore_url: str) -> None:
         """Backfill, verify and cleanup find records by SCAN MATCH scan_pattern + parse_key."""
         prefix = f"conf:{uuid.uuid4().hex[:8]}"
         names = list(dict.fromkeys([self.schema, "legacy", "workspace"]))
@@ -221,18 +227,20 @@ class SchemaConformance:
                 f"schema's records (too wide): {sorted(matched - found)}"
             )
             for key in found:
-                ws, job_id = schema.parse_key(key)
+                parsed = schema.parse_key(key)
+                assert parsed is not None, f"parse_key({key!r}) parsed it a moment ago"
+                owner, job_id = parsed
                 record = client.hgetall(key)
                 held = (record.get("workspace_id"), record.get("job_id"))
-                assert held[1] == job_id and ws in (None, held[0]), (
-                    f"parse_key({key!r}) gives {(ws, job_id)!r}, but the record there is "
+                assert held[1] == job_id and owner in (None, held[0]), (
+                    f"parse_key({key!r}) gives {parsed!r}, but the record there is "
                     f"workspace_id={held[0]!r}, job_id={held[1]!r}"
                 )
         finally:
             for store in stores:
                 store.close()
 
-    def test_stored_record_layout(self, jobstore_store):
+    def test_stored_record_layout(self, jobstore_store: jobstore.JobStore) -> None:
         store = jobstore_store
         job = store.enqueue("ws1", "act", {"k": [1, "é"]}, job_id="j1")
         key = self.make_schema().job_key("ws1", "j1")
@@ -248,10 +256,10 @@ class SchemaConformance:
             "_rev": "1",  # the record's write count: which copy is newer never needs a clock
         }
 
-    def test_workspaces_are_isolated(self, jobstore_store):
+    def test_workspaces_are_isolated(self, jobstore_store: jobstore.JobStore) -> None:
         store = jobstore_store
 
-        def expect(operation: str, call, wanted) -> Any:
+        def expect(operation: str, call: Callable[[], object], wanted: object) -> Any:
             """``call()`` must give ``wanted``: a value, a class its result is an instance of,
             or an error class it must raise."""
             try:
@@ -289,9 +297,13 @@ class SchemaConformance:
                lambda: store.get("shared", workspace_id="owner"), owner)
         running = expect("dequeue()", store.dequeue, jobstore.Job)
         assert running.job_id == "shared", f"dequeue(): the contract hands out 'shared'; the store gave {running!r}"
-        assert store.get("shared", workspace_id="owner").status is jobstore.JobStatus.RUNNING
+        owned = store.get("shared", workspace_id="owner")
+        assert owned is not None and owned.status is jobstore.JobStatus.RUNNING, (
+            f"get('shared', workspace_id='owner') after dequeue(): the contract gives the job "
+            f"running; the store gave {owned!r}"
+        )
 
-    def test_single_job_operations_take_one_round_trip(self, jobstore_url):
+    def test_single_job_operations_take_one_round_trip(self, jobstore_url: str) -> None:
         if not jobstore_url.startswith("redis://"):
             pytest.skip("round trips are counted on the wire: needs a redis:// URL")
         store = jobstore.open(jobstore_url, self.schema,
@@ -302,25 +314,26 @@ class SchemaConformance:
         store.delete(warm.job_id, workspace_id="ws")
         n, job = _round_trips(lambda: store.enqueue("ws", "a", {"x": 1}))
         assert n == 1, f"enqueue took {n} round trips"
-        for name, call in [
+        calls: list[tuple[str, Callable[[], object]]] = [
             ("get", lambda: store.get(job.job_id, workspace_id="ws")),
             ("dequeue", store.dequeue),
             ("update_status", lambda: store.update_status(job.job_id, "completed", workspace_id="ws")),
             ("delete", lambda: store.delete(job.job_id, workspace_id="ws")),
-        ]:
+        ]
+        for name, call in calls:
             n, _ = _round_trips(call)
             assert n == 1, f"{name} took {n} round trips"
         store.close()
 
     # -- the state machines ---------------------------------------------------------------
 
-    def test_machine_schema_alone(self, jobstore_url):
+    def test_machine_schema_alone(self, jobstore_url: str) -> None:
         self.run(lambda: StoreMachine(jobstore_url, self.schema))
 
-    def test_machine_as_dual_target_from_legacy(self, jobstore_url):
+    def test_machine_as_dual_target_from_legacy(self, jobstore_url: str) -> None:
         self._dual_machine(jobstore_url, "legacy", self.schema)
 
-    def test_machine_as_dual_source_to_workspace(self, jobstore_url):
+    def test_machine_as_dual_source_to_workspace(self, jobstore_url: str) -> None:
         self._dual_machine(jobstore_url, self.schema, "workspace")
 
     def _dual_machine(self, url: str, source: str, target: str) -> None:
@@ -331,5 +344,5 @@ class SchemaConformance:
         stores["dual[stored phase]"] = ("dual", both)
         self.run(lambda: StoreMachine(url, stores=stores))
 
-    def test_machine_every_strategy_reads_alike(self, jobstore_url):
+    def test_machine_every_strategy_reads_alike(self, jobstore_url: str) -> None:
         self.run(lambda: MultiStrategyMachine(jobstore_url, (self.schema,)))

@@ -14,13 +14,19 @@ store, and a strategy is as strict as the strictest schema it may hold a job in 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any, cast
 
 from ..errors import InvalidArgument, InvalidTransition, JobExists, JobNotFound
 from ..job import Job, JobStatus, encode_json
+from ..strategy import Strategy
 
-__all__ = ["BY_DESIGN", "ModelJob", "StoreModel", "ids_per_store", "job_view"]
+__all__ = ["BY_DESIGN", "JobView", "ModelJob", "StoreModel", "ids_per_store", "job_view"]
+
+# What :func:`job_view` gives: job_id, workspace_id, action, status, params as JSON text, result
+# as JSON text (None: none), error.
+JobView = tuple[str, str, str, str, str, str | None, str | None]
 
 # Operation sequences whose outcome differs between stores by design (docs/migration.md says
 # why). The state machines steer clear of them; tests/test_migration.py tests each directly.
@@ -33,12 +39,12 @@ BY_DESIGN: dict[str, str] = {
 }
 
 
-def ids_per_store(strategy) -> bool:
+def ids_per_store(strategy: Strategy) -> bool:
     """Whether ``strategy`` holds one job per id in the whole store (else one per workspace)."""
     return any(not schema.scoped for schema in strategy.routing(None).known)
 
 
-def job_view(job: Job | "ModelJob" | None) -> tuple | None:
+def job_view(job: Job | ModelJob | None) -> JobView | None:
     """What the contract lets a reader see of a job, timestamps left out (they differ by store).
 
     JSON values compare as their canonical JSON text, so ``1`` and ``True`` stay different.
@@ -64,7 +70,7 @@ class ModelJob:
     workspace_id: str
     action: str
     status: JobStatus
-    params: dict
+    params: dict[str, Any]
     result: Any = None
     error: str | None = None
     seq: int = 0
@@ -81,13 +87,13 @@ class StoreModel:
     the same workspace (False).
     """
 
-    def __init__(self, *, ids_per_store: bool):
+    def __init__(self, *, ids_per_store: bool) -> None:
         self.ids_per_store = ids_per_store
         self.jobs: dict[tuple[str, str], ModelJob] = {}
         self._seq = 0
 
     @classmethod
-    def for_strategy(cls, strategy) -> "StoreModel":
+    def for_strategy(cls, strategy: Strategy) -> StoreModel:
         return cls(ids_per_store=ids_per_store(strategy))
 
     # -- questions the machines ask -------------------------------------------------------
@@ -111,32 +117,38 @@ class StoreModel:
 
     # -- the operations -------------------------------------------------------------------
 
-    def enqueue(self, workspace_id: str, action: str, params: dict | None, job_id: str) -> ModelJob:
+    def enqueue(self, workspace_id: str, action: str, params: dict[str, Any] | None,
+                job_id: str) -> ModelJob:
         """:raises JobExists:"""
         if self.conflicts(workspace_id, job_id):
             raise JobExists([job_id])
         return self._create(workspace_id, action, params, job_id)
 
-    def enqueue_many(self, items: Iterable[tuple[str, str, dict | None, str]]) -> list[ModelJob]:
+    def enqueue_many(
+        self, items: Iterable[tuple[str, str, dict[str, Any] | None, str]]
+    ) -> list[ModelJob]:
         """``(workspace_id, action, params, job_id)`` items, each on its own.
 
         :raises InvalidArgument: an id twice in the batch (nothing enqueued).
         :raises JobExists: some ids existed; ``created`` holds the others, enqueued.
         """
-        items = list(items)
+        batch = list(items)
         seen: set[str] = set()
-        for position, (_, _, _, job_id) in enumerate(items):
+        for position, (_, _, _, job_id) in enumerate(batch):
             if job_id in seen:
                 raise InvalidArgument(f"items[{position}]", f"job_id {job_id!r} appears twice in the batch")
             seen.add(job_id)
-        created, existing = [], []
-        for workspace_id, action, params, job_id in items:
+        created: list[ModelJob] = []
+        existing: list[str] = []
+        for workspace_id, action, params, job_id in batch:
             if self.conflicts(workspace_id, job_id):
                 existing.append(job_id)
             else:
                 created.append(self._create(workspace_id, action, params, job_id))
         if existing:
-            raise JobExists(existing, created=created)
+            # The model's jobs stand in for the store's Jobs: the machines compare them by
+            # job_view, which reads only the fields both have.
+            raise JobExists(existing, created=cast("list[Job]", created))
         return created
 
     def get(self, job_id: str, workspace_id: str) -> ModelJob | None:
@@ -177,7 +189,8 @@ class StoreModel:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _create(self, workspace_id, action, params, job_id) -> ModelJob:
+    def _create(self, workspace_id: str, action: str, params: dict[str, Any] | None,
+                job_id: str) -> ModelJob:
         self._seq += 1
         job = ModelJob(job_id, workspace_id, action, JobStatus.PENDING, dict(params or {}),
                        seq=self._seq)

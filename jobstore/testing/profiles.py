@@ -23,7 +23,8 @@ None runs Hypothesis's explain phase (see ``_PHASES``).
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
 
@@ -91,7 +92,11 @@ def kit_settings(environ: Mapping[str, str] | None = None) -> settings:
     :raises ValueError: ``JOBSTORE_HYPOTHESIS_PROFILE`` names an unknown profile.
     """
     name = selected(environ)
-    return settings.default if name is None else profile(name)
+    if name is not None:
+        return profile(name)
+    current = settings.default
+    assert current is not None, "Hypothesis loads its default profile when it is imported"
+    return current
 
 
 def shrink_seconds(environ: Mapping[str, str] | None = None) -> float | None:

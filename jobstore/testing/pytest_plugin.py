@@ -10,7 +10,7 @@ This module is what its fixtures import when a test uses them; see docs/testing.
 from __future__ import annotations
 
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 from _jobstore_pytestplugin import (
     DEFAULT_STRATEGY,

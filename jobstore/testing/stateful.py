@@ -34,8 +34,10 @@ import time
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, NoReturn
+from functools import partial
+from typing import Any, NoReturn
 
 from hypothesis import HealthCheck, Phase as HypothesisPhase, note, settings as Settings, strategies as st
 from hypothesis.stateful import (
@@ -47,13 +49,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from ..builtins.dual import DualStrategy
 from ..connection import connect
 from ..errors import JobExists, JobStoreError, MigrationRefused
 from ..job import ALLOWED_MOVES, Job, JobStatus
-from ..migration import Migration
+from ..migration import Migration, PassReport
 from ..phases import Phase
 from ..store import JobStore
-from .model import BY_DESIGN, ModelJob, StoreModel, ids_per_store, job_view
+from .model import BY_DESIGN, JobView, ModelJob, StoreModel, ids_per_store, job_view
 from .profiles import kit_settings, selected, shrink_seconds
 
 __all__ = [
@@ -77,7 +80,7 @@ JOB_IDS = ("j0", "j1", "j2", "j3")
 
 
 @st.composite
-def _word(draw, max_size: int = 12) -> str:
+def _word(draw: st.DrawFn, max_size: int = 12) -> str:
     """A short id with at least one letter, so that its case twin differs from it."""
     letter = draw(st.sampled_from(ID_CHARS[:52]))
     before = draw(st.text(ID_CHARS, max_size=max_size // 2))
@@ -85,7 +88,7 @@ def _word(draw, max_size: int = 12) -> str:
 
 
 @st.composite
-def _long_pair(draw) -> tuple[str, str]:
+def _long_pair(draw: st.DrawFn) -> tuple[str, str]:
     """Two ids of ``MAX_ID`` characters that differ only in the last one: a schema that cuts
     ids anywhere short of ``MAX_ID`` gives both one key."""
     stem = (draw(_word(3)) * MAX_ID)[: MAX_ID - 1]
@@ -95,7 +98,7 @@ def _long_pair(draw) -> tuple[str, str]:
 
 
 @st.composite
-def workspace_pools(draw) -> tuple[str, str, str]:
+def workspace_pools(draw: st.DrawFn) -> tuple[str, str, str]:
     """Three workspaces: a word, the same word in the other case, and a third id; or, in about
     half the runs, a long id, its case twin, and a long id that differs from the first only in
     its last character."""
@@ -104,13 +107,12 @@ def workspace_pools(draw) -> tuple[str, str, str]:
     else:
         first = draw(_word())
         third = draw(st.text(ID_CHARS, min_size=1, max_size=12))
-    pool = [first, first.swapcase()]
-    pool.append(third if third not in pool else third + "_")
-    return tuple(pool)
+    twin = first.swapcase()
+    return first, twin, third if third not in (first, twin) else third + "_"
 
 
 @st.composite
-def job_id_pools(draw) -> tuple[str, str, str, str]:
+def job_id_pools(draw: st.DrawFn) -> tuple[str, str, str, str]:
     """Four job ids: a word, its case twin, and two long ids that differ only in their last
     character."""
     word = draw(_word())
@@ -151,7 +153,8 @@ def run_machine(factory: Callable[[], RuleBasedStateMachine], settings: Settings
     with shrink_limit(limit) as shrinks:
         try:
             run_state_machine_as_test(
-                factory,
+                # Hypothesis annotates a machine class; it documents (and runs) any factory.
+                factory,  # type: ignore[arg-type]
                 settings=Settings(base, deadline=None,
                                   phases=base.phases if shrinks else
                                   [p for p in base.phases if p is not HypothesisPhase.shrink],
@@ -193,12 +196,15 @@ def shrink_limit(seconds: float | None) -> Iterator[bool]:
     try:
         from hypothesis.internal.conjecture import engine
     except ImportError:  # pragma: no cover - a Hypothesis that moved its engine
-        engine = None
-    if engine is None or not hasattr(engine, "MAX_SHRINKING_SECONDS"):  # pragma: no cover
+        patchable = False
+    else:
+        patchable = hasattr(engine, "MAX_SHRINKING_SECONDS")
+    if not patchable:  # pragma: no cover
         yield False
         return
     before = engine.MAX_SHRINKING_SECONDS
-    engine.MAX_SHRINKING_SECONDS = seconds
+    # Hypothesis declares an int, and adds it to a perf_counter() reading: a float does as well.
+    engine.MAX_SHRINKING_SECONDS = seconds  # type: ignore[assignment]
     try:
         yield True
     finally:
@@ -212,7 +218,7 @@ class FakeClock:
     rule compares a verify's start with the moment dual writes began: they must not be equal).
     """
 
-    def __init__(self, start: float | None = None):
+    def __init__(self, start: float | None = None) -> None:
         self.now = time.time() if start is None else start
 
     def __call__(self) -> float:
@@ -239,11 +245,20 @@ class Subject:
     created: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
+# ``(kind, value)``: ``("ok", what the call returned)`` or ``("raised", the error)``.
+Outcome = tuple[str, Any]
+# A rule's own comparison of the model's result with a store's: ``(subject, the model's result,
+# the store's, operation)``; it stops the run (:meth:`_Harness._diverged`) where they differ.
+Check = Callable[[Subject, Any, Any, str], None]
+# An item of a batch enqueue: ``(workspace_id, action, params, job_id)``.
+Item = tuple[str, str, dict[str, Any] | None, str]
+
+
 @dataclass
 class Migrating(Subject):
     """A ``dual`` store whose phase the machine moves through :data:`MIGRATION_CYCLE`."""
 
-    migration: Migration | None = None
+    migration: Migration = field(kw_only=True)
     prefix: str = ""
     source: str = "legacy"
     target: str = "workspace"
@@ -277,7 +292,7 @@ class Divergence(AssertionError):
     """
 
 
-def _outcome(call: Callable[[], Any], *, anything: bool = False) -> tuple[str, Any]:
+def _outcome(call: Callable[[], Any], *, anything: bool = False) -> Outcome:
     """``("ok", result)`` or ``("raised", error)``: jobstore's errors, or with ``anything``
     every exception (a store that crashes is a store that differs from the model)."""
     try:
@@ -292,7 +307,7 @@ def _outcome(call: Callable[[], Any], *, anything: bool = False) -> tuple[str, A
         return "raised", exc
 
 
-def _describe(outcome: tuple[str, Any]) -> str:
+def _describe(outcome: Outcome) -> str:
     kind, value = outcome
     if kind == "raised":
         return f"raised {type(value).__name__}({value})"
@@ -307,7 +322,7 @@ def _views(value: Any) -> Any:
     return value
 
 
-def _error_details(exc: Exception) -> tuple:
+def _error_details(exc: Exception) -> tuple[object, ...]:
     if isinstance(exc, JobExists):
         return (exc.job_ids, [job_view(j) for j in exc.created])
     for attrs in (("current", "requested"), ("argument",), ("job_id", "workspace_id")):
@@ -380,7 +395,7 @@ class _Harness(RuleBasedStateMachine):
             self.client.close()
 
     @initialize(workspaces=workspace_pools(), job_ids=job_id_pools())
-    def draw_ids(self, workspaces, job_ids):
+    def draw_ids(self, workspaces: tuple[str, str, str], job_ids: tuple[str, str, str, str]) -> None:
         """This run's ids: three workspaces and four job ids from the whole alphabet, with case
         twins and long ids that differ only at the end."""
         self.workspaces, self.job_ids = tuple(workspaces), tuple(job_ids)
@@ -411,17 +426,18 @@ class _Harness(RuleBasedStateMachine):
         raise Divergence(short)
 
     def _apply(self, operation: str, model_call: Callable[[], Any],
-               store_call: Callable[[JobStore], Any], check: Callable | None = None) -> tuple[str, Any]:
+               store_call: Callable[[JobStore], Any], check: Check | None = None) -> Outcome:
         """Run ``model_call`` once and ``store_call`` on every subject; outcomes must agree."""
         __tracebackhide__ = True
         self._step(operation)
         expected = _outcome(model_call)
         for subject in self.subjects.values():
-            actual = _outcome(lambda: store_call(subject.store), anything=True)
+            actual = _outcome(partial(store_call, subject.store), anything=True)
             self._same(subject, operation, expected, actual, check)
         return expected
 
-    def _same(self, subject: Subject, operation: str, expected, actual, check=None) -> None:
+    def _same(self, subject: Subject, operation: str, expected: Outcome, actual: Outcome,
+              check: Check | None = None) -> None:
         __tracebackhide__ = True
         (kind, want), (got_kind, got) = expected, actual
         if kind != got_kind or (kind == "raised" and type(want) is not type(got)):
@@ -463,7 +479,7 @@ class _Harness(RuleBasedStateMachine):
                        every: list[ModelJob], limit: int) -> None:
         """Newest first by the creation time the store gave each job; ties in any order."""
         __tracebackhide__ = True
-        by_time: dict[float, list] = {}
+        by_time: dict[float, list[JobView | None]] = {}
         for job in every:
             by_time.setdefault(subject.created.get(job.key, 0.0), []).append(job_view(job))
         groups = [Counter(by_time[t]) for t in sorted(by_time, reverse=True)]
@@ -487,8 +503,8 @@ class _Harness(RuleBasedStateMachine):
         if problem:
             self._diverged(subject, operation, f"returned {[job_view(j) for j in want]!r}",
                            f"returned {views!r}", problem)
-        for job in got:
-            self._created_at_kept(subject, job, operation)
+        for listed in got:
+            self._created_at_kept(subject, listed, operation)
 
     # -- steering -------------------------------------------------------------------------
 
@@ -528,7 +544,7 @@ class _Harness(RuleBasedStateMachine):
     # -- rules ----------------------------------------------------------------------------
 
     @rule(ws=workspaces, action=actions, params=params_values, job_id=st.none() | pool_ids)
-    def enqueue(self, ws, action, params, job_id):
+    def enqueue(self, ws: str, action: str, params: dict[str, Any] | None, job_id: str | None) -> None:
         if job_id is None and self.generated_ids and len(self.subjects) == 1:
             self._enqueue_generated(ws, action, params)
             return
@@ -544,7 +560,7 @@ class _Harness(RuleBasedStateMachine):
             check=self._check_enqueued,
         )
 
-    def _enqueue_generated(self, ws, action, params) -> None:
+    def _enqueue_generated(self, ws: str, action: str, params: dict[str, Any] | None) -> None:
         """Without a job id: the store makes one (a uuid4 hex), and the model takes it."""
         __tracebackhide__ = True
         (subject,) = self.subjects.values()
@@ -555,7 +571,7 @@ class _Harness(RuleBasedStateMachine):
                            _describe((kind, job)))
         self._check_enqueued(subject, self.model.enqueue(ws, action, params, job.job_id), job, operation)
 
-    def _check_enqueued(self, subject, want, got, operation):
+    def _check_enqueued(self, subject: Subject, want: ModelJob, got: object, operation: str) -> None:
         __tracebackhide__ = True
         if not isinstance(got, Job) or job_view(want) != job_view(got) or got.status is not JobStatus.PENDING:
             self._diverged(subject, operation, f"returned {job_view(want)!r}", _describe(("ok", got)))
@@ -564,11 +580,11 @@ class _Harness(RuleBasedStateMachine):
     @rule(items=st.lists(st.tuples(workspaces, actions, params_values, pool_ids), min_size=1,
                          max_size=4, unique_by=lambda item: item[3]),
           repeat=st.sampled_from((False,) * 7 + (True,)))
-    def enqueue_many(self, items, repeat):
+    def enqueue_many(self, items: list[Item], repeat: bool) -> None:
         items = [(ws, action, params, self._job_id_for(ws, job_id)) for ws, action, params, job_id in items]
         if repeat:  # the same id twice in one batch is refused before anything is sent
             items.append(items[0])
-        kept = []
+        kept: list[Item] = []
         for item in items:
             why = self._skip_enqueue(item[0], item[3])
             if why:
@@ -584,7 +600,7 @@ class _Harness(RuleBasedStateMachine):
             check=self._check_batch,
         )
 
-    def _check_batch(self, subject, want, got, operation):
+    def _check_batch(self, subject: Subject, want: list[ModelJob], got: object, operation: str) -> None:
         __tracebackhide__ = True
         if not isinstance(got, list) or not all(isinstance(j, Job) for j in got) or (
                 [job_view(j) for j in want] != [job_view(j) for j in got]):
@@ -593,14 +609,14 @@ class _Harness(RuleBasedStateMachine):
             self._created(subject, job, operation)
 
     @rule(ws=workspaces, job_id=pool_ids)
-    def get(self, ws, job_id):
+    def get(self, ws: str, job_id: str) -> None:
         self._apply(f"get({job_id!r}, workspace_id={ws!r})",
                     lambda: self.model.get(job_id, ws),
                     lambda store: store.get(job_id, workspace_id=ws))
 
     @precondition(lambda self: self.model.jobs)
     @rule(data=st.data(), as_owner=st.booleans())
-    def get_existing(self, data, as_owner):
+    def get_existing(self, data: st.DataObject, as_owner: bool) -> None:
         ws, job_id = data.draw(st.sampled_from(self._job_keys()), label="job")
         if not as_owner:  # the case twin of the owner's workspace among them
             ws = data.draw(st.sampled_from([w for w in self.workspaces if w != ws]), label="reader")
@@ -608,7 +624,7 @@ class _Harness(RuleBasedStateMachine):
 
     @precondition(lambda self: any(not j.status.is_terminal for j in self.model.jobs.values()))
     @rule(data=st.data(), result=results, error=errors)
-    def advance(self, data, result, error):
+    def advance(self, data: st.DataObject, result: object, error: str | None) -> None:
         """A legal move of a job that can still move."""
         movable = [k for k in self._job_keys() if not self.model.jobs[k].status.is_terminal]
         ws, job_id = data.draw(st.sampled_from(movable), label="job")
@@ -618,13 +634,15 @@ class _Harness(RuleBasedStateMachine):
 
     @precondition(lambda self: self.model.jobs)
     @rule(data=st.data(), status=statuses, result=results, error=errors)
-    def update_existing(self, data, status, result, error):
+    def update_existing(self, data: st.DataObject, status: JobStatus, result: object,
+                        error: str | None) -> None:
         """Any move of an existing job: terminal states are final."""
         ws, job_id = data.draw(st.sampled_from(self._job_keys()), label="job")
         self.update_status(ws, job_id, status, result, error)
 
     @rule(ws=workspaces, job_id=pool_ids, status=statuses, result=results, error=errors)
-    def update_status(self, ws, job_id, status, result, error):
+    def update_status(self, ws: str, job_id: str, status: JobStatus, result: object,
+                      error: str | None) -> None:
         self._mutated()
         self._apply(
             f"update_status({job_id!r}, {status.value!r}, workspace_id={ws!r}, "
@@ -634,7 +652,7 @@ class _Harness(RuleBasedStateMachine):
         )
 
     @rule(ws=workspaces, status=st.none() | statuses, limit=limits)
-    def list(self, ws, status, limit):
+    def list(self, ws: str, status: JobStatus | None, limit: int) -> None:
         every = self.model.ordered(ws, status)
         self._apply(
             f"list({ws!r}, status={status and status.value!r}, limit={limit})",
@@ -645,12 +663,12 @@ class _Harness(RuleBasedStateMachine):
         )
 
     @rule()
-    def dequeue(self):
+    def dequeue(self) -> None:
         self._mutated()
         self._apply("dequeue()", self.model.dequeue, lambda store: store.dequeue(timeout=0))
 
     @rule(ws=workspaces, job_id=pool_ids)
-    def delete(self, ws, job_id):
+    def delete(self, ws: str, job_id: str) -> None:
         self._apply(f"delete({job_id!r}, workspace_id={ws!r})",
                     lambda: self.model.delete(job_id, ws),
                     lambda store: store.delete(job_id, workspace_id=ws))
@@ -660,12 +678,12 @@ class _Harness(RuleBasedStateMachine):
 
     @precondition(lambda self: self.model.jobs)
     @rule(data=st.data())
-    def delete_existing(self, data):
+    def delete_existing(self, data: st.DataObject) -> None:
         ws, job_id = data.draw(st.sampled_from(self._job_keys()), label="job")
         self.delete(ws, job_id)
 
     @invariant()
-    def every_workspace_reads_as_modelled(self):
+    def every_workspace_reads_as_modelled(self) -> None:
         """After every step, every workspace lists exactly the model's jobs: a step that left a
         store's records differing from the model stops the run at that step."""
         for subject in self.subjects.values():
@@ -677,7 +695,7 @@ class _Harness(RuleBasedStateMachine):
         for ws in self.workspaces:
             every = self.model.ordered(ws)
             operation = f"list({ws!r}) after {after}"
-            kind, got = _outcome(lambda: subject.store.list(ws), anything=True)
+            kind, got = _outcome(partial(subject.store.list, ws), anything=True)
             if kind == "raised":
                 self._diverged(subject, operation, _describe(("ok", every)), _describe((kind, got)))
             self._check_listing(subject, every, got, operation, every, 100)
@@ -755,15 +773,16 @@ class MultiStrategyMachine(_Harness):
             migration = Migration(self.client, source=source, target=target, prefix=prefix,
                                   clock=self.clock, wait=self.clock.wait)
             migration.set_phase("off")
-            subject = Migrating(name, None, migration=migration, prefix=prefix, source=source,
-                                target=target)
-            self._reopen(subject)
-            self.subjects[name] = subject
+            self.subjects[name] = Migrating(name, self._open_dual(prefix, source, target),
+                                            migration=migration, prefix=prefix, source=source,
+                                            target=target)
         note(f"stores: {', '.join(self.subjects)}")
 
+    def _open_dual(self, prefix: str, source: str, target: str) -> JobStore:
+        return JobStore(self.client, "dual", prefix=prefix, source=source, target=target)
+
     def _reopen(self, subject: Migrating) -> None:
-        subject.store = JobStore(self.client, "dual", prefix=subject.prefix,
-                                 source=subject.source, target=subject.target)
+        subject.store = self._open_dual(subject.prefix, subject.source, subject.target)
 
     def _misplaced(self, migration: Migration) -> str:
         """Why a pass could not place a record: the first record whose key parses to other ids
@@ -773,7 +792,7 @@ class MultiStrategyMachine(_Harness):
                 parsed = schema.parse_key(key)
                 if parsed is None:
                     continue
-                kind, record = _outcome(lambda: self.client.hgetall(key), anything=True)
+                kind, record = _outcome(partial(self.client.hgetall, key), anything=True)
                 if kind == "raised":
                     return f"scan_pattern {schema.scan_pattern()!r} finds {key!r}, not a record hash"
                 held = (record.get("workspace_id"), record.get("job_id"))
@@ -785,7 +804,7 @@ class MultiStrategyMachine(_Harness):
 
     @precondition(lambda self: any(isinstance(s, Migrating) for s in self.subjects.values()))
     @rule(steps=st.integers(1, 6))
-    def migrate(self, steps):
+    def migrate(self, steps: int) -> None:
         """Move every migrating store ``steps`` steps further along the migration cycle."""
         self._step(f"migrate({steps})")
         for _ in range(steps):
@@ -810,7 +829,7 @@ class MultiStrategyMachine(_Harness):
     def _run_migration_step(self, subject: Migrating, step: str, operation: str) -> None:
         migration = subject.migration
 
-        def finished(report) -> None:
+        def finished(report: PassReport) -> None:
             """A pass that went through every record and placed each one."""
             trouble = {k: n for k, n in report.counts.items() if k in _TROUBLE and n}
             if not report.finished or trouble:
@@ -823,9 +842,13 @@ class MultiStrategyMachine(_Harness):
             subject.phase = step
             self._reopen(subject)
             subject.store.get(self.job_ids[0], workspace_id=self.workspaces[0])  # reads the phase
-            if subject.store.strategy.phase.value != step:
+            strategy = subject.store.strategy
+            if not isinstance(strategy, DualStrategy):
+                self._diverged(subject, operation, f"opens dual stores in phase {step}",
+                               f"opened a {type(strategy).__name__}")
+            if strategy.phase.value != step:
                 self._diverged(subject, operation, f"opens stores in phase {step}",
-                               f"opened one in phase {subject.store.strategy.phase.value}")
+                               f"opened one in phase {strategy.phase.value}")
         elif step == "backfill":
             finished(migration.backfill())
         elif step == "verify":
