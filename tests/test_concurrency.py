@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 
@@ -122,3 +123,23 @@ def test_concurrent_updates_never_interleave(redis_url, strategy):
             assert final.status == "failed" and final.result is None and final.error.startswith("e")
         records = [setup.client.hgetall(s.job_key("ws", job.job_id)) for s in setup.strategy.schemas]
         assert all(r == records[0] for r in records)  # dual: both copies identical
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_call_tokens_differ_between_a_process_and_its_forked_children():
+    """Tokens come from the random module (issue 13: os.urandom cost microseconds per call); a
+    forked worker must not repeat its parent's tokens, or two calls would share a marker."""
+    from jobstore.ops import new_token
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next tokens, then out
+        os.write(write, " ".join(new_token() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 1000).decode().split()
+    os.close(read)
+    mine = [new_token() for _ in range(3)]
+    assert len(child) == 3 and not set(child) & set(mine)
+    assert len(set(mine)) == 3 and all(len(token) == 12 for token in mine)
