@@ -27,7 +27,7 @@ from .layout import StoreKeys
 from .phases import (STATE_MAX_AGE, MigrationState, Phase, changed_fields, parse_phase, refusal,
                      switched)
 from .plugins import get_registry
-from .schema import JOB_MARK, WORKSPACE_MARK, KeySchema
+from .schema import WORKSPACE_MARK, KeySchema
 from .ops import Op, as_record
 from .scripts import CLEANUP_RECORD, PASS_BATCH, READ_RECORDS, SET_STATE, SYNC_RECORD
 from . import eviction, rules, sync_cluster
@@ -43,19 +43,25 @@ Placed = tuple[str, str, str, str]
 Compared = tuple[str, dict[str, str], dict[str, str]]
 # A key sent to PASS_BATCH: ``(key, job id, the script's reply for it)``.
 Sent = tuple[str, str, Any]
+# A pass under a rate: how to wait until ``n`` more records are due, and keys per script call.
+Paced = tuple[Callable[[int], Op[None]], int]
 log = logging.getLogger(__name__)
 MUTABLE = rules.MUTABLE
 # A verify whose scan keeps landing on a changed server (restarts, failovers) gives up after
 # this many fresh starts, and is then not clean: it could not vouch for every key.
 VERIFY_ATTEMPTS = 3
 # Keys settled by one pass_batch script call (standalone Redis, schemas with a key format).
-# Redis serves nobody else while a script runs, so this bounds how long a live request waits
-# behind a pass; a batch of SCAN keys is several calls in one pipeline, and Redis reads a
-# pipeline a slice at a time, serving other clients in between (docs/performance.md measured
-# the trade between this size, throughput and the p99 of a live get).
-CHUNK = 100
-# PASS_BATCH calls per round trip at full speed (under a rate: one).
-CHUNKS_PER_TRIP = 10
+# Redis serves nobody else while a script runs: at about 15 us per record, 50 keys hold a live
+# request back by under a millisecond. Calls go one per round trip: Redis runs everything a
+# pipeline slice holds back to back, and the pass's own Python work between round trips stays
+# short (a get in a thread of the same process waits for it). Throughput was the same within
+# the noise from 25 to 100 keys and from 1 to 10 calls per round trip (docs/performance.md).
+CHUNK = 50
+CHUNKS_PER_TRIP = 1
+# Under a rate, calls are made smaller to come about this often (each then holds Redis for a
+# fraction of a millisecond), and never hold fewer than RATE_CHUNK_MIN keys.
+RATE_CALLS_PER_SECOND = 500
+RATE_CHUNK_MIN = 10
 # Up to this many keys in the database, a pass counts its records exactly before it starts (one
 # SCAN of the keyspace); above, it estimates them from DBSIZE and a sample of RANDOMKEY.
 EXACT_COUNT_UP_TO = 2_000
@@ -573,7 +579,7 @@ class Migration:
                     if in_lua:
                         settled = yield from self._settle_in_lua(
                             mode, scan_schema, other, keys, dry_run, prefer_to, report, pending,
-                            pace if rate else None)
+                            (pace, _rate_chunk(rate)) if rate else None)
                         idle_steps = 0 if settled else idle_steps + 1
                     else:
                         yield from flush()
@@ -611,9 +617,10 @@ class Migration:
 
     def _lua_trips(self, mode: str, scan_schema: KeySchema, other: KeySchema, keys: list[str],
                    dry_run: bool, authority: str, riders: _Checkpoint | None,
-                   pace: Callable[[int], Op[None]] | None) -> Op[tuple[list[Sent], int]]:
+                   pace: Paced | None) -> Op[tuple[list[Sent], int]]:
         """Send ``keys`` to PASS_BATCH, CHUNK keys per call and CHUNKS_PER_TRIP calls per round
-        trip (under a rate, one call per round trip, each when it is due: ``pace``), the
+        trip (under a rate, ``pace`` = (wait until due, keys per call): one call per round trip,
+        each when it is due), the
         checkpoint ``riders`` holds riding along with the first. Returns ``(key, job id,
         reply)`` per key sent, and how many keys named an unusable workspace (``unroutable``:
         only a key that holds the workspace can). Keys no record of the schema can have are
@@ -622,7 +629,8 @@ class Migration:
         assert other.lua_template is not None, "only for a templated other side"
         head = (mode, "1" if dry_run else "0", authority, other.lua_template,
                 self.keys.index(WORKSPACE_MARK))
-        per_trip = CHUNK if pace is not None else CHUNK * CHUNKS_PER_TRIP
+        chunk = CHUNK if pace is None else pace[1]
+        per_trip = chunk if pace is not None else chunk * CHUNKS_PER_TRIP
         out: list[Sent] = []
         unroutable = 0
         for start in range(0, len(keys), per_trip):
@@ -640,11 +648,11 @@ class Migration:
                 args += (ws or "", job_id)
             if not sent:
                 continue
-            calls = tuple(Script(PASS_BATCH, tuple(k for k, _ in sent[i:i + CHUNK]),
-                                 (*head, *args[2 * i:2 * (i + CHUNK)]))
-                          for i in range(0, len(sent), CHUNK))
+            calls = tuple(Script(PASS_BATCH, tuple(k for k, _ in sent[i:i + chunk]),
+                                 (*head, *args[2 * i:2 * (i + chunk)]))
+                          for i in range(0, len(sent), chunk))
             if pace is not None:
-                yield from pace(len(out))
+                yield from pace[0](len(out))
             ride = () if riders is None or riders.command is None else (riders.command,)
             # A verify must not call records it could not compare the same: errors raise.
             got = yield Batch(ride + calls, tolerate_errors=riders is not None)
@@ -659,8 +667,7 @@ class Migration:
 
     def _settle_in_lua(self, mode: str, scan_schema: KeySchema, other: KeySchema, keys: list[str],
                        dry_run: bool, prefer_to: Prefer | None, report: PassReport,
-                       riders: _Checkpoint,
-                       pace: Callable[[int], Op[None]] | None) -> Op[bool]:
+                       riders: _Checkpoint, pace: Paced | None) -> Op[bool]:
         """Copy, merge or clean up the records at ``keys`` with PASS_BATCH, ``riders`` (the last
         checkpoint) in the same round trip; counts go to ``report``. False when there was
         nothing to send."""
@@ -1039,6 +1046,11 @@ def _authority(prefer_to: Prefer | None) -> str:
         return "0"
     uniform = prefer_to.uniform if isinstance(prefer_to, _Authority) else None
     return "?" if uniform is None else "1" if uniform else "0"
+
+
+def _rate_chunk(rate: float) -> int:
+    """Keys per PASS_BATCH call under ``rate`` records a second (see RATE_CALLS_PER_SECOND)."""
+    return max(RATE_CHUNK_MIN, min(CHUNK, round(rate / RATE_CALLS_PER_SECOND)))
 
 
 def _flat_replies(calls: Sequence[Script], replies: list[Any]) -> list[Any]:

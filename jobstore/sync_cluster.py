@@ -49,17 +49,19 @@ def settle(keys: StoreKeys, mode: str, placed: list[Placed], dry_run: bool,
     ``changed`` (the record moved on while this ran; left for the next pass). ``prefer_to``:
     ``f(workspace_id)``, see :func:`jobstore.rules.decide_sync`.
     """
+    # A key of another type is found by its HGETALL, refused (WRONGTYPE, tolerated: the
+    # driver raises anything that is not the command's own fault): no TYPE reads.
     replies = yield Batch(tuple(
         Command(args) for ws, _, a, b in placed for args in (
-            ("TYPE", a), ("TYPE", b), ("HGETALL", a), ("HGETALL", b),
+            ("HGETALL", a), ("HGETALL", b),
             ("HGETALL", keys.tomb(a)), ("HGETALL", keys.tomb(b)), ("PTTL", a),
         )
     ), tolerate_errors=True)
     reads: list[Any] = [r if not isinstance(r, Exception) else {} for r in replies]
     decided: list[Plan] = []
     for i, (ws, job_id, a, b) in enumerate(placed):
-        type_f, type_t, f, t, tomb_f, tomb_t, ttl = reads[7 * i: 7 * i + 7]
-        if _text_type(type_f) not in ("hash", "none") or _text_type(type_t) not in ("hash", "none"):
+        f, t, tomb_f, tomb_t, ttl = reads[5 * i: 5 * i + 5]
+        if isinstance(replies[5 * i], Exception) or isinstance(replies[5 * i + 1], Exception):
             decided.append(("not_a_record", None, None))
             continue
         decided.append(_decide(keys, mode, ws, job_id, a, b, f or {}, t or {}, tomb_f or {},
@@ -94,10 +96,6 @@ def settle(keys: StoreKeys, mode: str, placed: list[Placed], dry_run: bool,
         yield Batch(tuple(Command(("ZADD", key, "NX", score, job_id)) for key, score, job_id in indexed))
     yield from _catch_up(placed, plans, outcomes, reads)
     return outcomes
-
-
-def _text_type(reply: Any) -> str:
-    return reply if isinstance(reply, str) else str(getattr(reply, "value", reply) or "none")
 
 
 def _catch_up(placed: list[Placed], plans: list[tuple[str, list[Script], Index | None]],

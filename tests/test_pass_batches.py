@@ -29,6 +29,16 @@ class Crash(BaseException):
     """The operator's process dying."""
 
 
+def in_dual_write(url: str, n: int):
+    """``n`` jobs enqueued by a legacy store, and their migration in phase dual-write."""
+    legacy = jobstore.open(url, "legacy")
+    jobs = legacy.enqueue_many([(WORKSPACES[i % 3], "a", {"n": i}) for i in range(n)])
+    clock = FakeClock()
+    migration = Migration(legacy.client, clock=clock, wait=clock.wait)
+    migration.set_phase("dual-write")
+    return legacy, jobs, migration
+
+
 def record(ws: str, job_id: str, rev: int = 1, status: str = "pending", **extra: str) -> dict:
     return {"job_id": job_id, "workspace_id": ws, "action": "a", "status": status,
             "params": "{}", "result": "", "error": "", "created_at": "1700000000.5",
@@ -88,9 +98,10 @@ def dump(client) -> dict:
         if key.startswith("ai:migration:"):
             continue
         kind = client.type(key)
-        value = {"hash": lambda: client.hgetall(key), "string": lambda: client.get(key),
-                 "list": lambda: client.lrange(key, 0, -1),
-                 "zset": lambda: client.zrange(key, 0, -1, withscores=True)}[kind]()
+        read = {"hash": lambda k: client.hgetall(k), "string": lambda k: client.get(k),
+                "list": lambda k: client.lrange(k, 0, -1),
+                "zset": lambda k: client.zrange(k, 0, -1, withscores=True)}[kind]
+        value = read(key)
         out[key] = (kind, value, client.pttl(key) > 0)
     return out
 
@@ -155,11 +166,7 @@ def test_the_batch_script_does_what_the_per_record_scripts_do(redis_url, monkeyp
 
 
 def test_a_job_deleted_between_the_scan_and_the_script_is_not_brought_back(redis_url):
-    legacy = jobstore.open(redis_url, "legacy")
-    jobs = legacy.enqueue_many([(WORKSPACES[n % 3], "a", {"n": n}) for n in range(300)])
-    clock = FakeClock()
-    migration = Migration(legacy.client, clock=clock, wait=clock.wait)
-    migration.set_phase("dual-write")
+    legacy, jobs, migration = in_dual_write(redis_url, 300)
     dual = jobstore.open(redis_url, "dual")
     dual.get("warm", workspace_id="ws0")
     by_key = {f"ai:jobs:{job.job_id}": job for job in jobs}
@@ -184,22 +191,20 @@ def test_a_job_deleted_between_the_scan_and_the_script_is_not_brought_back(redis
     assert report.counts == {"copied": 300 - len(deleted)}, report
 
 
-@pytest.mark.parametrize("kill_at", [1, 2, 5])
+@pytest.mark.parametrize("kill_at", [1, 2, 3, 7])
 def test_a_pass_killed_after_its_scripts_ran_resumes_from_its_checkpoint(redis_url, kill_at):
-    legacy = jobstore.open(redis_url, "legacy")
-    jobs = legacy.enqueue_many([(WORKSPACES[n % 3], "a", {"n": n}) for n in range(600)])
-    clock = FakeClock()
-    migration = Migration(legacy.client, clock=clock, wait=clock.wait)
-    migration.set_phase("dual-write")
+    legacy, jobs, migration = in_dual_write(redis_url, 600)
     send = migration.driver._send
-    batches = [0]
+    trips = [0]
+    carried = []  # round trips that carried a checkpoint
 
     def killed_after_the_scripts(calls, tolerate=False):
         replies = send(calls, tolerate)  # Redis ran them; the process dies before it reads on
+        carried.extend(c for c in calls if getattr(c, "args", ("",))[0] == "HSET")
         if any(getattr(call, "lua", None) is not None and call.lua.name == "pass_batch"
                for call in calls):
-            batches[0] += 1
-            if batches[0] == kill_at:
+            trips[0] += 1
+            if trips[0] == kill_at:
                 raise Crash
         return replies
 
@@ -209,10 +214,12 @@ def test_a_pass_killed_after_its_scripts_ran_resumes_from_its_checkpoint(redis_u
     migration.driver._send = send
     copied = len(list(legacy.client.scan_iter("ai:job:*", count=1000)))
     assert 0 < copied < 600
+    # the first checkpoint rides with the second batch's first round trip
+    checkpointed = legacy.client.exists("ai:migration:{legacy:workspace}:backfill")
+    assert checkpointed == bool(carried) and (kill_at == 1) <= (not carried)
     report = migration.backfill(batch=100)
     assert report.finished
-    # resumed when a checkpoint was written (it rides with the second batch's scripts)
-    assert report.resumed == (kill_at > 1)
+    assert report.resumed == bool(checkpointed)
     workspace = jobstore.open(redis_url, "workspace")
     assert all(workspace.get(j.job_id, workspace_id=j.workspace_id) for j in jobs)
     assert migration.verify().clean
@@ -221,11 +228,7 @@ def test_a_pass_killed_after_its_scripts_ran_resumes_from_its_checkpoint(redis_u
 
 
 def test_progress_is_told_once_its_checkpoint_is_written(redis_url):
-    legacy = jobstore.open(redis_url, "legacy")
-    legacy.enqueue_many([(WORKSPACES[n % 3], "a", {"n": n}) for n in range(400)])
-    clock = FakeClock()
-    migration = Migration(legacy.client, clock=clock, wait=clock.wait)
-    migration.set_phase("dual-write")
+    legacy, jobs, migration = in_dual_write(redis_url, 400)
     saved = []
 
     def progress(step, done, total, counts):
@@ -237,24 +240,38 @@ def test_progress_is_told_once_its_checkpoint_is_written(redis_url):
     assert all(done == scanned for done, scanned in saved), saved
 
 
+def count_trips(migration) -> list[list[int]]:
+    """Per round trip of the migration's driver: the keys of each pass_batch call in it."""
+    send = migration.driver._send
+    trips: list[list[int]] = []
+
+    def counting(calls, tolerate=False):
+        trips.append([len(c.keys) for c in calls if getattr(c, "lua", None) is not None
+                      and c.lua.name == "pass_batch"])
+        return send(calls, tolerate)
+
+    migration.driver._send = counting
+    return trips
+
+
 def test_chunks_hold_at_most_chunk_keys(redis_url, monkeypatch):
     """A script call blocks every other client for its duration: the pass never sends more than
     CHUNK keys to one, whatever the batch."""
     monkeypatch.setattr(migration_module, "CHUNK", 7)
-    legacy = jobstore.open(redis_url, "legacy")
-    legacy.enqueue_many([(WORKSPACES[n % 3], "a", {"n": n}) for n in range(120)])
-    clock = FakeClock()
-    migration = Migration(legacy.client, clock=clock, wait=clock.wait)
-    migration.set_phase("dual-write")
-    send = migration.driver._send
-    sizes = []
-
-    def counting(calls, tolerate=False):
-        sizes.extend(len(c.keys) for c in calls if getattr(c, "lua", None) is not None
-                     and c.lua.name == "pass_batch")
-        return send(calls, tolerate)
-
-    migration.driver._send = counting
+    legacy, jobs, migration = in_dual_write(redis_url, 120)
+    trips = count_trips(migration)
     report = migration.backfill(batch=1000)
     assert report.counts == {"copied": 120}
+    sizes = [n for trip in trips for n in trip]
     assert sizes and max(sizes) <= 7 and sum(sizes) == 120
+    assert max(len(trip) for trip in trips) <= migration_module.CHUNKS_PER_TRIP
+
+
+def test_under_a_rate_each_call_is_small_and_its_own_round_trip(redis_url):
+    legacy, jobs, migration = in_dual_write(redis_url, 120)
+    trips = count_trips(migration)
+    report = migration.backfill(batch=1000, rate=4000)
+    assert report.counts == {"copied": 120}
+    sizes = [n for trip in trips for n in trip]
+    assert sum(sizes) == 120 and max(sizes) <= migration_module._rate_chunk(4000) == 10
+    assert all(len(trip) <= 1 for trip in trips)
