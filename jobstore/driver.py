@@ -216,7 +216,14 @@ class SyncDriver:
 
     def _one(self, call: Call) -> Any:
         if isinstance(call, Script):
-            return self._scripts[call.lua.name](keys=call.keys, args=call.args, client=self.client)
+            script = self._scripts[call.lua.name]
+            try:
+                return self.client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+            except redis.exceptions.NoScriptError:
+                # Nothing ran. Load every script at once (a server restarted or flushed its
+                # cache, or this is its first use): one load, not one per script later.
+                self._load_scripts()
+                return self.client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
         if call.node is not None and self.cluster:
             node = self.client.get_node(node_name=call.node)
             reply = self.client.execute_command(*call.args, target_nodes=node)
@@ -309,7 +316,8 @@ def _one_commands_fault(reply: Exception) -> bool:
     )
 
 
-# Commands of the operations that change data (scripts all do, but READ_RECORDS).
+# Commands of the operations that change data (scripts all do, but these).
+READ_ONLY_SCRIPTS = frozenset({"read_records", "read_first"})
 WRITE_COMMANDS = frozenset({"HSET", "HDEL", "HINCRBY", "DEL", "UNLINK", "ZADD", "ZREM", "LPUSH",
                             "RPUSH", "RPOP", "LPOP", "LMOVE", "BLMOVE", "LREM", "LTRIM", "SET",
                             "INCR", "EXPIRE", "PEXPIRE"})
@@ -317,7 +325,7 @@ WRITE_COMMANDS = frozenset({"HSET", "HDEL", "HINCRBY", "DEL", "UNLINK", "ZADD", 
 
 def _writes(calls: Iterable[Call]) -> bool:
     return any(
-        (isinstance(call, Script) and call.lua.name != "read_records")
+        (isinstance(call, Script) and call.lua.name not in READ_ONLY_SCRIPTS)
         or (isinstance(call, Command) and str(call.args[0]).upper() in WRITE_COMMANDS)
         for call in calls
     )

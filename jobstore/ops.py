@@ -30,7 +30,7 @@ from .schema import WORKSPACE_MARK, KeySchema
 from .codec import Codec
 from .events import Events
 from .rules import OP
-from .scripts import (DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, LEAVE_LEGACY_QUEUE,
+from .scripts import (DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, LEAVE_LEGACY_QUEUE, READ_FIRST,
                       UPDATE_STATUS, Lua)
 from .steps import Batch, Command, Refresh, Script, Step
 from .strategy import Strategy
@@ -503,6 +503,15 @@ def get(ctx: Context, job_id: str, workspace_id: str) -> Op[Job | None]:
     routing = ctx.strategy.routing(workspace_id)
     schemas = routing.reads + routing.shadow
     keys = _keys(schemas, workspace_id, job_id)
+    if len(keys) > 1 and not routing.shadow and not ctx.cluster:
+        # Two schemas to read (dual's fallback), standalone: the first record that answers, in
+        # one command rather than a pipeline of one HGETALL per key.
+        ((position, *found),) = yield Batch((Script(READ_FIRST, keys, (workspace_id,)),))
+        if not position:
+            return None
+        if position > 1:
+            ctx.events.read_fallback(workspace_id)
+        return decode(ctx, "get", keys[position - 1], as_record(found[0]))
     replies = yield Batch(tuple(Command(("HGETALL", key)) for key in keys))
     records = [as_record(r) for r in replies]
     n = len(routing.reads)
