@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -41,8 +42,8 @@ Prefer = Callable[[str], bool]
 Placed = tuple[str, str, str, str]
 # What verify found of one placed record: ``(kind, the record, its counterpart)``.
 Compared = tuple[str, dict[str, str], dict[str, str]]
-# A key sent to PASS_BATCH: ``(key, job id, the script's reply for it)``.
-Sent = tuple[str, str, Any]
+# A key sent to PASS_BATCH: ``(key, the script's reply for it)``.
+Sent = tuple[str, Any]
 # A pass under a rate: how to wait until ``n`` more records are due, and keys per script call.
 Paced = tuple[Callable[[int], Op[None]], int]
 log = logging.getLogger(__name__)
@@ -52,16 +53,18 @@ MUTABLE = rules.MUTABLE
 VERIFY_ATTEMPTS = 3
 # Keys settled by one pass_batch script call (standalone Redis, schemas with a key format).
 # Redis serves nobody else while a script runs: at about 15 us per record, 50 keys hold a live
-# request back by under a millisecond. Calls go one per round trip: Redis runs everything a
-# pipeline slice holds back to back, and the pass's own Python work between round trips stays
-# short (a get in a thread of the same process waits for it). Throughput was the same within
-# the noise from 25 to 100 keys and from 1 to 10 calls per round trip (docs/performance.md).
+# request back by under a millisecond. Calls go one per round trip: Redis runs everything one
+# read of a pipeline holds (16 KB, some 340 keys) back to back, and the pass's own Python work
+# between round trips stays short (a get in a thread of the same process waits for it).
+# Measured (docs/performance.md): 50 keys, 1 call per trip had the best p99 of a live get, and
+# 2, 4 or 10 calls per trip or 100 keys per call gave no throughput beyond the noise.
 CHUNK = 50
 CHUNKS_PER_TRIP = 1
 # Under a rate, calls are made smaller to come about this often (each then holds Redis for a
-# fraction of a millisecond), and never hold fewer than RATE_CHUNK_MIN keys.
-RATE_CALLS_PER_SECOND = 500
-RATE_CHUNK_MIN = 10
+# small fraction of a millisecond), and never hold fewer than RATE_CHUNK_MIN keys: at 5,000
+# records a second, 5 keys every millisecond (measured against 10 and 50: docs/performance.md).
+RATE_CALLS_PER_SECOND = 1000
+RATE_CHUNK_MIN = 5
 # Up to this many keys in the database, a pass counts its records exactly before it starts (one
 # SCAN of the keyspace); above, it estimates them from DBSIZE and a sample of RANDOMKEY.
 EXACT_COUNT_UP_TO = 2_000
@@ -620,37 +623,43 @@ class Migration:
                    pace: Paced | None) -> Op[tuple[list[Sent], int]]:
         """Send ``keys`` to PASS_BATCH, CHUNK keys per call and CHUNKS_PER_TRIP calls per round
         trip (under a rate, ``pace`` = (wait until due, keys per call): one call per round trip,
-        each when it is due), the
-        checkpoint ``riders`` holds riding along with the first. Returns ``(key, job id,
-        reply)`` per key sent, and how many keys named an unusable workspace (``unroutable``:
-        only a key that holds the workspace can). Keys no record of the schema can have are
-        left out. Each round trip's keys are prepared just before it is sent, so that neither
-        Redis (one script) nor this process (its Python work) is busy long at a stretch."""
+        each when it is due), the checkpoint ``riders`` holds riding along with the first.
+        Returns ``(key, reply)`` per key sent, and how many keys named an unusable workspace
+        (``unroutable``: only a computed schema's key can). For a schema with a key format the
+        script reads the ids off the keys itself; a computed schema's are parsed here. Each
+        round trip's keys are prepared just before it is sent, so that neither Redis (one
+        script) nor this process (its Python work) is busy long at a stretch."""
         assert other.lua_template is not None, "only for a templated other side"
         head = (mode, "1" if dry_run else "0", authority, other.lua_template,
-                self.keys.index(WORKSPACE_MARK))
+                self.keys.index(WORKSPACE_MARK), scan_schema.lua_template or "")
         chunk = CHUNK if pace is None else pace[1]
         per_trip = chunk if pace is not None else chunk * CHUNKS_PER_TRIP
         out: list[Sent] = []
         unroutable = 0
+        sent: list[str]
+        args: list[str]
         for start in range(0, len(keys), per_trip):
-            sent: list[tuple[str, str]] = []
-            args: list[str] = []
-            for key in keys[start:start + per_trip]:
-                ids = scan_schema.parse_key(key)
-                if not ids:
-                    continue
-                ws, job_id = ids
-                if ws is not None and not validation.IDENTIFIER.fullmatch(ws):
-                    unroutable += 1
-                    continue
-                sent.append((key, job_id))
-                args += (ws or "", job_id)
+            if scan_schema.lua_template is not None:
+                sent = keys[start:start + per_trip]
+                calls = tuple(Script(PASS_BATCH, tuple(sent[i:i + chunk]), head)
+                              for i in range(0, len(sent), chunk))
+            else:
+                sent, args = [], []
+                for key in keys[start:start + per_trip]:
+                    ids = scan_schema.parse_key(key)
+                    if not ids:
+                        continue
+                    ws, job_id = ids
+                    if ws is not None and not validation.IDENTIFIER.fullmatch(ws):
+                        unroutable += 1
+                        continue
+                    sent.append(key)
+                    args += (ws or "", job_id)
+                calls = tuple(Script(PASS_BATCH, tuple(sent[i:i + chunk]),
+                                     (*head, *args[2 * i:2 * (i + chunk)]))
+                              for i in range(0, len(sent), chunk))
             if not sent:
                 continue
-            calls = tuple(Script(PASS_BATCH, tuple(k for k, _ in sent[i:i + chunk]),
-                                 (*head, *args[2 * i:2 * (i + chunk)]))
-                          for i in range(0, len(sent), chunk))
             if pace is not None:
                 yield from pace[0](len(out))
             ride = () if riders is None or riders.command is None else (riders.command,)
@@ -661,8 +670,7 @@ class Migration:
                     raise got[0]
                 assert riders is not None
                 riders.written()
-            replies = _flat_replies(calls, got[len(ride):])
-            out += [(key, job_id, reply) for (key, job_id), reply in zip(sent, replies)]
+            out += zip(sent, _flat_replies(calls, got[len(ride):]))
         return out, unroutable
 
     def _settle_in_lua(self, mode: str, scan_schema: KeySchema, other: KeySchema, keys: list[str],
@@ -677,20 +685,21 @@ class Migration:
             report.add("unroutable", unroutable)
         if not sent:
             return False
-        asks: list[Placed] = []
-        for key, job_id, outcome in sent:
-            if outcome.startswith("-"):  # not placed: deleted since the scan, or counted only
-                if outcome != "-":
-                    report.add(outcome[1:])
-            elif outcome.startswith("?"):
-                ws = outcome[1:]
-                asks.append((ws, job_id, key, other.job_key(ws, job_id)))
+        outcomes = Counter(reply for _, reply in sent if isinstance(reply, str))
+        for outcome, n in outcomes.items():
+            if outcome.startswith("-") or not outcome:
+                # not placed: deleted since the scan, counted only, or not the schema's key
+                if len(outcome) > 1:
+                    report.add(outcome[1:], n)
             else:
-                report.add(outcome)
-                report.scanned += 1
+                report.add(outcome, n)
+                report.scanned += n
+        # Equal write counts and statuses, different content, and the copy the phase reads
+        # first depends on the workspace: settled one by one, each with its authority.
+        asks: list[Placed] = [(ws, job_id, key, other.job_key(ws, job_id))
+                              for key, reply in sent if not isinstance(reply, str)
+                              for _, ws, job_id in (reply,)]
         if asks:
-            # Equal write counts and statuses, different content, and the copy the phase reads
-            # first depends on the workspace: settled one by one, each with its authority.
             for outcome in (yield from self._apply(mode, asks, dry_run, prefer_to)):
                 report.add(outcome)
                 report.scanned += 1
@@ -815,29 +824,25 @@ class Migration:
         return found
 
     def _compare_in_lua(self, side: str, schema: KeySchema, other: KeySchema, keys: list[str],
-                        report: VerifyReport) -> Op[tuple[list[Placed], list[Compared]]]:
+                        report: VerifyReport) -> Op[tuple[list[Placed], list[Compared], int]]:
         """``_place`` and ``_compare_pairs`` in PASS_BATCH calls (``_lua_trips``): each record is
         compared with its counterpart in the script, and only those that are not the same come
-        back whole. Records placed, and their ``(kind, record, counterpart)``."""
+        back whole. Records placed that are not the same, their ``(kind, record,
+        counterpart)``, and how many were the same."""
         sent, unroutable = yield from self._lua_trips(side, schema, other, keys, False, "0",
                                                       None, None)
+        kinds = Counter(reply for _, reply in sent if isinstance(reply, str))
+        report.not_records += kinds["not_a_record"] + kinds["-not_a_record"]
         if side == "source":
-            report.unroutable += unroutable
+            report.unroutable += unroutable + kinds["-unroutable"]
         placed: list[Placed] = []
         found: list[Compared] = []
-        for key, job_id, reply in sent:
-            if isinstance(reply, list):
-                kind, ws, mine, theirs = reply
+        for key, reply in sent:
+            if not isinstance(reply, str):
+                kind, ws, job_id, mine, theirs = reply
                 placed.append((ws, job_id, key, other.job_key(ws, job_id)))
                 found.append((kind, as_record(mine), as_record(theirs)))
-            elif reply == "-unroutable":
-                report.unroutable += side == "source"
-            elif reply in ("-not_a_record", "not_a_record"):
-                report.not_records += 1
-            elif reply != "-":
-                placed.append(("", job_id, key, ""))
-                found.append((reply, {}, {}))
-        return placed, found
+        return placed, found, kinds["same"]
 
     def _place(self, scan_schema: KeySchema, other: KeySchema, keys: list[str],
                report: PassReport | _Counter) -> Op[list[Placed]]:
@@ -914,7 +919,15 @@ class Migration:
                     return name
                 cursor = cursor_next
                 if not sample and self._in_lua(other):
-                    placed, found = yield from self._compare_in_lua(side, schema, other, keys, report)
+                    placed, found, same = yield from self._compare_in_lua(side, schema, other,
+                                                                          keys, report)
+                    # records that are the same need nothing more than counting
+                    seen += same
+                    report.same += same if side == "source" else 0
+                    if side == "source":
+                        report.checked_source += same
+                    else:
+                        report.checked_target += same
                 else:
                     unroutable = _Counter()
                     placed = yield from self._place(schema, other, keys, unroutable)

@@ -1,10 +1,14 @@
 """The Lua scripts behind every write. Each one is a named constant with a header.
 
-Keys arrive through ``KEYS``, built by the schema or the layout. The single exception is the
+Keys arrive through ``KEYS``, built by the schema or the layout. One exception is the
 record key that ``DEQUEUE`` must find from a popped queue entry: for a schema with a key format
 it receives the schema's ``lua_template`` (the format, prefix filled in) and only substitutes
 the two ids; a computed schema's key is carried by the queue entry (the enqueue wrote it there),
-or the script asks the store for it (``need``). No script computes a key.
+or the script asks the store for it (``need``). The other exception is ``PASS_BATCH``, the
+standalone migration passes' script: it reads the ids off the scanned keys and puts them into
+the schemas' templates (the other copy's key, the workspace index), as DEQUEUE does; computed
+schemas keep the per-record scripts, whose keys are built in Python. No other script computes
+a key.
 
 Every write takes an op marker key made from a fresh token per call: redis-py re-sends a
 command whose reply was lost, and the marker lets the re-sent script recognise that its own
@@ -812,15 +816,19 @@ PASS_BATCH = Lua(
 --         'to' copy, '0' the 'from' copy, '?' it depends on the workspace (the caller decides)
 -- ARGV[4] the other schema's key template: \1 stands for the workspace id, \2 for the job id
 -- ARGV[5] the index key template (\1 the workspace id)
--- ARGV[4 + 2i] workspace id of KEYS[i] ('' when its key does not hold it: read from the record)
--- ARGV[5 + 2i] job id of KEYS[i]
+-- ARGV[6] the scanned schema's key template, the ids are read off each key (the same ids its
+--         parse_key gives, or none: not a key of the schema); '' (a computed schema): they
+--         follow, ARGV[5 + 2i] the workspace id of KEYS[i] ('' when its key does not hold it:
+--         read from the record), ARGV[6 + 2i] its job id
 -- returns one entry per key:
+--   '' not a key of the scanned schema: nothing done, nothing counted
 --   '-' nothing to do: deleted since the scan (a key without the workspace), or verify found it
 --   gone or another workspace's; '-unroutable', '-not_a_record': counted, not placed
---   copy, merge: an outcome of SYNC_RECORD, 'error', or '?<workspace>' (ask the caller)
+--   copy, merge: an outcome of SYNC_RECORD, 'error', or {'?', workspace, job id} (the caller
+--   decides who wins)
 --   cleanup: an outcome of CLEANUP_RECORD, or 'error'
---   verify: 'same' | 'not_a_record' | {kind, workspace, record, counterpart} for any other kind
---   ('missing', 'differing', 'target_newer', 'orphaned'), records as flat HGETALL lists
+--   verify: 'same' | 'not_a_record' | {kind, workspace, job id, record, counterpart} for any
+--   other kind ('missing', 'differing', 'target_newer', 'orphaned'), records as flat lists
 local mode, dry, authority = ARGV[1], ARGV[2] == '1', ARGV[3]
 -- f(workspace, job): a template with the ids put in (each mark at most once; no pattern work)
 local function compile(template)
@@ -841,6 +849,32 @@ local other_key_of, index_of = compile(ARGV[4]), compile(ARGV[5])
 local NOT_A_HASH = {'\0not-a-hash', 'another type'}
 local function valid_id(v)
   return v ~= nil and #v >= 1 and #v <= 128 and string.match(v, '^[A-Za-z0-9_.%-]+$') ~= nil
+end
+-- f(key): workspace id ('' when the key does not hold it), job id; nil for another key.
+-- KeySchema.parse_key for a key format: the ids are what the marks stand for, of the id
+-- alphabet; two marks are split by text holding a character no id can (KeySchema._check).
+local function parser(template)
+  local w, j = string.find(template, '\1', 1, true), string.find(template, '\2', 1, true)
+  local first, last = math.min(w or j, j), math.max(w or j, j)
+  local head, tail = string.sub(template, 1, first - 1), string.sub(template, last + 1)
+  local sep = w and string.sub(template, first + 1, last - 1)
+  return function(key)
+    if #key <= #head + #tail or string.sub(key, 1, #head) ~= head
+        or string.sub(key, #key - #tail + 1) ~= tail then
+      return nil
+    end
+    local middle = string.sub(key, #head + 1, #key - #tail)
+    if not sep then
+      if valid_id(middle) then return '', middle end
+      return nil
+    end
+    local at = string.find(middle, sep, 1, true)
+    if not at then return nil end
+    local a, b = string.sub(middle, 1, at - 1), string.sub(middle, at + #sep)
+    if not valid_id(a) or not valid_id(b) then return nil end
+    if w < j then return a, b end
+    return b, a
+  end
 end
 local function failed(reply) return type(reply) == 'table' and reply['err'] ~= nil end
 -- a record and its flat form; nil for a key of another type
@@ -905,7 +939,7 @@ local function orphan_check(key, ws, job)
   if redis.pcall('HGET', other_key, 'workspace_id') == ws then return 'same' end
   local _, mine_flat = read(key)
   local _, theirs_flat = read(other_key)
-  return {'orphaned', ws, mine_flat or NOT_A_HASH, theirs_flat or NOT_A_HASH}
+  return {'orphaned', ws, job, mine_flat or NOT_A_HASH, theirs_flat or NOT_A_HASH}
 end
 
 local function settle(i, key, ws, job)
@@ -935,7 +969,7 @@ local function settle(i, key, ws, job)
     else
       kind = 'differing'
     end
-    return {kind, ws, mine_flat, theirs_flat or NOT_A_HASH}
+    return {kind, ws, job, mine_flat, theirs_flat or NOT_A_HASH}
   end
   local theirs = read(other_key)
   if theirs == nil then return 'not_a_record' end
@@ -952,7 +986,7 @@ local function settle(i, key, ws, job)
       or (not is_empty(theirs) and theirs['workspace_id'] ~= ws) then
     return 'foreign'
   end
-  if authority == '?' and needs_authority(mine, theirs) then return '?' .. ws end
+  if authority == '?' and needs_authority(mine, theirs) then return {'?', ws, job} end
   local outcome, new_from, new_to = decide_sync(mode, mine, theirs, authority == '1')
   if dry then return outcome end
   if new_from and not write(i, key, new_from, nil, is_empty(mine), other_key, ws, job) then
@@ -967,7 +1001,12 @@ local function settle(i, key, ws, job)
 end
 
 local out = {}
-for i = 1, #KEYS do out[i] = settle(i, KEYS[i], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
+local parse = ARGV[6] ~= '' and parser(ARGV[6])
+for i = 1, #KEYS do
+  local ws, job
+  if parse then ws, job = parse(KEYS[i]) else ws, job = ARGV[5 + 2 * i], ARGV[6 + 2 * i] end
+  out[i] = job and settle(i, KEYS[i], ws, job) or ''
+end
 for ws, flat in pairs(entries) do
   local index = index_of(ws, '')
   for i = 1, #flat, 1000 do

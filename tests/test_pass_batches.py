@@ -273,5 +273,5 @@ def test_under_a_rate_each_call_is_small_and_its_own_round_trip(redis_url):
     report = migration.backfill(batch=1000, rate=4000)
     assert report.counts == {"copied": 120}
     sizes = [n for trip in trips for n in trip]
-    assert sum(sizes) == 120 and max(sizes) <= migration_module._rate_chunk(4000) == 10
+    assert sum(sizes) == 120 and max(sizes) <= migration_module._rate_chunk(4000) == 5
     assert all(len(trip) <= 1 for trip in trips)
