@@ -52,6 +52,11 @@ class SyncDriver:
         self.label = label
         self.events = events
         self.cluster = is_cluster(client)
+        # A strategy that keeps no routing state (every single schema) is never asked for it.
+        from .strategy import Strategy as Base
+
+        self._stateful = strategy is not None and (
+            type(strategy).state_request is not Base.state_request)
         if self.cluster:
             _local_script_keys(client)
         # A client that decodes replies itself (jobstore.open's do) needs no second pass over
@@ -80,8 +85,9 @@ class SyncDriver:
             raise RedisCommandError(f"Redis at {self.label} refused a command: {exc}") from exc
 
     def _state_request(self, force: bool = False) -> tuple[Any, bool] | None:
-        if self.strategy is None:
+        if not self._stateful:
             return None
+        assert self.strategy is not None
         return self.strategy.state_request(time.monotonic(), force)
 
     def _refresh_overdue_state(self) -> None:
