@@ -69,6 +69,7 @@ def target(request):
             server.restart()
         cluster._wait_ok()
 
+    restart_every_node.primaries = len(cluster.servers)  # type: ignore[attr-defined]
     return cluster.url, restart_every_node
 
 
@@ -91,8 +92,14 @@ def seeded_in_target_only(url):
 
 def restart_at(restart, rng, batches: int, *, crash: bool):
     """A progress callback that restarts Redis after a random batch (then, with ``crash``,
-    stops the pass as a killed process would)."""
-    at = rng.randrange(2, batches - 2)
+    stops the pass as a killed process would).
+
+    On a cluster, within the first primary's share of the batches: a pass scans the primaries
+    one after another, and a restart that falls between two primaries' scans cuts no scan, so
+    no rescan is due and the test would prove nothing (it did, now and then, once enqueues
+    stopped leaving marker keys and the scans got shorter)."""
+    share = batches // getattr(restart, "primaries", 1)
+    at = rng.randrange(2, max(3, share - 2))
     seen = [0]
 
     def progress(step, done, total, counts):
