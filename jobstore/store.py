@@ -508,7 +508,11 @@ class JobStore:
             decoded = params and plain_params(params)
         else:
             encoded = _encode(self.codec, "params", validation.params(params))
-            decoded = self.codec.decode("params", encoded) if encoded else {}
+            try:  # what get() will return
+                decoded = self.codec.decode("params", encoded) if encoded else {}
+            except Exception as exc:  # noqa: BLE001 - a plugin's codec that cannot read itself
+                raise PluginError(f"codec {self.codec!r} cannot decode the params it just "
+                                  f"encoded ({encoded[:80]!r}): {type(exc).__name__}: {exc}") from exc
         job_id = uuid.uuid4().hex if job_id is None else validation.identifier("job_id", job_id)
         job, fields = Job.pending(job_id, workspace_id, action, encoded, time.time(),
                                   self.time_format, decoded)
@@ -566,7 +570,8 @@ def _codec(given: Any, strategy: Strategy) -> Codec:
         return check_codec(given, "codec")
     declared = {schema.name: schema.codec for schema in strategy.routing(None).known
                 if schema.codec is not None}
-    codecs = {id(codec): codec for codec in declared.values()}
+    # The same codec class and name is the same encoding, whichever schema holds the instance.
+    codecs = {(type(codec), getattr(codec, "name", "")): codec for codec in declared.values()}
     if len(codecs) > 1:
         named = ", ".join(f"{name!r}: {codec!r}" for name, codec in sorted(declared.items()))
         raise ConfigError(f"the schemas of strategy {strategy.name!r} declare different codecs "

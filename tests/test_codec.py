@@ -197,3 +197,33 @@ class TestConformanceWithACodec(SchemaConformance):
         from jobstore.testing.pytest_plugin import prepared_url
 
         yield from prepared_url("memory://conformance-codec")
+
+
+class SameCodecOtherSchema(KeySchema):
+    name = "coded3"
+    description = "another layout with the old service's codec (another instance of it)"
+    key_format = "${prefix}:coded3:${workspace_id}:${job_id}"
+    codec = OldServiceCodec()
+
+
+def test_two_schemas_with_the_same_codec_class_agree(coded_schemas):
+    from jobstore import hookimpl, plugins
+
+    class Plugin:
+        @hookimpl
+        def jobstore_register_schemas(self, register):
+            register(SameCodecOtherSchema)
+
+    plugins.get_plugin_manager().register(Plugin(), name="coded3-plugin")
+    store = jobstore.open("memory://codec-same", "dual", source="coded", target="coded3")
+    assert isinstance(store.codec, OldServiceCodec)
+
+
+def test_a_codec_that_cannot_read_what_it_wrote_is_a_plugin_error():
+    class OneWay(TaggedCodec):
+        def decode(self, field: str, text: str) -> Any:
+            raise ValueError("cannot read")
+
+    store = jobstore.open("memory://codec-oneway", "legacy", codec=OneWay())
+    with pytest.raises(jobstore.PluginError, match="cannot decode the params it just encoded"):
+        store.enqueue("acme", "a", {"x": 1})
