@@ -125,6 +125,13 @@ class OtherCodedSchema(KeySchema):
     codec = TaggedCodec()
 
 
+class SameCodecOtherSchema(KeySchema):
+    name = "coded3"
+    description = "another layout with the old service's codec (another instance of it)"
+    key_format = "${prefix}:coded3:${workspace_id}:${job_id}"
+    codec = OldServiceCodec()
+
+
 @pytest.fixture
 def coded_schemas():
     from jobstore import hookimpl, plugins
@@ -134,6 +141,7 @@ def coded_schemas():
         def jobstore_register_schemas(self, register):
             register(CodedSchema)
             register(OtherCodedSchema)
+            register(SameCodecOtherSchema)
 
     plugins.reset()
     plugins.get_plugin_manager().register(Plugin(), name="coded-plugin")
@@ -199,22 +207,7 @@ class TestConformanceWithACodec(SchemaConformance):
         yield from prepared_url("memory://conformance-codec")
 
 
-class SameCodecOtherSchema(KeySchema):
-    name = "coded3"
-    description = "another layout with the old service's codec (another instance of it)"
-    key_format = "${prefix}:coded3:${workspace_id}:${job_id}"
-    codec = OldServiceCodec()
-
-
 def test_two_schemas_with_the_same_codec_class_agree(coded_schemas):
-    from jobstore import hookimpl, plugins
-
-    class Plugin:
-        @hookimpl
-        def jobstore_register_schemas(self, register):
-            register(SameCodecOtherSchema)
-
-    plugins.get_plugin_manager().register(Plugin(), name="coded3-plugin")
     store = jobstore.open("memory://codec-same", "dual", source="coded", target="coded3")
     assert isinstance(store.codec, OldServiceCodec)
 
