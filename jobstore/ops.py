@@ -71,8 +71,9 @@ class Context:
     # Redis Cluster: writes go through ops_cluster, and scripts are never fenced (the phase
     # lives in another slot; stores follow a switch by time alone, within a second).
     cluster: bool = False
-    # Redis Cluster: op markers of enqueue queue steps that have their answer, deleted by the
-    # store's next queue step (same slot; see ops_cluster.enqueue_many).
+    # Op markers of this store's calls that have their answer (no re-send of them can come),
+    # deleted by its next call's script (spent_markers): update_status and dequeue markers on
+    # standalone Redis, enqueue queue-step markers on a cluster (same slot as the next one).
     spent_markers: deque[str] = field(default_factory=deque)
     clock: Callable[[], float] = time.time
     # A call's token (op markers, claims, a record's OP): 72 random bits in 12 characters.
@@ -163,8 +164,7 @@ def enqueue_script(ctx: Context, jobs: Sequence[tuple[Job, dict[str, str]]]) -> 
         routing = ctx.strategy.routing(ws)
         writes = [s.job_key(ws, job_id) for s in routing.writes]
         checks = [key for key in (s.job_key(ws, job_id) for s in routing.known) if key not in writes]
-        entry = ctx.keys.queue_entry(ws, job_id, fields["created_at"],
-                                     carried_keys(routing.known, ws, job_id))
+        entry = queue_entry(ctx, ws, job_id, fields["created_at"], routing.known)
         keys += (ctx.keys.gone(ws, job_id), ctx.keys.index(ws), *writes, *checks)
         args += (len(writes), len(checks), fields[OP], job_id, repr(job.created_at), entry,
                  2 * len(fields), *chain.from_iterable(fields.items()))
@@ -177,10 +177,13 @@ def carried_keys(schemas: Iterable[KeySchema], workspace_id: str,
     return [(s.name, s.job_key(workspace_id, job_id)) for s in schemas if s.computed]
 
 
-def queue_entry(ctx: Context, workspace_id: str, job_id: str, stamp: str) -> str:
+def queue_entry(ctx: Context, workspace_id: str, job_id: str, stamp: str,
+                known: Iterable[KeySchema] | None = None) -> str:
     """The queue entry of a job enqueued now: its ids, stamp, and the keys the dequeue script
-    cannot build itself (every computed schema the job may be read from)."""
-    known = ctx.strategy.routing(workspace_id).known
+    cannot build itself (every computed schema the job may be read from: ``known``, the
+    routing's, when the caller has it)."""
+    if known is None:
+        known = ctx.strategy.routing(workspace_id).known
     return ctx.keys.queue_entry(workspace_id, job_id, stamp,
                                 carried_keys(known, workspace_id, job_id))
 
