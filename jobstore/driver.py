@@ -14,7 +14,7 @@ import redis
 from .errors import NotReplicated, RedisCommandError, StoreUnavailable
 from .scripts import ALL as ALL_SCRIPTS
 from .connection import Client, is_cluster
-from .steps import Batch, Call, Command, Pause, Primaries, Refresh, Scan, Script, Step
+from .steps import Batch, Call, Command, Pause, Primaries, Refresh, Scan, Script, Step, Tidy
 
 if TYPE_CHECKING:
     from .events import Events
@@ -118,6 +118,9 @@ class SyncDriver:
             return None
         if isinstance(step, Scan):
             return self._scan(step)
+        if isinstance(step, Tidy):
+            self._tidy(step.keys)
+            return None
         raise TypeError(f"unknown step {step!r}")
 
     def _batch(self, step: Batch, short: list[int] | None) -> Any:
@@ -180,6 +183,22 @@ class SyncDriver:
         if self.cluster:
             identity += "/" + _slots_of(_text(replies[2]), _text(replies[3]))
         return identity, str(self._text(cursor)), self._text(keys)
+
+    def _tidy(self, keys: tuple[str, ...]) -> None:
+        """UNLINK ``keys``, ignoring every failure (see :class:`jobstore.steps.Tidy`). On a
+        cluster one command per key: redis-py sends each node its share in parallel."""
+        if not keys:
+            return
+        try:
+            if self.cluster:
+                pipe = self.client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.execute_command("UNLINK", key)
+                pipe.execute(raise_on_error=False)
+            else:
+                self.client.execute_command("UNLINK", *keys)
+        except (redis.exceptions.RedisError, OSError):
+            pass  # they expire on their own
 
     def _apply_state(self, reply: Any) -> None:
         assert self.strategy is not None, "only a driver with a strategy asks for its state"

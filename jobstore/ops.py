@@ -75,6 +75,10 @@ class Context:
     # deleted by its next call's script (spent_markers): update_status and dequeue markers on
     # standalone Redis, enqueue queue-step markers on a cluster (same slot as the next one).
     spent_markers: deque[str] = field(default_factory=deque)
+    # Redis Cluster: op markers of this store's calls with their answer that sit in any slot (a
+    # record's: update_status, dequeue, delete steps); no later script shares their slot, so
+    # they go in bulk, a Tidy step once TIDY_AT of them wait (ops_cluster.tidy).
+    spent_anywhere: deque[str] = field(default_factory=deque)
     clock: Callable[[], float] = time.time
     # A call's token (op markers, claims, a record's OP): 72 random bits in 12 characters.
     new_token: Callable[[], str] = field(default=lambda: new_token())
@@ -279,15 +283,18 @@ def update_status(
 SPENT_PER_CALL = 32
 
 
-def spent_markers(ctx: Context, most: int = SPENT_PER_CALL, mine: str = "") -> list[str]:
+def spent_markers(ctx: Context, most: int = SPENT_PER_CALL, mine: str = "",
+                  pool: deque[str] | None = None) -> list[str]:
     """Up to ``most`` op markers of this store's earlier calls that have their answer, taken
     off its list (thread-safe: another thread's call takes the others), for a script to
     delete: no re-send of those calls can come any more, so a marker lives until the store's
-    next call instead of its whole ttl. Never ``mine``, the asking call's own marker."""
+    next call instead of its whole ttl. Never ``mine``, the asking call's own marker.
+    ``pool``: the list to take them from (default ``ctx.spent_markers``)."""
     spent: list[str] = []
+    pool = ctx.spent_markers if pool is None else pool
     while len(spent) < most:
         try:
-            marker = ctx.spent_markers.popleft()
+            marker = pool.popleft()
         except IndexError:
             break
         if marker != mine:

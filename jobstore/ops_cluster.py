@@ -30,16 +30,32 @@ from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_scri
                   queue_entry, spent_markers, update_outcome, SPENT_PER_CALL)
 from .scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, LEASE_CLAIM,
                       LEASE_LIST, MIRROR, PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
-from .steps import Batch, Call, Command, Script
+from .steps import Batch, Call, Command, Script, Tidy
 
 CLAIM_TTL = 3600
 TOMB_TTL = 86400
+# Spent op markers of record steps a store lets wait before one Tidy step deletes them: about
+# 500 bytes each (a marker holds its call's reply), so a store leaves at most ~32 KB behind,
+# and the extra round trip comes once per 32 or more operations.
+TIDY_AT = 64
 
 
 def _marker(ctx: Context, token: str, key: str) -> str:
     """The op marker of one call's script on one record key: in the key's slot, and of that key
     alone (records whose keys share a hash tag share a slot, and must not share a marker)."""
     return ctx.keys.op(f"{token}:{key}", near=key)
+
+
+def tidy(ctx: Context) -> Op[None]:
+    """Delete spent op markers once TIDY_AT of them wait: those of record steps (see
+    Context.spent_anywhere), which would otherwise live their whole ttl, then those of queue
+    steps no enqueue of this store took with its push yet (a store that stopped enqueueing).
+    Never fails."""
+    if len(ctx.spent_anywhere) + len(ctx.spent_markers) >= TIDY_AT:
+        spent = spent_markers(ctx, TIDY_AT, pool=ctx.spent_anywhere)
+        spent += spent_markers(ctx, TIDY_AT - len(spent))
+        if spent:
+            yield Tidy(tuple(spent))
 
 
 def _same_job(stored: dict[str, str], fields: dict[str, str]) -> bool:
@@ -197,28 +213,34 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
             if problem is not None:
                 raise corrupt(ctx, operation, key, *problem)
 
-    for position, key in enumerate(keys):
-        (reply,) = yield Batch((fenced_script(
-            ctx, UPDATE_STATUS, (_marker(ctx, token, key), key),
-            (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, stamp, claim,
-             "1" if hand_out else "", "0", iso, *flat),
-        ),))
-        if reply[0] == "missing":
-            continue
-        job = update_outcome(ctx, reply, job_id, workspace_id, status, operation, claim=claim)
-        rest = keys[position + 1:]
-        if rest:
-            # The move is taken; the other copies follow it with the record's own fields.
-            record = as_record(reply[1])
-            moved = {k: record[k] for k in (*fields, "updated_at", "attempts", "claim") if k in record}
-            flat_moved = [part for item in moved.items() for part in item]
-            yield Batch(tuple(
-                Script(MIRROR, (_marker(ctx, token, other), other),
-                       (workspace_id, ctx.marker_ttl, *flat_moved))
-                for other in rest
-            ))
-        return job
-    raise JobNotFound(job_id, workspace_id)
+    sent: list[str] = []  # markers of the steps sent: spent once this call has its answer
+    try:
+        for position, key in enumerate(keys):
+            sent.append(_marker(ctx, token, key))
+            (reply,) = yield Batch((fenced_script(
+                ctx, UPDATE_STATUS, (sent[-1], key),
+                (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, stamp, claim,
+                 "1" if hand_out else "", "0", iso, *flat),
+            ),))
+            if reply[0] == "missing":
+                continue
+            job = update_outcome(ctx, reply, job_id, workspace_id, status, operation, claim=claim)
+            rest = keys[position + 1:]
+            if rest:
+                # The move is taken; the other copies follow it with the record's own fields.
+                record = as_record(reply[1])
+                moved = {k: record[k] for k in (*fields, "updated_at", "attempts", "claim")
+                         if k in record}
+                flat_moved = [part for item in moved.items() for part in item]
+                sent.extend(_marker(ctx, token, other) for other in rest)
+                yield Batch(tuple(
+                    Script(MIRROR, (marker, other), (workspace_id, ctx.marker_ttl, *flat_moved))
+                    for marker, other in zip(sent[-len(rest):], rest)
+                ))
+            return job
+        raise JobNotFound(job_id, workspace_id)
+    finally:
+        ctx.spent_anywhere.extend(sent)
 
 
 def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatus,
@@ -236,7 +258,19 @@ def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatu
         # The claim ended with this move; its lease sits in the queue's slot. (Left behind by a
         # crash here, it runs out and a dequeue drops it: the job is no longer running.)
         yield Batch((Command(("ZREM", ctx.keys.leases, job.claim)),))
+        if status.is_terminal:
+            _arbiter_spent(ctx, job.claim)
+    yield from tidy(ctx)
     return job
+
+
+def _arbiter_spent(ctx: Context, claim: str) -> None:
+    """The job of ``claim`` is final in every copy (its moves and mirrors all landed): no entry
+    of it can be handed out any more (every copy refuses the move from pending), so its arbiter
+    goes with the next Tidy instead of living CLAIM_TTL."""
+    workspace_id, job_id, stamp = ctx.keys.parse_queue_entry(claim.partition(":")[2])
+    if workspace_id and job_id:
+        ctx.spent_anywhere.append(ctx.keys.claimed(workspace_id, job_id, stamp))
 
 
 def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:
@@ -249,13 +283,18 @@ def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:
                      if isinstance(r, dict) and r.get("workspace_id") == workspace_id})
     deleted = False
     for key in reversed(keys):  # the source last: while it stands, the job still reads
-        (reply,) = yield Batch((Script(
-            DELETE_RECORD, (_marker(ctx, token, key), key, ctx.keys.tomb(key)),
-            (workspace_id, ctx.marker_ttl, TOMB_TTL, *stamps),
-        ),))
+        marker = _marker(ctx, token, key)
+        try:
+            (reply,) = yield Batch((Script(
+                DELETE_RECORD, (marker, key, ctx.keys.tomb(key)),
+                (workspace_id, ctx.marker_ttl, TOMB_TTL, *stamps),
+            ),))
+        finally:
+            ctx.spent_anywhere.append(marker)
         deleted = deleted or bool(reply)
     if deleted:
         yield Batch((Command(("ZREM", ctx.keys.index(workspace_id), job_id)),))
+    yield from tidy(ctx)
     return deleted
 
 
@@ -264,8 +303,12 @@ def _bury(ctx: Context, entry: str, reason: str, key: str | None = None,
     """Write one dead letter (once, however often the step is re-sent) and report it."""
     letter = DeadLetter(printable(entry), reason, ctx.clock(), key, field)
     dead = ctx.keys.dead
-    yield Batch((Script(BURY, (ctx.keys.op(ctx.new_token(), near=dead), dead),
-                        (ctx.marker_ttl, letter.to_json(), ctx.max_dead_letters)),))
+    marker = ctx.keys.op(ctx.new_token(), near=dead)
+    try:
+        yield Batch((Script(BURY, (marker, dead),
+                            (ctx.marker_ttl, letter.to_json(), ctx.max_dead_letters)),))
+    finally:
+        ctx.spent_anywhere.append(marker)
     ctx.events.dead_letter(letter)  # a record that cannot be decoded was reported by _move
 
 
@@ -352,6 +395,7 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
                                                            "error": why, "updated_at": at,
                                                            "claim": ""},
                                  stamp, operation="dequeue", claim=member, iso=iso)
+                _arbiter_spent(ctx, member)
                 ctx.events.lease_expired(workspace_id, "failed")
             else:
                 claim = f"{token}:{entry}"
@@ -373,6 +417,12 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
 
 
 def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) -> Op[Job | None]:
+    job = yield from _dequeue(ctx, timeout, lease_ms)
+    yield from tidy(ctx)
+    return job
+
+
+def _dequeue(ctx: Context, timeout: float | None, lease_ms: int | None) -> Op[Job | None]:
     token = ctx.new_token()
     lease_ms = ctx.lease_ms if lease_ms is None else lease_ms
     queue, claim, leases = ctx.keys.queue, ctx.keys.claim(token), ctx.keys.leases

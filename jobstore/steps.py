@@ -69,6 +69,18 @@ class Refresh:
 
 
 @dataclass(frozen=True)
+class Tidy:
+    """Delete these keys if Redis lets us now; the reply is None whatever happens.
+
+    For keys that expire on their own and are only dropped early to save memory (the op markers
+    of calls that have their answer, on Redis Cluster, where they sit in every slot): a failure
+    here must never fail the operation that already has its outcome.
+    """
+
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Primaries:
     """The names of the primaries to scan: one name, None, on standalone Redis."""
 
@@ -78,5 +90,5 @@ Call = Command | Script
 
 # Everything an operation or a migration pass may yield, and what the driver sends back:
 # a Batch, the list of its replies; a Scan, ``(server identity, next cursor, keys)``; Primaries,
-# the list of names (``[None]`` on standalone Redis); Pause and Refresh, None.
-Step = Batch | Scan | Pause | Refresh | Primaries
+# the list of names (``[None]`` on standalone Redis); Pause, Refresh and Tidy, None.
+Step = Batch | Scan | Pause | Refresh | Primaries | Tidy

@@ -11,9 +11,12 @@ writes in between, so the scenario is exact, not timing-dependent.
 from __future__ import annotations
 
 import pytest
+import redis
 
 import jobstore
+from jobstore import ops_cluster
 from jobstore.steps import Batch
+from tests.conftest import keys
 
 
 def first_batch(store, op):
@@ -155,16 +158,61 @@ def test_an_enqueue_leaves_no_key_but_its_records(url, strategy, options, record
 
 def test_a_worker_leaves_no_pile_of_markers(url):
     """update_status and dequeue keep their answer in an op marker for a re-send; once the call
-    has its answer the store's next call deletes it (issue 13: at 1,000 jobs/s, 600 s of those
-    markers were 1.2 million keys of about 520 bytes each)."""
+    has its answer the marker goes (issue 13: at 1,000 jobs/s, 600 s of those markers were 1.2
+    million keys of about 520 bytes each). Standalone: the store's next call's script deletes
+    it. Cluster: each marker sits in its record's slot, so they go in bulk, one Tidy step per
+    TIDY_AT of them, with the arbiters of the jobs that finished (they lived an hour)."""
     store = jobstore.open(url, "legacy")
-    if store.driver.cluster:
-        pytest.skip("Cluster: each step's marker sits in its own slot and lives its ttl (docs)")
     flush(store)
-    store.enqueue_many([("acme", "work", {"n": n}) for n in range(50)])
-    for _ in range(50):
+    cluster = store.driver.cluster
+    # Waiting to be deleted: standalone, the calls not followed yet; cluster, a Tidy's worth
+    # and the calls since (a dequeue and an update leave one marker each, plus the arbiter).
+    bound = ops_cluster.TIDY_AT + 3 if cluster else 2
+    jobs = 3 * ops_cluster.TIDY_AT if cluster else 50
+    store.enqueue_many([("acme", "work", {"n": n}) for n in range(jobs)])
+    for _ in range(jobs):
         job = store.dequeue(timeout=0)
         store.update_status(job.job_id, "completed", workspace_id="acme", claim=job.claim)
-        assert len(store.client.keys("ai:op:*")) <= 2  # the calls that have not been followed yet
+        assert len(keys(store.client, "ai:op:*")) <= bound
     assert store.dequeue(timeout=0) is None
-    assert len(store.client.keys("ai:op:*")) <= 1
+    left = keys(store.client, "ai:op:*") + keys(store.client, "ai:claimed:*")
+    assert len(left) <= (ops_cluster.TIDY_AT if cluster else 1), left
+    assert len(keys(store.client)) <= jobs + 2 + len(left)  # records, the index, the leases
+
+
+@pytest.mark.cluster
+def test_a_tidy_that_fails_fails_nothing(cluster_url, monkeypatch):
+    """Deleting spent markers is an extra: when Redis refuses it, every call still answers, and
+    the markers expire on their own."""
+    store = jobstore.open(cluster_url, "legacy")
+    flush(store)
+    tidied = []
+    pipeline = store.driver.client.pipeline
+
+    def breaking_unlinks(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        queued = []
+        execute_command, execute = pipe.execute_command, pipe.execute
+
+        def queue(*command, **options):
+            queued.append(command[0])
+            return execute_command(*command, **options)
+
+        def execute_or_break(*args, **kwargs):
+            if queued and set(queued) == {"UNLINK"}:
+                tidied.append(len(queued))
+                raise redis.exceptions.ConnectionError("the tidy's connection broke")
+            return execute(*args, **kwargs)
+
+        pipe.execute_command, pipe.execute = queue, execute_or_break
+        return pipe
+
+    monkeypatch.setattr(store.driver.client, "pipeline", breaking_unlinks)
+    store.enqueue_many([("acme", "work", {"n": n}) for n in range(ops_cluster.TIDY_AT + 2)])
+    for _ in range(ops_cluster.TIDY_AT + 2):
+        job = store.dequeue(timeout=0)
+        done = store.update_status(job.job_id, "completed", workspace_id="acme", claim=job.claim)
+        assert done.status is jobstore.JobStatus.COMPLETED
+    assert tidied  # it was tried, and failed
+    markers = keys(store.client, "ai:op:*")
+    assert markers and all(0 < store.client.ttl(m) <= store.context.marker_ttl for m in markers)
