@@ -193,6 +193,7 @@ class Settings:
     workspaces: list[str]
     payload: dict
     getter: str = "thread"
+    keys_per_call: int | None = None  # the passes' (None: jobstore's default)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     repeat: int = 0
     _n: int = 0
@@ -844,13 +845,13 @@ def jobstore_passes(s: Settings, parser: str, n: int) -> dict[str, Any]:
         seed_records(seeder, prefix, n, s)
         migration.set_phase("dual-write")
         started = time.perf_counter()
-        report = migration.backfill(batch=1000)
+        report = migration.backfill(batch=1000, keys_per_call=s.keys_per_call)
         out["backfill"] = n / (time.perf_counter() - started)
         if report.counts.get("copied") != n:
             out["backfill"] = RuntimeError(f"backfill copied {report.counts} of {n}")
             return out
         started = time.perf_counter()
-        report = migration.verify(batch=1000)
+        report = migration.verify(batch=1000, keys_per_call=s.keys_per_call)
         seconds = time.perf_counter() - started
         out["verify"] = (report.checked_source + report.checked_target) / seconds
         if not report.clean:
@@ -859,7 +860,7 @@ def jobstore_passes(s: Settings, parser: str, n: int) -> dict[str, Any]:
         migration.set_phase("read-target")
         migration.set_phase("target-only")
         started = time.perf_counter()
-        report = migration.cleanup(batch=1000)
+        report = migration.cleanup(batch=1000, keys_per_call=s.keys_per_call)
         out["cleanup"] = n / (time.perf_counter() - started)
         if report.counts.get("deleted") != n:
             out["cleanup"] = RuntimeError(f"cleanup deleted {report.counts} of {n}")
@@ -1023,7 +1024,7 @@ def group_latency(s: Settings, parser: str, wanted: set[str]) -> dict[str, Any]:
             getter = make_getter()
             getter.start()
             try:
-                report = migration.backfill(batch=1000)
+                report = migration.backfill(batch=1000, keys_per_call=s.keys_per_call)
             finally:
                 full = getter.stop()
             out["p99-full"] = pair(p99(full), idle, f"full speed: {n / report.seconds:,.0f} keys/s")
@@ -1037,7 +1038,7 @@ def group_latency(s: Settings, parser: str, wanted: set[str]) -> dict[str, Any]:
             getter = make_getter()
             getter.start()
             try:
-                report = migration.backfill(batch=1000, rate=s.rate)
+                report = migration.backfill(batch=1000, rate=s.rate, keys_per_call=s.keys_per_call)
             finally:
                 during = getter.stop()
             out["p99-rate"] = pair(p99(during), idle,
@@ -1248,6 +1249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-jobs", type=int, help="records backfilled under the p99 rows (10000)")
     parser.add_argument("--rate", type=float, default=5000.0,
                         help="backfill rate of the p99 row under --rate, keys/s (5000)")
+    parser.add_argument("--keys-per-call", type=int, default=None,
+                        help="records per script call of the passes (backfill, verify, cleanup "
+                             "and the p99 rows; default: jobstore's, 50)")
     parser.add_argument("--getter", choices=("thread", "process"), default="thread",
                         help="where the p99 rows' gets run: a thread of this process, beside the "
                              "backfill (default), or a process of their own (no GIL shared)")
@@ -1289,6 +1293,7 @@ def main(argv: list[str] | None = None) -> int:
         workspaces=[f"ws{i}" for i in range(max(1, args.workspaces))],
         payload={"blob": "x" * args.payload_bytes} if args.payload_bytes > 0 else {},
         getter=args.getter,
+        keys_per_call=args.keys_per_call,
     )
     cluster = args.cluster or bool(args.cluster_url)
     selected = [k for k in ROW if (cluster or not ROW[k].cluster)]
@@ -1355,7 +1360,7 @@ def main(argv: list[str] | None = None) -> int:
                   "cluster_jobs": s.cluster_jobs, "cluster_memory_jobs": s.cluster_memory_jobs,
                   "memory_repeats": s.memory_repeats,
                   "workspaces": len(s.workspaces), "payload_bytes": args.payload_bytes,
-                  "getter": s.getter},
+                  "getter": s.getter, "keys_per_call": s.keys_per_call or "default (50)"},
     }
     print(f"jobstore benchmark{' (--quick)' if quick else ''}: redis-server {meta['redis_server']}, "
           f"redis-py {meta['redis_py']}, Python {meta['python']}, {meta['cpus']} CPUs, "

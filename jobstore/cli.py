@@ -660,18 +660,29 @@ def pass_options(func):
                         help="Keys per SCAN step.")(func)
     func = click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
                         help="At most this many records per second.")(func)
+    func = keys_per_call_option(func)
     return func
+
+
+def keys_per_call_option(func):
+    return click.option(
+        "--keys-per-call", type=click.IntRange(1, 1000), default=None,
+        help="Records one script call settles (standalone Redis; default 50, about a "
+             "millisecond of Redis time): more is faster, and live requests wait longer "
+             "behind each call.")(func)
 
 
 PASS_EXIT_CODES = exit_codes(EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_INTERRUPTED,
                              c4="refused: the phase does not allow this pass (the message says why)")
 
 
-def run_pass(method: str, migration, rate, batch, dry_run, restart, as_json) -> None:
+def run_pass(method: str, migration, rate, batch, dry_run, restart, as_json,
+             keys_per_call=None) -> None:
     printer = ProgressPrinter(enabled=not as_json and not quiet())
     try:
         report = getattr(migration, method)(batch=batch, rate=rate, dry_run=dry_run,
-                                            restart=restart, progress=printer)
+                                            restart=restart, progress=printer,
+                                            keys_per_call=keys_per_call)
     finally:
         printer.close()
     scanned = {"backfill": "source", "reverse-sync": "target", "cleanup": "source"}[report.step]
@@ -695,14 +706,14 @@ def run_pass(method: str, migration, rate, batch, dry_run, restart, as_json) -> 
 @pass_options
 @metrics_option
 def migrate_backfill(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-                     allow_eviction, metrics_port) -> None:
+                     allow_eviction, metrics_port, keys_per_call) -> None:
     """Copy every source record missing in the target (resumable, safe under live traffic).
 
     It writes but never deletes, and never replaces a newer copy, so it does not ask first.
     """
     events = start_metrics(metrics_port, prefix)
     migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
-    run_pass("backfill", migration, rate, batch, dry_run, restart, as_json)
+    run_pass("backfill", migration, rate, batch, dry_run, restart, as_json, keys_per_call)
 
 
 @migrate.command("reverse-sync", epilog=PASS_EXIT_CODES)
@@ -710,14 +721,14 @@ def migrate_backfill(url, prefix, source, target, rate, batch, dry_run, restart,
 @pass_options
 @metrics_option
 def migrate_reverse_sync(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-                         allow_eviction, metrics_port) -> None:
+                         allow_eviction, metrics_port, keys_per_call) -> None:
     """Bring the source up to date from the target, before rolling back.
 
     It writes but never deletes, and never replaces a newer copy, so it does not ask first.
     """
     events = start_metrics(metrics_port, prefix)
     migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
-    run_pass("reverse_sync", migration, rate, batch, dry_run, restart, as_json)
+    run_pass("reverse_sync", migration, rate, batch, dry_run, restart, as_json, keys_per_call)
 
 
 @migrate.command("cleanup", epilog=exit_codes(
@@ -728,7 +739,7 @@ def migrate_reverse_sync(url, prefix, source, target, rate, batch, dry_run, rest
 @yes_option
 @metrics_option
 def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-                    allow_eviction, yes, metrics_port) -> None:
+                    allow_eviction, yes, metrics_port, keys_per_call) -> None:
     """Delete source records the target holds too (only in target-only).
 
     It deletes, so it asks first on a terminal; --yes confirms for scripts (without a terminal
@@ -745,7 +756,7 @@ def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, 
         confirm(f"cleanup of {migration_label(migration)} deletes every "
                 f"{migration.source.name} record that the {migration.target.name} layout holds "
                 "too (--dry-run counts them)", yes)
-    run_pass("cleanup", migration, rate, batch, dry_run, restart, as_json)
+    run_pass("cleanup", migration, rate, batch, dry_run, restart, as_json, keys_per_call)
 
 
 # How verify's text report explains each count: (field, label, meaning, expected in target-only).
@@ -817,16 +828,18 @@ def verify_lines(migration, report, repair: bool) -> list[str]:
 @click.option("--examples", type=click.IntRange(min=0), default=10, show_default=True,
               help="Examples kept per kind of problem.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@keys_per_call_option
 @metrics_option
 @eviction_option
 def migrate_verify(url, prefix, source, target, sample, repair, examples, as_json,
-                   metrics_port, allow_eviction) -> None:
+                   keys_per_call, metrics_port, allow_eviction) -> None:
     """Compare source and target record by record; exit 0 only when clean."""
     events = start_metrics(metrics_port, prefix)
     migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
     printer = ProgressPrinter(enabled=not as_json and not quiet())
     try:
-        report = migration.verify(sample=sample, repair=repair, examples=examples, progress=printer)
+        report = migration.verify(sample=sample, repair=repair, examples=examples, progress=printer,
+                                  keys_per_call=keys_per_call)
     finally:
         printer.close()
     emit(report.as_dict(), as_json, verify_lines(migration, report, repair))

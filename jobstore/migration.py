@@ -60,6 +60,8 @@ VERIFY_ATTEMPTS = 3
 # 2, 4 or 10 calls per trip or 100 keys per call gave no throughput beyond the noise.
 CHUNK = 50
 CHUNKS_PER_TRIP = 1
+# The most keys_per_call a pass accepts: a call of 1,000 keys holds Redis some 20 ms.
+MAX_KEYS_PER_CALL = 1000
 # Under a rate, calls are made smaller to come about this often (each then holds Redis for a
 # small fraction of a millisecond), and never hold fewer than RATE_CHUNK_MIN keys: at 5,000
 # records a second, 5 keys every millisecond (measured against 10 and 50: docs/performance.md).
@@ -374,12 +376,18 @@ class Migration:
     # -- passes ----------------------------------------------------------------------------
 
     def backfill(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
-                 restart: bool = False, progress: Progress | None = None) -> PassReport:
+                 restart: bool = False, progress: Progress | None = None,
+                 keys_per_call: int | None = None) -> PassReport:
         """Copy every source record missing in the target, and bring target copies that missed
         writes (the phase was ``off``) up to date (resumable, throttled).
 
+        ``keys_per_call``: records one script call settles, on standalone Redis (default 50,
+        about a millisecond of Redis time): larger calls make the pass faster and keep live
+        requests waiting longer behind each call (docs/migration.md).
+
         :raises MigrationRefused: the phase does not write both sides yet.
         """
+        chunk = _keys_per_call(keys_per_call)
         self._check_redis()
         state, _ = self.driver.run(self._state_and_now())
         if not state.phase.writes_both and not dry_run:
@@ -389,17 +397,21 @@ class Migration:
             )
         self._await(state.dual_since)
         return self._run_pass("backfill", self.source, self.target, "copy", batch, rate,
-                              dry_run, restart, progress, prefer_to=self._reads_target(state))
+                              dry_run, restart, progress, prefer_to=self._reads_target(state),
+                              chunk=chunk)
 
     def reverse_sync(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
-                     restart: bool = False, progress: Progress | None = None) -> PassReport:
-        """Bring the source up to date from the target, so a rollback loses nothing."""
+                     restart: bool = False, progress: Progress | None = None,
+                     keys_per_call: int | None = None) -> PassReport:
+        """Bring the source up to date from the target, so a rollback loses nothing.
+        ``keys_per_call``: as for :meth:`backfill`."""
+        chunk = _keys_per_call(keys_per_call)
         self._check_redis()
         state, started = self.driver.run(self._state_and_now())
         self._await(state.phase_since)
         report = self._run_pass("reverse-sync", self.target, self.source, "merge", batch, rate,
                                 dry_run, restart, progress,
-                                prefer_to=self._reads_source(state))
+                                prefer_to=self._reads_source(state), chunk=chunk)
         if report.finished and not dry_run:
             # Records the source layout cannot hold (foreign) keep a rollback refused.
             after = self.state()
@@ -417,33 +429,39 @@ class Migration:
         return report
 
     def cleanup(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
-                restart: bool = False, progress: Progress | None = None) -> PassReport:
+                restart: bool = False, progress: Progress | None = None,
+                keys_per_call: int | None = None) -> PassReport:
         """Delete source records whose target copy holds the same record (target-only only).
+        ``keys_per_call``: as for :meth:`backfill`.
 
         :raises MigrationRefused: the phase is not target-only.
         """
+        chunk = _keys_per_call(keys_per_call)
         self._check_redis()
         state = self.state()
         if state.phase is not Phase.TARGET_ONLY and not dry_run:
             raise MigrationRefused(f"cleanup runs only in target-only; phase is {state.phase}")
         self._await(state.phase_since)
         return self._run_pass("cleanup", self.source, self.target, "cleanup", batch, rate,
-                              dry_run, restart, progress)
+                              dry_run, restart, progress, chunk=chunk)
 
     def verify(self, *, sample: int | None = None, repair: bool = False, examples: int = 10,
-               batch: int = 500, progress: Progress | None = None) -> VerifyReport:
+               batch: int = 500, progress: Progress | None = None,
+               keys_per_call: int | None = None) -> VerifyReport:
         """Compare source and target record by record; ``repair`` fixes what it finds.
+        ``keys_per_call``: records one script call compares (as for :meth:`backfill`).
 
         A full verify that finds nothing to fix, and whose scans all ran on the servers they
         started on, is recorded: it allows ``target-only`` (and ``read-target`` after a gap).
         """
+        chunk = _keys_per_call(keys_per_call)
         self._check_redis()
         state, started = self.driver.run(self._state_and_now())
         begun = time.monotonic()
         log.info("%s: verify started (phase %s%s%s)", self.label, state.phase,
                  f", sample {sample}" if sample else "", ", repairing" if repair else "")
         report = self.driver.run(
-            self._verify(state, sample, repair, examples, batch, progress)
+            self._verify(state, sample, repair, examples, batch, progress, chunk)
         )
         report.seconds = time.monotonic() - begun
         self.events.verify_result(self.name, report)
@@ -477,7 +495,8 @@ class Migration:
 
     def _run_pass(self, step: str, scan_schema: KeySchema, other: KeySchema, mode: str,
                   batch: int, rate: float | None, dry_run: bool, restart: bool,
-                  progress: Progress | None, prefer_to: Prefer | None = None) -> PassReport:
+                  progress: Progress | None, prefer_to: Prefer | None = None,
+                  chunk: int = CHUNK) -> PassReport:
         checkpoint_key = self._part_key(step)
         if batch < 1:
             raise InvalidArgument("batch", f"must be >= 1, not {batch!r}")
@@ -486,7 +505,7 @@ class Migration:
         begun = time.monotonic()
         report = self.driver.run(
             self._pass(step, scan_schema, other, mode, batch, rate, dry_run, restart,
-                       progress, checkpoint_key, prefer_to)
+                       progress, checkpoint_key, prefer_to, chunk)
         )
         report.seconds = time.monotonic() - begun
         self.events.pass_result(self.name, report)
@@ -497,7 +516,8 @@ class Migration:
 
     def _pass(self, step: str, scan_schema: KeySchema, other: KeySchema, mode: str, batch: int,
               rate: float | None, dry_run: bool, restart: bool, progress: Progress | None,
-              checkpoint_key: str, prefer_to: Prefer | None = None) -> Op[PassReport]:
+              checkpoint_key: str, prefer_to: Prefer | None = None,
+              chunk: int = CHUNK) -> Op[PassReport]:
         report = PassReport(step, dry_run=dry_run)
         cursors: dict[str, str] = {}  # per primary: the next SCAN cursor, or "done"
         servers: dict[str, str] = {}  # per primary: who gave that cursor (run id, cluster slots)
@@ -582,7 +602,7 @@ class Migration:
                     if in_lua:
                         settled = yield from self._settle_in_lua(
                             mode, scan_schema, other, keys, dry_run, prefer_to, report, pending,
-                            (pace, _rate_chunk(rate)) if rate else None)
+                            (pace, _rate_chunk(rate, chunk)) if rate else None, chunk)
                         idle_steps = 0 if settled else idle_steps + 1
                     else:
                         yield from flush()
@@ -620,8 +640,8 @@ class Migration:
 
     def _lua_trips(self, mode: str, scan_schema: KeySchema, other: KeySchema, keys: list[str],
                    dry_run: bool, authority: str, riders: _Checkpoint | None,
-                   pace: Paced | None) -> Op[tuple[list[Sent], int]]:
-        """Send ``keys`` to PASS_BATCH, CHUNK keys per call and CHUNKS_PER_TRIP calls per round
+                   pace: Paced | None, chunk: int) -> Op[tuple[list[Sent], int]]:
+        """Send ``keys`` to PASS_BATCH, ``chunk`` keys per call and CHUNKS_PER_TRIP calls per round
         trip (under a rate, ``pace`` = (wait until due, keys per call): one call per round trip,
         each when it is due), the checkpoint ``riders`` holds riding along with the first.
         Returns ``(key, reply)`` per key sent, and how many keys named an unusable workspace
@@ -632,7 +652,7 @@ class Migration:
         assert other.lua_template is not None, "only for a templated other side"
         head = (mode, "1" if dry_run else "0", authority, other.lua_template,
                 self.keys.index(WORKSPACE_MARK), scan_schema.lua_template or "")
-        chunk = CHUNK if pace is None else pace[1]
+        chunk = chunk if pace is None else pace[1]
         per_trip = chunk if pace is not None else chunk * CHUNKS_PER_TRIP
         out: list[Sent] = []
         unroutable = 0
@@ -675,12 +695,12 @@ class Migration:
 
     def _settle_in_lua(self, mode: str, scan_schema: KeySchema, other: KeySchema, keys: list[str],
                        dry_run: bool, prefer_to: Prefer | None, report: PassReport,
-                       riders: _Checkpoint, pace: Paced | None) -> Op[bool]:
+                       riders: _Checkpoint, pace: Paced | None, chunk: int) -> Op[bool]:
         """Copy, merge or clean up the records at ``keys`` with PASS_BATCH, ``riders`` (the last
         checkpoint) in the same round trip; counts go to ``report``. False when there was
         nothing to send."""
         sent, unroutable = yield from self._lua_trips(mode, scan_schema, other, keys, dry_run,
-                                                      _authority(prefer_to), riders, pace)
+                                                      _authority(prefer_to), riders, pace, chunk)
         if unroutable:
             report.add("unroutable", unroutable)
         if not sent:
@@ -824,13 +844,14 @@ class Migration:
         return found
 
     def _compare_in_lua(self, side: str, schema: KeySchema, other: KeySchema, keys: list[str],
-                        report: VerifyReport) -> Op[tuple[list[Placed], list[Compared], int]]:
+                        report: VerifyReport,
+                        chunk: int) -> Op[tuple[list[Placed], list[Compared], int]]:
         """``_place`` and ``_compare_pairs`` in PASS_BATCH calls (``_lua_trips``): each record is
         compared with its counterpart in the script, and only those that are not the same come
         back whole. Records placed that are not the same, their ``(kind, record,
         counterpart)``, and how many were the same."""
         sent, unroutable = yield from self._lua_trips(side, schema, other, keys, False, "0",
-                                                      None, None)
+                                                      None, None, chunk)
         kinds = Counter(reply for _, reply in sent if isinstance(reply, str))
         report.not_records += kinds["not_a_record"] + kinds["-not_a_record"]
         if side == "source":
@@ -876,7 +897,7 @@ class Migration:
         return placed
 
     def _verify(self, state: MigrationState, sample: int | None, repair: bool, examples: int,
-                batch: int, progress: Progress | None) -> Op[VerifyReport]:
+                batch: int, progress: Progress | None, chunk: int = CHUNK) -> Op[VerifyReport]:
         """Verify, started again from nothing when a server changes under its scan (up to
         VERIFY_ATTEMPTS times; then incomplete, so not clean). Repairs made by an attempt that
         was started again stay counted: they were made."""
@@ -884,7 +905,8 @@ class Migration:
         notes: list[str] = []
         while True:
             report = VerifyReport(state.phase.value, sampled=bool(sample))
-            moved = yield from self._verify_once(report, state, sample, repair, examples, batch, progress)
+            moved = yield from self._verify_once(report, state, sample, repair, examples, batch,
+                                                 progress, chunk)
             report.rescans, report.notes = rescans, notes
             repaired += report.repaired
             report.repaired = repaired
@@ -903,7 +925,7 @@ class Migration:
 
     def _verify_once(self, report: VerifyReport, state: MigrationState, sample: int | None,
                      repair: bool, examples: int, batch: int,
-                     progress: Progress | None) -> Op[str | None]:
+                     progress: Progress | None, chunk: int = CHUNK) -> Op[str | None]:
         """One verify; returns None, or the name of a server that changed under the scan."""
         phase, reads_target = state.phase, self._reads_target(state)
         nodes: list[str | None] = yield Primaries()
@@ -920,7 +942,7 @@ class Migration:
                 cursor = cursor_next
                 if not sample and self._in_lua(other):
                     placed, found, same = yield from self._compare_in_lua(side, schema, other,
-                                                                          keys, report)
+                                                                          keys, report, chunk)
                     # records that are the same need nothing more than counting
                     seen += same
                     report.same += same if side == "source" else 0
@@ -1061,9 +1083,23 @@ def _authority(prefer_to: Prefer | None) -> str:
     return "?" if uniform is None else "1" if uniform else "0"
 
 
-def _rate_chunk(rate: float) -> int:
-    """Keys per PASS_BATCH call under ``rate`` records a second (see RATE_CALLS_PER_SECOND)."""
-    return max(RATE_CHUNK_MIN, min(CHUNK, round(rate / RATE_CALLS_PER_SECOND)))
+def _rate_chunk(rate: float, most: int = CHUNK) -> int:
+    """Keys per PASS_BATCH call under ``rate`` records a second (see RATE_CALLS_PER_SECOND),
+    never more than ``most`` (the pass's keys_per_call)."""
+    return max(min(RATE_CHUNK_MIN, most), min(most, round(rate / RATE_CALLS_PER_SECOND)))
+
+
+def _keys_per_call(value: Any) -> int:
+    """A pass's keys_per_call, checked (None: CHUNK).
+
+    :raises InvalidArgument: not an int from 1 to MAX_KEYS_PER_CALL.
+    """
+    if value is None:
+        return CHUNK
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_KEYS_PER_CALL:
+        raise InvalidArgument("keys_per_call",
+                              f"must be an int from 1 to {MAX_KEYS_PER_CALL}, not {value!r}")
+    return value
 
 
 def _flat_replies(calls: Sequence[Script], replies: list[Any]) -> list[Any]:

@@ -275,3 +275,46 @@ def test_under_a_rate_each_call_is_small_and_its_own_round_trip(redis_url):
     sizes = [n for trip in trips for n in trip]
     assert sum(sizes) == 120 and max(sizes) <= migration_module._rate_chunk(4000) == 5
     assert all(len(trip) <= 1 for trip in trips)
+
+
+def test_keys_per_call_sets_how_many_records_one_call_settles(redis_url):
+    """``keys_per_call`` trades live latency for speed: every pass and verify honour it, and
+    their reports do not change with it."""
+    legacy, jobs, migration = in_dual_write(redis_url, PLAIN)
+    trips = count_trips(migration)
+    report = migration.backfill(batch=1000, keys_per_call=120)
+    assert report.counts == {"copied": PLAIN}
+    sizes = [n for trip in trips for n in trip]
+    assert sum(sizes) == PLAIN and max(sizes) == 120 > migration_module.CHUNK
+    trips.clear()
+    checked = migration.verify(batch=1000, keys_per_call=200)
+    assert checked.clean and checked.checked_source == checked.checked_target == PLAIN
+    sizes = [n for trip in trips for n in trip]
+    assert max(sizes) == 200 and sum(sizes) == 2 * PLAIN  # both sides, compared in the script
+    trips.clear()
+    checked = migration.verify(batch=1000, keys_per_call=1)
+    assert checked.clean and {n for trip in trips for n in trip} == {1}
+    trips.clear()
+    # under a rate, calls stay as small as the rate makes them, and never above keys_per_call
+    migration.backfill(batch=1000, rate=40_000, keys_per_call=30, restart=True)
+    sizes = [n for trip in trips for n in trip]
+    assert sum(sizes) == PLAIN and max(sizes) == 30
+    migration.set_phase("read-target")
+    migration.set_phase("target-only")
+    trips.clear()
+    report = migration.cleanup(batch=1000, keys_per_call=1000)
+    assert report.counts == {"deleted": PLAIN}
+    assert [n for trip in trips for n in trip] == [PLAIN]
+    trips.clear()
+    migration.reverse_sync(batch=1000, keys_per_call=64)
+    assert max(n for trip in trips for n in trip) == 64
+
+
+@pytest.mark.parametrize("bad", [0, 1001, -5, "50", 2.0, True])
+def test_a_bad_keys_per_call_is_refused_before_anything_is_sent(bad):
+    # A Redis that is not there: the argument is checked first, so the error is about it.
+    migration = Migration(jobstore.connection.connect("redis://127.0.0.1:9/0"))
+    for run in (migration.backfill, migration.reverse_sync, migration.cleanup, migration.verify):
+        with pytest.raises(jobstore.InvalidArgument, match="keys_per_call") as raised:
+            run(keys_per_call=bad)
+        assert raised.value.argument == "keys_per_call"
