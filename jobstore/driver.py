@@ -5,6 +5,10 @@ An asyncio driver would mirror this file and nothing else.
 
 from __future__ import annotations
 
+import logging
+import os
+import queue
+import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -15,6 +19,8 @@ from .errors import NotReplicated, RedisCommandError, StoreUnavailable
 from .scripts import ALL as ALL_SCRIPTS
 from .connection import Client, is_cluster
 from .steps import Batch, Call, Command, Pause, Primaries, Refresh, Scan, Script, Step, Tidy
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .events import Events
@@ -63,6 +69,7 @@ class SyncDriver:
         # every reply; one given by the caller may hand back bytes.
         self._text = _text if not _decodes(client) else _same
         self._scripts = {lua.name: client.register_script(lua.source) for lua in ALL_SCRIPTS}
+        self.tidier = Tidier(client, self.cluster)
 
     def run(self, op: Op[T]) -> T:
         short: list[int] = []  # replica confirmations of writes WAIT found short (this run's)
@@ -119,7 +126,7 @@ class SyncDriver:
         if isinstance(step, Scan):
             return self._scan(step)
         if isinstance(step, Tidy):
-            self._tidy(step.keys)
+            self.tidier.submit(step.keys)
             return None
         raise TypeError(f"unknown step {step!r}")
 
@@ -184,22 +191,6 @@ class SyncDriver:
             identity += "/" + _slots_of(_text(replies[2]), _text(replies[3]))
         return identity, str(self._text(cursor)), self._text(keys)
 
-    def _tidy(self, keys: tuple[str, ...]) -> None:
-        """UNLINK ``keys``, ignoring every failure (see :class:`jobstore.steps.Tidy`). On a
-        cluster one command per key: redis-py sends each node its share in parallel."""
-        if not keys:
-            return
-        try:
-            if self.cluster:
-                pipe = self.client.pipeline(transaction=False)
-                for key in keys:
-                    pipe.execute_command("UNLINK", key)
-                pipe.execute(raise_on_error=False)
-            else:
-                self.client.execute_command("UNLINK", *keys)
-        except (redis.exceptions.RedisError, OSError):
-            pass  # they expire on their own
-
     def _apply_state(self, reply: Any) -> None:
         assert self.strategy is not None, "only a driver with a strategy asks for its state"
         self.strategy.apply_state(reply, time.monotonic())
@@ -261,6 +252,94 @@ class SyncDriver:
     def _load_scripts(self) -> None:
         for script in self._scripts.values():
             script.sha = self.client.script_load(script.script)
+
+
+class Tidier:
+    """Deletes the keys of :class:`jobstore.steps.Tidy` steps off the operations' path.
+
+    A thread of the store's process (started at the first Tidy, again in a forked child) sends
+    them, so that no operation waits for it: on a cluster the keys sit on every primary, and
+    one that is slow, failing over or gone must not hold up, or fail, an operation that already
+    has its outcome. Every failure is ignored, and while the thread is behind, further keys are
+    dropped: they all expire on their own.
+    """
+
+    BACKLOG = 16  # Tidy steps waiting at most (64 keys each)
+
+    def __init__(self, client: Any, cluster: bool) -> None:
+        self.client = client
+        self.cluster = cluster
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._queue: queue.Queue[tuple[str, ...] | None] = queue.Queue(self.BACKLOG)
+        self._thread: threading.Thread | None = None
+
+    def submit(self, keys: tuple[str, ...]) -> None:
+        if not keys:
+            return
+        self._start()
+        try:
+            self._queue.put_nowait(keys)
+        except queue.Full:
+            log.debug("jobstore: tidy behind; %d spent keys left to expire", len(keys))
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        """Until every submitted key was tried (tests); False when ``timeout`` ran out."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self) -> None:
+        """Drop what waits (it expires) and let the thread end; never blocks the caller. A
+        closed store's client is not used again by the thread."""
+        if self._thread is None or self._pid != os.getpid():
+            return
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._queue.task_done()
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass  # it is daemonic: it ends with the process
+
+    def _start(self) -> None:
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+                return
+            if self._pid != os.getpid():  # a forked child: its parent's queue and thread are not its
+                self._queue = queue.Queue(self.BACKLOG)
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="jobstore-tidy", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            keys = self._queue.get()
+            try:
+                if keys is None:
+                    return
+                self._unlink(keys)
+            except Exception as exc:  # noqa: BLE001 - best effort: the keys expire on their own
+                log.debug("jobstore: tidy of %d spent keys failed: %s", len(keys or ()), exc)
+            finally:
+                self._queue.task_done()
+
+    def _unlink(self, keys: tuple[str, ...]) -> None:
+        if self.cluster:  # one command per key (slots differ): each node its share, in parallel
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.execute_command("UNLINK", key)
+            pipe.execute(raise_on_error=False)
+        else:
+            self.client.execute_command("UNLINK", *keys)
 
 
 def _local_script_keys(client: Any) -> None:

@@ -70,11 +70,12 @@ class Refresh:
 
 @dataclass(frozen=True)
 class Tidy:
-    """Delete these keys if Redis lets us now; the reply is None whatever happens.
+    """Delete these keys when Redis lets us; the reply is None at once, whatever happens.
 
     For keys that expire on their own and are only dropped early to save memory (the op markers
-    of calls that have their answer, on Redis Cluster, where they sit in every slot): a failure
-    here must never fail the operation that already has its outcome.
+    of calls that have their answer, on Redis Cluster, where they sit in every slot): the driver
+    deletes them off the operation's path (jobstore.driver.Tidier), so a slow or failing node
+    never holds up or fails the operation that already has its outcome.
     """
 
     keys: tuple[str, ...]

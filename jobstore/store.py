@@ -478,6 +478,7 @@ class JobStore:
 
     def close(self) -> None:
         """Release the store's connections."""
+        self.driver.tidier.close()
         self.client.close()
 
     def __enter__(self) -> JobStore:

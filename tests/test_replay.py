@@ -10,6 +10,8 @@ writes in between, so the scenario is exact, not timing-dependent.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import redis
 
@@ -160,33 +162,44 @@ def test_a_worker_leaves_no_pile_of_markers(url):
     """update_status and dequeue keep their answer in an op marker for a re-send; once the call
     has its answer the marker goes (issue 13: at 1,000 jobs/s, 600 s of those markers were 1.2
     million keys of about 520 bytes each). Standalone: the store's next call's script deletes
-    it. Cluster: each marker sits in its record's slot, so they go in bulk, one Tidy step per
-    TIDY_AT of them, with the arbiters of the jobs that finished (they lived an hour)."""
+    it. Cluster: each marker sits in its record's slot, so they go in bulk, one Tidy per TIDY_AT
+    of them (with the arbiters of the jobs that finished, which lived an hour)."""
     store = jobstore.open(url, "legacy")
     flush(store)
     cluster = store.driver.cluster
-    # Waiting to be deleted: standalone, the calls not followed yet; cluster, a Tidy's worth
-    # and the calls since (a dequeue and an update leave one marker each, plus the arbiter).
-    bound = ops_cluster.TIDY_AT + 3 if cluster else 2
+    # Standalone: the calls not followed yet. Cluster: what waits for the next Tidy, which
+    # starts with the queue-step markers of the enqueue_many below (one per job).
+    bound = 2 * ops_cluster.TIDY_AT if cluster else 2
     jobs = 3 * ops_cluster.TIDY_AT if cluster else 50
     store.enqueue_many([("acme", "work", {"n": n}) for n in range(jobs)])
     for _ in range(jobs):
         job = store.dequeue(timeout=0)
         store.update_status(job.job_id, "completed", workspace_id="acme", claim=job.claim)
+        assert store.driver.tidier.wait()
         assert len(keys(store.client, "ai:op:*")) <= bound
     assert store.dequeue(timeout=0) is None
+    assert store.driver.tidier.wait()
     left = keys(store.client, "ai:op:*") + keys(store.client, "ai:claimed:*")
     assert len(left) <= (ops_cluster.TIDY_AT if cluster else 1), left
     assert len(keys(store.client)) <= jobs + 2 + len(left)  # records, the index, the leases
 
 
 @pytest.mark.cluster
-def test_a_tidy_that_fails_fails_nothing(cluster_url, monkeypatch):
-    """Deleting spent markers is an extra: when Redis refuses it, every call still answers, and
-    the markers expire on their own."""
+@pytest.mark.parametrize("failure", [
+    redis.exceptions.ConnectionError("the tidy's connection broke"),
+    redis.exceptions.SlotNotCoveredError("a slot moved during a failover"),
+    redis.exceptions.RedisClusterException("All slots are not covered"),
+    "hangs",
+])
+def test_a_tidy_that_fails_or_hangs_holds_up_nothing(cluster_url, monkeypatch, failure):
+    """Deleting spent markers is an extra, on every primary: while it fails (any error) or hangs
+    (a primary that stopped answering), every call still answers at once, and the markers
+    expire on their own."""
     store = jobstore.open(cluster_url, "legacy")
     flush(store)
     tidied = []
+    release = threading.Event()
+    caller = threading.current_thread()
     pipeline = store.driver.client.pipeline
 
     def breaking_unlinks(*args, **kwargs):
@@ -201,18 +214,61 @@ def test_a_tidy_that_fails_fails_nothing(cluster_url, monkeypatch):
         def execute_or_break(*args, **kwargs):
             if queued and set(queued) == {"UNLINK"}:
                 tidied.append(len(queued))
-                raise redis.exceptions.ConnectionError("the tidy's connection broke")
+                if threading.current_thread() is caller:
+                    raise AssertionError("the tidy ran on the operation's path")
+                if failure == "hangs":
+                    release.wait(60)
+                else:
+                    raise failure
             return execute(*args, **kwargs)
 
         pipe.execute_command, pipe.execute = queue, execute_or_break
         return pipe
 
     monkeypatch.setattr(store.driver.client, "pipeline", breaking_unlinks)
-    store.enqueue_many([("acme", "work", {"n": n}) for n in range(ops_cluster.TIDY_AT + 2)])
-    for _ in range(ops_cluster.TIDY_AT + 2):
-        job = store.dequeue(timeout=0)
-        done = store.update_status(job.job_id, "completed", workspace_id="acme", claim=job.claim)
-        assert done.status is jobstore.JobStatus.COMPLETED
-    assert tidied  # it was tried, and failed
+    try:
+        store.enqueue_many([("acme", "work", {"n": n}) for n in range(ops_cluster.TIDY_AT + 2)])
+        for _ in range(ops_cluster.TIDY_AT + 2):
+            job = store.dequeue(timeout=0)
+            done = store.update_status(job.job_id, "completed", workspace_id="acme", claim=job.claim)
+            assert done.status is jobstore.JobStatus.COMPLETED
+        assert not release.is_set()  # every call answered while a tidy hung
+        assert store.driver.tidier.wait(10 if failure != "hangs" else 0.1) is (failure != "hangs")
+    finally:
+        release.set()
+    assert store.driver.tidier.wait()
+    assert tidied  # it was tried
     markers = keys(store.client, "ai:op:*")
-    assert markers and all(0 < store.client.ttl(m) <= store.context.marker_ttl for m in markers)
+    if failure != "hangs":  # the hung one went on once released
+        assert markers and all(0 < store.client.ttl(m) <= store.context.marker_ttl for m in markers)
+
+
+class RecordingClient:
+    """A client whose UNLINKs are recorded; the keys listed in ``fail`` make it raise."""
+
+    def __init__(self, fail=()):
+        self.unlinked, self.fail = [], set(fail)
+
+    def execute_command(self, *args):
+        if self.fail & set(args[1:]):
+            raise TypeError("not even a Redis error")
+        self.unlinked.append(args[1:])
+
+
+def test_the_tidier_survives_any_failure_and_ends_with_its_store():
+    from jobstore.driver import Tidier
+
+    client = RecordingClient(fail={"bad"})
+    tidier = Tidier(client, cluster=False)
+    tidier.submit(("a", "b"))
+    tidier.submit(("bad",))
+    tidier.submit(("c",))
+    assert tidier.wait()
+    assert client.unlinked == [("a", "b"), ("c",)]  # the failure in between stopped nothing
+    thread = tidier._thread
+    tidier._pid = -1  # as in a forked child: the parent's thread is not there
+    tidier.submit(("d",))
+    assert tidier.wait() and tidier._thread is not thread and client.unlinked[-1] == ("d",)
+    tidier.close()
+    tidier._thread.join(5)
+    assert not tidier._thread.is_alive()
