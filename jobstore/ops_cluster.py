@@ -377,6 +377,9 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
     entry = member.partition(":")[2]
     workspace_id, job_id, stamp = ctx.keys.parse_queue_entry(entry)
     keys = _keys(ctx.strategy.routing(None).touched, workspace_id, job_id)
+    # The op markers of these moves: not the call's own token, which a claim of a duplicate
+    # entry of the same job later in this dequeue marks its move with ('.' is in no token).
+    mark = f"{token}.t"
     records = yield Batch(tuple(Command(("HGETALL", key)) for key in keys))
     record = next((r for r in map(as_record, records) if addressed(r, workspace_id)), {})
     job = None
@@ -390,7 +393,7 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
             if attempts >= ctx.max_attempts:
                 why = (f"lease expired on attempt {attempts} of {ctx.max_attempts} (max_attempts): "
                        "the worker holding the job stopped renewing it")
-                yield from _move(ctx, token, keys, workspace_id, job_id, JobStatus.FAILED,
+                yield from _move(ctx, mark, keys, workspace_id, job_id, JobStatus.FAILED,
                                  JobStatus.RUNNING.value, {"status": JobStatus.FAILED.value,
                                                            "error": why, "updated_at": at,
                                                            "claim": ""},
@@ -401,7 +404,7 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
                 claim = f"{token}:{entry}"
                 yield Batch((Script(LEASE_CLAIM, (ctx.keys.leases,), (claim, lease_ms)),))
                 job = yield from _move(
-                    ctx, token, keys, workspace_id, job_id, JobStatus.RUNNING,
+                    ctx, mark, keys, workspace_id, job_id, JobStatus.RUNNING,
                     JobStatus.RUNNING.value, {"status": JobStatus.RUNNING.value,
                                               "claim": claim, "updated_at": at},
                     stamp, operation="dequeue", claim=member, hand_out=True, iso=iso)

@@ -528,3 +528,23 @@ def test_a_slow_cluster_claim_keeps_its_lease(make_store):
         claimed = done.value
     assert claimed.job_id == job.job_id
     assert leases(store) == [claimed.claim]  # leased afresh
+
+
+def test_a_take_over_and_a_claim_in_one_dequeue_do_not_share_op_markers(make_store):
+    # Found by review: a cluster dequeue that fails a job whose lease ran out (max_attempts) and
+    # then claims a duplicate entry of that same job marked both moves with its token: with the
+    # job's arbiter gone (deleted in bulk once the job is final), the claim's move found the
+    # take-over's marker and answered with the failed record, as if handing the job out.
+    store = make_store("legacy", lease=LEASE, max_attempts=1)
+    if not store.driver.cluster:
+        pytest.skip("standalone takes over and claims in one script, without op markers per move")
+    job = store.enqueue("acme", "a")
+    (entry,) = store.client.lrange(store.keys.queue, 0, -1)
+    held = store.dequeue()
+    time.sleep(PAST)
+    store.client.lpush(store.keys.queue, entry)  # a duplicate entry of the job
+    workspace_id, job_id, stamp = store.keys.parse_queue_entry(entry)
+    store.client.delete(store.keys.claimed(workspace_id, job_id, stamp))  # its arbiter, gone
+    assert store.dequeue() is None  # fails the job (max_attempts); drops the duplicate
+    assert store.get(job.job_id, workspace_id="acme").status is JobStatus.FAILED
+    assert held.claim and store.dequeue() is None
