@@ -668,8 +668,8 @@ def keys_per_call_option(func):
     return click.option(
         "--keys-per-call", type=click.IntRange(1, 1000), default=None,
         help="Records one script call settles (standalone Redis; default 50, about a "
-             "millisecond of Redis time): more is faster, and live requests wait longer "
-             "behind each call.")(func)
+             "millisecond of Redis time; at most what one SCAN step returns, --batch): more "
+             "is faster, and live requests wait longer behind each call.")(func)
 
 
 PASS_EXIT_CODES = exit_codes(EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_INTERRUPTED,
@@ -827,11 +827,13 @@ def verify_lines(migration, report, repair: bool) -> list[str]:
 @click.option("--repair", is_flag=True, help="Fix what is found (copy, merge; nothing is deleted).")
 @click.option("--examples", type=click.IntRange(min=0), default=10, show_default=True,
               help="Examples kept per kind of problem.")
+@click.option("--batch", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Keys per SCAN step.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @keys_per_call_option
 @metrics_option
 @eviction_option
-def migrate_verify(url, prefix, source, target, sample, repair, examples, as_json,
+def migrate_verify(url, prefix, source, target, sample, repair, examples, batch, as_json,
                    keys_per_call, metrics_port, allow_eviction) -> None:
     """Compare source and target record by record; exit 0 only when clean."""
     events = start_metrics(metrics_port, prefix)
@@ -839,7 +841,7 @@ def migrate_verify(url, prefix, source, target, sample, repair, examples, as_jso
     printer = ProgressPrinter(enabled=not as_json and not quiet())
     try:
         report = migration.verify(sample=sample, repair=repair, examples=examples, progress=printer,
-                                  keys_per_call=keys_per_call)
+                                  batch=batch, keys_per_call=keys_per_call)
     finally:
         printer.close()
     emit(report.as_dict(), as_json, verify_lines(migration, report, repair))

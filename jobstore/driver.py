@@ -257,14 +257,16 @@ class SyncDriver:
 class Tidier:
     """Deletes the keys of :class:`jobstore.steps.Tidy` steps off the operations' path.
 
-    A thread of the store's process (started at the first Tidy, again in a forked child) sends
-    them, so that no operation waits for it: on a cluster the keys sit on every primary, and
-    one that is slow, failing over or gone must not hold up, or fail, an operation that already
-    has its outcome. Every failure is ignored, and while the thread is behind, further keys are
-    dropped: they all expire on their own.
+    A thread of the store's process (started at a Tidy when none runs, again in a forked child)
+    sends them, so that no operation waits for it: on a cluster the keys sit on every primary,
+    and one that is slow, failing over or gone must not hold up, or fail, an operation that
+    already has its outcome. Every failure is ignored, and while the thread is behind, further
+    keys are dropped: they all expire on their own. The thread ends after IDLE seconds without
+    work (so a store dropped without ``close()`` is not kept alive by it) or at ``close()``.
     """
 
     BACKLOG = 16  # Tidy steps waiting at most (64 keys each)
+    IDLE = 30.0  # seconds without work before the thread ends
 
     def __init__(self, client: Any, cluster: bool) -> None:
         self.client = client
@@ -277,11 +279,23 @@ class Tidier:
     def submit(self, keys: tuple[str, ...]) -> None:
         if not keys:
             return
-        self._start()
         try:
-            self._queue.put_nowait(keys)
+            if self._pid != os.getpid():
+                # A forked child: the parent's lock may be held by a thread the child lacks.
+                self._lock = threading.Lock()
+            with self._lock:  # the thread ends only under it, when nothing waits
+                if self._pid != os.getpid():  # ...nor are the parent's queue and thread its own
+                    self._pid, self._thread = os.getpid(), None
+                    self._queue = queue.Queue(self.BACKLOG)
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="jobstore-tidy",
+                                                    daemon=True)
+                    self._thread.start()
+                self._queue.put_nowait(keys)
         except queue.Full:
             log.debug("jobstore: tidy behind; %d spent keys left to expire", len(keys))
+        except Exception as exc:  # noqa: BLE001 - no thread (a limit reached): the keys expire
+            log.debug("jobstore: tidy not started (%s); %d spent keys left to expire", exc, len(keys))
 
     def wait(self, timeout: float = 10.0) -> bool:
         """Until every submitted key was tried (tests); False when ``timeout`` ran out."""
@@ -293,8 +307,8 @@ class Tidier:
         return True
 
     def close(self) -> None:
-        """Drop what waits (it expires) and let the thread end; never blocks the caller. A
-        closed store's client is not used again by the thread."""
+        """Drop what waits (it expires) and let the thread end; never blocks the caller. Only a
+        delete already in flight may still use the client (and reopen a connection for it)."""
         if self._thread is None or self._pid != os.getpid():
             return
         while True:
@@ -308,21 +322,16 @@ class Tidier:
         except queue.Full:
             pass  # it is daemonic: it ends with the process
 
-    def _start(self) -> None:
-        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
-                return
-            if self._pid != os.getpid():  # a forked child: its parent's queue and thread are not its
-                self._queue = queue.Queue(self.BACKLOG)
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="jobstore-tidy", daemon=True)
-            self._thread.start()
-
     def _run(self) -> None:
         while True:
-            keys = self._queue.get()
+            try:
+                keys = self._queue.get(timeout=self.IDLE)
+            except queue.Empty:
+                with self._lock:  # no submit is between its look at this thread and its put
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
             try:
                 if keys is None:
                     return

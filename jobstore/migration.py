@@ -455,6 +455,8 @@ class Migration:
         started on, is recorded: it allows ``target-only`` (and ``read-target`` after a gap).
         """
         chunk = _keys_per_call(keys_per_call)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise InvalidArgument("batch", f"must be an int >= 1, not {batch!r}")
         self._check_redis()
         state, started = self.driver.run(self._state_and_now())
         begun = time.monotonic()

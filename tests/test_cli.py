@@ -73,7 +73,8 @@ def test_a_migration_from_the_command_line(redis_url):
     assert plain.returncode == 0 and "copied 30" in plain.stdout
     assert "backfill:" in plain.stderr  # progress lines when not on a terminal
 
-    verify = run("migrate", "verify", "--json", "--keys-per-call", "7", url=redis_url)
+    verify = run("migrate", "verify", "--json", "--batch", "20", "--keys-per-call", "7",
+                 url=redis_url)
     assert verify.returncode == 0 and json.loads(verify.stdout)["clean"] is True
 
     assert run("migrate", "phase", "read-target", url=redis_url).returncode == 0
@@ -108,6 +109,7 @@ def test_every_migrate_command_takes_the_common_options(command):
     ["migrate", "rollout", "--percent", "101"], ["migrate", "verify", "--examples", "-1"],
     ["migrate", "backfill", "--keys-per-call", "0"], ["migrate", "verify", "--keys-per-call", "1001"],
     ["migrate", "cleanup", "--keys-per-call", "x"], ["migrate", "reverse-sync", "--keys-per-call", "-1"],
+    ["migrate", "verify", "--batch", "0"],
 ])
 def test_numeric_options_out_of_range_are_usage_errors(args):
     """``verify --sample -5`` checked nothing, printed 'clean' and exited 0."""

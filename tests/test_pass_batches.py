@@ -318,3 +318,6 @@ def test_a_bad_keys_per_call_is_refused_before_anything_is_sent(bad):
         with pytest.raises(jobstore.InvalidArgument, match="keys_per_call") as raised:
             run(keys_per_call=bad)
         assert raised.value.argument == "keys_per_call"
+    if bad in (0, -5, "50", 2.0, True):
+        with pytest.raises(jobstore.InvalidArgument, match="batch"):
+            migration.verify(batch=bad)
