@@ -35,8 +35,8 @@ from .steps import Batch, Call, Command, Script, Tidy
 CLAIM_TTL = 3600
 TOMB_TTL = 86400
 # Spent op markers of record steps a store lets wait before one Tidy step deletes them: about
-# 500 bytes each (a marker holds its call's reply), so a store leaves at most ~32 KB behind,
-# and the extra round trip comes once per 32 or more operations.
+# 500 bytes each (a marker holds its call's reply), some 32 KB held back per store; the deletes
+# go off the operations' path (jobstore.driver.Tidier), one round trip per primary per Tidy.
 TIDY_AT = 64
 
 
