@@ -656,17 +656,23 @@ def pass_options(func):
     func = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")(func)
     func = click.option("--restart", is_flag=True, help="Ignore the checkpoint; start over.")(func)
     func = click.option("--dry-run", is_flag=True, help="Count what would change; change nothing.")(func)
-    func = click.option("--batch", type=click.IntRange(min=1), default=500, show_default=True,
-                        help="Keys per SCAN step.")(func)
+    func = batch_option(func)
     func = click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
                         help="At most this many records per second.")(func)
     func = keys_per_call_option(func)
     return func
 
 
+def batch_option(func):
+    return click.option("--batch", type=click.IntRange(min=1), default=500, show_default=True,
+                        help="Keys per SCAN step.")(func)
+
+
 def keys_per_call_option(func):
+    from .migration import MAX_KEYS_PER_CALL
+
     return click.option(
-        "--keys-per-call", type=click.IntRange(1, 1000), default=None,
+        "--keys-per-call", type=click.IntRange(1, MAX_KEYS_PER_CALL), default=None,
         help="Records one script call settles (standalone Redis; default 50, about a "
              "millisecond of Redis time; at most what one SCAN step returns, --batch): more "
              "is faster, and live requests wait longer behind each call.")(func)
@@ -827,8 +833,7 @@ def verify_lines(migration, report, repair: bool) -> list[str]:
 @click.option("--repair", is_flag=True, help="Fix what is found (copy, merge; nothing is deleted).")
 @click.option("--examples", type=click.IntRange(min=0), default=10, show_default=True,
               help="Examples kept per kind of problem.")
-@click.option("--batch", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Keys per SCAN step.")
+@batch_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @keys_per_call_option
 @metrics_option
