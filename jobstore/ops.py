@@ -10,12 +10,13 @@ needs a second copy. Arguments are validated by the caller before an operation s
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from collections import deque
 from base64 import urlsafe_b64encode
 from collections.abc import Callable, Generator, Iterable, Sequence
 from itertools import chain
-from random import getrandbits
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -85,14 +86,24 @@ class Context:
     events: Events = field(default_factory=Events)
 
 
+# Where call tokens come from: a generator of jobstore's own, seeded from the OS when jobstore is
+# imported and again in every forked child, so that neither an application's ``random.seed(n)``
+# (ML jobs and test suites seed the process-wide generator) nor a fork repeats another call's
+# token. Its getrandbits is one C call under the GIL: threads draw distinct values.
+_TOKENS = random.Random()
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_TOKENS.seed)
+
+
 def new_token() -> str:
     """72 random bits in 12 URL-safe characters: what tells one call from another.
 
-    Drawn from the ``random`` module (seeded from the OS at import, and again in a forked
-    child), not from ``os.urandom``, a system call that costs a few microseconds per call: a
-    token only has to differ from every other call's (a collision needs the same job and 2^-72
-    luck); it protects nothing secret. Job ids stay ``uuid4`` (their randomness is the OS's)."""
-    return urlsafe_b64encode(getrandbits(72).to_bytes(9, "big")).decode()
+    Drawn from jobstore's own generator (``_TOKENS``), not from the process-wide ``random``
+    module, which the application may seed, and not from ``os.urandom``, a system call that
+    costs a few microseconds per call: a token only has to differ from every other call's (a
+    collision needs the same job and 2^-72 luck); it protects nothing secret. Job ids stay
+    ``uuid4`` (their randomness is the OS's)."""
+    return urlsafe_b64encode(_TOKENS.getrandbits(72).to_bytes(9, "big")).decode()
 
 
 def now(ctx: Context) -> tuple[str, str]:
@@ -271,6 +282,10 @@ def update_status(
                 (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, "", claim or "", "",
                  1 + len(spent), iso, *flat),
             ),))
+            if reply[0] == "not_mine":  # another call's marker: nothing was written; a new token
+                marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
+                spent = []
+                continue
             if not stale(reply):
                 break
             yield Refresh()

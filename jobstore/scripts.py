@@ -260,6 +260,7 @@ UPDATE_STATUS = fenced(
 -- ARGV[9] the updated_at to write to a record whose times are ISO 8601 text ('' none: as given)
 -- ARGV[10 ..] field, value pairs to set
 -- returns {'updated', record, key} | {'replayed', record, key} | {'missing'}
+--         | {'not_mine'} (the marker is another call's: draw another token)
 --         | {'invalid', current status} | {'too_large', size} | {'corrupt', key, field, reason}
 --         | {'lease_lost', attempts of the record, its status}
 --         ({'invalid', ...} too when created_at differs: another job)
@@ -271,12 +272,17 @@ UPDATE_STATUS = fenced(
 -- drops it, and a lease left behind is dropped when it runs out).
 local extra = tonumber(ARGV[8]) or 0
 for i = #KEYS - extra + 2, #KEYS do redis.call('UNLINK', KEYS[i]) end
+local last, leases = #KEYS - extra, false
 local saved = redis.call('GET', KEYS[1])
 if saved then
+  -- The marker answers only a re-send of its own call, which names the same record keys: a
+  -- marker about another record is another call's (a token drawn twice), never this one's answer.
   local first = cjson.decode(saved)
-  return {'replayed', first[2], first[1]}
+  for i = 2, last do
+    if KEYS[i] == first[1] then return {'replayed', first[2], first[1]} end
+  end
+  return {'not_mine'}
 end
-local last, leases = #KEYS - extra, false
 if extra > 0 then leases = KEYS[last + 1] end
 local owned = {}
 for i = 2, last do

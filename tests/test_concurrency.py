@@ -127,8 +127,9 @@ def test_concurrent_updates_never_interleave(redis_url, strategy):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_call_tokens_differ_between_a_process_and_its_forked_children():
-    """Tokens come from the random module (issue 13: os.urandom cost microseconds per call); a
-    forked worker must not repeat its parent's tokens, or two calls would share a marker."""
+    """Tokens come from jobstore's own generator (issue 13: os.urandom cost microseconds per
+    call); a forked worker must not repeat its parent's tokens, or two calls would share a
+    marker (tests/test_tokens.py: nor may an application's random.seed)."""
     from jobstore.ops import new_token
 
     read, write = os.pipe()
