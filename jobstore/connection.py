@@ -26,6 +26,12 @@ EMBEDDED_EXTRA = "pip install 'jobstore[embedded]'"
 # Defaults a service wants from a store: a dead server is reported, not waited on forever.
 CLIENT_DEFAULTS = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, "health_check_interval": 30}
 
+# How jobstore's clients turn replies into text: UTF-8, and bytes that are not UTF-8 (old code
+# wrote some) as lone surrogates instead of a UnicodeDecodeError, so that a reply is always read
+# whole; the record reads as corrupt (jobstore.job.record_problem), and a copy written back
+# encodes the same way, byte for byte.
+DECODING: dict[str, Any] = {"decode_responses": True, "encoding_errors": "surrogateescape"}
+
 
 def default_retry() -> Retry:
     """redis-py's own retry, which ``from_url`` leaves off: a command whose connection broke is
@@ -229,8 +235,7 @@ def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
         raise ConfigError(f"url {redact(url)!r} cannot be parsed: {problem}")
     if scheme == "redis+cluster":
         return cluster_client(url, client_options)
-    options = {**CLIENT_DEFAULTS, "retry": default_retry(), "decode_responses": True,
-               **(client_options or {})}
+    options = {**CLIENT_DEFAULTS, "retry": default_retry(), **DECODING, **(client_options or {})}
     try:
         client = redis.Redis.from_url(url, **options)
     except (ValueError, TypeError) as exc:
@@ -299,7 +304,7 @@ def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisClus
 
     seeds, username, password = cluster_seeds(url)
     nodes = [ClusterNode(host, port) for host, port in seeds]
-    options = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, "decode_responses": True,
+    options = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, **DECODING,
                **(client_options or {})}
     if username:
         options.setdefault("username", username)
@@ -339,4 +344,4 @@ def memory_client(url: str) -> redis.Redis:
             server = fakeredis.FakeServer()
         else:
             server = _memory_servers.setdefault(name, fakeredis.FakeServer())
-    return fakeredis.FakeRedis(server=server, decode_responses=True)
+    return fakeredis.FakeRedis(server=server, **DECODING)

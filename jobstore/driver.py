@@ -389,8 +389,8 @@ def _same(reply: Any) -> Any:
 
 def _text(reply: Any) -> Any:
     """Replies as str whatever the client's ``decode_responses``."""
-    if isinstance(reply, bytes):
-        return reply.decode()
+    if isinstance(reply, bytes):  # bytes that are not UTF-8 as lone surrogates (connection.DECODING)
+        return reply.decode("utf-8", "surrogateescape")
     if isinstance(reply, list):
         return [_text(r) for r in reply]
     if isinstance(reply, dict):

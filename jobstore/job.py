@@ -276,7 +276,9 @@ def record_problem(data: Mapping[str, str]) -> tuple[str, str] | None:
     time too (missing, it reads as ``created_at``). ``status`` must be one of the enum or empty
     (``""`` and a missing status read as ``pending``). Everything else is lenient, as before:
     ``params``/``result`` that are not JSON come back as the raw text, a missing ``action`` is
-    ``""``. The scripts check the same rules before they write (``scripts.RECORD_CHECK``).
+    ``""``. Every field a job is read from (:data:`TEXT_FIELDS`) must be UTF-8 text, whatever
+    else it may hold. The scripts check the same rules before they write
+    (``scripts.RECORD_CHECK``).
     """
     times = _record_times(data)
     return times if isinstance(times[0], str) else None
@@ -298,15 +300,36 @@ def _record_times(data: Mapping[str, str]) -> tuple[str, str] | tuple[float, flo
     if created is None:
         return "created_at", NOT_A_TIME
     updated_text = data.get("updated_at")  # optional: a record never updated may lack it
-    if not updated_text:
-        return created, created
-    updated = parse_time(updated_text)
-    if updated is None:
-        return "updated_at", NOT_A_TIME
+    updated = created
+    if updated_text:
+        parsed = parse_time(updated_text)
+        if parsed is None:
+            return "updated_at", NOT_A_TIME
+        updated = parsed
+    for name in TEXT_FIELDS:
+        value = data.get(name)
+        if value and not value.isascii() and not _utf8(value):
+            return name, NOT_UTF8
     return created, updated
 
 
 NOT_A_TIME = "not a time (epoch seconds or ISO 8601)"
+NOT_UTF8 = "not UTF-8 text"
+# The fields a Job is read from, in the order their bytes are checked to be UTF-8 (after the
+# rules above; scripts.RECORD_CHECK checks the same fields in the same order). Other fields
+# are not read, and may hold any bytes.
+TEXT_FIELDS = ("job_id", "workspace_id", "action", "status", "params", "result", "error",
+               "created_at", "updated_at", "attempts", "claim")
+
+
+def _utf8(value: str) -> bool:
+    """Whether ``value`` was UTF-8 in Redis: jobstore's clients read other bytes as lone
+    surrogates (``surrogateescape``, see jobstore.connection.DECODING), which do not encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode_json(value: Any) -> str:

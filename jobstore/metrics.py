@@ -33,6 +33,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from .errors import ConfigError
 from .events import Events
+from .job import TEXT_FIELDS
 
 __all__ = ["PrometheusEvents", "metric_prefix", "serve", "listen_address", "DEFAULT_BUCKETS",
            "OTHER", "ALL", "NONE"]
@@ -51,7 +52,7 @@ PHASES = ("off", "dual-write", "read-target", "target-only")
 # The fields whose problems make a record undecodable (jobstore.job.record_problem); anything
 # else reported is counted as __other__, so the label stays bounded.
 LEASE_OUTCOMES = ("reclaimed", "failed")
-CORRUPT_FIELDS = ("job_id", "workspace_id", "status", "created_at", "updated_at")
+CORRUPT_FIELDS = TEXT_FIELDS
 DEAD_LETTER_KINDS = ("record", "entry")
 VERIFY_KINDS = ("missing", "differing", "orphaned", "target_newer", "unroutable")
 

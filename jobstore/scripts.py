@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .job import NOT_UTF8, TEXT_FIELDS
 from .rules import LUA as RULES
 
 
@@ -130,10 +131,46 @@ local function is_iso(v) return v ~= nil and epoch_number(v) == nil and iso_part
 # Whether a record reads back as a job: jobstore.job.record_problem, the same rules in Lua (the
 # differential test is tests/test_corrupt_records.py). Embedded in the scripts that write to a
 # record they did not create, so that nothing is written to a record no reader could decode.
+# jobstore.job's UTF-8 rule in Lua: the fields a job is read from (job.TEXT_FIELDS, in the same
+# order) must hold UTF-8 text, as Python's strict decoder takes it (no overlong forms, no
+# surrogates, nothing past U+10FFFF). An ASCII value is passed by one string.find.
+TEXT = ("local TEXT_FIELDS = {" + ", ".join(f"'{name}'" for name in TEXT_FIELDS) + "}\n"
+        + f"local NOT_UTF8 = '{NOT_UTF8}'\n" + r"""
+local function utf8_text(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local size, low, high = 1, 0x80, 0xBF
+    if c < 0x80 then size = 1
+    elseif c >= 0xC2 and c <= 0xDF then size = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      size = 3
+      if c == 0xE0 then low = 0xA0 elseif c == 0xED then high = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      size = 4
+      if c == 0xF0 then low = 0x90 elseif c == 0xF4 then high = 0x8F end
+    else return false end
+    if size > 1 then
+      if i + size - 1 > n then return false end
+      local c2 = string.byte(s, i + 1)
+      if c2 < low or c2 > high then return false end
+      for j = i + 2, i + size - 1 do
+        local cj = string.byte(s, j)
+        if cj < 0x80 or cj > 0xBF then return false end
+      end
+    end
+    i = i + size
+  end
+  return true
+end
+""")
+
+
 RECORD_CHECK = r"""
 local JOB_STATUSES = {pending = true, running = true, completed = true, failed = true,
                       cancelled = true}
-""" + TIME + r"""
+""" + TEXT + TIME + r"""
 local function is_time(v) return to_epoch(v) ~= nil end
 -- returns field, reason of the first problem of the record at key, or nil
 local function record_problem(key)
@@ -145,6 +182,10 @@ local function record_problem(key)
   if not is_time(f[4]) then return 'created_at', 'not a time (epoch seconds or ISO 8601)' end
   if f[5] and f[5] ~= '' and not is_time(f[5]) then
     return 'updated_at', 'not a time (epoch seconds or ISO 8601)'
+  end
+  local text = redis.call('HMGET', key, unpack(TEXT_FIELDS))
+  for i = 1, #TEXT_FIELDS do
+    if text[i] and not utf8_text(text[i]) then return TEXT_FIELDS[i], NOT_UTF8 end
   end
   return nil
 end
