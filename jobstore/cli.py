@@ -228,6 +228,11 @@ def common_options(func):
                         help="dual's target schema (default workspace).")(func)
     func = click.option("--source", default=None, envvar="JOBSTORE_DUAL_SOURCE", show_envvar=True,
                         help="dual's source schema (default legacy).")(func)
+    # Kept in the context (own_prefix()) rather than passed to every command function.
+    func = click.option("--own-prefix", default=None, envvar="JOBSTORE_OWN_PREFIX",
+                        show_envvar=True, expose_value=False, callback=_keep_own_prefix,
+                        help="Prefix of jobstore's own keys (queue, indexes, migration state) "
+                             "when the stores name it apart (default: --prefix).")(func)
     func = click.option("--prefix", default="ai", show_default=True, envvar="JOBSTORE_KEY_PREFIX",
                         show_envvar=True, help="Key prefix.")(func)
     func = click.option(
@@ -236,6 +241,15 @@ def common_options(func):
         help="Redis URL (memory:// for an embedded store).",
     )(func)
     return func
+
+
+def _keep_own_prefix(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    ctx.meta["jobstore.own_prefix"] = value or None
+
+
+def own_prefix() -> str | None:
+    """The command's --own-prefix (JOBSTORE_OWN_PREFIX), None when not given."""
+    return click.get_current_context().meta.get("jobstore.own_prefix")
 
 
 def eviction_option(func):
@@ -268,7 +282,7 @@ def main(verbose: int, quiet: bool) -> None:
     """Background-job records in Redis, and zero-downtime migrations between key layouts.
 
     Every command reads the service's environment (JOBSTORE_REDIS_URL, JOBSTORE_KEY_PREFIX,
-    JOBSTORE_DUAL_SOURCE, JOBSTORE_DUAL_TARGET); an option given wins. Commands that delete
+    JOBSTORE_OWN_PREFIX, JOBSTORE_DUAL_SOURCE, JOBSTORE_DUAL_TARGET); an option given wins. Commands that delete
     data or force an unsafe switch ask first; --yes answers for scripts.
     """
     configure_logging(verbose, quiet)
@@ -338,7 +352,7 @@ def legacy_queue_leave(url, prefix, source, target, legacy_queue, batch, as_json
     from .store import open as open_store
 
     store = open_store(resolve_url(url), source or "legacy", prefix=prefix, legacy_queue=legacy_queue,
-                       allow_eviction=allow_eviction)
+                       allow_eviction=allow_eviction, own_prefix=own_prefix())
     with store:
         totals = store.leave_legacy_queue(batch)
     emit({"legacy_queue": legacy_queue, **totals}, as_json,
@@ -361,7 +375,8 @@ def dead_letters_command(url, prefix, source, target, limit, as_json, allow_evic
 
     from .store import open as open_store
 
-    store = open_store(resolve_url(url), "legacy", prefix=prefix, allow_eviction=allow_eviction)
+    store = open_store(resolve_url(url), "legacy", prefix=prefix, allow_eviction=allow_eviction,
+                       own_prefix=own_prefix())
     with store:
         letters = store.dead_letters(limit)
     if as_json:
@@ -394,11 +409,11 @@ def open_migration(url, prefix, source, target, events=None, allow_eviction=Fals
                 f"unknown schema {name!r}; registered schemas: {', '.join(sorted(known))} "
                 "(jobstore strategies lists them)", param_hint=f"'{option}'")
     return _open(resolve_url(url), prefix=prefix, source=source, target=target, events=events,
-                 allow_eviction=allow_eviction)
+                 allow_eviction=allow_eviction, own_prefix=own_prefix())
 
 
 def migration_label(migration) -> str:
-    return f"migration {migration.name} (prefix {migration.keys.prefix})"
+    return migration.label
 
 
 def metrics_option(func):

@@ -31,7 +31,8 @@ def slot_tag(key: str) -> str:
 
 
 class StoreKeys:
-    """Builds every non-record key of one store (one prefix)."""
+    """Builds every non-record key of one store, under ``prefix``: the store's ``own_prefix``,
+    which is its key prefix unless named apart (docs/adopting.md)."""
 
     def __init__(self, prefix: str):
         self.prefix = prefix
@@ -46,6 +47,11 @@ class StoreKeys:
         # The compatible queue's mode (a store option names the queue): 'shared' while the
         # replaced system's producers and workers may use it, 'left' once its ids moved here.
         self.queue_mode = f"{prefix}:queue:mode"
+
+    def holds(self, key: str) -> bool:
+        """``key`` lies in one of jobstore's own namespaces (``<prefix>:queue...``, ...)."""
+        head = f"{self.prefix}:"
+        return key.startswith(head) and key[len(head):].split(":", 1)[0] in RESERVED_NAMESPACES
 
     def index(self, workspace_id: str) -> str:
         """Sorted set of a workspace's job ids, scored by ``created_at``.

@@ -149,13 +149,15 @@ class VerifyReport:
 
 def open_migration(url: str, *, source: str = "legacy", target: str = "workspace",
                    prefix: str = "ai", client_options: dict[str, Any] | None = None,
-                   events: Events | None = None, allow_eviction: bool = False) -> Migration:
-    """A :class:`Migration` on ``url`` between two registered schemas.
+                   events: Events | None = None, allow_eviction: bool = False,
+                   own_prefix: str | None = None) -> Migration:
+    """A :class:`Migration` on ``url`` between two registered schemas (``own_prefix``: as the
+    stores', :class:`jobstore.JobStore`).
 
     :raises ConfigError, UnknownStrategy: bad URL, prefix or schema name.
     """
     return Migration(connect(url, client_options), source=source, target=target, prefix=prefix,
-                     url=url, events=events, allow_eviction=allow_eviction)
+                     url=url, events=events, allow_eviction=allow_eviction, own_prefix=own_prefix)
 
 
 class Migration:
@@ -170,8 +172,10 @@ class Migration:
     def __init__(self, client: Client, *, source: str = "legacy", target: str = "workspace",
                  prefix: str = "ai", url: str | None = None, events: Events | None = None,
                  clock: Callable[[], float] | None = None,
-                 wait: Callable[[float], None] = time.sleep, allow_eviction: bool = False) -> None:
+                 wait: Callable[[float], None] = time.sleep, allow_eviction: bool = False,
+                 own_prefix: str | None = None) -> None:
         validation.prefix(prefix)
+        own_prefix = validation.own_prefix(own_prefix, prefix)
         registry = get_registry()
         self.source: KeySchema = registry.schema(source, prefix)
         self.target: KeySchema = registry.schema(target, prefix)
@@ -180,7 +184,7 @@ class Migration:
         self.client = client
         self.name = f"{source}:{target}"
         self._names = (source, target)
-        self.keys = StoreKeys(prefix)
+        self.keys = StoreKeys(own_prefix)
         self.state_key = self.keys.migration(source, target)
         self.log_key = self._part_key("log")
         self.events = events or Events()
@@ -226,7 +230,8 @@ class Migration:
     @property
     def label(self) -> str:
         """How log lines name this migration: ``migration legacy:workspace (prefix ai)``."""
-        return f"migration {self.name} (prefix {self.keys.prefix})"
+        own = "" if self.keys.prefix == self.source.prefix else f", own keys {self.keys.prefix}"
+        return f"migration {self.name} (prefix {self.source.prefix}{own})"
 
     def _state_node(self) -> str:
         assert isinstance(self.client, RedisCluster), "asked on Redis Cluster only"

@@ -23,6 +23,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import ConfigError, PluginError, UnknownStrategy
+from .determinism import check_across_processes
 from .schema import KeySchema, check_schema
 from .strategy import SchemaStrategy, Strategy
 from .validation import IDENTIFIER
@@ -55,6 +56,8 @@ class Registry:
         self.schemas: dict[str, tuple[type[KeySchema], str]] = {}
         self.strategies: dict[str, tuple[type[Strategy], str]] = {}
         self.checked: set[tuple[str, str]] = set()
+        # Registered schemas (default prefix) and their plugins, for the second interpreter.
+        self.registered: list[tuple[KeySchema, str]] = []
 
     def add(self, table: dict[str, tuple[type[Any], str]], kind: type[Any], item: Any,
             plugin: str) -> None:
@@ -67,9 +70,12 @@ class Registry:
             raise PluginError(f"plugin {plugin!r} registered the name {name!r}: use A-Z a-z 0-9 _ . -")
         if kind is KeySchema:
             # A schema that cannot work fails here, naming the plugin, not at open: its
-            # key_format, and its keys on generated ids, against every schema registered before.
+            # key_format, and its keys on generated ids, against every schema registered before
+            # (both ways); get_registry then asks a second interpreter for them.
             others = [cls(DEFAULT_PREFIX) for cls, _ in self.schemas.values()]
-            check_schema(item(DEFAULT_PREFIX), others, plugin)
+            schema = item(DEFAULT_PREFIX)
+            check_schema(schema, others, plugin)
+            self.registered.append((schema, plugin))
         for other in (self.schemas, self.strategies):
             if name in other:
                 raise PluginError(
@@ -228,6 +234,9 @@ def get_registry() -> Registry:
                                     f"plugin {label!r}'s {hook.name} hook returned {item!r}; "
                                     f"it should call register(<a {kind.__name__} subclass>)")
                             register(item)
+            # Keys computed in Python must be the same in every process: asked of a second
+            # interpreter, all schemas at once (jobstore.determinism).
+            check_across_processes(registry.registered)
             _registry = registry
         return _registry
 

@@ -220,8 +220,11 @@ def _own_keys(prefix: str, workspace_id: str, job_id: str) -> list[str]:
 def check_schema(schema: KeySchema, others: Iterable[KeySchema] = (), plugin: str = "") -> None:
     """Refuse a schema that cannot work, on generated ids: every key is a str that starts with
     the prefix, holds no control character and is the same on every call; ``parse_key`` is its
-    inverse; ``scan_pattern`` matches it and no key of jobstore's own or of ``others``; keys of
-    different jobs differ (and, for a workspace-scoped schema, depend on the workspace).
+    inverse; ``scan_pattern`` matches it and no key of jobstore's own or of ``others``, whose
+    patterns and ``parse_key`` take none of its keys either; keys of different jobs differ (and
+    depend on the workspace exactly when ``parse_key`` gives one back).
+
+    Whether the keys are the same in another process is :mod:`jobstore.determinism`'s check.
 
     :raises PluginError: naming the schema (and ``plugin``), the method and a counter-example.
     """
@@ -272,6 +275,12 @@ def check_schema(schema: KeySchema, others: Iterable[KeySchema] = (), plugin: st
         if not matches(key):
             refuse("scan_pattern", f"{pattern!r} does not match the key", workspace_id, job_id,
                    key)
+        alone = schema.job_key(SAMPLE_WORKSPACES[0], job_id)
+        if not scoped and key != alone:
+            refuse("job_key", f"depends on the workspace, but parse_key gives none back (a schema "
+                              f"keyed by the job id alone): workspace_id={SAMPLE_WORKSPACES[0]!r} "
+                              f"gives {alone!r}; leave the workspace out of the key, or return it "
+                              "from parse_key", workspace_id, job_id, key)
         job = (workspace_id if scoped else "", job_id)
         if seen.setdefault(key, job) != job:
             first = seen[key]
@@ -284,9 +293,16 @@ def check_schema(schema: KeySchema, others: Iterable[KeySchema] = (), plugin: st
     for other in others:
         if other.identity == schema.identity or other.prefix != schema.prefix:
             continue
+        # Both ways: whichever was registered first, neither may take the other's records.
+        theirs = glob_regex(other.scan_pattern()).fullmatch
         for workspace_id, job_id in itertools.product(SAMPLE_WORKSPACES[:5], SAMPLE_JOBS[:5]):
             key = other.job_key(workspace_id, job_id)
             if matches(key) or schema.parse_key(key) is not None:
                 refuse("scan_pattern" if matches(key) else "parse_key",
                        f"takes schema {other.name!r}'s key {key!r} for its own",
                        workspace_id, job_id)
+            key = schema.job_key(workspace_id, job_id)
+            if theirs(key) or other.parse_key(key) is not None:
+                refuse("job_key", f"gives a key that schema {other.name!r} takes for its own "
+                                  f"(by its {'scan_pattern' if theirs(key) else 'parse_key'})",
+                       workspace_id, job_id, key)

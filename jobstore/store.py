@@ -18,6 +18,7 @@ from .dead_letters import DeadLetter
 from .job import TIME_FORMATS, Job, JobStatus, plain_params
 from .layout import StoreKeys
 from .plugins import create_strategy
+from .schema import glob_regex
 from .strategy import Strategy
 from .driver import SyncDriver
 from .events import Events
@@ -39,6 +40,7 @@ ENV_MAX_ATTEMPTS = "JOBSTORE_MAX_ATTEMPTS"
 ENV_METRICS = "JOBSTORE_METRICS"
 ENV_TIME_FORMAT = "JOBSTORE_TIME_FORMAT"
 ENV_LEGACY_QUEUE = "JOBSTORE_LEGACY_QUEUE"
+ENV_OWN_PREFIX = "JOBSTORE_OWN_PREFIX"
 DEFAULT_LEASE = 3600.0
 DEFAULT_MAX_ATTEMPTS = 3
 LEGACY_FLAG_VALUES = {"on": "dual", "off": "legacy"}
@@ -48,7 +50,7 @@ BOOL_VALUES = {"1": True, "true": True, "yes": True, "on": True,
 def open(url: str, strategy: str = "legacy", **options: Any) -> JobStore:  # noqa: A001
     """Open a store on ``url`` (``redis://``, ``rediss://``, ``unix://``, ``memory://``).
 
-    ``options``: ``prefix``, ``max_record_bytes``, ``allow_eviction``, ``lease``,
+    ``options``: ``prefix``, ``own_prefix``, ``max_record_bytes``, ``allow_eviction``, ``lease``,
     ``max_attempts``, ``wait_replicas``, ``wait_timeout``, ``events``, ``client_options``
     (keyword arguments for the redis-py client), and whatever the strategy takes (``dual``:
     ``source``, ``target``, ``phase``). Nothing is sent to Redis until the first operation.
@@ -91,6 +93,7 @@ class JobStore:
         strategy: str = "legacy",
         *,
         prefix: str = "ai",
+        own_prefix: str | None = None,
         max_record_bytes: int = validation.DEFAULT_MAX_RECORD_BYTES,
         url: str | None = None,
         events: Events | None = None,
@@ -104,7 +107,14 @@ class JobStore:
         codec: Codec | None = None,
         **strategy_options: Any,
     ) -> None:
-        """``allow_eviction``: run on a Redis whose ``maxmemory-policy`` is not ``noeviction``
+        """``prefix``: where the records live (the schemas' ``${prefix}``). ``own_prefix``: where
+        jobstore's own keys live (queue, workspace indexes, leases, dead letters, op markers,
+        migration state); None: ``prefix``, the names every store used before the option
+        existed. Another value must sit apart from ``prefix`` (``"jobstore"`` beside ``"ai"``),
+        and every process and ``jobstore`` command of the deployment must name the same one
+        (docs/adopting.md).
+
+        ``allow_eviction``: run on a Redis whose ``maxmemory-policy`` is not ``noeviction``
         (jobs may then be lost). Without it the store reads the policy once, before its first
         operation sends anything, and that operation raises :class:`EvictionPolicyError`.
 
@@ -126,6 +136,7 @@ class JobStore:
         a job gets; when the lease of the last one runs out, the job is ``failed``.
         """
         validation.prefix(prefix)
+        own_prefix = validation.own_prefix(own_prefix, prefix)
         lease_ms = _lease_ms("lease", lease, ConfigError)
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
@@ -146,6 +157,7 @@ class JobStore:
         self._eviction_label = redact(url) if url else None
         self.client = client
         self.prefix = prefix
+        self.own_prefix = own_prefix
         self.max_record_bytes = max_record_bytes
         self.strategy = create_strategy(strategy, prefix, **strategy_options)
         self.codec = _codec(codec, self.strategy)
@@ -156,7 +168,8 @@ class JobStore:
         if not routing.reads or not set(routing.reads + routing.writes) <= set(routing.known):
             raise ConfigError(f"strategy {strategy!r} routes nowhere: routing(None) must read "
                               "schemas it knows")
-        self.keys = StoreKeys(prefix)
+        self.keys = StoreKeys(own_prefix)
+        self.strategy.use_keys(self.keys)
         self.url = redact(url) if url else repr(client)
         self.events = events if events is not None else Events()
         self.context = ops.Context(self.keys, self.strategy, events=self.events,
@@ -173,11 +186,20 @@ class JobStore:
             if (not isinstance(legacy_queue, str) or not legacy_queue
                     or any(c.isspace() or not c.isprintable() for c in legacy_queue)):
                 raise ConfigError(f"legacy_queue must be a Redis key name, not {legacy_queue!r}")
-            if legacy_queue in (self.keys.queue, self.keys.dead, self.keys.leases,
-                                self.keys.queue_mode):
+            if self.keys.holds(legacy_queue):
                 raise ConfigError(
-                    f"legacy_queue {legacy_queue!r} is a key of jobstore's own for prefix "
-                    f"{prefix!r}; open the store with another prefix")
+                    f"legacy_queue {legacy_queue!r} lies among jobstore's own keys (queue, "
+                    f"indexes, leases, ... under {own_prefix + ':'!r}); "
+                    + ("keep the record prefix and name jobstore's own keys apart: "
+                       f"own_prefix='jobstore' ({ENV_OWN_PREFIX}, jobstore --own-prefix)"
+                       if own_prefix == prefix else "choose another own_prefix")
+                    + ", docs/adopting.md")
+            for schema in self.strategy.routing(None).known:
+                if schema.parse_key(legacy_queue) is not None or glob_regex(
+                        schema.scan_pattern()).fullmatch(legacy_queue):
+                    raise ConfigError(
+                        f"legacy_queue {legacy_queue!r} is a record key of schema "
+                        f"{schema.name!r}: the list would be taken for a job's record")
             if self.driver.cluster:
                 raise ConfigError(
                     "legacy_queue is not supported on Redis Cluster: the compatible queue, "
@@ -202,7 +224,8 @@ class JobStore:
         """Open a store configured by the environment.
 
         ``JOBSTORE_REDIS_URL`` (required), ``JOBSTORE_STRATEGY`` (default ``legacy``),
-        ``JOBSTORE_KEY_PREFIX`` (default ``ai``), ``JOBSTORE_DUAL_SOURCE`` and
+        ``JOBSTORE_KEY_PREFIX`` (default ``ai``), ``JOBSTORE_OWN_PREFIX`` (default: the key
+        prefix), ``JOBSTORE_DUAL_SOURCE`` and
         ``JOBSTORE_DUAL_TARGET`` (``dual``'s schemas), ``JOBSTORE_ALLOW_EVICTION`` (``1``/``true``/
         ``yes``/``on`` or ``0``/``false``/``no``/``off``; default off), ``JOBSTORE_LEASE``
         (seconds), ``JOBSTORE_MAX_ATTEMPTS``, ``JOBSTORE_METRICS`` (on: Prometheus metrics in
@@ -226,6 +249,8 @@ class JobStore:
                 )
             strategy = LEGACY_FLAG_VALUES.get(flag, "legacy")
         options.setdefault("prefix", env.get(ENV_PREFIX) or "ai")
+        if env.get(ENV_OWN_PREFIX) and "own_prefix" not in options:
+            options["own_prefix"] = env[ENV_OWN_PREFIX].strip()
         if strategy == "dual":
             for option, variable in (("source", ENV_DUAL_SOURCE), ("target", ENV_DUAL_TARGET)):
                 if env.get(variable) and option not in options:
@@ -474,7 +499,8 @@ class JobStore:
         if source is None or target is None:
             raise ConfigError(f"strategy {self.strategy.name!r} has no migration; open the store with 'dual'")
         return Migration(self.client, source=source.name, target=target.name, prefix=self.prefix,
-                         url=self.url, events=self.events, allow_eviction=self.allow_eviction)
+                         own_prefix=self.own_prefix, url=self.url, events=self.events,
+                         allow_eviction=self.allow_eviction)
 
     def close(self) -> None:
         """Release the store's connections."""

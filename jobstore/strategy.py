@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .errors import ConfigError
+from .layout import StoreKeys
 from .schema import KeySchema
 
 
@@ -65,6 +66,10 @@ class Strategy:
     @property
     def schemas(self) -> tuple[KeySchema, ...]:
         return self.routing(None).known
+
+    def use_keys(self, keys: StoreKeys) -> None:
+        """The store's own keys (:class:`jobstore.layout.StoreKeys`), given by the store before
+        its first operation: state the strategy keeps in Redis lives among them."""
 
     def state_request(self, now: float, force: bool = False) -> tuple[Any, bool] | None:
         """A command reading state the routing depends on, when the cached copy is old (or

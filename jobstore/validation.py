@@ -42,6 +42,24 @@ def prefix(value: Any) -> str:
     return value
 
 
+def own_prefix(value: Any, key_prefix: str) -> str:
+    """The prefix of jobstore's own keys (queue, indexes, leases, markers, migration state):
+    ``value``, or the key prefix when None. Another value must sit apart from the key prefix
+    (neither inside the other), so that no own key can ever be a record key, nor the reverse."""
+    if value is None:
+        return key_prefix
+    if not isinstance(value, str) or not PREFIX.fullmatch(value):
+        raise ConfigError(f"own_prefix {value!r} must be segments of A-Z a-z 0-9 _ . - "
+                          "separated by ':'")
+    if value != key_prefix and (f"{value}:".startswith(f"{key_prefix}:")
+                                or f"{key_prefix}:".startswith(f"{value}:")):
+        raise ConfigError(
+            f"own_prefix {value!r} and the key prefix {key_prefix!r} must be the same or apart "
+            f"(neither inside the other): jobstore's own keys would sit among the records; "
+            f"e.g. own_prefix='jobstore'")
+    return value
+
+
 def action(value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidArgument("action", f"must be a str, not {type(value).__name__}")

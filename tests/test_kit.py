@@ -26,7 +26,8 @@ from jobstore.testing.profiles import profile
 from jobstore.testing.stateful import MIGRATION_CYCLE, Migrating, job_id_pools, workspace_pools
 from jobstore.validation import IDENTIFIER
 from tests.test_plugins import extra_plugin, make_plugin  # noqa: F401 - the fixture
-from tests.test_schema_checks import Buckets, FoldsCase, IgnoresWorkspace, TooWide, Truncates, Unstable
+from tests.test_schema_checks import (Buckets, ByWorkspaceUnscoped, FoldsCase, IgnoresWorkspace,
+                                      SaltedBuckets, TooWide, Truncates, Unstable)
 
 pytest_plugins = ["pytester"]
 
@@ -150,9 +151,10 @@ class FoldsCaseInKey(Buckets):
 @pytest.fixture
 def unchecked_schemas(extra_plugin, monkeypatch):
     monkeypatch.setattr(plugins, "check_schema", lambda *args, **kwargs: None)
+    monkeypatch.setattr(plugins, "check_across_processes", lambda *args, **kwargs: None)
     monkeypatch.setattr(jobstore.schema, "check_schema", lambda *args, **kwargs: None)
     extra_plugin(make_plugin(IgnoresWorkspace, FoldsCase, FoldsCaseInKey, Truncates, Unstable,
-                             TooWide), "broken-schemas")
+                             TooWide, ByWorkspaceUnscoped, SaltedBuckets), "broken-schemas")
 
 
 # No shrinking: the failure as first found, which the message must make clear by itself.
@@ -185,6 +187,28 @@ def test_a_machine_stops_a_broken_schema_at_its_first_divergence(unchecked_schem
     assert first, message
     assert schema in first["store"], message
     assert first["expected"] != first["actual"], message
+
+
+def test_the_kit_names_a_schema_keyed_by_id_alone_whose_key_depends_on_the_workspace(
+        unchecked_schemas):
+    class Kit(SchemaConformance):
+        schema = ByWorkspaceUnscoped.name
+
+    with pytest.raises(AssertionError, match=r"parse_key gives no workspace back .* but job_key "
+                                             r"depends on the workspace: job_id="):
+        Kit().test_a_schema_without_workspaces_keys_a_job_by_its_id_alone()
+    Kit.schema = "bucketed"  # scoped: nothing to say
+    Kit().test_a_schema_without_workspaces_keys_a_job_by_its_id_alone()
+
+
+def test_the_kit_catches_keys_another_process_computes_otherwise(unchecked_schemas):
+    class Kit(SchemaConformance):
+        schema = SaltedBuckets.name
+
+    with pytest.raises(jobstore.PluginError, match="gives another key in a second Python process"):
+        Kit().test_keys_are_the_same_in_a_second_process()
+    Kit.schema = "bucketed"
+    Kit().test_keys_are_the_same_in_a_second_process()
 
 
 def test_the_scan_tests_catch_a_scan_pattern_that_is_too_wide(unchecked_schemas):

@@ -242,14 +242,69 @@ def test_backfill_copies_every_field_and_ttl_and_is_refused_in_off(env):
     assert again.counts == {"exists": 40} and not again.resumed
 
 
+def taken_over(client, job):
+    """Give ``job`` two copies in the same status that differ by one write: the source's first
+    hand-out (2 writes), and the target's take-over by a second worker (3 writes). Only the
+    write counts tell which copy is newer: the status ties, and in dual-write the source is the
+    copy read first (the authority on a tie)."""
+    base = {**client.hgetall(f"ai:jobs:{job.job_id}"), "status": "running"}
+    entry = f"{job.workspace_id}:{job.job_id}:{base['created_at']}"
+    source = {**base, "attempts": "1", "claim": f"first:{entry}", "_rev": "2"}
+    target = {**base, "attempts": "2", "claim": f"second:{entry}", "_rev": "3"}
+    client.hset(f"ai:jobs:{job.job_id}", mapping=source)
+    client.hset(f"ai:job:{job.workspace_id}:{job.job_id}", mapping=target)
+    return target
+
+
 def test_backfill_never_overwrites_a_newer_target_record(env):
     env.to("off", "dual-write")
     job = env.jobs[0]
-    # Newer: one write more than the source's copy (the records' write counts decide).
-    env.legacy.client.hset(f"ai:job:ws0:{job.job_id}",
-                           mapping={**job.to_hash(), "status": "running", "_rev": "2"})
+    # Newer by one write, and in the same status: the status tie-break cannot decide.
+    target = taken_over(env.legacy.client, job)
+    report = env.migration.backfill()
+    assert report.counts == {"copied": 39, "exists": 1}
+    assert env.legacy.client.hgetall(f"ai:job:ws0:{job.job_id}") == target
+
+
+def test_repair_keeps_the_copy_with_more_writes_in_both(env):
+    env.to("off", "dual-write")
     env.migration.backfill()
-    assert env.legacy.client.hget(f"ai:job:ws0:{job.job_id}", "status") == "running"
+    job = env.jobs[0]
+    target = taken_over(env.legacy.client, job)
+    report = env.migration.verify(repair=True)
+    assert (report.target_newer, report.repaired) == (1, 1)
+    client = env.legacy.client
+    assert client.hgetall(f"ai:job:ws0:{job.job_id}") == target
+    assert client.hgetall(f"ai:jobs:{job.job_id}") == target
+    assert env.migration.verify().clean
+
+
+def test_update_status_writes_only_the_copies_that_exist(env):
+    """A dual store whose phase writes both copies updates the one copy a job has: it never
+    creates the other (a copy is the backfill's to make, with the whole record)."""
+    client = env.legacy.client
+    only_source = env.jobs[0]  # enqueued while the phase was off: no target copy yet
+    store = env.dual(phase="read-target")  # writes both copies
+    only_target = store.enqueue("ws1", "a", job_id="only-target")
+    client.delete("ai:jobs:only-target")  # e.g. cleaned up, or lost
+    for job in (only_source, only_target):
+        store.update_status(job.job_id, "running", workspace_id=job.workspace_id)
+        assert store.get(job.job_id, workspace_id=job.workspace_id).status == "running"
+    assert client.hget(f"ai:jobs:{only_source.job_id}", "status") == "running"
+    assert not client.exists(f"ai:job:{only_source.workspace_id}:{only_source.job_id}")
+    assert client.hget("ai:job:ws1:only-target", "status") == "running"
+    assert not client.exists("ai:jobs:only-target")
+    # Another workspace's record at the id-keyed key is no copy of this job: left as it was.
+    other = store.enqueue("ws2", "a", job_id="shared-id")
+    client.delete("ai:job:ws2:shared-id")
+    client.hset("ai:job:ws3:shared-id", mapping={**other.to_hash(), "workspace_id": "ws3"})
+    before = client.hgetall("ai:jobs:shared-id")
+    store.update_status("shared-id", "running", workspace_id="ws3")
+    assert client.hgetall("ai:jobs:shared-id") == before
+    assert not client.exists("ai:job:ws2:shared-id")
+    with pytest.raises(jobstore.JobNotFound):
+        store.update_status("shared-id", "running", workspace_id="ws4")
+    assert not client.exists("ai:job:ws4:shared-id")
 
 
 def test_a_copy_never_revives_a_job_deleted_meanwhile(env):

@@ -11,6 +11,7 @@ schema that cannot work is refused up front, naming the plugin, the method and a
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import zlib
 
@@ -108,6 +109,17 @@ class ShadowsWorkspace(Buckets):
         return f"{self.prefix}:job:*"  # also every key of the built-in 'workspace' schema
 
 
+class ByWorkspaceUnscoped(Buckets):
+    """Keyed through the workspace, parsed back without it: a job of one id per store whose key
+    changes with the workspace it is asked for in."""
+
+    name = "unscoped-by-ws"
+
+    def parse_key(self, key):
+        parsed = super().parse_key(key)
+        return parsed and (None, parsed[1])
+
+
 BROKEN = [
     (IgnoresWorkspace, "parse_key", "is not job_key's inverse"),
     (FoldsCase, "parse_key", "is not job_key's inverse"),
@@ -116,6 +128,7 @@ BROKEN = [
     (Truncates, "parse_key", "is not job_key's inverse"),
     (OverridesOnlyJobKey, "parse_key", "is not job_key's inverse"),
     (ShadowsWorkspace, "scan_pattern", "schema 'workspace'"),
+    (ByWorkspaceUnscoped, "job_key", "depends on the workspace, but parse_key gives none"),
 ]
 
 
@@ -129,6 +142,136 @@ def test_a_schema_that_cannot_work_is_refused_at_registration(extra_plugin, sche
     assert f"schema {schema.name!r} (plugin 'acme-schemas')" in message
     assert f": {method}: " in message and problem in message
     assert "counter-example: workspace_id=" in message
+
+
+# -- keys that are not a function of the prefix and the ids (issue 21) --------------------------
+
+class SaltedBuckets(Buckets):
+    """Buckets by Python's hash(): salted per process, so another process computes other keys."""
+
+    name = "salted"
+
+    def job_key(self, workspace_id, job_id):
+        return f"{self.prefix}:bk:{hash(workspace_id) % 16:02x}:{workspace_id}:{job_id}"
+
+
+class EnvShards(Buckets):
+    """Reads its shard count from the environment: processes configured apart disagree."""
+
+    name = "env-shards"
+
+    def job_key(self, workspace_id, job_id):
+        shards = int(os.environ.get("ACME_SHARDS", "4"))
+        return f"{self.prefix}:bk:{zlib.crc32(workspace_id.encode()) % shards:02x}:{workspace_id}:{job_id}"
+
+
+class NeedsEnv(Buckets):
+    """Cannot even be built without its environment variable."""
+
+    name = "needs-env"
+
+    def __init__(self, prefix="ai"):
+        self.region = os.environ["ACME_REGION"]
+        super().__init__(prefix)
+
+
+@pytest.mark.parametrize("schema", [SaltedBuckets, EnvShards, NeedsEnv], ids=lambda s: s.name)
+def test_keys_another_process_computes_otherwise_are_refused_at_registration(
+        extra_plugin, monkeypatch, schema):
+    # This process is configured (ACME_SHARDS=8: keys differ from the default's 4 for most
+    # workspaces); a process without that configuration would look elsewhere for every job.
+    monkeypatch.setenv("ACME_SHARDS", "8")
+    monkeypatch.setenv("ACME_REGION", "eu")
+    extra_plugin(make_plugin(schema), "acme-schemas")
+    with pytest.raises(PluginError) as refused:
+        jobstore.strategies()
+    message = str(refused.value)
+    assert f"schema {schema.name!r} (plugin 'acme-schemas')" in message
+    assert "in a second Python process" in message and "docs/plugins.md#configuration" in message
+    if schema is NeedsEnv:
+        assert "KeyError: 'ACME_REGION'" in message
+    else:
+        assert ": job_key: gives another key" in message and "counter-example: workspace_id=" in message
+
+
+class Sixteen(Buckets):
+    """The count fixed in the class, so part of the schema's identity: 16 shards is this schema,
+    another count would be another schema (and a migration between the two)."""
+
+    name = "sixteen"
+    shards = 16
+
+    def job_key(self, workspace_id, job_id):
+        bucket = zlib.crc32(workspace_id.encode()) % self.shards
+        return f"{self.prefix}:sx:{bucket:02x}:{workspace_id}:{job_id}"
+
+    def parse_key(self, key):
+        match = re.fullmatch(rf"{re.escape(self.prefix)}:sx:[0-9a-f]{{2}}:({ID}):({ID})", key)
+        return (match[1], match[2]) if match and self.job_key(match[1], match[2]) == key else None
+
+    def scan_pattern(self):
+        return f"{self.prefix}:sx:*"
+
+
+def test_a_schema_configured_in_its_class_passes_in_every_process(extra_plugin, monkeypatch):
+    monkeypatch.setenv("ACME_SHARDS", "8")  # read by no schema here: changes nothing
+    extra_plugin(make_plugin(Sixteen, Buckets), "acme-schemas")
+    assert {"sixteen", "buckets"} <= {row.name for row in jobstore.strategies()}
+
+
+def test_the_second_interpreter_is_asked_once_per_class_and_can_be_skipped(extra_plugin, monkeypatch):
+    from jobstore import determinism
+
+    calls = []
+    real = determinism._ask
+    monkeypatch.setattr(determinism, "_ask", lambda asked, strict: calls.append(
+        [s.name for s, _ in asked]) or real(asked, strict))
+    determinism._passed.clear()
+    extra_plugin(make_plugin(Buckets), "acme-schemas")
+    jobstore.strategies()
+    assert calls[-1] == ["bucketed", "buckets"]  # every computed schema, one interpreter
+    plugins.reset()
+    jobstore.strategies()
+    assert len(calls) == 1  # the verdicts are kept for the process
+    monkeypatch.setenv("JOBSTORE_SCHEMA_CHECK", "local")
+    extra_plugin(make_plugin(SaltedBuckets), "acme-schemas")
+    assert "salted" in {row.name for row in jobstore.strategies()}
+    assert len(calls) == 1
+
+
+def test_a_schema_no_second_interpreter_can_import_is_logged_not_refused(extra_plugin, caplog):
+    class Local(Buckets):
+        name = "local"
+
+    extra_plugin(make_plugin(Local), "acme-schemas")
+    assert "local" in {row.name for row in jobstore.strategies()}
+    assert "defined inside a function" in caplog.text
+    from jobstore.determinism import check_across_processes
+
+    with pytest.raises(PluginError, match="defined inside a function"):  # the kit's strict form
+        check_across_processes([(Local("ai"), "acme-schemas")], strict=True)
+
+
+@pytest.mark.parametrize("order", ["wide first", "narrow first"])
+def test_overlapping_schemas_are_refused_whichever_registers_first(extra_plugin, order):
+    class Narrow(Buckets):  # its own keys sit under Buckets' pattern 'ai:bk:*'
+        name = "narrow"
+
+        def job_key(self, workspace_id, job_id):
+            return f"{self.prefix}:bk:zz:{workspace_id}:{job_id}"
+
+        def parse_key(self, key):
+            match = re.fullmatch(rf"{re.escape(self.prefix)}:bk:zz:({ID}):({ID})", key)
+            return (match[1], match[2]) if match else None
+
+        def scan_pattern(self):
+            return f"{self.prefix}:bk:zz:*"
+
+    schemas = (Buckets, Narrow) if order == "wide first" else (Narrow, Buckets)
+    extra_plugin(make_plugin(*schemas), "acme-schemas")
+    with pytest.raises(PluginError, match=r"'narrow'.*'buckets'|'buckets'.*'narrow'") as refused:
+        jobstore.strategies()
+    assert "scan_pattern" in str(refused.value)
 
 
 def test_the_case_folding_counter_example_is_a_mixed_case_workspace(extra_plugin):

@@ -45,7 +45,7 @@ class DualStrategy(Strategy):
         self.source = source
         self.target = target
         self.migration = f"{source.name}:{target.name}"
-        self.state_key = StoreKeys(source.prefix).migration(source.name, target.name)
+        self.use_keys(StoreKeys(source.prefix))
         self.pinned = pinned
         self.state = MigrationState(phase=pinned) if pinned else MigrationState()
         self._fetched_at: float | None = None
@@ -80,6 +80,11 @@ class DualStrategy(Strategy):
             raise ConfigError(f"dual: phase {phase!r} is not one of "
                               f"{', '.join(p.value for p in Phase)}") from None
         return cls(resolve(source), resolve(target), pinned=pinned)
+
+    def use_keys(self, keys: StoreKeys) -> None:
+        # The phase lives among the store's own keys (its own_prefix, by default its prefix).
+        self.state_key = keys.migration(self.source.name, self.target.name)
+        self.own_prefix = keys.prefix
 
     @property
     def phase(self) -> Phase:
@@ -127,7 +132,9 @@ class DualStrategy(Strategy):
         phase = self.state.phase.value
         restore = (
             f"jobstore migrate phase {phase} --force --reason 'restore lost migration state' "
-            f"--prefix {self.source.prefix} --source {self.source.name} --target {self.target.name} "
+            f"--prefix {self.source.prefix} "
+            + (f"--own-prefix {self.own_prefix} " if self.own_prefix != self.source.prefix else "")
+            + f"--source {self.source.name} --target {self.target.name} "
             "(with --url of this Redis); the store serves again at its next operation"
         )
         return MigrationStateLost(self.state_key, phase, restore)

@@ -37,6 +37,7 @@ from hypothesis import given, settings as Settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine
 
 import jobstore
+from ..determinism import check_across_processes
 from ..job import format_time
 from ..layout import RESERVED_NAMESPACES
 from ..plugins import get_registry
@@ -154,6 +155,31 @@ class SchemaConformance:
             assert schema.parse_key(key) == expected, f"parse_key({key!r}) is not {expected!r}"
 
         check()
+
+    def test_a_schema_without_workspaces_keys_a_job_by_its_id_alone(self) -> None:
+        """``parse_key`` giving no workspace back means one job per id in the store: every
+        workspace that asks for the id must be sent to the same key."""
+        @kit_settings()
+        @given(prefix=prefixes, a=identifiers, b=identifiers, job_id=identifiers)
+        def check(prefix: str, a: str, b: str, job_id: str) -> None:
+            schema = self.make_schema(prefix)
+            if schema.scoped:
+                return
+            key_a, key_b = schema.job_key(a, job_id), schema.job_key(b, job_id)
+            if key_a != key_b:
+                raise AssertionError(
+                    f"schema {self.schema!r}: parse_key gives no workspace back (a schema keyed "
+                    f"by the job id alone), but job_key depends on the workspace: job_id="
+                    f"{job_id!r} is {key_a!r} for workspace {a!r} and {key_b!r} for {b!r}; leave "
+                    "the workspace out of the key, or return it from parse_key")
+
+        check()
+
+    def test_keys_are_the_same_in_a_second_process(self) -> None:
+        """A key from ``hash()`` (salted per process), the environment, the time or chance is
+        another key in the next process, and the job is not found there
+        (:mod:`jobstore.determinism`; here a schema that cannot be asked fails too)."""
+        check_across_processes([(self.make_schema(), self.schema)], strict=True)
 
     def test_distinct_jobs_have_distinct_keys(self) -> None:
         @kit_settings()
