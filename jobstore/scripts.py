@@ -508,7 +508,15 @@ local function copies(entry, ws, id)
   return owned
 end
 -- hand the job out to this call: running, attempt n, a claim of its own and its lease
-local function take(owned, entry, n)
+-- The claim names the job as a full entry, 'workspace:job:created_at' (a bare job id's too,
+-- with its record's workspace and created_at), so that any later store finds the job again
+-- from its lease, with or without the compatible queue, in any phase, on Cluster too.
+local function take(owned, entry, n, ws, id)
+  local base = base_of(entry)
+  if not string.find(base, ':', 1, true) then
+    entry = ws .. ':' .. id .. ':' .. (redis.call('HGET', owned[1], 'created_at') or '')
+            .. string.sub(entry, #base + 1)
+  end
   local claim = ARGV[7] .. ':' .. entry
   for _, key in ipairs(owned) do
     redis.call('HSET', key, 'status', 'running', 'updated_at', now_of(key), '_rev', bump(key),
@@ -556,7 +564,7 @@ else
           reaped[#reaped + 1] = 'failed'; reaped[#reaped + 1] = ws
         else
           reaped[#reaped + 1] = 'reclaimed'; reaped[#reaped + 1] = ws
-          reply = take(owned, entry, n + 1)
+          reply = take(owned, entry, n + 1, ws, id)
           break
         end
       end
@@ -586,7 +594,7 @@ for _ = 1, reply and 0 or tonumber(ARGV[3]) do
   end
   if owned and #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending'
       and (not stamp or redis.call('HGET', owned[1], 'created_at') == stamp) then
-    reply = take(owned, entry, attempts_of(owned[1]) + 1)
+    reply = take(owned, entry, attempts_of(owned[1]) + 1, ws, id)
     break
   end
 end
