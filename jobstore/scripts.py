@@ -331,18 +331,21 @@ DELETE = fenced(
     "delete",
     r"""
 -- KEYS[1] the job's tombstone (a hash of call tokens: jobstore.layout.StoreKeys.gone)
--- KEYS[2] workspace index   KEYS[3 ..] record keys
+-- KEYS[2] workspace index   KEYS[3] leases   KEYS[4 ..] record keys
 -- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] job id   ARGV[4] this call's token
 -- returns 1 deleted (by this call, or by its own earlier attempt) | 0 nothing to delete
 -- The tombstone keeps, for the marker ttl, this call's token and the '_op' token of each record
 -- it deleted: a re-sent delete answers 1, and a re-sent enqueue of a job that was run and
 -- deleted before the enqueue's reply came back does not bring the job back (see ENQUEUE).
+-- The claim a deleted record held ends with it: its lease is dropped (extend: LeaseLost).
 if redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1 then return 1 end
 local gone = {ARGV[4], '1'}
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   if redis.call('HGET', KEYS[i], 'workspace_id') == ARGV[1] then
     local made = redis.call('HGET', KEYS[i], '_op')
     if made then gone[#gone + 1] = made; gone[#gone + 1] = '1' end
+    local claim = redis.call('HGET', KEYS[i], 'claim')
+    if claim and claim ~= '' then redis.call('ZREM', KEYS[3], claim) end
     redis.call('DEL', KEYS[i])
     gone.deleted = true
   end
@@ -695,13 +698,28 @@ return out
 """,
 )
 
-EXTEND = Lua(
+EXTEND = fenced(
     "extend",
-    LEASE + r"""
--- KEYS[1] leases   ARGV[1] claim   ARGV[2] lease (ms, from now)
--- returns the new expiry (ms, server time) | 0 the claim has ended (taken over, finished)
+    RECORD_CHECK + LEASE + r"""
+-- KEYS[1] leases   KEYS[2 ..] the job's record keys, in read order (none: Redis Cluster, where
+--   the caller read them first, and they sit in other slots)
+-- ARGV[1] claim   ARGV[2] lease (ms, from now)   ARGV[3] workspace id
+-- returns the new expiry (ms, server time) | 0 the claim has ended (taken over, finished, failed,
+--   cancelled, deleted, or the id enqueued again: a record that is not running under this claim)
 -- A lease that ran out but whose job no one has taken over yet is renewed: the claim stands
--- until another dequeue takes the job.
+-- until another dequeue takes the job. The lease of a claim that has ended is dropped.
+local held = #KEYS == 1
+for i = 2, #KEYS do
+  if addressed(KEYS[i], ARGV[3]) then  -- the first copy in read order decides, as for updates
+    held = redis.call('HGET', KEYS[i], 'claim') == ARGV[1]
+           and redis.call('HGET', KEYS[i], 'status') == 'running'
+    break
+  end
+end
+if not held then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 0
+end
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 local until_ms = now_ms() + tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], 'XX', until_ms, ARGV[1])
