@@ -530,6 +530,25 @@ local function take(owned, entry, n, ws, id)
   redis.call('SET', KEYS[3], cjson.encode({owned[1], claimed}), 'EX', ARGV[1])
   return {'job', claimed, dead, owned[1], reaped, '', '', mode}
 end
+-- A claim list's entries back to the queue's oldest end, in order. A bare job id (moved there
+-- from the compatible queue) goes back as a full entry when a schema keyed by the id alone finds
+-- its record (as leaving the compatible queue writes it), so that a store without the
+-- compatible queue can take it too.
+local function requeue(list)
+  local rest = redis.call('LRANGE', list, 0, -1)
+  for n, item in ipairs(rest) do
+    if is_id(item) then
+      for i = 11, #ARGV do
+        if string.byte(ARGV[i], 1) ~= 3 and not string.find(ARGV[i], '\1', 1, true) then
+          local f = redis.call('HMGET', (string.gsub(ARGV[i], '\2', item)), 'workspace_id', 'created_at')
+          if f[1] and is_id(f[1]) then rest[n] = f[1] .. ':' .. item .. ':' .. (f[2] or ''); break end
+        end
+      end
+    end
+  end
+  if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
+  redis.call('DEL', list)
+end
 -- A re-sent call answers what its first attempt claimed (the marker keeps the record as it was
 -- handed out), whatever the key holds now: never a job another worker has since received.
 local marker = redis.call('GET', KEYS[3])
@@ -548,11 +567,7 @@ else
     if need then reply = {'need', {}, dead, '', reaped, entry, ws, mode}; break end
     redis.call('ZREM', KEYS[5], member)
     if head == 'list' then
-      if entry ~= KEYS[1] then
-        local rest = redis.call('LRANGE', entry, 0, -1)
-        if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
-        redis.call('DEL', entry)
-      end
+      if entry ~= KEYS[1] then requeue(entry) end
     else
       if owned and #owned > 0 and redis.call('HGET', owned[1], 'claim') == member
           and redis.call('HGET', owned[1], 'status') == 'running' then
@@ -602,9 +617,7 @@ for _ = 1, reply and 0 or tonumber(ARGV[3]) do
   end
 end
 if KEYS[1] ~= KEYS[2] and not (reply and reply[1] == 'need') then
-  local rest = redis.call('LRANGE', KEYS[1], 0, -1)
-  if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
-  redis.call('DEL', KEYS[1])
+  requeue(KEYS[1])
   redis.call('ZREM', KEYS[5], 'list:' .. KEYS[1])
 end
 return reply or {'busy', {}, dead, '', reaped, '', '', mode}

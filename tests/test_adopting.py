@@ -344,3 +344,30 @@ def test_the_runbook_with_a_worker_killed_at_every_step_completes_every_job_once
             plain.update_status(dead.job_id, "failed", workspace_id=dead.workspace_id,
                                 claim=dead.claim)
     assert client.zrange(plain.keys.leases, 0, -1) == [] and plain.dead_letters() == []
+
+
+def test_a_bare_id_left_in_a_dead_dequeue_s_claim_list_goes_to_a_store_without_the_old_list(
+        standalone):
+    # A jobstore worker's dequeue moved a bare id from the shared list into its claim list and
+    # died before claiming it; the fleet then left the old list and dropped the option.
+    from jobstore.scripts import LEASE_LIST
+    from jobstore.steps import Batch, Command, Script
+
+    shared = jobstore.open(standalone, "dual", phase="dual-write", legacy_queue=QUEUE)
+    job_id = SimpleQueue(shared.client, new_schema=True).enqueue("acme", "a", {})
+    claim_list = shared.keys.claim("dead-worker")
+
+    def died_between_the_move_and_the_claim():
+        yield Batch((Script(LEASE_LIST, (shared.keys.leases,), (claim_list, 200)),
+                     Command(("LMOVE", QUEUE, claim_list, "LEFT", "LEFT"))))
+
+    shared.driver.run(died_between_the_move_and_the_claim())
+    assert shared.leave_legacy_queue() == {"moved": 0, "dropped": 0, "remaining": 0}
+    plain = jobstore.open(standalone, "dual", phase="dual-write")
+    time.sleep(0.3)  # the claim list's lease runs out
+
+    taken = plain.dequeue()
+
+    assert taken is not None and (taken.job_id, taken.attempts) == (job_id, 1)
+    assert plain.dead_letters() == []
+    plain.update_status(job_id, "completed", workspace_id="acme", claim=taken.claim)
