@@ -371,3 +371,27 @@ def test_a_bare_id_left_in_a_dead_dequeue_s_claim_list_goes_to_a_store_without_t
     assert taken is not None and (taken.job_id, taken.attempts) == (job_id, 1)
     assert plain.dead_letters() == []
     plain.update_status(job_id, "completed", workspace_id="acme", claim=taken.claim)
+
+
+@pytest.mark.cluster
+def test_a_bare_id_job_s_lease_is_taken_over_after_the_move_to_a_cluster(redis_url, cluster_url):
+    # Adopt on standalone, leave the old list, then move to a Cluster (adopting.md): a job a
+    # jobstore worker took from the old list as a bare id, and died with, is still found there.
+    shared = jobstore.open(redis_url, "dual", phase="dual-write", legacy_queue=QUEUE, lease=0.3)
+    job_id = SimpleQueue(shared.client, new_schema=True).enqueue("acme", "a", {})
+    held = shared.dequeue()
+    assert held.job_id == job_id
+    shared.leave_legacy_queue()
+    target = jobstore.open(cluster_url, "dual", phase="target-only")
+    raw = redis.Redis.from_url(redis_url)  # DUMP's payload is bytes
+    for key in (f"ai:jobs:{job_id}", f"ai:job:acme:{job_id}", shared.keys.leases):
+        target.client.restore(key, 0, raw.dump(key), replace=True)  # the move, key by key
+    time.sleep(0.55)  # the dead worker's lease runs out
+
+    again = target.dequeue()
+
+    assert again is not None and (again.job_id, again.attempts) == (job_id, 2)
+    with pytest.raises(jobstore.LeaseLost):
+        target.update_status(job_id, "completed", workspace_id="acme", claim=held.claim)
+    target.update_status(job_id, "completed", workspace_id="acme", claim=again.claim)
+    assert target.client.zrange(target.keys.leases, 0, -1) == []
