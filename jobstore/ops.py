@@ -346,7 +346,7 @@ def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:
         routing = ctx.strategy.routing(workspace_id)
         (reply,) = yield Batch((fenced_script(
             ctx, DELETE,
-            (ctx.keys.gone(workspace_id, job_id), ctx.keys.index(workspace_id),
+            (ctx.keys.gone(workspace_id, job_id), ctx.keys.index(workspace_id), ctx.keys.leases,
              *_keys(routing.known, workspace_id, job_id)),
             (workspace_id, ctx.marker_ttl, job_id, token),
         ),))
@@ -472,13 +472,20 @@ def _dequeue(ctx: Context, timeout: float | None, lease_ms: int | None,
 
 
 def extend(ctx: Context, job: Job, lease_ms: int) -> Op[None]:
-    """Renew ``job``'s lease for ``lease_ms`` from now (server time).
+    """Renew ``job``'s lease for ``lease_ms`` from now (server time), while the job's record
+    is running under its claim (one script reads the record and renews the lease).
 
-    :raises LeaseLost: the claim has ended (taken over, or the job was finished meanwhile).
+    :raises LeaseLost: the claim has ended (taken over, finished, deleted; its lease is dropped).
     """
-    (until,) = yield Batch((Script(EXTEND, (ctx.keys.leases,), (job.claim, lease_ms)),))
+    while True:
+        keys = _keys(ctx.strategy.routing(job.workspace_id).touched, job.workspace_id, job.job_id)
+        (until,) = yield Batch((fenced_script(ctx, EXTEND, (ctx.keys.leases, *keys),
+                                              (job.claim, lease_ms, job.workspace_id)),))
+        if not stale(until):
+            break
+        yield Refresh()
     if not until:
-        raise LeaseLost(job.job_id, job.claim or "", detail="its lease is gone")
+        raise LeaseLost(job.job_id, job.claim or "", detail="its claim has ended")
     return None
 
 

@@ -28,7 +28,7 @@ from .job import Job, JobStatus, count, parse_time, record_problem
 from .rules import OP
 from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script, now,
                   queue_entry, spent_markers, update_outcome, SPENT_PER_CALL)
-from .scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, LEASE_CLAIM,
+from .scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, EXTEND, LEASE_CLAIM,
                       LEASE_LIST, MIRROR, PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
 from .steps import Batch, Call, Command, Script, Tidy
 
@@ -292,10 +292,37 @@ def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:
         finally:
             ctx.spent_anywhere.append(marker)
         deleted = deleted or bool(reply)
+    # The claims the deleted records held end with them: their leases go (ZREM: safe to replay).
+    # A take-over between the read above and the deletes leaves its new lease; extend drops it
+    # (the record is gone), and so does the dequeue that finds it run out.
+    claims = sorted({r["claim"] for r in found if isinstance(r, dict)
+                     and r.get("workspace_id") == workspace_id and r.get("claim")})
+    ends = [Command(("ZREM", ctx.keys.leases, *claims))] if claims and deleted else []
     if deleted:
-        yield Batch((Command(("ZREM", ctx.keys.index(workspace_id), job_id)),))
+        yield Batch((Command(("ZREM", ctx.keys.index(workspace_id), job_id)), *ends))
     yield from tidy(ctx)
     return deleted
+
+
+def extend(ctx: Context, job: Job, lease_ms: int) -> Op[None]:
+    """Renew ``job``'s lease, while its record is running under its claim. The record sits in
+    another slot than the leases: it is read first (the first copy in read order decides), then
+    the lease renewed. A delete or a move that lands in between ends the lease itself.
+
+    :raises LeaseLost: the claim has ended (taken over, finished, deleted; its lease is dropped).
+    """
+    claim = job.claim or ""
+    keys = _keys(ctx.strategy.routing(job.workspace_id).touched, job.workspace_id, job.job_id)
+    records = yield Batch(tuple(Command(("HGETALL", key)) for key in keys))
+    record = next((r for r in map(as_record, records) if addressed(r, job.workspace_id)), {})
+    until = 0
+    if record.get("claim") == claim and record.get("status") == JobStatus.RUNNING.value:
+        (until,) = yield Batch((fenced_script(ctx, EXTEND, (ctx.keys.leases,),
+                                              (claim, lease_ms, job.workspace_id)),))
+    else:
+        yield Batch((Command(("ZREM", ctx.keys.leases, claim)),))
+    if not until:
+        raise LeaseLost(job.job_id, claim, detail="its claim has ended")
 
 
 def _bury(ctx: Context, entry: str, reason: str, key: str | None = None,

@@ -378,18 +378,21 @@ DELETE = fenced(
     "delete",
     r"""
 -- KEYS[1] the job's tombstone (a hash of call tokens: jobstore.layout.StoreKeys.gone)
--- KEYS[2] workspace index   KEYS[3 ..] record keys
+-- KEYS[2] workspace index   KEYS[3] leases   KEYS[4 ..] record keys
 -- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] job id   ARGV[4] this call's token
 -- returns 1 deleted (by this call, or by its own earlier attempt) | 0 nothing to delete
 -- The tombstone keeps, for the marker ttl, this call's token and the '_op' token of each record
 -- it deleted: a re-sent delete answers 1, and a re-sent enqueue of a job that was run and
 -- deleted before the enqueue's reply came back does not bring the job back (see ENQUEUE).
+-- The claim a deleted record held ends with it: its lease is dropped (extend: LeaseLost).
 if redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1 then return 1 end
 local gone = {ARGV[4], '1'}
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   if redis.call('HGET', KEYS[i], 'workspace_id') == ARGV[1] then
     local made = redis.call('HGET', KEYS[i], '_op')
     if made then gone[#gone + 1] = made; gone[#gone + 1] = '1' end
+    local claim = redis.call('HGET', KEYS[i], 'claim')
+    if claim and claim ~= '' then redis.call('ZREM', KEYS[3], claim) end
     redis.call('DEL', KEYS[i])
     gone.deleted = true
   end
@@ -555,7 +558,15 @@ local function copies(entry, ws, id)
   return owned
 end
 -- hand the job out to this call: running, attempt n, a claim of its own and its lease
-local function take(owned, entry, n)
+-- The claim names the job as a full entry, 'workspace:job:created_at' (a bare job id's too,
+-- with its record's workspace and created_at), so that any later store finds the job again
+-- from its lease, with or without the compatible queue, in any phase, on Cluster too.
+local function take(owned, entry, n, ws, id)
+  local base = base_of(entry)
+  if not string.find(base, ':', 1, true) then
+    entry = ws .. ':' .. id .. ':' .. (redis.call('HGET', owned[1], 'created_at') or '')
+            .. string.sub(entry, #base + 1)
+  end
   local claim = ARGV[7] .. ':' .. entry
   for _, key in ipairs(owned) do
     redis.call('HSET', key, 'status', 'running', 'updated_at', now_of(key), '_rev', bump(key),
@@ -565,6 +576,25 @@ local function take(owned, entry, n)
   local claimed = redis.call('HGETALL', owned[1])
   redis.call('SET', KEYS[3], cjson.encode({owned[1], claimed}), 'EX', ARGV[1])
   return {'job', claimed, dead, owned[1], reaped, '', '', mode}
+end
+-- A claim list's entries back to the queue's oldest end, in order. A bare job id (moved there
+-- from the compatible queue) goes back as a full entry when a schema keyed by the id alone finds
+-- its record (as leaving the compatible queue writes it), so that a store without the
+-- compatible queue can take it too.
+local function requeue(list)
+  local rest = redis.call('LRANGE', list, 0, -1)
+  for n, item in ipairs(rest) do
+    if is_id(item) then
+      for i = 11, #ARGV do
+        if string.byte(ARGV[i], 1) ~= 3 and not string.find(ARGV[i], '\1', 1, true) then
+          local f = redis.call('HMGET', (string.gsub(ARGV[i], '\2', item)), 'workspace_id', 'created_at')
+          if f[1] and is_id(f[1]) then rest[n] = f[1] .. ':' .. item .. ':' .. (f[2] or ''); break end
+        end
+      end
+    end
+  end
+  if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
+  redis.call('DEL', list)
 end
 -- A re-sent call answers what its first attempt claimed (the marker keeps the record as it was
 -- handed out), whatever the key holds now: never a job another worker has since received.
@@ -584,11 +614,7 @@ else
     if need then reply = {'need', {}, dead, '', reaped, entry, ws, mode}; break end
     redis.call('ZREM', KEYS[5], member)
     if head == 'list' then
-      if entry ~= KEYS[1] then
-        local rest = redis.call('LRANGE', entry, 0, -1)
-        if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
-        redis.call('DEL', entry)
-      end
+      if entry ~= KEYS[1] then requeue(entry) end
     else
       if owned and #owned > 0 and redis.call('HGET', owned[1], 'claim') == member
           and redis.call('HGET', owned[1], 'status') == 'running' then
@@ -603,7 +629,7 @@ else
           reaped[#reaped + 1] = 'failed'; reaped[#reaped + 1] = ws
         else
           reaped[#reaped + 1] = 'reclaimed'; reaped[#reaped + 1] = ws
-          reply = take(owned, entry, n + 1)
+          reply = take(owned, entry, n + 1, ws, id)
           break
         end
       end
@@ -633,14 +659,12 @@ for _ = 1, reply and 0 or tonumber(ARGV[3]) do
   end
   if owned and #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending'
       and (not stamp or redis.call('HGET', owned[1], 'created_at') == stamp) then
-    reply = take(owned, entry, attempts_of(owned[1]) + 1)
+    reply = take(owned, entry, attempts_of(owned[1]) + 1, ws, id)
     break
   end
 end
 if KEYS[1] ~= KEYS[2] and not (reply and reply[1] == 'need') then
-  local rest = redis.call('LRANGE', KEYS[1], 0, -1)
-  if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
-  redis.call('DEL', KEYS[1])
+  requeue(KEYS[1])
   redis.call('ZREM', KEYS[5], 'list:' .. KEYS[1])
 end
 return reply or {'busy', {}, dead, '', reaped, '', '', mode}
@@ -734,13 +758,28 @@ return out
 """,
 )
 
-EXTEND = Lua(
+EXTEND = fenced(
     "extend",
-    LEASE + r"""
--- KEYS[1] leases   ARGV[1] claim   ARGV[2] lease (ms, from now)
--- returns the new expiry (ms, server time) | 0 the claim has ended (taken over, finished)
+    RECORD_CHECK + LEASE + r"""
+-- KEYS[1] leases   KEYS[2 ..] the job's record keys, in read order (none: Redis Cluster, where
+--   the caller read them first, and they sit in other slots)
+-- ARGV[1] claim   ARGV[2] lease (ms, from now)   ARGV[3] workspace id
+-- returns the new expiry (ms, server time) | 0 the claim has ended (taken over, finished, failed,
+--   cancelled, deleted, or the id enqueued again: a record that is not running under this claim)
 -- A lease that ran out but whose job no one has taken over yet is renewed: the claim stands
--- until another dequeue takes the job.
+-- until another dequeue takes the job. The lease of a claim that has ended is dropped.
+local held = #KEYS == 1
+for i = 2, #KEYS do
+  if addressed(KEYS[i], ARGV[3]) then  -- the first copy in read order decides, as for updates
+    held = redis.call('HGET', KEYS[i], 'claim') == ARGV[1]
+           and redis.call('HGET', KEYS[i], 'status') == 'running'
+    break
+  end
+end
+if not held then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 0
+end
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 local until_ms = now_ms() + tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], 'XX', until_ms, ARGV[1])

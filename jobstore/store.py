@@ -80,6 +80,8 @@ class _Writes(Protocol):
     def dequeue(self, ctx: ops.Context, timeout: float | None,
                 lease_ms: int | None = None) -> ops.Op[Job | None]: ...
 
+    def extend(self, ctx: ops.Context, job: Job, lease_ms: int) -> ops.Op[None]: ...
+
 
 class JobStore:
     """Background-job records in Redis, laid out by a pluggable strategy.
@@ -446,7 +448,7 @@ class JobStore:
             raise InvalidArgument("job", "must be a Job returned by dequeue (it carries a claim)")
         lease_ms = self.context.lease_ms if seconds is None else _lease_ms("seconds", seconds,
                                                                            InvalidArgument)
-        self._run(ops.extend(self.context, job, lease_ms), "extend", job.workspace_id)
+        self._run(self._writes.extend(self.context, job, lease_ms), "extend", job.workspace_id)
 
     def leave_legacy_queue(self, batch: int = 1000) -> dict[str, int]:
         """Move the compatible queue's pending ids into jobstore's own queue, and switch every

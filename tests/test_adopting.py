@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import redis
 
 import jobstore
 from jobstore import JobStatus, MigrationRefused
+from tests.support.clock import FakeClock
 from tests.support.old_queue import QUEUE, SimpleQueue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,3 +229,169 @@ def test_a_bare_id_that_cannot_be_found_is_set_aside_never_dropped_unseen(redis_
     legacy = jobstore.open(redis_url, "legacy", legacy_queue=QUEUE)
     assert legacy.dequeue() is None
     assert legacy.dead_letters()[0].field == "workspace_id"
+
+
+# -- the runbook, with a jobstore worker killed at every step ------------------------------------
+
+LEASE = 0.3
+PAST = LEASE + 0.25  # sleep this long for a lease to run out
+
+
+@pytest.fixture(params=["memory", "redis"])
+def standalone(request) -> str:
+    """The backends ``legacy_queue`` runs on (it is refused on Cluster)."""
+    if request.param == "memory":
+        return f"memory://adopting-{uuid.uuid4().hex}"
+    return request.getfixturevalue("redis_url")
+
+
+class Ledger:
+    """Every job enqueued, and every outcome that counted: the test's view of exactly once."""
+
+    def __init__(self):
+        self.enqueued: list[str] = []
+        self.completed: Counter[str] = Counter()
+        self.killed: list[jobstore.Job] = []
+
+    def work(self, store, most: int = 1_000) -> None:
+        """A live worker: runs jobs until none is left (or ``most`` of them)."""
+        for _ in range(most):
+            job = store.dequeue()
+            if job is None:
+                return
+            store.extend(job)  # its heartbeat, once
+            store.update_status(job.job_id, "completed", workspace_id=job.workspace_id,
+                                result={"attempt": job.attempts}, claim=job.claim)
+            self.completed[job.job_id] += 1
+
+    def kill(self, store, lease: float | None = None) -> jobstore.Job:
+        """A worker that takes a job and dies: no extend, no update; its lease runs out."""
+        job = store.dequeue(lease=lease)
+        assert job is not None, "nothing to kill a worker on"
+        self.killed.append(job)
+        return job
+
+
+def test_the_runbook_with_a_worker_killed_at_every_step_completes_every_job_once(standalone):
+    url = standalone
+    clock = FakeClock()
+    client = jobstore.open(url, "legacy").client
+    migration = jobstore.Migration(client, clock=clock, wait=clock.wait)
+    ledger = Ledger()
+
+    def produce(n: int, *producers) -> None:
+        for i in range(n):
+            for producer in producers:
+                if isinstance(producer, SimpleQueue):
+                    ledger.enqueued.append(producer.enqueue(f"ws{i % 3}", "a", {"i": i}))
+                else:
+                    ledger.enqueued.append(producer.enqueue(f"ws{i % 3}", "a", {"i": i}).job_id)
+
+    # 1. The phase first; only the old system runs.
+    migration.set_phase("off")
+    old = SimpleQueue(client)
+    produce(4, old)
+    old_ran = old.dequeue()  # an old worker runs one the old way
+    old.update_status(old_ran, "completed", "ws0", result={"by": "old"})
+    ledger.completed[old_ran] += 1
+    # 2. jobstore rolls out with the old list; one of its workers dies on a bare id.
+    shared = jobstore.open(url, "dual", legacy_queue=QUEUE, lease=LEASE)
+    produce(3, old, shared)
+    ledger.kill(shared)
+    ledger.work(shared, most=2)
+    # 3. The migration, old processes still running (their flag on); a worker dies in each phase.
+    old.new_schema = True
+    migration.set_phase("dual-write")
+    time.sleep(PAST)
+    ledger.work(shared, most=1)  # takes step 2's job over first
+    produce(3, old, shared)
+    ledger.kill(shared)
+    migration.backfill()
+    verify_until_clean(migration)
+    migration.set_phase("read-target")
+    produce(2, old, shared)
+    ledger.kill(shared)
+    last_shared = ledger.kill(shared, lease=3600)  # runs out only after the source is gone
+    # 4. No old process remains: leave the old list; the next deploy has no JOBSTORE_LEGACY_QUEUE.
+    assert shared.leave_legacy_queue(batch=2)["remaining"] == 0
+    plain = jobstore.open(url, "dual", lease=LEASE)
+    time.sleep(PAST)
+    produce(2, plain)
+    ledger.work(plain, most=2)  # the read-target worker's job, taken from the old list, first
+    ledger.kill(plain)
+    # 5. Finish the migration; a worker dies in target-only too.
+    migration.backfill()
+    verify_until_clean(migration)
+    migration.set_phase("target-only")
+    produce(2, plain)
+    ledger.kill(plain)
+    migration.cleanup()
+    assert not client.keys("ai:jobs:*")
+    client.zadd(plain.keys.leases, {last_shared.claim: 0}, xx=True)  # its lease runs out now
+    time.sleep(PAST)
+    ledger.work(plain)
+
+    assert len(ledger.killed) == 6 and len(set(ledger.enqueued)) == len(ledger.enqueued) > 20
+    assert {job.attempts for job in ledger.killed} == {1}
+    assert sorted(ledger.completed) == sorted(ledger.enqueued)  # none lost, none stuck
+    assert [job for job, n in ledger.completed.items() if n != 1] == []  # none completed twice
+    for job_id in ledger.enqueued:  # every job reads back completed, from the target alone
+        found = [job for ws in ("ws0", "ws1", "ws2")
+                 if (job := plain.get(job_id, workspace_id=ws)) is not None]
+        assert [job.status for job in found] == [JobStatus.COMPLETED], (job_id, found)
+    for dead in ledger.killed:  # the dead workers' claims ended: nothing of theirs counts
+        with pytest.raises(jobstore.LeaseLost):
+            plain.update_status(dead.job_id, "failed", workspace_id=dead.workspace_id,
+                                claim=dead.claim)
+    assert client.zrange(plain.keys.leases, 0, -1) == [] and plain.dead_letters() == []
+
+
+def test_a_bare_id_left_in_a_dead_dequeue_s_claim_list_goes_to_a_store_without_the_old_list(
+        standalone):
+    # A jobstore worker's dequeue moved a bare id from the shared list into its claim list and
+    # died before claiming it; the fleet then left the old list and dropped the option.
+    from jobstore.scripts import LEASE_LIST
+    from jobstore.steps import Batch, Command, Script
+
+    shared = jobstore.open(standalone, "dual", phase="dual-write", legacy_queue=QUEUE)
+    job_id = SimpleQueue(shared.client, new_schema=True).enqueue("acme", "a", {})
+    claim_list = shared.keys.claim("dead-worker")
+
+    def died_between_the_move_and_the_claim():
+        yield Batch((Script(LEASE_LIST, (shared.keys.leases,), (claim_list, 200)),
+                     Command(("LMOVE", QUEUE, claim_list, "LEFT", "LEFT"))))
+
+    shared.driver.run(died_between_the_move_and_the_claim())
+    assert shared.leave_legacy_queue() == {"moved": 0, "dropped": 0, "remaining": 0}
+    plain = jobstore.open(standalone, "dual", phase="dual-write")
+    time.sleep(0.3)  # the claim list's lease runs out
+
+    taken = plain.dequeue()
+
+    assert taken is not None and (taken.job_id, taken.attempts) == (job_id, 1)
+    assert plain.dead_letters() == []
+    plain.update_status(job_id, "completed", workspace_id="acme", claim=taken.claim)
+
+
+@pytest.mark.cluster
+def test_a_bare_id_job_s_lease_is_taken_over_after_the_move_to_a_cluster(redis_url, cluster_url):
+    # Adopt on standalone, leave the old list, then move to a Cluster (adopting.md): a job a
+    # jobstore worker took from the old list as a bare id, and died with, is still found there.
+    shared = jobstore.open(redis_url, "dual", phase="dual-write", legacy_queue=QUEUE, lease=0.3)
+    job_id = SimpleQueue(shared.client, new_schema=True).enqueue("acme", "a", {})
+    held = shared.dequeue()
+    assert held.job_id == job_id
+    shared.leave_legacy_queue()
+    target = jobstore.open(cluster_url, "dual", phase="target-only")
+    raw = redis.Redis.from_url(redis_url)  # DUMP's payload is bytes
+    for key in (f"ai:jobs:{job_id}", f"ai:job:acme:{job_id}", shared.keys.leases):
+        target.client.restore(key, 0, raw.dump(key), replace=True)  # the move, key by key
+    time.sleep(0.55)  # the dead worker's lease runs out
+
+    again = target.dequeue()
+
+    assert again is not None and (again.job_id, again.attempts) == (job_id, 2)
+    with pytest.raises(jobstore.LeaseLost):
+        target.update_status(job_id, "completed", workspace_id="acme", claim=held.claim)
+    target.update_status(job_id, "completed", workspace_id="acme", claim=again.claim)
+    assert target.client.zrange(target.keys.leases, 0, -1) == []

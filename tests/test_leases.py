@@ -159,15 +159,20 @@ def test_exactly_one_of_many_racing_dequeues_takes_an_expired_job_over(leased):
     assert {job.job_id for job in held} == jobs
     time.sleep(PAST)
     got: list[Job] = []
+    errors: list[BaseException] = []  # a thread's exception fails the test, never just a thread
     lock = threading.Lock()
 
     def worker():
-        while True:
-            job = store.dequeue(lease=30)
-            if job is None:
-                return
+        try:
+            while True:
+                job = store.dequeue(lease=30)
+                if job is None:
+                    return
+                with lock:
+                    got.append(job)
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the test's thread
             with lock:
-                got.append(job)
+                errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for thread in threads:
@@ -175,6 +180,7 @@ def test_exactly_one_of_many_racing_dequeues_takes_an_expired_job_over(leased):
     for thread in threads:
         thread.join()
 
+    assert errors == []
     assert sorted(job.job_id for job in got) == sorted(jobs)  # each exactly once
     assert {job.attempts for job in got} == {2}
 
@@ -477,17 +483,23 @@ def test_a_cluster_dequeue_that_dies_after_winning_the_arbiter_does_not_strand_t
     assert store.dequeue() is None
 
 
-def test_a_duplicated_cluster_entry_is_still_handed_out_once(make_store):
-    store = make_store("legacy")
-    if not store.driver.cluster:
-        pytest.skip("only Redis Cluster arbitrates claims with a key of their own")
+@pytest.mark.parametrize("strategy", ["legacy", "dual"])
+def test_a_duplicated_entry_is_still_handed_out_once(make_store, strategy):
+    # Every backend: standalone's DEQUEUE hands out only a pending job; Cluster's arbiter, once
+    # older than list_grace, leaves the decision to the record, which is running.
+    store = make_store(strategy)
     store.context.list_grace = 0.2
     job = store.enqueue("acme", "a")
-    entry = store.client.lindex(store.keys.queue, 0)
-    store.client.rpush(store.keys.queue, entry)  # the same entry twice
+    later = store.enqueue("acme", "b")
+    entry = store.client.lindex(store.keys.queue, -1)
+    store.client.rpush(store.keys.queue, entry)  # the same entry twice, both next
     first = store.dequeue()
-    time.sleep(0.3)  # the arbiter is now "old": the record decides, and it is running
-    assert first.job_id == job.job_id and store.dequeue() is None
+    time.sleep(0.3)  # on Cluster the arbiter is now "old": the record decides
+    second = store.dequeue()
+    assert first.job_id == job.job_id and second.job_id == later.job_id  # not the first again
+    assert store.get(job.job_id, workspace_id="acme") == first  # its holder's, untouched
+    assert store.dequeue() is None
+    store.update_status(job.job_id, "completed", workspace_id="acme", claim=first.claim)
 
 
 @pytest.mark.parametrize("strategy", ["legacy", "dual"])
@@ -548,3 +560,70 @@ def test_a_take_over_and_a_claim_in_one_dequeue_do_not_share_op_markers(make_sto
     assert store.dequeue() is None  # fails the job (max_attempts); drops the duplicate
     assert store.get(job.job_id, workspace_id="acme").status is JobStatus.FAILED
     assert held.claim and store.dequeue() is None
+
+
+# -- leases end with the job (issue 21) ----------------------------------------------------------
+
+@pytest.mark.parametrize("strategy", ["legacy", "workspace", "dual"])
+def test_delete_ends_the_claim_and_its_lease_also_when_the_id_is_enqueued_again(leased, strategy):
+    store = leased(strategy, lease=30)
+    job = store.enqueue("acme", "a", job_id="j1")
+    held = store.dequeue()
+    assert leases(store) == [held.claim]
+
+    assert store.delete(job.job_id, workspace_id="acme")
+
+    assert leases(store) == []  # the lease went with the job
+    with pytest.raises(LeaseLost):
+        store.extend(held)  # the heartbeat stops the deleted job's worker
+    assert store.delete(job.job_id, workspace_id="acme") is False
+    again = store.enqueue("acme", "a", job_id="j1")  # another incarnation of the id
+    with pytest.raises(LeaseLost):
+        store.extend(held)
+    second = store.dequeue()
+    assert (second.job_id, second.attempts, second.created_at) == ("j1", 1, again.created_at)
+    with pytest.raises(LeaseLost):
+        store.extend(held)
+    store.extend(second)
+    assert leases(store) == [second.claim]
+    with pytest.raises(LeaseLost):
+        store.update_status("j1", "completed", workspace_id="acme", claim=held.claim)
+
+
+@pytest.mark.parametrize("strategy", ["legacy", "dual"])
+def test_extend_asks_the_record_not_only_the_leases(leased, strategy):
+    # A lease a crash or a race left behind (a delete on Cluster reads the claim, then deletes;
+    # a take-over may land in between) must not keep a worker going: the record decides.
+    store = leased(strategy, lease=30)
+    store.enqueue("acme", "a", job_id="j1")
+    held = store.dequeue()
+    score = store.client.zscore(store.keys.leases, held.claim)
+    store.delete("j1", workspace_id="acme")
+    store.client.zadd(store.keys.leases, {held.claim: score})  # left behind
+    with pytest.raises(LeaseLost):
+        store.extend(held)
+    assert leases(store) == []  # and dropped
+    store.enqueue("acme", "a", job_id="j1")  # the id again, its lease back by hand
+    store.client.zadd(store.keys.leases, {held.claim: score})
+    with pytest.raises(LeaseLost):
+        store.extend(held)
+    assert leases(store) == []
+    new = store.dequeue()
+    store.update_status("j1", "completed", workspace_id="acme", claim=new.claim)
+    store.client.zadd(store.keys.leases, {new.claim: score})  # finished, its lease left behind
+    with pytest.raises(LeaseLost):
+        store.extend(new)
+    assert leases(store) == []
+
+
+@pytest.mark.parametrize("final", ["completed", "failed", "cancelled"])
+def test_every_final_status_ends_the_claim_with_or_without_the_claim_given(leased, final):
+    store = leased("dual", lease=30)
+    for given in (True, False):
+        job = store.enqueue("acme", "a")
+        held = store.dequeue()
+        store.update_status(job.job_id, final, workspace_id="acme",
+                            claim=held.claim if given else None)
+        assert leases(store) == []
+        with pytest.raises(LeaseLost):
+            store.extend(held)
