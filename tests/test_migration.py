@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -10,8 +9,8 @@ import pytest
 import jobstore
 from tests.conftest import keys
 from jobstore import MigrationRefused
-from jobstore.migration import Migration
-from jobstore.phases import Phase, Rollout
+from jobstore.migration import Migration, MigrationInterrupted
+from jobstore.phases import Phase, Rollout, refusal
 from tests.support.clock import FakeClock
 
 
@@ -388,5 +387,151 @@ def test_status_reports_phase_rules_and_checkpoints(env):
     env.migration.verify()
     status = env.migration.status()
     assert status["phase"] == "dual-write" and status["next"]["read-target"] == "allowed"
-    assert status["checkpoints"]["backfill"]["finished"] == "1"
-    assert json.loads(status["checkpoints"]["backfill"]["counts"]) == {"copied": 40}
+    backfill = status["checkpoints"]["backfill"]
+    assert backfill["finished"] is True and backfill["counts"] == {"copied": 40}
+    assert backfill["scanned"] == 40 and backfill["rescans"] == 0
+    assert isinstance(backfill["cursors"], dict) and isinstance(backfill["updated_at"], float)
+    assert status["verified"] is True and status["verify_failed_at"] is None
+
+
+# -- gates follow the newest evidence -------------------------------------------------------------
+
+
+def verified_in_dual_write(env):
+    """Backfilled and cleanly verified in dual-write, with the target gap the runbook opens."""
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    assert env.migration.verify().clean
+
+
+def test_a_verify_that_finds_problems_shuts_the_gates_a_clean_one_opened(env):
+    """Issue 21: records altered, verify said 'not clean', and read-target and target-only were
+    both accepted on the strength of the clean verify before it."""
+    verified_in_dual_write(env)
+    job = env.jobs[0]
+    env.legacy.client.hset(f"ai:job:{job.workspace_id}:{job.job_id}", "action", "edited")
+    assert env.migration.verify().differing == 1
+    with pytest.raises(MigrationRefused, match="newest verify.*not clean.*1 problem"):
+        env.migration.set_phase("read-target")
+    assert "not clean" in env.migration.status()["next"]["read-target"]
+    env.migration.set_phase("read-target", force=True, reason="test")
+    with pytest.raises(MigrationRefused, match="newest verify"):
+        env.migration.set_phase("target-only")
+    # A repair that repaired something is evidence of problems too, until a verify after it.
+    assert env.migration.verify(repair=True).repaired == 1
+    with pytest.raises(MigrationRefused, match="repaired"):
+        env.migration.set_phase("target-only")
+    assert env.migration.verify().clean
+    env.to("target-only")
+
+
+def test_a_sample_that_finds_problems_counts_against_and_a_clean_sample_reopens_nothing(env):
+    verified_in_dual_write(env)
+    job = env.jobs[0]
+    target_key = f"ai:job:{job.workspace_id}:{job.job_id}"
+    env.legacy.client.delete(target_key)
+    assert env.migration.verify(sample=40).missing == 1
+    with pytest.raises(MigrationRefused, match="a sample"):
+        env.migration.set_phase("read-target")
+    env.migration.backfill(restart=True)
+    assert env.migration.verify(sample=40).clean  # a sample proves nothing: still shut
+    with pytest.raises(MigrationRefused, match="newest verify"):
+        env.migration.set_phase("read-target")
+    assert env.migration.verify().clean
+    env.to("read-target")
+
+
+def test_a_clean_verify_that_ran_beside_a_failing_one_does_not_count(env):
+    """The newest evidence is the failing verify that finished after the clean one started:
+    the clean one may have passed a record before it went wrong."""
+    verified_in_dual_write(env)
+    job = env.jobs[0]
+    target_key = f"ai:job:{job.workspace_id}:{job.job_id}"
+    side = Migration(env.legacy.client, clock=env.clock, wait=env.clock.wait)
+    ran = []
+
+    def meanwhile(step, done, total, counts):
+        if not ran:  # while the clean verify runs, another one finds a problem
+            ran.append(True)
+            env.legacy.client.hset(target_key, "action", "edited")
+            assert not side.verify().clean
+            env.legacy.client.hset(target_key, "action", "a")
+
+    env.migration.verify(batch=5, progress=meanwhile)
+    assert ran and env.legacy.client.hget(target_key, "action") == "a"
+    with pytest.raises(MigrationRefused, match="newest verify"):
+        env.migration.set_phase("read-target")
+    assert env.migration.verify().clean
+    env.to("read-target")
+
+
+def test_an_interrupted_verify_reports_what_it_found_and_records_it(env):
+    verified_in_dual_write(env)
+    job = env.jobs[0]
+    env.legacy.client.delete(f"ai:job:{job.workspace_id}:{job.job_id}")
+
+    def stop_after_the_source(step, done, total, counts):
+        if step == "verify target":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        env.migration.verify(batch=50, progress=stop_after_the_source)
+    assert isinstance(stopped.value, MigrationInterrupted)
+    report = stopped.value.report
+    assert report.interrupted and not report.clean and report.missing == 1
+    assert report.as_dict()["interrupted"] is True
+    with pytest.raises(MigrationRefused, match="interrupted"):
+        env.migration.set_phase("read-target")
+
+
+def test_an_interrupted_verify_that_found_nothing_leaves_the_evidence_as_it_was(env):
+    verified_in_dual_write(env)
+
+    def stop(step, done, total, counts):
+        raise KeyboardInterrupt
+
+    with pytest.raises(MigrationInterrupted) as stopped:
+        env.migration.verify(batch=5, progress=stop)
+    assert stopped.value.report.problems == 0 and not stopped.value.report.clean
+    env.to("read-target")  # the clean verify before it still counts
+
+
+def test_a_state_stored_before_failures_were_recorded_still_loads_and_gates(env):
+    """An older version's state hash has no verify_failed, verify_failed_note, clean_ticket,
+    failed_ticket or verify_ticket: it loads, its clean verify still counts, and the first
+    failing verify shuts the gate."""
+    verified_in_dual_write(env)
+    client = env.legacy.client
+    client.hdel(env.migration.state_key, "verify_failed", "verify_failed_note", "clean_ticket",
+                "failed_ticket", "verify_ticket")
+    state = env.migration.state()
+    assert (state.verify_failed, state.clean_ticket, state.failed_ticket) == (0.0, 0, 0)
+    assert state.vouched() and refusal(state, Phase.READ_TARGET) is None
+    job = env.jobs[0]
+    client.hset(f"ai:job:{job.workspace_id}:{job.job_id}", "action", "edited")
+    assert not env.migration.verify().clean
+    with pytest.raises(MigrationRefused, match="newest verify"):
+        env.migration.set_phase("read-target")
+
+
+def test_a_failure_record_sent_twice_is_the_same_evidence(env):
+    """redis-py re-sends a command whose reply was lost: recorded twice, the failure is still
+    the newest evidence, and a clean verify started after it opens the gate."""
+    verified_in_dual_write(env)
+    for _ in range(2):
+        env.migration.driver.run(_record_failed(env.migration, "1 problem (missing 1)"))
+    state = env.migration.state()
+    assert state.contradicted() and state.verify_failed_note == "1 problem (missing 1)"
+    with pytest.raises(MigrationRefused, match="missing 1"):
+        env.migration.set_phase("read-target")
+    assert env.migration.verify().clean
+    env.to("read-target")
+
+
+def _record_failed(migration, note):
+    from jobstore.migration import _one
+    from jobstore.scripts import RECORD_VERIFY_FAILED
+    from jobstore.steps import Batch, Script
+
+    return _one(Batch((Script(RECORD_VERIFY_FAILED, (migration.state_key,),
+                              (repr(migration.now()), note)),)))
