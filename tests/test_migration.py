@@ -354,7 +354,135 @@ def test_unroutable_legacy_records_are_reported(env):
     env.legacy.client.hset("ai:jobs:orphan-no-ws", mapping={"job_id": "orphan-no-ws", "status": "pending"})
     env.to("off", "dual-write")
     assert env.migration.backfill().counts["unroutable"] == 1
-    assert env.migration.verify().unroutable == 1
+    report = env.migration.verify()
+    assert report.unroutable == 1 and report.problems == 1
+    assert report.examples["unroutable"] == [{
+        "workspace_id": None, "job_id": "orphan-no-ws", "key": "ai:jobs:orphan-no-ws",
+        "other_key": None, "fields": ["workspace_id"]}]
+
+
+@pytest.mark.parametrize("damage", ["removed", "unusable"])
+def test_a_record_that_lost_its_workspace_after_the_backfill_is_one_problem(env, damage):
+    """Issue 21: 4 faults, 5 problems: the target copy of an unroutable record was counted again
+    as orphaned, and no key was shown for the unroutable one."""
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    client = env.legacy.client
+    a, b, c, d = env.jobs[:4]
+    if damage == "removed":
+        client.hdel(f"ai:jobs:{a.job_id}", "workspace_id")
+    else:
+        client.hset(f"ai:jobs:{a.job_id}", "workspace_id", "no spaces allowed")
+    client.delete(f"ai:job:{b.workspace_id}:{b.job_id}")                       # missing
+    client.hset(f"ai:job:{c.workspace_id}:{c.job_id}", "action", "edited")     # differing
+    client.delete(f"ai:jobs:{d.job_id}")                                       # orphaned
+    report = env.migration.verify(batch=7)
+    assert (report.unroutable, report.missing, report.differing, report.orphaned) == (1, 1, 1, 1)
+    assert report.problems == 4
+    assert report.examples["unroutable"] == [{
+        "workspace_id": None, "job_id": a.job_id, "key": f"ai:jobs:{a.job_id}",
+        "other_key": f"ai:job:{a.workspace_id}:{a.job_id}", "fields": ["workspace_id"]}]
+    assert [e["key"] for e in report.examples["orphaned"]] == [f"ai:job:{d.workspace_id}:{d.job_id}"]
+    # --repair does not guess a workspace: the unroutable record and its copy stay as they are
+    repaired = env.migration.verify(repair=True)
+    assert repaired.repaired == 3 and repaired.unroutable == 1
+    assert client.hget(f"ai:jobs:{a.job_id}", "workspace_id") in (None, "no spaces allowed")
+    assert client.exists(f"ai:job:{a.workspace_id}:{a.job_id}")
+
+
+def test_set_aside_moves_unroutable_records_whole_and_verify_becomes_clean(env):
+    """migration.md advised leaving unroutable records in the source, where verify could never
+    be clean."""
+    client = env.legacy.client
+    wide = {"job_id": "no-ws", "status": "pending", "params": "caf\u00e9 \u2603", "extra": "x" * 3000}
+    client.hset("ai:jobs:no-ws", mapping=wide)
+    client.pexpire("ai:jobs:no-ws", 900_000)
+    client.hset("ai:jobs:bad-ws", mapping={"job_id": "bad-ws", "workspace_id": "a b"})
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    assert env.migration.verify().unroutable == 2
+    before = snapshot(client)
+    dry = env.migration.set_aside(dry_run=True)
+    assert dry.counts == {"set-aside": 2} and snapshot(client) == before
+    report = env.migration.set_aside(batch=3)
+    assert report.counts == {"set-aside": 2} and report.scanned == 42
+    moved = {m["key"]: m["to"] for m in report.moved}
+    assert sorted(moved) == ["ai:jobs:bad-ws", "ai:jobs:no-ws"]
+    assert not client.exists("ai:jobs:no-ws", "ai:jobs:bad-ws")
+    assert client.hgetall(moved["ai:jobs:no-ws"]) == wide
+    assert 0 < client.pttl(moved["ai:jobs:no-ws"]) <= 900_000
+    assert keys(client, "ai:jobs:*") == sorted(f"ai:jobs:{j.job_id}" for j in env.jobs)
+    assert env.migration.verify().clean
+    env.to("read-target")
+    assert env.migration.set_aside().counts == {}  # nothing left to move; nothing moved twice
+    listed = env.migration.set_aside_records()
+    assert [(r["key"], r["record_key"], r["workspace_id"]) for r in listed] == [
+        (moved["ai:jobs:bad-ws"], "ai:jobs:bad-ws", "a b"), (moved["ai:jobs:no-ws"], "ai:jobs:no-ws", None)]
+    assert all(isinstance(r["set_aside_at"], float) for r in listed)
+
+
+def test_a_record_set_aside_can_be_fixed_and_put_back(env):
+    client = env.legacy.client
+    client.hset("ai:jobs:no-ws", mapping={"job_id": "no-ws", "action": "a", "status": "pending",
+                                          "created_at": "1700000000.0"})
+    env.to("off", "dual-write")
+    (moved,) = env.migration.set_aside().moved
+    client.hset("ai:jobs:no-ws", mapping={"job_id": "no-ws", "workspace_id": "ws9"})  # a new one
+    with pytest.raises(MigrationRefused, match="holds a record again"):
+        env.migration.restore_aside(moved["to"])
+    assert client.exists(moved["to"])
+    client.delete("ai:jobs:no-ws")
+    client.hset(moved["to"], "workspace_id", "ws1")
+    assert env.migration.restore_aside(moved["to"]) == "restored"
+    assert env.migration.restore_aside(moved["to"]) == "in-place"  # sent again: recognised
+    assert env.migration.set_aside_records() == []
+    env.migration.backfill()
+    assert env.migration.verify().clean
+    assert env.dual().get("no-ws", workspace_id="ws1").action == "a"
+
+
+def test_a_key_set_aside_twice_keeps_both_records(env):
+    client = env.legacy.client
+    env.to("off", "dual-write")
+    client.hset("ai:jobs:twice", mapping={"job_id": "twice", "n": "1"})
+    first = env.migration.set_aside().moved[0]["to"]
+    client.hset("ai:jobs:twice", mapping={"job_id": "twice", "n": "2"})
+    second = env.migration.set_aside().moved[0]["to"]
+    assert first != second
+    assert (client.hget(first, "n"), client.hget(second, "n")) == ("1", "2")
+
+
+def test_set_aside_moves_nothing_a_workspace_can_read(env):
+    """A record given a usable workspace_id between the scan and the move stays (the script
+    checks at that instant); routable records are never touched."""
+    client = env.legacy.client
+    client.hset("ai:jobs:fixing", mapping={"job_id": "fixing", "status": "pending"})
+    env.to("off", "dual-write")
+    place = env.migration._place
+
+    def fixed_meanwhile(*args, **kwargs):
+        placed = yield from place(*args, **kwargs)
+        client.hset("ai:jobs:fixing", "workspace_id", "ws1")
+        return placed
+
+    env.migration._place = fixed_meanwhile
+    assert env.migration.set_aside().counts == {"routable": 1}
+    assert client.hgetall("ai:jobs:fixing") == {"job_id": "fixing", "status": "pending",
+                                                "workspace_id": "ws1"}
+    assert keys(client, "ai:migration:aside:*") == []
+
+
+@pytest.mark.parametrize("key", ["ai:jobs:x", "ai:migration:aside:{ai:jobs:x}:s:ai:queue",
+                                 "ai:migration:aside:{other}:s:ai:jobs:x", 7])
+def test_restore_of_a_key_not_set_aside_is_refused_before_redis(env, key):
+    with pytest.raises(jobstore.InvalidArgument, match="key"):
+        Migration(_unreachable(), clock=env.clock).restore_aside(key)
+
+
+def _unreachable():
+    import redis
+
+    return redis.Redis(port=1, socket_connect_timeout=0.2)
 
 
 # -- cleanup -----------------------------------------------------------------------------------
@@ -457,7 +585,7 @@ def test_a_clean_verify_that_ran_beside_a_failing_one_does_not_count(env):
             assert not side.verify().clean
             env.legacy.client.hset(target_key, "action", "a")
 
-    env.migration.verify(batch=5, progress=meanwhile)
+    assert env.migration.verify(batch=5, progress=meanwhile).clean
     assert ran and env.legacy.client.hget(target_key, "action") == "a"
     with pytest.raises(MigrationRefused, match="newest verify"):
         env.migration.set_phase("read-target")
