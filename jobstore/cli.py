@@ -44,8 +44,9 @@ EXIT_MEANINGS = {
     EXIT_REFUSED: "refused: the step could strand or lose data (the message says why)",
     EXIT_NOT_CONFIRMED: "not confirmed: declined at the prompt, or no terminal to ask on and "
                         "no --yes; nothing was changed",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a backfill, reverse-sync or cleanup run again "
-                      "resumes from its checkpoint",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C; SIGTERM during a pass, verify or set-aside, "
+                      "which first print their report so far); a backfill, reverse-sync or "
+                      "cleanup run again resumes from its checkpoint",
 }
 # Redis errors that mean "Redis is unavailable", should one escape the library unmapped.
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
