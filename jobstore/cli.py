@@ -9,12 +9,16 @@ Log records of the ``jobstore.*`` loggers go to standard error at the level ``-v
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 import click
@@ -40,8 +44,9 @@ EXIT_MEANINGS = {
     EXIT_REFUSED: "refused: the step could strand or lose data (the message says why)",
     EXIT_NOT_CONFIRMED: "not confirmed: declined at the prompt, or no terminal to ask on and "
                         "no --yes; nothing was changed",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a backfill, reverse-sync or cleanup run again "
-                      "resumes from its checkpoint",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C; SIGTERM during a pass, verify or set-aside, "
+                      "which first print their report so far); a backfill, reverse-sync or "
+                      "cleanup run again resumes from its checkpoint",
 }
 # Redis errors that mean "Redis is unavailable", should one escape the library unmapped.
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
@@ -504,6 +509,7 @@ class ProgressPrinter:
         self.step: str | None = None
         self.last = 0.0
         self.shown = ""
+        self.reached: str | None = None  # the step whose line at its total was shown
 
     def __call__(self, step: str, done: int, total, counts: dict) -> None:
         if not self.enabled:
@@ -523,19 +529,30 @@ class ProgressPrinter:
             self.bar.set_postfix_str(short_counts(counts), refresh=False)
             return
         now = time.monotonic()
-        text = self.describe(step, done, total, counts)
+        # The pass reaching its total is shown at once, once: a total that keeps growing with
+        # the records scanned (the service adds records, SCAN returns a key twice) must not
+        # print a "100%" line per batch.
+        at_total = bool(total and done >= total)
+        text = self.describe(step, done, total, counts, again=at_total and self.reached == step)
         if text != self.shown and (step != self.step or now - self.last >= self.every
-                                   or (total and done >= total)):
+                                   or (at_total and self.reached != step)):
             self.step, self.last, self.shown = step, now, text
+            if at_total:
+                self.reached = step
             self.line(text)
 
     @staticmethod
-    def describe(step: str, done: int, total, counts: dict) -> str:
+    def describe(step: str, done: int, total, counts: dict, again: bool = False) -> str:
+        """``again``: the total was reached before and keeps growing with ``done``."""
         if step.startswith("verify "):
             side = step.split(" ", 1)[1]
             return f"verify: {done} {side} records checked so far"
-        scanned = f"{done} of {total} records scanned ({done * 100 // total}%)" if total else \
-            f"{done} records scanned"
+        if again:
+            scanned = f"{done} records scanned (more than counted when it started)"
+        elif total:
+            scanned = f"{done} of {total} records scanned ({done * 100 // total}%)"
+        else:
+            scanned = f"{done} records scanned"
         return f"{step}: {scanned}" + (f"; {short_counts(counts)}" if counts else "")
 
     def _bar(self, step: str, total):
@@ -588,17 +605,52 @@ def migrate_status(url, prefix, source, target, as_json, allow_eviction) -> None
     """Show the phase, the rollout, what the next switch needs, and the checkpoints."""
     migration = open_migration(url, prefix, source, target, allow_eviction=allow_eviction)
     status = migration.status()
-    lines = [f"{migration_label(migration)}: phase {status['phase']}"
-             + ("" if status["phase_stored"] else " (default; nothing stored yet)")]
+    lines = status_lines(migration, status)
+    emit(status, as_json, lines)
+
+
+def utc(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moment))
+
+
+def status_lines(migration, status: dict) -> list[str]:
+    """``migrate status``'s text: the phase, who reads what, the verify evidence the gates
+    weigh, what each neighbouring switch needs, the checkpoints and the log."""
+    phase = status["phase"]
+    if status["phase_stored"]:
+        lines = [f"{migration_label(migration)}: phase {phase}"]
+    else:
+        lines = [f"{migration_label(migration)}: no phase stored yet; dual stores behave as "
+                 f"{phase} (write both layouts, read the target first, then the source); "
+                 "store one with: jobstore migrate phase off (or dual-write)"]
     rollout = status["rollout"]
-    lines.append(f"read rollout: {rollout['percent']:g}% of workspaces read the target first  "
-                 f"allow={rollout['allow']}  deny={rollout['deny']}")
-    for phase, verdict in status["next"].items():
-        lines.append(f"switch to {phase}: {verdict}")
+    stored = (f"{rollout['percent']:g}% of workspaces  allow={rollout['allow']}  "
+              f"deny={rollout['deny']}")
+    if phase == "read-target":
+        lines.append(f"read rollout: {rollout['percent']:g}% of workspaces read the target first  "
+                     f"allow={rollout['allow']}  deny={rollout['deny']}")
+    elif phase == "target-only":
+        lines.append("reads: every workspace reads the target")
+    else:
+        default = rollout["percent"] >= 100 and not rollout["allow"] and not rollout["deny"]
+        lines.append(f"reads: every workspace reads the source (phase {phase})"
+                     + ("" if default else f"; read rollout for read-target: {stored}"))
+    if status["verified_clean_at"]:
+        lines.append(f"last clean verify: started {utc(status['verified_clean_at'])}"
+                     + ("" if status["verified"] else " (does not count: "
+                        + ("it started before dual writes began)"
+                           if status["verified_clean_at"] <= (status["dual_since"] or 0)
+                           or not status["dual_since"]
+                           else "a verify that was not clean finished after it started)")))
+    if status["verify_failed_at"]:
+        lines.append(f"last verify that was not clean: finished {utc(status['verify_failed_at'])}"
+                     + (f" ({status['verify_failed_note']})" if status["verify_failed_note"] else ""))
+    for target_phase, verdict in status["next"].items():
+        lines.append(f"switch to {target_phase}: {verdict}")
     for part, checkpoint in status["checkpoints"].items():
-        state = "finished" if checkpoint.get("finished") == "1" else "in progress (resumable)"
-        counts = json.loads(checkpoint.get("counts") or "{}")
-        lines.append(f"{part}: {state}; {checkpoint.get('scanned', 0)} records scanned"
+        state = "finished" if checkpoint["finished"] else "in progress (resumable)"
+        counts = checkpoint["counts"]
+        lines.append(f"{part}: {state}; {checkpoint['scanned']} records scanned"
                      + (f"; {short_counts(counts)}" if counts else ""))
     for entry in status["log"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(entry.get("at", 0))))
@@ -609,7 +661,7 @@ def migrate_status(url, prefix, source, target, as_json, allow_eviction) -> None
             what = f"rollout {entry.get('percent', 0):g}%"
         why = f" ({entry['reason']})" if entry.get("reason") else ""
         lines.append(f"log: {when} UTC  {what}{why}")
-    emit(status, as_json, lines)
+    return lines
 
 
 @migrate.command("phase", epilog=exit_codes(
@@ -697,18 +749,57 @@ PASS_EXIT_CODES = exit_codes(EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED
                              c4="refused: the phase does not allow this pass (the message says why)")
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While a pass or a verify runs, SIGTERM stops it as Ctrl-C does (a KeyboardInterrupt in
+    the main thread), so that it reports what it did, ``"interrupted": true``, and exits 130.
+    Off the main thread (no handler can be installed there) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interruptible(call: Callable[[], Any], printer: ProgressPrinter) -> tuple[Any, bool]:
+    """``(report, interrupted)``: what ``call`` (a pass or a verify) returned, or the report
+    its MigrationInterrupted carried (Ctrl-C, SIGTERM)."""
+    from .migration import MigrationInterrupted
+
+    try:
+        with terminate_as_interrupt():
+            try:
+                return call(), False
+            except MigrationInterrupted as exc:
+                return exc.report, True
+    finally:
+        printer.close()
+
+
+def stop_if_interrupted(interrupted: bool, what: str) -> None:
+    """After the report of an interrupted run is printed: exit 130, saying what to do."""
+    if interrupted:
+        raise Interrupted(f"interrupted; {what}")
+
+
 def run_pass(method: str, migration, rate, batch, dry_run, restart, as_json,
              keys_per_call=None) -> None:
     printer = ProgressPrinter(enabled=not as_json and not quiet())
-    try:
-        report = getattr(migration, method)(batch=batch, rate=rate, dry_run=dry_run,
-                                            restart=restart, progress=printer,
-                                            keys_per_call=keys_per_call)
-    finally:
-        printer.close()
+    report, interrupted = interruptible(
+        lambda: getattr(migration, method)(batch=batch, rate=rate, dry_run=dry_run,
+                                           restart=restart, progress=printer,
+                                           keys_per_call=keys_per_call), printer)
     scanned = {"backfill": "source", "reverse-sync": "target", "cleanup": "source"}[report.step]
     head = (f"{report.step} of {migration_label(migration)}"
             + (" (dry run: nothing was changed)" if dry_run else "")
+            + (" INTERRUPTED" if interrupted else "")
             + f": {report.scanned} {scanned} records scanned in {report.seconds:.1f}s"
             + (" (resumed from the checkpoint)" if report.resumed else ""))
     lines = [head]
@@ -720,6 +811,8 @@ def run_pass(method: str, migration, rate, batch, dry_run, restart, as_json,
         lines.append(f"  {f'{outcome} {n}':<{width}}  {would}{outcome_meaning(report.step, outcome)}")
     lines += [f"  scanned again: {note}" for note in report.notes]
     emit(report.as_dict(), as_json, lines)
+    stop_if_interrupted(interrupted, "run the same command again: it resumes from its "
+                        "checkpoint (--restart starts over)")
 
 
 @migrate.command("backfill", epilog=PASS_EXIT_CODES)
@@ -780,6 +873,70 @@ def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, 
     run_pass("cleanup", migration, rate, batch, dry_run, restart, as_json, keys_per_call)
 
 
+@migrate.command("set-aside", epilog=exit_codes(
+    EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_INTERRUPTED,
+    c4="--restore: the old key holds a record again, or nothing is set aside at KEY",
+    c130="interrupted (Ctrl-C, SIGTERM); what was moved stays moved: run it again"))
+@common_options
+@click.option("--list", "listing", is_flag=True, help="List the records set aside; change nothing.")
+@click.option("--restore", default=None, metavar="KEY",
+              help="Put the record set aside at KEY back where it was (give it a usable "
+                   "workspace_id first: HSET KEY workspace_id <id>).")
+@click.option("--dry-run", is_flag=True, help="Count what would be set aside; change nothing.")
+@batch_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@eviction_option
+def migrate_set_aside(url, prefix, source, target, listing, restore, dry_run, batch, as_json,
+                      allow_eviction) -> None:
+    """Move source records without a usable workspace_id (verify's 'unroutable') aside.
+
+    No workspace can read such a record and no pass can place it, so verify cannot be clean
+    while it stays in the source. Each one is renamed, whole (every field and its TTL), to
+    <prefix>:migration:aside:{...}:<stamp>:<its key>, where verify no longer sees it; a record
+    given a workspace_id meanwhile is left in place. It moves, never deletes, so it does not
+    ask first; --list shows what was set aside, --restore KEY puts one back.
+    """
+    if listing and restore:
+        raise click.UsageError("--list and --restore exclude each other")
+    migration = open_migration(url, prefix, source, target, allow_eviction=allow_eviction)
+    if listing:
+        records = migration.set_aside_records()
+        emit({"migration": f"{migration.keys.prefix}:{migration.name}", "records": records},
+             as_json,
+             [f"{r['key']}  from {r['record_key']}"
+              + (f"  set aside {utc(r['set_aside_at'])}" if r["set_aside_at"] else "")
+              + f"  workspace_id={r['workspace_id']!r}" for r in records]
+             or ["nothing is set aside"])
+        return
+    if restore is not None:
+        outcome = migration.restore_aside(restore)
+        record_key = migration.keys.aside_parts(restore)[1]
+        emit({"key": restore, "record_key": record_key, "outcome": outcome}, as_json,
+             [f"{restore} put back at {record_key}" if outcome == "restored" else
+              f"nothing is set aside at {restore}; {record_key} holds a record (restored already)"])
+        return
+    printer = ProgressPrinter(enabled=not as_json and not quiet())
+    report, interrupted = interruptible(
+        lambda: migration.set_aside(batch=batch, dry_run=dry_run, progress=printer), printer)
+    lines = [f"set-aside of {migration_label(migration)}"
+             + (" (dry run: nothing was changed)" if dry_run else "")
+             + (" INTERRUPTED" if interrupted else "")
+             + f": {report.scanned} {migration.source.name} records scanned in {report.seconds:.1f}s"]
+    lines += [f"  {f'{outcome} {n}'}  {SET_ASIDE_OUTCOMES.get(outcome, outcome_meaning('', outcome))}"
+              for outcome, n in sorted(report.counts.items())] or ["  nothing to set aside"]
+    lines += [f"  {moved['key']} -> {moved['to']}" for moved in report.moved]
+    lines += [f"  {note}" for note in report.notes]
+    emit(report.as_dict(), as_json, lines)
+    stop_if_interrupted(interrupted, "what was moved stays moved; run set-aside again")
+
+
+SET_ASIDE_OUTCOMES = {
+    "set-aside": "records without a usable workspace_id, moved aside whole (--list shows them)",
+    "routable": "records that named a usable workspace by the time they were moved (left)",
+    "busy": "the place to move them to held another record (left; run set-aside again)",
+}
+
+
 # How verify's text report explains each count: (field, label, meaning, expected in target-only).
 VERIFY_COUNTS = (
     ("same", "same", "source records whose target copy is identical", None),
@@ -791,12 +948,14 @@ VERIFY_COUNTS = (
      "being written", True),
     ("orphaned", "orphaned", "target records with no source record (left when cleanup deleted "
      "the source copy, or written since target-only)", True),
-    ("unroutable", "unroutable", "source records without a usable workspace_id", False),
+    ("unroutable", "unroutable", "source records without a usable workspace_id (give them "
+     "one, or jobstore migrate set-aside moves them out of the way, kept whole)", False),
 )
 
 
 def verify_lines(migration, report, repair: bool) -> list[str]:
     """verify's text report: every count with what it means, and whether it is a problem."""
+    from .migration import plural
     from .phases import Phase
 
     only_target = Phase(report.phase) is Phase.TARGET_ONLY
@@ -824,16 +983,28 @@ def verify_lines(migration, report, repair: bool) -> list[str]:
     if repair:
         lines.append(f"  repaired {report.repaired}; run verify again to confirm")
     for kind, items in report.examples.items():
+        if only_target and kind in ("orphaned", "target_newer"):
+            continue  # expected there: not listed as problems
         for item in items:
-            lines.append(f"  {kind}: {item['key']} ({', '.join(item['fields'])})")
-    if report.clean:
+            copy = f"; its target copy: {item['other_key']}" if kind == "unroutable" and \
+                item.get("other_key") else ""
+            lines.append(f"  {kind}: {item['key']} ({', '.join(item['fields'])}{copy})")
+    shown = sum(len(items) for kind, items in report.examples.items()
+                if not (only_target and kind in ("orphaned", "target_newer")))
+    if shown < report.problems:
+        lines.append(f"  ({shown} of {plural(report.problems, 'problem')} listed; --examples N "
+                     "lists up to N of each kind)")
+    found = plural(report.problems, "problem")
+    if report.interrupted:
+        lines.append(f"not clean: interrupted before it checked every key ({found} found so far)")
+    elif report.clean:
         lines.append("clean: no problems" + (
             " (orphaned and target-newer records are expected in target-only)"
             if only_target and (report.orphaned or report.target_newer) else ""))
     elif not report.complete:
-        lines.append(f"not clean: the scan could not vouch for every key ({report.problems} problems found)")
+        lines.append(f"not clean: the scan could not vouch for every key ({found} found)")
     else:
-        lines.append(f"not clean: {report.problems} problems")
+        lines.append(f"not clean: {found}")
     return lines
 
 
@@ -859,12 +1030,12 @@ def migrate_verify(url, prefix, source, target, sample, repair, examples, batch,
     events = start_metrics(metrics_port, prefix)
     migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
     printer = ProgressPrinter(enabled=not as_json and not quiet())
-    try:
-        report = migration.verify(sample=sample, repair=repair, examples=examples, progress=printer,
-                                  batch=batch, keys_per_call=keys_per_call)
-    finally:
-        printer.close()
+    report, interrupted = interruptible(
+        lambda: migration.verify(sample=sample, repair=repair, examples=examples,
+                                 progress=printer, batch=batch, keys_per_call=keys_per_call),
+        printer)
     emit(report.as_dict(), as_json, verify_lines(migration, report, repair))
+    stop_if_interrupted(interrupted, "a verify resumes nothing: run it again")
     if not report.clean or (repair and report.repaired):
         raise click.exceptions.Exit(EXIT_FAILED)
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from .errors import ConfigError, InvalidTransition, JobStoreError
+from .migration import plural
 from .store import open as open_store
 
 
@@ -108,7 +109,8 @@ def run_demo(url: str, *, prefix: str = "demo", jobs: int = 2000, echo: Callable
 
     verify = migration.verify()
     numbers["verify"] = verify.as_dict()
-    echo(f"5. Verify: {verify.checked_source} records compared, {verify.problems} problems.")
+    echo(f"5. Verify: {verify.checked_source} records compared, "
+         f"{plural(verify.problems, 'problem')}.")
     if not verify.clean:
         raise JobStoreError(f"verify found problems: {verify.examples}")
 

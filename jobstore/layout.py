@@ -88,6 +88,23 @@ class StoreKeys:
         copy running beside the delete cannot bring the record back."""
         return f"{self.prefix}:tomb:{{{slot_tag(record_key)}}}:{record_key}"
 
+    def aside(self, record_key: str, stamp: str) -> str:
+        """Where ``jobstore migrate set-aside`` puts a record no workspace can hold: in the
+        record's slot (one atomic rename, on a cluster too), outside every schema's namespace.
+        ``stamp``: the set-aside run's (no ':'), so a key set aside twice keeps both records."""
+        return f"{self.prefix}:migration:aside:{{{slot_tag(record_key)}}}:{stamp}:{record_key}"
+
+    def aside_parts(self, key: str) -> tuple[str, str] | None:
+        """``(stamp, record key)`` of a key :meth:`aside` made; None for any other key."""
+        head = f"{self.prefix}:migration:aside:{{"
+        if not key.startswith(head):
+            return None
+        tag, sep, rest = key[len(head):].partition("}:")
+        stamp, sep2, record_key = rest.partition(":")
+        if not sep or not sep2 or not stamp or not record_key or slot_tag(record_key) != tag:
+            return None
+        return stamp, record_key
+
     def migration(self, source: str, target: str) -> str:
         """Hash holding the phase of the source -> target migration (its parts share the slot)."""
         return f"{self.prefix}:migration:{{{source}:{target}}}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -30,7 +31,8 @@ from .phases import (STATE_MAX_AGE, MigrationState, Phase, changed_fields, parse
 from .plugins import get_registry
 from .schema import WORKSPACE_MARK, KeySchema
 from .ops import Op, as_record
-from .scripts import CLEANUP_RECORD, PASS_BATCH, READ_RECORDS, SET_STATE, SYNC_RECORD
+from .scripts import (CLEANUP_RECORD, PASS_BATCH, READ_RECORDS, RECORD_VERIFY_FAILED,
+                      RESTORE_ASIDE, SET_ASIDE, SET_STATE, SYNC_RECORD, VERIFY_TICKET)
 from . import eviction, rules, sync_cluster
 from .steps import Batch, Call, Command, Pause, Primaries, Scan, Script
 
@@ -92,12 +94,28 @@ class PassReport:
     # was gone (a restart, a failover, a node replaced, slots moved): ``notes`` says where.
     rescans: int = 0
     notes: list[str] = field(default_factory=list)
+    # Stopped by Ctrl-C or SIGTERM (MigrationInterrupted): the counts are what was done so far.
+    interrupted: bool = False
 
     def add(self, outcome: str, n: int = 1) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + n
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class SetAsideReport(PassReport):
+    """What ``set_aside`` did: counts by outcome (``set-aside``, ``routable``: it names a usable
+    workspace now and was left, ``gone``, ``busy``, ``not_a_record``, ``error``) and, for each
+    record set aside, ``{"key": where it was, "to": where it is now}`` (the first
+    MAX_SET_ASIDE_LISTED; the counts cover every one)."""
+
+    moved: list[dict[str, str]] = field(default_factory=list)
+
+
+# How many moved keys a SetAsideReport lists (``jobstore migrate set-aside --list`` lists all).
+MAX_SET_ASIDE_LISTED = 10_000
 
 
 @dataclass
@@ -123,6 +141,8 @@ class VerifyReport:
     rescans: int = 0
     complete: bool = True
     notes: list[str] = field(default_factory=list)
+    # Stopped by Ctrl-C or SIGTERM (MigrationInterrupted): what it found until then; not clean.
+    interrupted: bool = False
 
     @property
     def problems(self) -> int:
@@ -136,7 +156,33 @@ class VerifyReport:
 
     @property
     def clean(self) -> bool:
-        return self.complete and self.problems == 0
+        return self.complete and not self.interrupted and self.problems == 0
+
+    @property
+    def evidence_against(self) -> bool:
+        """Whether this verify shows the target may not be right: it found problems (a sample
+        too), repaired some (unconfirmed until a verify after it), or gave up on a server that
+        kept changing under it. An interrupted run that found nothing shows nothing."""
+        return bool(self.problems or self.repaired or not (self.complete or self.interrupted))
+
+    def summary(self) -> str:
+        """What it found, in a few words (recorded with a verify that was not clean)."""
+        kinds = [(n, label) for n, label in (
+            (self.missing, "missing"), (self.differing, "differing"),
+            (0 if self.phase == Phase.TARGET_ONLY.value else self.orphaned, "orphaned"),
+            (0 if self.phase == Phase.TARGET_ONLY.value else self.target_newer, "target newer"),
+            (self.unroutable, "unroutable")) if n]
+        parts = [plural(self.problems, "problem")
+                 + (f" ({', '.join(f'{label} {n}' for n, label in kinds)})" if kinds else "")]
+        if self.repaired:
+            parts.append(f"{self.repaired} repaired, not verified since")
+        if not self.complete and not self.interrupted:
+            parts.append("could not vouch for every key (servers changed under the scan)")
+        if self.sampled:
+            parts.append("a sample")
+        if self.interrupted:
+            parts.append("interrupted")
+        return "; ".join(parts)
 
     def example(self, kind: str, limit: int, **detail: Any) -> None:
         bucket = self.examples.setdefault(kind, [])
@@ -145,6 +191,21 @@ class VerifyReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "problems": self.problems, "clean": self.clean}
+
+
+def plural(n: int, word: str) -> str:
+    """``1 problem``, ``2 problems``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+class MigrationInterrupted(KeyboardInterrupt):
+    """A pass or a verify stopped by Ctrl-C (or SIGTERM under the CLI); ``report`` is what it
+    did or found until then, with ``interrupted`` set. A KeyboardInterrupt, so code that stops
+    on one still does; a pass run again resumes from its checkpoint."""
+
+    def __init__(self, report: PassReport | VerifyReport) -> None:
+        super().__init__(f"{getattr(report, 'step', 'verify')} interrupted")
+        self.report = report
 
 
 def open_migration(url: str, *, source: str = "legacy", target: str = "workspace",
@@ -352,7 +413,9 @@ class Migration:
         return [json.loads(item) for item in raw or []]
 
     def status(self) -> dict[str, Any]:
-        """Phase, rollout, what the switch rules would say next, and the passes' checkpoints.
+        """Phase, rollout, what the switch rules would say next, and the passes' checkpoints,
+        as typed values (times in epoch seconds or None, counts as ints, the checkpoints'
+        ``counts``, ``cursors`` and ``servers`` as objects, ``finished`` as a bool).
 
         :raises StoreUnavailable: Redis could not be reached (at any of its reads).
         """
@@ -368,14 +431,20 @@ class Migration:
             "migration": self.name,
             "phase": state.phase.value,
             "phase_stored": state.stored,
+            "phase_since": state.phase_since or None,
+            "dual_since": state.dual_since or None,
             "rollout": {"percent": state.rollout.percent, "allow": sorted(state.rollout.allow),
                         "deny": sorted(state.rollout.deny)},
             "verified_clean_at": state.verified_clean or None,
+            "verify_failed_at": state.verify_failed or None,
+            "verify_failed_note": state.verify_failed_note or None,
+            "verified": state.vouched(),
             "reverse_synced_at": state.reverse_synced or None,
+            "unplaceable": state.unplaceable,
             "source_gap": state.source_gap,
             "target_gap": state.target_gap,
             "next": {p.value: refusal(state, p) or "allowed" for p in nxt + back},
-            "checkpoints": {k: v for k, v in checkpoints.items() if v},
+            "checkpoints": {k: _checkpoint(v) for k, v in checkpoints.items() if v},
             "log": self.log(5),
         }
 
@@ -459,17 +528,42 @@ class Migration:
 
         A full verify that finds nothing to fix, and whose scans all ran on the servers they
         started on, is recorded: it allows ``target-only`` (and ``read-target`` after a gap).
+        A verify that shows the target may not be right (``VerifyReport.evidence_against``: it
+        found problems, a sample too, repaired some, or gave up on changing servers) is recorded
+        as well, at the time it finished: the newest verify decides, and a clean one counts only
+        when it started after that (``MigrationState.vouched``).
+
+        :raises MigrationInterrupted: Ctrl-C (a KeyboardInterrupt); its ``report`` is what was
+            found until then (recorded when it is evidence against the target).
         """
         chunk = _keys_per_call(keys_per_call)
         _check_batch(batch)
+        if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int)
+                                   or sample < 1):
+            raise InvalidArgument("sample", f"must be an int >= 1 or None, not {sample!r}")
+        if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
+            raise InvalidArgument("examples", f"must be an int >= 0, not {examples!r}")
         self._check_redis()
         state, started = self.driver.run(self._state_and_now())
+        ticket = 0
+        if state.stored:  # orders this verify among the others (MigrationState.vouched)
+            (ticket,) = self.driver.run(_one(Batch((Script(VERIFY_TICKET, (self.state_key,), ()),))))
         begun = time.monotonic()
         log.info("%s: verify started (phase %s%s%s)", self.label, state.phase,
                  f", sample {sample}" if sample else "", ", repairing" if repair else "")
-        report = self.driver.run(
-            self._verify(state, sample, repair, examples, batch, progress, chunk)
-        )
+        current: list[VerifyReport] = []  # the attempt running, for an interruption
+        try:
+            report = self.driver.run(
+                self._verify(state, sample, repair, examples, batch, progress, chunk, current)
+            )
+        except KeyboardInterrupt as exc:
+            report = current[-1] if current else VerifyReport(state.phase.value, sampled=bool(sample))
+            report.interrupted = True
+            report.seconds = time.monotonic() - begun
+            log.warning("%s: verify interrupted after %.1fs: %s", self.label, report.seconds,
+                        report.summary())
+            self._record_verify(state, started, int(ticket), report, sample)
+            raise MigrationInterrupted(report) from exc
         report.seconds = time.monotonic() - begun
         self.events.verify_result(self.name, report)
         log.info("%s: verify finished in %.1fs: %s; %d source and %d target records checked, "
@@ -478,19 +572,165 @@ class Migration:
                  "clean" if report.clean else f"{report.problems} problems", report.checked_source,
                  report.checked_target, report.missing, report.differing, report.orphaned,
                  report.target_newer, report.unroutable, report.repaired)
-        if report.clean and not sample and not report.repaired and not state.stored:
-            # Nothing to record against: no dual writes are known to have begun, and writing
-            # the result would store the default phase as a side effect.
-            report.notes.append("no phase is stored: a clean verify now unlocks nothing")
-        elif report.clean and not sample and not report.repaired:
-            after = replace(state, verified_clean=started)
-            if state.target_gap and state.dual_since and started > state.dual_since:
-                after = replace(after, target_gap=False)  # the target's copies are current again
-            if not self._store_state(state, after, None, same_since=True):
-                report.notes.append("the phase changed while verify ran: the result is not recorded")
-            else:
-                log.info("%s: clean verify recorded (it allows target-only)", self.label)
+        self._record_verify(state, started, int(ticket), report, sample)
         return report
+
+    def _record_verify(self, state: MigrationState, started: float, ticket: int,
+                       report: VerifyReport, sample: int | None) -> None:
+        """Record what the verify that started at ``started`` (with ``ticket``) shows, for the
+        gates: a full clean run (not a repair that repaired anything) with its start, evidence
+        against the target with a ticket taken as it finished; a clean sample or an
+        interrupted run that found nothing, not at all. Notes say what was not recorded."""
+        against = report.evidence_against
+        if not against and (not report.clean or sample or report.repaired):
+            return  # a clean sample, or interrupted before it found anything: no evidence
+        if not state.stored:
+            # No dual writes are known to have begun, and writing the result would store the
+            # default phase as a side effect.
+            report.notes.append("no phase is stored: this verify's result is not recorded "
+                                "(a clean verify then unlocks nothing)")
+            return
+        if against:
+            finished = self.now()
+            (recorded,) = self.driver.run(_one(Batch((Script(
+                RECORD_VERIFY_FAILED, (self.state_key,), (repr(finished), report.summary())),))))
+            if not recorded:
+                report.notes.append("no phase is stored: this verify's result is not recorded")
+            else:
+                log.info("%s: verify that was not clean recorded (%s): a clean verify started "
+                         "after it is needed for read-target and target-only", self.label,
+                         report.summary())
+            return
+        after = replace(state, verified_clean=started, clean_ticket=ticket)
+        if state.target_gap and state.dual_since and started > state.dual_since:
+            after = replace(after, target_gap=False)  # the target's copies are current again
+        if not self._store_state(state, after, None, same_since=True):
+            report.notes.append("the phase changed while verify ran: the result is not recorded")
+        else:
+            log.info("%s: clean verify recorded (it allows target-only)", self.label)
+
+    # -- records no workspace can hold ---------------------------------------------------------
+
+    def set_aside(self, *, batch: int = 500, dry_run: bool = False,
+                  progress: Progress | None = None) -> SetAsideReport:
+        """Move every source record without a usable workspace (counted ``unroutable`` by the
+        passes and verify) out of the source's namespace, to ``StoreKeys.aside``: one atomic
+        RENAME per record, in its own slot, so every field, byte and TTL is kept, and a record
+        given a usable workspace_id meanwhile is left where it is (``routable``). No workspace
+        can read such a record in any phase, and no pass can place it, so verify is never
+        clean while it stays; once set aside, verify no longer sees it. :meth:`set_aside_records`
+        lists what was set aside, :meth:`restore_aside` puts one back. Any phase; safe to run
+        again (a run re-sent or repeated moves nothing twice).
+
+        :raises MigrationInterrupted: Ctrl-C; its ``report`` says what was moved until then.
+        """
+        _check_batch(batch)
+        self._check_redis()
+        stamp = f"{int(self.now() * 1000)}-{secrets.token_hex(3)}"
+        report = SetAsideReport("set-aside", dry_run=dry_run)
+        begun = time.monotonic()
+        try:
+            self.driver.run(self._set_aside(report, batch, dry_run, progress, stamp))
+        except KeyboardInterrupt as exc:
+            report.interrupted = True
+            report.seconds = time.monotonic() - begun
+            raise MigrationInterrupted(report) from exc
+        report.seconds = time.monotonic() - begun
+        log.info("%s: set-aside finished%s: %d records scanned in %.1fs; %s", self.label,
+                 " (dry run)" if dry_run else "", report.scanned, report.seconds,
+                 _short(report.counts))
+        return report
+
+    def _set_aside(self, report: SetAsideReport, batch: int, dry_run: bool,
+                   progress: Progress | None, stamp: str) -> Op[None]:
+        nodes: list[str | None] = yield Primaries()
+        for node in nodes:
+            name, cursor, first = node or "standalone", "0", None
+            while True:
+                server, cursor, keys = yield Scan(self.source.scan_pattern(), cursor, batch, node)
+                if first is not None and server != first:
+                    # a cursor means nothing to another server: scan it again (nothing is moved
+                    # twice: what was set aside is no longer in the source)
+                    self._rescanned(report, name, "the server changed while set-aside scanned it")
+                    cursor = "0"
+                    if report.rescans >= VERIFY_ATTEMPTS:
+                        report.notes.append(f"{name}: gave up after {report.rescans} fresh "
+                                            "starts; run set-aside again")
+                        return
+                first = server
+                counted, lost = _Counter(), list[str]()
+                placed = yield from self._place(self.source, self.target, keys, counted, lost)
+                if counted.counts.get("not_a_record"):
+                    report.add("not_a_record", counted.counts["not_a_record"])
+                report.scanned += len(placed) + len(lost)
+                if lost:
+                    replies = yield Batch(tuple(
+                        Script(SET_ASIDE, (key, self.keys.aside(key, stamp)),
+                               ("1" if _ids(self.source, key)[0] is None else "0",
+                                "1" if dry_run else "0"))
+                        for key in lost), tolerate_errors=True)
+                    for key, reply in zip(lost, replies):
+                        outcome = reply if isinstance(reply, str) else "error"
+                        report.add(outcome)
+                        if outcome == "set-aside" and len(report.moved) < MAX_SET_ASIDE_LISTED:
+                            report.moved.append({"key": key, "to": self.keys.aside(key, stamp)})
+                if progress:
+                    progress("set-aside", report.scanned, None, dict(report.counts))
+                if cursor == "0":
+                    break
+
+    def set_aside_records(self) -> list[dict[str, Any]]:
+        """Every record set aside (on every primary): ``{"key": where it is, "record_key": where
+        it was, "set_aside_at": epoch seconds (the migration's clock), "workspace_id": its
+        workspace_id field or None}``, oldest first."""
+        self._check_redis()
+        return self.driver.run(self._aside_records())
+
+    def _aside_records(self) -> Op[list[dict[str, Any]]]:
+        found: list[tuple[str, str, str]] = []
+        nodes: list[str | None] = yield Primaries()
+        for node in nodes:
+            cursor = "0"
+            while True:
+                _, cursor, keys = yield Scan(f"{self.keys.prefix}:migration:aside:*", cursor,
+                                             500, node)
+                found += [(key, *parts) for key in keys
+                          if (parts := self.keys.aside_parts(key)) is not None]
+                if cursor == "0":
+                    break
+        unique = sorted(set(found), key=lambda item: (item[1], item[0]))
+        owners = (yield Batch(tuple(Command(("HGET", key, "workspace_id")) for key, _, _ in unique),
+                              tolerate_errors=True)) if unique else []
+        out = []
+        for (key, stamp, record_key), owner in zip(unique, owners):
+            at = stamp.split("-", 1)[0]
+            out.append({"key": key, "record_key": record_key,
+                        "set_aside_at": int(at) / 1000 if at.isdigit() else None,
+                        "workspace_id": owner if isinstance(owner, str) else None})
+        return out
+
+    def restore_aside(self, key: str) -> str:
+        """Put a record set aside back where it was: ``restored``; ``in-place`` when nothing is
+        set aside at ``key`` and its old key holds a record (restored already). Give it a
+        usable workspace_id first (HSET on ``key``), or it is unroutable again.
+
+        :raises InvalidArgument: ``key`` is not a key set aside from this migration's source.
+        :raises MigrationRefused: its old key holds a record again (nothing changed), or
+            nothing is set aside at ``key``.
+        """
+        parts = self.keys.aside_parts(key) if isinstance(key, str) else None
+        if parts is None or not self.source.parse_key(parts[1]):
+            raise InvalidArgument("key", f"{key!r} is not a key set aside from the "
+                                  f"{self.source.name} records of this migration "
+                                  "(jobstore migrate set-aside --list shows them)")
+        self._check_redis()
+        (outcome,) = self.driver.run(_one(Batch((Script(RESTORE_ASIDE, (key, parts[1]), ()),))))
+        if outcome == "occupied":
+            raise MigrationRefused(f"{parts[1]} holds a record again; {key} was left as it is")
+        if outcome == "absent":
+            raise MigrationRefused(f"nothing is set aside at {key}")
+        log.info("%s: %s put back at %s (%s)", self.label, key, parts[1], outcome)
+        return str(outcome)
 
     # -- pass machinery ----------------------------------------------------------------------
 
@@ -509,22 +749,31 @@ class Migration:
         if rate is not None and rate <= 0:
             raise InvalidArgument("rate", f"must be > 0, not {rate!r}")
         begun = time.monotonic()
-        report = self.driver.run(
-            self._pass(step, scan_schema, other, mode, batch, rate, dry_run, restart,
-                       progress, checkpoint_key, prefer_to, chunk)
-        )
+        report = PassReport(step, dry_run=dry_run)
+        try:
+            self.driver.run(
+                self._pass(report, scan_schema, other, mode, batch, rate, dry_run, restart,
+                           progress, checkpoint_key, prefer_to, chunk)
+            )
+        except KeyboardInterrupt as exc:
+            report.interrupted = True
+            report.seconds = time.monotonic() - begun
+            log.warning("%s: %s interrupted after %.1fs: %d records scanned; %s", self.label,
+                        step, report.seconds, report.scanned, _short(report.counts))
+            raise MigrationInterrupted(report) from exc
         report.seconds = time.monotonic() - begun
         self.events.pass_result(self.name, report)
         log.info("%s: %s finished%s: %d records scanned in %.1fs; %s", self.label, step,
                  " (dry run)" if dry_run else "", report.scanned, report.seconds,
-                 ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) or "nothing to do")
+                 _short(report.counts))
         return report
 
-    def _pass(self, step: str, scan_schema: KeySchema, other: KeySchema, mode: str, batch: int,
-              rate: float | None, dry_run: bool, restart: bool, progress: Progress | None,
-              checkpoint_key: str, prefer_to: Prefer | None = None,
+    def _pass(self, report: PassReport, scan_schema: KeySchema, other: KeySchema, mode: str,
+              batch: int, rate: float | None, dry_run: bool, restart: bool,
+              progress: Progress | None, checkpoint_key: str, prefer_to: Prefer | None = None,
               chunk: int = CHUNK) -> Op[PassReport]:
-        report = PassReport(step, dry_run=dry_run)
+        """Runs the pass into ``report`` (which an interruption then reports)."""
+        step = report.step
         cursors: dict[str, str] = {}  # per primary: the next SCAN cursor, or "done"
         servers: dict[str, str] = {}  # per primary: who gave that cursor (run id, cluster slots)
         if not dry_run:
@@ -646,11 +895,11 @@ class Migration:
 
     def _lua_trips(self, mode: str, scan_schema: KeySchema, other: KeySchema, keys: list[str],
                    dry_run: bool, authority: str, riders: _Checkpoint | None,
-                   pace: Paced | None, chunk: int) -> Op[tuple[list[Sent], int]]:
+                   pace: Paced | None, chunk: int) -> Op[tuple[list[Sent], list[str]]]:
         """Send ``keys`` to PASS_BATCH, ``chunk`` keys per call and CHUNKS_PER_TRIP calls per round
         trip (under a rate, ``pace`` = (wait until due, keys per call): one call per round trip,
         each when it is due), the checkpoint ``riders`` holds riding along with the first.
-        Returns ``(key, reply)`` per key sent, and how many keys named an unusable workspace
+        Returns ``(key, reply)`` per key sent, and the keys that name an unusable workspace
         (``unroutable``: only a computed schema's key can). For a schema with a key format the
         script reads the ids off the keys itself; a computed schema's are parsed here. Each
         round trip's keys are prepared just before it is sent, so that neither Redis (one
@@ -661,7 +910,7 @@ class Migration:
         chunk = chunk if pace is None else pace[1]
         per_trip = chunk if pace is not None else chunk * CHUNKS_PER_TRIP
         out: list[Sent] = []
-        unroutable = 0
+        unroutable: list[str] = []
         sent: list[str]
         args: list[str]
         for start in range(0, len(keys), per_trip):
@@ -677,7 +926,7 @@ class Migration:
                         continue
                     ws, job_id = ids
                     if ws is not None and not validation.IDENTIFIER.fullmatch(ws):
-                        unroutable += 1
+                        unroutable.append(key)
                         continue
                     sent.append(key)
                     args += (ws or "", job_id)
@@ -708,7 +957,7 @@ class Migration:
         sent, unroutable = yield from self._lua_trips(mode, scan_schema, other, keys, dry_run,
                                                       _authority(prefer_to), riders, pace, chunk)
         if unroutable:
-            report.add("unroutable", unroutable)
+            report.add("unroutable", len(unroutable))
         if not sent:
             return False
         outcomes = Counter(reply for _, reply in sent if isinstance(reply, str))
@@ -850,18 +1099,18 @@ class Migration:
         return found
 
     def _compare_in_lua(self, side: str, schema: KeySchema, other: KeySchema, keys: list[str],
-                        report: VerifyReport,
-                        chunk: int) -> Op[tuple[list[Placed], list[Compared], int]]:
+                        report: VerifyReport, chunk: int
+                        ) -> Op[tuple[list[Placed], list[Compared], int, list[str]]]:
         """``_place`` and ``_compare_pairs`` in PASS_BATCH calls (``_lua_trips``): each record is
         compared with its counterpart in the script, and only those that are not the same come
         back whole. Records placed that are not the same, their ``(kind, record,
-        counterpart)``, and how many were the same."""
+        counterpart)``, how many were the same, and the keys of records without a usable
+        workspace (unroutable)."""
         sent, unroutable = yield from self._lua_trips(side, schema, other, keys, False, "0",
                                                       None, None, chunk)
         kinds = Counter(reply for _, reply in sent if isinstance(reply, str))
         report.not_records += kinds["not_a_record"] + kinds["-not_a_record"]
-        if side == "source":
-            report.unroutable += unroutable + kinds["-unroutable"]
+        unroutable += [key for key, reply in sent if reply == "-unroutable"]
         placed: list[Placed] = []
         found: list[Compared] = []
         for key, reply in sent:
@@ -869,15 +1118,17 @@ class Migration:
                 kind, ws, job_id, mine, theirs = reply
                 placed.append((ws, job_id, key, other.job_key(ws, job_id)))
                 found.append((kind, as_record(mine), as_record(theirs)))
-        return placed, found, kinds["same"]
+        return placed, found, kinds["same"], unroutable
 
     def _place(self, scan_schema: KeySchema, other: KeySchema, keys: list[str],
-               report: PassReport | _Counter) -> Op[list[Placed]]:
+               report: PassReport | _Counter,
+               unroutable: list[str] | None = None) -> Op[list[Placed]]:
         """``(workspace_id, job_id, key, other_key)`` for every record key in ``keys``.
 
         A schema without the workspace in its keys (legacy) keeps it in the record; a record
-        deleted since the scan is dropped, one without a usable workspace_id is ``unroutable``,
-        a key that is not a hash is ``not_a_record`` (reported and skipped).
+        deleted since the scan is dropped, one without a usable workspace_id is ``unroutable``
+        (its key goes to ``unroutable`` too), a key that is not a hash is ``not_a_record``
+        (reported and skipped).
         """
         parsed = [(key, ids) for key in keys if (ids := scan_schema.parse_key(key))]
         need = [key for key, (ws, _) in parsed if ws is None]
@@ -898,24 +1149,29 @@ class Migration:
                     continue  # deleted since the scan
             if not ws or not validation.IDENTIFIER.fullmatch(ws):
                 report.add("unroutable")
+                if unroutable is not None:
+                    unroutable.append(key)
                 continue
             placed.append((ws, job_id, key, other.job_key(ws, job_id)))
         return placed
 
     def _verify(self, state: MigrationState, sample: int | None, repair: bool, examples: int,
-                batch: int, progress: Progress | None, chunk: int = CHUNK) -> Op[VerifyReport]:
+                batch: int, progress: Progress | None, chunk: int = CHUNK,
+                current: list[VerifyReport] | None = None) -> Op[VerifyReport]:
         """Verify, started again from nothing when a server changes under its scan (up to
         VERIFY_ATTEMPTS times; then incomplete, so not clean). Repairs made by an attempt that
-        was started again stay counted: they were made."""
+        was started again stay counted: they were made. ``current`` gets each attempt's report
+        as it starts (what an interruption reports)."""
         rescans, repaired = 0, 0
         notes: list[str] = []
         while True:
-            report = VerifyReport(state.phase.value, sampled=bool(sample))
+            report = VerifyReport(state.phase.value, sampled=bool(sample), repaired=repaired,
+                                  rescans=rescans, notes=notes)
+            if current is not None:
+                current.append(report)
             moved = yield from self._verify_once(report, state, sample, repair, examples, batch,
                                                  progress, chunk)
-            report.rescans, report.notes = rescans, notes
-            repaired += report.repaired
-            report.repaired = repaired
+            repaired = report.repaired
             if moved is None:
                 return report
             rescans += 1
@@ -936,6 +1192,21 @@ class Migration:
         phase, reads_target = state.phase, self._reads_target(state)
         nodes: list[str | None] = yield Primaries()
         servers: dict[str, str] = {}
+        # Source records without a usable workspace: counted once each, by key. Their target
+        # copies (the record had a workspace when it was copied) are the same fault, not orphans.
+        unplaced: set[str] = set()
+
+        def unroutable(keys: list[str]) -> None:
+            for key in keys:
+                if key in unplaced:
+                    continue  # SCAN may return a key twice
+                unplaced.add(key)
+                report.unroutable += 1
+                ids = self.source.parse_key(key)
+                report.example("unroutable", examples, workspace_id=ids[0] if ids else None,
+                               job_id=ids[1] if ids else None, key=key, other_key=None,
+                               fields=["workspace_id"])
+
         for side, node in [(side, node) for side in ("source", "target") for node in nodes]:
             schema, other = (self.source, self.target) if side == "source" else (self.target, self.source)
             name = node or "standalone"
@@ -947,8 +1218,10 @@ class Migration:
                     return name
                 cursor = cursor_next
                 if not sample and self._in_lua(other):
-                    placed, found, same = yield from self._compare_in_lua(side, schema, other,
-                                                                          keys, report, chunk)
+                    placed, found, same, lost = yield from self._compare_in_lua(
+                        side, schema, other, keys, report, chunk)
+                    if side == "source":
+                        unroutable(lost)
                     # records that are the same need nothing more than counting
                     seen += same
                     report.same += same if side == "source" else 0
@@ -957,11 +1230,11 @@ class Migration:
                     else:
                         report.checked_target += same
                 else:
-                    unroutable = _Counter()
-                    placed = yield from self._place(schema, other, keys, unroutable)
+                    counted, lost = _Counter(), list[str]()
+                    placed = yield from self._place(schema, other, keys, counted, lost)
                     if side == "source":
-                        report.unroutable += unroutable.counts.get("unroutable", 0)
-                    report.not_records += unroutable.counts.get("not_a_record", 0)
+                        unroutable(lost)
+                    report.not_records += counted.counts.get("not_a_record", 0)
                     if sample:
                         placed = placed[: max(0, sample - seen)]
                     found = yield from self._compare_pairs(side, placed)
@@ -998,6 +1271,12 @@ class Migration:
                             continue
                     elif kind == "missing":
                         report.missing += 1
+                    elif kind == "orphaned" and other_key in unplaced:
+                        # the copy of a source record counted as unroutable: one fault
+                        for item in report.examples.get("unroutable", []):
+                            if item["key"] == other_key:
+                                item["other_key"] = key
+                        continue
                     elif kind == "orphaned":
                         report.orphaned += 1
                         if phase is Phase.TARGET_ONLY:
@@ -1038,6 +1317,39 @@ def _log_repairs(label: str, side: str, fixes: list[Placed], outcomes: list[str]
     repaired = sum(n for outcome, n in done.items() if outcome in REPAIRED)
     log.info("%s: verify repaired %d of %d %s records found wrong in this batch (%s)", label,
              repaired, len(fixes), side, ", ".join(f"{k} {v}" for k, v in sorted(done.items())))
+
+
+def _checkpoint(raw: dict[str, str]) -> dict[str, Any]:
+    """A pass's checkpoint hash (strings) as typed values; a field missing or unreadable (an
+    older version's checkpoint, a hand edit) comes out empty rather than failing status."""
+
+    def loads(name: str) -> dict[str, Any]:
+        try:
+            value = json.loads(raw.get(name) or "{}")
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def number(name: str) -> float | None:
+        try:
+            return float(raw[name])
+        except (KeyError, ValueError):
+            return None
+
+    return {"finished": raw.get("finished") == "1", "scanned": int(number("scanned") or 0),
+            "rescans": int(number("rescans") or 0), "counts": loads("counts"),
+            "cursors": loads("cursors"), "servers": loads("servers"),
+            "updated_at": number("updated_at")}
+
+
+def _ids(schema: KeySchema, key: str) -> tuple[str | None, str]:
+    ids = schema.parse_key(key)
+    assert ids is not None, "a key the scan matched and _place placed"
+    return ids
+
+
+def _short(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to do"
 
 
 def _seconds(reply: Any) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import time
 from dataclasses import dataclass, field, replace
 from collections.abc import Mapping
 
@@ -84,6 +85,14 @@ class MigrationState:
 
     Times are epoch seconds. ``dual_since``: writes have gone to both sides since then without a
     break. ``verified_clean``: start time of the last verify that found nothing to fix.
+    ``verify_failed``: when the newest verify that was not clean finished (it found problems,
+    repaired some, could not vouch for every key, or was a sample or an interrupted run that
+    found problems); ``verify_failed_note`` says what it found. The newest evidence decides: a
+    clean verify counts only when it started after that one finished (:meth:`vouched`). The
+    order is told by tickets, not times: every verify takes one when it starts
+    (``clean_ticket`` is the ticket of the clean one recorded), and a verify that was not clean
+    takes another when it finishes (``failed_ticket``), from one counter in the state hash
+    (``verify_ticket``, INCR), so that no clock resolution or step can swap them.
     ``reverse_synced``: start time of the last complete target -> source sync. ``source_gap``:
     the source missed writes (the phase was target-only) and no reverse sync has closed the gap.
     ``unplaceable``: target records the last complete reverse sync could not write back to the
@@ -105,6 +114,24 @@ class MigrationState:
     unplaceable: int = 0
     rollout: Rollout = field(default_factory=Rollout)
     target_gap: bool = False
+    verify_failed: float = 0.0
+    verify_failed_note: str = ""
+    clean_ticket: int = 0
+    failed_ticket: int = 0
+
+    def vouched(self) -> bool:
+        """A clean verify vouches for the target now: it started after dual writes began, and
+        after the newest verify that was not clean had finished (a clean verify that ran beside
+        a failing one, or before it, proves nothing the failing one contradicts). A state
+        stored before failures were recorded has no failed ticket: its clean verify counts."""
+        return bool(self.dual_since) and self.verified_clean > self.dual_since \
+            and (self.clean_ticket > self.failed_ticket or not self.failed_ticket)
+
+    def contradicted(self) -> bool:
+        """Since dual writes began, the newest verify was not clean: no clean verify started
+        after it finished."""
+        return bool(self.dual_since and self.failed_ticket) \
+            and self.verify_failed > self.dual_since and self.clean_ticket < self.failed_ticket
 
     @classmethod
     def from_hash(cls, data: Mapping[str, str]) -> MigrationState:
@@ -127,6 +154,12 @@ class MigrationState:
             source_gap=data.get("source_gap") == "1",
             target_gap=data.get("target_gap") == "1",
             unplaceable=int(data.get("unplaceable") or 0),
+            # absent in a state stored by older versions: no failure recorded, and a clean
+            # verify recorded then keeps counting (its ticket 0 is above no failed ticket)
+            verify_failed=num("verify_failed"),
+            verify_failed_note=data.get("verify_failed_note") or "",
+            clean_ticket=int(num("clean_ticket")),
+            failed_ticket=int(num("failed_ticket")),
             rollout=Rollout(
                 float(data.get("read_percent") or 100.0), names("read_allow"), names("read_deny")
             ),
@@ -145,7 +178,24 @@ class MigrationState:
             "read_percent": repr(float(self.rollout.percent)),
             "read_allow": ",".join(sorted(self.rollout.allow)),
             "read_deny": ",".join(sorted(self.rollout.deny)),
+            "verify_failed": repr(self.verify_failed),
+            "verify_failed_note": self.verify_failed_note,
+            "clean_ticket": str(self.clean_ticket),
+            "failed_ticket": str(self.failed_ticket),
         }
+
+
+def _when(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moment))
+
+
+def _failed_verify(state: MigrationState) -> str:
+    """Why the newest verify keeps a gate shut."""
+    note = f" ({state.verify_failed_note})" if state.verify_failed_note else ""
+    return (f"the newest verify, finished at {_when(state.verify_failed)}, was not clean{note}; "
+            "fix what it reported (jobstore migrate verify lists every problem by key; --repair "
+            "fixes what it can, jobstore migrate set-aside moves unroutable records aside), "
+            "then run jobstore migrate verify again until it is clean")
 
 
 def refusal(state: MigrationState, new: Phase) -> str | None:
@@ -158,18 +208,21 @@ def refusal(state: MigrationState, new: Phase) -> str | None:
             f"{old} -> {new} skips phases; go one step at a time "
             f"({' -> '.join(p.value for p in Phase if old.rank <= p.rank <= new.rank)})"
         )
-    if new is Phase.READ_TARGET and old is Phase.DUAL_WRITE and state.target_gap and (
-        not state.dual_since or state.verified_clean <= state.dual_since
-    ):
-        return (
-            "the target missed the writes made while the phase was off, so some of its copies "
-            "may be stale; read-target needs a backfill and then a clean verify, both started "
-            "after dual writes resumed (run: jobstore migrate backfill, then jobstore migrate verify)"
-        )
+    if new is Phase.READ_TARGET and old is Phase.DUAL_WRITE:
+        if state.contradicted():
+            return "read-target needs the target's copies to be right: " + _failed_verify(state)
+        if state.target_gap and not state.vouched():
+            return (
+                "the target missed the writes made while the phase was off, so some of its copies "
+                "may be stale; read-target needs a backfill and then a clean verify, both started "
+                "after dual writes resumed (run: jobstore migrate backfill, then jobstore migrate verify)"
+            )
     if new is Phase.TARGET_ONLY:
         if not state.rollout.complete:
             return "target-only needs every workspace reading the target first (rollout 100%, no deny list)"
-        if not state.dual_since or state.verified_clean <= state.dual_since:
+        if state.contradicted():
+            return "target-only needs a clean verify: " + _failed_verify(state)
+        if not state.vouched():
             return (
                 "target-only needs a clean verify started after dual writes began "
                 "(run: jobstore migrate backfill, then jobstore migrate verify)"

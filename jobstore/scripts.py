@@ -1131,6 +1131,85 @@ return 1
 """,
 )
 
+# Verify's evidence for the gates (jobstore.phases.MigrationState.vouched): one counter in the
+# state hash orders every verify's start and every failing verify's end, so that "the newest
+# verify" never depends on a clock's resolution or steps.
+VERIFY_TICKET = Lua(
+    "verify_ticket",
+    r"""
+-- KEYS[1] migration state hash
+-- returns the ticket of a verify starting now (1, 2, ...), or 0 when no phase is stored (the
+-- verify's result will not be recorded; writing would store the default phase as a side effect)
+if not redis.call('HGET', KEYS[1], 'phase') then return 0 end
+return redis.call('HINCRBY', KEYS[1], 'verify_ticket', 1)
+""",
+)
+
+RECORD_VERIFY_FAILED = Lua(
+    "record_verify_failed",
+    r"""
+-- KEYS[1] migration state hash
+-- ARGV[1] when the verify finished (the migration's clock, epoch seconds)   ARGV[2] what it found
+-- returns the ticket recorded as failed_ticket, or 0 when no phase is stored (nothing written)
+-- Evidence against the target is recorded whatever phase switch happened meanwhile (it can only
+-- keep a gate shut), with a ticket taken now, so it is newer than every verify that started
+-- before this one finished: none of them counts as clean any more. A re-sent call takes another
+-- ticket, newer still: the same evidence, recorded again.
+if not redis.call('HGET', KEYS[1], 'phase') then return 0 end
+local ticket = redis.call('HINCRBY', KEYS[1], 'verify_ticket', 1)
+redis.call('HSET', KEYS[1], 'failed_ticket', ticket, 'verify_failed', ARGV[1],
+           'verify_failed_note', ARGV[2])
+return ticket
+""",
+)
+
+# Unroutable source records (no usable workspace_id) set aside by ``jobstore migrate set-aside``:
+# renamed, in their own slot, to a key outside every schema's namespace, bytes and TTL intact.
+SET_ASIDE = Lua(
+    "set_aside",
+    r"""
+-- KEYS[1] the source record   KEYS[2] where it goes (StoreKeys.aside: the same slot)
+-- ARGV[1] '1' the record names its workspace (the key does not): set aside only while that is
+--         missing or unusable; '0' the key's own workspace id is unusable
+-- ARGV[2] '1' dry run
+-- returns 'set-aside' (also for a re-sent call: the record is where this call put it)
+--       | 'gone' deleted meanwhile | 'routable' it names a usable workspace now: left
+--       | 'not_a_record' another type: left | 'busy' KEYS[2] holds another record: left
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 'set-aside' end
+  return 'busy'
+end
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'none' then return 'gone' end
+if kind ~= 'hash' then return 'not_a_record' end
+if ARGV[1] == '1' then
+  local ws = redis.call('HGET', KEYS[1], 'workspace_id')
+  if ws and #ws >= 1 and #ws <= 128 and string.match(ws, '^[A-Za-z0-9_.%-]+$') then
+    return 'routable'
+  end
+end
+if ARGV[2] ~= '1' then redis.call('RENAME', KEYS[1], KEYS[2]) end
+return 'set-aside'
+""",
+)
+
+RESTORE_ASIDE = Lua(
+    "restore_aside",
+    r"""
+-- KEYS[1] a record set aside (StoreKeys.aside)   KEYS[2] the key it was set aside from
+-- returns 'restored' | 'occupied' KEYS[2] holds a record again: nothing changed
+--       | 'in-place' nothing is set aside there and KEYS[2] holds a record (restored already,
+--         e.g. by this call sent again) | 'absent' nothing is set aside there
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 'in-place' end
+  return 'absent'
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'occupied' end
+redis.call('RENAME', KEYS[1], KEYS[2])
+return 'restored'
+""",
+)
+
 # -- Redis Cluster: one script per slot -----------------------------------------------------------
 # Keys of a job live in several slots there (each record, the index, the queue), so an operation
 # is a sequence of single-slot scripts in a fixed order; docs/cluster.md states the guarantees.
@@ -1354,4 +1433,5 @@ return out
 ALL = (ENQUEUE, UPDATE_STATUS, DELETE, DEQUEUE, LEAVE_LEGACY_QUEUE, ARBITRATE, LEASE_LIST, TAKE,
        EXTEND, LEASE_CLAIM, SYNC_RECORD, CLEANUP_RECORD, SET_STATE, CREATE_RECORD,
        PUSH_ONCE, DELETE_RECORD, MIRROR, RETURN_CLAIMS, BURY, COPY_IF_ABSENT, WRITE_IF_UNCHANGED,
-       READ_RECORDS, PASS_BATCH, READ_FIRST)
+       READ_RECORDS, PASS_BATCH, READ_FIRST, VERIFY_TICKET, RECORD_VERIFY_FAILED, SET_ASIDE,
+       RESTORE_ASIDE)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
 
 import pytest
 
@@ -130,3 +133,156 @@ def test_the_cli_reads_the_services_environment(redis_url):
     store = jobstore.JobStore.from_env({"JOBSTORE_REDIS_URL": redis_url, "JOBSTORE_STRATEGY": "dual",
                                         **env})
     assert (store.prefix, store.strategy.target.name) == ("svc", "hashtag")
+
+
+# -- issue 21: gates, verify's report, output an operator can script -----------------------------
+
+
+def typed(value, where="$"):
+    """Every leaf of a --json document that is a str must not be JSON, a number or a boolean
+    spelled as text (status returned "counts": "{\\"copied\\": 30}" and "finished": "1")."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            typed(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            typed(item, f"{where}[{n}]")
+    elif isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return
+        assert isinstance(parsed, str), f"{where} is {value!r}: JSON inside a string"
+
+
+def test_status_json_is_typed(redis_url):
+    legacy = jobstore.open(redis_url, "legacy")
+    legacy.enqueue_many([("ws1", "a")] * 12)
+    assert run("migrate", "phase", "off", url=redis_url).returncode == 0
+    assert run("migrate", "phase", "dual-write", url=redis_url).returncode == 0
+    assert run("migrate", "backfill", "--batch", "5", url=redis_url).returncode == 0
+    assert run("migrate", "verify", url=redis_url).returncode == 0
+    status = json.loads(run("migrate", "status", "--json", url=redis_url).stdout)
+    typed(status)
+    backfill = status["checkpoints"]["backfill"]
+    assert backfill["finished"] is True and backfill["counts"] == {"copied": 12}
+    assert backfill["scanned"] == 12 and isinstance(backfill["cursors"], dict)
+    assert isinstance(status["verified_clean_at"], float) and status["verified"] is True
+    assert status["unplaceable"] == 0 and status["next"]["read-target"] == "allowed"
+
+
+def test_the_newest_verify_decides_through_the_cli(redis_url):
+    """Issue 21, as the operator saw it: verify said 'not clean' (exit 1), then read-target
+    and target-only were accepted."""
+    legacy = jobstore.open(redis_url, "legacy")
+    jobs = legacy.enqueue_many([("ws1", "a")] * 12)
+    for step in (["phase", "off"], ["phase", "dual-write"], ["backfill"], ["verify"]):
+        assert run("migrate", *step, url=redis_url).returncode == 0
+    legacy.client.hset(f"ai:job:ws1:{jobs[0].job_id}", "action", "edited")
+    failed = run("migrate", "verify", url=redis_url)
+    assert failed.returncode == 1 and "not clean: 1 problem\n" in failed.stdout
+    refused = run("migrate", "phase", "read-target", url=redis_url)
+    assert refused.returncode == 4 and "newest verify" in refused.stderr
+    assert "1 problem (differing 1)" in refused.stderr
+    status = run("migrate", "status", url=redis_url).stdout
+    assert "last verify that was not clean: finished" in status
+    assert "does not count: a verify that was not clean finished after it started" in status
+    assert run("migrate", "verify", "--repair", url=redis_url).returncode == 1
+    assert run("migrate", "phase", "read-target", url=redis_url).returncode == 4
+    assert run("migrate", "verify", url=redis_url).returncode == 0
+    assert run("migrate", "phase", "read-target", url=redis_url).returncode == 0
+
+
+def test_verify_names_unroutable_records_and_set_aside_makes_it_clean(redis_url):
+    legacy = jobstore.open(redis_url, "legacy")
+    legacy.enqueue_many([("ws1", "a")] * 5)
+    legacy.client.hset("ai:jobs:no-ws", mapping={"job_id": "no-ws", "status": "pending"})
+    for step in (["phase", "off"], ["phase", "dual-write"], ["backfill"]):
+        assert run("migrate", *step, url=redis_url).returncode == 0
+    text = run("migrate", "verify", url=redis_url)
+    assert text.returncode == 1 and "unroutable: ai:jobs:no-ws (workspace_id)" in text.stdout
+    assert "not clean: 1 problem\n" in text.stdout and "set-aside" in text.stdout
+    report = json.loads(run("migrate", "verify", "--json", url=redis_url).stdout)
+    assert report["problems"] == 1 and report["unroutable"] == 1
+    assert [e["key"] for e in report["examples"]["unroutable"]] == ["ai:jobs:no-ws"]
+    moved = run("migrate", "set-aside", "--json", url=redis_url)
+    assert moved.returncode == 0, moved.stderr
+    moved = json.loads(moved.stdout)
+    typed(moved)
+    assert moved["counts"] == {"set-aside": 1} and moved["moved"][0]["key"] == "ai:jobs:no-ws"
+    listed = json.loads(run("migrate", "set-aside", "--list", "--json", url=redis_url).stdout)
+    assert [r["record_key"] for r in listed["records"]] == ["ai:jobs:no-ws"]
+    assert run("migrate", "verify", url=redis_url).returncode == 0
+    aside = moved["moved"][0]["to"]
+    assert legacy.client.hgetall(aside) == {"job_id": "no-ws", "status": "pending"}
+    bad = run("migrate", "set-aside", "--restore", "ai:jobs:no-ws", url=redis_url)
+    assert bad.returncode == 2 and "is not a key set aside" in bad.stderr
+    back = run("migrate", "set-aside", "--restore", aside, url=redis_url)
+    assert back.returncode == 0 and "put back at ai:jobs:no-ws" in back.stdout
+    assert legacy.client.exists("ai:jobs:no-ws")
+
+
+def test_a_pass_stopped_by_sigterm_prints_its_json_report_and_resumes(redis_url):
+    """An interrupted --json pass printed no JSON at all."""
+    legacy = jobstore.open(redis_url, "legacy")
+    legacy.enqueue_many([("ws1", "a")] * 200)
+    assert run("migrate", "phase", "dual-write", url=redis_url).returncode == 0
+    environ = {**os.environ, "JOBSTORE_REDIS_URL": redis_url}
+    command = [sys.executable, "-m", "jobstore.cli", "migrate", "backfill", "--json",
+               "--rate", "40", "--batch", "10"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=environ)
+    checkpoint = "ai:migration:{legacy:workspace}:backfill"
+    try:
+        deadline = time.monotonic() + 60
+        while not legacy.client.hget(checkpoint, "scanned") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    report = json.loads(out)
+    typed(report)
+    assert report["interrupted"] is True and report["finished"] is False
+    assert 0 < report["counts"]["copied"] < 200 and "interrupted" in err
+    rest = json.loads(run("migrate", "backfill", "--json", url=redis_url).stdout)
+    assert rest["resumed"] and rest["finished"] and rest["interrupted"] is False
+    assert len(legacy.client.keys("ai:job:*")) == 200
+
+
+@pytest.mark.parametrize("command", [["backfill"], ["verify"], ["set-aside"]])
+def test_ctrl_c_prints_a_json_report_saying_interrupted(command, monkeypatch):
+    from click.testing import CliRunner
+
+    from jobstore import cli
+
+    url = f"memory://cli-{uuid.uuid4().hex}"
+    legacy = jobstore.open(url, "legacy")
+    legacy.enqueue_many([("ws1", "a")] * 30)
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["migrate", "phase", "dual-write", "--url", url]).exit_code == 0
+
+    def ctrl_c(self, step, done, total, counts):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.ProgressPrinter, "__call__", ctrl_c)
+    result = runner.invoke(cli.main, ["migrate", *command, "--json", "--batch", "5", "--url", url])
+    assert result.exit_code == 130, result.output
+    report = json.loads(result.stdout)
+    typed(report)
+    assert report["interrupted"] is True
+    if command == ["verify"]:
+        assert report["clean"] is False and 0 < report["checked_source"] < 30
+
+
+def test_status_says_who_reads_what_in_each_phase(redis_url):
+    unstored = run("migrate", "status", url=redis_url).stdout
+    assert "no phase stored yet; dual stores behave as read-target" in unstored
+    assert run("migrate", "phase", "off", url=redis_url).returncode == 0
+    off = run("migrate", "status", url=redis_url).stdout
+    assert "every workspace reads the source (phase off)" in off
+    assert "read the target first" not in off
+    assert run("migrate", "rollout", "--percent", "30", url=redis_url).returncode == 0
+    assert "read rollout for read-target: 30% of workspaces" in run(
+        "migrate", "status", url=redis_url).stdout

@@ -300,6 +300,16 @@ def test_progress_never_passes_100_percent_when_the_keyspace_grows(capsys):
     assert "5199 of 5199 records scanned (100%)" in err and "5176" not in err.splitlines()[-1]
 
 
+def test_a_total_that_keeps_growing_shows_100_percent_once(capsys):
+    """A cleanup whose total grew with every batch printed a '100%' line per batch."""
+    plain = cli.ProgressPrinter(terminal=False, every=3600)
+    plain("cleanup", 100, 200, {})
+    for done in range(200, 300, 10):
+        plain("cleanup", done, done, {"deleted": done})
+    err = capsys.readouterr().err
+    assert err.count("100%") == 1 and len(err.splitlines()) == 2
+
+
 def test_the_progress_bar_grows_its_total_with_the_keyspace(capsys):
     pytest.importorskip("tqdm")  # the cli extra; without it the plain lines above are shown
     bar = cli.ProgressPrinter(terminal=True)

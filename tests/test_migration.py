@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -10,8 +9,8 @@ import pytest
 import jobstore
 from tests.conftest import keys
 from jobstore import MigrationRefused
-from jobstore.migration import Migration
-from jobstore.phases import Phase, Rollout
+from jobstore.migration import Migration, MigrationInterrupted
+from jobstore.phases import Phase, Rollout, refusal
 from tests.support.clock import FakeClock
 
 
@@ -410,7 +409,135 @@ def test_unroutable_legacy_records_are_reported(env):
     env.legacy.client.hset("ai:jobs:orphan-no-ws", mapping={"job_id": "orphan-no-ws", "status": "pending"})
     env.to("off", "dual-write")
     assert env.migration.backfill().counts["unroutable"] == 1
-    assert env.migration.verify().unroutable == 1
+    report = env.migration.verify()
+    assert report.unroutable == 1 and report.problems == 1
+    assert report.examples["unroutable"] == [{
+        "workspace_id": None, "job_id": "orphan-no-ws", "key": "ai:jobs:orphan-no-ws",
+        "other_key": None, "fields": ["workspace_id"]}]
+
+
+@pytest.mark.parametrize("damage", ["removed", "unusable"])
+def test_a_record_that_lost_its_workspace_after_the_backfill_is_one_problem(env, damage):
+    """Issue 21: 4 faults, 5 problems: the target copy of an unroutable record was counted again
+    as orphaned, and no key was shown for the unroutable one."""
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    client = env.legacy.client
+    a, b, c, d = env.jobs[:4]
+    if damage == "removed":
+        client.hdel(f"ai:jobs:{a.job_id}", "workspace_id")
+    else:
+        client.hset(f"ai:jobs:{a.job_id}", "workspace_id", "no spaces allowed")
+    client.delete(f"ai:job:{b.workspace_id}:{b.job_id}")                       # missing
+    client.hset(f"ai:job:{c.workspace_id}:{c.job_id}", "action", "edited")     # differing
+    client.delete(f"ai:jobs:{d.job_id}")                                       # orphaned
+    report = env.migration.verify(batch=7)
+    assert (report.unroutable, report.missing, report.differing, report.orphaned) == (1, 1, 1, 1)
+    assert report.problems == 4
+    assert report.examples["unroutable"] == [{
+        "workspace_id": None, "job_id": a.job_id, "key": f"ai:jobs:{a.job_id}",
+        "other_key": f"ai:job:{a.workspace_id}:{a.job_id}", "fields": ["workspace_id"]}]
+    assert [e["key"] for e in report.examples["orphaned"]] == [f"ai:job:{d.workspace_id}:{d.job_id}"]
+    # --repair does not guess a workspace: the unroutable record and its copy stay as they are
+    repaired = env.migration.verify(repair=True)
+    assert repaired.repaired == 3 and repaired.unroutable == 1
+    assert client.hget(f"ai:jobs:{a.job_id}", "workspace_id") in (None, "no spaces allowed")
+    assert client.exists(f"ai:job:{a.workspace_id}:{a.job_id}")
+
+
+def test_set_aside_moves_unroutable_records_whole_and_verify_becomes_clean(env):
+    """migration.md advised leaving unroutable records in the source, where verify could never
+    be clean."""
+    client = env.legacy.client
+    wide = {"job_id": "no-ws", "status": "pending", "params": "caf\u00e9 \u2603", "extra": "x" * 3000}
+    client.hset("ai:jobs:no-ws", mapping=wide)
+    client.pexpire("ai:jobs:no-ws", 900_000)
+    client.hset("ai:jobs:bad-ws", mapping={"job_id": "bad-ws", "workspace_id": "a b"})
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    assert env.migration.verify().unroutable == 2
+    before = snapshot(client)
+    dry = env.migration.set_aside(dry_run=True)
+    assert dry.counts == {"set-aside": 2} and snapshot(client) == before
+    report = env.migration.set_aside(batch=3)
+    assert report.counts == {"set-aside": 2} and report.scanned == 42
+    moved = {m["key"]: m["to"] for m in report.moved}
+    assert sorted(moved) == ["ai:jobs:bad-ws", "ai:jobs:no-ws"]
+    assert not client.exists("ai:jobs:no-ws", "ai:jobs:bad-ws")
+    assert client.hgetall(moved["ai:jobs:no-ws"]) == wide
+    assert 0 < client.pttl(moved["ai:jobs:no-ws"]) <= 900_000
+    assert keys(client, "ai:jobs:*") == sorted(f"ai:jobs:{j.job_id}" for j in env.jobs)
+    assert env.migration.verify().clean
+    env.to("read-target")
+    assert env.migration.set_aside().counts == {}  # nothing left to move; nothing moved twice
+    listed = env.migration.set_aside_records()
+    assert [(r["key"], r["record_key"], r["workspace_id"]) for r in listed] == [
+        (moved["ai:jobs:bad-ws"], "ai:jobs:bad-ws", "a b"), (moved["ai:jobs:no-ws"], "ai:jobs:no-ws", None)]
+    assert all(isinstance(r["set_aside_at"], float) for r in listed)
+
+
+def test_a_record_set_aside_can_be_fixed_and_put_back(env):
+    client = env.legacy.client
+    client.hset("ai:jobs:no-ws", mapping={"job_id": "no-ws", "action": "a", "status": "pending",
+                                          "created_at": "1700000000.0"})
+    env.to("off", "dual-write")
+    (moved,) = env.migration.set_aside().moved
+    client.hset("ai:jobs:no-ws", mapping={"job_id": "no-ws", "workspace_id": "ws9"})  # a new one
+    with pytest.raises(MigrationRefused, match="holds a record again"):
+        env.migration.restore_aside(moved["to"])
+    assert client.exists(moved["to"])
+    client.delete("ai:jobs:no-ws")
+    client.hset(moved["to"], "workspace_id", "ws1")
+    assert env.migration.restore_aside(moved["to"]) == "restored"
+    assert env.migration.restore_aside(moved["to"]) == "in-place"  # sent again: recognised
+    assert env.migration.set_aside_records() == []
+    env.migration.backfill()
+    assert env.migration.verify().clean
+    assert env.dual().get("no-ws", workspace_id="ws1").action == "a"
+
+
+def test_a_key_set_aside_twice_keeps_both_records(env):
+    client = env.legacy.client
+    env.to("off", "dual-write")
+    client.hset("ai:jobs:twice", mapping={"job_id": "twice", "n": "1"})
+    first = env.migration.set_aside().moved[0]["to"]
+    client.hset("ai:jobs:twice", mapping={"job_id": "twice", "n": "2"})
+    second = env.migration.set_aside().moved[0]["to"]
+    assert first != second
+    assert (client.hget(first, "n"), client.hget(second, "n")) == ("1", "2")
+
+
+def test_set_aside_moves_nothing_a_workspace_can_read(env):
+    """A record given a usable workspace_id between the scan and the move stays (the script
+    checks at that instant); routable records are never touched."""
+    client = env.legacy.client
+    client.hset("ai:jobs:fixing", mapping={"job_id": "fixing", "status": "pending"})
+    env.to("off", "dual-write")
+    place = env.migration._place
+
+    def fixed_meanwhile(*args, **kwargs):
+        placed = yield from place(*args, **kwargs)
+        client.hset("ai:jobs:fixing", "workspace_id", "ws1")
+        return placed
+
+    env.migration._place = fixed_meanwhile
+    assert env.migration.set_aside().counts == {"routable": 1}
+    assert client.hgetall("ai:jobs:fixing") == {"job_id": "fixing", "status": "pending",
+                                                "workspace_id": "ws1"}
+    assert keys(client, "ai:migration:aside:*") == []
+
+
+@pytest.mark.parametrize("key", ["ai:jobs:x", "ai:migration:aside:{ai:jobs:x}:s:ai:queue",
+                                 "ai:migration:aside:{other}:s:ai:jobs:x", 7])
+def test_restore_of_a_key_not_set_aside_is_refused_before_redis(env, key):
+    with pytest.raises(jobstore.InvalidArgument, match="key"):
+        Migration(_unreachable(), clock=env.clock).restore_aside(key)
+
+
+def _unreachable():
+    import redis
+
+    return redis.Redis(port=1, socket_connect_timeout=0.2)
 
 
 # -- cleanup -----------------------------------------------------------------------------------
@@ -443,5 +570,151 @@ def test_status_reports_phase_rules_and_checkpoints(env):
     env.migration.verify()
     status = env.migration.status()
     assert status["phase"] == "dual-write" and status["next"]["read-target"] == "allowed"
-    assert status["checkpoints"]["backfill"]["finished"] == "1"
-    assert json.loads(status["checkpoints"]["backfill"]["counts"]) == {"copied": 40}
+    backfill = status["checkpoints"]["backfill"]
+    assert backfill["finished"] is True and backfill["counts"] == {"copied": 40}
+    assert backfill["scanned"] == 40 and backfill["rescans"] == 0
+    assert isinstance(backfill["cursors"], dict) and isinstance(backfill["updated_at"], float)
+    assert status["verified"] is True and status["verify_failed_at"] is None
+
+
+# -- gates follow the newest evidence -------------------------------------------------------------
+
+
+def verified_in_dual_write(env):
+    """Backfilled and cleanly verified in dual-write, with the target gap the runbook opens."""
+    env.to("off", "dual-write")
+    env.migration.backfill()
+    assert env.migration.verify().clean
+
+
+def test_a_verify_that_finds_problems_shuts_the_gates_a_clean_one_opened(env):
+    """Issue 21: records altered, verify said 'not clean', and read-target and target-only were
+    both accepted on the strength of the clean verify before it."""
+    verified_in_dual_write(env)
+    job = env.jobs[0]
+    env.legacy.client.hset(f"ai:job:{job.workspace_id}:{job.job_id}", "action", "edited")
+    assert env.migration.verify().differing == 1
+    with pytest.raises(MigrationRefused, match="newest verify.*not clean.*1 problem"):
+        env.migration.set_phase("read-target")
+    assert "not clean" in env.migration.status()["next"]["read-target"]
+    env.migration.set_phase("read-target", force=True, reason="test")
+    with pytest.raises(MigrationRefused, match="newest verify"):
+        env.migration.set_phase("target-only")
+    # A repair that repaired something is evidence of problems too, until a verify after it.
+    assert env.migration.verify(repair=True).repaired == 1
+    with pytest.raises(MigrationRefused, match="repaired"):
+        env.migration.set_phase("target-only")
+    assert env.migration.verify().clean
+    env.to("target-only")
+
+
+def test_a_sample_that_finds_problems_counts_against_and_a_clean_sample_reopens_nothing(env):
+    verified_in_dual_write(env)
+    job = env.jobs[0]
+    target_key = f"ai:job:{job.workspace_id}:{job.job_id}"
+    env.legacy.client.delete(target_key)
+    assert env.migration.verify(sample=40).missing == 1
+    with pytest.raises(MigrationRefused, match="a sample"):
+        env.migration.set_phase("read-target")
+    env.migration.backfill(restart=True)
+    assert env.migration.verify(sample=40).clean  # a sample proves nothing: still shut
+    with pytest.raises(MigrationRefused, match="newest verify"):
+        env.migration.set_phase("read-target")
+    assert env.migration.verify().clean
+    env.to("read-target")
+
+
+def test_a_clean_verify_that_ran_beside_a_failing_one_does_not_count(env):
+    """The newest evidence is the failing verify that finished after the clean one started:
+    the clean one may have passed a record before it went wrong."""
+    verified_in_dual_write(env)
+    job = env.jobs[0]
+    target_key = f"ai:job:{job.workspace_id}:{job.job_id}"
+    side = Migration(env.legacy.client, clock=env.clock, wait=env.clock.wait)
+    ran = []
+
+    def meanwhile(step, done, total, counts):
+        if not ran:  # while the clean verify runs, another one finds a problem
+            ran.append(True)
+            env.legacy.client.hset(target_key, "action", "edited")
+            assert not side.verify().clean
+            env.legacy.client.hset(target_key, "action", "a")
+
+    assert env.migration.verify(batch=5, progress=meanwhile).clean
+    assert ran and env.legacy.client.hget(target_key, "action") == "a"
+    with pytest.raises(MigrationRefused, match="newest verify"):
+        env.migration.set_phase("read-target")
+    assert env.migration.verify().clean
+    env.to("read-target")
+
+
+def test_an_interrupted_verify_reports_what_it_found_and_records_it(env):
+    verified_in_dual_write(env)
+    job = env.jobs[0]
+    env.legacy.client.delete(f"ai:job:{job.workspace_id}:{job.job_id}")
+
+    def stop_after_the_source(step, done, total, counts):
+        if step == "verify target":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        env.migration.verify(batch=50, progress=stop_after_the_source)
+    assert isinstance(stopped.value, MigrationInterrupted)
+    report = stopped.value.report
+    assert report.interrupted and not report.clean and report.missing == 1
+    assert report.as_dict()["interrupted"] is True
+    with pytest.raises(MigrationRefused, match="interrupted"):
+        env.migration.set_phase("read-target")
+
+
+def test_an_interrupted_verify_that_found_nothing_leaves_the_evidence_as_it_was(env):
+    verified_in_dual_write(env)
+
+    def stop(step, done, total, counts):
+        raise KeyboardInterrupt
+
+    with pytest.raises(MigrationInterrupted) as stopped:
+        env.migration.verify(batch=5, progress=stop)
+    assert stopped.value.report.problems == 0 and not stopped.value.report.clean
+    env.to("read-target")  # the clean verify before it still counts
+
+
+def test_a_state_stored_before_failures_were_recorded_still_loads_and_gates(env):
+    """An older version's state hash has no verify_failed, verify_failed_note, clean_ticket,
+    failed_ticket or verify_ticket: it loads, its clean verify still counts, and the first
+    failing verify shuts the gate."""
+    verified_in_dual_write(env)
+    client = env.legacy.client
+    client.hdel(env.migration.state_key, "verify_failed", "verify_failed_note", "clean_ticket",
+                "failed_ticket", "verify_ticket")
+    state = env.migration.state()
+    assert (state.verify_failed, state.clean_ticket, state.failed_ticket) == (0.0, 0, 0)
+    assert state.vouched() and refusal(state, Phase.READ_TARGET) is None
+    job = env.jobs[0]
+    client.hset(f"ai:job:{job.workspace_id}:{job.job_id}", "action", "edited")
+    assert not env.migration.verify().clean
+    with pytest.raises(MigrationRefused, match="newest verify"):
+        env.migration.set_phase("read-target")
+
+
+def test_a_failure_record_sent_twice_is_the_same_evidence(env):
+    """redis-py re-sends a command whose reply was lost: recorded twice, the failure is still
+    the newest evidence, and a clean verify started after it opens the gate."""
+    verified_in_dual_write(env)
+    for _ in range(2):
+        env.migration.driver.run(_record_failed(env.migration, "1 problem (missing 1)"))
+    state = env.migration.state()
+    assert state.contradicted() and state.verify_failed_note == "1 problem (missing 1)"
+    with pytest.raises(MigrationRefused, match="missing 1"):
+        env.migration.set_phase("read-target")
+    assert env.migration.verify().clean
+    env.to("read-target")
+
+
+def _record_failed(migration, note):
+    from jobstore.migration import _one
+    from jobstore.scripts import RECORD_VERIFY_FAILED
+    from jobstore.steps import Batch, Script
+
+    return _one(Batch((Script(RECORD_VERIFY_FAILED, (migration.state_key,),
+                              (repr(migration.now()), note)),)))

@@ -161,6 +161,7 @@ def test_verify_across_a_restart_finds_every_missing_copy(target, seed):
     assert report.checked_source == JOBS and report.missing == 25, report.as_dict()
     assert not report.clean
     assert migration.state().verified_clean == 0
+    assert migration.state().contradicted()  # recorded: it keeps read-target and target-only shut
 
 
 def test_verify_that_cannot_vouch_for_every_key_is_not_clean(redis_url):
@@ -180,6 +181,33 @@ def test_verify_that_cannot_vouch_for_every_key_is_not_clean(redis_url):
     assert not report.complete and not report.clean and report.rescans >= 3
     assert "cannot vouch" in " ".join(report.notes)
     assert migration.state().verified_clean == 0
+
+
+def test_a_verify_that_gave_up_on_a_changing_server_shuts_the_gate_a_clean_one_opened(redis_url):
+    """Issue 21: a verify that spanned a Redis restart was not clean, and target-only was
+    accepted on the strength of a clean verify from before the restart."""
+    legacy, jobs, migration = seeded(redis_url)
+    migration.set_phase("dual-write")
+    migration.backfill()
+    assert migration.verify(batch=BATCH).clean
+    migration.set_phase("read-target")
+    scan = migration.driver._scan
+    calls = [0]
+
+    def flapping(step):
+        identity, cursor, found = scan(step)
+        calls[0] += 1
+        return f"{identity}-{calls[0]}", cursor, found
+
+    migration.driver._scan = flapping
+    assert not migration.verify(batch=BATCH).complete
+    migration.driver._scan = scan
+    state = migration.state()
+    assert state.contradicted() and "could not vouch" in state.verify_failed_note
+    with pytest.raises(jobstore.MigrationRefused, match="could not vouch"):
+        migration.set_phase("target-only")
+    assert migration.verify(batch=BATCH).clean
+    migration.set_phase("target-only")
 
 
 @pytest.mark.parametrize("crash", [False, True], ids=["live", "resumed"])
