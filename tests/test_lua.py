@@ -3,7 +3,7 @@
 Every rendered script compiles with Lua 5.1 (the Lua of Redis, through lupa) and reads no global
 it does not define nor writes any (its bytecode is read: every GETGLOBAL/SETGLOBAL, at its
 line); the constants rendered into them are the Python values; the line map leads back to the
-file; a Redis error in a script names the ``.lua`` file and line, on the
+file; a Redis error in a script names the ``.lua`` file and line, from the driver too, on the
 embedded fakeredis, a real server and a real Cluster.
 """
 
@@ -22,8 +22,10 @@ from lupa import lua51
 import jobstore
 from jobstore import job, rules, scripts, validation
 from jobstore.connection import connect
-from jobstore.driver import WRITE_COMMANDS
+from jobstore.driver import WRITE_COMMANDS, SyncDriver, _writes
+from jobstore.errors import RedisCommandError
 from jobstore.scripts import Library, ScriptSourceError
+from jobstore.steps import Batch, Script
 
 LUA_DIR = Path(jobstore.__file__).parent / "lua"
 # What Redis gives a script (Redis 7's sandbox), of what the scripts may use: everything else
@@ -191,6 +193,19 @@ def test_the_read_only_flag_is_the_header_s():
     assert not scripts.DEQUEUE.read_only and scripts.READ_RECORDS.read_only
 
 
+def test_the_driver_waits_for_replicas_after_what_the_header_says_writes(tmp_path):
+    """A batch of read-only scripts is no write (no WAIT after it), whatever the script is called."""
+    lib = library(tmp_path, {
+        "peek.lua": "-- KEYS[1] a key\n-- returns its value\n-- flags: read-only\n"
+                    "return redis.call('GET', KEYS[1])\n",
+        "read_first.lua": "-- KEYS[1] a key\n-- returns 1\nredis.call('SET', KEYS[1], 1)\nreturn 1\n",
+    })
+    assert not _writes([Script(lib.scripts["peek"], ("k",), ())])
+    assert _writes([Script(lib.scripts["read_first"], ("k",), ())])
+    assert not _writes([Script(scripts.READ_FIRST, ("k",), ()), Script(scripts.READ_RECORDS, ("k",), ())])
+    assert _writes([Script(scripts.READ_FIRST, ("k",), ()), Script(scripts.DEQUEUE, ("k",), ())])
+
+
 def test_every_include_is_used():
     used = set()
     for path in LUA_DIR.rglob("*.lua"):
@@ -305,6 +320,27 @@ def test_an_error_in_an_include_names_the_include_s_line(tmp_path, url):
     # another library's script, or no line: the message as it was
     assert scripts.explain(str(caught.value)) == str(caught.value)
     assert lib.explain("WRONGTYPE Operation against a key") == "WRONGTYPE Operation against a key"
+
+
+def test_the_driver_names_the_lua_file_and_line_of_a_script_s_error(url):
+    """A script that errors on purpose (a lease that is not a number), through the driver."""
+    script = scripts.LEASE_CLAIM
+    text = (LUA_DIR / "lease_claim.lua").read_text().splitlines()
+    (line,) = [n for n, body in enumerate(text, 1) if "tonumber(ARGV[2])" in body]
+    assert script.lines.index(("lease_claim.lua", line)) + 1 != line  # the include shifts it
+    client = connect(url)
+    driver = SyncDriver(client, None, "test")
+
+    def op():
+        yield Batch((Script(script, ("{lua}:leases",), ("claim", "not a number")),))
+
+    try:
+        with pytest.raises(RedisCommandError) as caught:
+            driver.run(op())
+    finally:
+        client.close()
+    assert str(caught.value).endswith(f"(jobstore/lua/lease_claim.lua:{line}, in lease_claim)"), \
+        str(caught.value)
 
 
 def test_the_package_reads_the_scripts_as_resources():
