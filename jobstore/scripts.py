@@ -77,7 +77,8 @@ class ScriptSourceError(ValueError):
 # -- constants: the Lua text of each {{ NAME }}, from the Python that owns it ---------------------
 
 def lua_string(value: str) -> str:
-    """A Lua string literal of ``value`` (printable ASCII; anything else as a decimal escape)."""
+    """A Lua string literal of ``value`` (printable ASCII; any other byte as a three-digit decimal
+    escape, so that a digit after it is not read as part of it)."""
     out = []
     for char in value:
         if char in "\\'":
@@ -85,7 +86,7 @@ def lua_string(value: str) -> str:
         elif " " <= char <= "~":
             out.append(char)
         else:
-            out.extend(f"\\{byte}" for byte in char.encode("utf-8"))
+            out.extend(f"\\{byte:03d}" for byte in char.encode("utf-8"))
     return "'" + "".join(out) + "'"
 
 

@@ -238,7 +238,7 @@ def test_the_rendered_constants_are_the_python_values():
 
 def test_a_lua_string_holds_any_text():
     lua = lua51.LuaRuntime(encoding=None)
-    for text in ["", "it's", "back\\slash", "tab\there", "line\nbreak", "é ✓ \x00 \x7f", "{{ X }}"]:
+    for text in ["", "it's", "back\\slash", "tab\there", "line\nbreak", "é ✓ \x00 \x7f", "\x012", "\t9", "{{ X }}"]:
         assert lua.eval(scripts.lua_string(text)) == text.encode("utf-8")
         assert "\n" not in scripts.lua_string(text)
 
