@@ -4,7 +4,7 @@ An entry that cannot be parsed (no ``:``, an empty or invalid id), or whose job 
 decoded, would otherwise fail every worker that pops it, or be marked ``running`` and never
 returned. ``dequeue`` moves it to the store's dead-letter list instead (``<prefix>:dead:{...}``,
 see :attr:`jobstore.layout.StoreKeys.dead`), leaves the record as it is, and goes on with the
-next entry. The standalone script (``scripts.DEQUEUE``) writes the same JSON as
+next entry. The standalone script (``jobstore/lua/dequeue.lua``) writes the same JSON as
 :meth:`DeadLetter.to_json`.
 """
 

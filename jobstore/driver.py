@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from .errors import NotReplicated, RedisCommandError, StoreUnavailable
-from .scripts import ALL as ALL_SCRIPTS
+from .scripts import ALL as ALL_SCRIPTS, explain as explain_script_error
 from .connection import Client, is_cluster
 from .steps import Batch, Call, Command, Pause, Primaries, Refresh, Scan, Script, Step, Tidy
 
@@ -89,7 +89,9 @@ class SyncDriver:
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis at {self.label} is unavailable: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
-            raise RedisCommandError(f"Redis at {self.label} refused a command: {exc}") from exc
+            # A script's error names the line of the rendered script: add its .lua file and line.
+            raise RedisCommandError(f"Redis at {self.label} refused a command: "
+                                    f"{explain_script_error(str(exc))}") from exc
 
     def _state_request(self, force: bool = False) -> tuple[Any, bool] | None:
         if not self._stateful:
@@ -429,8 +431,8 @@ def _one_commands_fault(reply: Exception) -> bool:
     )
 
 
-# Commands of the operations that change data (scripts all do, but these).
-READ_ONLY_SCRIPTS = frozenset({"read_records", "read_first"})
+# Commands of the operations that change data (scripts all do, but those whose header says
+# '-- flags: read-only': Lua.read_only).
 WRITE_COMMANDS = frozenset({"HSET", "HDEL", "HINCRBY", "DEL", "UNLINK", "ZADD", "ZREM", "LPUSH",
                             "RPUSH", "RPOP", "LPOP", "LMOVE", "BLMOVE", "LREM", "LTRIM", "SET",
                             "INCR", "EXPIRE", "PEXPIRE"})
@@ -438,7 +440,7 @@ WRITE_COMMANDS = frozenset({"HSET", "HDEL", "HINCRBY", "DEL", "UNLINK", "ZADD", 
 
 def _writes(calls: Iterable[Call]) -> bool:
     return any(
-        (isinstance(call, Script) and call.lua.name not in READ_ONLY_SCRIPTS)
+        (isinstance(call, Script) and not call.lua.read_only)
         or (isinstance(call, Command) and str(call.args[0]).upper() in WRITE_COMMANDS)
         for call in calls
     )

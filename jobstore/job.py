@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping
 
 from .errors import CorruptRecord
+from .rules import MAX_COUNT_DIGITS
 
 if TYPE_CHECKING:
     from .codec import Codec
@@ -184,7 +185,7 @@ class Job:
 # 1732816496.123456, 1e+16, or an integer), or ISO 8601 text as other Python services write it
 # (2025-10-17T12:34:56.123456, with a 'T' or a space, optional seconds and fraction, and a zone
 # 'Z', '+HH:MM', '+HHMM' or '+HH'; no zone is UTC; a date alone is its midnight, UTC). The
-# scripts apply the same rule in Lua (scripts.RECORD_CHECK), before they write.
+# scripts apply the same rule in Lua (jobstore/lua/includes/record_check.lua), before they write.
 _TIME = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?")
 _ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
                   r"(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]{1,9}))?)?"
@@ -264,8 +265,10 @@ def format_time(seconds: float, time_format: str = "epoch") -> str:
 
 
 def count(value: str | None) -> int:
-    """A stored counter (``attempts``): up to 15 decimal digits, else 0, as the scripts read it."""
-    return int(value) if value and len(value) <= 15 and value.isascii() and value.isdigit() else 0
+    """A stored counter (``attempts``): up to :data:`jobstore.rules.MAX_COUNT_DIGITS` decimal
+    digits, else 0, as the scripts read it."""
+    return int(value) if (value and len(value) <= MAX_COUNT_DIGITS and value.isascii()
+                          and value.isdigit()) else 0
 
 
 def record_problem(data: Mapping[str, str]) -> tuple[str, str] | None:
@@ -278,7 +281,7 @@ def record_problem(data: Mapping[str, str]) -> tuple[str, str] | None:
     ``params``/``result`` that are not JSON come back as the raw text, a missing ``action`` is
     ``""``. Every field a job is read from (:data:`TEXT_FIELDS`) must be UTF-8 text, whatever
     else it may hold. The scripts check the same rules before they write
-    (``scripts.RECORD_CHECK``).
+    (``jobstore/lua/includes/record_check.lua``).
     """
     times = _record_times(data)
     return times if isinstance(times[0], str) else None
@@ -316,7 +319,7 @@ def _record_times(data: Mapping[str, str]) -> tuple[str, str] | tuple[float, flo
 NOT_A_TIME = "not a time (epoch seconds or ISO 8601)"
 NOT_UTF8 = "not UTF-8 text"
 # The fields a Job is read from, in the order their bytes are checked to be UTF-8 (after the
-# rules above; scripts.RECORD_CHECK checks the same fields in the same order). Other fields
+# rules above; lua/includes/record_check.lua checks the same fields in the same order). Others
 # are not read, and may hold any bytes.
 TEXT_FIELDS = ("job_id", "workspace_id", "action", "status", "params", "result", "error",
                "created_at", "updated_at", "attempts", "claim")

@@ -149,7 +149,8 @@ def decode(ctx: Context, operation: str, key: str | None, record: dict[str, str]
 
 
 def fenced_script(ctx: Context, lua: Lua, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
-    """A routed script call, fenced by the phase its routing came from (see scripts.FENCE)."""
+    """A routed script call, fenced by the phase its routing came from (see
+    jobstore/lua/includes/fence.lua)."""
     fence = None if ctx.cluster else ctx.strategy.fence()
     if fence is None:
         return Script(lua, (keys[0], *keys), ("", "", *args))
@@ -170,7 +171,7 @@ ENQUEUE_CHUNK = 100
 
 
 def enqueue_script(ctx: Context, jobs: Sequence[tuple[Job, dict[str, str]]]) -> Script:
-    """One ENQUEUE call for ``jobs`` (see scripts.ENQUEUE for the layout)."""
+    """One ENQUEUE call for ``jobs`` (see jobstore/lua/enqueue.lua for the layout)."""
     legacy = (ctx.legacy_queue, ctx.keys.queue_mode) if ctx.legacy_queue else ()
     keys: list[str] = [ctx.keys.queue, *(legacy or (ctx.keys.queue, ctx.keys.queue))]
     args: list[Any] = ["1" if legacy else "", len(jobs)]

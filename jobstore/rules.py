@@ -22,8 +22,10 @@ Between two copies of one job (same workspace):
 - cleanup: a source record may go when the target holds every source field with the same value,
   except that the mutable fields may differ when the target is at least as new.
 
-The standalone scripts (one script sees both copies) embed :data:`LUA`; Redis Cluster decides in
-Python (:func:`decide_sync`, :func:`same_record`) because the copies sit in different slots. The
+The standalone scripts (one script sees both copies) include the Lua form,
+``jobstore/lua/includes/rules.lua`` (its constants rendered from this module: :data:`MUTABLE`,
+:data:`STATUS_RANK`, :data:`MAX_COUNT_DIGITS`); Redis Cluster decides in Python
+(:func:`decide_sync`, :func:`same_record`) because the copies sit in different slots. The
 differential test ``tests/test_rules.py`` feeds both forms the same cases.
 """
 
@@ -37,20 +39,22 @@ REV = "_rev"
 # changed: like any field outside MUTABLE, copies of one job hold the same.
 OP = "_op"
 # Fields a job's later history may change; everything else identifies the record.
-MUTABLE = frozenset({"status", "result", "error", "updated_at", "attempts", "claim", REV})
+MUTABLE_FIELDS = ("status", "result", "error", "updated_at", "attempts", "claim", REV)
+MUTABLE = frozenset(MUTABLE_FIELDS)
 # Status order: every allowed move goes up, so a late mirror of an earlier move is recognisable.
 STATUS_RANK = {"pending": 0, "running": 1, "completed": 2, "failed": 2, "cancelled": 2}
 
 
-# Longest count taken as one: Lua numbers are doubles, exact to 2**53 (16 digits); a longer
-# value (never written by jobstore) counts 0 in both forms.
-MAX_REV_DIGITS = 15
+# Longest count taken as one (a write count, an attempt count: jobstore.job.count): Lua numbers
+# are doubles, exact to 2**53 (16 digits); a longer value (never written by jobstore) counts 0 in
+# both forms.
+MAX_COUNT_DIGITS = 15
 
 
 def rev(record: Mapping[str, str]) -> int:
     """A record's write count; 0 when absent or not a count (written by another tool)."""
     value = record.get(REV) or ""
-    if value.isascii() and value.isdigit() and len(value) <= MAX_REV_DIGITS:
+    if value.isascii() and value.isdigit() and len(value) <= MAX_COUNT_DIGITS:
         return int(value)
     return 0
 
@@ -133,79 +137,3 @@ def moved_past(current_status: str | None, new_status: str | None, current_attem
     new = STATUS_RANK.get(new_status or "", 99)
     return was > new or (was == new and (new_attempts or 0) <= current_attempts)
 
-
-# The same rules in Lua, embedded in the standalone scripts. Records are Lua tables.
-LUA = r"""
-local REV = '_rev'
-local MUTABLE = {status = true, result = true, error = true, updated_at = true, attempts = true,
-                 claim = true, _rev = true}
-local function rev(record)
-  local v = record[REV]
-  if v and #v <= 15 and string.match(v, '^%d+$') then return tonumber(v) end
-  return 0
-end
-local function newer(a, b) return rev(a) > rev(b) end
-local RANK = {pending = 0, running = 1, completed = 2, failed = 2, cancelled = 2}
-local function later_status(a, b)
-  return (RANK[a['status'] or ''] or -1) > (RANK[b['status'] or ''] or -1)
-end
-local function wins(a, b, a_is_authority)
-  if rev(a) ~= rev(b) then return rev(a) > rev(b) end
-  if later_status(a, b) or later_status(b, a) then return later_status(a, b) end
-  return a_is_authority
-end
-local function same_content(a, b)
-  for k, v in pairs(a) do if k ~= REV and b[k] ~= v then return false end end
-  for k, v in pairs(b) do if k ~= REV and a[k] ~= v then return false end end
-  return true
-end
-local function union(winner, loser)
-  local out = {}
-  for k, v in pairs(loser) do out[k] = v end
-  for k, v in pairs(winner) do out[k] = v end
-  return out
-end
-local function is_empty(t) return next(t) == nil end
--- returns outcome, new 'from' record or nil, new 'to' record or nil
-local function decide_sync(mode, source, target, prefer_to)
-  if is_empty(source) and is_empty(target) then return 'gone', nil, nil end
-  if is_empty(target) then return 'copied', nil, source end
-  if mode == 'copy' then
-    if is_empty(source) then return 'gone', nil, nil end
-    if not same_content(source, target) and wins(source, target, not prefer_to) then
-      return 'refreshed', nil, union(source, target)
-    end
-    return 'exists', nil, nil
-  end
-  if is_empty(source) then return 'copied-back', target, nil end
-  if same_content(source, target) then return 'same', nil, nil end
-  local winner, loser = source, target
-  if wins(target, source, prefer_to) then winner, loser = target, source end
-  local merged = union(winner, loser)
-  return 'merged', merged, merged
-end
-local function same_record(source, target)
-  local moved_on = rev(target) >= rev(source)
-  for k, v in pairs(source) do
-    if k ~= REV and target[k] ~= v and not (moved_on and MUTABLE[k]) then return false end
-  end
-  return true
-end
-local function load(key)
-  local flat = redis.call('HGETALL', key)
-  local record = {}
-  for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
-  return record
-end
--- HSET in slices: unpack() of more than a few thousand values fails ('too many results').
-local function hset_flat(key, flat)
-  for i = 1, #flat, 1000 do
-    redis.call('HSET', key, unpack(flat, i, math.min(i + 999, #flat)))
-  end
-end
-local function hset_record(key, record)
-  local flat = {}
-  for k, v in pairs(record) do flat[#flat + 1] = k; flat[#flat + 1] = v end
-  hset_flat(key, flat)
-end
-"""

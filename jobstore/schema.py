@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 from .errors import PluginError
 from .layout import RESERVED_NAMESPACES
+from .validation import ID_CLASS, MAX_ID_LENGTH
 
 if TYPE_CHECKING:
     from .codec import Codec
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 # In lua_template, these bytes stand for the ids. No identifier or prefix can contain them.
 WORKSPACE_MARK = "\x01"
 JOB_MARK = "\x02"
-_ID = r"([A-Za-z0-9_.\-]{1,128})"
+_ID = rf"([{ID_CLASS}]{{1,{MAX_ID_LENGTH}}})"
 _ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 

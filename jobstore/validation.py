@@ -9,9 +9,13 @@ from typing import Any
 from .errors import ConfigError, InvalidArgument, InvalidIdentifier, PayloadTooLarge
 from .job import JobStatus, encode_json
 
-IDENTIFIER = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+# A workspace or job id: 1 to MAX_ID_LENGTH of these characters (a regular expression's class,
+# rendered into the Lua scripts too).
+ID_CLASS = r"A-Za-z0-9_.\-"
+MAX_ID_LENGTH = 128
+IDENTIFIER = re.compile(rf"[{ID_CLASS}]{{1,{MAX_ID_LENGTH}}}")
 # A key prefix may nest namespaces with ':' but can never carry glob or hash-tag characters.
-PREFIX = re.compile(r"[A-Za-z0-9_.\-]+(?::[A-Za-z0-9_.\-]+)*")
+PREFIX = re.compile(rf"[{ID_CLASS}]+(?::[{ID_CLASS}]+)*")
 MAX_ACTION_LENGTH = 256
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 # How deeply params and result may nest (the params dict itself is level 1). Far below where
@@ -27,8 +31,8 @@ def identifier(argument: str, value: Any) -> str:
     if not IDENTIFIER.fullmatch(value):
         if not value:
             reason = "must not be empty"
-        elif len(value) > 128:
-            reason = f"is {len(value)} characters long; the limit is 128"
+        elif len(value) > MAX_ID_LENGTH:
+            reason = f"is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
         else:
             bad = sorted({c for c in value if not IDENTIFIER.fullmatch(c)})
             reason = f"may only contain A-Z a-z 0-9 _ . - (found {''.join(bad)!r})"

@@ -10,17 +10,20 @@ and from the CLI.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
 
 import jobstore
+from jobstore import scripts
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib (Python 3.11+) reads pyproject.toml")
 
@@ -126,7 +129,8 @@ def test_importing_jobstore_imports_no_extra():
 
 
 def test_a_fresh_venv_with_the_core_dependencies_only(tmp_path):
-    """``pip install --no-deps .`` plus the core dependencies: the real thing, no simulation."""
+    """A wheel built from the source (``pip wheel --no-deps .``), installed with the core
+    dependencies: the real thing, no simulation."""
     source = tmp_path / "source"  # pip builds in the source tree: a copy keeps the checkout clean
     for name in ("pyproject.toml", "README.md", "LICENSE", "_jobstore_pytestplugin.py"):
         source.mkdir(exist_ok=True)
@@ -135,11 +139,30 @@ def test_a_fresh_venv_with_the_core_dependencies_only(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    for args in (["--no-deps", str(source)], PROJECT["dependencies"]):
+    python = str(venv / "bin" / "python")
+    built = subprocess.run([python, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"),
+                            str(source)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("jobstore-*.whl")
+    # The Lua scripts are package data: the wheel holds every file of jobstore/lua.
+    lua_files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "jobstore" / "lua").rglob("*.lua"))
+    assert lua_files
+    with zipfile.ZipFile(wheel) as archive:
+        assert sorted(n for n in archive.namelist() if n.endswith(".lua")) == lua_files
+    pip = [python, "-m", "pip", "install", "-q"]
+    for args in (["--no-deps", str(wheel)], PROJECT["dependencies"]):
         done = subprocess.run(pip + args, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-    python = str(venv / "bin" / "python")
+    # ...and the installed (non-editable) copy loads them, rendered as this checkout renders them.
+    done = subprocess.run([python, "-c", textwrap.dedent("""
+        import json, jobstore.scripts as s
+        print(s.__file__)
+        print(json.dumps({lua.name: lua.source for lua in s.ALL}))
+        """)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    where, loaded = done.stdout.splitlines()
+    assert where.startswith(str(venv)), where
+    assert json.loads(loaded) == {lua.name: lua.source for lua in scripts.ALL}
     done = subprocess.run([python, "-c", textwrap.dedent("""
         import importlib.util, jobstore
         print([m for m in ("fakeredis", "lupa", "tqdm", "hypothesis") if importlib.util.find_spec(m)])

@@ -1,6 +1,7 @@
-"""Differential test of jobstore.rules: the Python form and the Lua form (``rules.LUA`` as embedded
-in ``SYNC_RECORD``, ``CLEANUP_RECORD``; ``MIRROR``'s status guard) get the same cases and must
-give the same outcomes and leave the same records.
+"""Differential test of jobstore.rules: the Python form and the Lua form
+(``jobstore/lua/includes/rules.lua`` as included in ``SYNC_RECORD``, ``CLEANUP_RECORD``;
+``MIRROR``'s status guard) get the same cases and must give the same outcomes and leave the same
+records.
 
 Standalone Redis decides in Lua, Redis Cluster in Python, so a case on which they disagree is a
 job that a migration treats differently depending on the deployment. Every Lua case runs on the
