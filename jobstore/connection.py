@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from typing import Any
-from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, unquote_plus, urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -229,10 +229,20 @@ def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
         raise ConfigError(f"url {redact(url)!r} cannot be parsed: {problem}")
     if scheme == "redis+cluster":
         return cluster_client(url, client_options)
-    options = {**CLIENT_DEFAULTS, "retry": default_retry(), "decode_responses": True,
-               **(client_options or {})}
     try:
-        client = redis.Redis.from_url(url, **options)
+        parsed = url_options(url)
+    except ConfigError as exc:
+        problem = str(exc)
+    if problem is not None:
+        raise ConfigError(f"url {redact(url)!r} is invalid: {problem}")
+    # What the URL says wins over client_options, as in redis-py's from_url.
+    options = {**CLIENT_DEFAULTS, "retry": default_retry(), "decode_responses": True,
+               **(client_options or {}), **parsed}
+    try:
+        # redis-py's own constructor (its pool and close() semantics, whatever the version), on
+        # a URL with nothing in it to parse but the scheme: every part of ``url`` was parsed
+        # above, by jobstore, the same with every redis-py.
+        client = redis.Redis.from_url(f"{scheme}://", **options)
     except (ValueError, TypeError) as exc:
         problem = _scrub(str(exc), url)
     if problem is not None:  # raised here, outside the handler: nothing chained quotes the URL
@@ -248,6 +258,58 @@ def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
         raise ConfigError(f"client_options: {problem} (a keyword of client_options or a query "
                           f"parameter of url {redact(url)!r})")
     return client
+
+
+def url_options(url: str) -> dict[str, Any]:
+    """The connection settings of a ``redis://``, ``rediss://`` or ``unix://`` URL, as keyword
+    arguments of redis-py's connection pool: parsed here, not by redis-py, so that every
+    redis-py reads a URL alike (versions differ: 8.2 takes ``REDIS://``, older ones refuse it;
+    5.3 to 8.1 decode a ``?password=`` twice).
+
+    The scheme is case-insensitive (RFC 3986). The userinfo and the path are percent-decoded
+    once, query values once (``+`` is a space there, as in any query). The userinfo's user name
+    and password win over ``?username=`` / ``?password=``; ``?db=`` wins over the path; the
+    first of a repeated parameter counts. Query values are converted to the types redis-py
+    gives them (``db`` an int, ``socket_timeout`` a float...), by redis-py's own table.
+
+    :raises ConfigError: a value that does not convert, or a path that is not a database
+        number; the message names the part, never its value.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    converters = getattr(redis.connection, "URL_QUERY_ARGUMENT_PARSERS", {})
+    kwargs: dict[str, Any] = {}
+    for name, value in parse_qsl(parts.query):
+        if name in kwargs:
+            continue
+        convert = converters.get(name)
+        if convert is None:
+            kwargs[name] = value
+            continue
+        try:
+            kwargs[name] = convert(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"its query parameter {name!r} has a value that is not "
+                              f"valid for it") from None
+    if parts.username:
+        kwargs["username"] = unquote(parts.username)
+    if parts.password:
+        kwargs["password"] = unquote(parts.password)
+    path = unquote(parts.path)
+    if scheme == "unix":
+        if path:
+            kwargs["path"] = path
+        return kwargs
+    if parts.hostname:
+        kwargs["host"] = unquote(parts.hostname)
+    if parts.port is not None:
+        kwargs["port"] = parts.port
+    db = path.strip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        raise ConfigError("its path must be a database number (redis://host:6379/0)")
+    if db:
+        kwargs.setdefault("db", int(db))
+    return kwargs
 
 
 def cluster_seeds(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:

@@ -260,8 +260,9 @@ MALFORMED_URLS = [
     f"redis://alice:{ENC}@127.0.0.1:1/0?no_such_option=1",
     f"redis://alice:50%zz{ENC}@127.0.0.1:1/0",             # a '%' that is not an escape
     f"unix://:{SECRET}@/tmp/nonexistent-jobstore.sock",
-    f"REDIS://alice:{ENC}@127.0.0.1:1/0",
     f"http://alice:{SECRET}@127.0.0.1:1/0",
+    f"redis://alice:{ENC}@127.0.0.1:1/zero",                # a path that is not a db number
+    f"redis://alice:{ENC}@127.0.0.1:1/0/1",
     f"redis+cluster://alice:{SECRET}@127.0.0.1:1,127.0.0.1:2",
     f"redis+cluster://alice:{SECRET2}@127.0.0.1:1,alice:{SECRET2}@127.0.0.1:2",
     f"redis+cluster://alice:{ENC}@127.0.0.1:1,bob:{ENC2}@127.0.0.1:2",
@@ -283,6 +284,27 @@ def test_malformed_urls_are_config_errors_that_never_echo_the_secret():
         else:
             problems.append(f"{redact(url)}: accepted")
     assert not problems, "\n".join(problems)
+
+
+def test_urls_are_parsed_by_jobstore_alike_with_every_redis_py():
+    """Scheme case, one percent-decoding of userinfo and query values, the path as db: what
+    docs/api.md promises, whatever the installed redis-py's from_url would do (8.2 takes
+    REDIS://, older ones refuse it; 5.3 to 8.1 decode ?password= twice)."""
+    for scheme, connection in (("REDIS", "Connection"), ("Rediss", "SSLConnection"),
+                               ("UNIX", "UnixDomainSocketConnection")):
+        where = "/tmp/r.sock" if scheme == "UNIX" else "127.0.0.1:1/0"
+        client = connect(f"{scheme}://alice:{ENC}@{where}")
+        pool = client.connection_pool
+        assert pool.connection_class.__name__ == connection
+        assert pool.connection_kwargs["password"] == SECRET
+        assert pool.connection_kwargs["username"] == "alice"
+    # "%2525" is an encoded "%25": decoded once it stays "%25".
+    kwargs = connect("redis://h:1/3?password=a%2525b&username=x%2By&socket_timeout=1.5"
+                     ).connection_pool.connection_kwargs
+    assert (kwargs["password"], kwargs["username"], kwargs["db"]) == ("a%25b", "x+y", 3)
+    assert kwargs["socket_timeout"] == 1.5
+    kwargs = connect(f"redis://bob:{ENC2}@h:1/3?password=other&db=5").connection_pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"], kwargs["db"]) == ("bob", SECRET2, 5)
 
 
 def test_raw_reserved_characters_are_refused_with_how_to_fix_it():
@@ -334,6 +356,8 @@ def test_acl_user_with_a_percent_encoded_password_enqueues_and_gets(acl_server):
         f"redis://alice@127.0.0.1:{port}/0?password={ENC2}",
         f"unix://alice:{ENC}@{sock}?db=0",
         f"unix://{sock}?db=0&username=alice&password={ENC}",
+        f"REDIS://alice:{ENC}@127.0.0.1:{port}/0",                  # schemes are case-insensitive
+        f"Unix://{sock}?db=0&username=alice&password={ENC2}",
     ]
     for url in urls:
         with jobstore.open(url, "legacy") as store:
