@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, unquote, unquote_plus, urlsplit
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import FullJitterBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
@@ -29,8 +29,12 @@ CLIENT_DEFAULTS = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, "healt
 
 def default_retry() -> Retry:
     """redis-py's own retry, which ``from_url`` leaves off: a command whose connection broke is
-    re-sent (every jobstore write recognises its own earlier attempt, so this is safe)."""
-    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=3)
+    re-sent (every jobstore write recognises its own earlier attempt, so this is safe).
+
+    Waits before each retry a random time up to 10 ms, 20 ms, 40 ms (capped at 0.5 s): "full
+    jitter", which every redis-py jobstore supports has (``ExponentialWithJitterBackoff``, much
+    the same, arrived in 5.3)."""
+    return Retry(FullJitterBackoff(base=0.01, cap=0.5), retries=3)
 
 _memory_lock = threading.Lock()
 _memory_servers: dict[str, Any] = {}
