@@ -361,7 +361,7 @@ def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisClus
     """
     from redis.cluster import ClusterNode
 
-    from .errors import StoreUnavailable
+    from .driver import reported
 
     seeds, username, password = cluster_seeds(url)
     nodes = [ClusterNode(host, port) for host, port in seeds]
@@ -377,8 +377,16 @@ def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisClus
     except TypeError as exc:
         problem = _scrub(str(exc), url)
     except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
-        raise StoreUnavailable(
-            f"Redis Cluster at {redact(url)} is unavailable: {_scrub(str(exc), url)}") from exc
+        # redis-py wraps what the last seed it tried said (a refused login, say) in a
+        # RedisClusterException: reported as that, else as the cluster being unavailable.
+        cause = exc
+        while isinstance(cause, redis.exceptions.RedisClusterException) and cause.__cause__:
+            cause = cause.__cause__  # type: ignore[assignment]
+        if not isinstance(cause, (redis.exceptions.RedisError, OSError)):
+            cause = redis.exceptions.ConnectionError(str(exc))
+        error = reported(cause, redact(url))
+        error.args = (_scrub(str(error), url),)
+        raise error from exc
     raise ConfigError(f"client_options: {problem}")
 
 
