@@ -191,3 +191,38 @@ def test_a_database_the_server_lacks_is_a_config_error_saying_so(password_server
     assert "maxmemory" not in str(refused.value) and "s3cret" not in str(refused.value)
     out = cli("migrate", "status", "--url", url)
     assert out.returncode == 2 and "no such database" in out.stderr, out.stdout + out.stderr
+
+
+# -- docs/compatibility.md is what CI runs ------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def read(path: str) -> str:
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_the_compatibility_page_says_what_ci_runs_and_the_metadata_allows():
+    import re
+
+    from jobstore.driver import MINIMUM
+
+    page, ci, pyproject, readme = (read("docs/compatibility.md"), read(".ci/run"),
+                                   read("pyproject.toml"), read("README.md"))
+    # The redis-py floor: the metadata's, the page's, the one .ci/run reads (from the metadata).
+    floor = re.search(r'"redis>=([0-9.]+)"', pyproject).group(1)
+    assert f"{floor} (the floor: `redis>={floor}`)" in page
+    assert 'redis>=\\([0-9.]*\\)' in ci and '"redis==$floor"' in ci
+    # Every server build .ci/run installs is in the table, pinned alike, and tested by core_on.
+    installed = re.findall(r"\b([a-z-]+==[0-9.]+)", ci.split("for package in", 1)[1].split(";")[0])
+    assert len(installed) == 3
+    for package in installed:
+        assert f"`{package}`" in page, package
+    assert ci.count("\ncore_on ") == 3
+    # The minimum the check enforces is the one the page and the README state.
+    minimum = ".".join(map(str, MINIMUM))
+    assert f"**Redis {minimum} or later, or Valkey**" in page
+    assert f"Redis {minimum} or later" in readme and "docs/compatibility.md" in readme
+    python = re.search(r'requires-python = ">=([0-9.]+)"', pyproject).group(1)
+    assert f'`requires-python = ">={python}"`' in page

@@ -14,6 +14,9 @@ from jobstore.migration import Migration
 from jobstore.phases import Phase, Rollout
 from tests.support.clock import FakeClock
 
+# The core real-Redis tests: .ci/run runs them on every supported server build too.
+pytestmark = pytest.mark.core
+
 
 @pytest.fixture
 def env(make_store):

@@ -24,6 +24,9 @@ from jobstore.connection import connect, redact
 from tests.conftest import need_redis_server
 from tests.support.servers import RedisServer, add_all_slots, free_port, wait_cluster_ok
 
+# The core real-Redis tests: .ci/run runs them on every supported server build too.
+pytestmark = pytest.mark.core
+
 # -- helpers ----------------------------------------------------------------------------------
 
 # Generated secrets often hold reserved characters; each token between them is distinctive,

@@ -123,6 +123,13 @@ def server_version() -> tuple[str, tuple[int, ...]]:
     return _version_cache[path]
 
 
+def debug_command_args() -> list[str]:
+    """What lets a test send DEBUG (RELOAD, SLEEP...): ``--enable-debug-command yes`` where the
+    server has that option (Redis 7.0+, Valkey); before 7.0 DEBUG is always on."""
+    name, version = server_version()
+    return ["--enable-debug-command", "yes"] if name == "valkey" or version >= (7,) else []
+
+
 def _str(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
