@@ -31,12 +31,14 @@ def real_url(request) -> str:
 
 
 def pretend(store_client, **fields) -> None:
-    """Make every INFO reply ``store_client`` reads (each Cluster node's too) say ``fields``."""
+    """Make every INFO reply ``store_client`` reads (each Cluster node's too) say ``fields``:
+    with a ``redis_version``, those of an old Redis (Valkey's own fields dropped)."""
     real = store_client.info
+    drop = {"valkey_version", "server_name"} if "redis_version" in fields else set()
 
     def info(*args, **kwargs):
         reply = real(*args, **kwargs)
-        return {**reply, **fields}
+        return {**{k: v for k, v in reply.items() if k not in drop}, **fields}
 
     store_client.info = info
 
