@@ -32,8 +32,8 @@ def default_retry() -> Retry:
     re-sent (every jobstore write recognises its own earlier attempt, so this is safe).
 
     Waits before each retry a random time up to 10 ms, 20 ms, 40 ms (capped at 0.5 s): "full
-    jitter", which every redis-py jobstore supports has (``ExponentialWithJitterBackoff``, much
-    the same, arrived in 5.3)."""
+    jitter", which every redis-py has (``ExponentialWithJitterBackoff``, much the same, arrived
+    in 5.3)."""
     return Retry(FullJitterBackoff(base=0.01, cap=0.5), retries=3)
 
 _memory_lock = threading.Lock()
