@@ -7,6 +7,7 @@
 from .codec import Codec, JSONCodec
 from .dead_letters import DeadLetter
 from .errors import (
+    AuthenticationFailed,
     ConfigError,
     CorruptRecord,
     EvictionPolicyError,
@@ -26,6 +27,7 @@ from .errors import (
     NotReplicated,
     StoreUnavailable,
     UnknownStrategy,
+    UnsupportedServer,
 )
 from .hookspecs import hookimpl
 from .job import Job, JobStatus
@@ -39,6 +41,7 @@ from .strategy import Routing, Strategy
 __version__ = "0.2.0"  # the one version source (pyproject.toml reads it)
 
 __all__ = [
+    "AuthenticationFailed",
     "Codec",
     "ConfigError",
     "CorruptRecord",
@@ -70,6 +73,7 @@ __all__ = [
     "Strategy",
     "StrategyInfo",
     "UnknownStrategy",
+    "UnsupportedServer",
     "hookimpl",
     "open",
     "open_migration",

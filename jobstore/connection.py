@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import threading
 from typing import Any
-from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, unquote_plus, urlsplit
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import FullJitterBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
@@ -35,8 +35,12 @@ DECODING: dict[str, Any] = {"decode_responses": True, "encoding_errors": "surrog
 
 def default_retry() -> Retry:
     """redis-py's own retry, which ``from_url`` leaves off: a command whose connection broke is
-    re-sent (every jobstore write recognises its own earlier attempt, so this is safe)."""
-    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=3)
+    re-sent (every jobstore write recognises its own earlier attempt, so this is safe).
+
+    Waits before each retry a random time up to 10 ms, 20 ms, 40 ms (capped at 0.5 s): "full
+    jitter", which every redis-py has (``ExponentialWithJitterBackoff``, much the same, arrived
+    in 5.3)."""
+    return Retry(FullJitterBackoff(base=0.01, cap=0.5), retries=3)
 
 _memory_lock = threading.Lock()
 _memory_servers: dict[str, Any] = {}
@@ -235,9 +239,20 @@ def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
         raise ConfigError(f"url {redact(url)!r} cannot be parsed: {problem}")
     if scheme == "redis+cluster":
         return cluster_client(url, client_options)
-    options = {**CLIENT_DEFAULTS, "retry": default_retry(), **DECODING, **(client_options or {})}
     try:
-        client = redis.Redis.from_url(url, **options)
+        parsed = url_options(url)
+    except ConfigError as exc:
+        problem = str(exc)
+    if problem is not None:
+        raise ConfigError(f"url {redact(url)!r} is invalid: {problem}")
+    # What the URL says wins over client_options, as in redis-py's from_url.
+    options = {**CLIENT_DEFAULTS, "retry": default_retry(), **DECODING,
+               **(client_options or {}), **parsed}
+    try:
+        # redis-py's own constructor (its pool and close() semantics, whatever the version), on
+        # a URL with nothing in it to parse but the scheme: every part of ``url`` was parsed
+        # above, by jobstore, the same with every redis-py.
+        client = redis.Redis.from_url(f"{scheme}://", **options)
     except (ValueError, TypeError) as exc:
         problem = _scrub(str(exc), url)
     if problem is not None:  # raised here, outside the handler: nothing chained quotes the URL
@@ -253,6 +268,58 @@ def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
         raise ConfigError(f"client_options: {problem} (a keyword of client_options or a query "
                           f"parameter of url {redact(url)!r})")
     return client
+
+
+def url_options(url: str) -> dict[str, Any]:
+    """The connection settings of a ``redis://``, ``rediss://`` or ``unix://`` URL, as keyword
+    arguments of redis-py's connection pool: parsed here, not by redis-py, so that every
+    redis-py reads a URL alike (versions differ: 8.2 takes ``REDIS://``, older ones refuse it;
+    5.3 to 8.1 decode a ``?password=`` twice).
+
+    The scheme is case-insensitive (RFC 3986). The userinfo and the path are percent-decoded
+    once, query values once (``+`` is a space there, as in any query). The userinfo's user name
+    and password win over ``?username=`` / ``?password=``; ``?db=`` wins over the path; the
+    first of a repeated parameter counts. Query values are converted to the types redis-py
+    gives them (``db`` an int, ``socket_timeout`` a float...), by redis-py's own table.
+
+    :raises ConfigError: a value that does not convert, or a path that is not a database
+        number; the message names the part, never its value.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    converters = getattr(redis.connection, "URL_QUERY_ARGUMENT_PARSERS", {})
+    kwargs: dict[str, Any] = {}
+    for name, value in parse_qsl(parts.query):
+        if name in kwargs:
+            continue
+        convert = converters.get(name)
+        if convert is None:
+            kwargs[name] = value
+            continue
+        try:
+            kwargs[name] = convert(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"its query parameter {name!r} has a value that is not "
+                              f"valid for it") from None
+    if parts.username:
+        kwargs["username"] = unquote(parts.username)
+    if parts.password:
+        kwargs["password"] = unquote(parts.password)
+    path = unquote(parts.path)
+    if scheme == "unix":
+        if path:
+            kwargs["path"] = path
+        return kwargs
+    if parts.hostname:
+        kwargs["host"] = unquote(parts.hostname)
+    if parts.port is not None:
+        kwargs["port"] = parts.port
+    db = path.strip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        raise ConfigError("its path must be a database number (redis://host:6379/0)")
+    if db:
+        kwargs.setdefault("db", int(db))
+    return kwargs
 
 
 def cluster_seeds(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
@@ -300,7 +367,7 @@ def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisClus
     """
     from redis.cluster import ClusterNode
 
-    from .errors import StoreUnavailable
+    from .driver import reported
 
     seeds, username, password = cluster_seeds(url)
     nodes = [ClusterNode(host, port) for host, port in seeds]
@@ -316,8 +383,16 @@ def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisClus
     except TypeError as exc:
         problem = _scrub(str(exc), url)
     except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
-        raise StoreUnavailable(
-            f"Redis Cluster at {redact(url)} is unavailable: {_scrub(str(exc), url)}") from exc
+        # redis-py wraps what the last seed it tried said (a refused login, say) in a
+        # RedisClusterException: reported as that, else as the cluster being unavailable.
+        cause = exc
+        while isinstance(cause, redis.exceptions.RedisClusterException) and cause.__cause__:
+            cause = cause.__cause__  # type: ignore[assignment]
+        if not isinstance(cause, (redis.exceptions.RedisError, OSError)):
+            cause = redis.exceptions.ConnectionError(str(exc))
+        error = reported(cause, redact(url))
+        error.args = (_scrub(str(error), url),)
+        raise error from exc
     raise ConfigError(f"client_options: {problem}")
 
 

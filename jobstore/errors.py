@@ -43,6 +43,33 @@ class EvictionPolicyError(ConfigError):
         )
 
 
+class AuthenticationFailed(ConfigError):
+    """Redis refused the credentials: a wrong or missing password, an unknown or disabled ACL
+    user. A configuration error, not an outage: retrying does not help (the CLI exits 2, not
+    3). ``node``: the server, as its URL with any password shown as ``***``."""
+
+    def __init__(self, node: str, reason: str):
+        self.node = node
+        super().__init__(
+            f"Redis at {node} refused the credentials ({reason}); fix the user name and password "
+            "in the URL (percent-encoded, docs/api.md#credentials-in-urls), or the ACL user")
+
+
+class UnsupportedServer(ConfigError):
+    """The server is older than jobstore needs (:data:`jobstore.driver.MINIMUM`), refused at
+    the first operation, before anything is written. ``node``: the server; ``found``: what it
+    reports itself to be (``"Redis 5.0.14"``); ``needed``: the oldest Redis jobstore runs on
+    (``"6.2"``; every Valkey is newer)."""
+
+    def __init__(self, node: str, found: str, needed: str):
+        self.node = node
+        self.found = found
+        self.needed = needed
+        super().__init__(
+            f"{found} at {node} is too old: jobstore needs Redis {needed} or later (or Valkey), "
+            "for commands its operations use (BLMOVE, LMOVE). Upgrade the server")
+
+
 class UnknownStrategy(ConfigError):
     """No strategy or schema is registered under the requested name."""
 

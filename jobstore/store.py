@@ -118,7 +118,9 @@ class JobStore:
 
         ``allow_eviction``: run on a Redis whose ``maxmemory-policy`` is not ``noeviction``
         (jobs may then be lost). Without it the store reads the policy once, before its first
-        operation sends anything, and that operation raises :class:`EvictionPolicyError`.
+        operation sends anything, and that operation raises :class:`EvictionPolicyError`. The
+        same ``INFO`` (sent with ``allow_eviction`` too) tells the server's version: one older
+        than Redis 6.2 raises :class:`UnsupportedServer` there.
 
         ``time_format``: how new records store their times, ``"epoch"`` (seconds, the default) or
         ``"iso"`` (ISO 8601, UTC); either form is read, and an update keeps a record's own form.
@@ -153,8 +155,8 @@ class JobStore:
         if not isinstance(allow_eviction, bool):
             raise ConfigError(f"allow_eviction must be True or False, not {allow_eviction!r}")
         self.allow_eviction = allow_eviction
-        # Set once the eviction policy passed (or was never to be checked); never reset.
-        self._eviction_checked = allow_eviction
+        # Set once the server's version and eviction policy passed; never reset.
+        self._eviction_checked = False
         self._eviction_lock = threading.Lock()
         self._eviction_label = redact(url) if url else None
         self.client = client
@@ -582,14 +584,15 @@ class JobStore:
         return result
 
     def _check_eviction(self) -> None:
-        """Refuse a Redis that may evict keys: once per store, before anything else is sent.
+        """Refuse a Redis too old for jobstore, or (unless ``allow_eviction``) one that may
+        evict keys: once per store, before anything else is sent (one INFO).
 
         A failed check is not remembered: the next operation checks again (so a store follows
         a policy fixed meanwhile, without a restart).
         """
         with self._eviction_lock:
             if not self._eviction_checked:
-                eviction.check(self.client, allow=False, label=self._eviction_label)
+                eviction.check(self.client, allow=self.allow_eviction, label=self._eviction_label)
                 self._eviction_checked = True
 
 

@@ -16,7 +16,7 @@ from jobstore.migration import Migration
 from jobstore.steps import Script
 from tests.support.clock import FakeClock
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.core]
 
 
 def split_ids(client, n=1):

@@ -8,6 +8,9 @@ import jobstore
 from tests.conftest import keys as all_keys
 from jobstore import JobNotFound, JobStatus
 
+# The core real-Redis tests: .ci/run runs them on every supported server build too.
+pytestmark = pytest.mark.core
+
 def keys(store, ws, job_id):
     return {s.name: s.job_key(ws, job_id) for s in store.strategy.schemas}
 

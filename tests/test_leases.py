@@ -247,6 +247,9 @@ def test_lease_times_are_the_servers_not_the_workers(leased):
 
 WORKER = """
 import sys, time, jobstore
+
+# The core real-Redis tests: .ci/run runs them on every supported server build too.
+pytestmark = pytest.mark.core
 store = jobstore.open(sys.argv[1], sys.argv[2], lease=float(sys.argv[3]), allow_eviction=True)
 job = store.dequeue(timeout=5)
 print(job.job_id, job.claim, flush=True)

@@ -13,6 +13,9 @@ from jobstore.migration import Migration, MigrationInterrupted
 from jobstore.phases import Phase, Rollout, refusal
 from tests.support.clock import FakeClock
 
+# The core real-Redis tests: .ci/run runs them on every supported server build too.
+pytestmark = pytest.mark.core
+
 
 @pytest.fixture
 def env(make_store):

@@ -10,9 +10,14 @@ import json
 import threading
 from collections import Counter
 
+import pytest
+
 import jobstore
 from tests.conftest import keys
 from jobstore.demo import LiveTraffic
+
+# The core real-Redis tests: .ci/run runs them on every supported server build too.
+pytestmark = pytest.mark.core
 
 WORKSPACES = [f"ws{n}" for n in range(6)]
 

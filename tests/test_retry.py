@@ -9,6 +9,9 @@ import jobstore
 from jobstore import JobStatus, StoreUnavailable
 from tests.support.proxy import FaultProxy
 
+# The core real-Redis tests: .ci/run runs them on every supported server build too.
+pytestmark = pytest.mark.core
+
 
 @pytest.fixture
 def proxy(redis_url, redis_server):

@@ -11,6 +11,9 @@ import pytest
 import jobstore
 from jobstore import InvalidTransition, JobExists, JobNotFound, JobStatus
 
+# The core real-Redis tests: .ci/run runs them on every supported server build too.
+pytestmark = pytest.mark.core
+
 
 def test_enqueue_returns_a_pending_job_that_get_reads_back(store):
     job = store.enqueue("ws1", "summarise", {"doc": 7})

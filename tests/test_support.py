@@ -320,3 +320,18 @@ def test_cluster_client_set_get_across_slots(cluster):
         owner = redis.Redis(host=host, port=int(port), decode_responses=True)
         assert owner.get(key) == key.upper()  # really stored on that node
         owner.close()
+
+
+def test_the_server_build_is_chosen_by_the_environment(monkeypatch, tmp_path):
+    """.ci/run points the fixtures at other builds (Redis 6.2, 8.2, Valkey) this way."""
+    from tests.support import servers
+
+    fake = tmp_path / "valkey-server"
+    fake.write_text("#!/bin/sh\necho 'Valkey server v=8.1.8 sha=00000000:1 malloc=libc bits=64'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv(servers.SERVER_ENV, str(fake))
+    monkeypatch.setenv(servers.CLI_ENV, "/nowhere/valkey-cli")
+    assert servers.redis_server_path() == str(fake)
+    assert servers.redis_cli_path() == "/nowhere/valkey-cli"
+    assert servers.server_version() == ("valkey", (8, 1, 8))
+    assert servers.debug_command_args() == ["--enable-debug-command", "yes"]

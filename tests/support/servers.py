@@ -89,14 +89,67 @@ def free_port(need_bus: bool = False) -> int:
     raise RuntimeError(f"no free port found in {lo}..{hi}")
 
 
+# The server build the suite runs on: JOBSTORE_TEST_REDIS_SERVER / JOBSTORE_TEST_REDIS_CLI name
+# the executables (another Redis, Valkey: .ci/run runs the core tests on several), else
+# redis-server and redis-cli on PATH.
+SERVER_ENV, CLI_ENV = "JOBSTORE_TEST_REDIS_SERVER", "JOBSTORE_TEST_REDIS_CLI"
+
+
 def redis_server_path() -> str | None:
-    """Path of the ``redis-server`` executable, or None if it is not installed."""
-    return shutil.which("redis-server")
+    """Path of the server executable (``$JOBSTORE_TEST_REDIS_SERVER``, else ``redis-server`` on
+    PATH), or None if it is not installed."""
+    return os.environ.get(SERVER_ENV) or shutil.which("redis-server")
 
 
 def redis_cli_path() -> str | None:
-    """Path of the ``redis-cli`` executable, or None if it is not installed."""
-    return shutil.which("redis-cli")
+    """Path of the CLI (``$JOBSTORE_TEST_REDIS_CLI``, else ``redis-cli`` on PATH), or None."""
+    return os.environ.get(CLI_ENV) or shutil.which("redis-cli")
+
+
+_version_cache: dict[str, tuple[str, tuple[int, ...]]] = {}
+
+
+def server_version() -> tuple[str, tuple[int, ...]]:
+    """``("redis" or "valkey", (major, minor, patch))`` of the server executable the suite
+    runs (from its ``--version``); ``("", ())`` when there is none."""
+    path = redis_server_path()
+    if path is None:
+        return "", ()
+    if path not in _version_cache:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+        name = "valkey" if out.lower().startswith("valkey") else "redis"
+        version = out.split("v=", 1)[1].split()[0] if "v=" in out else ""
+        _version_cache[path] = name, tuple(int(p) for p in version.split(".") if p.isdigit())
+    return _version_cache[path]
+
+
+def debug_command_args() -> list[str]:
+    """What lets a test send DEBUG (RELOAD, SLEEP...): ``--enable-debug-command yes`` where the
+    server has that option (Redis 7.0+, Valkey); before 7.0 DEBUG is always on."""
+    name, version = server_version()
+    return ["--enable-debug-command", "yes"] if name == "valkey" or version >= (7,) else []
+
+
+def _str(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def add_all_slots(client: redis.Redis) -> None:
+    """Give one cluster node every slot (CLUSTER ADDSLOTS: ADDSLOTSRANGE arrived in 7.0)."""
+    client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+
+
+def wait_cluster_ok(client: redis.Redis, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = client.execute_command("CLUSTER", "INFO")  # raw text, or a dict (RESP3)
+        if isinstance(reply, dict):
+            reply = "\n".join(f"{_str(k)}:{_str(v)}" for k, v in reply.items())
+        if "cluster_state:ok" in _str(reply):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the cluster did not reach cluster_state:ok")
+        time.sleep(0.05)
 
 
 # Safety net: servers still running when the interpreter exits (a test run
