@@ -625,6 +625,10 @@ def _encode(codec: Codec, field: str, value: Any) -> str:
                                      f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(text, str):
         raise PluginError(f"codec {codec!r} encoded {field} as {type(text).__name__}, not str")
+    if not text.isascii():
+        problem = validation.text_problem(text)
+        if problem is not None:  # jobstore writes only UTF-8: a record that reads back
+            raise PluginError(f"codec {codec!r} encoded {field} as text that {problem}")
     return text
 
 

@@ -84,15 +84,21 @@ def text(argument: str, value: str) -> str:
 
     Only lone surrogates (U+D800-U+DFFF, e.g. from ``surrogateescape`` or UTF-16 halves) fail.
     """
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidArgument(argument, problem)
+    return value
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` does not encode as UTF-8 (a lone surrogate), or None."""
     if value.isascii():
-        return value
+        return None
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        problem = _not_unicode(value, exc)
-    else:
-        return value
-    raise InvalidArgument(argument, problem)
+        return _not_unicode(value, exc)
+    return None
 
 
 def _not_unicode(value: str, exc: UnicodeEncodeError) -> str:

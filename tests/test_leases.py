@@ -24,6 +24,9 @@ from jobstore.events import Events
 from jobstore.steps import Batch, Command, Script
 from tests.support.clock import FakeClock
 
+# The core real-Redis tests: .ci/run runs them on every supported server build too.
+pytestmark = pytest.mark.core
+
 LEASE = 0.3
 PAST = LEASE + 0.25  # sleep this long for a lease to run out
 
@@ -247,9 +250,6 @@ def test_lease_times_are_the_servers_not_the_workers(leased):
 
 WORKER = """
 import sys, time, jobstore
-
-# The core real-Redis tests: .ci/run runs them on every supported server build too.
-pytestmark = pytest.mark.core
 store = jobstore.open(sys.argv[1], sys.argv[2], lease=float(sys.argv[3]), allow_eviction=True)
 job = store.dequeue(timeout=5)
 print(job.job_id, job.claim, flush=True)

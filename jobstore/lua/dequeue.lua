@@ -86,7 +86,10 @@ end
 local function parse(entry)
   entry = base_of(entry)
   local sep = string.find(entry, ':', 1, true)
-  if not sep and compat and is_id(entry) then
+  -- A bare job id: from the compatible queue, or (without one configured) left in jobstore's
+  -- queue or leases by a version that claimed bare ids as they were: found through a schema
+  -- keyed by the id alone either way, so that no such job is stranded.
+  if not sep and is_id(entry) then
     local keyed = false
     for i = 11, #ARGV do
       if string.byte(ARGV[i], 1) ~= 3 and not string.find(ARGV[i], '\1', 1, true) then
@@ -99,6 +102,10 @@ local function parse(entry)
           return nil
         end
       end
+    end
+    if not compat then  -- no record: an entry that cannot be parsed, as it always was
+      bury(entry, "no ':' between the workspace id and the job id")
+      return nil
     end
     -- never dropped unseen: without a schema keyed by the id alone, the job cannot be found
     if not keyed then

@@ -16,9 +16,14 @@ local function record_problem(key)
   if f[5] and f[5] ~= '' and not is_time(f[5]) then
     return 'updated_at', {{ NOT_A_TIME }}
   end
-  local text = redis.call('HMGET', key, unpack(TEXT_FIELDS))
-  for i = 1, #TEXT_FIELDS do
-    if text[i] and not utf8_text(text[i]) then return TEXT_FIELDS[i], NOT_UTF8 end
+  -- Bytes that are not UTF-8: only in a record other code created (no '_op', the field of the
+  -- enqueue that created it). jobstore writes only UTF-8 (every text is checked in Python before
+  -- it is sent), so its own records skip a check that costs ~15 ns per byte of params and result.
+  if redis.call('HEXISTS', key, '_op') == 0 then
+    local text = redis.call('HMGET', key, unpack(TEXT_FIELDS))
+    for i = 1, #TEXT_FIELDS do
+      if text[i] and not utf8_text(text[i]) then return TEXT_FIELDS[i], NOT_UTF8 end
+    end
   end
   return nil
 end
