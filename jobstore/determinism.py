@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import weakref
@@ -35,6 +36,7 @@ ENV_CHECK = "JOBSTORE_SCHEMA_CHECK"
 # finding its shared libraries) may need, nothing a schema could take configuration from.
 KEPT = ("PATH", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "SYSTEMROOT", "TMPDIR", "TEMP", "TMP")
 TIMEOUT = 120.0
+_PYTHON = re.compile(r"(python|pypy)[0-9.]*(\.exe)?", re.IGNORECASE)
 CONFIGURATION = "docs/plugins.md#configuration"
 
 # Verdicts already reached in this process: class -> (module file stamp, prefix) that passed.
@@ -116,14 +118,15 @@ def check_across_processes(schemas: Sequence[tuple[KeySchema, str]], strict: boo
     if results is None:
         return
     for (schema, plugin), keys, theirs in zip(asked, mine, results):
-        _compare(schema, plugin, keys, theirs)
-        _passed.setdefault(type(schema), set()).add((_stamp(type(schema)), schema.prefix))
+        if _compare(schema, plugin, keys, theirs, strict):  # a verdict: kept for the process
+            _passed.setdefault(type(schema), set()).add((_stamp(type(schema)), schema.prefix))
 
 
 def _ask(asked: list[tuple[KeySchema, str]], strict: bool) -> list[dict[str, Any]] | None:
     seed = _other_seed()
     env = {name: os.environ[name] for name in KEPT if name in os.environ}
     env["PYTHONHASHSEED"] = seed
+    env[ENV_CHECK] = "local"  # a plugin that opens a store at import asks no third interpreter
     request = json.dumps({
         "path": sys.path,
         "schemas": [[type(s).__module__, type(s).__qualname__, s.prefix] for s, _ in asked],
@@ -132,6 +135,9 @@ def _ask(asked: list[tuple[KeySchema, str]], strict: bool) -> list[dict[str, Any
     problem = None
     if not sys.executable:
         problem = "sys.executable is not known"
+    elif not _PYTHON.fullmatch(os.path.basename(sys.executable)):
+        # an embedding host (uWSGI, a frozen app): its executable is no Python to run code with
+        problem = f"sys.executable is not a Python interpreter: {sys.executable}"
     else:
         try:
             done = subprocess.run([sys.executable, "-c", _CHILD], input=request, env=env,
@@ -164,15 +170,17 @@ def _cannot(schema: KeySchema, plugin: str, why: str, strict: bool) -> None:
     log.warning("%s; registered without that check", message)
 
 
-def _compare(schema: KeySchema, plugin: str, keys: list[str], theirs: dict[str, Any]) -> None:
+def _compare(schema: KeySchema, plugin: str, keys: list[str], theirs: dict[str, Any],
+             strict: bool) -> bool:
     who = _who(schema, plugin)
     elsewhere = (f"in a second Python process (PYTHONHASHSEED={_other_seed()}, none of this "
                  "process's environment)")
     rule = (f"A key must be a function of the prefix and the two ids alone: not of hash() (salted "
             "per process), the environment, the time or chance; a schema's configuration is "
             f"fixed in its class ({CONFIGURATION})")
-    if "error" in theirs:
-        raise PluginError(f"{who}: cannot be built {elsewhere}: {theirs['error']}. {rule}")
+    if "error" in theirs:  # not a verdict on its keys: refused by the kit, logged otherwise
+        _cannot(schema, plugin, f"it cannot be built {elsewhere}: {theirs['error']}. {rule}", strict)
+        return False
     pairs = [(w, j) for w in SAMPLE_WORKSPACES for j in SAMPLE_JOBS]
     for (workspace_id, job_id), key, other in zip(pairs, keys, theirs["keys"]):
         if key != other:
@@ -182,3 +190,4 @@ def _compare(schema: KeySchema, plugin: str, keys: list[str], theirs: dict[str, 
     if theirs["pattern"] != schema.scan_pattern():
         raise PluginError(f"{who}: scan_pattern: gives another pattern {elsewhere}: "
                           f"{theirs['pattern']!r}, not {schema.scan_pattern()!r}. {rule}")
+    return True

@@ -91,8 +91,16 @@ class Context:
 # (ML jobs and test suites seed the process-wide generator) nor a fork repeats another call's
 # token. Its getrandbits is one C call under the GIL: threads draw distinct values.
 _TOKENS = random.Random()
+_drawn_in = [os.getpid()]  # the process the generator was last seeded in
+
+
+def _reseed() -> None:
+    _TOKENS.seed()
+    _drawn_in[0] = os.getpid()
+
+
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(after_in_child=_TOKENS.seed)
+    os.register_at_fork(after_in_child=_reseed)
 
 
 def new_token() -> str:
@@ -103,6 +111,8 @@ def new_token() -> str:
     costs a few microseconds per call: a token only has to differ from every other call's (a
     collision needs the same job and 2^-72 luck); it protects nothing secret. Job ids stay
     ``uuid4`` (their randomness is the OS's)."""
+    if os.getpid() != _drawn_in[0]:  # forked by a path that ran no at-fork hook (a C fork())
+        _reseed()
     return urlsafe_b64encode(_TOKENS.getrandbits(72).to_bytes(9, "big")).decode()
 
 

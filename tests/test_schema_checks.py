@@ -175,7 +175,7 @@ class NeedsEnv(Buckets):
         super().__init__(prefix)
 
 
-@pytest.mark.parametrize("schema", [SaltedBuckets, EnvShards, NeedsEnv], ids=lambda s: s.name)
+@pytest.mark.parametrize("schema", [SaltedBuckets, EnvShards], ids=lambda s: s.name)
 def test_keys_another_process_computes_otherwise_are_refused_at_registration(
         extra_plugin, monkeypatch, schema):
     # This process is configured (ACME_SHARDS=8: keys differ from the default's 4 for most
@@ -188,10 +188,21 @@ def test_keys_another_process_computes_otherwise_are_refused_at_registration(
     message = str(refused.value)
     assert f"schema {schema.name!r} (plugin 'acme-schemas')" in message
     assert "in a second Python process" in message and "docs/plugins.md#configuration" in message
-    if schema is NeedsEnv:
-        assert "KeyError: 'ACME_REGION'" in message
-    else:
-        assert ": job_key: gives another key" in message and "counter-example: workspace_id=" in message
+    assert ": job_key: gives another key" in message and "counter-example: workspace_id=" in message
+
+
+def test_a_schema_a_second_process_cannot_build_is_logged_at_registration_refused_by_the_kit(
+        extra_plugin, monkeypatch, caplog):
+    """Not a verdict on its keys (a plugin module may read the environment for other reasons):
+    registration warns and goes on, so an upgrade never stops every store; the kit refuses."""
+    from jobstore.determinism import check_across_processes
+
+    monkeypatch.setenv("ACME_REGION", "eu")
+    extra_plugin(make_plugin(NeedsEnv), "acme-schemas")
+    assert "needs-env" in {row.name for row in jobstore.strategies()}
+    assert "KeyError: 'ACME_REGION'" in caplog.text and "needs-env" in caplog.text
+    with pytest.raises(PluginError, match="KeyError: 'ACME_REGION'"):
+        check_across_processes([(NeedsEnv("ai"), "acme-schemas")], strict=True)
 
 
 class Sixteen(Buckets):
