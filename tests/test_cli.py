@@ -253,14 +253,14 @@ def test_a_pass_stopped_by_sigterm_prints_its_json_report_and_resumes(redis_url)
 
 @pytest.mark.parametrize("command", [["backfill"], ["verify"], ["set-aside"]])
 def test_ctrl_c_prints_a_json_report_saying_interrupted(command, monkeypatch):
-    from click.testing import CliRunner
+    from tests.support.cli import cli_runner
 
     from jobstore import cli
 
     url = f"memory://cli-{uuid.uuid4().hex}"
     legacy = jobstore.open(url, "legacy")
     legacy.enqueue_many([("ws1", "a")] * 30)
-    runner = CliRunner()
+    runner = cli_runner()
     assert runner.invoke(cli.main, ["migrate", "phase", "dual-write", "--url", url]).exit_code == 0
 
     def ctrl_c(self, step, done, total, counts):

@@ -16,7 +16,7 @@ import sys
 
 import click
 import pytest
-from click.testing import CliRunner
+from tests.support.cli import cli_runner
 
 import jobstore
 from jobstore import cli
@@ -39,7 +39,7 @@ def run(*args, url=None, stdin=None, timeout=120):
 
 
 def invoke(*args, **kwargs):
-    return CliRunner().invoke(cli.main, list(args), **kwargs)
+    return cli_runner().invoke(cli.main, list(args), **kwargs)
 
 
 def migration(url) -> Migration:

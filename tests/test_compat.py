@@ -216,6 +216,11 @@ def test_the_compatibility_page_says_what_ci_runs_and_the_metadata_allows():
     floor = re.search(r'"redis>=([0-9.]+)"', pyproject).group(1)
     assert f"{floor} (the floor: `redis>={floor}`)" in page
     assert 'redis>=\\([0-9.]*\\)' in ci and '"redis==$floor"' in ci
+    # ... on the Python floor, with every runtime dependency's floor, each in the page's table.
+    assert "requires-python" in ci and '"$floor_python" -m venv .venv-floor' in ci
+    assert '["project"]["dependencies"]' in ci and "$floors" in ci
+    for name, low in re.findall(r'^    "([a-z-]+)>=([0-9.]+)",$', pyproject.split("[project.optional")[0], re.M):
+        assert f"| `{name}` | {low} |" in page, name
     # Every server build .ci/run installs is in the table, pinned alike, and tested by core_on.
     installed = re.findall(r"\b([a-z-]+==[0-9.]+)", ci.split("for package in", 1)[1].split(";")[0])
     assert len(installed) == 3

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from click.testing import CliRunner
+from tests.support.cli import cli_runner
 
 import jobstore
 from jobstore import ConfigError, EvictionPolicyError, MigrationStateLost, StoreUnavailable, eviction
@@ -288,12 +288,12 @@ def test_every_migrate_command_passes_allow_eviction(monkeypatch, command):
         raise SystemExit(0)  # stop here: the migration itself is not under test
 
     monkeypatch.setattr("jobstore.migration.open_migration", fake_open_migration)
-    runner = CliRunner()
+    runner = cli_runner()
     allowed = runner.invoke(main, ["migrate", *command, "--url", "redis://x", "--allow-eviction"])
     assert allowed.exit_code == 0, allowed.output
     refused = runner.invoke(main, ["migrate", *command, "--url", "redis://x"])
     assert seen == [True, False]
-    assert refused.exit_code == 2 and "maxmemory-policy 'allkeys-lru'" in refused.output
+    assert refused.exit_code == 2 and "maxmemory-policy 'allkeys-lru'" in refused.stderr
 
 
 def test_demo_refuses_an_evicting_redis_and_allows_it_with_the_flag(servers):

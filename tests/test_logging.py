@@ -11,7 +11,7 @@ import textwrap
 import uuid
 
 import pytest
-from click.testing import CliRunner
+from tests.support.cli import cli_runner
 
 import jobstore
 from jobstore import cli, plugins
@@ -172,6 +172,6 @@ def test_cli_logs_a_pass_with_v(redis_url):
 def test_cli_undoes_its_logging_setup_when_the_command_ends():
     logger = logging.getLogger("jobstore")
     before = (list(logger.handlers), logger.level)
-    result = CliRunner().invoke(cli.main, ["-vv", "strategies"])
+    result = cli_runner().invoke(cli.main, ["-vv", "strategies"])
     assert result.exit_code == 0
     assert (list(logger.handlers), logger.level) == before

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import prometheus_client
 import pytest
-from click.testing import CliRunner
+from tests.support.cli import cli_runner
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -438,7 +438,7 @@ def test_verify_metrics_port_serves_the_report(cli_exporters):
     for i in range(3):
         store.enqueue("ws", "a", job_id=f"j{i}")
     port = free_port()
-    out = CliRunner().invoke(main, ["migrate", "verify", "--url", url, "--json", "--metrics-port", str(port)])
+    out = cli_runner().invoke(main, ["migrate", "verify", "--url", url, "--json", "--metrics-port", str(port)])
     assert out.exit_code == 0, out.output
     text = fetch(port)
     assert f'ai_jobs_verify_clean{{migration="{MIGRATION}"}} 1.0' in text
@@ -451,11 +451,11 @@ def test_metrics_port_in_use_or_malformed_exits_2(cli_exporters):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        out = CliRunner().invoke(main, ["migrate", "verify", "--url", url, "--metrics-port",
+        out = cli_runner().invoke(main, ["migrate", "verify", "--url", url, "--metrics-port",
                                         str(taken.getsockname()[1])])
-    assert out.exit_code == 2 and "cannot serve metrics" in out.output
-    out = CliRunner().invoke(main, ["migrate", "backfill", "--url", url, "--metrics-port", "nine"])
-    assert out.exit_code == 2 and "PORT" in out.output
+    assert out.exit_code == 2 and "cannot serve metrics" in out.stderr
+    out = cli_runner().invoke(main, ["migrate", "backfill", "--url", url, "--metrics-port", "nine"])
+    assert out.exit_code == 2 and "PORT" in out.stderr
 
 
 @pytest.mark.redis
