@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .dead_letters import DeadLetter
-    from .migration import PassReport, VerifyReport
+    from .migration.reports import PassReport, VerifyReport
 
 
 @dataclass(frozen=True)

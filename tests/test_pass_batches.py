@@ -257,7 +257,7 @@ def count_trips(migration) -> list[list[int]]:
 def test_chunks_hold_at_most_chunk_keys(redis_url, monkeypatch):
     """A script call blocks every other client for its duration: the pass never sends more than
     CHUNK keys to one, whatever the batch."""
-    monkeypatch.setattr(migration_module, "CHUNK", 7)
+    monkeypatch.setattr(migration_module.transport, "CHUNK", 7)  # read where it is defined
     legacy, jobs, migration = in_dual_write(redis_url, 120)
     trips = count_trips(migration)
     report = migration.backfill(batch=1000)

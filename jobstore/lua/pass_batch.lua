@@ -5,7 +5,7 @@
 -- and verify's comparison do (jobstore.rules), at one instant per record. A key of another type
 -- is found by the read itself (redis.pcall), and a write Redis refuses is that record's 'error':
 -- the chunk goes on with the next record. Computed schemas and Redis Cluster keep the per-record
--- forms (jobstore.migration, jobstore.sync_cluster).
+-- forms (jobstore.migration.settle).
 -- KEYS[1 ..] scanned record keys (the 'from' side of a copy or merge, the source of a cleanup,
 --            the side verify scans)
 -- ARGV[1] mode: 'copy' | 'merge' | 'cleanup' | 'source' | 'target' (verify, by side scanned)

@@ -1,31 +1,139 @@
-"""Copy, merge and clean up records on Redis Cluster, where the two copies of a job sit in
-different slots and no script can hold both.
+"""How a migration settles and compares records: one way per deployment, chosen once.
 
-On standalone Redis each of these is one script (``SYNC_RECORD``, ``CLEANUP_RECORD``) that sees
-both copies at one instant. Here both copies (and their tombstones) are read in one pipeline,
-the decision is taken in Python by the same rules, and each write is a single-slot script that
-re-checks what the decision relied on: a copy lands only where no record and no newer tombstone
-exists (``COPY_IF_ABSENT``), and a merge or a delete lands only on a record that has not moved
-on since it was read (``WRITE_IF_UNCHANGED``). Whatever raced is reported as ``changed`` and is
-left for the next pass or verify, so nothing is ever overwritten with older data and no deleted
-job is brought back.
+On standalone Redis (:class:`StandaloneSettle`) each record is copied, merged or cleaned up by
+one script that sees both copies at one instant (``SYNC_RECORD``, ``CLEANUP_RECORD``), a pair
+is read for verify by one script (``READ_RECORDS``), and the passes may settle chunks of keys in
+the ``pass_batch`` script (:mod:`jobstore.migration.transport`).
+
+On Redis Cluster (:class:`ClusterSettle`) the two copies of a job sit in different slots and no
+script can hold both. Both copies (and their tombstones) are read in one pipeline, the decision
+is taken in Python by the same rules, and each write is a single-slot script that re-checks what
+the decision relied on: a copy lands only where no record and no newer tombstone exists
+(``COPY_IF_ABSENT``), and a merge or a delete lands only on a record that has not moved on since
+it was read (``WRITE_IF_UNCHANGED``). Whatever raced is reported as ``changed`` and is left for
+the next pass or verify, so nothing is ever overwritten with older data and no deleted job is
+brought back. Verify looks again at a pair that differs (a write reaches the two copies one
+after the other), and a scan checks at its end whether slots moved under it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from .job import parse_time
+from .. import rules
+from ..job import parse_time
+from ..layout import StoreKeys
+from ..ops import Op, as_record
+from ..schema import KeySchema
+from ..scripts import (CLEANUP_RECORD, COPY_IF_ABSENT, READ_RECORDS, SYNC_RECORD,
+                       WRITE_IF_UNCHANGED)
+from ..steps import Batch, Call, Command, Primaries, Scan, Script
 
-from . import rules
-from .layout import StoreKeys
-from .ops import Op
-from .scripts import COPY_IF_ABSENT, WRITE_IF_UNCHANGED
-from .steps import Batch, Command, Script
+# ``f(workspace_id)``: True where the side a pass writes to wins a conflict (rules.wins).
+Prefer = Callable[[str], bool]
+# A record a pass or verify acts on: ``(workspace_id, job_id, its key, the other side's key)``.
+Placed = tuple[str, str, str, str]
+NOT_A_HASH = "\0not-a-hash"  # marks a key READ_RECORDS found holding another type
 
-if TYPE_CHECKING:
-    from .migration import Placed
+
+class Settle:
+    """How records are settled and compared on one kind of deployment (:func:`settler_for`)."""
+
+    # Whether the passes and verify may settle chunks of keys in the pass_batch script.
+    batches: bool
+    # Verify looks again at a pair that differs after each of these pauses (seconds).
+    rechecks: tuple[float, ...]
+
+    def __init__(self, keys: StoreKeys) -> None:
+        self.keys = keys
+
+    def apply(self, mode: str, placed: list[Placed], dry_run: bool,
+              prefer_to: Prefer) -> Op[list[str]]:
+        """Copy, merge or clean up each placed record (``placed`` not empty); its outcome, in
+        order. ``prefer_to``: ``f(workspace_id)``, True where the 'to' side wins a conflict."""
+        raise NotImplementedError
+
+    def read_pairs(self, keys: tuple[str, ...]) -> Op[list[Any]]:
+        """The record at each of ``keys`` (pairs: a record, then its counterpart); a key holding
+        another type reads as ``{NOT_A_HASH: ...}``."""
+        raise NotImplementedError
+
+    def topology_moved(self, schema: KeySchema, nodes: Sequence[str | None],
+                       servers: dict[str, str]) -> Op[tuple[list[str], list[str]] | None]:
+        """After every primary's scan is done: ``(primaries, names to scan again)`` when a
+        primary appeared or the slots a scanned one serves changed (keys may have moved to a
+        server already scanned); None when nothing moved."""
+        raise NotImplementedError
+
+
+class StandaloneSettle(Settle):
+    """Standalone Redis: one script over both copies of a record."""
+
+    batches = True
+    rechecks = ()
+
+    def apply(self, mode: str, placed: list[Placed], dry_run: bool,
+              prefer_to: Prefer) -> Op[list[str]]:
+        calls: list[Call] = []
+        for ws, job_id, scan_key, other_key in placed:
+            if mode == "cleanup":
+                calls.append(Script(CLEANUP_RECORD, (scan_key, other_key), (ws, "1" if dry_run else "0")))
+            else:
+                calls.append(Script(SYNC_RECORD, (scan_key, other_key, self.keys.index(ws)),
+                                    (ws, job_id, mode, "1" if dry_run else "0",
+                                     "1" if prefer_to(ws) else "0")))
+        replies = yield Batch(tuple(calls), tolerate_errors=True)
+        # A script error is one record's (e.g. an index key of the wrong type): counted, and the
+        # pass goes on with the rest.
+        return [r if isinstance(r, str) else "error" for r in replies]
+
+    def read_pairs(self, keys: tuple[str, ...]) -> Op[list[Any]]:
+        # Every pair in one script, at one instant: a dual write or delete landing between two
+        # reads would otherwise look like a difference.
+        (flat,) = yield Batch((Script(READ_RECORDS, keys, ()),))
+        return [as_record(r) for r in flat]
+
+    def topology_moved(self, schema: KeySchema, nodes: Sequence[str | None],
+                       servers: dict[str, str]) -> Op[tuple[list[str], list[str]] | None]:
+        yield from ()  # one server, whose changes the scans see themselves
+        return None
+
+
+class ClusterSettle(Settle):
+    """Redis Cluster: single-slot steps that re-check what they rely on (:func:`settle`)."""
+
+    batches = False
+    # The two copies sit on different nodes and a write reaches them one after the other:
+    # verify looks again at what differs before calling it a problem.
+    rechecks = (0.05, 0.25)
+
+    def apply(self, mode: str, placed: list[Placed], dry_run: bool,
+              prefer_to: Prefer) -> Op[list[str]]:
+        return (yield from settle(self.keys, mode, placed, dry_run, prefer_to))
+
+    def read_pairs(self, keys: tuple[str, ...]) -> Op[list[Any]]:
+        records = yield Batch(tuple(Command(("HGETALL", key)) for key in keys), tolerate_errors=True)
+        return [{NOT_A_HASH: "?"} if isinstance(r, Exception) else r for r in records]
+
+    def topology_moved(self, schema: KeySchema, nodes: Sequence[str | None],
+                       servers: dict[str, str]) -> Op[tuple[list[str], list[str]] | None]:
+        now: list[str] = yield Primaries()
+        again: list[str] = []
+        for node in now:
+            server, _, _ = yield Scan(schema.scan_pattern(), "0", 1, node)
+            before = servers.get(node)
+            if before is None or before.split("/", 1)[-1] != server.split("/", 1)[-1]:
+                again.append(node)
+        return (now, again) if again else None
+
+
+def settler_for(cluster: bool, keys: StoreKeys) -> Settle:
+    """The way records are settled on Redis Cluster (``cluster``) or standalone Redis."""
+    return ClusterSettle(keys) if cluster else StandaloneSettle(keys)
+
+
+# -- Redis Cluster: the per-record settle ------------------------------------------------------
 
 same_record = rules.same_record  # the cleanup rule, shared with CLEANUP_RECORD
 

@@ -1,0 +1,141 @@
+"""What a migration's passes, verify and set-aside report, and the interruption that carries a
+report: the types :mod:`jobstore.events` and the CLI name. This module imports nothing else of
+``jobstore.migration`` (an import-linter contract in pyproject.toml holds it to that), so that
+naming a report never loads the migration itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..phases import Phase
+
+
+@dataclass
+class PassReport:
+    """What a backfill, reverse sync or cleanup did. ``counts`` by outcome (see the scripts)."""
+
+    step: str
+    dry_run: bool = False
+    scanned: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    resumed: bool = False
+    seconds: float = 0.0
+    finished: bool = False
+    # Scans started again from the beginning because the server that gave the saved cursor
+    # was gone (a restart, a failover, a node replaced, slots moved): ``notes`` says where.
+    rescans: int = 0
+    notes: list[str] = field(default_factory=list)
+    # Stopped by Ctrl-C or SIGTERM (MigrationInterrupted): the counts are what was done so far.
+    interrupted: bool = False
+
+    def add(self, outcome: str, n: int = 1) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + n
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SetAsideReport(PassReport):
+    """What ``set_aside`` did: counts by outcome (``set-aside``, ``routable``: it names a usable
+    workspace now and was left, ``gone``, ``busy``, ``not_a_record``, ``error``) and, for each
+    record set aside, ``{"key": where it was, "to": where it is now}`` (the first
+    MAX_SET_ASIDE_LISTED; the counts cover every one)."""
+
+    moved: list[dict[str, str]] = field(default_factory=list)
+
+
+# How many moved keys a SetAsideReport lists (``jobstore migrate set-aside --list`` lists all).
+MAX_SET_ASIDE_LISTED = 10_000
+
+
+@dataclass
+class VerifyReport:
+    """Record-by-record comparison of source and target."""
+
+    phase: str
+    checked_source: int = 0
+    checked_target: int = 0
+    same: int = 0
+    target_newer: int = 0  # the target moved on after target-only: expected there, a problem before
+    missing: int = 0  # in the source, not in the target
+    differing: int = 0
+    orphaned: int = 0  # in the target, not in the source (expected in target-only)
+    unroutable: int = 0  # source records without a workspace_id: cannot be placed
+    repaired: int = 0
+    sampled: bool = False
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    seconds: float = 0.0
+    not_records: int = 0  # keys in a schema's namespace that are not hashes: reported, skipped
+    # Fresh starts after the server changed under the scan; ``complete`` is False when verify
+    # gave up (VERIFY_ATTEMPTS): it could not vouch for every key, so it is not clean.
+    rescans: int = 0
+    complete: bool = True
+    notes: list[str] = field(default_factory=list)
+    # Stopped by Ctrl-C or SIGTERM (MigrationInterrupted): what it found until then; not clean.
+    interrupted: bool = False
+
+    @property
+    def problems(self) -> int:
+        only_target = Phase(self.phase) is Phase.TARGET_ONLY
+        return (
+            self.missing
+            + self.differing
+            + self.unroutable
+            + (0 if only_target else self.orphaned + self.target_newer)
+        )
+
+    @property
+    def clean(self) -> bool:
+        return self.complete and not self.interrupted and self.problems == 0
+
+    @property
+    def evidence_against(self) -> bool:
+        """Whether this verify shows the target may not be right: it found problems (a sample
+        too), repaired some (unconfirmed until a verify after it), or gave up on a server that
+        kept changing under it. An interrupted run that found nothing shows nothing."""
+        return bool(self.problems or self.repaired or not (self.complete or self.interrupted))
+
+    def summary(self) -> str:
+        """What it found, in a few words (recorded with a verify that was not clean)."""
+        kinds = [(n, label) for n, label in (
+            (self.missing, "missing"), (self.differing, "differing"),
+            (0 if self.phase == Phase.TARGET_ONLY.value else self.orphaned, "orphaned"),
+            (0 if self.phase == Phase.TARGET_ONLY.value else self.target_newer, "target newer"),
+            (self.unroutable, "unroutable")) if n]
+        parts = [plural(self.problems, "problem")
+                 + (f" ({', '.join(f'{label} {n}' for n, label in kinds)})" if kinds else "")]
+        if self.repaired:
+            parts.append(f"{self.repaired} repaired, not verified since")
+        if not self.complete and not self.interrupted:
+            parts.append("could not vouch for every key (servers changed under the scan)")
+        if self.sampled:
+            parts.append("a sample")
+        if self.interrupted:
+            parts.append("interrupted")
+        return "; ".join(parts)
+
+    def example(self, kind: str, limit: int, **detail: Any) -> None:
+        bucket = self.examples.setdefault(kind, [])
+        if len(bucket) < limit:
+            bucket.append(detail)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "problems": self.problems, "clean": self.clean}
+
+
+def plural(n: int, word: str) -> str:
+    """``1 problem``, ``2 problems``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+class MigrationInterrupted(KeyboardInterrupt):
+    """A pass or a verify stopped by Ctrl-C (or SIGTERM under the CLI); ``report`` is what it
+    did or found until then, with ``interrupted`` set. A KeyboardInterrupt, so code that stops
+    on one still does; a pass run again resumes from its checkpoint."""
+
+    def __init__(self, report: PassReport | VerifyReport) -> None:
+        super().__init__(f"{getattr(report, 'step', 'verify')} interrupted")
+        self.report = report

@@ -1,0 +1,146 @@
+"""Records no workspace can hold: set aside out of the source's namespace, listed, put back."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from ..errors import InvalidArgument, MigrationRefused
+from ..ops import Op
+from ..schema import KeySchema
+from ..scripts import RESTORE_ASIDE, SET_ASIDE
+from ..steps import Batch, Command, Primaries, Scan, Script
+from .core import VERIFY_ATTEMPTS, MigrationCore, Progress, _check_batch, _Counter, _one, _short, log
+from .reports import MAX_SET_ASIDE_LISTED, MigrationInterrupted, SetAsideReport
+
+
+class SettingAside(MigrationCore):
+    """Set-aside and its listing and restore (part of :class:`jobstore.migration.Migration`)."""
+
+    def set_aside(self, *, batch: int = 500, dry_run: bool = False,
+                  progress: Progress | None = None) -> SetAsideReport:
+        """Move every source record without a usable workspace (counted ``unroutable`` by the
+        passes and verify) out of the source's namespace, to ``StoreKeys.aside``: one atomic
+        RENAME per record, in its own slot, so every field, byte and TTL is kept, and a record
+        given a usable workspace_id meanwhile is left where it is (``routable``). No workspace
+        can read such a record in any phase, and no pass can place it, so verify is never
+        clean while it stays; once set aside, verify no longer sees it. :meth:`set_aside_records`
+        lists what was set aside, :meth:`restore_aside` puts one back. Any phase; safe to run
+        again (a run re-sent or repeated moves nothing twice).
+
+        :raises MigrationInterrupted: Ctrl-C; its ``report`` says what was moved until then.
+        """
+        _check_batch(batch)
+        self._check_redis()
+        stamp = f"{int(self.now() * 1000)}-{secrets.token_hex(3)}"
+        report = SetAsideReport("set-aside", dry_run=dry_run)
+        begun = time.monotonic()
+        try:
+            self.driver.run(self._set_aside(report, batch, dry_run, progress, stamp))
+        except KeyboardInterrupt as exc:
+            report.interrupted = True
+            report.seconds = time.monotonic() - begun
+            raise MigrationInterrupted(report) from exc
+        report.seconds = time.monotonic() - begun
+        log.info("%s: set-aside finished%s: %d records scanned in %.1fs; %s", self.label,
+                 " (dry run)" if dry_run else "", report.scanned, report.seconds,
+                 _short(report.counts))
+        return report
+
+    def _set_aside(self, report: SetAsideReport, batch: int, dry_run: bool,
+                   progress: Progress | None, stamp: str) -> Op[None]:
+        nodes: list[str | None] = yield Primaries()
+        for node in nodes:
+            name, cursor, first = node or "standalone", "0", None
+            while True:
+                server, cursor, keys = yield Scan(self.source.scan_pattern(), cursor, batch, node)
+                if first is not None and server != first:
+                    # a cursor means nothing to another server: scan it again (nothing is moved
+                    # twice: what was set aside is no longer in the source)
+                    self._rescanned(report, name, "the server changed while set-aside scanned it")
+                    cursor = "0"
+                    if report.rescans >= VERIFY_ATTEMPTS:
+                        report.notes.append(f"{name}: gave up after {report.rescans} fresh "
+                                            "starts; run set-aside again")
+                        return
+                first = server
+                counted, lost = _Counter(), list[str]()
+                placed = yield from self._place(self.source, self.target, keys, counted, lost)
+                if counted.counts.get("not_a_record"):
+                    report.add("not_a_record", counted.counts["not_a_record"])
+                report.scanned += len(placed) + len(lost)
+                if lost:
+                    replies = yield Batch(tuple(
+                        Script(SET_ASIDE, (key, self.keys.aside(key, stamp)),
+                               ("1" if _ids(self.source, key)[0] is None else "0",
+                                "1" if dry_run else "0"))
+                        for key in lost), tolerate_errors=True)
+                    for key, reply in zip(lost, replies):
+                        outcome = reply if isinstance(reply, str) else "error"
+                        report.add(outcome)
+                        if outcome == "set-aside" and len(report.moved) < MAX_SET_ASIDE_LISTED:
+                            report.moved.append({"key": key, "to": self.keys.aside(key, stamp)})
+                if progress:
+                    progress("set-aside", report.scanned, None, dict(report.counts))
+                if cursor == "0":
+                    break
+
+    def set_aside_records(self) -> list[dict[str, Any]]:
+        """Every record set aside (on every primary): ``{"key": where it is, "record_key": where
+        it was, "set_aside_at": epoch seconds (the migration's clock), "workspace_id": its
+        workspace_id field or None}``, oldest first."""
+        self._check_redis()
+        return self.driver.run(self._aside_records())
+
+    def _aside_records(self) -> Op[list[dict[str, Any]]]:
+        found: list[tuple[str, str, str]] = []
+        nodes: list[str | None] = yield Primaries()
+        for node in nodes:
+            cursor = "0"
+            while True:
+                _, cursor, keys = yield Scan(f"{self.keys.prefix}:migration:aside:*", cursor,
+                                             500, node)
+                found += [(key, *parts) for key in keys
+                          if (parts := self.keys.aside_parts(key)) is not None]
+                if cursor == "0":
+                    break
+        unique = sorted(set(found), key=lambda item: (item[1], item[0]))
+        owners = (yield Batch(tuple(Command(("HGET", key, "workspace_id")) for key, _, _ in unique),
+                              tolerate_errors=True)) if unique else []
+        out = []
+        for (key, stamp, record_key), owner in zip(unique, owners):
+            at = stamp.split("-", 1)[0]
+            out.append({"key": key, "record_key": record_key,
+                        "set_aside_at": int(at) / 1000 if at.isdigit() else None,
+                        "workspace_id": owner if isinstance(owner, str) else None})
+        return out
+
+    def restore_aside(self, key: str) -> str:
+        """Put a record set aside back where it was: ``restored``; ``in-place`` when nothing is
+        set aside at ``key`` and its old key holds a record (restored already). Give it a
+        usable workspace_id first (HSET on ``key``), or it is unroutable again.
+
+        :raises InvalidArgument: ``key`` is not a key set aside from this migration's source.
+        :raises MigrationRefused: its old key holds a record again (nothing changed), or
+            nothing is set aside at ``key``.
+        """
+        parts = self.keys.aside_parts(key) if isinstance(key, str) else None
+        if parts is None or not self.source.parse_key(parts[1]):
+            raise InvalidArgument("key", f"{key!r} is not a key set aside from the "
+                                  f"{self.source.name} records of this migration "
+                                  "(jobstore migrate set-aside --list shows them)")
+        self._check_redis()
+        (outcome,) = self.driver.run(_one(Batch((Script(RESTORE_ASIDE, (key, parts[1]), ()),))))
+        if outcome == "occupied":
+            raise MigrationRefused(f"{parts[1]} holds a record again; {key} was left as it is")
+        if outcome == "absent":
+            raise MigrationRefused(f"nothing is set aside at {key}")
+        log.info("%s: %s put back at %s (%s)", self.label, key, parts[1], outcome)
+        return str(outcome)
+
+
+def _ids(schema: KeySchema, key: str) -> tuple[str | None, str]:
+    ids = schema.parse_key(key)
+    assert ids is not None, "a key the scan matched and _place placed"
+    return ids
