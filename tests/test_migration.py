@@ -612,6 +612,27 @@ def test_a_verify_that_finds_problems_shuts_the_gates_a_clean_one_opened(env):
     env.to("target-only")
 
 
+def test_a_verify_that_records_problems_while_a_switch_is_decided_stops_the_switch(env):
+    """The switch reads the state, decides, then writes: a failing verify recorded between the
+    read and the write must stop it, as it would have had it landed first."""
+    verified_in_dual_write(env)
+    job = env.jobs[0]
+    store_state = env.migration._store_state
+
+    def verify_fails_meanwhile(*args, **kwargs):
+        env.legacy.client.hset(f"ai:job:{job.workspace_id}:{job.job_id}", "action", "edited")
+        assert env.migration.verify().differing == 1
+        return store_state(*args, **kwargs)
+
+    env.migration._store_state = verify_fails_meanwhile
+    with pytest.raises(MigrationRefused, match="newest verify's verdict, changed"):
+        env.migration.set_phase("read-target")
+    env.migration._store_state = store_state
+    assert env.migration.state().phase.value == "dual-write"
+    with pytest.raises(MigrationRefused, match="newest verify.*not clean"):
+        env.migration.set_phase("read-target")
+
+
 def test_a_sample_that_finds_problems_counts_against_and_a_clean_sample_reopens_nothing(env):
     verified_in_dual_write(env)
     job = env.jobs[0]

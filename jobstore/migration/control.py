@@ -68,7 +68,7 @@ class Migration(Passes, Verifying, SettingAside):
         after = switched(state, new, now)
         entry = {"at": now, "event": "phase", "from": state.phase.value, "to": new.value,
                  "forced": bool(why), "refusal": why or "", "reason": reason}
-        self._store_state(state, after, entry, same_since=True)
+        self._store_state(state, after, entry, same_since=True, same_evidence=not why)
         self.events.phase(self.name, after.phase.value)
         if why:
             log.warning("%s: phase %s -> %s FORCED although %s (reason: %s)", self.label,

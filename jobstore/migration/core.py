@@ -124,21 +124,26 @@ class MigrationCore:
 
     def _store_state(self, before: MigrationState, after: MigrationState,
                      entry: dict[str, Any] | None,
-                     *, same_since: bool = False) -> bool:
+                     *, same_since: bool = False, same_evidence: bool = False) -> bool:
         """Write the fields that change from ``before`` to ``after``, only while the stored phase
-        (and with ``same_since`` its start) is still the one ``before`` was read with.
+        (and with ``same_since`` its start) is still the one ``before`` was read with, and with
+        ``same_evidence`` while no verify has recorded problems since (a switch a verify gates).
 
-        :raises MigrationRefused: the phase changed meanwhile (with a log ``entry``: a switch or
-            a rollout change). Without an entry, returns False instead.
+        :raises MigrationRefused: the phase or the evidence changed meanwhile (with a log
+            ``entry``: a switch or a rollout change). Without an entry, returns False instead.
         """
         expected = before.phase.value if before.stored else ""
         since = repr(before.phase_since) if same_since and before.stored else ""
+        evidence = str(before.failed_ticket) if same_evidence else ""
         flat = _flat(changed_fields(before, after))
         script = Script(SET_STATE, (self.state_key, self.log_key),
-                        (expected, since, json.dumps(entry, sort_keys=True) if entry else "", *flat))
+                        (expected, since, json.dumps(entry, sort_keys=True) if entry else "",
+                         evidence, *flat))
         (written,) = self.driver.run(_one(Batch((script,))))
         if not written and entry is not None:
-            raise MigrationRefused("the phase changed while this switch was being decided; retry")
+            raise MigrationRefused("the phase, or the newest verify's verdict, changed while this "
+                                   "switch was being decided; retry (jobstore migrate status says "
+                                   "what it needs now)")
         return bool(written)
 
     def _await(self, moment: float) -> None:
