@@ -1,7 +1,7 @@
 """The ``jobstore`` command line.
 
 Errors reach the user through click's own exception path: every library error becomes a
-:class:`click.ClickException` subclass carrying the documented exit code (see ``EXIT_CODES``),
+:class:`click.ClickException` subclass carrying the documented exit code (see ``EXIT_MEANINGS``),
 printed as one ``Error: ...`` line on standard error, never as a traceback. Commands that delete
 data, or force a switch the rules refuse, ask for confirmation on a terminal and take ``--yes``.
 Log records of the ``jobstore.*`` loggers go to standard error at the level ``-v``/``-q`` choose.
@@ -33,13 +33,14 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
 EXIT_NOT_CONFIRMED = 5
 EXIT_INTERRUPTED = 130
 
-# code -> what it means, for every --help that lists exit codes (and docs/cli.md).
+# code -> what it means, for every --help that lists exit codes (docs/api.md lists them too).
 EXIT_MEANINGS = {
     EXIT_OK: "success",
     EXIT_FAILED: "verify found problems (or repaired some: run it again), the demo lost a job, "
                  "or another jobstore error (the message says which)",
     EXIT_USAGE: "usage or configuration error: a bad option, no Redis URL, an unknown schema, "
-                "a plugin that fails to load, a Redis that may evict keys (--allow-eviction)",
+                "a plugin that fails to load, a Redis that may evict keys (--allow-eviction), "
+                "credentials Redis refuses, a server older than jobstore needs",
     EXIT_UNAVAILABLE: "Redis unavailable, or it failed during the command",
     EXIT_REFUSED: "refused: the step could strand or lose data (the message says why)",
     EXIT_NOT_CONFIRMED: "not confirmed: declined at the prompt, or no terminal to ask on and "
