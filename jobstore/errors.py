@@ -59,7 +59,7 @@ class AuthenticationFailed(ConfigError):
 
 
 class UnsupportedServer(ConfigError):
-    """The server is older than jobstore needs (:data:`jobstore.driver.MINIMUM`), refused at
+    """The server is older than jobstore needs (:data:`jobstore.connection.MINIMUM`), refused at
     the first operation, before anything is written. ``node``: the server; ``found``: what it
     reports itself to be (``"Redis 5.0.14"``); ``needed``: the oldest Redis jobstore runs on
     (``"6.2"``; every Valkey is newer)."""
