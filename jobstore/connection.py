@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qs, parse_qsl, unquote, unquote_plus, urlsplit
 
 import redis
@@ -35,6 +35,9 @@ CLIENT_DEFAULTS = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, "healt
 # encodes the same way, byte for byte.
 DECODING: dict[str, Any] = {"decode_responses": True, "encoding_errors": "surrogateescape"}
 
+
+# What a command sent through redis-py may raise: reported() says which jobstore error each is.
+REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 
 # redis-py raises these when the server cannot serve us; a caller sees StoreUnavailable.
 UNAVAILABLE = (
@@ -446,7 +449,7 @@ def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisClus
     raise ConfigError(f"client_options: {problem}")
 
 
-def is_cluster(client: object) -> bool:
+def is_cluster(client: object) -> TypeGuard[RedisCluster]:
     return isinstance(client, RedisCluster)
 
 

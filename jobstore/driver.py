@@ -20,8 +20,9 @@ from .scripts import ALL as ALL_SCRIPTS
 # What redis-py raises is translated where clients are made (connect() needs it too); MINIMUM is
 # also importable from here, where it was defined before.
 from .connection import MINIMUM as MINIMUM
-from .connection import UNAVAILABLE, Client, _unknown_command, is_cluster, reported
-from .steps import Batch, Call, Command, Pause, Primaries, Refresh, Scan, Script, Step, Tidy
+from .connection import REDIS_ERRORS, UNAVAILABLE, Client, _unknown_command, is_cluster, reported
+from .steps import (Batch, Call, Command, Pause, Primaries, Refresh, Refused, Scan, Script, Step,
+                    Tidy)
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,12 @@ class SyncDriver:
                 raise NotReplicated(min(short), self.wait_replicas, self.wait_timeout,
                                     result=result) from None
             return result
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             # RedisError: on Cluster, redis-py reports a command the server lacks as a bare one.
             raise reported(exc, self.label) from exc
+        except Refused as refused:  # as if redis-py had raised Redis's refusal itself
+            cause = redis.exceptions.ResponseError(*refused.args)
+            raise reported(cause, self.label) from cause
 
     def _state_request(self, force: bool = False) -> tuple[Any, bool] | None:
         if not self._stateful:

@@ -22,9 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import redis
-
-from .connection import MINIMUM, UNAVAILABLE, _unknown_command, is_cluster, reported
+from .connection import (MINIMUM, REDIS_ERRORS, UNAVAILABLE, _unknown_command, is_cluster,
+                         reported)
 from .errors import EvictionPolicyError, RedisCommandError, StoreUnavailable, UnsupportedServer
 
 NOEVICTION = "noeviction"
@@ -106,7 +105,7 @@ def _infos(client, *, label: str | None) -> Iterator[tuple[str, dict[str, Any] |
 def _info(node: str, info) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
     try:
         reply = info()
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         error = reported(exc, node)
         if type(error) is not RedisCommandError:  # down, a refused login, no such database
             raise error from exc
