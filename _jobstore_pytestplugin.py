@@ -23,6 +23,7 @@ after the test). ``-p no:jobstore`` leaves the plugin out.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,11 +66,32 @@ def _option(config: pytest.Config, name: str) -> str | None:
         return None
 
 
+def prepared_url(url: str) -> Iterator[str]:
+    """Yield ``url`` ready for one test: flushed, or a fresh embedded server for ``memory://``.
+
+    Only FLUSHDB on the database the URL names; nothing else is touched. (The kit names it as
+    ``jobstore.testing.pytest_plugin.prepared_url``; jobstore is imported when this runs.)
+
+    :raises jobstore.ConfigError: the URL is invalid, or ``memory://`` without the ``embedded``
+        extra.
+    """
+    from jobstore.connection import connect
+
+    if url.rstrip("/") == "memory:":
+        url = f"memory://jobstore-test-{uuid.uuid4().hex}"
+    client = connect(url)
+    try:
+        client.flushdb()
+        yield url
+        if url.startswith("memory://"):
+            client.flushdb()  # an embedded server lives as long as the process: leave it empty
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def jobstore_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The test database's URL, flushed before the test (see ``--jobstore-url``)."""
-    from jobstore.testing.pytest_plugin import prepared_url
-
     yield from prepared_url(configured_url(request.config))
 
 

@@ -10,11 +10,36 @@ forms whatever the codec; ``time_format`` chooses the form new records are writt
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
-from .job import TIME_FORMATS, _decode_json, encode_json
+from .errors_base import ConfigError
 
 CODED_FIELDS = ("params", "result")
+# How a record's times are stored: epoch seconds or ISO 8601 (both are read, whatever this says).
+TIME_FORMATS = ("epoch", "iso")
+
+
+def encode_json(value: Any) -> str:
+    """Compact, deterministic JSON (so equal values store equal text).
+
+    :raises TypeError, ValueError: ``value`` is not JSON (nesting too deep for the encoder is a
+        ValueError too, not a RecursionError). The store checks arguments first, see
+        :func:`jobstore.validation.json_value`.
+    """
+    try:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except RecursionError:
+        problem = "nested too deeply to encode as JSON"
+    raise ValueError(problem)
+
+
+def _decode_json(text: str) -> Any:
+    # Records written by older code may hold plain text here; hand it back rather than fail.
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 class Codec:
@@ -61,8 +86,6 @@ JSON = JSONCodec()
 
 def check_codec(codec: Any, where: str) -> Codec:
     """``codec`` if it is a usable :class:`Codec`; ConfigError naming ``where`` otherwise."""
-    from .errors import ConfigError
-
     if not isinstance(codec, Codec):
         raise ConfigError(f"{where} must be a jobstore.Codec, not {codec!r}")
     if type(codec).encode is Codec.encode or type(codec).decode is Codec.decode:

@@ -1,10 +1,11 @@
-"""From a URL to a redis-py client. The only module that knows URL schemes."""
+"""From a URL to a redis-py client, and what redis-py raises to jobstore's errors. The only module
+that knows URL schemes."""
 
 from __future__ import annotations
 
 import re
 import threading
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qs, parse_qsl, unquote, unquote_plus, urlsplit
 
 import redis
@@ -12,7 +13,9 @@ from redis.backoff import FullJitterBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from .errors import ConfigError
+from .errors import (AuthenticationFailed, ConfigError, JobStoreError, RedisCommandError,
+                     StoreUnavailable)
+from .scripts import explain as explain_script_error
 
 # A client jobstore runs on: redis-py's standalone client (fakeredis's is one) or its cluster
 # client, with any decode_responses setting.
@@ -31,6 +34,62 @@ CLIENT_DEFAULTS = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, "healt
 # whole; the record reads as corrupt (jobstore.job.record_problem), and a copy written back
 # encodes the same way, byte for byte.
 DECODING: dict[str, Any] = {"decode_responses": True, "encoding_errors": "surrogateescape"}
+
+
+# What a command sent through redis-py may raise: reported() says which jobstore error each is.
+REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
+
+# What the CLI reports as "Redis is unavailable" (exit 3) when such an error reaches it bare.
+DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+        redis.exceptions.BusyLoadingError, redis.exceptions.ClusterError)
+
+# redis-py raises these when the server cannot serve us; a caller sees StoreUnavailable.
+UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterError,  # cluster down, a primary down
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    OSError,
+)
+
+# The oldest server jobstore runs on, and why: its operations use BLMOVE and LMOVE (Redis 6.2).
+# Valkey reports redis_version 7.2.4 whatever its own version: every Valkey passes.
+MINIMUM = (6, 2)
+NEEDS_TEXT = "Redis 6.2 or later, or Valkey"
+
+
+def reported(exc: BaseException, where: str) -> JobStoreError:
+    """The jobstore error that a redis-py error from the server ``where`` (a URL with its
+    password redacted, or a Cluster node) is reported as.
+
+    A refused login and a database number the server does not have are configuration errors,
+    not outages: retrying does not help. A command the server does not know names the version
+    jobstore needs. The redis-py error is the caller's to chain.
+    """
+    text = str(exc)
+    if isinstance(exc, redis.exceptions.AuthenticationError):
+        return AuthenticationFailed(where, text)
+    if isinstance(exc, redis.exceptions.ResponseError) and "db index is out of range" in text.lower():
+        return ConfigError(f"Redis at {where} has no such database ({text}): the URL's path or "
+                           "?db= must name one of its databases, 0 to 15 unless redis.conf's "
+                           "'databases' says otherwise (Redis Cluster has only 0)")
+    if isinstance(exc, UNAVAILABLE):
+        return StoreUnavailable(f"Redis at {where} is unavailable: {text}")
+    if _unknown_command(exc):
+        return RedisCommandError(f"Redis at {where} refused a command: {text} (jobstore needs "
+                                 f"{NEEDS_TEXT})")
+    # A script's error names the line of the rendered script: add its .lua file and line.
+    return RedisCommandError(f"Redis at {where} refused a command: {explain_script_error(text)}")
+
+
+def _unknown_command(reply: BaseException) -> bool:
+    """A server's "unknown command" reply, or redis-py's Cluster client's own word for a
+    command missing from the server's COMMAND table."""
+    text = str(reply).lower()
+    return "unknown command" in text or "command doesn't exist" in text
 
 
 def default_retry() -> Retry:
@@ -367,8 +426,6 @@ def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisClus
     """
     from redis.cluster import ClusterNode
 
-    from .driver import reported
-
     seeds, username, password = cluster_seeds(url)
     nodes = [ClusterNode(host, port) for host, port in seeds]
     options = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, **DECODING,
@@ -396,7 +453,7 @@ def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisClus
     raise ConfigError(f"client_options: {problem}")
 
 
-def is_cluster(client: object) -> bool:
+def is_cluster(client: object) -> TypeGuard[RedisCluster]:
     return isinstance(client, RedisCluster)
 
 

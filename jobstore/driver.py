@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .errors import (AuthenticationFailed, ConfigError, JobStoreError, NotReplicated,
-                     RedisCommandError, StoreUnavailable)
-from .scripts import ALL as ALL_SCRIPTS, explain as explain_script_error
-from .connection import Client, is_cluster
-from .steps import Batch, Call, Command, Pause, Primaries, Refresh, Scan, Script, Step, Tidy
+from .errors import NotReplicated
+from .scripts import ALL as ALL_SCRIPTS
+# What redis-py raises is translated where clients are made (connect() needs it too); MINIMUM is
+# also importable from here, where it was defined before.
+from .connection import MINIMUM as MINIMUM
+from .connection import REDIS_ERRORS, UNAVAILABLE, Client, _unknown_command, is_cluster, reported
+from .steps import (Batch, Call, Command, Pause, Primaries, Refresh, Refused, Scan, Script, Step,
+                    Tidy)
 
 log = logging.getLogger(__name__)
 
@@ -27,49 +30,6 @@ if TYPE_CHECKING:
     from .events import Events
     from .ops import Op, T
     from .strategy import Strategy
-
-# redis-py raises these when the server cannot serve us; a caller sees StoreUnavailable.
-UNAVAILABLE = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ClusterError,  # cluster down, a primary down
-    redis.exceptions.TryAgainError,
-    redis.exceptions.SlotNotCoveredError,
-    OSError,
-)
-
-
-# The oldest server jobstore runs on, and why: its operations use BLMOVE and LMOVE (Redis 6.2).
-# Valkey reports redis_version 7.2.4 whatever its own version: every Valkey passes.
-MINIMUM = (6, 2)
-NEEDS_TEXT = "Redis 6.2 or later, or Valkey"
-
-
-def reported(exc: BaseException, where: str) -> JobStoreError:
-    """The jobstore error that a redis-py error from the server ``where`` (a URL with its
-    password redacted, or a Cluster node) is reported as.
-
-    A refused login and a database number the server does not have are configuration errors,
-    not outages: retrying does not help. A command the server does not know names the version
-    jobstore needs. The redis-py error is the caller's to chain.
-    """
-    text = str(exc)
-    if isinstance(exc, redis.exceptions.AuthenticationError):
-        return AuthenticationFailed(where, text)
-    if isinstance(exc, redis.exceptions.ResponseError) and "db index is out of range" in text.lower():
-        return ConfigError(f"Redis at {where} has no such database ({text}): the URL's path or "
-                           "?db= must name one of its databases, 0 to 15 unless redis.conf's "
-                           "'databases' says otherwise (Redis Cluster has only 0)")
-    if isinstance(exc, UNAVAILABLE):
-        return StoreUnavailable(f"Redis at {where} is unavailable: {text}")
-    if _unknown_command(exc):
-        return RedisCommandError(f"Redis at {where} refused a command: {text} (jobstore needs "
-                                 f"{NEEDS_TEXT})")
-    # A script's error names the line of the rendered script: add its .lua file and line.
-    return RedisCommandError(f"Redis at {where} refused a command: {explain_script_error(text)}")
-
 
 class SyncDriver:
     """Sends each batch an operation yields in one round trip and hands back the replies."""
@@ -117,9 +77,12 @@ class SyncDriver:
                 raise NotReplicated(min(short), self.wait_replicas, self.wait_timeout,
                                     result=result) from None
             return result
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             # RedisError: on Cluster, redis-py reports a command the server lacks as a bare one.
             raise reported(exc, self.label) from exc
+        except Refused as refused:  # as if redis-py had raised Redis's refusal itself
+            cause = redis.exceptions.ResponseError(*refused.args)
+            raise reported(cause, self.label) from cause
 
     def _state_request(self, force: bool = False) -> tuple[Any, bool] | None:
         if not self._stateful:
@@ -472,10 +435,3 @@ def _writes(calls: Iterable[Call]) -> bool:
         or (isinstance(call, Command) and str(call.args[0]).upper() in WRITE_COMMANDS)
         for call in calls
     )
-
-
-def _unknown_command(reply: BaseException) -> bool:
-    """A server's "unknown command" reply, or redis-py's Cluster client's own word for a
-    command missing from the server's COMMAND table."""
-    text = str(reply).lower()
-    return "unknown command" in text or "command doesn't exist" in text

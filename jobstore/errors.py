@@ -1,19 +1,22 @@
-"""Every error jobstore raises derives from :class:`JobStoreError`."""
+"""Every error jobstore raises derives from :class:`JobStoreError`.
+
+Import every error from here (or from ``jobstore``). The root and the two errors the record
+layer raises (:class:`ConfigError`, :class:`CorruptRecord`) are defined in
+:mod:`jobstore.errors_base`, which imports nothing of jobstore, so that ``jobstore.job`` and
+``jobstore.codec`` raise them while the errors here name :class:`~jobstore.job.Job`, with no
+import cycle; they present themselves as this module's (``__module__``).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .errors_base import ConfigError as ConfigError
+from .errors_base import CorruptRecord as CorruptRecord
+from .errors_base import JobStoreError as JobStoreError
+
 if TYPE_CHECKING:
     from .job import Job
-
-
-class JobStoreError(Exception):
-    """Base class of every jobstore error."""
-
-
-class ConfigError(JobStoreError, ValueError):
-    """A URL, option or environment variable is missing or invalid."""
 
 
 class EvictionPolicyError(ConfigError):
@@ -56,7 +59,7 @@ class AuthenticationFailed(ConfigError):
 
 
 class UnsupportedServer(ConfigError):
-    """The server is older than jobstore needs (:data:`jobstore.driver.MINIMUM`), refused at
+    """The server is older than jobstore needs (:data:`jobstore.connection.MINIMUM`), refused at
     the first operation, before anything is written. ``node``: the server; ``found``: what it
     reports itself to be (``"Redis 5.0.14"``); ``needed``: the oldest Redis jobstore runs on
     (``"6.2"``; every Valkey is newer)."""
@@ -166,24 +169,6 @@ class LeaseLost(JobStoreError):
                else detail or "no worker holds it now")
         super().__init__(f"job {job_id!r}: this worker's claim has ended (its lease ran out and "
                          f"the job was taken over, or it was finished or deleted); {now}")
-
-
-class CorruptRecord(JobStoreError):
-    """A stored record cannot be read back as a job: a field every reader relies on is missing or
-    holds what jobstore never writes (``created_at`` not a number, a status outside the enum...).
-
-    Raised before anything is written: an operation that meets such a record changes nothing.
-    ``key``: the record's key (None when :meth:`Job.from_hash` was given none); ``field``: the
-    first field found wrong; ``reason``: what is wrong with it (``missing``, ``not a time (epoch
-    seconds or ISO 8601)``, ``not a job status``). Neither the message nor the attributes hold the stored value.
-    """
-
-    def __init__(self, key: str | None, field: str, reason: str):
-        self.key = key
-        self.field = field
-        self.reason = reason
-        where = f"record {key!r}" if key is not None else "record"
-        super().__init__(f"{where} cannot be decoded: {field}: {reason}")
 
 
 class StoreUnavailable(JobStoreError):

@@ -8,7 +8,7 @@ TTL, and a retried enqueue then raises ``JobExists`` for its own write). So stor
 commands read the policy first and refuse with :class:`EvictionPolicyError`.
 
 The same reply tells the server's version: one older than jobstore needs
-(:data:`jobstore.driver.MINIMUM`, Redis 6.2: BLMOVE, LMOVE) is refused with
+(:data:`jobstore.connection.MINIMUM`, Redis 6.2: BLMOVE, LMOVE) is refused with
 :class:`UnsupportedServer` before anything is written, instead of failing at the first
 command it lacks (a worker's first wait on an empty queue).
 
@@ -22,10 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import redis
-
-from .connection import is_cluster
-from .driver import MINIMUM, UNAVAILABLE, _unknown_command, reported
+from .connection import (MINIMUM, REDIS_ERRORS, UNAVAILABLE, _unknown_command, is_cluster,
+                         reported)
 from .errors import EvictionPolicyError, RedisCommandError, StoreUnavailable, UnsupportedServer
 
 NOEVICTION = "noeviction"
@@ -39,7 +37,7 @@ def check(client, *, allow: bool, label: str | None = None) -> None:
     store, which never evicts) has nothing to check. ``label``: how to name a standalone server
     in errors (default: its URL, password redacted, from the client's settings).
 
-    :raises UnsupportedServer: a server older than :data:`jobstore.driver.MINIMUM`. One whose
+    :raises UnsupportedServer: a server older than :data:`jobstore.connection.MINIMUM`. One whose
         ``INFO`` is refused (an ACL) or has no parseable ``redis_version`` is not refused for
         its version: a command it lacks is reported when it fails, as RedisCommandError.
     :raises EvictionPolicyError: (not ``allow``) a policy other than ``noeviction``, or one
@@ -107,7 +105,7 @@ def _infos(client, *, label: str | None) -> Iterator[tuple[str, dict[str, Any] |
 def _info(node: str, info) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
     try:
         reply = info()
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         error = reported(exc, node)
         if type(error) is not RedisCommandError:  # down, a refused login, no such database
             raise error from exc

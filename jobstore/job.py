@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import datetime
 import enum
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from collections.abc import Mapping
 
-from .errors import CorruptRecord
+# The JSON text form and the time formats are the codec's; TIME_FORMATS and encode_json are also
+# importable from here, where they were defined before.
+from .codec import TIME_FORMATS as TIME_FORMATS
+from .codec import Codec, _decode_json, encode_json
+from .errors_base import CorruptRecord
 from .rules import MAX_COUNT_DIGITS
-
-if TYPE_CHECKING:
-    from .codec import Codec
 
 
 class JobStatus(str, enum.Enum):
@@ -192,7 +192,6 @@ _ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
                   r"(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?")
 _STATUSES = frozenset(s.value for s in JobStatus)
 _STATUS_OF = {s.value: s for s in JobStatus}
-TIME_FORMATS = ("epoch", "iso")
 
 
 def _days_from_civil(y: int, m: int, d: int) -> int:
@@ -335,20 +334,6 @@ def _utf8(value: str) -> bool:
     return True
 
 
-def encode_json(value: Any) -> str:
-    """Compact, deterministic JSON (so equal values store equal text).
-
-    :raises TypeError, ValueError: ``value`` is not JSON (nesting too deep for the encoder is a
-        ValueError too, not a RecursionError). The store checks arguments first, see
-        :func:`jobstore.validation.json_value`.
-    """
-    try:
-        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
-    except RecursionError:
-        problem = "nested too deeply to encode as JSON"
-    raise ValueError(problem)
-
-
 _PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
 
 
@@ -361,11 +346,3 @@ def plain_params(params: dict[str, Any]) -> dict[str, Any] | None:
         if type(key) is not str or type(value) not in _PLAIN_VALUES:
             return None
     return dict(sorted(params.items()))
-
-
-def _decode_json(text: str) -> Any:
-    # Records written by older code may hold plain text here; hand it back rather than fail.
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text

@@ -20,7 +20,6 @@ from itertools import chain
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from redis.exceptions import ResponseError
 
 from .dead_letters import MAX_DEAD_LETTERS, DeadLetter
 from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
@@ -33,7 +32,7 @@ from .events import Events
 from .rules import OP
 from .scripts import (DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, LEAVE_LEGACY_QUEUE, READ_FIRST,
                       UPDATE_STATUS, Lua)
-from .steps import Batch, Command, Refresh, Script, Step
+from .steps import Batch, Command, Refresh, Refused, Script, Step
 from .strategy import Strategy
 
 T = TypeVar("T")
@@ -229,7 +228,7 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op[Job]:
         yield Refresh()
     (outcome,) = reply
     if outcome[0] == "error":  # as if Redis had refused the command itself (RedisCommandError)
-        raise ResponseError(outcome[1])
+        raise Refused(outcome[1])
     result = enqueue_outcome(job, outcome)
     if result is None:
         raise JobExists([job.job_id])

@@ -93,3 +93,11 @@ Call = Command | Script
 # a Batch, the list of its replies; a Scan, ``(server identity, next cursor, keys)``; Primaries,
 # the list of names (``[None]`` on standalone Redis); Pause, Refresh and Tidy, None.
 Step = Batch | Scan | Pause | Refresh | Primaries | Tidy
+
+
+class Refused(Exception):
+    """Raised by an operation that reads in a reply that Redis refused one of its commands (a
+    script's ``redis.pcall`` caught the error and handed back its text): the driver reports it as
+    it reports the same refusal raised by redis-py, as :class:`jobstore.RedisCommandError`
+    chained to a redis-py ``ResponseError`` carrying the text. Operations import no redis-py."""
+

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import eviction, ops, ops_cluster, rules, validation
 from .connection import Client, connect, redact
-from .codec import JSON, Codec, check_codec
+from .codec import JSON, TIME_FORMATS, Codec, check_codec
 from .errors import ConfigError, InvalidArgument, JobStoreError, PluginError, StoreUnavailable
 from .dead_letters import DeadLetter
-from .job import TIME_FORMATS, Job, JobStatus, plain_params
+from .job import Job, JobStatus, plain_params
 from .layout import StoreKeys
 from .plugins import create_strategy
 from .schema import glob_regex

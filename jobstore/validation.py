@@ -7,7 +7,8 @@ import re
 from typing import Any
 
 from .errors import ConfigError, InvalidArgument, InvalidIdentifier, PayloadTooLarge
-from .job import JobStatus, encode_json
+from .codec import encode_json
+from .job import JobStatus
 
 # A workspace or job id: 1 to MAX_ID_LENGTH of these characters (a regular expression's class,
 # rendered into the Lua scripts too).

@@ -9,8 +9,8 @@ import logging
 import textwrap
 
 import click
-import redis
 
+from ..connection import DOWN
 from ..errors import ConfigError, JobStoreError, MigrationRefused, PluginError, StoreUnavailable
 
 # The CLI's logger (one name for the whole package: -vv shows "jobstore.cli: ...").
@@ -37,8 +37,7 @@ EXIT_MEANINGS = {
                       "cleanup run again resumes from its checkpoint",
 }
 # Redis errors that mean "Redis is unavailable", should one escape the library unmapped.
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-              redis.exceptions.BusyLoadingError, redis.exceptions.ClusterError)
+REDIS_DOWN = DOWN
 
 
 def exit_codes(*codes: int, **meanings: str) -> str:

@@ -13,10 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.cluster import RedisCluster
-
 from .. import eviction, validation
-from ..connection import Client, redact
+from ..connection import Client, is_cluster, redact
 from ..driver import SyncDriver
 from ..errors import ConfigError, InvalidArgument, MigrationRefused
 from ..events import Events
@@ -109,7 +107,7 @@ class MigrationCore:
         return f"migration {self.name} (prefix {self.source.prefix}{own})"
 
     def _state_node(self) -> str:
-        assert isinstance(self.client, RedisCluster), "asked on Redis Cluster only"
+        assert is_cluster(self.client), "asked on Redis Cluster only"
         # redis-py leaves RedisCluster.get_node_from_key unannotated.
         node = self.client.get_node_from_key(self.state_key)  # type: ignore[no-untyped-call]
         return str(node.name)

@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from ..errors import InvalidArgument, InvalidTransition, JobExists, JobNotFound
-from ..job import Job, JobStatus, encode_json
+from ..codec import encode_json
+from ..job import Job, JobStatus
 from ..strategy import Strategy
 
 __all__ = ["BY_DESIGN", "JobView", "ModelJob", "StoreModel", "ids_per_store", "job_view"]

@@ -1,16 +1,15 @@
-"""The kit's side of jobstore's pytest plugin: preparing the test database.
+"""The kit's side of jobstore's pytest plugin: its options, and preparing the test database.
 
 The plugin itself (options ``--jobstore-url`` and ``--jobstore-strategy``, fixtures
 ``jobstore_url`` and ``jobstore_store``) is the top-level module ``_jobstore_pytestplugin``,
 the ``pytest11`` entry point: pytest loads it into every run wherever jobstore is installed,
 and importing anything under ``jobstore`` would import the whole package and redis-py there.
-This module is what its fixtures import when a test uses them; see docs/testing.md.
+Everything here is defined there and named here for the kit (and for tests of your own): this
+module imports the plugin, which imports jobstore only inside what a test runs, so the two do
+not import each other (see docs/testing.md).
 """
 
 from __future__ import annotations
-
-import uuid
-from collections.abc import Iterator
 
 from _jobstore_pytestplugin import (
     DEFAULT_STRATEGY,
@@ -19,9 +18,8 @@ from _jobstore_pytestplugin import (
     ENV_URL,
     configured_strategy,
     configured_url,
+    prepared_url,
 )
-
-from ..connection import connect
 
 __all__ = [
     "DEFAULT_STRATEGY",
@@ -32,23 +30,3 @@ __all__ = [
     "configured_url",
     "prepared_url",
 ]
-
-
-def prepared_url(url: str) -> Iterator[str]:
-    """Yield ``url`` ready for one test: flushed, or a fresh embedded server for ``memory://``.
-
-    Only FLUSHDB on the database the URL names; nothing else is touched.
-
-    :raises jobstore.ConfigError: the URL is invalid, or ``memory://`` without the ``embedded``
-        extra.
-    """
-    if url.rstrip("/") == "memory:":
-        url = f"memory://jobstore-test-{uuid.uuid4().hex}"
-    client = connect(url)
-    try:
-        client.flushdb()
-        yield url
-        if url.startswith("memory://"):
-            client.flushdb()  # an embedded server lives as long as the process: leave it empty
-    finally:
-        client.close()
