@@ -135,7 +135,7 @@ def test_the_cli_reads_the_services_environment(redis_url):
     assert (store.prefix, store.strategy.target.name) == ("svc", "hashtag")
 
 
-# -- issue 21: gates, verify's report, output an operator can script -----------------------------
+# -- gates, verify's report, output an operator can script -----------------------------------------------
 
 
 def typed(value, where="$"):
@@ -172,7 +172,7 @@ def test_status_json_is_typed(redis_url):
 
 
 def test_the_newest_verify_decides_through_the_cli(redis_url):
-    """Issue 21, as the operator saw it: verify said 'not clean' (exit 1), then read-target
+    """As an operator saw it: verify said 'not clean' (exit 1), then read-target
     and target-only were accepted."""
     legacy = jobstore.open(redis_url, "legacy")
     jobs = legacy.enqueue_many([("ws1", "a")] * 12)

@@ -1,4 +1,4 @@
-"""Issue 22 (the servers and redis-py jobstore runs on) and issue 21, "Errors that tell the
+"""The servers and redis-py jobstore runs on, and "Errors that tell the
 truth": an old server, a refused login, a database the server lacks and a command it lacks are
 each reported as what they are, before anything is written.
 

@@ -1,4 +1,4 @@
-"""jobstore's import graph (issue 23): no import cycle among jobstore's modules (and none runs
+"""jobstore's import graph: no import cycle among jobstore's modules (and none runs
 through the migration's modules or through ``jobstore.events``), type-only imports (``if
 TYPE_CHECKING:``) included, as a type checker follows those too; naming a report type loads no
 migration machinery; the pytest plugin and the kit do not import each other; redis-py is imported

@@ -565,7 +565,7 @@ def test_a_take_over_and_a_claim_in_one_dequeue_do_not_share_op_markers(make_sto
     assert held.claim and store.dequeue() is None
 
 
-# -- leases end with the job (issue 21) ----------------------------------------------------------
+# -- leases end with the job --------------------------------------------------------------------
 
 @pytest.mark.parametrize("strategy", ["legacy", "workspace", "dual"])
 def test_delete_ends_the_claim_and_its_lease_also_when_the_id_is_enqueued_again(leased, strategy):

@@ -1,4 +1,4 @@
-"""The Lua scripts as files (jobstore/lua, issue 23): the loader, the lint, the error lines.
+"""The Lua scripts as files (jobstore/lua): the loader, the lint, the error lines.
 
 Every rendered script compiles with Lua 5.1 (the Lua of Redis, through lupa) and reads no global
 it does not define nor writes any (its bytecode is read: every GETGLOBAL/SETGLOBAL, at its

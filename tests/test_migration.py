@@ -421,7 +421,7 @@ def test_unroutable_legacy_records_are_reported(env):
 
 @pytest.mark.parametrize("damage", ["removed", "unusable"])
 def test_a_record_that_lost_its_workspace_after_the_backfill_is_one_problem(env, damage):
-    """Issue 21: 4 faults, 5 problems: the target copy of an unroutable record was counted again
+    """4 faults, 5 problems: the target copy of an unroutable record was counted again
     as orphaned, and no key was shown for the unroutable one."""
     env.to("off", "dual-write")
     env.migration.backfill()
@@ -592,7 +592,7 @@ def verified_in_dual_write(env):
 
 
 def test_a_verify_that_finds_problems_shuts_the_gates_a_clean_one_opened(env):
-    """Issue 21: records altered, verify said 'not clean', and read-target and target-only were
+    """Records altered, verify said 'not clean', and read-target and target-only were
     both accepted on the strength of the clean verify before it."""
     verified_in_dual_write(env)
     job = env.jobs[0]

@@ -1,4 +1,4 @@
-"""jobstore's own keys named apart from the records (issue 21): ``own_prefix``.
+"""jobstore's own keys named apart from the records: ``own_prefix``.
 
 A replaced system whose queue is ``ai:queue`` had no way in: that is jobstore's own queue key for
 prefix ``ai``, and another prefix moved every record key too. ``own_prefix`` puts the queue,

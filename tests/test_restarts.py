@@ -184,7 +184,7 @@ def test_verify_that_cannot_vouch_for_every_key_is_not_clean(redis_url):
 
 
 def test_a_verify_that_gave_up_on_a_changing_server_shuts_the_gate_a_clean_one_opened(redis_url):
-    """Issue 21: a verify that spanned a Redis restart was not clean, and target-only was
+    """A verify that spanned a Redis restart was not clean, and target-only was
     accepted on the strength of a clean verify from before the restart."""
     legacy, jobs, migration = seeded(redis_url)
     migration.set_phase("dual-write")

@@ -144,7 +144,7 @@ def test_a_schema_that_cannot_work_is_refused_at_registration(extra_plugin, sche
     assert "counter-example: workspace_id=" in message
 
 
-# -- keys that are not a function of the prefix and the ids (issue 21) --------------------------
+# -- keys that are not a function of the prefix and the ids -------------------------------------
 
 class SaltedBuckets(Buckets):
     """Buckets by Python's hash(): salted per process, so another process computes other keys."""
