@@ -133,3 +133,18 @@ def test_dead_server_is_store_unavailable_and_writes_nothing(redis_server):
         assert info.value.__cause__ is not None
     finally:
         redis_server.restart()
+
+
+def test_every_variable_from_env_reads_has_its_row_in_the_api_reference():
+    """The table in docs/api.md lacked five of the variables from_env reads."""
+    import pathlib
+    import re
+
+    from jobstore import store
+
+    read = {value for name, value in vars(store).items() if name.startswith("ENV_")}
+    page = (pathlib.Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    section = page.split("### `JobStore.from_env(", 1)[1].split("\n### ", 1)[0]
+    rows = set(re.findall(r"^\| `([A-Z_]+)`", section, re.M)) | set(
+        re.findall(r"^\| `[A-Z_]+`, `([A-Z_]+)`", section, re.M))
+    assert len(read) >= 13 and read <= rows, sorted(read - rows)
