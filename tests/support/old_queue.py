@@ -1,4 +1,4 @@
-"""A test double of the queue class jobstore replaces (ORIGIN.md, ``src/queue/simple_queue.py``),
+"""A test double of the queue class jobstore replaces (a service's ``SimpleQueue``),
 written from its description, and the processes of a rolling deploy.
 
 The replaced class writes each job with one ``HSET ai:jobs:<job_id>`` (and, with
