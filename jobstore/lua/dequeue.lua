@@ -81,6 +81,17 @@ local function carried_of(entry)
   end
   return keys
 end
+-- the record keys of a bare job id: those of the schemas read in this phase whose key format
+-- needs no workspace id (a computed schema's, '\3', and a workspace-scoped one's, '\1', cannot)
+local function id_keys(id)
+  local keys = {}
+  for i = 11, #ARGV do
+    if string.byte(ARGV[i], 1) ~= 3 and not string.find(ARGV[i], '\1', 1, true) then
+      keys[#keys + 1] = (string.gsub(ARGV[i], '\2', id))
+    end
+  end
+  return keys
+end
 -- workspace id, job id, stamp (false: none) of an entry, or nil after burying it (or, for a
 -- bare job id whose job is gone, after dropping it)
 local function parse(entry)
@@ -90,17 +101,14 @@ local function parse(entry)
   -- queue or leases by a version that claimed bare ids as they were: found through a schema
   -- keyed by the id alone either way, so that no such job is stranded.
   if not sep and is_id(entry) then
-    local keyed = false
-    for i = 11, #ARGV do
-      if string.byte(ARGV[i], 1) ~= 3 and not string.find(ARGV[i], '\1', 1, true) then
-        keyed = true
-        local key = (string.gsub(ARGV[i], '\2', entry))
-        local ws = redis.call('HGET', key, 'workspace_id')
-        if ws and is_id(ws) then return ws, entry, false end
-        if redis.call('EXISTS', key) == 1 then
-          bury(entry, 'its record names no valid workspace_id', key, 'workspace_id')
-          return nil
-        end
+    local keys = id_keys(entry)
+    local keyed = #keys > 0
+    for _, key in ipairs(keys) do
+      local ws = redis.call('HGET', key, 'workspace_id')
+      if ws and is_id(ws) then return ws, entry, false end
+      if redis.call('EXISTS', key) == 1 then
+        bury(entry, 'its record names no valid workspace_id', key, 'workspace_id')
+        return nil
       end
     end
     if not compat then  -- no record: an entry that cannot be parsed, as it always was
@@ -175,11 +183,9 @@ local function requeue(list)
   local rest = redis.call('LRANGE', list, 0, -1)
   for n, item in ipairs(rest) do
     if is_id(item) then
-      for i = 11, #ARGV do
-        if string.byte(ARGV[i], 1) ~= 3 and not string.find(ARGV[i], '\1', 1, true) then
-          local f = redis.call('HMGET', (string.gsub(ARGV[i], '\2', item)), 'workspace_id', 'created_at')
-          if f[1] and is_id(f[1]) then rest[n] = f[1] .. ':' .. item .. ':' .. (f[2] or ''); break end
-        end
+      for _, key in ipairs(id_keys(item)) do
+        local f = redis.call('HMGET', key, 'workspace_id', 'created_at')
+        if f[1] and is_id(f[1]) then rest[n] = f[1] .. ':' .. item .. ':' .. (f[2] or ''); break end
       end
     end
   end
