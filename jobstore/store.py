@@ -10,7 +10,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import eviction, ops, ops_cluster, rules, validation
+from . import eviction, ops, rules, validation
+from .ops import cluster as ops_cluster
 from .connection import Client, connect, redact
 from .codec import JSON, TIME_FORMATS, Codec, check_codec
 from .errors import ConfigError, InvalidArgument, JobStoreError, PluginError, StoreUnavailable

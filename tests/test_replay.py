@@ -16,7 +16,7 @@ import pytest
 import redis
 
 import jobstore
-from jobstore import ops_cluster
+from jobstore.ops import cluster as ops_cluster
 from jobstore.steps import Batch
 from tests.conftest import keys
 

@@ -21,19 +21,19 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 
-from .dead_letters import MAX_DEAD_LETTERS, DeadLetter
-from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
+from ..dead_letters import MAX_DEAD_LETTERS, DeadLetter
+from ..errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
                      LeaseLost, PayloadTooLarge)
-from .job import Job, JobStatus, format_time, statuses_allowed_before
-from .layout import CARRIED, StoreKeys
-from .schema import WORKSPACE_MARK, KeySchema
-from .codec import Codec
-from .events import Events
-from .rules import OP
-from .scripts import (DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, LEAVE_LEGACY_QUEUE, READ_FIRST,
+from ..job import Job, JobStatus, format_time, statuses_allowed_before
+from ..layout import CARRIED, StoreKeys
+from ..schema import WORKSPACE_MARK, KeySchema
+from ..codec import Codec
+from ..events import Events
+from ..rules import OP
+from ..scripts import (DELETE, DEQUEUE, ENQUEUE, EXTEND, LEASE_LIST, LEAVE_LEGACY_QUEUE, READ_FIRST,
                       UPDATE_STATUS, Lua)
-from .steps import Batch, Command, Refresh, Refused, Script, Step
-from .strategy import Strategy
+from ..steps import Batch, Command, Refresh, Refused, Script, Step
+from ..strategy import Strategy
 
 T = TypeVar("T")
 

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import time
 
-from .dead_letters import DeadLetter, entry_problem, printable
-from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
+from ..dead_letters import DeadLetter, entry_problem, printable
+from ..errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
                      LeaseLost)
-from .job import Job, JobStatus, count, parse_time, record_problem
-from .rules import OP
-from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script, now,
+from ..job import Job, JobStatus, count, parse_time, record_problem
+from ..rules import OP
+from . import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script, now,
                   queue_entry, spent_markers, update_outcome, SPENT_PER_CALL)
-from .scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, EXTEND, LEASE_CLAIM,
+from ..scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, EXTEND, LEASE_CLAIM,
                       LEASE_LIST, MIRROR, PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
-from .steps import Batch, Call, Command, Script, Tidy
+from ..steps import Batch, Call, Command, Script, Tidy
 
 CLAIM_TTL = 3600
 TOMB_TTL = 86400
@@ -245,7 +245,7 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
 
 def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatus,
                   changes: dict[str, str], claim: str | None = None) -> Op[Job]:
-    from .job import statuses_allowed_before
+    from ..job import statuses_allowed_before
 
     routing = ctx.strategy.routing(workspace_id)
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
