@@ -65,7 +65,7 @@ def open(url: str, strategy: str = "legacy", **options: Any) -> JobStore:  # noq
 
 
 class _Writes(Protocol):
-    """The write operations: the module jobstore.ops on standalone Redis, jobstore.ops_cluster on
+    """The write operations: the module jobstore.ops on standalone Redis, jobstore.ops.cluster on
     Redis Cluster (where a job's keys span slots)."""
 
     def enqueue(self, ctx: ops.Context, job: Job, fields: dict[str, str]) -> ops.Op[Job]: ...

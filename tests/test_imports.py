@@ -158,3 +158,22 @@ def test_redis_py_is_imported_only_where_listed(full_graph):
     assert full_graph.find_modules_directly_imported_by("jobstore.connection") >= {"redis"}
     assert set(full_graph.find_modules_that_directly_import("redis")) == REDIS_PY_IMPORTERS
 
+
+
+# The operations' package, one module per concept (jobstore/ops/__init__.py describes each).
+OPS_MODULES = {"jobstore.ops", "jobstore.ops.admin", "jobstore.ops.cluster", "jobstore.ops.context",
+               "jobstore.ops.queue", "jobstore.ops.reads", "jobstore.ops.records",
+               "jobstore.ops.writes"}
+
+
+def test_the_operations_reach_no_driver_connection_or_redis_py(full_graph):
+    """The operations are sans-I/O: no chain of imports from any module of ``jobstore.ops``
+    leads to the driver, the connection module or redis-py (the contract ops-without-drivers
+    says the same; this also pins the modules it covers, so a module moved out of the package
+    cannot leave it unwatched)."""
+    assert {m for m in full_graph.modules if m == "jobstore.ops" or m.startswith("jobstore.ops.")
+            } == OPS_MODULES
+    reached = {(module, target): full_graph.find_shortest_chain(importer=module, imported=target)
+               for module in sorted(OPS_MODULES)
+               for target in ("jobstore.driver", "jobstore.connection", "redis")}
+    assert {pair: chain for pair, chain in reached.items() if chain is not None} == {}

@@ -115,11 +115,11 @@ def test_an_update_never_answers_with_another_calls_marker(make_store, strategy)
 def test_a_child_forked_without_the_at_fork_hooks_still_draws_its_own_tokens(monkeypatch):
     """A C-level fork() runs no at-fork hook: the child would go on with its parent's generator
     state. The generator notices the process changed and seeds itself again."""
-    from jobstore import ops
+    from jobstore.ops import context
 
-    state = ops._TOKENS.getstate()
+    state = context._TOKENS.getstate()
     parents_next = new_token()
-    ops._TOKENS.setstate(state)  # the child's copy of the parent's generator, as fork leaves it
-    monkeypatch.setattr(ops, "_drawn_in", [-1])  # ... in a process it was not seeded in
+    context._TOKENS.setstate(state)  # the child's copy of the parent's generator, as fork leaves it
+    monkeypatch.setattr(context, "_drawn_in", [-1])  # ... in a process it was not seeded in
     assert new_token() != parents_next
-    assert ops._drawn_in == [os.getpid()]
+    assert context._drawn_in == [os.getpid()]

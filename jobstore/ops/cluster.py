@@ -19,18 +19,17 @@ Reads (get, list) are the same as on standalone Redis: redis-py pipelines across
 
 from __future__ import annotations
 
-import time
-
 from ..dead_letters import DeadLetter, entry_problem, printable
 from ..errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
                      LeaseLost)
-from ..job import Job, JobStatus, count, parse_time, record_problem
+from ..job import Job, JobStatus, count, parse_time, record_problem, statuses_allowed_before
 from ..rules import OP
-from . import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script, now,
-                  queue_entry, spent_markers, update_outcome, SPENT_PER_CALL)
 from ..scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, EXTEND, LEASE_CLAIM,
                       LEASE_LIST, MIRROR, PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
 from ..steps import Batch, Call, Command, Script, Tidy
+from .context import SPENT_PER_CALL, Context, Op, now, spent_markers
+from .records import addressed, as_record, corrupt, fenced_script, job_keys, update_outcome
+from .writes import queue_entry
 
 CLAIM_TTL = 3600
 TOMB_TTL = 86400
@@ -84,8 +83,8 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
     # that a taken id leaves nothing half-written.
     checks = []
     for job, _ in jobs:
-        writes = _keys(routing[job.job_id].writes, job.workspace_id, job.job_id)
-        for key in _keys(routing[job.job_id].known, job.workspace_id, job.job_id):
+        writes = job_keys(routing[job.job_id].writes, job.workspace_id, job.job_id)
+        for key in job_keys(routing[job.job_id].known, job.workspace_id, job.job_id):
             if key != writes[0]:
                 checks.append((job, key, key in writes))
     taken: set[str] = set()
@@ -245,13 +244,11 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
 
 def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatus,
                   changes: dict[str, str], claim: str | None = None) -> Op[Job]:
-    from ..job import statuses_allowed_before
-
     routing = ctx.strategy.routing(workspace_id)
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
     stamp, iso = now(ctx)
     fields = {"status": status.value, **changes, "updated_at": stamp}
-    job = yield from _move(ctx, ctx.new_token(), _keys(routing.touched, workspace_id, job_id),
+    job = yield from _move(ctx, ctx.new_token(), job_keys(routing.touched, workspace_id, job_id),
                            workspace_id, job_id, status, allowed, fields, claim=claim or "",
                            iso=iso)
     if job.claim and status is not JobStatus.RUNNING:
@@ -275,7 +272,7 @@ def _arbiter_spent(ctx: Context, claim: str) -> None:
 
 def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:
     token = ctx.new_token()
-    keys = _keys(ctx.strategy.routing(workspace_id).known, workspace_id, job_id)
+    keys = job_keys(ctx.strategy.routing(workspace_id).known, workspace_id, job_id)
     # What is deleted, by incarnation (created_at): every slot's tombstone names each of them, so
     # a copy running beside the delete cannot bring any of them back into a slot already cleared.
     found = yield Batch(tuple(Command(("HGETALL", key)) for key in keys), tolerate_errors=True)
@@ -312,7 +309,7 @@ def extend(ctx: Context, job: Job, lease_ms: int) -> Op[None]:
     :raises LeaseLost: the claim has ended (taken over, finished, deleted; its lease is dropped).
     """
     claim = job.claim or ""
-    keys = _keys(ctx.strategy.routing(job.workspace_id).touched, job.workspace_id, job.job_id)
+    keys = job_keys(ctx.strategy.routing(job.workspace_id).touched, job.workspace_id, job.job_id)
     records = yield Batch(tuple(Command(("HGETALL", key)) for key in keys))
     record = next((r for r in map(as_record, records) if addressed(r, job.workspace_id)), {})
     until = 0
@@ -347,7 +344,7 @@ def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op[Job | None
         return None
     workspace_id, job_id, stamp = ctx.keys.parse_queue_entry(entry)
     arbiter = ctx.keys.claimed(workspace_id, job_id, stamp)
-    keys = _keys(ctx.strategy.routing(None).touched, workspace_id, job_id)
+    keys = job_keys(ctx.strategy.routing(None).touched, workspace_id, job_id)
     claim = f"{token}:{entry}"
     (won,) = yield Batch((Script(ARBITRATE, (arbiter,), (claim, CLAIM_TTL, "")),))
     if won[0] == "held":
@@ -368,7 +365,7 @@ def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op[Job | None
             return None
     # Leased before the records move: a dequeue that dies in between leaves a lease that runs
     # out and is dropped (the job is still pending, its entry back in the queue).
-    leased = time.monotonic()
+    leased = ctx.timer()
     yield Batch((Script(LEASE_CLAIM, (ctx.keys.leases,), (claim, lease_ms)),))
     at, iso = now(ctx)
     fields = {"status": JobStatus.RUNNING.value, "claim": claim, "updated_at": at}
@@ -376,7 +373,7 @@ def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op[Job | None
         job = yield from _move(ctx, token, keys, workspace_id, job_id, JobStatus.RUNNING,
                                JobStatus.PENDING.value, fields, stamp, operation="dequeue",
                                hand_out=True, iso=iso)
-        if (time.monotonic() - leased) * 1000 > lease_ms / 2:
+        if (ctx.timer() - leased) * 1000 > lease_ms / 2:
             # A claim this slow may have outlived its lease (and another dequeue, list_grace
             # later, dropped it): lease it afresh, now that the job is ours.
             yield Batch((Script(LEASE_CLAIM, (ctx.keys.leases,), (claim, lease_ms)),))
@@ -403,7 +400,7 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
     """
     entry = member.partition(":")[2]
     workspace_id, job_id, stamp = ctx.keys.parse_queue_entry(entry)
-    keys = _keys(ctx.strategy.routing(None).touched, workspace_id, job_id)
+    keys = job_keys(ctx.strategy.routing(None).touched, workspace_id, job_id)
     # The op markers of these moves: not the call's own token, which a claim of a duplicate
     # entry of the same job later in this dequeue marks its move with ('.' is in no token).
     mark = f"{token}.t"
@@ -456,7 +453,7 @@ def _dequeue(ctx: Context, timeout: float | None, lease_ms: int | None) -> Op[Jo
     token = ctx.new_token()
     lease_ms = ctx.lease_ms if lease_ms is None else lease_ms
     queue, claim, leases = ctx.keys.queue, ctx.keys.claim(token), ctx.keys.leases
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if timeout is None else ctx.timer() + timeout
     while True:
         # One step: the oldest entry into this call's claim list, and the leases that ran out
         # (claim lists of dequeues that died go back to the queue there).
@@ -470,7 +467,7 @@ def _dequeue(ctx: Context, timeout: float | None, lease_ms: int | None) -> Op[Jo
                     yield Batch((Script(RETURN_CLAIMS, (claim, queue, leases), ()),))
                 return job
         if moved is None:
-            remaining = None if deadline is None else deadline - time.monotonic()
+            remaining = None if deadline is None else deadline - ctx.timer()
             if remaining is not None and remaining <= 0:
                 return None
             wait = ctx.block_slice if remaining is None else max(0.01, min(remaining, ctx.block_slice))

@@ -1,0 +1,93 @@
+"""Reading what Redis answers: records, the keys of a job's records, and the replies the
+scripts share, for the standalone and the Cluster operations alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import CorruptRecord, InvalidTransition, JobNotFound, LeaseLost, PayloadTooLarge
+from ..job import Job, JobStatus
+from ..schema import KeySchema
+from ..scripts import Lua
+from ..steps import Script
+from .context import Context
+
+
+def as_record(flat: list[str] | dict[str, str]) -> dict[str, str]:
+    """A HGETALL reply from a script (a flat list) or a command (a dict) as a dict."""
+    if isinstance(flat, dict):
+        return flat
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+def owned(record: dict[str, str], workspace_id: str) -> bool:
+    return bool(record) and record.get("workspace_id") == workspace_id
+
+
+def addressed(record: dict[str, str], workspace_id: str) -> bool:
+    """The workspace's record, or one without a ``workspace_id``: such a record is taken for the
+    workspace whose key led to it, and reported corrupt, never silently for no one's (the
+    scripts' ``addressed`` is the same rule)."""
+    return bool(record) and record.get("workspace_id", "") in (workspace_id, "")
+
+
+def corrupt(ctx: Context, operation: str, key: str | None, field: str,
+            reason: str) -> CorruptRecord:
+    """Report a record that cannot be decoded to the events; the error to raise for it."""
+    ctx.events.corrupt_record(key or "", field, reason, operation=operation)
+    return CorruptRecord(key, field, reason)
+
+
+def decode(ctx: Context, operation: str, key: str | None, record: dict[str, str]) -> Job:
+    """The job a record holds.
+
+    :raises CorruptRecord: it cannot be decoded (reported to the events first).
+    """
+    read = Job._read(record, ctx.codec)
+    if isinstance(read, tuple):
+        raise corrupt(ctx, operation, key, *read)
+    return read
+
+
+def fenced_script(ctx: Context, lua: Lua, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
+    """A routed script call, fenced by the phase its routing came from (see
+    jobstore/lua/includes/fence.lua)."""
+    fence = None if ctx.cluster else ctx.strategy.fence()
+    if fence is None:
+        return Script(lua, (keys[0], *keys), ("", "", *args))
+    state_key, phase, default = fence
+    return Script(lua, (state_key, *keys), (phase, default, *args))
+
+
+def stale(reply: Any) -> bool:
+    return isinstance(reply, list) and reply[:1] == ["stale"]
+
+
+def job_keys(schemas: Iterable[KeySchema], workspace_id: str, job_id: str) -> tuple[str, ...]:
+    """The keys of a job's records in ``schemas``, in their order."""
+    return tuple(s.job_key(workspace_id, job_id) for s in schemas)
+
+
+def update_outcome(ctx: Context, reply: list[Any], job_id: str, workspace_id: str, status: JobStatus,
+                   operation: str = "update_status", claim: str | None = None) -> Job:
+    """The job an UPDATE_STATUS reply holds, or the error it stands for.
+
+    :raises InvalidTransition, PayloadTooLarge, JobNotFound, CorruptRecord, LeaseLost: (nothing
+        was written)
+    """
+    if reply[0] == "lease_lost":
+        attempts = int(reply[1])
+        held = reply[2] == JobStatus.RUNNING.value and attempts > 0
+        raise LeaseLost(job_id, claim or "", attempts if held else None,
+                        f"the job is {reply[2] or 'pending'}")
+    if reply[0] == "invalid":
+        raise InvalidTransition(job_id, reply[1], status.value)
+    if reply[0] == "too_large":
+        raise PayloadTooLarge(int(reply[1]), ctx.max_record_bytes)
+    if reply[0] == "corrupt":
+        raise corrupt(ctx, operation, reply[1], reply[2], reply[3])
+    if reply[0] == "missing" or not reply[1:] or not reply[1]:
+        raise JobNotFound(job_id, workspace_id)
+    return decode(ctx, operation, reply[2] if len(reply) > 2 else None, as_record(reply[1]))
+

@@ -1,0 +1,162 @@
+"""The standalone writes: enqueue (one or many), update_status and delete, each one script call
+per attempt (a stale routing state makes it refresh and try again)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import chain
+from typing import Any
+
+from ..errors import EnqueueIncomplete, JobExists
+from ..job import Job, JobStatus, statuses_allowed_before
+from ..rules import OP
+from ..schema import KeySchema
+from ..scripts import DELETE, ENQUEUE, UPDATE_STATUS
+from ..steps import Batch, Refresh, Refused, Script
+from .context import Context, Op, now, spent_markers
+from .records import fenced_script, job_keys, stale, update_outcome
+
+# Jobs per ENQUEUE call of an enqueue_many: a call runs about 15 us per job in Redis, which
+# serves nothing else meanwhile; larger batches are several calls in one pipeline.
+ENQUEUE_CHUNK = 100
+
+
+def enqueue_script(ctx: Context, jobs: Sequence[tuple[Job, dict[str, str]]]) -> Script:
+    """One ENQUEUE call for ``jobs`` (see jobstore/lua/enqueue.lua for the layout)."""
+    legacy = (ctx.legacy_queue, ctx.keys.queue_mode) if ctx.legacy_queue else ()
+    keys: list[str] = [ctx.keys.queue, *(legacy or (ctx.keys.queue, ctx.keys.queue))]
+    args: list[Any] = ["1" if legacy else "", len(jobs)]
+    for job, fields in jobs:
+        ws, job_id = job.workspace_id, job.job_id
+        routing = ctx.strategy.routing(ws)
+        writes = [s.job_key(ws, job_id) for s in routing.writes]
+        checks = [key for key in (s.job_key(ws, job_id) for s in routing.known) if key not in writes]
+        entry = queue_entry(ctx, ws, job_id, fields["created_at"], routing.known)
+        keys += (ctx.keys.gone(ws, job_id), ctx.keys.index(ws), *writes, *checks)
+        args += (len(writes), len(checks), fields[OP], job_id, repr(job.created_at), entry,
+                 2 * len(fields), *chain.from_iterable(fields.items()))
+    return fenced_script(ctx, ENQUEUE, tuple(keys), tuple(args))
+
+
+def carried_keys(schemas: Iterable[KeySchema], workspace_id: str,
+                 job_id: str) -> list[tuple[str, str]]:
+    """``(name, key)`` of the computed schemas among ``schemas``: what a queue entry carries."""
+    return [(s.name, s.job_key(workspace_id, job_id)) for s in schemas if s.computed]
+
+
+def queue_entry(ctx: Context, workspace_id: str, job_id: str, stamp: str,
+                known: Iterable[KeySchema] | None = None) -> str:
+    """The queue entry of a job enqueued now: its ids, stamp, and the keys the dequeue script
+    cannot build itself (every computed schema the job may be read from: ``known``, the
+    routing's, when the caller has it)."""
+    if known is None:
+        known = ctx.strategy.routing(workspace_id).known
+    return ctx.keys.queue_entry(workspace_id, job_id, stamp,
+                                carried_keys(known, workspace_id, job_id))
+
+
+def enqueue_outcome(job: Job, reply: list[Any]) -> Job | None:
+    """The enqueued job, or None when the id already existed. A re-sent call whose first
+    attempt created the job (``replayed``) answers with the job this call sent: what the key
+    holds now may be another incarnation, even another workspace's."""
+    if reply[0] == "exists":
+        return None
+    return job
+
+
+def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op[Job]:
+    # fields carry the call's token (OP): the record names the call that created it.
+    while stale(reply := (yield Batch((enqueue_script(ctx, [(job, fields)]),)))[0]):
+        yield Refresh()
+    (outcome,) = reply
+    if outcome[0] == "error":  # as if Redis had refused the command itself (RedisCommandError)
+        raise Refused(outcome[1])
+    result = enqueue_outcome(job, outcome)
+    if result is None:
+        raise JobExists([job.job_id])
+    return result
+
+
+def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[list[Job]]:
+    replies: list[Any] = [None] * len(jobs)
+    todo = list(range(len(jobs)))
+    while todo:
+        # A job Redis refuses (OOM, a key in the way) is that job's failure: nothing of it was
+        # written, and the rest of the batch goes on.
+        chunks = [todo[i:i + ENQUEUE_CHUNK] for i in range(0, len(todo), ENQUEUE_CHUNK)]
+        sent = yield Batch(tuple(enqueue_script(ctx, [jobs[i] for i in chunk]) for chunk in chunks),
+                           tolerate_errors=True)
+        for chunk, reply in zip(chunks, sent):
+            for n, i in enumerate(chunk):
+                replies[i] = reply if isinstance(reply, Exception) or stale(reply) else reply[n]
+        todo = [i for i in todo if stale(replies[i])]
+        if todo:
+            yield Refresh()
+    created: list[Job] = []
+    existing: list[str] = []
+    failed: dict[str, str] = {}
+    for (job, _), reply in zip(jobs, replies):
+        if isinstance(reply, Exception) or reply[0] == "error":
+            failed[job.job_id] = str(reply) if isinstance(reply, Exception) else reply[1]
+            continue
+        result = enqueue_outcome(job, reply)
+        if result is None:
+            existing.append(job.job_id)
+        else:
+            created.append(result)
+    if failed:
+        raise EnqueueIncomplete(failed, created, existing)
+    if existing:
+        raise JobExists(existing, created=created)
+    return created
+
+
+def update_status(
+    ctx: Context,
+    job_id: str,
+    workspace_id: str,
+    status: JobStatus,
+    changes: dict[str, str],
+    claim: str | None = None,
+) -> Op[Job]:
+    allowed = " ".join(s.value for s in statuses_allowed_before(status))
+    stamp, iso = now(ctx)
+    fields = {"status": status.value, **changes, "updated_at": stamp}
+    flat = [part for item in fields.items() for part in item]
+    marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
+    spent = spent_markers(ctx, mine=marker)
+    try:
+        while True:
+            routing = ctx.strategy.routing(workspace_id)
+            (reply,) = yield Batch((fenced_script(
+                ctx, UPDATE_STATUS,
+                (marker, *job_keys(routing.touched, workspace_id, job_id), ctx.keys.leases, *spent),
+                (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, "", claim or "", "",
+                 1 + len(spent), iso, *flat),
+            ),))
+            if reply[0] == "not_mine":  # another call's marker: nothing was written; a new token
+                marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
+                spent = []
+                continue
+            if not stale(reply):
+                break
+            yield Refresh()
+    finally:
+        ctx.spent_markers.append(marker)  # this call has its answer (or has given up)
+    return update_outcome(ctx, reply, job_id, workspace_id, status, claim=claim)
+
+
+def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:
+    token = ctx.new_token()
+    while True:
+        routing = ctx.strategy.routing(workspace_id)
+        (reply,) = yield Batch((fenced_script(
+            ctx, DELETE,
+            (ctx.keys.gone(workspace_id, job_id), ctx.keys.index(workspace_id), ctx.keys.leases,
+             *job_keys(routing.known, workspace_id, job_id)),
+            (workspace_id, ctx.marker_ttl, job_id, token),
+        ),))
+        if not stale(reply):
+            return bool(reply)
+        yield Refresh()
+
