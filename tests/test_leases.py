@@ -239,7 +239,7 @@ def test_the_store_options_come_from_the_environment(backend):
 def test_lease_times_are_the_servers_not_the_workers(leased):
     # A worker whose clock runs an hour ahead (or behind) gets the lease it asked for.
     store = leased()
-    store.context.clock = lambda: time.time() + 3600  # the servers here run on this host's clock
+    store.context.clock = FakeClock(start=time.time() + 3600)  # the servers run on this host's
     store.enqueue("acme", "a")
     job = store.dequeue(lease=5)
     score = store.client.zscore(store.keys.leases, job.claim)

@@ -357,16 +357,11 @@ def test_backfill_resumes_from_its_checkpoint_after_an_interruption(env):
 
 def test_backfill_rate_is_throttled(env, monkeypatch):
     env.to("off", "dual-write")
-    pauses, now = [], [time.monotonic()]
-
-    def sleep(seconds):
-        pauses.append(seconds)
-        now[0] += seconds
-
-    monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    monkeypatch.setattr(time, "sleep", sleep)
+    clock = FakeClock(start=time.monotonic())
+    monkeypatch.setattr(time, "monotonic", clock)
+    monkeypatch.setattr(time, "sleep", clock.wait)
     env.migration.backfill(batch=5, rate=20)
-    assert 1.0 < sum(pauses) <= 2.001  # 40 records at 20/s: 2 s at most, less the time spent
+    assert 1.0 < sum(clock.waits) <= 2.001  # 40 records at 20/s: 2 s at most, less the time spent
 
 
 # -- verify ------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A migration clock for tests: time advances when the migration waits, instead of sleeping."""
+"""The tests' one fake clock: time advances when something waits, instead of sleeping."""
 
 from __future__ import annotations
 
@@ -6,13 +6,21 @@ import time
 
 
 class FakeClock:
-    """``Migration(..., clock=clock, wait=clock.wait)``: readings stand still until a wait."""
+    """A clock whose readings stand still until a wait moves them on.
 
-    def __init__(self):
-        self.now = time.time()
+    ``Migration(..., clock=clock, wait=clock.wait)``; a store's ``context.clock`` (the times
+    records carry) and ``context.timer`` (deadlines); or ``time.monotonic`` and ``time.sleep``
+    patched with ``clock`` and ``clock.wait``. ``start``: the first reading (default: now);
+    ``waits``: every wait asked for, in order.
+    """
+
+    def __init__(self, start: float | None = None):
+        self.now = time.time() if start is None else start
+        self.waits: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
     def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
         self.now += seconds
