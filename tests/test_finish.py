@@ -115,7 +115,8 @@ def test_the_next_job_is_leased_for_the_lease_given(make_store):
     store.enqueue("acme", "a")
     store.enqueue("acme", "b")
     taken = store.finish(store.dequeue(), lease=100)
-    (_, until), = store.client.zrange(store.keys.leases, 0, -1, withscores=True)
+    ((claim, until),) = store.client.zrange(store.keys.leases, 0, -1, withscores=True)
+    assert claim == taken.claim
     seconds, micros = store.client.time()
     left = until - (seconds * 1000 + micros // 1000)
     assert 0 < left <= 100_000  # not the store's hour
@@ -178,6 +179,20 @@ def test_dead_letters_and_taken_over_leases_are_handled_as_dequeue_does(make_sto
     assert failed.status is JobStatus.FAILED and "max_attempts" in failed.error
     assert [letter.entry for letter in store.dead_letters()] == ["no-colon"]
     assert events.letters == ["no-colon"]
+
+
+def test_a_claim_that_must_look_further_goes_on_as_dequeue_does(make_store):
+    """More dropped entries than one script call examines: the take goes on in further calls."""
+    store = make_store("dual")
+    store.context.dequeue_scan = 2
+    job = store.enqueue("acme", "a")
+    dropped = [store.enqueue("acme", f"cancelled {n}") for n in range(5)]
+    wanted = store.enqueue("acme", "b")
+    for cancelled in dropped:
+        store.update_status(cancelled.job_id, "cancelled", workspace_id="acme")
+    assert store.dequeue().job_id == job.job_id
+    assert store.finish(store.get(job.job_id, workspace_id="acme")).job_id == wanted.job_id
+    assert store.dequeue() is None and store.client.llen(store.keys.queue) == 0
 
 
 # -- bad input -------------------------------------------------------------------------------
