@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import eviction, ops, rules, validation
 from .ops import cluster as ops_cluster
+from .ops import finish as ops_finish
 from .connection import Client, connect, redact
 from .codec import JSON, TIME_FORMATS, Codec, check_codec
 from .errors import ConfigError, InvalidArgument, JobStoreError, PluginError, StoreUnavailable
@@ -452,6 +453,47 @@ class JobStore:
         lease_ms = self.context.lease_ms if seconds is None else _lease_ms("seconds", seconds,
                                                                            InvalidArgument)
         self._run(self._writes.extend(self.context, job, lease_ms), "extend", job.workspace_id)
+
+    def finish(self, job: Job, status: JobStatus | str = "completed", *, result: Any = None,
+               error: str | None = None, take_next: bool = True,
+               lease: float | None = None) -> Job | None:
+        """The worker loop's call: move ``job`` (from :meth:`dequeue`) to ``status`` under its
+        claim, and with ``take_next`` claim the next job, in one round trip on standalone Redis.
+
+        What ``update_status(job.job_id, status, workspace_id=job.workspace_id, result=result,
+        error=error, claim=job.claim)`` then ``dequeue(timeout=0, lease=lease)`` do, with the
+        same errors, events, leases and dead letters, and the same exactly-once guarantees (a
+        re-sent call neither moves the job twice nor claims a second job). ``status``:
+        ``completed``, ``failed`` or ``cancelled``. ``lease``: the next job's (default: the
+        store's). Returns the next job, now ``running``, or None (nothing pending, or
+        ``take_next=False``). Nothing is claimed unless the move was made.
+
+        :raises LeaseLost: ``job.claim`` no longer holds the job; nothing written or claimed.
+        :raises InvalidTransition, JobNotFound, CorruptRecord, PayloadTooLarge: as
+            :meth:`update_status`; nothing written or claimed.
+        :raises InvalidArgument: ``job`` is not a job from :meth:`dequeue`, ``status`` is not
+            final, or bad ``result``, ``error``, ``take_next`` or ``lease`` (nothing sent).
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        if not isinstance(job, Job) or not isinstance(job.claim, str) or not job.claim:
+            raise InvalidArgument("job", "must be a Job returned by dequeue (it carries a claim)")
+        self._ids(job.job_id, job.workspace_id)
+        status = validation.status(status)
+        if not status.is_terminal:
+            raise InvalidArgument("status", "must be completed, failed or cancelled (a worker "
+                                            f"finishes its job), not {status.value!r}")
+        if not isinstance(take_next, bool):
+            raise InvalidArgument("take_next", f"must be True or False, not {take_next!r}")
+        lease_ms = None if lease is None else _lease_ms("lease", lease, InvalidArgument)
+        changes: dict[str, str] = {}
+        if result is not None:
+            changes["result"] = (validation.json_value("result", result) if self.codec is JSON
+                                 else _encode(self.codec, "result", validation.checked_json("result", result)))
+        if error is not None:
+            changes["error"] = validation.error_text(error)
+        validation.record_size(changes, self.max_record_bytes)
+        return self._run(ops_finish.finish(self.context, job, status, changes, take_next,
+                                           lease_ms), "finish", job.workspace_id)
 
     def leave_legacy_queue(self, batch: int = 1000) -> dict[str, int]:
         """Move the compatible queue's pending ids into jobstore's own queue, and switch every

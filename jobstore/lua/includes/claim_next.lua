@@ -1,0 +1,234 @@
+-- The body of dequeue.lua, as a function of the KEYS and ARGV that script's header describes
+-- (those left after the fence), so that finish.lua runs it on its own share of its keys and
+-- arguments. Needs bump (includes/fence.lua, which every script including this includes first).
+--- @include "record_check"
+--- @include "dead_letter"
+--- @include "lease"
+--- @include "iso_record"
+local function claim_next(KEYS, ARGV)
+  for i = 8, #KEYS do redis.call('UNLINK', KEYS[i]) end
+  local reply
+  local dead, reaped = {}, {}
+  local now = now_ms()
+  local compat = ARGV[10] == '1'
+  local mode = ''
+  if compat then
+    redis.call('HSETNX', KEYS[7], 'mode', 'shared')
+    mode = redis.call('HGET', KEYS[7], 'mode')
+  end
+  -- the time to write to a record: in the form its times already have
+  local function now_of(key) return iso_record(key) and ARGV[9] or ARGV[2] end
+  local function bury(entry, reason, key, field)
+    local letter = {entry = printable(entry), reason = reason, at = tonumber(ARGV[2])}
+    if key then letter.key = key; letter.field = field end
+    local text = cjson.encode(letter)
+    redis.call('LPUSH', KEYS[4], text)
+    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
+    dead[#dead + 1] = text
+  end
+  -- an entry's part before the keys it carries
+  local function base_of(entry)
+    local cut = string.find(entry, '\31', 1, true)
+    return cut and string.sub(entry, 1, cut - 1) or entry, cut
+  end
+  -- the computed schemas' keys an entry carries, and those the store resolved for it
+  local function carried_of(entry)
+    local keys = {}
+    local base, cut = base_of(entry)
+    if cut then
+      for name, key in string.gmatch(string.sub(entry, cut), '\31([^=\31]+)=([^\31]*)') do
+        keys[name] = key
+      end
+    end
+    local resolved, rcut = base_of(ARGV[8])
+    if rcut and resolved == base then
+      for name, key in string.gmatch(string.sub(ARGV[8], rcut), '\31([^=\31]+)=([^\31]*)') do
+        keys[name] = key
+      end
+    end
+    return keys
+  end
+  -- the record keys of a bare job id: those of the schemas read in this phase whose key format
+  -- needs no workspace id (a computed schema's, '\3', and a workspace-scoped one's, '\1', cannot)
+  local function id_keys(id)
+    local keys = {}
+    for i = 11, #ARGV do
+      if string.byte(ARGV[i], 1) ~= 3 and not string.find(ARGV[i], '\1', 1, true) then
+        keys[#keys + 1] = (string.gsub(ARGV[i], '\2', id))
+      end
+    end
+    return keys
+  end
+  -- workspace id, job id, stamp (false: none) of an entry, or nil after burying it (or, for a
+  -- bare job id whose job is gone, after dropping it)
+  local function parse(entry)
+    entry = base_of(entry)
+    local sep = string.find(entry, ':', 1, true)
+    -- A bare job id: from the compatible queue, or (without one configured) left in jobstore's
+    -- queue or leases by a version that claimed bare ids as they were: found through a schema
+    -- keyed by the id alone either way, so that no such job is stranded.
+    if not sep and is_id(entry) then
+      local keys = id_keys(entry)
+      local keyed = #keys > 0
+      for _, key in ipairs(keys) do
+        local ws = redis.call('HGET', key, 'workspace_id')
+        if ws and is_id(ws) then return ws, entry, false end
+        if redis.call('EXISTS', key) == 1 then
+          bury(entry, 'its record names no valid workspace_id', key, 'workspace_id')
+          return nil
+        end
+      end
+      if not compat then  -- no record: an entry that cannot be parsed, as it always was
+        bury(entry, "no ':' between the workspace id and the job id")
+        return nil
+      end
+      -- never dropped unseen: without a schema keyed by the id alone, the job cannot be found
+      if not keyed then
+        bury(entry, 'a bare job id, and no schema keyed by the job id alone is read in this phase')
+      end
+      return nil  -- keyed, and no record: a deleted job's id, dropped like any such entry
+    end
+    if not sep then bury(entry, "no ':' between the workspace id and the job id"); return nil end
+    local ws, id, stamp = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1), false
+    sep = string.find(id, ':', 1, true)
+    if sep then id, stamp = string.sub(id, 1, sep - 1), string.sub(id, sep + 1) end
+    if not is_id(ws) then
+      bury(entry, 'the workspace id is empty or not 1-{{ MAX_ID_LENGTH }} characters of A-Z a-z 0-9 _ . -')
+    elseif not is_id(id) then
+      bury(entry, 'the job id is empty or not 1-{{ MAX_ID_LENGTH }} characters of A-Z a-z 0-9 _ . -')
+    else
+      return ws, id, stamp
+    end
+    return nil
+  end
+  -- the workspace's copies of the job, in read order; nil after burying the entry of a copy that
+  -- cannot be decoded; nil, true when the entry lacks a computed schema's key
+  local function copies(entry, ws, id)
+    local owned, carried = {}, nil
+    for i = 11, #ARGV do
+      local key
+      if string.byte(ARGV[i], 1) == 3 then
+        carried = carried or carried_of(entry)
+        key = carried[string.sub(ARGV[i], 2)]
+        if not key then return nil, true end
+      else
+        key = (string.gsub((string.gsub(ARGV[i], '\1', ws)), '\2', id))
+      end
+      if addressed(key, ws) then
+        local field, reason = record_problem(key)
+        if field then bury(entry, reason, key, field); return nil end
+        owned[#owned + 1] = key
+      end
+    end
+    return owned
+  end
+  -- hand the job out to this call: running, attempt n, a claim of its own and its lease
+  -- The claim names the job as a full entry, 'workspace:job:created_at' (a bare job id's too,
+  -- with its record's workspace and created_at), so that any later store finds the job again
+  -- from its lease, with or without the compatible queue, in any phase, on Cluster too.
+  local function take(owned, entry, n, ws, id)
+    local base = base_of(entry)
+    if not string.find(base, ':', 1, true) then
+      entry = ws .. ':' .. id .. ':' .. (redis.call('HGET', owned[1], 'created_at') or '')
+              .. string.sub(entry, #base + 1)
+    end
+    local claim = ARGV[7] .. ':' .. entry
+    for _, key in ipairs(owned) do
+      redis.call('HSET', key, 'status', 'running', 'updated_at', now_of(key), '_rev', bump(key),
+                 'attempts', n, 'claim', claim)
+    end
+    redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), claim)
+    local claimed = redis.call('HGETALL', owned[1])
+    redis.call('SET', KEYS[3], cjson.encode({owned[1], claimed}), 'EX', ARGV[1])
+    return {'job', claimed, dead, owned[1], reaped, '', '', mode}
+  end
+  -- A claim list's entries back to the queue's oldest end, in order. A bare job id (moved there
+  -- from the compatible queue) goes back as a full entry when a schema keyed by the id alone finds
+  -- its record (as leaving the compatible queue writes it), so that a store without the
+  -- compatible queue can take it too.
+  local function requeue(list)
+    local rest = redis.call('LRANGE', list, 0, -1)
+    for n, item in ipairs(rest) do
+      if is_id(item) then
+        for _, key in ipairs(id_keys(item)) do
+          local f = redis.call('HMGET', key, 'workspace_id', 'created_at')
+          if f[1] and is_id(f[1]) then rest[n] = f[1] .. ':' .. item .. ':' .. (f[2] or ''); break end
+        end
+      end
+    end
+    if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
+    redis.call('DEL', list)
+  end
+  -- A re-sent call answers what its first attempt claimed (the marker keeps the record as it was
+  -- handed out), whatever the key holds now: never a job another worker has since received.
+  local marker = redis.call('GET', KEYS[3])
+  if marker then
+    local first = cjson.decode(marker)
+    reply = {'replayed', first[2], dead, first[1], reaped, '', '', mode}
+  else
+    local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+    for _, member in ipairs(expired) do
+      local sep = string.find(member, ':', 1, true) or 0
+      local head, entry = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+      local ws, id = nil, nil
+      if head ~= 'list' then ws, id = parse(entry) end
+      local owned, need = nil, false
+      if ws then owned, need = copies(entry, ws, id) end
+      if need then reply = {'need', {}, dead, '', reaped, entry, ws, mode}; break end
+      redis.call('ZREM', KEYS[5], member)
+      if head == 'list' then
+        if entry ~= KEYS[1] then requeue(entry) end
+      else
+        if owned and #owned > 0 and redis.call('HGET', owned[1], 'claim') == member
+            and redis.call('HGET', owned[1], 'status') == 'running' then
+          local n = attempts_of(owned[1])
+          if n >= tonumber(ARGV[6]) then
+            local why = 'lease expired on attempt ' .. n .. ' of ' .. ARGV[6]
+                        .. ' (max_attempts): the worker holding the job stopped renewing it'
+            for _, key in ipairs(owned) do
+              redis.call('HSET', key, 'status', 'failed', 'error', why, 'updated_at', now_of(key),
+                         '_rev', bump(key), 'claim', '')  -- the claim ended: LeaseLost for it
+            end
+            reaped[#reaped + 1] = 'failed'; reaped[#reaped + 1] = ws
+          else
+            reaped[#reaped + 1] = 'reclaimed'; reaped[#reaped + 1] = ws
+            reply = take(owned, entry, n + 1, ws, id)
+            break
+          end
+        end
+      end
+    end
+  end
+  -- the oldest entry: of the list given, else (popping the queue) of the compatible queue
+  local function pop()
+    local entry = redis.call('RPOP', KEYS[1])
+    if entry then return entry, KEYS[1], 'RPUSH' end
+    if compat and KEYS[1] == KEYS[2] then
+      entry = redis.call('LPOP', KEYS[6])
+      if entry then return entry, KEYS[6], 'LPUSH' end
+    end
+    return nil
+  end
+  for _ = 1, reply and 0 or tonumber(ARGV[3]) do
+    local entry, from, back = pop()
+    if not entry then reply = {'empty', {}, dead, '', reaped, '', '', mode}; break end
+    local ws, id, stamp = parse(entry)
+    local owned, need = nil, false
+    if ws then owned, need = copies(entry, ws, id) end
+    if need then  -- back where it was, at the oldest end; the store resolves its keys
+      redis.call(back, from, entry)
+      reply = {'need', {}, dead, '', reaped, entry, ws, mode}
+      break
+    end
+    if owned and #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending'
+        and (not stamp or redis.call('HGET', owned[1], 'created_at') == stamp) then
+      reply = take(owned, entry, attempts_of(owned[1]) + 1, ws, id)
+      break
+    end
+  end
+  if KEYS[1] ~= KEYS[2] and not (reply and reply[1] == 'need') then
+    requeue(KEYS[1])
+    redis.call('ZREM', KEYS[5], 'list:' .. KEYS[1])
+  end
+  return reply or {'busy', {}, dead, '', reaped, '', '', mode}
+end

@@ -1,0 +1,68 @@
+-- The body of update_status.lua, as a function of the KEYS and ARGV that script's header describes
+-- (those left after the fence), so that finish.lua runs it on its own share of its keys and
+-- arguments. Needs bump (includes/fence.lua, which every script including this includes first).
+--- @include "record_check"
+--- @include "lease"
+--- @include "iso_record"
+local function update_record(KEYS, ARGV)
+  local extra = tonumber(ARGV[8]) or 0
+  for i = #KEYS - extra + 2, #KEYS do redis.call('UNLINK', KEYS[i]) end
+  local last, leases = #KEYS - extra, false
+  local saved = redis.call('GET', KEYS[1])
+  if saved then
+    -- The marker answers only a re-send of its own call, which names the same record keys: a
+    -- marker about another record is another call's (a token drawn twice), never this one's answer.
+    local first = cjson.decode(saved)
+    for i = 2, last do
+      if KEYS[i] == first[1] then return {'replayed', first[2], first[1]} end
+    end
+    return {'not_mine'}
+  end
+  if extra > 0 then leases = KEYS[last + 1] end
+  local owned = {}
+  for i = 2, last do
+    if addressed(KEYS[i], ARGV[1]) then owned[#owned + 1] = KEYS[i] end
+  end
+  if #owned == 0 then return {'missing'} end
+  for _, key in ipairs(owned) do
+    local field, reason = record_problem(key)
+    if field then return {'corrupt', key, field, reason} end
+  end
+  local current = redis.call('HGET', owned[1], 'status') or ''
+  local holder = redis.call('HGET', owned[1], 'claim')
+  if ARGV[6] ~= '' and holder ~= ARGV[6] then
+    return {'lease_lost', tostring(attempts_of(owned[1])), current}
+  end
+  if not string.find(' ' .. ARGV[3] .. ' ', ' ' .. current .. ' ', 1, true) then
+    return {'invalid', current}
+  end
+  if ARGV[5] ~= '' and redis.call('HGET', owned[1], 'created_at') ~= ARGV[5] then
+    return {'invalid', current}
+  end
+  local fields, merged, status = {}, {}, current
+  local stored = redis.call('HGETALL', owned[1])
+  for i = 1, #stored, 2 do merged[stored[i]] = stored[i + 1] end
+  if ARGV[7] == '1' then
+    local n = tostring(attempts_of(owned[1]) + 1)
+    fields[1] = 'attempts'; fields[2] = n; merged['attempts'] = n
+  end
+  for i = 10, #ARGV, 2 do
+    fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
+    merged[ARGV[i]] = ARGV[i + 1]
+    if ARGV[i] == 'status' then status = ARGV[i + 1] end
+  end
+  local size = 0
+  for k, v in pairs(merged) do size = size + #k + #v end
+  if size > tonumber(ARGV[4]) then return {'too_large', size} end
+  for _, key in ipairs(owned) do
+    local iso = ARGV[9] ~= '' and iso_record(key)  -- before this write changes updated_at
+    redis.call('HSET', key, '_rev', bump(key), unpack(fields))
+    if iso then redis.call('HSET', key, 'updated_at', ARGV[9]) end
+  end
+  if leases and holder and current == 'running' and status ~= 'running' then
+    redis.call('ZREM', leases, holder)
+  end
+  local after = redis.call('HGETALL', owned[1])
+  redis.call('SET', KEYS[1], cjson.encode({owned[1], after}), 'EX', ARGV[2])
+  return {'updated', after, owned[1]}
+end

@@ -1,0 +1,106 @@
+"""``finish``: a worker's move of its job to a final status and its claim of the next job.
+
+What a worker loop did in two calls, ``update_status(..., claim=job.claim)`` then
+``dequeue(timeout=0)``, with the same outcomes, errors, events, leases and dead letters:
+
+- Standalone Redis: one script, jobstore/lua/finish.lua, runs update_status.lua's move and then,
+  only once the move is made, dequeue.lua's claim, in one atomic step (one round trip). Each half
+  keeps its own op marker, so a re-sent call answers what its first attempt did: the move as
+  made, the job the first attempt claimed (never a second one). When the claim half needs more
+  (only entries it dropped or dead-lettered so far, or an entry whose computed schemas' keys the
+  store must resolve), the take goes on as ``dequeue`` does, under the same marker.
+- Redis Cluster: the record, the queue and the claim sit in different slots, and no script spans
+  two: the move is jobstore.ops_cluster's update_status, then the take its dequeue, the steps
+  those calls send (docs/cluster.md counts them).
+"""
+
+from __future__ import annotations
+
+from ..job import Job, JobStatus, statuses_allowed_before
+from ..scripts import FINISH, UPDATE_STATUS
+from ..steps import Batch, Refresh, Script
+from . import cluster as ops_cluster
+from .context import Context, Op, now, spent_markers
+from .queue import _claimed, _dequeue, _dequeue_script
+from .queue import dequeue as standalone_dequeue
+from .records import fenced_script, job_keys as _keys, stale, update_outcome
+from .writes import update_status as standalone_update
+
+
+def finish(ctx: Context, job: Job, status: JobStatus, changes: dict[str, str], take_next: bool,
+           lease_ms: int | None = None) -> Op[Job | None]:
+    """Move ``job`` (a dequeued job: its claim fences the move) to ``status`` with ``changes``
+    (encoded ``result``/``error``), then, with ``take_next``, claim the next job without waiting,
+    leased for ``lease_ms`` (default: the store's lease). Returns that job, or None.
+
+    :raises LeaseLost, InvalidTransition, JobNotFound, CorruptRecord, PayloadTooLarge: as
+        update_status; nothing was written and nothing claimed.
+    """
+    if ctx.cluster or not take_next:
+        update = ops_cluster.update_status if ctx.cluster else standalone_update
+        take = ops_cluster.dequeue if ctx.cluster else standalone_dequeue
+        yield from update(ctx, job.job_id, job.workspace_id, status, changes, claim=job.claim)
+        return (yield from take(ctx, 0, lease_ms)) if take_next else None
+    taken = ctx.keys.op(ctx.new_token(), near=ctx.keys.queue)
+    try:
+        return (yield from _finish(ctx, job, status, changes, lease_ms, taken))
+    finally:
+        ctx.spent_markers.append(taken)  # this call has its answer (or has given up)
+
+
+def _fence(script: Script) -> tuple[str, ...]:
+    """The fence a routed script call carries (records.fenced_script): the phase it was routed for,
+    the phase when none is stored, and the state key ('' unfenced, where that key is any key)."""
+    return (script.args[0], script.args[1], script.keys[0] if script.args[0] else "")
+
+
+def _joined(move: Script, take: Script) -> Script:
+    """One FINISH call of a routed UPDATE_STATUS call and a routed DEQUEUE call (same fence)."""
+    return Script(FINISH, (move.keys[0], *move.keys[1:], *take.keys[1:]),
+                  (*move.args[:2], len(move.keys) - 1, len(move.args) - 2, *move.args[2:],
+                   *take.args[2:]))
+
+
+def _finish(ctx: Context, job: Job, status: JobStatus, changes: dict[str, str],
+            lease_ms: int | None, taken: str) -> Op[Job | None]:
+    workspace_id, claim = job.workspace_id, job.claim or ""
+    allowed = " ".join(s.value for s in statuses_allowed_before(status))
+    stamp, iso = now(ctx)
+    fields = {"status": status.value, **changes, "updated_at": stamp}
+    flat = [part for item in fields.items() for part in item]
+    lease_ms = ctx.lease_ms if lease_ms is None else lease_ms
+    token = taken.rsplit(":", 1)[1]
+    moved = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
+    spent = spent_markers(ctx, mine=moved)
+    try:
+        while True:
+            routing = ctx.strategy.routing(workspace_id)
+            move = fenced_script(
+                ctx, UPDATE_STATUS,
+                (moved, *_keys(routing.touched, workspace_id, job.job_id), ctx.keys.leases,
+                 *spent),
+                (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, "", claim, "",
+                 1 + len(spent), iso, *flat))
+            take = _dequeue_script(ctx, ctx.keys.queue, taken, token, lease_ms)
+            if _fence(move) != _fence(take):
+                continue  # the routing state was refreshed in between: both halves from one
+            (reply,) = yield Batch((_joined(move, take),))
+            if stale(reply):
+                yield Refresh()
+                continue
+            if reply[0][0] == "not_mine":  # another call's marker: nothing was written
+                moved = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
+                spent = []
+                continue
+            break
+    finally:
+        ctx.spent_markers.append(moved)
+    update_outcome(ctx, reply[0], job.job_id, workspace_id, status, claim=claim)  # or raises
+    (claimed,) = reply[1:]
+    found = _claimed(ctx, claimed)
+    if claimed[0] in ("job", "replayed"):
+        return found
+    if claimed[0] == "empty":
+        return None
+    # 'busy' or 'need': go on as dequeue does (no wait), under this call's marker.
+    return (yield from _dequeue(ctx, 0, lease_ms, taken))
