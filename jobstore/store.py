@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import eviction, ops, ops_cluster, rules, validation
+from . import eviction, ops, ops_cluster, rules, server_check, validation
 from .connection import Client, connect, redact
 from .codec import JSON, TIME_FORMATS, Codec, check_codec
 from .errors import ConfigError, InvalidArgument, JobStoreError, PluginError, StoreUnavailable
@@ -592,7 +592,8 @@ class JobStore:
         """
         with self._eviction_lock:
             if not self._eviction_checked:
-                eviction.check(self.client, allow=self.allow_eviction, label=self._eviction_label)
+                label = self._eviction_label or eviction.label_of(self.client)
+                self.driver.run(server_check.check(self.allow_eviction, label), plain=True)
                 self._eviction_checked = True
 
 
