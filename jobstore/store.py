@@ -6,7 +6,7 @@ import builtins
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import ops, ops_cluster, validation
 from .connection import Client, connect, redact
@@ -20,7 +20,7 @@ from .schema import glob_regex
 from .strategy import Strategy
 from .driver import SyncDriver
 from .events import Events
-from .store_core import Call, StoreCore, _lease_ms
+from .store_core import Call, StoreCore, _lease_ms, _Writes
 from .store_core import _encode as _encode  # noqa: F401  (importable from here, as before)
 
 if TYPE_CHECKING:
@@ -61,26 +61,6 @@ def open(url: str, strategy: str = "legacy", **options: Any) -> JobStore:  # noq
     client_options = options.pop("client_options", None)
     client = connect(url, client_options)
     return JobStore(client, strategy, url=url, **options)
-
-
-class _Writes(Protocol):
-    """The write operations: the module jobstore.ops on standalone Redis, jobstore.ops_cluster on
-    Redis Cluster (where a job's keys span slots)."""
-
-    def enqueue(self, ctx: ops.Context, job: Job, fields: dict[str, str]) -> ops.Op[Job]: ...
-
-    def enqueue_many(self, ctx: ops.Context,
-                     jobs: list[tuple[Job, dict[str, str]]]) -> ops.Op[list[Job]]: ...
-
-    def update_status(self, ctx: ops.Context, job_id: str, workspace_id: str, status: JobStatus,
-                      changes: dict[str, str], claim: str | None = None) -> ops.Op[Job]: ...
-
-    def delete(self, ctx: ops.Context, job_id: str, workspace_id: str) -> ops.Op[bool]: ...
-
-    def dequeue(self, ctx: ops.Context, timeout: float | None,
-                lease_ms: int | None = None) -> ops.Op[Job | None]: ...
-
-    def extend(self, ctx: ops.Context, job: Job, lease_ms: int) -> ops.Op[None]: ...
 
 
 class JobStore(StoreCore):

@@ -12,21 +12,40 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from . import eviction, ops, rules, server_check, validation
 from .codec import JSON, Codec
 from .dead_letters import DeadLetter
 from .errors import ConfigError, InvalidArgument, JobStoreError, PluginError, StoreUnavailable
-from .job import Job, plain_params
+from .job import Job, JobStatus, plain_params
 
 if TYPE_CHECKING:
     from .events import Events
     from .layout import StoreKeys
-    from .store import _Writes
     from .strategy import Strategy
 
 T = TypeVar("T")
+
+
+class _Writes(Protocol):
+    """The write operations: the module jobstore.ops on standalone Redis, jobstore.ops_cluster on
+    Redis Cluster (where a job's keys span slots)."""
+
+    def enqueue(self, ctx: ops.Context, job: Job, fields: dict[str, str]) -> ops.Op[Job]: ...
+
+    def enqueue_many(self, ctx: ops.Context,
+                     jobs: list[tuple[Job, dict[str, str]]]) -> ops.Op[list[Job]]: ...
+
+    def update_status(self, ctx: ops.Context, job_id: str, workspace_id: str, status: JobStatus,
+                      changes: dict[str, str], claim: str | None = None) -> ops.Op[Job]: ...
+
+    def delete(self, ctx: ops.Context, job_id: str, workspace_id: str) -> ops.Op[bool]: ...
+
+    def dequeue(self, ctx: ops.Context, timeout: float | None,
+                lease_ms: int | None = None) -> ops.Op[Job | None]: ...
+
+    def extend(self, ctx: ops.Context, job: Job, lease_ms: int) -> ops.Op[None]: ...
 
 
 @dataclass
