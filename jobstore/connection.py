@@ -4,7 +4,9 @@ that knows URL schemes."""
 from __future__ import annotations
 
 import re
+import sys
 import threading
+from dataclasses import dataclass
 from typing import Any, TypeGuard
 from urllib.parse import parse_qs, parse_qsl, unquote, unquote_plus, urlsplit
 
@@ -22,6 +24,31 @@ from .scripts import explain as explain_script_error
 Client = redis.Redis | RedisCluster
 
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "memory")
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """Which redis-py classes a client is built from: the synchronous ones (:data:`SYNC`) or
+    those of ``redis.asyncio`` (:func:`asyncio_flavour`). URLs are read alike for both."""
+
+    redis: Any  # the standalone client class
+    cluster: Any  # the cluster client class
+    node: Any  # the cluster's seed node class
+    retry: Any  # redis-py's Retry of that flavour
+    fake: str  # the fakeredis client class behind memory://
+
+
+SYNC = Flavour(redis.Redis, RedisCluster, None, Retry, "FakeRedis")
+
+
+def asyncio_flavour() -> Flavour:
+    """The ``redis.asyncio`` classes (imported when an asyncio store is first opened)."""
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.asyncio.retry
+
+    return Flavour(redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster,
+                   redis.asyncio.cluster.ClusterNode, redis.asyncio.retry.Retry, "FakeAsyncRedis")
 
 # How to get the embedded store (fakeredis + lupa) behind memory://, an optional extra.
 EMBEDDED_EXTRA = "pip install 'jobstore[embedded]'"
@@ -92,14 +119,14 @@ def _unknown_command(reply: BaseException) -> bool:
     return "unknown command" in text or "command doesn't exist" in text
 
 
-def default_retry() -> Retry:
+def default_retry(flavour: Flavour | None = None) -> Any:
     """redis-py's own retry, which ``from_url`` leaves off: a command whose connection broke is
     re-sent (every jobstore write recognises its own earlier attempt, so this is safe).
 
     Waits before each retry a random time up to 10 ms, 20 ms, 40 ms (capped at 0.5 s): "full
     jitter", which every redis-py has (``ExponentialWithJitterBackoff``, much the same, arrived
     in 5.3)."""
-    return Retry(FullJitterBackoff(base=0.01, cap=0.5), retries=3)
+    return (flavour or SYNC).retry(FullJitterBackoff(base=0.01, cap=0.5), retries=3)
 
 _memory_lock = threading.Lock()
 _memory_servers: dict[str, Any] = {}
@@ -269,8 +296,10 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
-    """A client for ``url``; nothing is sent to Redis yet.
+def connect(url: str, client_options: dict[str, Any] | None = None,
+            flavour: Flavour = SYNC) -> Any:
+    """A client for ``url``, of redis-py's synchronous classes or (``flavour``) its asyncio ones;
+    nothing is sent to Redis yet.
 
     :raises ConfigError: an unknown scheme, an unparseable URL, or a scheme not supported yet.
         The message shows the URL only as :func:`redact` does, and chains no exception that
@@ -282,7 +311,7 @@ def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
     if scheme == "memory":
         if client_options:
             raise ConfigError("client_options do not apply to memory:// (an embedded fakeredis)")
-        return memory_client(url)
+        return memory_client(url, flavour)
     if scheme not in SCHEMES:
         raise ConfigError(
             f"url {redact(url)!r} has an unknown scheme; use one of "
@@ -297,7 +326,7 @@ def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
     if problem is not None:
         raise ConfigError(f"url {redact(url)!r} cannot be parsed: {problem}")
     if scheme == "redis+cluster":
-        return cluster_client(url, client_options)
+        return cluster_client(url, client_options, flavour)
     try:
         parsed = url_options(url)
     except ConfigError as exc:
@@ -305,13 +334,13 @@ def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
     if problem is not None:
         raise ConfigError(f"url {redact(url)!r} is invalid: {problem}")
     # What the URL says wins over client_options, as in redis-py's from_url.
-    options = {**CLIENT_DEFAULTS, "retry": default_retry(), **DECODING,
+    options = {**CLIENT_DEFAULTS, "retry": default_retry(flavour), **DECODING,
                **(client_options or {}), **parsed}
     try:
         # redis-py's own constructor (its pool and close() semantics, whatever the version), on
         # a URL with nothing in it to parse but the scheme: every part of ``url`` was parsed
         # above, by jobstore, the same with every redis-py.
-        client = redis.Redis.from_url(f"{scheme}://", **options)
+        client = flavour.redis.from_url(f"{scheme}://", **options)
     except (ValueError, TypeError) as exc:
         problem = _scrub(str(exc), url)
     if problem is not None:  # raised here, outside the handler: nothing chained quotes the URL
@@ -418,16 +447,18 @@ def cluster_seeds(url: str) -> tuple[list[tuple[str, int]], str | None, str | No
     return nodes, username, password
 
 
-def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisCluster:
+def cluster_client(url: str, client_options: dict[str, Any] | None,
+                   flavour: Flavour = SYNC) -> Any:
     """A redis-py ``RedisCluster`` on the seed nodes of ``redis+cluster://[user:pass@]h:p,h:p``.
 
     redis-py asks the seeds for the slot map at once, so an unreachable cluster is reported
-    here (StoreUnavailable) rather than at the first operation.
+    here (StoreUnavailable) rather than at the first operation (the asyncio client asks at its
+    first command).
     """
     from redis.cluster import ClusterNode
 
     seeds, username, password = cluster_seeds(url)
-    nodes = [ClusterNode(host, port) for host, port in seeds]
+    nodes = [(flavour.node or ClusterNode)(host, port) for host, port in seeds]
     options = {"socket_connect_timeout": 5.0, "socket_timeout": 10.0, **DECODING,
                **(client_options or {})}
     if username:
@@ -436,7 +467,7 @@ def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisClus
         options.setdefault("password", password)
     problem = None
     try:
-        return RedisCluster(startup_nodes=nodes, **options)
+        return flavour.cluster(startup_nodes=nodes, **options)
     except TypeError as exc:
         problem = _scrub(str(exc), url)
     except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
@@ -454,12 +485,16 @@ def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisClus
 
 
 def is_cluster(client: object) -> TypeGuard[RedisCluster]:
-    return isinstance(client, RedisCluster)
+    """A cluster client, synchronous or (once an asyncio store was opened) asyncio."""
+    if isinstance(client, RedisCluster):
+        return True
+    aio = sys.modules.get("redis.asyncio.cluster")
+    return aio is not None and isinstance(client, aio.RedisCluster)
 
 
-def memory_client(url: str) -> redis.Redis:
+def memory_client(url: str, flavour: Flavour = SYNC) -> Any:
     """An embedded fakeredis server: ``memory://`` is private, ``memory://name`` is shared
-    by every store of this process that opens the same name.
+    by every store of this process that opens the same name (synchronous and asyncio alike).
 
     :raises ConfigError: fakeredis or lupa is missing: the message names the ``embedded`` extra.
     """
@@ -476,4 +511,4 @@ def memory_client(url: str) -> redis.Redis:
             server = fakeredis.FakeServer()
         else:
             server = _memory_servers.setdefault(name, fakeredis.FakeServer())
-    return fakeredis.FakeRedis(server=server, **DECODING)
+    return getattr(fakeredis, flavour.fake)(server=server, **DECODING)

@@ -5,25 +5,24 @@ from __future__ import annotations
 import builtins
 import os
 import threading
-import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import eviction, ops, rules, validation
+from . import ops, validation
 from .ops import cluster as ops_cluster
-from .ops import finish as ops_finish
 from .connection import Client, connect, redact
 from .codec import JSON, TIME_FORMATS, Codec, check_codec
-from .errors import ConfigError, InvalidArgument, JobStoreError, PluginError, StoreUnavailable
+from .errors import ConfigError
 from .dead_letters import DeadLetter
-from .job import Job, JobStatus, plain_params
+from .job import Job, JobStatus
 from .layout import StoreKeys
 from .plugins import create_strategy
 from .schema import glob_regex
 from .strategy import Strategy
 from .driver import SyncDriver
 from .events import Events
+from .store_core import Call, StoreCore, _lease_ms, _Writes
+from .store_core import _encode as _encode  # noqa: F401  (importable from here, as before)
 
 if TYPE_CHECKING:
     from .migration import Migration
@@ -65,31 +64,16 @@ def open(url: str, strategy: str = "legacy", **options: Any) -> JobStore:  # noq
     return JobStore(client, strategy, url=url, **options)
 
 
-class _Writes(Protocol):
-    """The write operations: the module jobstore.ops on standalone Redis, jobstore.ops.cluster on
-    Redis Cluster (where a job's keys span slots)."""
-
-    def enqueue(self, ctx: ops.Context, job: Job, fields: dict[str, str]) -> ops.Op[Job]: ...
-
-    def enqueue_many(self, ctx: ops.Context,
-                     jobs: list[tuple[Job, dict[str, str]]]) -> ops.Op[list[Job]]: ...
-
-    def update_status(self, ctx: ops.Context, job_id: str, workspace_id: str, status: JobStatus,
-                      changes: dict[str, str], claim: str | None = None) -> ops.Op[Job]: ...
-
-    def delete(self, ctx: ops.Context, job_id: str, workspace_id: str) -> ops.Op[bool]: ...
-
-    def dequeue(self, ctx: ops.Context, timeout: float | None,
-                lease_ms: int | None = None) -> ops.Op[Job | None]: ...
-
-    def extend(self, ctx: ops.Context, job: Job, lease_ms: int) -> ops.Op[None]: ...
-
-
-class JobStore:
+class JobStore(StoreCore):
     """Background-job records in Redis, laid out by a pluggable strategy.
 
     Thread-safe: one store may serve many threads (redis-py pools connections).
     """
+
+    # What __init__ runs operations with, and what from_env opens a URL with: the asyncio store
+    # (jobstore.aio.AsyncJobStore) runs the same __init__ and from_env with its own.
+    _driver_class: type[SyncDriver] = SyncDriver
+    driver: SyncDriver
 
     def __init__(
         self,
@@ -185,7 +169,7 @@ class JobStore:
                                    codec=None if self.codec is JSON else self.codec)
         self.lease = lease_ms / 1000
         self.max_attempts = max_attempts
-        self.driver = SyncDriver(client, self.strategy, self.url, self.events,
+        self.driver = self._driver_class(client, self.strategy, self.url, self.events,
                                  wait_replicas=wait_replicas, wait_timeout=float(wait_timeout))
         self.context.cluster = self.driver.cluster
         if legacy_queue is not None:
@@ -289,7 +273,7 @@ class JobStore:
             from .metrics import PrometheusEvents
 
             options["events"] = PrometheusEvents(options["prefix"])
-        return open(url, strategy, **options)
+        return cls._open_url(url, strategy, **options)
 
     # -- operations --------------------------------------------------------------------------
 
@@ -310,9 +294,7 @@ class JobStore:
         :raises InvalidIdentifier, InvalidArgument, PayloadTooLarge: bad input (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
-        job, fields = self._new_job(workspace_id, action, params, job_id)
-        return self._run(self._writes.enqueue(self.context, job, fields), "enqueue", job.workspace_id,
-                         dual_writes=[job.workspace_id])
+        return self._run(self._call_enqueue(workspace_id, action, params, job_id))
 
     def enqueue_many(self, items: Iterable[Sequence[Any]]) -> list[Job]:
         """Enqueue ``(workspace_id, action[, params[, job_id]])`` tuples in one pipeline.
@@ -323,30 +305,8 @@ class JobStore:
 
         :raises JobExists, InvalidIdentifier, InvalidArgument, PayloadTooLarge, StoreUnavailable:
         """
-        batch: list[tuple[Job, dict[str, str]]] = []
-        seen: set[str] = set()
-        for position, item in enumerate(items):
-            if not isinstance(item, (tuple, list)) or not 2 <= len(item) <= 4:
-                raise InvalidArgument(
-                    f"items[{position}]", "must be (workspace_id, action[, params[, job_id]])"
-                )
-            job, fields = self._new_job(*item)
-            if job.job_id in seen:
-                raise InvalidArgument(
-                    f"items[{position}]", f"job_id {job.job_id!r} appears twice in the batch"
-                )
-            seen.add(job.job_id)
-            batch.append((job, fields))
-        if not batch:
-            return []
-        try:
-            return self._run(self._writes.enqueue_many(self.context, batch), "enqueue_many", None,
-                             dual_writes=[job.workspace_id for job, _ in batch])
-        except StoreUnavailable as exc:
-            # Which jobs landed is unknown; their ids are not: enqueue_many again with these
-            # job_ids and each comes back created or in JobExists, never twice.
-            exc.attempted = [job for job, _ in batch]
-            raise
+        call = self._call_enqueue_many(items)
+        return [] if call is None else self._run(call)
 
     def get(self, job_id: str, *, workspace_id: str) -> Job | None:
         """The job, or None if it does not exist or belongs to another workspace.
@@ -355,8 +315,7 @@ class JobStore:
         :raises InvalidIdentifier: bad ``job_id`` or ``workspace_id`` (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
-        job_id, workspace_id = self._ids(job_id, workspace_id)
-        return self._run(ops.get(self.context, job_id, workspace_id), "get", workspace_id)
+        return self._run(self._call_get(job_id, workspace_id))
 
     def update_status(
         self,
@@ -381,19 +340,8 @@ class JobStore:
         :raises InvalidIdentifier, InvalidArgument, PayloadTooLarge: bad input (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
-        job_id, workspace_id = self._ids(job_id, workspace_id)
-        status = validation.status(status)
-        if claim is not None and (not isinstance(claim, str) or not claim or len(claim) > 1024):
-            raise InvalidArgument("claim", f"must be a job's claim (a non-empty str), not {claim!r}")
-        changes: dict[str, str] = {}
-        if result is not None:
-            changes["result"] = (validation.json_value("result", result) if self.codec is JSON
-                                 else _encode(self.codec, "result", validation.checked_json("result", result)))
-        if error is not None:
-            changes["error"] = validation.error_text(error)
-        validation.record_size(changes, self.max_record_bytes)
-        return self._run(self._writes.update_status(self.context, job_id, workspace_id, status,
-                                                    changes, claim), "update_status", workspace_id)
+        return self._run(self._call_update_status(job_id, status, workspace_id, result, error,
+                                                  claim))
 
     def list(
         self, workspace_id: str, *, status: JobStatus | str | None = None, limit: int = 100,
@@ -409,13 +357,7 @@ class JobStore:
         :raises InvalidIdentifier, InvalidArgument: bad input (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
-        workspace_id = validation.identifier("workspace_id", workspace_id)
-        wanted = None if status is None else validation.status(status)
-        limit = validation.limit(limit)
-        if errors not in ("skip", "raise"):
-            raise InvalidArgument("errors", f"must be 'skip' or 'raise', not {errors!r}")
-        return self._run(ops.list_jobs(self.context, workspace_id, wanted, limit, errors), "list",
-                         workspace_id)
+        return self._run(self._call_list(workspace_id, status, limit, errors))
 
     def dequeue(self, timeout: float | None = 0, *, lease: float | None = None) -> Job | None:
         """Claim the oldest pending job and return it, now ``running``.
@@ -434,9 +376,7 @@ class JobStore:
         :raises InvalidArgument: bad ``timeout`` (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
-        timeout = validation.timeout(timeout)
-        lease_ms = None if lease is None else _lease_ms("lease", lease, InvalidArgument)
-        return self._run(self._writes.dequeue(self.context, timeout, lease_ms), "dequeue", None)
+        return self._run(self._call_dequeue(timeout, lease))
 
     def extend(self, job: Job, seconds: float | None = None) -> None:
         """Renew the lease of a job this worker dequeued: it runs out ``seconds`` from now
@@ -448,11 +388,7 @@ class JobStore:
         :raises InvalidArgument: ``job`` is not a job from :meth:`dequeue`, or bad ``seconds``.
         :raises StoreUnavailable: Redis could not be reached.
         """
-        if not isinstance(job, Job) or not job.claim:
-            raise InvalidArgument("job", "must be a Job returned by dequeue (it carries a claim)")
-        lease_ms = self.context.lease_ms if seconds is None else _lease_ms("seconds", seconds,
-                                                                           InvalidArgument)
-        self._run(self._writes.extend(self.context, job, lease_ms), "extend", job.workspace_id)
+        self._run(self._call_extend(job, seconds))
 
     def finish(self, job: Job, status: JobStatus | str = "completed", *, result: Any = None,
                error: str | None = None, take_next: bool = True,
@@ -475,25 +411,7 @@ class JobStore:
             final, or bad ``result``, ``error``, ``take_next`` or ``lease`` (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
-        if not isinstance(job, Job) or not isinstance(job.claim, str) or not job.claim:
-            raise InvalidArgument("job", "must be a Job returned by dequeue (it carries a claim)")
-        self._ids(job.job_id, job.workspace_id)
-        status = validation.status(status)
-        if not status.is_terminal:
-            raise InvalidArgument("status", "must be completed, failed or cancelled (a worker "
-                                            f"finishes its job), not {status.value!r}")
-        if not isinstance(take_next, bool):
-            raise InvalidArgument("take_next", f"must be True or False, not {take_next!r}")
-        lease_ms = None if lease is None else _lease_ms("lease", lease, InvalidArgument)
-        changes: dict[str, str] = {}
-        if result is not None:
-            changes["result"] = (validation.json_value("result", result) if self.codec is JSON
-                                 else _encode(self.codec, "result", validation.checked_json("result", result)))
-        if error is not None:
-            changes["error"] = validation.error_text(error)
-        validation.record_size(changes, self.max_record_bytes)
-        return self._run(ops_finish.finish(self.context, job, status, changes, take_next,
-                                           lease_ms), "finish", job.workspace_id)
+        return self._run(self._call_finish(job, status, result, error, take_next, lease))
 
     def leave_legacy_queue(self, batch: int = 1000) -> dict[str, int]:
         """Move the compatible queue's pending ids into jobstore's own queue, and switch every
@@ -509,11 +427,7 @@ class JobStore:
         :raises InvalidArgument: bad ``batch`` (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
-        if not self.legacy_queue:
-            raise ConfigError("leave_legacy_queue needs a store opened with legacy_queue=...")
-        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 100_000:
-            raise InvalidArgument("batch", f"must be an int from 1 to 100000, not {batch!r}")
-        return self._run(ops.leave_legacy_queue(self.context, batch), "leave_legacy_queue", None)
+        return self._run(self._call_leave_legacy_queue(batch))
 
     def dead_letters(self, limit: int = 100) -> builtins.list[DeadLetter]:
         """The newest ``limit`` queue entries ``dequeue`` set aside, newest first.
@@ -523,8 +437,7 @@ class JobStore:
         :raises InvalidArgument: bad ``limit`` (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
-        limit = validation.limit(limit)
-        return self._run(ops.dead_letters(self.context, limit), "dead_letters", None)
+        return self._run(self._call_dead_letters(limit))
 
     def delete(self, job_id: str, *, workspace_id: str) -> bool:
         """Delete the job from every schema of the strategy; False if there was none.
@@ -532,8 +445,7 @@ class JobStore:
         :raises InvalidIdentifier: bad ``job_id`` or ``workspace_id`` (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
-        job_id, workspace_id = self._ids(job_id, workspace_id)
-        return self._run(self._writes.delete(self.context, job_id, workspace_id), "delete", workspace_id)
+        return self._run(self._call_delete(job_id, workspace_id))
 
     def migration(self) -> Migration:
         """The :class:`jobstore.migration.Migration` between this ``dual`` store's schemas.
@@ -542,12 +454,7 @@ class JobStore:
         """
         from .migration import Migration
 
-        source, target = getattr(self.strategy, "source", None), getattr(self.strategy, "target", None)
-        if source is None or target is None:
-            raise ConfigError(f"strategy {self.strategy.name!r} has no migration; open the store with 'dual'")
-        return Migration(self.client, source=source.name, target=target.name, prefix=self.prefix,
-                         own_prefix=self.own_prefix, url=self.url, events=self.events,
-                         allow_eviction=self.allow_eviction)
+        return Migration(self.client, **self._migration_options())
 
     def close(self) -> None:
         """Release the store's connections."""
@@ -565,66 +472,17 @@ class JobStore:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _ids(self, job_id: Any, workspace_id: Any) -> tuple[str, str]:
-        return (
-            validation.identifier("job_id", job_id),
-            validation.identifier("workspace_id", workspace_id),
-        )
+    @staticmethod
+    def _open_url(url: str, strategy: str, **options: Any) -> JobStore:
+        return open(url, strategy, **options)
 
-    def _new_job(self, workspace_id: Any, action: Any, params: Any = None,
-                 job_id: Any = None) -> tuple[Job, dict[str, str]]:
-        workspace_id = validation.identifier("workspace_id", workspace_id)
-        action = validation.action(action)
-        if self.codec is JSON:
-            encoded = validation.params_json(params)
-            # The job holds what get() will return (params as the stored JSON decodes), not
-            # the caller's object.
-            decoded = params and plain_params(params)
-        else:
-            encoded = _encode(self.codec, "params", validation.params(params))
-            try:  # what get() will return
-                decoded = self.codec.decode("params", encoded) if encoded else {}
-            except Exception as exc:  # noqa: BLE001 - a plugin's codec that cannot read itself
-                raise PluginError(f"codec {self.codec!r} cannot decode the params it just "
-                                  f"encoded ({encoded[:80]!r}): {type(exc).__name__}: {exc}") from exc
-        job_id = uuid.uuid4().hex if job_id is None else validation.identifier("job_id", job_id)
-        job, fields = Job.pending(job_id, workspace_id, action, encoded, time.time(),
-                                  self.time_format, decoded)
-        fields[rules.REV] = "1"  # the record's write count (jobstore.rules): its first write
-        fields[rules.OP] = self.context.new_token()  # the enqueue call's (jobstore.rules.OP)
-        validation.record_size(fields, self.max_record_bytes)
-        return job, fields
-
-    def _run(self, op: ops.Op[T], name: str, workspace_id: str | None,
-             dual_writes: builtins.list[str] | None = None) -> T:
-        """Run an operation and tell ``events`` how it went.
-
-        ``dual_writes``: the workspace of each job an enqueue writes; reported as dual writes
-        (succeeded or failed) when the routing writes more than one schema.
-        """
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
+    def _run(self, call: Call[T]) -> T:
+        """Run a checked call (the server check first, until it passes) and tell ``events``
+        how it went."""
+        with self._observed(call):
             if not self._eviction_checked:
                 self._check_eviction()
-            result = self.driver.run(op)
-        except JobStoreError as exc:
-            outcome = type(exc).__name__
-            for job in getattr(exc, "created", ()):  # enqueue_many: the rest of the batch landed
-                self.events.enqueued(job.workspace_id)
-            raise
-        else:
-            if dual_writes is not None:
-                for ws in dual_writes:
-                    self.events.enqueued(ws)
-        finally:
-            self.events.operation(name, self.strategy.name, workspace_id, outcome,
-                                  time.perf_counter() - started)
-            if dual_writes is not None and outcome in ("ok", "StoreUnavailable"):
-                for ws in dual_writes:
-                    if len(self.strategy.routing(ws).writes) > 1:
-                        self.events.dual_write(ws, outcome == "ok")
-        return result
+            return self.driver.run(call.op)
 
     def _check_eviction(self) -> None:
         """Refuse a Redis too old for jobstore, or (unless ``allow_eviction``) one that may
@@ -635,7 +493,7 @@ class JobStore:
         """
         with self._eviction_lock:
             if not self._eviction_checked:
-                eviction.check(self.client, allow=self.allow_eviction, label=self._eviction_label)
+                self.driver.run(self._server_check(), plain=True)
                 self._eviction_checked = True
 
 
@@ -656,34 +514,6 @@ def _codec(given: Any, strategy: Strategy) -> Codec:
         name, codec = next(iter(declared.items()))
         return check_codec(codec, f"schema {name!r}'s codec")
     return JSON
-
-
-def _encode(codec: Codec, field: str, value: Any) -> str:
-    """``value`` (checked JSON) as ``codec`` stores it; InvalidArgument naming ``field`` if the
-    codec cannot encode it."""
-    try:
-        text = codec.encode(field, value)
-    except Exception as exc:  # noqa: BLE001 - a plugin's codec
-        raise InvalidArgument(field, f"codec {codec.name!r} cannot encode it: "
-                                     f"{type(exc).__name__}: {exc}") from exc
-    if not isinstance(text, str):
-        raise PluginError(f"codec {codec!r} encoded {field} as {type(text).__name__}, not str")
-    if not text.isascii():
-        problem = validation.text_problem(text)
-        if problem is not None:  # jobstore writes only UTF-8: a record that reads back
-            raise PluginError(f"codec {codec!r} encoded {field} as text that {problem}")
-    return text
-
-
-def _lease_ms(name: str, seconds: Any, error: type[Exception]) -> int:
-    """A lease in whole milliseconds, at least 1; ``error`` is raised for a bad value."""
-    if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-            or not 0 < seconds <= 10 ** 9):
-        message = f"must be a number of seconds > 0 (at most 1e9), not {seconds!r}"
-        if error is InvalidArgument:
-            raise InvalidArgument(name, message)
-        raise error(f"{name} {message}")
-    return max(1, round(seconds * 1000))
 
 
 def _block_slice(client: Client) -> float:

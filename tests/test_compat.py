@@ -32,15 +32,21 @@ def real_url(request) -> str:
 
 def pretend(store_client, **fields) -> None:
     """Make every INFO reply ``store_client`` reads (each Cluster node's too) say ``fields``:
-    with a ``redis_version``, those of an old Redis (Valkey's own fields dropped)."""
-    real = store_client.info
+    with a ``redis_version``, those of an old Redis (Valkey's own fields dropped). The parser
+    of INFO replies is wrapped, so whichever way the reply comes (alone or pipelined) says so."""
     drop = {"valkey_version", "server_name"} if "redis_version" in fields else set()
+    if hasattr(store_client, "get_nodes"):  # Cluster: each node's own client parses its replies
+        targets = [node.redis_connection for node in store_client.get_nodes()]
+    else:
+        targets = [store_client]
+    for target in targets:
+        real = target.response_callbacks["INFO"]
 
-    def info(*args, **kwargs):
-        reply = real(*args, **kwargs)
-        return {**{k: v for k, v in reply.items() if k not in drop}, **fields}
+        def info(response, real=real, **kwargs):
+            reply = real(response, **kwargs)
+            return {**{k: v for k, v in reply.items() if k not in drop}, **fields}
 
-    store_client.info = info
+        target.response_callbacks["INFO"] = info
 
 
 def admin_keys(url: str) -> list[str]:

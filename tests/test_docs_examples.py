@@ -41,3 +41,25 @@ def test_the_readme_use_example_runs(redis_url):
 
 def test_there_are_examples():
     assert len(API) >= 5
+
+
+ASYNC = blocks("docs/async.md")
+
+
+@pytest.mark.parametrize("code", [b for b in ASYNC if "FastAPI" not in b],
+                         ids=lambda code: "async")
+def test_async_examples_run(code):
+    exec(compile(code, "docs/async.md", "exec"), {})
+
+
+def test_the_async_web_example_serves(tmp_path):
+    pytest.importorskip("fastapi")
+    testclient = pytest.importorskip("fastapi.testclient")
+    (code,) = [b for b in ASYNC if "FastAPI" in b]
+    space: dict = {}
+    exec(compile(code, "docs/async.md", "exec"), space)
+    with testclient.TestClient(space["make_app"]()) as client:
+        made = client.post("/workspaces/acme/jobs", params={"action": "a"}).json()
+        assert made["status"] == "pending"
+        read = client.get(f"/workspaces/acme/jobs/{made['job_id']}").json()
+        assert read == made

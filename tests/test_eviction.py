@@ -265,12 +265,18 @@ def cli(*args, url=None):
 
 
 class FakeLRU:
-    """A client whose server reports allkeys-lru."""
+    """A client whose server reports allkeys-lru (to the one INFO of the check, pipelined)."""
 
     connection_pool = None
 
-    def info(self, section=None):
-        return {"maxmemory_policy": "allkeys-lru"}
+    def pipeline(self, transaction=False):
+        return self
+
+    def execute_command(self, *args):
+        assert args == ("INFO",), args
+
+    def execute(self, raise_on_error=True):
+        return [{"maxmemory_policy": "allkeys-lru"}]
 
 
 LRU_CLIENT = FakeLRU()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import eviction, validation
+from .. import eviction, server_check, validation
 from ..connection import Client, is_cluster, redact
 from ..driver import SyncDriver
 from ..errors import ConfigError, InvalidArgument, MigrationRefused
@@ -117,7 +117,8 @@ class MigrationCore:
         it could lose jobs or the migration state itself."""
         if self._redis_checked:
             return
-        eviction.check(self.client, allow=self.allow_eviction)
+        label = eviction.label_of(self.client)
+        self.driver.run(server_check.check(self.allow_eviction, label), plain=True)
         self._redis_checked = True
 
     def _store_state(self, before: MigrationState, after: MigrationState,

@@ -10,7 +10,7 @@ What a worker loop did in two calls, ``update_status(..., claim=job.claim)`` the
   (only entries it dropped or dead-lettered so far, or an entry whose computed schemas' keys the
   store must resolve), the take goes on as ``dequeue`` does, under the same marker.
 - Redis Cluster: the record, the queue and the claim sit in different slots, and no script spans
-  two: the move is jobstore.ops_cluster's update_status, then the take its dequeue, the steps
+  two: the move is jobstore.ops.cluster's update_status, then the take its dequeue, the steps
   those calls send (docs/cluster.md counts them).
 """
 

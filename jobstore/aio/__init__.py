@@ -1,0 +1,139 @@
+"""jobstore on asyncio: :func:`open` gives an :class:`AsyncJobStore`, whose every operation is a
+coroutine. It is the synchronous store's mirror, not a second copy: the same argument checks
+(:class:`jobstore.store_core.StoreCore`), the same operations (generators of steps), the same
+__init__ and from_env, run by :class:`jobstore.drivers.aio.AsyncDriver` on ``redis.asyncio``
+(docs/async.md)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from ..connection import asyncio_flavour, connect
+from ..dead_letters import DeadLetter
+from ..drivers.aio import AsyncDriver
+from ..job import Job, JobStatus
+from ..store import JobStore
+from ..store_core import Call, StoreCore
+
+T = TypeVar("T")
+
+__all__ = ["open", "AsyncJobStore", "AsyncDriver"]
+
+
+def open(url: str, strategy: str = "legacy", **options: Any) -> AsyncJobStore:  # noqa: A001
+    """Open an asyncio store on ``url``: ``redis://``, ``rediss://``, ``unix://``,
+    ``redis+cluster://`` or ``memory://`` (a ``memory://name`` is shared with the synchronous
+    stores of the process that open the same name). ``options``: as :func:`jobstore.open`.
+    Nothing is sent to Redis until the first operation is awaited.
+
+    :raises ConfigError: a bad URL, option or option value.
+    :raises UnknownStrategy: ``strategy`` is not registered.
+    """
+    client_options = options.pop("client_options", None)
+    client = connect(url, client_options, asyncio_flavour())
+    return AsyncJobStore(client, strategy, url=url, **options)
+
+
+class AsyncJobStore(StoreCore):
+    """The asyncio store: every operation of :class:`jobstore.JobStore`, as a coroutine, with
+    the same arguments, checks, results and errors (see each method there).
+
+    Bad input raises at once, when the coroutine is awaited, before anything is sent. Use one
+    store per event loop; ``async with`` (or ``await store.close()``) releases its connections.
+    """
+
+    _driver_class = AsyncDriver
+    driver: AsyncDriver
+
+    def __init__(self, client: Any, strategy: str = "legacy", **options: Any) -> None:
+        """``client``: a ``redis.asyncio`` client (or fakeredis's ``FakeAsyncRedis``);
+        ``strategy`` and ``options``: as :class:`jobstore.JobStore`'s, checked by its __init__."""
+        JobStore.__init__(self, client, strategy, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> AsyncJobStore:
+        """As :meth:`jobstore.JobStore.from_env` (the same variables), opening an asyncio store."""
+        opened: AsyncJobStore = JobStore.from_env.__func__(cls, environ, **options)  # type: ignore[attr-defined]
+        return opened
+
+    @staticmethod
+    def _open_url(url: str, strategy: str, **options: Any) -> AsyncJobStore:
+        return open(url, strategy, **options)
+
+    # -- operations (each as JobStore's) ---------------------------------------------------------
+
+    async def enqueue(self, workspace_id: str, action: str, params: dict[str, Any] | None = None,
+                      *, job_id: str | None = None) -> Job:
+        """:meth:`jobstore.JobStore.enqueue`."""
+        return await self._run(self._call_enqueue(workspace_id, action, params, job_id))
+
+    async def enqueue_many(self, items: Iterable[Sequence[Any]]) -> builtins.list[Job]:
+        """:meth:`jobstore.JobStore.enqueue_many`."""
+        call = self._call_enqueue_many(items)
+        return [] if call is None else await self._run(call)
+
+    async def get(self, job_id: str, *, workspace_id: str) -> Job | None:
+        """:meth:`jobstore.JobStore.get`."""
+        return await self._run(self._call_get(job_id, workspace_id))
+
+    async def update_status(self, job_id: str, status: JobStatus | str, *, workspace_id: str,
+                            result: Any = None, error: str | None = None,
+                            claim: str | None = None) -> Job:
+        """:meth:`jobstore.JobStore.update_status`."""
+        return await self._run(self._call_update_status(job_id, status, workspace_id, result,
+                                                        error, claim))
+
+    async def list(self, workspace_id: str, *, status: JobStatus | str | None = None,
+                   limit: int = 100, errors: str = "skip") -> builtins.list[Job]:
+        """:meth:`jobstore.JobStore.list`."""
+        return await self._run(self._call_list(workspace_id, status, limit, errors))
+
+    async def dequeue(self, timeout: float | None = 0, *, lease: float | None = None) -> Job | None:
+        """:meth:`jobstore.JobStore.dequeue`: a wait (``timeout``) does not block the loop."""
+        return await self._run(self._call_dequeue(timeout, lease))
+
+    async def extend(self, job: Job, seconds: float | None = None) -> None:
+        """:meth:`jobstore.JobStore.extend`."""
+        await self._run(self._call_extend(job, seconds))
+
+    async def finish(self, job: Job, status: JobStatus | str = "completed", *, result: Any = None,
+                     error: str | None = None, take_next: bool = True,
+                     lease: float | None = None) -> Job | None:
+        """:meth:`jobstore.JobStore.finish`."""
+        return await self._run(self._call_finish(job, status, result, error, take_next, lease))
+
+    async def leave_legacy_queue(self, batch: int = 1000) -> dict[str, int]:
+        """:meth:`jobstore.JobStore.leave_legacy_queue`."""
+        return await self._run(self._call_leave_legacy_queue(batch))
+
+    async def dead_letters(self, limit: int = 100) -> builtins.list[DeadLetter]:
+        """:meth:`jobstore.JobStore.dead_letters`."""
+        return await self._run(self._call_dead_letters(limit))
+
+    async def delete(self, job_id: str, *, workspace_id: str) -> bool:
+        """:meth:`jobstore.JobStore.delete`."""
+        return await self._run(self._call_delete(job_id, workspace_id))
+
+    async def close(self) -> None:
+        """Release the store's connections."""
+        await self.driver.close()
+        await self.client.aclose()
+
+    async def __aenter__(self) -> AsyncJobStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncJobStore {self.url} strategy={self.strategy.describe()}>"
+
+    async def _run(self, call: Call[T]) -> T:
+        """Run a checked call (the server check first, until it passes), as JobStore._run."""
+        with self._observed(call):
+            if not self._eviction_checked:
+                await self.driver.run(self._server_check(), plain=True)
+                self._eviction_checked = True
+            return await self.driver.run(call.op)

@@ -1,0 +1,178 @@
+"""The one place that talks to Redis from asyncio: carries out, awaited, the I/O of
+:meth:`jobstore.drivers.common.DriverCore.drive`, as :mod:`jobstore.drivers.sync` does without
+asyncio (every decision is made there, once for both)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis
+
+from ..connection import is_cluster
+from ..steps import Pause, Primaries, Scan, Script, Step, Tidy
+from .common import IO, DriverCore, LoadScripts, One, Pipe, ScanStep, Send, decodes
+
+if TYPE_CHECKING:
+    from ..events import Events
+    from ..ops import Op
+    from ..strategy import Strategy
+
+log = logging.getLogger("jobstore.driver")
+R = TypeVar("R")
+
+
+class AsyncDriver:
+    """Runs operations on a ``redis.asyncio`` client (standalone, cluster, or fakeredis's).
+
+    A run awaits each of its round trips; a blocking dequeue waits in Redis (BLMOVE slices) on
+    its own connection, so the event loop serves everything else meanwhile. A cancelled run
+    stops at the await it was in: what was sent may have been applied, and a re-sent call
+    recognises it as it recognises a lost reply.
+    """
+
+    # The seam a test (or a fault proxy) may set: called with each I/O request before it is
+    # awaited, e.g. to cancel the task at the n-th await point.
+    hook: Any = None
+
+    def __init__(self, client: Any, strategy: Strategy | None, label: str,
+                 events: Events | None = None, *, wait_replicas: int = 0,
+                 wait_timeout: float = 1.0) -> None:
+        self.client: Any = client
+        self.cluster = is_cluster(client)
+        self.core = DriverCore(strategy, label, events, cluster=self.cluster,
+                               decodes=decodes(client), wait_replicas=wait_replicas,
+                               wait_timeout=wait_timeout)
+        self.strategy, self.label, self.events = strategy, label, events
+        self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
+        self.tidier = AsyncTidier(client, self.cluster)
+        self._initialized = not self.cluster
+
+    async def run(self, op: Op[R], *, plain: bool = False) -> R:
+        """``op``'s result. ``plain``: without touching the routing state (the server check)."""
+        return await self._drive(self.core.drive(op, plain=plain))
+
+    async def _do(self, step: Step, short: list[int] | None = None) -> Any:
+        return await self._drive(self.core.step(step, short))
+
+    async def _send(self, calls: tuple[Any, ...], tolerate: bool = False) -> list[Any]:
+        return await self._drive(self.core.send(calls, tolerate))
+
+    async def _scan(self, step: Scan) -> tuple[str, str, list[str]]:
+        return await self._drive(self.core.scan(step))
+
+    async def _drive(self, steps: Generator[IO, Any, R]) -> R:
+        reply: Any = None
+        error: Exception | None = None
+        try:
+            while True:
+                try:
+                    request = steps.send(reply) if error is None else steps.throw(error)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                try:
+                    if self.hook is not None:
+                        await self.hook(request)
+                    reply, error = await self._io(request), None
+                except Exception as exc:  # noqa: BLE001 - thrown into the core, which translates
+                    reply, error = None, exc
+        finally:
+            steps.close()  # cancelled: the operation ends where it was, nothing more is sent
+
+    async def _io(self, request: IO) -> Any:
+        if not self._initialized:  # the cluster client learns its slots at its first command
+            await self.client.initialize()
+            self._initialized = True
+        if isinstance(request, Send):
+            return await self._send(request.calls, request.tolerate)
+        if isinstance(request, Pipe):
+            return await self._pipe(request)
+        if isinstance(request, One):
+            call = request.call
+            if isinstance(call, Script):
+                return await self.client.evalsha(call.lua.sha, len(call.keys), *call.keys,
+                                                 *call.args)
+            if call.node is not None and self.cluster:
+                node = self.client.get_node(node_name=call.node)
+                return await self.client.execute_command(*call.args, target_nodes=node)
+            return await self.client.execute_command(*call.args)
+        if isinstance(request, ScanStep):
+            return await self._scan(request.step)
+        if isinstance(request, LoadScripts):
+            for lua in self.core.scripts.values():
+                await self.client.script_load(lua.source)
+            return None
+        if isinstance(request, Pause):
+            await asyncio.sleep(request.seconds)
+            return None
+        if isinstance(request, Tidy):
+            self.tidier.submit(request.keys)
+            return None
+        if isinstance(request, Primaries):
+            return [node.name for node in self.client.get_primaries()]
+        raise TypeError(f"unknown request {request!r}")
+
+    async def _pipe(self, request: Pipe) -> list[Any]:
+        args = [("EVALSHA", call.lua.sha, len(call.keys), *call.keys, *call.args)
+                if isinstance(call, Script) else call.args for call in request.calls]
+        if request.node is not None and self.cluster:
+            # One primary's own connection: its node client pipelines the commands.
+            from redis.asyncio.cluster import PipelineCommand
+
+            node = self.client.get_node(node_name=request.node)
+            if node is None:
+                raise redis.exceptions.ClusterError(f"node {request.node} is no longer known")
+            commands = [PipelineCommand(i, *a) for i, a in enumerate(args)]
+            await node.execute_pipeline(commands)
+            return [command.result for command in commands]
+        pipe = self.client.pipeline(transaction=False)
+        for a in args:
+            pipe.execute_command(*a)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def close(self) -> None:
+        await self.tidier.close()
+
+
+class AsyncTidier:
+    """Deletes the keys of :class:`jobstore.steps.Tidy` steps in tasks of their own, off the
+    operations' path (the asyncio form of :class:`jobstore.drivers.sync.Tidier`): failures are
+    ignored and, while BACKLOG deletes are under way, further keys are left to expire."""
+
+    BACKLOG = 16
+
+    def __init__(self, client: Any, cluster: bool) -> None:
+        self.client = client
+        self.cluster = cluster
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, keys: tuple[str, ...]) -> None:
+        if not keys or len(self._tasks) >= self.BACKLOG:
+            return
+        task = asyncio.get_running_loop().create_task(self._unlink(keys))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait(self) -> None:
+        """Until every submitted delete was tried (tests)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _unlink(self, keys: tuple[str, ...]) -> None:
+        try:
+            if self.cluster:  # one command per key (slots differ)
+                pipe = self.client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.execute_command("UNLINK", key)
+                await pipe.execute(raise_on_error=False)
+            else:
+                await self.client.execute_command("UNLINK", *keys)
+        except Exception as exc:  # noqa: BLE001 - best effort: the keys expire on their own
+            log.debug("jobstore: tidy of %d spent keys failed: %s", len(keys), exc)
