@@ -477,3 +477,13 @@ def memory_client(url: str) -> redis.Redis:
         else:
             server = _memory_servers.setdefault(name, fakeredis.FakeServer())
     return fakeredis.FakeRedis(server=server, **DECODING)
+
+
+def block_slice(client: Client) -> float:
+    """A blocking wait that ends well before the client's socket timeout would fire."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:  # RedisCluster: the settings every node connection is made with
+        pool = getattr(client, "nodes_manager", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    timeout = kwargs.get("socket_timeout")
+    return 1.0 if not timeout else max(0.01, min(1.0, timeout / 2))
