@@ -162,7 +162,7 @@ OPTIONS: dict[str, Option] = {option.name: option for option in (
            "name it apart.", cli="--own-prefix", none=True, default_doc="the key prefix",
            notes="Another value than `prefix` must sit apart from it (`jobstore` "
                  "beside `ai`, not `ai:own`). Every process and command of a deployment names "
-                 "the same one ([adopting.md](../adopting.md))."),
+                 "the same one ([adopting.md](../adopting.md#when-the-old-system-uses-jobstores-key-names))."),
     Option("source", "JOBSTORE_DUAL_SOURCE", "legacy", TEXT,
            "dual's source schema, the one migrated from.", cli="--source", dual=True),
     Option("target", "JOBSTORE_DUAL_TARGET", "workspace", TEXT,
@@ -171,13 +171,14 @@ OPTIONS: dict[str, Option] = {option.name: option for option in (
     Option("max_record_bytes", None, validation.DEFAULT_MAX_RECORD_BYTES,
            whole(1, "a positive int"),
            "Largest encoded record enqueue writes and update_status may leave behind.",
-           notes="A bigger one raises `PayloadTooLarge`, nothing sent."),
+           notes="A bigger one raises `PayloadTooLarge` ([errors](../api.md#errors)), nothing "
+                 "sent."),
     Option("allow_eviction", "JOBSTORE_ALLOW_EVICTION", False,
            flag("run on a Redis that may evict keys"),
-           "Run on a Redis whose maxmemory-policy is not noeviction (jobs may then be lost).",
+           "Run on a Redis whose maxmemory-policy is not noeviction (jobs may then be lost); "
+           "without it such a Redis is refused.",
            cli="--allow-eviction", cli_env=False,
-           notes="Without it such a Redis is refused (`EvictionPolicyError`; the CLI exits 2). "
-                 "The command line's flag does not read the variable."),
+           notes="`EvictionPolicyError` at the first operation (the command line exits 2)."),
     Option("wait_replicas", None, 0, whole(0),
            "Replicas every write waits for (WAIT, in the same round trip); 0: none.",
            notes="Fewer within `wait_timeout`: `NotReplicated`, the write applied. Not on Redis "
@@ -201,7 +202,10 @@ OPTIONS: dict[str, Option] = {option.name: option for option in (
            default_doc="the schemas' codec, else JSON"),
     Option("events", None, None, ANY,
            "What the store reports operations, dual writes and shadow reads to.", none=True,
-           default_doc="`jobstore.events.Events()`"),
+           default_doc="`jobstore.events.Events()`",
+           notes="`jobstore.metrics.PrometheusEvents(prefix)` turns them into Prometheus metrics "
+                 "([metrics.md](../metrics.md)); the default records nothing but the last 50 "
+                 "shadow mismatches."),
     Option("metrics", "JOBSTORE_METRICS", False, flag("Prometheus metrics"),
            "from_env only: events= a PrometheusEvents for the prefix (Prometheus metrics).",
            notes="In prometheus-client's default registry ([metrics.md](../metrics.md)). An "
@@ -209,7 +213,9 @@ OPTIONS: dict[str, Option] = {option.name: option for option in (
     Option("client_options", None, None, ANY,
            "Keyword arguments for the redis-py client (open only).", none=True,
            default_doc="none",
-           notes="Merged over jobstore's client defaults; not allowed with `memory://`."),
+           notes="Merged over jobstore's [client defaults](../api.md#client-defaults); a keyword "
+                 "the client does not take raises `ConfigError` from `open`. Not allowed with "
+                 "`memory://`."),
 )}
 
 # The options JobStore.__init__ checks with their rule (in this order); prefix and own_prefix
