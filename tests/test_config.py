@@ -243,6 +243,6 @@ def test_the_command_lines_shared_options_are_the_option_tables():
         if option.cli in options:
             param = options[option.cli]
             assert param.envvar == (option.env if option.cli_env else None), option.name
-            assert param.help and param.help.startswith(option.doc), option.name
+            assert param.help and param.help.startswith(option.doc.rstrip(".")), option.name
     assert {"--url", "--prefix", "--own-prefix", "--source", "--target",
             "--allow-eviction"} <= set(options)

@@ -118,7 +118,7 @@ def store_option(name: str, **overrides: Any) -> Callable[[F], F]:
     assert option.cli is not None, name
     kwargs: dict[str, Any] = {"help": option.doc}
     if option.default is None and option.default_doc and not overrides.get("required"):
-        kwargs["help"] += f" (default: {option.default_doc})"
+        kwargs["help"] = f"{option.doc.rstrip('.')} (default: {option.default_doc})."
     if isinstance(option.default, bool):
         kwargs["is_flag"] = True
     elif option.default is not config.REQUIRED and option.default is not None:
