@@ -512,3 +512,13 @@ def memory_client(url: str, flavour: Flavour = SYNC) -> Any:
         else:
             server = _memory_servers.setdefault(name, fakeredis.FakeServer())
     return getattr(fakeredis, flavour.fake)(server=server, **DECODING)
+
+
+def block_slice(client: Client) -> float:
+    """A blocking wait that ends well before the client's socket timeout would fire."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:  # RedisCluster: the settings every node connection is made with
+        pool = getattr(client, "nodes_manager", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    timeout = kwargs.get("socket_timeout")
+    return 1.0 if not timeout else max(0.01, min(1.0, timeout / 2))

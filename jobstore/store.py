@@ -8,20 +8,18 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import ops, validation
+from . import config, ops
 from .ops import cluster as ops_cluster
-from .connection import Client, connect, redact
-from .codec import JSON, TIME_FORMATS, Codec, check_codec
+from .connection import Client, block_slice, connect, is_cluster, redact
+from .codec import JSON, Codec
 from .errors import ConfigError
 from .dead_letters import DeadLetter
 from .job import Job, JobStatus
 from .layout import StoreKeys
 from .plugins import create_strategy
-from .schema import glob_regex
-from .strategy import Strategy
 from .driver import SyncDriver
 from .events import Events
-from .store_core import Call, StoreCore, _lease_ms, _Writes
+from .store_core import Call, StoreCore, _Writes
 from .store_core import _encode as _encode  # noqa: F401  (importable from here, as before)
 
 if TYPE_CHECKING:
@@ -29,32 +27,18 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-ENV_URL = "JOBSTORE_REDIS_URL"
-ENV_STRATEGY = "JOBSTORE_STRATEGY"
-ENV_PREFIX = "JOBSTORE_KEY_PREFIX"
-ENV_LEGACY_FLAG = "AI_JOBS_NEW_SCHEMA"
-ENV_ALLOW_EVICTION = "JOBSTORE_ALLOW_EVICTION"
-ENV_DUAL_SOURCE = "JOBSTORE_DUAL_SOURCE"
-ENV_DUAL_TARGET = "JOBSTORE_DUAL_TARGET"
-ENV_LEASE = "JOBSTORE_LEASE"
-ENV_MAX_ATTEMPTS = "JOBSTORE_MAX_ATTEMPTS"
-ENV_METRICS = "JOBSTORE_METRICS"
-ENV_TIME_FORMAT = "JOBSTORE_TIME_FORMAT"
-ENV_LEGACY_QUEUE = "JOBSTORE_LEGACY_QUEUE"
-ENV_OWN_PREFIX = "JOBSTORE_OWN_PREFIX"
-DEFAULT_LEASE = 3600.0
-DEFAULT_MAX_ATTEMPTS = 3
-LEGACY_FLAG_VALUES = {"on": "dual", "off": "legacy"}
-BOOL_VALUES = {"1": True, "true": True, "yes": True, "on": True,
-               "0": False, "false": False, "no": False, "off": False}
+# The defaults are jobstore.config's, which declares every option once.
+DEFAULT_LEASE: float = config.default("lease")
+DEFAULT_MAX_ATTEMPTS: int = config.default("max_attempts")
+_lease_ms = config.lease_ms
 
-def open(url: str, strategy: str = "legacy", **options: Any) -> JobStore:  # noqa: A001
+
+def open(url: str, strategy: str = config.default("strategy"), **options: Any) -> JobStore:  # noqa: A001
     """Open a store on ``url`` (``redis://``, ``rediss://``, ``unix://``, ``memory://``).
 
-    ``options``: ``prefix``, ``own_prefix``, ``max_record_bytes``, ``allow_eviction``, ``lease``,
-    ``max_attempts``, ``wait_replicas``, ``wait_timeout``, ``events``, ``client_options``
-    (keyword arguments for the redis-py client), and whatever the strategy takes (``dual``:
-    ``source``, ``target``, ``phase``). Nothing is sent to Redis until the first operation.
+    ``options``: those of :data:`jobstore.config.OPTIONS` (docs/reference/configuration.md),
+    and whatever the strategy takes (``dual``: ``source``, ``target``, ``phase``). Nothing is
+    sent to Redis until the first operation.
 
     :raises ConfigError: a bad URL, option or option value.
     :raises UnknownStrategy: ``strategy`` is not registered.
@@ -78,16 +62,16 @@ class JobStore(StoreCore):
     def __init__(
         self,
         client: Client,
-        strategy: str = "legacy",
+        strategy: str = config.default("strategy"),
         *,
-        prefix: str = "ai",
+        prefix: str = config.default("prefix"),
         own_prefix: str | None = None,
-        max_record_bytes: int = validation.DEFAULT_MAX_RECORD_BYTES,
+        max_record_bytes: int = config.default("max_record_bytes"),
         url: str | None = None,
         events: Events | None = None,
-        allow_eviction: bool = False,
-        wait_replicas: int = 0,
-        wait_timeout: float = 1.0,
+        allow_eviction: bool = config.default("allow_eviction"),
+        wait_replicas: int = config.default("wait_replicas"),
+        wait_timeout: float = config.default("wait_timeout"),
         lease: float = DEFAULT_LEASE,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         time_format: str | None = None,
@@ -95,51 +79,17 @@ class JobStore(StoreCore):
         codec: Codec | None = None,
         **strategy_options: Any,
     ) -> None:
-        """``prefix``: where the records live (the schemas' ``${prefix}``). ``own_prefix``: where
-        jobstore's own keys live (queue, workspace indexes, leases, dead letters, op markers,
-        migration state); None: ``prefix``, the names every store used before the option
-        existed. Another value must sit apart from ``prefix`` (``"jobstore"`` beside ``"ai"``),
-        and every process and ``jobstore`` command of the deployment must name the same one
-        (docs/adopting.md).
-
-        ``allow_eviction``: run on a Redis whose ``maxmemory-policy`` is not ``noeviction``
-        (jobs may then be lost). Without it the store reads the policy once, before its first
-        operation sends anything, and that operation raises :class:`EvictionPolicyError`. The
-        same ``INFO`` (sent with ``allow_eviction`` too) tells the server's version: one older
-        than Redis 6.2 raises :class:`UnsupportedServer` there.
-
-        ``time_format``: how new records store their times, ``"epoch"`` (seconds, the default) or
-        ``"iso"`` (ISO 8601, UTC); either form is read, and an update keeps a record's own form.
-        None: the codec's ``time_format``, else epoch.
-
-        ``codec``: how ``params`` and ``result`` are stored (:class:`jobstore.Codec`); None: the
-        one the strategy's schemas declare (``KeySchema.codec``), else JSON. Schemas that declare
-        different codecs cannot be used together (their records are copied as they are).
-
-        ``legacy_queue``: the key of the replaced system's queue, a Redis list of bare job ids
-        (``RPUSH`` to enqueue, ``LPOP`` to take): enqueue pushes there exactly what its producers
-        push and dequeue takes what they pushed, until the fleet leaves it
-        (:meth:`leave_legacy_queue`). Standalone Redis only.
-
-        ``lease``: seconds a dequeued job stays its worker's without :meth:`extend` (default an
-        hour); after that the next :meth:`dequeue` hands it out again. ``max_attempts``: hand-outs
-        a job gets; when the lease of the last one runs out, the job is ``failed``.
+        """A store over ``client``. Every option is declared, with its default and what it may
+        be, in :data:`jobstore.config.OPTIONS` (docs/reference/configuration.md); a bad one
+        raises :class:`ConfigError` naming it, before anything is sent. ``url`` is only shown
+        (password hidden) in messages and ``repr``; ``strategy_options`` go to the strategy.
         """
-        validation.prefix(prefix)
-        own_prefix = validation.own_prefix(own_prefix, prefix)
+        own_prefix = config.check(
+            prefix=prefix, own_prefix=own_prefix, lease=lease, max_attempts=max_attempts,
+            time_format=time_format, max_record_bytes=max_record_bytes,
+            wait_replicas=wait_replicas, wait_timeout=wait_timeout, allow_eviction=allow_eviction,
+            legacy_queue=legacy_queue)
         lease_ms = _lease_ms("lease", lease, ConfigError)
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ConfigError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
-        if time_format is not None and time_format not in TIME_FORMATS:
-            raise ConfigError(f"time_format must be 'epoch' or 'iso', not {time_format!r}")
-        if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
-            raise ConfigError(f"max_record_bytes must be a positive int, not {max_record_bytes!r}")
-        if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
-            raise ConfigError(f"wait_replicas must be an int >= 0, not {wait_replicas!r}")
-        if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, (int, float)) or not wait_timeout > 0:
-            raise ConfigError(f"wait_timeout must be a number of seconds > 0, not {wait_timeout!r}")
-        if not isinstance(allow_eviction, bool):
-            raise ConfigError(f"allow_eviction must be True or False, not {allow_eviction!r}")
         self.allow_eviction = allow_eviction
         # Set once the server's version and eviction policy passed; never reset.
         self._eviction_checked = False
@@ -150,129 +100,40 @@ class JobStore(StoreCore):
         self.own_prefix = own_prefix
         self.max_record_bytes = max_record_bytes
         self.strategy = create_strategy(strategy, prefix, **strategy_options)
-        self.codec = _codec(codec, self.strategy)
+        self.codec = config.codec_for(codec, self.strategy)
         time_format = time_format or self.codec.time_format or "epoch"
         self.time_format = time_format
-        routing = self.strategy.routing(None)
-        # routing(None) serves dequeue, which writes nothing new: it must read, and only known schemas.
-        if not routing.reads or not set(routing.reads + routing.writes) <= set(routing.known):
-            raise ConfigError(f"strategy {strategy!r} routes nowhere: routing(None) must read "
-                              "schemas it knows")
         self.keys = StoreKeys(own_prefix)
+        config.check_placement(strategy, self.strategy, self.keys, prefix, legacy_queue=legacy_queue,
+                               wait_replicas=wait_replicas, cluster=is_cluster(client))
         self.strategy.use_keys(self.keys)
         self.url = redact(url) if url else repr(client)
         self.events = events if events is not None else Events()
         self.context = ops.Context(self.keys, self.strategy, events=self.events,
-                                   block_slice=_block_slice(client),
+                                   block_slice=block_slice(client),
                                    max_record_bytes=max_record_bytes, lease_ms=lease_ms,
                                    max_attempts=max_attempts, time_format=time_format,
                                    codec=None if self.codec is JSON else self.codec)
         self.lease = lease_ms / 1000
         self.max_attempts = max_attempts
         self.driver = self._driver_class(client, self.strategy, self.url, self.events,
-                                 wait_replicas=wait_replicas, wait_timeout=float(wait_timeout))
+                                         wait_replicas=wait_replicas, wait_timeout=float(wait_timeout))
         self.context.cluster = self.driver.cluster
-        if legacy_queue is not None:
-            if (not isinstance(legacy_queue, str) or not legacy_queue
-                    or any(c.isspace() or not c.isprintable() for c in legacy_queue)):
-                raise ConfigError(f"legacy_queue must be a Redis key name, not {legacy_queue!r}")
-            if self.keys.holds(legacy_queue):
-                raise ConfigError(
-                    f"legacy_queue {legacy_queue!r} lies among jobstore's own keys (queue, "
-                    f"indexes, leases, ... under {own_prefix + ':'!r}); "
-                    + ("keep the record prefix and name jobstore's own keys apart: "
-                       f"own_prefix='jobstore' ({ENV_OWN_PREFIX}, jobstore --own-prefix)"
-                       if own_prefix == prefix else "choose another own_prefix")
-                    + ", docs/adopting.md")
-            for schema in self.strategy.routing(None).known:
-                if schema.parse_key(legacy_queue) is not None or glob_regex(
-                        schema.scan_pattern()).fullmatch(legacy_queue):
-                    raise ConfigError(
-                        f"legacy_queue {legacy_queue!r} is a record key of schema "
-                        f"{schema.name!r}: the list would be taken for a job's record")
-            if self.driver.cluster:
-                raise ConfigError(
-                    "legacy_queue is not supported on Redis Cluster: the compatible queue, "
-                    "jobstore's queue and the job records sit in different slots, and taking a "
-                    "bare job id and claiming its job must be one step (docs/adopting.md)")
-            if not any(not schema.scoped and not schema.computed
-                       for schema in self.strategy.routing(None).known):
-                raise ConfigError(
-                    f"legacy_queue needs a schema keyed by the job id alone (legacy) among the "
-                    f"strategy's schemas, to find the job of a bare id; {self.strategy.name!r} "
-                    "has none")
-            self.context.legacy_queue = legacy_queue
+        self.context.legacy_queue = legacy_queue
         self.legacy_queue = legacy_queue
-        if wait_replicas and self.driver.cluster:
-            raise ConfigError("wait_replicas is not supported on Redis Cluster yet: an operation "
-                              "there writes to several primaries, each with replicas of its own")
         # Writes span slots on Redis Cluster and take the per-slot path there.
         self._writes: _Writes = ops_cluster if self.driver.cluster else ops
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> JobStore:
-        """Open a store configured by the environment.
-
-        ``JOBSTORE_REDIS_URL`` (required), ``JOBSTORE_STRATEGY`` (default ``legacy``),
-        ``JOBSTORE_KEY_PREFIX`` (default ``ai``), ``JOBSTORE_OWN_PREFIX`` (default: the key
-        prefix), ``JOBSTORE_DUAL_SOURCE`` and
-        ``JOBSTORE_DUAL_TARGET`` (``dual``'s schemas), ``JOBSTORE_ALLOW_EVICTION`` (``1``/``true``/
-        ``yes``/``on`` or ``0``/``false``/``no``/``off``; default off), ``JOBSTORE_LEASE``
-        (seconds), ``JOBSTORE_MAX_ATTEMPTS``, ``JOBSTORE_METRICS`` (on: Prometheus metrics in
-        prometheus-client's default registry, :class:`jobstore.metrics.PrometheusEvents`). With
-        ``JOBSTORE_STRATEGY`` unset, ``AI_JOBS_NEW_SCHEMA=on`` selects ``dual`` and ``off``
-        selects ``legacy``. An empty variable counts as unset; ``options`` win over variables.
+        """Open a store configured by the environment (``environ``, default ``os.environ``):
+        the variables of :data:`jobstore.config.OPTIONS` (docs/reference/configuration.md),
+        ``JOBSTORE_REDIS_URL`` required. An empty variable counts as unset; ``options`` win.
 
         :raises ConfigError: a required variable is missing or a value is not allowed.
         """
-        env = os.environ if environ is None else environ
-        url = env.get(ENV_URL) or ""
-        if not url:
-            raise ConfigError(f"{ENV_URL} is not set; set it to a URL such as redis://localhost:6379/0")
-        strategy = env.get(ENV_STRATEGY) or ""
-        if not strategy:
-            flag = env.get(ENV_LEGACY_FLAG) or ""
-            if flag and flag not in LEGACY_FLAG_VALUES:
-                raise ConfigError(
-                    f"{ENV_LEGACY_FLAG}={flag!r} is not allowed; use 'on' (dual) or 'off' (legacy), "
-                    f"or set {ENV_STRATEGY}"
-                )
-            strategy = LEGACY_FLAG_VALUES.get(flag, "legacy")
-        options.setdefault("prefix", env.get(ENV_PREFIX) or "ai")
-        if env.get(ENV_OWN_PREFIX) and "own_prefix" not in options:
-            options["own_prefix"] = env[ENV_OWN_PREFIX].strip()
-        if strategy == "dual":
-            for option, variable in (("source", ENV_DUAL_SOURCE), ("target", ENV_DUAL_TARGET)):
-                if env.get(variable) and option not in options:
-                    options[option] = env[variable]
-        allow = (env.get(ENV_ALLOW_EVICTION) or "").strip()
-        if allow and "allow_eviction" not in options:
-            if allow.lower() not in BOOL_VALUES:
-                raise ConfigError(
-                    f"{ENV_ALLOW_EVICTION}={allow!r} is not allowed; use 1, true, yes or on "
-                    "(run on a Redis that may evict keys), or 0, false, no or off"
-                )
-            options["allow_eviction"] = BOOL_VALUES[allow.lower()]
-        if env.get(ENV_LEGACY_QUEUE) and "legacy_queue" not in options:
-            options["legacy_queue"] = env[ENV_LEGACY_QUEUE].strip()
-        if env.get(ENV_TIME_FORMAT) and "time_format" not in options:
-            options["time_format"] = env[ENV_TIME_FORMAT].strip()
-        for option, variable, kind in (("lease", ENV_LEASE, float),
-                                       ("max_attempts", ENV_MAX_ATTEMPTS, int)):
-            text = (env.get(variable) or "").strip()
-            if text and option not in options:
-                try:
-                    options[option] = kind(text)
-                except ValueError:
-                    raise ConfigError(f"{variable}={text!r} is not a number") from None
-        metrics = (env.get(ENV_METRICS) or "").strip().lower()
-        if metrics and metrics not in BOOL_VALUES:
-            raise ConfigError(f"{ENV_METRICS}={metrics!r} is not allowed; use 1, true, yes or on "
-                              "(Prometheus metrics), or 0, false, no or off")
-        if BOOL_VALUES.get(metrics) and "events" not in options:
-            from .metrics import PrometheusEvents
-
-            options["events"] = PrometheusEvents(options["prefix"])
+        url, strategy, options = config.from_environ(
+            os.environ if environ is None else environ, options)
         return cls._open_url(url, strategy, **options)
 
     # -- operations --------------------------------------------------------------------------
@@ -497,30 +358,3 @@ class JobStore(StoreCore):
                 self._eviction_checked = True
 
 
-def _codec(given: Any, strategy: Strategy) -> Codec:
-    """The store's codec: ``given``, else the one the strategy's schemas declare, else JSON."""
-    if given is not None:
-        return check_codec(given, "codec")
-    declared = {schema.name: schema.codec for schema in strategy.routing(None).known
-                if schema.codec is not None}
-    # The same codec class and name is the same encoding, whichever schema holds the instance.
-    codecs = {(type(codec), getattr(codec, "name", "")): codec for codec in declared.values()}
-    if len(codecs) > 1:
-        named = ", ".join(f"{name!r}: {codec!r}" for name, codec in sorted(declared.items()))
-        raise ConfigError(f"the schemas of strategy {strategy.name!r} declare different codecs "
-                          f"({named}); a migration copies records as they are, so they must "
-                          "agree: declare one codec, or give the store codec=")
-    if codecs:
-        name, codec = next(iter(declared.items()))
-        return check_codec(codec, f"schema {name!r}'s codec")
-    return JSON
-
-
-def _block_slice(client: Client) -> float:
-    """A blocking wait that ends well before the client's socket timeout would fire."""
-    pool = getattr(client, "connection_pool", None)
-    if pool is None:  # RedisCluster: the settings every node connection is made with
-        pool = getattr(client, "nodes_manager", None)
-    kwargs = getattr(pool, "connection_kwargs", None) or {}
-    timeout = kwargs.get("socket_timeout")
-    return 1.0 if not timeout else max(0.01, min(1.0, timeout / 2))

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from . import eviction, ops, rules, server_check, validation
+from . import config, eviction, ops, rules, server_check, validation
 from .ops import finish as ops_finish
 from .codec import JSON, Codec
 from .dead_letters import DeadLetter
@@ -293,12 +293,5 @@ def _encode(codec: Codec, field: str, value: Any) -> str:
     return text
 
 
-def _lease_ms(name: str, seconds: Any, error: type[Exception]) -> int:
-    """A lease in whole milliseconds, at least 1; ``error`` is raised for a bad value."""
-    if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-            or not 0 < seconds <= 10 ** 9):
-        message = f"must be a number of seconds > 0 (at most 1e9), not {seconds!r}"
-        if error is InvalidArgument:
-            raise InvalidArgument(name, message)
-        raise error(f"{name} {message}")
-    return max(1, round(seconds * 1000))
+# A lease in whole milliseconds (the lease option's one check, jobstore.config).
+_lease_ms = config.lease_ms

@@ -19,7 +19,7 @@ import click
 from .. import plugins
 from ..errors import ConfigError, JobStoreError, MigrationRefused, PluginError, StoreUnavailable
 from .common import (
-    StderrHandler, common_options, configure_logging, confirm, emit, eviction_option, own_prefix,
+    COMMON_VARIABLES, StderrHandler, common_options, configure_logging, confirm, emit, eviction_option, own_prefix,
     quiet, resolve_url, stdin_is_terminal, yes_option,
 )
 from .errors import (
@@ -61,7 +61,11 @@ __all__ = [
 
 
 @click.group(cls=JobStoreGroup, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog=exit_codes(*EXIT_MEANINGS))
+             epilog=exit_codes(*EXIT_MEANINGS), help=(
+                 "Background-job records in Redis, and zero-downtime migrations between key "
+                 f"layouts.\n\nEvery command reads the service's environment ({COMMON_VARIABLES}); "
+                 "an option given wins. Commands that delete data or force an unsafe switch ask "
+                 "first; --yes answers for scripts."))
 @click.version_option(package_name="jobstore")
 @click.option("-v", "--verbose", count=True,
               help="Log more on stderr: -v INFO (phase switches, passes started, resumed and "
@@ -70,12 +74,7 @@ __all__ = [
 @click.option("-q", "--quiet", is_flag=True,
               help="Only errors on stderr: no warnings, no progress.")
 def main(verbose: int, quiet: bool) -> None:
-    """Background-job records in Redis, and zero-downtime migrations between key layouts.
-
-    Every command reads the service's environment (JOBSTORE_REDIS_URL, JOBSTORE_KEY_PREFIX,
-    JOBSTORE_OWN_PREFIX, JOBSTORE_DUAL_SOURCE, JOBSTORE_DUAL_TARGET); an option given wins. Commands that delete
-    data or force an unsafe switch ask first; --yes answers for scripts.
-    """
+    """The ``jobstore`` command (its help is the group's ``help=``, which names the variables)."""
     configure_logging(verbose, quiet)
 
 

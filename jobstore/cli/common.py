@@ -1,6 +1,6 @@
 """What every command shares: logging on stderr (-v/-q), confirmation (--yes), the options every
-command takes (--url, --prefix, --own-prefix, --source, --target, --allow-eviction) and printing
-a result as text or JSON."""
+command takes (--url, --prefix, --own-prefix, --source, --target, --allow-eviction: built from
+jobstore.config's option table) and printing a result as text or JSON."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ import json
 import logging
 import os
 import sys
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO, TypeVar
 
 import click
 
+from .. import config
 from ..errors import ConfigError
 from .errors import NotConfirmed
 from .progress import ProgressPrinter
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # -- logging -------------------------------------------------------------------------------------
 
@@ -107,26 +111,37 @@ def confirm(what: str, yes: bool) -> None:
 # -- common options ------------------------------------------------------------------------------
 
 
-def common_options(func):
-    """The options every command takes."""
+def store_option(name: str, **overrides: Any) -> Callable[[F], F]:
+    """The click option of store option ``name``, as jobstore.config.OPTIONS declares it: its
+    flag, help, default and the variable it reads (the one JobStore.from_env reads)."""
+    option = config.OPTIONS[name]
+    assert option.cli is not None, name
+    kwargs: dict[str, Any] = {"help": option.doc}
+    if option.default is None and option.default_doc and not overrides.get("required"):
+        kwargs["help"] = f"{option.doc.rstrip('.')} (default: {option.default_doc})."
+    if isinstance(option.default, bool):
+        kwargs["is_flag"] = True
+    elif option.default is not config.REQUIRED and option.default is not None:
+        kwargs.update(default=option.default, show_default=True)
+    if option.env and option.cli_env:
+        kwargs.update(envvar=option.env, show_envvar=True)
+    return click.option(option.cli, **{**kwargs, **overrides})
+
+
+# The options every command takes, in the order --help lists them.
+COMMON = ("url", "prefix", "own_prefix", "source", "target")
+# The variables they read, named in jobstore --help.
+COMMON_VARIABLES = ", ".join(config.env(name) for name in COMMON)
+
+
+def common_options(func: F) -> F:
+    """The options every command takes (COMMON)."""
     # The same environment a service's stores are configured by (JobStore.from_env), so that an
     # operator's shell that names a prefix or schemas acts on that migration, not on ai's.
-    func = click.option("--target", default=None, envvar="JOBSTORE_DUAL_TARGET", show_envvar=True,
-                        help="dual's target schema (default workspace).")(func)
-    func = click.option("--source", default=None, envvar="JOBSTORE_DUAL_SOURCE", show_envvar=True,
-                        help="dual's source schema (default legacy).")(func)
-    # Kept in the context (own_prefix()) rather than passed to every command function.
-    func = click.option("--own-prefix", default=None, envvar="JOBSTORE_OWN_PREFIX",
-                        show_envvar=True, expose_value=False, callback=_keep_own_prefix,
-                        help="Prefix of jobstore's own keys (queue, indexes, migration state) "
-                             "when the stores name it apart (default: --prefix).")(func)
-    func = click.option("--prefix", default="ai", show_default=True, envvar="JOBSTORE_KEY_PREFIX",
-                        show_envvar=True, help="Key prefix.")(func)
-    func = click.option(
-        "--url",
-        default=None, envvar="JOBSTORE_REDIS_URL", show_envvar=True,
-        help="Redis URL (memory:// for an embedded store).",
-    )(func)
+    # --own-prefix is kept in the context (own_prefix()) rather than passed to every command.
+    kept = {"own_prefix": {"expose_value": False, "callback": _keep_own_prefix}}
+    for name in reversed(COMMON):
+        func = store_option(name, **kept.get(name, {}))(func)
     return func
 
 
@@ -139,20 +154,15 @@ def own_prefix() -> str | None:
     return click.get_current_context().meta.get("jobstore.own_prefix")
 
 
-def eviction_option(func):
+def eviction_option(func: F) -> F:
     """``--allow-eviction``: run on a Redis whose maxmemory-policy is not noeviction."""
-    return click.option(
-        "--allow-eviction", is_flag=True,
-        help="Run even though Redis may evict keys (maxmemory-policy other than noeviction); "
-             "jobs and migration state may then be lost. Without it such a Redis is refused "
-             "(exit 2).",
-    )(func)
+    return store_option("allow_eviction")(func)
 
 
 def resolve_url(url: str | None, default: str | None = None) -> str:
-    url = url or os.environ.get("JOBSTORE_REDIS_URL") or default
+    url = url or os.environ.get(config.env("url")) or default
     if not url:
-        raise ConfigError("no Redis URL: pass --url or set JOBSTORE_REDIS_URL")
+        raise ConfigError(f"no Redis URL: pass {config.OPTIONS['url'].cli} or set {config.env('url')}")
     return url
 
 

@@ -20,7 +20,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
 EXIT_NOT_CONFIRMED = 5
 EXIT_INTERRUPTED = 130
 
-# code -> what it means, for every --help that lists exit codes (docs/api.md lists them too).
+# code -> what it means, for every --help that lists exit codes (docs/reference/exit-codes.md is
+# generated from it and from ERROR_EXITS).
 EXIT_MEANINGS = {
     EXIT_OK: "success",
     EXIT_FAILED: "verify found problems (or repaired some: run it again), the demo lost a job, "
@@ -85,22 +86,27 @@ class Interrupted(CommandError):
     exit_code = EXIT_INTERRUPTED
 
 
+# The library's errors -> what they are reported as (and so their exit code), the first that
+# matches (docs/reference/exit-codes.md lists jobstore.errors' classes by it).
+ERROR_EXITS: tuple[tuple[tuple[type[Exception], ...], type[CommandError]], ...] = (
+    ((StoreUnavailable,), Unavailable),
+    ((MigrationRefused,), Refused),
+    ((ConfigError, PluginError, ValueError), UsageProblem),
+    ((JobStoreError,), CommandError),
+)
+
+
 def as_click_error(exc: BaseException) -> click.ClickException | None:
     """The ClickException (with its exit code) a library error is reported as; None for an
     exception the CLI does not know, which keeps its traceback: it is a bug."""
     if isinstance(exc, KeyboardInterrupt):
         return Interrupted("interrupted; a backfill, reverse-sync or cleanup run again resumes "
                            "from its checkpoint")
-    if isinstance(exc, StoreUnavailable):
-        return Unavailable(str(exc))
-    if isinstance(exc, REDIS_DOWN):
+    if isinstance(exc, REDIS_DOWN) and not isinstance(exc, JobStoreError):
         return Unavailable(f"Redis is unavailable: {exc}")
-    if isinstance(exc, MigrationRefused):
-        return Refused(str(exc))
-    if isinstance(exc, (ConfigError, PluginError, ValueError)):
-        return UsageProblem(str(exc))
-    if isinstance(exc, JobStoreError):
-        return CommandError(str(exc))
+    for errors, reported_as in ERROR_EXITS:
+        if isinstance(exc, errors):
+            return reported_as(str(exc))
     return None
 
 

@@ -8,7 +8,9 @@ import json
 import click
 
 from .. import plugins
-from .common import common_options, emit, eviction_option, own_prefix, resolve_url
+from .common import (
+    common_options, emit, eviction_option, own_prefix, resolve_url, store_option,
+)
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, exit_codes
 
 
@@ -63,8 +65,7 @@ def legacy_queue_group() -> None:
     EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE,
     c1="ids remain in the compatible queue: an old producer still pushes (run it again)"))
 @common_options
-@click.option("--legacy-queue", "legacy_queue", required=True, envvar="JOBSTORE_LEGACY_QUEUE",
-              show_envvar=True, help="The compatible queue's key, e.g. simple:queue.")
+@store_option("legacy_queue", required=True)
 @click.option("--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="Ids moved per atomic step.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
