@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any, TypeGuard
 from urllib.parse import parse_qs, parse_qsl, unquote, unquote_plus, urlsplit
 
@@ -21,7 +22,9 @@ from .scripts import explain as explain_script_error
 # client, with any decode_responses setting.
 Client = redis.Redis | RedisCluster
 
-SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "memory")
+SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel", "memory")
+# The schemes whose address is a comma-separated list of host:port (seed nodes, sentinels).
+HOST_LISTS = ("redis+cluster", "redis+sentinel")
 
 # How to get the embedded store (fakeredis + lupa) behind memory://, an optional extra.
 EMBEDDED_EXTRA = "pip install 'jobstore[embedded]'"
@@ -172,8 +175,9 @@ def _redact_tail(tail: str) -> str:
 
 
 def _redact_seeds(rest: str) -> str | None:
-    """A well-formed ``redis+cluster://`` seed list with each seed's password hidden, or None
-    when the list is not well formed (the caller then hides more)."""
+    """A well-formed host list (``redis+cluster://`` seeds, ``redis+sentinel://`` sentinels)
+    with each host's password hidden, or None when the list is not well formed (the caller
+    then hides more)."""
     end = _authority_end(rest)
     if "@" in rest[end:] or "#" in rest:
         return None
@@ -198,8 +202,9 @@ def redact(url: str) -> str:
     """The URL with every credential replaced by ``***``: the only form of a URL we ever print.
 
     Hides the password of the userinfo (``user:***@``; the user name is kept), every query
-    parameter that may carry a secret (``password=``, ``ssl_password=``, ... with what follows
-    it), the credentials of every ``redis+cluster://`` seed, and any fragment. A URL with raw
+    parameter that may carry a secret (``password=``, ``sentinel_password=``, ... with what
+    follows it), the credentials of every host of a ``redis+cluster://`` or
+    ``redis+sentinel://`` list, and any fragment. A URL with raw
     reserved characters in its password cannot be split reliably: then everything up to its
     last '@' is hidden, and if that '@' may sit in a secret query value, everything is.
     """
@@ -210,7 +215,7 @@ def redact(url: str) -> str:
     at = -1 if rest.startswith("/") else rest.rfind("@")  # '/...': no userinfo (unix:///path)
     if at < 0:
         return head + _redact_tail(rest)
-    if scheme.lower() == "redis+cluster":
+    if scheme.lower() in HOST_LISTS:
         seeds = _redact_seeds(rest)
         if seeds is not None:
             return head + seeds
@@ -289,7 +294,7 @@ def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
             + ", ".join(f"{s}://" for s in SCHEMES)
         )
     problem = url_problem(url)
-    if problem is None and scheme != "redis+cluster":
+    if problem is None and scheme not in HOST_LISTS:
         try:
             _ = urlsplit(url).port  # parsed for its ValueError
         except ValueError:
@@ -298,6 +303,8 @@ def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
         raise ConfigError(f"url {redact(url)!r} cannot be parsed: {problem}")
     if scheme == "redis+cluster":
         return cluster_client(url, client_options)
+    if scheme == "redis+sentinel":
+        return sentinel_client(url, client_options)
     try:
         parsed = url_options(url)
     except ConfigError as exc:
@@ -316,17 +323,22 @@ def connect(url: str, client_options: dict[str, Any] | None = None) -> Client:
         problem = _scrub(str(exc), url)
     if problem is not None:  # raised here, outside the handler: nothing chained quotes the URL
         raise ConfigError(f"url {redact(url)!r} is invalid: {problem}")
+    _check_options(client, url)
+    return client
+
+
+def _check_options(client: redis.Redis, url: str) -> None:
+    """Connections are made lazily; build one (unconnected) now so that a misspelt option fails
+    here, as a ConfigError, and not at the first operation."""
     pool = client.connection_pool
+    problem = None
     try:
-        # Connections are made lazily; build one (unconnected) now so that a misspelt option
-        # fails here, as a ConfigError, and not at the first operation.
         pool.connection_class(**pool.connection_kwargs)
     except TypeError as exc:
         problem = _scrub(str(exc), url)
-    if problem is not None:
+    if problem is not None:  # raised outside the handler: nothing chained quotes the URL
         raise ConfigError(f"client_options: {problem} (a keyword of client_options or a query "
                           f"parameter of url {redact(url)!r})")
-    return client
 
 
 def url_options(url: str) -> dict[str, Any]:
@@ -346,20 +358,7 @@ def url_options(url: str) -> dict[str, Any]:
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    converters = getattr(redis.connection, "URL_QUERY_ARGUMENT_PARSERS", {})
-    kwargs: dict[str, Any] = {}
-    for name, value in parse_qsl(parts.query):
-        if name in kwargs:
-            continue
-        convert = converters.get(name)
-        if convert is None:
-            kwargs[name] = value
-            continue
-        try:
-            kwargs[name] = convert(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"its query parameter {name!r} has a value that is not "
-                              f"valid for it") from None
+    kwargs = query_options(parts.query)
     if parts.username:
         kwargs["username"] = unquote(parts.username)
     if parts.password:
@@ -381,6 +380,30 @@ def url_options(url: str) -> dict[str, Any]:
     return kwargs
 
 
+def query_options(query: str) -> dict[str, Any]:
+    """A URL's query parameters as keyword arguments of redis-py's connections: each value
+    percent-decoded once and converted to the type redis-py gives it (``db`` an int,
+    ``socket_timeout`` a float...), by redis-py's own table; the first of a repeated one counts.
+
+    :raises ConfigError: a value that does not convert (named, never quoted).
+    """
+    converters = getattr(redis.connection, "URL_QUERY_ARGUMENT_PARSERS", {})
+    kwargs: dict[str, Any] = {}
+    for name, value in parse_qsl(query):
+        if name in kwargs:
+            continue
+        convert = converters.get(name)
+        if convert is None:
+            kwargs[name] = value
+            continue
+        try:
+            kwargs[name] = convert(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"its query parameter {name!r} has a value that is not "
+                              f"valid for it") from None
+    return kwargs
+
+
 def cluster_seeds(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
     """``(seed nodes, username, password)`` of ``redis+cluster://[user:pass@]h:p[,...]``.
 
@@ -390,24 +413,40 @@ def cluster_seeds(url: str) -> tuple[list[tuple[str, int]], str | None, str | No
     :raises ConfigError: (the URL redacted) no seed, a seed that is not ``host:port``, or seeds
         with different credentials.
     """
+    nodes, username, password, _ = host_list(url, "seed node")
+    return nodes, username, password
+
+
+def host_list(url: str, what: str) -> tuple[list[tuple[str, int]], str | None, str | None, str]:
+    """``(hosts, username, password, rest)`` of a URL whose address is a comma-separated list
+    ``[user:pass@]host:port[,...]`` (``what`` names its members in errors: "seed node",
+    "sentinel"); ``rest`` is what follows the list (``/path?query``), not parsed here.
+
+    Credentials may be given once (on any host, usually the first), or on several hosts if they
+    are the same everywhere; ``?username=`` and ``?password=`` work too (the userinfo wins).
+
+    :raises ConfigError: (the URL redacted) no host, one that is not ``host:port`` with a port
+        from 1 to 65535, or hosts with different credentials.
+    """
     _, _, rest = _split_scheme(url)
     end = _authority_end(rest)
     nodes, credentials = [], set()
     for seed in filter(None, rest[:end].split(",")):
         userinfo, at, hostport = seed.rpartition("@")
         match = _HOST_PORT.fullmatch(hostport)
-        if not match:
-            raise ConfigError(f"url {redact(url)!r}: seed nodes must be host:port, comma-separated "
-                              f"(a ',' in a password must be %2C; {PERCENT_ENCODE})")
+        if not match or not 0 < int(match.group(2)) < 65536:
+            raise ConfigError(f"url {redact(url)!r}: {what}s must be host:port (a port from 1 to "
+                              f"65535), comma-separated (a ',' in a password must be %2C; "
+                              f"{PERCENT_ENCODE})")
         nodes.append((unquote(match.group(1)).strip("[]"), int(match.group(2))))
         if at:
             user, colon, secret = userinfo.partition(":")
             credentials.add((unquote(user), unquote(secret) if colon else None))
     if not nodes:
-        raise ConfigError(f"url {redact(url)!r} names no seed node")
+        raise ConfigError(f"url {redact(url)!r} names no {what} (host:port)")
     if len(credentials) > 1:
-        raise ConfigError(f"url {redact(url)!r}: the seed nodes carry different credentials; "
-                          "give them once, or the same on every seed")
+        raise ConfigError(f"url {redact(url)!r}: the {what}s carry different credentials; "
+                          f"give them once, or the same on every {what}")
     query = parse_qs(rest[end:].partition("?")[2])
     username = query["username"][0] if query.get("username") else None
     password = query["password"][0] if query.get("password") else None
@@ -415,7 +454,7 @@ def cluster_seeds(url: str) -> tuple[list[tuple[str, int]], str | None, str | No
         given_user, given_secret = credentials.pop()
         username = given_user or username
         password = given_secret or password
-    return nodes, username, password
+    return nodes, username, password, rest[end:]
 
 
 def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisCluster:
@@ -451,6 +490,108 @@ def cluster_client(url: str, client_options: dict[str, Any] | None) -> RedisClus
         error.args = (_scrub(str(error), url),)
         raise error from exc
     raise ConfigError(f"client_options: {problem}")
+
+
+# Redis Sentinel ---------------------------------------------------------------------------------
+#
+# ``redis+sentinel://[user:pass@]host:port[,...]/service_name[/db][?query]``: the hosts are the
+# sentinels, asked for the primary of ``service_name``. Parsing (pure, ``sentinel_settings``) is
+# kept apart from building the client (``sentinel_client``), for other clients to reuse.
+
+# Query parameters for the sentinels themselves (their own ACL user or requirepass), not the data
+# nodes: the URL's other credentials are the data nodes' and are never sent to a sentinel.
+SENTINEL_CREDENTIALS = {"sentinel_username": "username", "sentinel_password": "password"}
+
+
+@dataclass(frozen=True)
+class SentinelSettings:
+    """What a ``redis+sentinel://`` URL says, parsed: no client, nothing connected."""
+
+    sentinels: list[tuple[str, int]]
+    service_name: str
+    # The data nodes' connection settings: db, username, password, the other query parameters.
+    connection: dict[str, Any]
+    # The sentinels' own credentials (``username``, ``password``), when the query gives them.
+    sentinel: dict[str, Any]
+
+
+def sentinel_settings(url: str) -> SentinelSettings:
+    """Parse ``redis+sentinel://[user:pass@]host:port[,host:port...]/service_name[/db][?...]``.
+
+    The host list and its credentials read as a ``redis+cluster://`` seed list does
+    (:func:`host_list`); the path is the service name the sentinels monitor, percent-decoded,
+    then optionally a database number (``?db=`` wins over it). ``?sentinel_username=`` and
+    ``?sentinel_password=`` are the sentinels' credentials; every other query parameter is a
+    setting of the data nodes' connections, as for ``redis://``.
+
+    :raises ConfigError: (the URL redacted) no sentinel, one that is not ``host:port``, no
+        service name, a path that is not ``/service_name[/db]``, a query value of the wrong type.
+    """
+    nodes, username, password, rest = host_list(url, "sentinel")
+    path, _, query = rest.partition("?")
+    pieces = path.split("/")[1:]
+    if len(pieces) > 1 and pieces[-1] == "":
+        pieces.pop()  # a trailing '/'
+    service = unquote(pieces[0]) if pieces else ""
+    form = "redis+sentinel://host:port[,host:port...]/service_name[/db]"
+    if not service.strip():
+        raise ConfigError(f"url {redact(url)!r} names no service: use {form}, the name the "
+                          "sentinels monitor ('sentinel monitor <name> ...' in sentinel.conf)")
+    if len(pieces) > 2 or (len(pieces) == 2 and not (pieces[1].isascii() and pieces[1].isdigit())):
+        raise ConfigError(f"url {redact(url)!r}: after the service name the path may hold only a "
+                          f"database number ({form})")
+    problem = None
+    try:
+        connection = query_options(query)
+    except ConfigError as exc:
+        problem = str(exc)
+    if problem is not None:
+        raise ConfigError(f"url {redact(url)!r} is invalid: {problem}")
+    sentinel = {SENTINEL_CREDENTIALS[name]: connection.pop(name)
+                for name in list(connection) if name in SENTINEL_CREDENTIALS}
+    connection.pop("username", None)
+    connection.pop("password", None)
+    connection.update({k: v for k, v in (("username", username), ("password", password)) if v})
+    if len(pieces) == 2:
+        connection.setdefault("db", int(pieces[1]))
+    return SentinelSettings(nodes, service, connection, sentinel)
+
+
+class SentinelRedis(redis.Redis):
+    """The client of the primary that ``Sentinel.master_for`` makes, closing the connections to
+    the sentinels as well when it is closed (a ``Sentinel`` leaves that to its owner)."""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            manager = getattr(self.connection_pool, "sentinel_manager", None)
+            if manager is not None:
+                manager.close()
+
+
+def sentinel_client(url: str, client_options: dict[str, Any] | None) -> redis.Redis:
+    """A client of the primary that the sentinels of ``redis+sentinel://...`` name, made by
+    redis-py's ``Sentinel(...).master_for(service_name, ...)`` with jobstore's client defaults
+    (timeouts, :func:`default_retry`, :data:`DECODING`), ``client_options`` over them and the
+    URL's settings over both. Nothing is sent yet: the first command asks the sentinels, and
+    after a failover the next connection made asks them again.
+
+    The sentinels get the same connect and socket timeouts, their own credentials
+    (``?sentinel_password=``) and redis-py's retry for them (none: discovery moves on to the
+    next sentinel).
+    """
+    from redis.sentinel import Sentinel
+
+    settings = sentinel_settings(url)
+    options = {**CLIENT_DEFAULTS, "retry": default_retry(), **DECODING,
+               **(client_options or {}), **settings.connection}
+    timeouts: dict[str, Any] = {k: options[k] for k in ("socket_connect_timeout", "socket_timeout")
+                                if k in options}
+    sentinels = Sentinel(settings.sentinels, sentinel_kwargs={**timeouts, **settings.sentinel})
+    client = sentinels.master_for(settings.service_name, redis_class=SentinelRedis, **options)
+    _check_options(client, url)
+    return client
 
 
 def is_cluster(client: object) -> TypeGuard[RedisCluster]:
