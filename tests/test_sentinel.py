@@ -297,3 +297,25 @@ def test_a_backfill_across_a_failover_resumes_and_verifies_clean(sentinel_url, r
     assert verify.clean, verify.as_dict()
     workspace = jobstore.open(sentinel_url, "workspace")
     assert all(workspace.get(j.job_id, workspace_id=j.workspace_id) for j in jobs)
+
+
+def test_passwords_never_show_in_errors_from_the_data_nodes_or_the_sentinels(sentinel_url):
+    """A wrong password for the data nodes is AuthenticationFailed; sentinels that cannot be
+    reached are StoreUnavailable: neither quotes a secret. (A ``sentinel_password`` given to
+    sentinels that have none is accepted: redis-py's handshake lets that pass.)"""
+    from tests.test_secrets_and_input import ENC, ENC2, ENC_WRONG, exception_text, leaks
+
+    where = sentinel_url.split("://", 1)[1]
+    cases = [(f"redis+sentinel://alice:{ENC_WRONG}@{where}?sentinel_password={ENC}",
+              jobstore.AuthenticationFailed),
+             (f"redis+sentinel://alice:{ENC}@127.0.0.1:1/jobstore?sentinel_password={ENC2}",
+              StoreUnavailable)]
+    for url, error in cases:
+        store = jobstore.open(url, client_options={"retry": None})
+        assert not leaks(repr(store)), repr(store)
+        with pytest.raises(error) as info:
+            store.enqueue("acme", "a")
+        assert not leaks(exception_text(info.value)), exception_text(info.value)
+        store.close()
+    with jobstore.open(f"redis+sentinel://{where}?sentinel_password={ENC}") as store:
+        assert store.enqueue("acme", "a", job_id="through-any-sentinel-password")
