@@ -79,13 +79,23 @@ def reported(exc: BaseException, where: str) -> JobStoreError:
         return ConfigError(f"Redis at {where} has no such database ({text}): the URL's path or "
                            "?db= must name one of its databases, 0 to 15 unless redis.conf's "
                            "'databases' says otherwise (Redis Cluster has only 0)")
-    if isinstance(exc, UNAVAILABLE):
+    if isinstance(exc, UNAVAILABLE) or demoted(exc):
         return StoreUnavailable(f"Redis at {where} is unavailable: {text}")
     if _unknown_command(exc):
         return RedisCommandError(f"Redis at {where} refused a command: {text} (jobstore needs "
                                  f"{NEEDS_TEXT})")
     # A script's error names the line of the rendered script: add its .lua file and line.
     return RedisCommandError(f"Redis at {where} refused a command: {explain_script_error(text)}")
+
+
+def demoted(reply: BaseException) -> bool:
+    """A refusal that says the server is (now) a replica, a primary a failover demoted: a
+    script's write (READONLY), ``WAIT`` ("cannot be used with replica instances"), a blocking
+    command cut off (UNBLOCKED; redis-py's Sentinel client makes that a ConnectionError only
+    since 8.x)."""
+    text = str(reply)
+    return isinstance(reply, redis.exceptions.ResponseError) and (
+        text.startswith(("READONLY", "UNBLOCKED")) or "cannot be used with replica" in text)
 
 
 def _unknown_command(reply: BaseException) -> bool:
@@ -564,10 +574,10 @@ class SentinelRedis(redis.Redis):
     def close(self) -> None:
         try:
             super().close()
-        finally:
+        finally:  # (Sentinel.close is recent: close its clients one by one)
             manager = getattr(self.connection_pool, "sentinel_manager", None)
-            if manager is not None:
-                manager.close()
+            for sentinel in getattr(manager, "sentinels", ()):
+                sentinel.close()
 
 
 def sentinel_client(url: str, client_options: dict[str, Any] | None) -> redis.Redis:

@@ -20,7 +20,8 @@ from .scripts import ALL as ALL_SCRIPTS
 # What redis-py raises is translated where clients are made (connect() needs it too); MINIMUM is
 # also importable from here, where it was defined before.
 from .connection import MINIMUM as MINIMUM
-from .connection import REDIS_ERRORS, UNAVAILABLE, Client, _unknown_command, is_cluster, reported
+from .connection import (REDIS_ERRORS, UNAVAILABLE, Client, _unknown_command, demoted, is_cluster,
+                         reported)
 from .steps import (Batch, Call, Command, Pause, Primaries, Refresh, Refused, Scan, Script, Step,
                     Tidy)
 
@@ -79,9 +80,13 @@ class SyncDriver:
             return result
         except REDIS_ERRORS as exc:
             # RedisError: on Cluster, redis-py reports a command the server lacks as a bare one.
+            if demoted(exc):
+                _drop_idle_connections(self.client)
             raise reported(exc, self.label) from exc
         except Refused as refused:  # as if redis-py had raised Redis's refusal itself
             cause = redis.exceptions.ResponseError(*refused.args)
+            if demoted(cause):  # a script's write on a demoted primary
+                _drop_idle_connections(self.client)
             raise reported(cause, self.label) from cause
 
     def _state_request(self, force: bool = False) -> tuple[Any, bool] | None:
@@ -365,6 +370,14 @@ def _local_script_keys(client: Any) -> None:
 
     parser.get_keys = get_keys
     parser._jobstore_local_script_keys = True
+
+
+def _drop_idle_connections(client: Any) -> None:
+    """After a primary turned replica answered: the idle pooled connections are closed, so that
+    the next ones are made afresh (through Sentinel, to the new primary)."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        pool.disconnect(inuse_connections=False)
 
 
 def _decodes(client: Any) -> bool:
