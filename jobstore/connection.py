@@ -23,7 +23,9 @@ from .scripts import explain as explain_script_error
 # client, with any decode_responses setting.
 Client = redis.Redis | RedisCluster
 
-SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "memory")
+SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel", "memory")
+# The schemes whose address is a comma-separated list of host:port (seed nodes, sentinels).
+HOST_LISTS = ("redis+cluster", "redis+sentinel")
 
 
 @dataclass(frozen=True)
@@ -103,13 +105,23 @@ def reported(exc: BaseException, where: str) -> JobStoreError:
         return ConfigError(f"Redis at {where} has no such database ({text}): the URL's path or "
                            "?db= must name one of its databases, 0 to 15 unless redis.conf's "
                            "'databases' says otherwise (Redis Cluster has only 0)")
-    if isinstance(exc, UNAVAILABLE):
+    if isinstance(exc, UNAVAILABLE) or demoted(exc):
         return StoreUnavailable(f"Redis at {where} is unavailable: {text}")
     if _unknown_command(exc):
         return RedisCommandError(f"Redis at {where} refused a command: {text} (jobstore needs "
                                  f"{NEEDS_TEXT})")
     # A script's error names the line of the rendered script: add its .lua file and line.
     return RedisCommandError(f"Redis at {where} refused a command: {explain_script_error(text)}")
+
+
+def demoted(reply: BaseException) -> bool:
+    """A refusal that says the server is (now) a replica, a primary a failover demoted: a
+    script's write (READONLY), ``WAIT`` ("cannot be used with replica instances"), a blocking
+    command cut off (UNBLOCKED; redis-py's Sentinel client makes that a ConnectionError only
+    since 8.x)."""
+    text = str(reply)
+    return isinstance(reply, redis.exceptions.ResponseError) and (
+        text.startswith(("READONLY", "UNBLOCKED")) or "cannot be used with replica" in text)
 
 
 def _unknown_command(reply: BaseException) -> bool:
@@ -199,8 +211,9 @@ def _redact_tail(tail: str) -> str:
 
 
 def _redact_seeds(rest: str) -> str | None:
-    """A well-formed ``redis+cluster://`` seed list with each seed's password hidden, or None
-    when the list is not well formed (the caller then hides more)."""
+    """A well-formed host list (``redis+cluster://`` seeds, ``redis+sentinel://`` sentinels)
+    with each host's password hidden, or None when the list is not well formed (the caller
+    then hides more)."""
     end = _authority_end(rest)
     if "@" in rest[end:] or "#" in rest:
         return None
@@ -225,8 +238,9 @@ def redact(url: str) -> str:
     """The URL with every credential replaced by ``***``: the only form of a URL we ever print.
 
     Hides the password of the userinfo (``user:***@``; the user name is kept), every query
-    parameter that may carry a secret (``password=``, ``ssl_password=``, ... with what follows
-    it), the credentials of every ``redis+cluster://`` seed, and any fragment. A URL with raw
+    parameter that may carry a secret (``password=``, ``sentinel_password=``, ... with what
+    follows it), the credentials of every host of a ``redis+cluster://`` or
+    ``redis+sentinel://`` list, and any fragment. A URL with raw
     reserved characters in its password cannot be split reliably: then everything up to its
     last '@' is hidden, and if that '@' may sit in a secret query value, everything is.
     """
@@ -237,7 +251,7 @@ def redact(url: str) -> str:
     at = -1 if rest.startswith("/") else rest.rfind("@")  # '/...': no userinfo (unix:///path)
     if at < 0:
         return head + _redact_tail(rest)
-    if scheme.lower() == "redis+cluster":
+    if scheme.lower() in HOST_LISTS:
         seeds = _redact_seeds(rest)
         if seeds is not None:
             return head + seeds
@@ -318,7 +332,7 @@ def connect(url: str, client_options: dict[str, Any] | None = None,
             + ", ".join(f"{s}://" for s in SCHEMES)
         )
     problem = url_problem(url)
-    if problem is None and scheme != "redis+cluster":
+    if problem is None and scheme not in HOST_LISTS:
         try:
             _ = urlsplit(url).port  # parsed for its ValueError
         except ValueError:
@@ -327,6 +341,8 @@ def connect(url: str, client_options: dict[str, Any] | None = None,
         raise ConfigError(f"url {redact(url)!r} cannot be parsed: {problem}")
     if scheme == "redis+cluster":
         return cluster_client(url, client_options, flavour)
+    if scheme == "redis+sentinel":
+        return sentinel_client(url, client_options, flavour)
     try:
         parsed = url_options(url)
     except ConfigError as exc:
@@ -345,17 +361,22 @@ def connect(url: str, client_options: dict[str, Any] | None = None,
         problem = _scrub(str(exc), url)
     if problem is not None:  # raised here, outside the handler: nothing chained quotes the URL
         raise ConfigError(f"url {redact(url)!r} is invalid: {problem}")
+    _check_options(client, url)
+    return client
+
+
+def _check_options(client: redis.Redis, url: str) -> None:
+    """Connections are made lazily; build one (unconnected) now so that a misspelt option fails
+    here, as a ConfigError, and not at the first operation."""
     pool = client.connection_pool
+    problem = None
     try:
-        # Connections are made lazily; build one (unconnected) now so that a misspelt option
-        # fails here, as a ConfigError, and not at the first operation.
         pool.connection_class(**pool.connection_kwargs)
     except TypeError as exc:
         problem = _scrub(str(exc), url)
-    if problem is not None:
+    if problem is not None:  # raised outside the handler: nothing chained quotes the URL
         raise ConfigError(f"client_options: {problem} (a keyword of client_options or a query "
                           f"parameter of url {redact(url)!r})")
-    return client
 
 
 def url_options(url: str) -> dict[str, Any]:
@@ -375,20 +396,7 @@ def url_options(url: str) -> dict[str, Any]:
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    converters = getattr(redis.connection, "URL_QUERY_ARGUMENT_PARSERS", {})
-    kwargs: dict[str, Any] = {}
-    for name, value in parse_qsl(parts.query):
-        if name in kwargs:
-            continue
-        convert = converters.get(name)
-        if convert is None:
-            kwargs[name] = value
-            continue
-        try:
-            kwargs[name] = convert(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"its query parameter {name!r} has a value that is not "
-                              f"valid for it") from None
+    kwargs = query_options(parts.query)
     if parts.username:
         kwargs["username"] = unquote(parts.username)
     if parts.password:
@@ -410,6 +418,30 @@ def url_options(url: str) -> dict[str, Any]:
     return kwargs
 
 
+def query_options(query: str) -> dict[str, Any]:
+    """A URL's query parameters as keyword arguments of redis-py's connections: each value
+    percent-decoded once and converted to the type redis-py gives it (``db`` an int,
+    ``socket_timeout`` a float...), by redis-py's own table; the first of a repeated one counts.
+
+    :raises ConfigError: a value that does not convert (named, never quoted).
+    """
+    converters = getattr(redis.connection, "URL_QUERY_ARGUMENT_PARSERS", {})
+    kwargs: dict[str, Any] = {}
+    for name, value in parse_qsl(query):
+        if name in kwargs:
+            continue
+        convert = converters.get(name)
+        if convert is None:
+            kwargs[name] = value
+            continue
+        try:
+            kwargs[name] = convert(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"its query parameter {name!r} has a value that is not "
+                              f"valid for it") from None
+    return kwargs
+
+
 def cluster_seeds(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
     """``(seed nodes, username, password)`` of ``redis+cluster://[user:pass@]h:p[,...]``.
 
@@ -419,24 +451,40 @@ def cluster_seeds(url: str) -> tuple[list[tuple[str, int]], str | None, str | No
     :raises ConfigError: (the URL redacted) no seed, a seed that is not ``host:port``, or seeds
         with different credentials.
     """
+    nodes, username, password, _ = host_list(url, "seed node")
+    return nodes, username, password
+
+
+def host_list(url: str, what: str) -> tuple[list[tuple[str, int]], str | None, str | None, str]:
+    """``(hosts, username, password, rest)`` of a URL whose address is a comma-separated list
+    ``[user:pass@]host:port[,...]`` (``what`` names its members in errors: "seed node",
+    "sentinel"); ``rest`` is what follows the list (``/path?query``), not parsed here.
+
+    Credentials may be given once (on any host, usually the first), or on several hosts if they
+    are the same everywhere; ``?username=`` and ``?password=`` work too (the userinfo wins).
+
+    :raises ConfigError: (the URL redacted) no host, one that is not ``host:port`` with a port
+        from 1 to 65535, or hosts with different credentials.
+    """
     _, _, rest = _split_scheme(url)
     end = _authority_end(rest)
     nodes, credentials = [], set()
     for seed in filter(None, rest[:end].split(",")):
         userinfo, at, hostport = seed.rpartition("@")
         match = _HOST_PORT.fullmatch(hostport)
-        if not match:
-            raise ConfigError(f"url {redact(url)!r}: seed nodes must be host:port, comma-separated "
-                              f"(a ',' in a password must be %2C; {PERCENT_ENCODE})")
+        if not match or not 0 < int(match.group(2)) < 65536:
+            raise ConfigError(f"url {redact(url)!r}: {what}s must be host:port (a port from 1 to "
+                              f"65535), comma-separated (a ',' in a password must be %2C; "
+                              f"{PERCENT_ENCODE})")
         nodes.append((unquote(match.group(1)).strip("[]"), int(match.group(2))))
         if at:
             user, colon, secret = userinfo.partition(":")
             credentials.add((unquote(user), unquote(secret) if colon else None))
     if not nodes:
-        raise ConfigError(f"url {redact(url)!r} names no seed node")
+        raise ConfigError(f"url {redact(url)!r} names no {what} (host:port)")
     if len(credentials) > 1:
-        raise ConfigError(f"url {redact(url)!r}: the seed nodes carry different credentials; "
-                          "give them once, or the same on every seed")
+        raise ConfigError(f"url {redact(url)!r}: the {what}s carry different credentials; "
+                          f"give them once, or the same on every {what}")
     query = parse_qs(rest[end:].partition("?")[2])
     username = query["username"][0] if query.get("username") else None
     password = query["password"][0] if query.get("password") else None
@@ -444,7 +492,7 @@ def cluster_seeds(url: str) -> tuple[list[tuple[str, int]], str | None, str | No
         given_user, given_secret = credentials.pop()
         username = given_user or username
         password = given_secret or password
-    return nodes, username, password
+    return nodes, username, password, rest[end:]
 
 
 def cluster_client(url: str, client_options: dict[str, Any] | None,
@@ -482,6 +530,114 @@ def cluster_client(url: str, client_options: dict[str, Any] | None,
         error.args = (_scrub(str(error), url),)
         raise error from exc
     raise ConfigError(f"client_options: {problem}")
+
+
+# Redis Sentinel ---------------------------------------------------------------------------------
+#
+# ``redis+sentinel://[user:pass@]host:port[,...]/service_name[/db][?query]``: the hosts are the
+# sentinels, asked for the primary of ``service_name``. Parsing (pure, ``sentinel_settings``) is
+# kept apart from building the client (``sentinel_client``), for other clients to reuse.
+
+# Query parameters for the sentinels themselves (their own ACL user or requirepass), not the data
+# nodes: the URL's other credentials are the data nodes' and are never sent to a sentinel.
+SENTINEL_CREDENTIALS = {"sentinel_username": "username", "sentinel_password": "password"}
+
+
+@dataclass(frozen=True)
+class SentinelSettings:
+    """What a ``redis+sentinel://`` URL says, parsed: no client, nothing connected."""
+
+    sentinels: list[tuple[str, int]]
+    service_name: str
+    # The data nodes' connection settings: db, username, password, the other query parameters.
+    connection: dict[str, Any]
+    # The sentinels' own credentials (``username``, ``password``), when the query gives them.
+    sentinel: dict[str, Any]
+
+
+def sentinel_settings(url: str) -> SentinelSettings:
+    """Parse ``redis+sentinel://[user:pass@]host:port[,host:port...]/service_name[/db][?...]``.
+
+    The host list and its credentials read as a ``redis+cluster://`` seed list does
+    (:func:`host_list`); the path is the service name the sentinels monitor, percent-decoded,
+    then optionally a database number (``?db=`` wins over it). ``?sentinel_username=`` and
+    ``?sentinel_password=`` are the sentinels' credentials; every other query parameter is a
+    setting of the data nodes' connections, as for ``redis://``.
+
+    :raises ConfigError: (the URL redacted) no sentinel, one that is not ``host:port``, no
+        service name, a path that is not ``/service_name[/db]``, a query value of the wrong type.
+    """
+    nodes, username, password, rest = host_list(url, "sentinel")
+    path, _, query = rest.partition("?")
+    pieces = path.split("/")[1:]
+    if len(pieces) > 1 and pieces[-1] == "":
+        pieces.pop()  # a trailing '/'
+    service = unquote(pieces[0]) if pieces else ""
+    form = "redis+sentinel://host:port[,host:port...]/service_name[/db]"
+    if not service.strip():
+        raise ConfigError(f"url {redact(url)!r} names no service: use {form}, the name the "
+                          "sentinels monitor ('sentinel monitor <name> ...' in sentinel.conf)")
+    if len(pieces) > 2 or (len(pieces) == 2 and not (pieces[1].isascii() and pieces[1].isdigit())):
+        raise ConfigError(f"url {redact(url)!r}: after the service name the path may hold only a "
+                          f"database number ({form})")
+    problem = None
+    try:
+        connection = query_options(query)
+    except ConfigError as exc:
+        problem = str(exc)
+    if problem is not None:
+        raise ConfigError(f"url {redact(url)!r} is invalid: {problem}")
+    sentinel = {SENTINEL_CREDENTIALS[name]: connection.pop(name)
+                for name in list(connection) if name in SENTINEL_CREDENTIALS}
+    connection.pop("username", None)
+    connection.pop("password", None)
+    connection.update({k: v for k, v in (("username", username), ("password", password)) if v})
+    if len(pieces) == 2:
+        connection.setdefault("db", int(pieces[1]))
+    return SentinelSettings(nodes, service, connection, sentinel)
+
+
+class SentinelRedis(redis.Redis):
+    """The client of the primary that ``Sentinel.master_for`` makes, closing the connections to
+    the sentinels as well when it is closed (a ``Sentinel`` leaves that to its owner)."""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:  # (Sentinel.close is recent: close its clients one by one)
+            manager = getattr(self.connection_pool, "sentinel_manager", None)
+            for sentinel in getattr(manager, "sentinels", ()):
+                sentinel.close()
+
+
+def sentinel_client(url: str, client_options: dict[str, Any] | None,
+                    flavour: Flavour = SYNC) -> Any:
+    """A client of the primary that the sentinels of ``redis+sentinel://...`` name, made by
+    redis-py's ``Sentinel(...).master_for(service_name, ...)`` with jobstore's client defaults
+    (timeouts, :func:`default_retry`, :data:`DECODING`), ``client_options`` over them and the
+    URL's settings over both. Nothing is sent yet: the first command asks the sentinels, and
+    after a failover the next connection made asks them again.
+
+    The sentinels get the same connect and socket timeouts, their own credentials
+    (``?sentinel_password=``) and redis-py's retry for them (none: discovery moves on to the
+    next sentinel).
+    """
+    settings = sentinel_settings(url)
+    options = {**CLIENT_DEFAULTS, "retry": default_retry(flavour), **DECODING,
+               **(client_options or {}), **settings.connection}
+    timeouts: dict[str, Any] = {k: options[k] for k in ("socket_connect_timeout", "socket_timeout")
+                                if k in options}
+    if flavour is not SYNC:  # redis.asyncio's Sentinel, with the same settings
+        from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+        return AsyncSentinel(settings.sentinels, sentinel_kwargs={**timeouts, **settings.sentinel}
+                             ).master_for(settings.service_name, **options)
+    from redis.sentinel import Sentinel
+
+    sentinels = Sentinel(settings.sentinels, sentinel_kwargs={**timeouts, **settings.sentinel})
+    client = sentinels.master_for(settings.service_name, redis_class=SentinelRedis, **options)
+    _check_options(client, url)
+    return client
 
 
 def is_cluster(client: object) -> TypeGuard[RedisCluster]:

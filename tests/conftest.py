@@ -12,7 +12,8 @@ import uuid
 import pytest
 
 import jobstore
-from tests.support.servers import RedisCluster, RedisServer, redis_cli_path, redis_server_path
+from tests.support.servers import (RedisCluster, RedisSentinel, RedisServer, redis_cli_path,
+                                  redis_server_path)
 
 STRATEGIES = ["legacy", "workspace", "dual"]
 
@@ -70,6 +71,26 @@ def cluster_url(redis_cluster) -> str:
     client.flushall(target_nodes=client.PRIMARIES)
     client.close()
     return redis_cluster.url
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel():
+    """One private primary, its replica and three sentinels (quorum 2) for the session; the
+    primary moves with every failover a test makes (flushed by ``sentinel_url``)."""
+    need_redis_server()  # sentinel mode is redis-server's own (--sentinel)
+    sentinel = RedisSentinel().start()
+    yield sentinel
+    sentinel.stop()
+
+
+@pytest.fixture
+def sentinel_url(redis_sentinel) -> str:
+    """``redis+sentinel://s1,s2,s3/jobstore`` with the setup settled and its data flushed."""
+    primary = redis_sentinel.wait_settled()
+    client = primary.client()
+    client.flushall()
+    client.execute_command("WAIT", 1, 5000)  # the replica is empty too
+    return redis_sentinel.url
 
 
 @pytest.fixture(params=["memory", "redis", pytest.param("cluster", marks=pytest.mark.cluster)])

@@ -190,6 +190,11 @@ CREDENTIAL_URLS = [
     f"redis+cluster://alice:{ENC}@h1:7000,h2:7001",
     f"redis+cluster://alice:{ENC}@h1:7000,alice:{ENC}@h2:7001",
     f"redis+cluster://h1:7000,h2:7001?password={ENC}",
+    f"redis+sentinel://alice:{ENC}@h1:26379,h2:26379/mymaster/0",
+    f"redis+sentinel://alice:{ENC}@h1:26379,alice:{ENC}@h2:26379/mymaster",
+    f"redis+sentinel://h1:26379/mymaster?password={ENC}",
+    f"redis+sentinel://h1:26379/mymaster?sentinel_password={ENC}",
+    f"redis+sentinel://alice:{ENC}@h1:26379/mymaster?sentinel_password={ENC2}&db=1",
     f"REDIS://alice:{ENC}@h:6379/0",
     f"http://alice:{ENC}@h/",
     # raw reserved characters (invalid, but must not leak either)
@@ -205,6 +210,9 @@ CREDENTIAL_URLS = [
     f"redis+cluster://alice:{SECRET}@h1:7000,h2:7001",
     f"redis+cluster://alice:{SECRET}@h1:7000,alice:{SECRET}@h2:7001",
     f"redis+cluster://alice:{SECRET2}@h1:7000,alice:{SECRET2}@h2:7001",
+    f"redis+sentinel://alice:{SECRET}@h1:26379,h2:26379/mymaster",
+    f"redis+sentinel://alice:{SECRET2}@h1:26379,alice:{SECRET2}@h2:26379/mymaster",
+    f"redis+sentinel://h1:26379/mymaster?sentinel_password={SECRET2}",
     f"alice:{ENC}@h:6379",
     f"alice:{SECRET}@h:6379",
 ]
@@ -234,6 +242,10 @@ REDACTED = [
     (f"redis+cluster://alice:{ENC}@h1:7000,h2:7001", "redis+cluster://alice:***@h1:7000,h2:7001"),
     (f"redis+cluster://alice:{ENC}@h1:7000,alice:{ENC}@h2:7001",
      "redis+cluster://alice:***@h1:7000,alice:***@h2:7001"),
+    (f"redis+sentinel://alice:{ENC}@h1:26379,h2:26379/mymaster/1",
+     "redis+sentinel://alice:***@h1:26379,h2:26379/mymaster/1"),
+    (f"redis+sentinel://h1:26379/mymaster?db=1&sentinel_password={ENC}",
+     "redis+sentinel://h1:26379/mymaster?db=1&sentinel_password=***"),
     (f"redis://alice:{SECRET}@h:6379/0", "redis://alice:***@h:6379/0"),
     ("redis://h:6379/0", "redis://h:6379/0"),
     ("memory://team", "memory://team"),
@@ -269,6 +281,13 @@ MALFORMED_URLS = [
     f"redis+cluster://alice:{SECRET2}@127.0.0.1:1,alice:{SECRET2}@127.0.0.1:2",
     f"redis+cluster://alice:{ENC}@127.0.0.1:1,bob:{ENC2}@127.0.0.1:2",
     f"redis+cluster://alice:{ENC}@127.0.0.1",
+    f"redis+sentinel://alice:{SECRET}@127.0.0.1:1,127.0.0.1:2/mymaster",
+    f"redis+sentinel://alice:{ENC}@127.0.0.1:1,bob:{ENC2}@127.0.0.1:2/mymaster",
+    f"redis+sentinel://alice:{ENC}@127.0.0.1:1/",                # no service name
+    f"redis+sentinel://alice:{ENC}@127.0.0.1/mymaster",          # no port
+    f"redis+sentinel://alice:{ENC}@127.0.0.1:1/mymaster/zero",
+    f"redis+sentinel://alice:{ENC}@127.0.0.1:1/mymaster?no_such_option=1",
+    f"redis+sentinel://127.0.0.1:1/mymaster?sentinel_password={SECRET2}",
 ]
 
 
@@ -311,7 +330,8 @@ def test_urls_are_parsed_by_jobstore_alike_with_every_redis_py():
 
 def test_raw_reserved_characters_are_refused_with_how_to_fix_it():
     for url in (f"redis://alice:{SECRET}@127.0.0.1:1/0", f"redis://alice:{SECRET2}@127.0.0.1:1/0",
-                f"redis+cluster://alice:{SECRET}@127.0.0.1:1"):
+                f"redis+cluster://alice:{SECRET}@127.0.0.1:1",
+                f"redis+sentinel://alice:{SECRET}@127.0.0.1:1/mymaster"):
         with pytest.raises(ConfigError) as info:
             connect(url)
         assert "percent-encode" in str(info.value) and "alice:***@" in str(info.value)
@@ -429,8 +449,10 @@ def test_cli_never_prints_the_secret(acl_server):
         (f"redis://127.0.0.1:{dead}/0?password={ENC}", (3,)),
         (f"unix:///tmp/nonexistent-jobstore.sock?password={ENC}", (3,)),
         (f"redis+cluster://alice:{ENC}@127.0.0.1:{dead},alice:{ENC}@127.0.0.1:{dead}", (3,)),
+        (f"redis+sentinel://alice:{ENC}@127.0.0.1:{dead}/mymaster?sentinel_password={ENC2}", (3,)),
         # malformed: raw reserved characters
         (f"redis://alice:{SECRET}@127.0.0.1:{dead}/0", (2,)),
+        (f"redis+sentinel://alice:{SECRET}@127.0.0.1:{dead}/mymaster", (2,)),
         (f"redis://127.0.0.1:{dead}/0?password={SECRET2}", (2,)),
     ]
     environ = {k: v for k, v in os.environ.items() if k != "JOBSTORE_REDIS_URL"}

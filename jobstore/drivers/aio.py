@@ -13,7 +13,7 @@ import redis
 
 from ..connection import is_cluster
 from ..steps import Pause, Primaries, Scan, Script, Step, Tidy
-from .common import IO, DriverCore, LoadScripts, One, Pipe, ScanStep, Send, decodes
+from .common import IO, DriverCore, LoadScripts, One, Pipe, Reconnect, ScanStep, Send, decodes
 
 if TYPE_CHECKING:
     from ..events import Events
@@ -103,6 +103,11 @@ class AsyncDriver:
         if isinstance(request, LoadScripts):
             for lua in self.core.scripts.values():
                 await self.client.script_load(lua.source)
+            return None
+        if isinstance(request, Reconnect):
+            pool = getattr(self.client, "connection_pool", None)  # (a cluster client has none)
+            if pool is not None:
+                await pool.disconnect(inuse_connections=False)
             return None
         if isinstance(request, Pause):
             await asyncio.sleep(request.seconds)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
-from ..connection import REDIS_ERRORS, UNAVAILABLE, _unknown_command, reported
+from ..connection import REDIS_ERRORS, UNAVAILABLE, _unknown_command, demoted, reported
 from ..errors import NotReplicated
 from ..scripts import ALL as ALL_SCRIPTS
 from ..steps import (Batch, Call, Command, Pause, Primaries, Refresh, Refused, Scan, Script, Step,
@@ -72,9 +72,16 @@ class ScanStep:
     step: Scan
 
 
+@dataclass(frozen=True)
+class Reconnect:
+    """Close the client's idle pooled connections (reply None): a primary that a failover made a
+    replica answered, and the next connections must be made afresh (through Sentinel, to the
+    new primary)."""
+
+
 # Pause (sleep, reply None), Tidy (hand the keys to the tidier, reply None) and Primaries (the
 # primaries' names, unsorted) are passed to the driver as they are.
-IO = One | Pipe | LoadScripts | Send | ScanStep | Pause | Tidy | Primaries
+IO = One | Pipe | LoadScripts | Send | ScanStep | Reconnect | Pause | Tidy | Primaries
 
 
 class DriverCore:
@@ -122,9 +129,13 @@ class DriverCore:
             return result
         except REDIS_ERRORS as exc:
             # RedisError: on Cluster, redis-py reports a command the server lacks as a bare one.
+            if demoted(exc):
+                yield Reconnect()
             raise reported(exc, self.label) from exc
         except Refused as refused:  # as if redis-py had raised Redis's refusal itself
             cause = redis.exceptions.ResponseError(*refused.args)
+            if demoted(cause):  # a script's write on a demoted primary
+                yield Reconnect()
             raise reported(cause, self.label) from cause
 
     def step(self, step: Step, short: list[int] | None = None,

@@ -15,7 +15,7 @@ import redis
 
 from ..connection import Client, is_cluster
 from ..steps import Pause, Primaries, Scan, Script, Step, Tidy
-from .common import IO, DriverCore, LoadScripts, One, Pipe, ScanStep, Send, decodes
+from .common import IO, DriverCore, LoadScripts, One, Pipe, Reconnect, ScanStep, Send, decodes
 
 log = logging.getLogger("jobstore.driver")
 
@@ -104,6 +104,11 @@ class SyncDriver:
         if isinstance(request, LoadScripts):
             for lua in self.core.scripts.values():
                 self.client.script_load(lua.source)
+            return None
+        if isinstance(request, Reconnect):
+            pool = getattr(self.client, "connection_pool", None)  # (a cluster client has none)
+            if pool is not None:
+                pool.disconnect(inuse_connections=False)
             return None
         if isinstance(request, Pause):
             time.sleep(request.seconds)

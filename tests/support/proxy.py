@@ -17,7 +17,7 @@ matching a command name such as ``b"EVALSHA"`` in a chunk is reliable enough.
 
 from __future__ import annotations
 
-import select
+import selectors
 import socket
 import threading
 
@@ -178,11 +178,11 @@ class FaultProxy:
         assert listener is not None
         while not self._stopping.is_set():
             try:
-                ready, _, _ = select.select([listener], [], [], _TICK)
+                ready = _readable([listener], _TICK)
                 if not ready:
                     continue
                 client, _ = listener.accept()
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a closed listener has no descriptor
                 return  # listener closed by stop()
             try:
                 server = socket.create_connection(self.target, timeout=self.reply_timeout)
@@ -203,7 +203,7 @@ class FaultProxy:
     def _pump(self, pair: _Pair) -> None:
         try:
             self._pump_until_closed(pair)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a socket closed meanwhile
             pass
         finally:
             with self._lock:
@@ -214,7 +214,7 @@ class FaultProxy:
         while not (self._stopping.is_set() or pair.closed.is_set()):
             if not self._running.wait(_TICK):
                 continue  # paused: leave the bytes in the kernel buffers
-            readable, _, _ = select.select([pair.client, pair.server], [], [], _TICK)
+            readable = _readable([pair.client, pair.server], _TICK)
             if not self._running.is_set():
                 continue  # paused while we were waiting
             if pair.server in readable:
@@ -242,7 +242,17 @@ class FaultProxy:
             return True
         # Wait for (and discard) the reply so the command has certainly run
         # before the client's connection goes away.
-        ready, _, _ = select.select([pair.server], [], [], self.reply_timeout)
+        ready = _readable([pair.server], self.reply_timeout)
         if ready:
             pair.server.recv(_CHUNK)
         return False
+
+
+def _readable(socks: list[socket.socket], timeout: float) -> list[socket.socket]:
+    """The sockets of ``socks`` ready to read within ``timeout`` seconds: select() through
+    ``selectors`` (poll/epoll), which, unlike select.select, takes descriptors above 1023 (a
+    process that opened many connections has them)."""
+    with selectors.DefaultSelector() as selector:
+        for sock in socks:
+            selector.register(sock, selectors.EVENT_READ)
+        return [key.fileobj for key, _ in selector.select(timeout)]  # type: ignore[misc]

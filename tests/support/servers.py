@@ -1,4 +1,5 @@
-"""Throwaway ``redis-server`` processes (standalone and 3-node cluster) for tests.
+"""Throwaway ``redis-server`` processes (standalone, 3-node cluster, and a primary with a
+replica under three sentinels) for tests.
 
 Every server binds 127.0.0.1 on a port of its own, runs without persistence in a
 private temp directory, and is torn down by ``stop()`` (or the context manager).
@@ -17,6 +18,7 @@ import subprocess
 import tempfile
 import time
 import weakref
+from collections.abc import Callable
 from urllib.parse import quote
 
 import redis
@@ -30,6 +32,7 @@ __all__ = [
     "redis_cli_path",
     "RedisServer",
     "RedisCluster",
+    "RedisSentinel",
 ]
 
 HOST = "127.0.0.1"
@@ -311,6 +314,7 @@ class RedisServer:
         assert self.dir is not None and self.port is not None
         cmd = [
             path,
+            *self._leading_args(),
             "--port", str(self.port),
             "--bind", self.host,
             "--save", "",
@@ -331,6 +335,10 @@ class RedisServer:
             )
         _live.add(self)
         self._wait_ready()
+
+    def _leading_args(self) -> list[str]:
+        """What goes before every other argument: a config file (a sentinel's)."""
+        return []
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -497,3 +505,183 @@ class RedisCluster:
         raise RuntimeError(
             f"cluster not ok after {self.ready_timeout}s; nodes not ready: {pending}\n{self.logs()}"
         )
+
+
+class SentinelProcess(RedisServer):
+    """One sentinel (``redis-server <conf> --sentinel``) monitoring ``service`` on ``primary``.
+
+    Sentinel rewrites its config file as it learns the topology, so the file lives in the
+    process's temp dir; a ``restart()`` keeps what it learnt."""
+
+    def __init__(self, service: str, primary: tuple[str, int], quorum: int, *,
+                 down_after_ms: int, failover_timeout_ms: int) -> None:
+        super().__init__()
+        self.service = service
+        self.monitor = primary
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    def _leading_args(self) -> list[str]:
+        assert self.dir is not None
+        conf = os.path.join(self.dir, "sentinel.conf")
+        if not os.path.exists(conf):
+            host, port = self.monitor
+            with open(conf, "w") as f:
+                f.write(f"sentinel monitor {self.service} {host} {port} {self.quorum}\n"
+                        f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+                        f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}\n"
+                        f"sentinel parallel-syncs {self.service} 1\n")
+        return [conf, "--sentinel"]
+
+
+class RedisSentinel:
+    """A primary, its replica and three sentinels (quorum 2) on loopback, with failure detection
+    and failover timeouts low enough for a failover to take a few seconds."""
+
+    host = HOST
+    service = "jobstore"
+
+    def __init__(self, sentinels: int = 3, quorum: int = 2, *, down_after_ms: int = 1000,
+                 failover_timeout_ms: int = 5000, ready_timeout: float = 30.0) -> None:
+        self.size = sentinels
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.ready_timeout = ready_timeout
+        self.data: list[RedisServer] = []  # the primary and the replica, whichever is which
+        self.sentinels: list[SentinelProcess] = []
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://127.0.0.1:s1,127.0.0.1:s2,127.0.0.1:s3/jobstore``."""
+        return ("redis+sentinel://" + ",".join(f"{s.host}:{s.port}" for s in self.sentinels)
+                + f"/{self.service}")
+
+    def start(self) -> RedisSentinel:
+        """Start the primary, the replica and the sentinels; return once all agree."""
+        try:
+            primary = RedisServer().start()
+            self.data.append(primary)
+            self.data.append(RedisServer(args=["--replicaof", primary.host, str(primary.port)]).start())
+            for _ in range(self.size):
+                sentinel = SentinelProcess(self.service, (primary.host, primary.port), self.quorum,
+                                           down_after_ms=self.down_after_ms,
+                                           failover_timeout_ms=self.failover_timeout_ms)
+                self.sentinels.append(sentinel)
+                sentinel.start()
+            self.wait_settled()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.data]:
+            server.stop()
+        self.sentinels.clear()
+        self.data.clear()
+
+    def __enter__(self) -> RedisSentinel:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _sentinel_client(self, sentinel: RedisServer) -> redis.Redis:
+        return sentinel.client(socket_timeout=1, decode_responses=True)
+
+    def _by_port(self, port: int) -> RedisServer:
+        (server,) = [s for s in self.data if s.port == port]
+        return server
+
+    def primary(self) -> RedisServer:
+        """The data node the sentinels name as the primary now."""
+        host, port = self._sentinel_client(self.sentinels[0]).sentinel_get_master_addr_by_name(
+            self.service)
+        return self._by_port(int(port))
+
+    def replica(self) -> RedisServer:
+        """The data node that is not the primary."""
+        primary = self.primary()
+        (other,) = [s for s in self.data if s is not primary]
+        return other
+
+    def failover(self) -> tuple[RedisServer, RedisServer]:
+        """``SENTINEL FAILOVER``: the replica is promoted, the old primary made its replica.
+        Returns ``(old primary, new primary)`` once every sentinel and both nodes agree."""
+        old = self.primary()
+        self._sentinel_client(self.sentinels[0]).execute_command("SENTINEL", "FAILOVER",
+                                                                 self.service)
+        new = self.wait_settled(not_on=old)
+        return old, new
+
+    def kill_primary(self, on_killed: Callable[[], None] | None = None
+                     ) -> tuple[RedisServer, RedisServer]:
+        """SIGKILL the primary (then call ``on_killed()``, the process gone); once the
+        sentinels promoted the replica (after ``down_after_ms``, a second or two), restart the
+        old one as the new one's replica (empty: persistence is off), as an operator or a
+        managed service brings a failed node back. Returns ``(old, new)`` once all agree."""
+        old = self.primary()
+        old.kill()
+        if on_killed is not None:
+            on_killed()
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            try:
+                new = self.primary()
+            except (redis.RedisError, OSError, ValueError):
+                new = old
+            if new is not old and new.client(decode_responses=True).info(
+                    "replication")["role"] == "master":
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no replica was promoted in {self.ready_timeout}s\n"
+                                   + "\n".join(s.log_tail() for s in self.sentinels))
+            time.sleep(0.05)
+        old.extra_args = ["--replicaof", new.host, str(new.port)]
+        old.restart()
+        return old, self.wait_settled(not_on=old)
+
+    def wait_settled(self, not_on: RedisServer | None = None) -> RedisServer:
+        """Wait until every sentinel names the same primary (not ``not_on``) with no failover
+        under way and sees every other sentinel and the replica, the primary says it is one,
+        and the replica's link to it is up; return the primary."""
+        deadline = time.monotonic() + self.ready_timeout
+        why = ""
+        while time.monotonic() < deadline:
+            why = self._unsettled(not_on)
+            if not why:
+                return self.primary()
+            time.sleep(0.1)
+        logs = "\n".join(f"--- {s.port} ---\n{s.log_tail()}" for s in [*self.data, *self.sentinels])
+        raise RuntimeError(f"the sentinel setup did not settle in {self.ready_timeout}s: {why}\n{logs}")
+
+    def _unsettled(self, not_on: RedisServer | None) -> str:
+        """Why the setup has not settled yet, or ``""``."""
+        try:
+            states = [self._sentinel_client(s).sentinel_master(self.service) for s in self.sentinels]
+            ports = {int(state["port"]) for state in states}
+            if len(ports) != 1:
+                return f"the sentinels name different primaries: {ports}"
+            (port,) = ports
+            if not_on is not None and port == not_on.port:
+                return "the sentinels still name the old primary"
+            for state in states:
+                if state["flags"] != "master" or state["num-slaves"] < 1 or (
+                        state["num-other-sentinels"] < self.size - 1):
+                    return f"a sentinel sees {state}"
+            primary = self._by_port(port)
+            if primary.client(decode_responses=True).info("replication")["role"] != "master":
+                return "the primary named is not one yet"
+            for server in self.data:
+                if server is not primary and server.client(decode_responses=True).info(
+                        "replication").get("master_link_status") != "up":
+                    return f"the replica {server.port} is not linked to the primary yet"
+            for sentinel in self.sentinels:
+                replicas = self._sentinel_client(sentinel).sentinel_slaves(self.service)
+                if not any(r["port"] != port and "s_down" not in r["flags"] for r in replicas):
+                    return f"sentinel {sentinel.port} has no live replica: {replicas}"
+        except (redis.RedisError, OSError, KeyError, ValueError) as exc:
+            return repr(exc)
+        return ""
