@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from .errors import NotReplicated
+from .phases import migration_name
 from .scripts import ALL as ALL_SCRIPTS
 # What redis-py raises is translated where clients are made (connect() needs it too); MINIMUM is
 # also importable from here, where it was defined before.
@@ -189,7 +190,9 @@ class SyncDriver:
         self.strategy.apply_state(reply, time.monotonic())
         phase = self.strategy.describe().get("phase")
         if self.events is not None and phase:
-            self.events.phase(getattr(self.strategy, "migration", self.strategy.name), phase)
+            schemas = self.strategy.migration_schemas()
+            self.events.phase(migration_name(schemas[0].name, schemas[1].name) if schemas
+                              else self.strategy.name, phase)
 
     def _send(self, calls: tuple[Any, ...], tolerate: bool = False) -> list[Any]:
         if len(calls) == 1:

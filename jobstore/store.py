@@ -493,15 +493,18 @@ class JobStore:
         return self._run(self._writes.delete(self.context, job_id, workspace_id), "delete", workspace_id)
 
     def migration(self) -> Migration:
-        """The :class:`jobstore.migration.Migration` between this ``dual`` store's schemas.
+        """The :class:`jobstore.migration.Migration` between the two schemas whose migration this
+        store's strategy follows (``dual``'s source and target; any strategy's
+        :meth:`~jobstore.Strategy.migration_schemas`).
 
-        :raises ConfigError: the store's strategy is not ``dual``.
+        :raises ConfigError: the store's strategy follows no migration.
         """
         from .migration import Migration
 
-        source, target = getattr(self.strategy, "source", None), getattr(self.strategy, "target", None)
-        if source is None or target is None:
+        schemas = self.strategy.migration_schemas()
+        if schemas is None:
             raise ConfigError(f"strategy {self.strategy.name!r} has no migration; open the store with 'dual'")
+        source, target = schemas
         return Migration(self.client, source=source.name, target=target.name, prefix=self.prefix,
                          own_prefix=self.own_prefix, url=self.url, events=self.events,
                          allow_eviction=self.allow_eviction)
