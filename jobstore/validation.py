@@ -1,4 +1,4 @@
-"""Argument checks that run before anything touches Redis (contract section 5)."""
+"""Argument checks that run before anything touches Redis."""
 
 from __future__ import annotations
 
