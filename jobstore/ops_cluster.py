@@ -25,7 +25,7 @@ from .dead_letters import DeadLetter, entry_problem, printable
 from .errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
                      LeaseLost)
 from .job import Job, JobStatus, count, parse_time, record_problem
-from .rules import OP
+from .rules import LEASE_EXPIRED, OP
 from .ops import (Context, Op, _keys, addressed, as_record, corrupt, fenced_script, now,
                   queue_entry, spent_markers, update_outcome, SPENT_PER_CALL)
 from .scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, EXTEND, LEASE_CLAIM,
@@ -418,8 +418,7 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
         at, iso = now(ctx)
         try:
             if attempts >= ctx.max_attempts:
-                why = (f"lease expired on attempt {attempts} of {ctx.max_attempts} (max_attempts): "
-                       "the worker holding the job stopped renewing it")
+                why = LEASE_EXPIRED % (attempts, ctx.max_attempts)
                 yield from _move(ctx, mark, keys, workspace_id, job_id, JobStatus.FAILED,
                                  JobStatus.RUNNING.value, {"status": JobStatus.FAILED.value,
                                                            "error": why, "updated_at": at,

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from .. import validation
 from ..job import JobStatus
 
-ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
-MAX_ID = 128
+ID_CHARS = validation.ID_CHARS
+MAX_ID = validation.MAX_ID_LENGTH
 
 # Until a run draws its own pools (its first step), and for machines that skip that step.
 WORKSPACES = ("ws-a", "ws-b", "ws-c")

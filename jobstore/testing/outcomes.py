@@ -14,6 +14,7 @@ from ..errors import JobExists, JobStoreError
 from ..job import Job
 from ..migration import Migration
 from ..store import JobStore
+from ..validation import ID_CLASS
 from .draws import MAX_ID
 from .model import ModelJob, job_view
 
@@ -102,7 +103,7 @@ def _error_details(exc: Exception) -> tuple[object, ...]:
     return ()
 
 
-_LONG = re.compile(r"[A-Za-z0-9_.\-]{33,}")
+_LONG = re.compile(rf"[{ID_CLASS}]{{33,}}")
 
 
 def _abbreviate(text: str) -> str:
