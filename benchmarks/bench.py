@@ -1,4 +1,5 @@
-"""jobstore against hand-written redis-py, every row of issue 13 side by side in one run.
+"""jobstore against hand-written redis-py, every row of the performance targets
+(docs/performance.md) side by side in one run.
 
     .venv/bin/python benchmarks/bench.py                 # standalone rows, a few minutes
     .venv/bin/python benchmarks/bench.py --quick         # smoke run, ~30 s
@@ -76,7 +77,7 @@ class Row:
     name: str           # as printed
     unit: str           # of the jobstore and baseline values: ops/s, keys/s, B/job, ms, keys/job
     baseline: str       # what the baseline is, in short
-    target: str = ""    # the issue's target, as printed
+    target: str = ""    # the target (docs/performance.md), as printed
     op: str = ""        # '>=' or '<=': how the target compares ...
     bound: float = 0.0  # ... with this number ...
     on: str = "ratio"   # ... applied to the ratio, or to the jobstore 'value'

@@ -1,4 +1,4 @@
-"""The issue's acceptance run: migrate 100,000 legacy jobs on real Redis under live traffic.
+"""The acceptance run: migrate 100,000 legacy jobs on real Redis under live traffic.
 
     python benchmarks/migrate_100k.py [--url redis://127.0.0.1:6399/0] [--jobs 100000]
 

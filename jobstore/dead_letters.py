@@ -14,14 +14,15 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .validation import IDENTIFIER
+from .layout import StoreKeys
+from .validation import ID_ALPHABET, IDENTIFIER, MAX_ID_LENGTH
 
 # The list keeps the newest letters only: a flood of bad entries cannot fill Redis.
 MAX_DEAD_LETTERS = 10_000
 
 NO_SEPARATOR = "no ':' between the workspace id and the job id"
-BAD_WORKSPACE = "the workspace id is empty or not 1-128 characters of A-Z a-z 0-9 _ . -"
-BAD_JOB = "the job id is empty or not 1-128 characters of A-Z a-z 0-9 _ . -"
+BAD_WORKSPACE = f"the workspace id is empty or not 1-{MAX_ID_LENGTH} characters of {ID_ALPHABET}"
+BAD_JOB = f"the job id is empty or not 1-{MAX_ID_LENGTH} characters of {ID_ALPHABET}"
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,9 @@ def printable(entry: str) -> str:
 
 def entry_problem(entry: str) -> str | None:
     """Why a queue entry cannot be parsed, or None. The DEQUEUE script applies the same rules."""
-    workspace_id, sep, rest = entry.partition("\x1f")[0].partition(":")
-    if not sep:
+    if ":" not in StoreKeys.entry_head(entry):
         return NO_SEPARATOR
-    job_id = rest.partition(":")[0]
+    workspace_id, job_id, _ = StoreKeys.parse_queue_entry(entry)
     if not IDENTIFIER.fullmatch(workspace_id):
         return BAD_WORKSPACE
     if not IDENTIFIER.fullmatch(job_id):

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from .codec import TIME_FORMATS as TIME_FORMATS
 from .codec import Codec, _decode_json, encode_json
 from .errors_base import CorruptRecord
-from .rules import MAX_COUNT_DIGITS
+from .rules import count as count
 
 
 class JobStatus(str, enum.Enum):
@@ -261,13 +261,6 @@ def format_time(seconds: float, time_format: str = "epoch") -> str:
         return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
             timespec="microseconds")
     return repr(float(seconds))
-
-
-def count(value: str | None) -> int:
-    """A stored counter (``attempts``): up to :data:`jobstore.rules.MAX_COUNT_DIGITS` decimal
-    digits, else 0, as the scripts read it."""
-    return int(value) if (value and len(value) <= MAX_COUNT_DIGITS and value.isascii()
-                          and value.isdigit()) else 0
 
 
 def record_problem(data: Mapping[str, str]) -> tuple[str, str] | None:

@@ -132,8 +132,14 @@ class StoreKeys:
             f"{CARRIED}{name}={key}" for name, key in carried)
 
     @staticmethod
+    def entry_head(entry: str) -> str:
+        """The entry without the record keys it carries: ``workspace:job:stamp`` (or a bare
+        job id, or whatever else was pushed)."""
+        return entry.partition(CARRIED)[0]
+
+    @staticmethod
     def parse_queue_entry(entry: str) -> tuple[str, str, str]:
         """``(workspace_id, job_id, stamp)``; the stamp is "" for an entry without one."""
-        workspace_id, _, rest = entry.partition(CARRIED)[0].partition(":")
+        workspace_id, _, rest = StoreKeys.entry_head(entry).partition(":")
         job_id, _, stamp = rest.partition(":")
         return workspace_id, job_id, stamp

@@ -44,6 +44,11 @@ class Phase(str, enum.Enum):
 DEFAULT_PHASE = Phase.READ_TARGET  # dual's behaviour before any phase is stored
 
 
+def migration_name(source: str, target: str) -> str:
+    """The name of the ``source`` -> ``target`` migration, as events and metrics label it."""
+    return f"{source}:{target}"
+
+
 def parse_phase(value: object) -> Phase:
     try:
         return Phase(value)

@@ -26,7 +26,7 @@ from .errors import ConfigError, PluginError, UnknownStrategy
 from .determinism import check_across_processes
 from .schema import KeySchema, check_schema
 from .strategy import SchemaStrategy, Strategy
-from .validation import IDENTIFIER
+from .validation import ID_ALPHABET, IDENTIFIER
 
 DEFAULT_PREFIX = "ai"
 
@@ -67,7 +67,7 @@ class Registry:
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {plugin!r} registered {item.__name__} without a name")
         if not IDENTIFIER.fullmatch(name):
-            raise PluginError(f"plugin {plugin!r} registered the name {name!r}: use A-Z a-z 0-9 _ . -")
+            raise PluginError(f"plugin {plugin!r} registered the name {name!r}: use {ID_ALPHABET}")
         if kind is KeySchema:
             # A schema that cannot work fails here, naming the plugin, not at open: its
             # key_format, and its keys on generated ids, against every schema registered before

@@ -23,8 +23,10 @@ Between two copies of one job (same workspace):
   except that the mutable fields may differ when the target is at least as new.
 
 The standalone scripts (one script sees both copies) include the Lua form,
-``jobstore/lua/includes/rules.lua`` (its constants rendered from this module: :data:`MUTABLE`,
-:data:`STATUS_RANK`, :data:`MAX_COUNT_DIGITS`); Redis Cluster decides in Python
+``jobstore/lua/includes/rules.lua`` (with ``count.lua``, :func:`count`, and ``status.lua``,
+:data:`STATUS_RANK` and :func:`moved_past`; their constants rendered from this module:
+:data:`MUTABLE`, :data:`STATUS_RANK`, :data:`MAX_COUNT_DIGITS`, :data:`LEASE_EXPIRED`); Redis
+Cluster decides in Python
 (:func:`decide_sync`, :func:`same_record`) because the copies sit in different slots. The
 differential test ``tests/test_rules.py`` feeds both forms the same cases.
 """
@@ -51,12 +53,23 @@ STATUS_RANK = {"pending": 0, "running": 1, "completed": 2, "failed": 2, "cancell
 MAX_COUNT_DIGITS = 15
 
 
-def rev(record: Mapping[str, str]) -> int:
-    """A record's write count; 0 when absent or not a count (written by another tool)."""
-    value = record.get(REV) or ""
-    if value.isascii() and value.isdigit() and len(value) <= MAX_COUNT_DIGITS:
+# Why a job whose lease ran out on its last attempt failed: ``LEASE_EXPIRED % (attempts,
+# max_attempts)`` (the scripts render it and fill it in with string.format).
+LEASE_EXPIRED = ("lease expired on attempt %d of %d (max_attempts): the worker holding the job "
+                 "stopped renewing it")
+
+
+def count(value: str | None) -> int:
+    """A stored count (a write count, an attempt count): up to :data:`MAX_COUNT_DIGITS` decimal
+    digits, else 0 (absent, or written by another tool), as the scripts read it."""
+    if value and value.isascii() and value.isdigit() and len(value) <= MAX_COUNT_DIGITS:
         return int(value)
     return 0
+
+
+def rev(record: Mapping[str, str]) -> int:
+    """A record's write count; 0 when absent or not a count (written by another tool)."""
+    return count(record.get(REV))
 
 
 def newer(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
@@ -83,6 +96,24 @@ def same_content(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     return all(b.get(k) == v for k, v in a.items() if k != REV) and all(
         a.get(k) == v for k, v in b.items() if k != REV
     )
+
+
+def same_identity(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    """Equal in every field outside :data:`MUTABLE`: one job, perhaps further along in one."""
+    return all(b.get(k) == v for k, v in a.items() if k not in MUTABLE) and all(
+        a.get(k) == v for k, v in b.items() if k not in MUTABLE
+    )
+
+
+def compared(source: Mapping[str, str], target: Mapping[str, str]) -> str:
+    """What verify finds comparing a source record with its target copy (both present, both
+    the workspace's): ``same``, ``target_newer`` (the same job, a later write count in the
+    target) or ``differing``."""
+    if same_content(source, target):
+        return "same"
+    if same_identity(source, target) and newer(target, source):
+        return "target_newer"
+    return "differing"
 
 
 def union(winner: Mapping[str, str], loser: Mapping[str, str]) -> dict[str, str]:

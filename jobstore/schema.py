@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from .errors import PluginError
 from .layout import RESERVED_NAMESPACES
-from .validation import ID_CLASS, MAX_ID_LENGTH
+from .validation import ID_CHARS, ID_CLASS, MAX_ID_LENGTH
 
 if TYPE_CHECKING:
     from .codec import Codec
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 WORKSPACE_MARK = "\x01"
 JOB_MARK = "\x02"
 _ID = rf"([{ID_CLASS}]{{1,{MAX_ID_LENGTH}}})"
-_ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_ID_CHARS = set(ID_CHARS)
 
 
 class KeySchema:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from . import job, rules, validation
+from . import dead_letters, job, rules, validation
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -130,6 +130,11 @@ def constants() -> dict[str, str]:
         "MUTABLE": lua_table((name, True) for name in rules.MUTABLE_FIELDS),
         "STATUS_RANK": lua_table(rules.STATUS_RANK.items()),
         "MAX_COUNT_DIGITS": str(rules.MAX_COUNT_DIGITS),
+        "LEASE_EXPIRED": lua_string(rules.LEASE_EXPIRED),
+        # jobstore.dead_letters
+        "NO_SEPARATOR": lua_string(dead_letters.NO_SEPARATOR),
+        "BAD_WORKSPACE": lua_string(dead_letters.BAD_WORKSPACE),
+        "BAD_JOB": lua_string(dead_letters.BAD_JOB),
         # jobstore.validation
         "ID_CLASS": lua_class(validation.ID_CLASS),
         "MAX_ID_LENGTH": str(validation.MAX_ID_LENGTH),

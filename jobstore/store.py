@@ -309,9 +309,11 @@ class JobStore(StoreCore):
         return self._run(self._call_delete(job_id, workspace_id))
 
     def migration(self) -> Migration:
-        """The :class:`jobstore.migration.Migration` between this ``dual`` store's schemas.
+        """The :class:`jobstore.migration.Migration` between the two schemas whose migration this
+        store's strategy follows (``dual``'s source and target; any strategy's
+        :meth:`~jobstore.Strategy.migration_schemas`).
 
-        :raises ConfigError: the store's strategy is not ``dual``.
+        :raises ConfigError: the store's strategy follows no migration.
         """
         from .migration import Migration
 

@@ -197,13 +197,15 @@ class StoreCore:
         return Call(self._writes.delete(self.context, job_id, workspace_id), "delete", workspace_id)
 
     def _migration_options(self) -> dict[str, Any]:
-        """What a Migration (sync or asyncio) between this ``dual`` store's schemas is made with.
+        """What a Migration (sync or asyncio) between the two schemas whose migration this
+        store's strategy follows (:meth:`jobstore.Strategy.migration_schemas`) is made with.
 
-        :raises ConfigError: the store's strategy is not ``dual``.
+        :raises ConfigError: the store's strategy follows no migration.
         """
-        source, target = getattr(self.strategy, "source", None), getattr(self.strategy, "target", None)
-        if source is None or target is None:
+        schemas = self.strategy.migration_schemas()
+        if schemas is None:
             raise ConfigError(f"strategy {self.strategy.name!r} has no migration; open the store with 'dual'")
+        source, target = schemas
         return dict(source=source.name, target=target.name, prefix=self.prefix,
                     own_prefix=self.own_prefix, url=self.url, events=self.events,
                     allow_eviction=self.allow_eviction)

@@ -83,6 +83,17 @@ class Strategy:
     def apply_state(self, reply: Any, now: float) -> None:
         """Take the reply to :meth:`state_request`'s command."""
 
+    def migration_schemas(self) -> tuple[KeySchema, KeySchema] | None:
+        """``(source, target)`` when the routing follows the phase of the migration between
+        these two schemas (the phase ``jobstore migrate phase`` and :class:`Migration` switch),
+        else None (the default).
+
+        A strategy that returns them gets :meth:`JobStore.migration` (the
+        :class:`jobstore.migration.Migration` between them) and its phase readings reach
+        ``Events.phase`` under that migration's name. ``dual`` is one such strategy.
+        """
+        return None
+
     def fence(self) -> tuple[str, str, str] | None:
         """``(state key, phase routed for, phase when none is stored)`` for writes to check
         atomically, or None when routing depends on no stored state."""

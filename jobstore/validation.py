@@ -1,4 +1,4 @@
-"""Argument checks that run before anything touches Redis (contract section 5)."""
+"""Argument checks that run before anything touches Redis."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ from .errors import ConfigError, InvalidArgument, InvalidIdentifier, PayloadTooL
 from .codec import encode_json
 from .job import JobStatus
 
-# A workspace or job id: 1 to MAX_ID_LENGTH of these characters (a regular expression's class,
-# rendered into the Lua scripts too).
-ID_CLASS = r"A-Za-z0-9_.\-"
+# A workspace or job id: 1 to MAX_ID_LENGTH characters of the id alphabet: these ranges and
+# these other characters. The forms below are made from them: ID_CLASS, a regular expression's
+# class (rendered into the Lua scripts too), ID_CHARS, every character in order, ID_ALPHABET,
+# as messages name it.
+_ID_RANGES = ("A-Z", "a-z", "0-9")
+_ID_OTHERS = "_.-"
+ID_CLASS = "".join(_ID_RANGES) + _ID_OTHERS.replace("-", "\\-")
+ID_CHARS = "".join(chr(c) for r in _ID_RANGES for c in range(ord(r[0]), ord(r[2]) + 1)) + _ID_OTHERS
+ID_ALPHABET = " ".join([*_ID_RANGES, *_ID_OTHERS])
 MAX_ID_LENGTH = 128
 IDENTIFIER = re.compile(rf"[{ID_CLASS}]{{1,{MAX_ID_LENGTH}}}")
 # A key prefix may nest namespaces with ':' but can never carry glob or hash-tag characters.
@@ -36,7 +42,7 @@ def identifier(argument: str, value: Any) -> str:
             reason = f"is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
         else:
             bad = sorted({c for c in value if not IDENTIFIER.fullmatch(c)})
-            reason = f"may only contain A-Z a-z 0-9 _ . - (found {''.join(bad)!r})"
+            reason = f"may only contain {ID_ALPHABET} (found {''.join(bad)!r})"
         raise InvalidIdentifier(argument, value, reason)
     return value
 

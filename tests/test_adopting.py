@@ -1,4 +1,4 @@
-"""Taking over a running deployment (issue #15): the replaced queue class and jobstore side by side.
+"""Taking over a running deployment: the replaced queue class and jobstore side by side.
 
 The service jobstore replaces writes ``HSET ai:jobs:<id>`` and ``RPUSH``es the bare id onto its
 own list; its workers ``LPOP``. During a rolling deploy, old and jobstore processes both enqueue

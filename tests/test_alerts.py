@@ -1,4 +1,4 @@
-"""The alert rules and the Grafana dashboard pass Prometheus's own checker (issue 14).
+"""The alert rules and the Grafana dashboard pass Prometheus's own checker.
 
 - ``promtool check rules`` on docs/alerts/jobstore-canary.rules.yml;
 - ``promtool test rules`` on docs/alerts/tests/<alert>.test.yml, one unit test file per alert,

@@ -1,4 +1,4 @@
-"""The command line behaves as an operator and a script expect (issue 14).
+"""The command line behaves as an operator and a script expect.
 
 Destructive commands ask first (``--yes`` for scripts), exit codes are in ``--help`` and errors
 come through click's exception path as one ``Error: ...`` line, a Redis failing in the middle of a

@@ -307,7 +307,7 @@ def test_an_enqueue_cut_in_target_only_completes_after_the_rollback(cluster):
 
 def test_script_calls_are_routed_without_asking_the_server_for_their_keys(cluster_url):
     """redis-py's cluster pipeline asked every node ``COMMAND GETKEYS`` for each script call it
-    queued: one more round trip per script call, in sequence (issue 13: a cluster enqueue
+    queued: one more round trip per script call, in sequence (a cluster enqueue
     took five round trips for its three steps). The keys of a script call are in the call."""
     store = jobstore.open(cluster_url, "dual", phase="dual-write")
     client = store.client

@@ -1,4 +1,4 @@
-"""Codecs (issue 15): a service keeps the encoding the readers of its records expect.
+"""Codecs: a service keeps the encoding the readers of its records expect.
 
 The replaced service wrote params and result with ``json.dumps(value)`` (spaces after ':' and
 ',', keys in insertion order) and times as ISO 8601; its readers ``json.loads`` them. A store

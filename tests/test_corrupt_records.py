@@ -1,4 +1,4 @@
-"""Records and queue entries jobstore cannot decode (issue 11), on every backend.
+"""Records and queue entries jobstore cannot decode, on every backend.
 
 A record whose ``created_at`` is not a number, whose status is outside the enum, or which has no
 ``job_id`` or ``workspace_id`` is reported as ``CorruptRecord`` (naming its key and field) by

@@ -1,5 +1,5 @@
 """``jobstore demo --url`` refuses a Redis whose prefix is in use, wherever in the keyspace the
-prefix's keys are (issue 10: the guard looked at the first SCAN page only, and among 100,000
+prefix's keys are (a guard that looked at the first SCAN page only, and among 100,000
 other keys it ran the demo migration on a service's real keys)."""
 
 from __future__ import annotations

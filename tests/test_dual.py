@@ -1,4 +1,5 @@
-"""The dual strategy: phase 1 of the original migration, and each fixed phase."""
+"""The dual strategy: before any phase is stored it behaves as read-target (write both, read
+the target first, fall back to the source), and each fixed phase."""
 
 from __future__ import annotations
 

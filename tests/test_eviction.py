@@ -1,4 +1,4 @@
-"""A Redis that may evict keys is refused (issue 10), and a migration state that vanished is not
+"""A Redis that may evict keys is refused, and a migration state that vanished is not
 silently replaced by the default phase.
 
 Each policy runs on a redis-server of its own, started with ``--maxmemory-policy`` as an operator

@@ -65,7 +65,7 @@ def test_records_from_older_code_decode():
               st.lists(st.integers(), max_size=2), st.tuples(st.integers())),
     max_size=6))
 def test_the_enqueue_shortcut_gives_exactly_what_the_stored_json_reads_back_as(params):
-    """jobstore.job.plain_params skips decoding the JSON enqueue just wrote (issue 13): where it
+    """jobstore.job.plain_params skips decoding the JSON enqueue just wrote: where it
     answers, its answer is what a get() returns, key order included."""
     from jobstore.job import encode_json, plain_params
     try:

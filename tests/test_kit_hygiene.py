@@ -1,4 +1,4 @@
-"""jobstore.testing and its pytest plugin leave other people's test runs alone (issue 14).
+"""jobstore.testing and its pytest plugin leave other people's test runs alone.
 
 - Importing the kit changes no global Hypothesis setting: not ``settings.default``, not the
   current profile, not the registered profiles (the kit applies its profiles to its own runs).

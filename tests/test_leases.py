@@ -1,4 +1,4 @@
-"""Leases: a dequeued job belongs to a live worker, or goes back (issue #11).
+"""Leases: a dequeued job belongs to a live worker, or goes back.
 
 A worker that dies mid-job (OOM-killed, a lost host) used to leave its job ``running`` for ever.
 Now every dequeue leases the job for a time (server time, never a client's clock); a worker

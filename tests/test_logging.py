@@ -1,4 +1,4 @@
-"""stdlib logging under ``jobstore.*`` (issue 14): what the library logs at which level, that it
+"""stdlib logging under ``jobstore.*``: what the library logs at which level, that it
 configures nothing itself, and the CLI's ``-v``/``-q``."""
 
 from __future__ import annotations

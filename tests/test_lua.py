@@ -20,7 +20,7 @@ import redis
 from lupa import lua51
 
 import jobstore
-from jobstore import job, rules, scripts, validation
+from jobstore import dead_letters, job, rules, scripts, validation
 from jobstore.connection import connect
 from jobstore.driver import WRITE_COMMANDS, SyncDriver, _writes
 from jobstore.errors import RedisCommandError
@@ -230,6 +230,10 @@ def test_the_rendered_constants_are_the_python_values():
     assert table("STATUS_RANK") == rules.STATUS_RANK
     assert int(values["MAX_COUNT_DIGITS"]) == rules.MAX_COUNT_DIGITS
     assert int(values["MAX_ID_LENGTH"]) == validation.MAX_ID_LENGTH
+    for name in ("NO_SEPARATOR", "BAD_WORKSPACE", "BAD_JOB"):
+        assert lua.eval(values[name]) == getattr(dead_letters, name)
+    fill = lua.eval(f"function(n, m) return string.format({values['LEASE_EXPIRED']}, n, m) end")
+    assert fill(2, 3) == rules.LEASE_EXPIRED % (2, 3)
     # the id pattern: Lua and Python take the same characters
     is_id = lua.eval(f"function(s) return string.match(s, '^[{values['ID_CLASS']}]+$') ~= nil end")
     for char in map(chr, range(1, 128)):

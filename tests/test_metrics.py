@@ -1,4 +1,4 @@
-"""Prometheus metrics (contract section 9): what a migration shows in the exposition, bounded
+"""Prometheus metrics: what a migration shows in the exposition, bounded
 labels, shared and separate registries, prefixes, serving, and the alert rules and dashboard."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The migration engine (contract section 7): phases, rollout, backfill, verify, cleanup."""
+"""The migration engine: phases, rollout, backfill, verify, cleanup."""
 
 from __future__ import annotations
 

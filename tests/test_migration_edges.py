@@ -1,4 +1,4 @@
-"""Migration passes on records at the edges (issue 10), on every backend.
+"""Migration passes on records at the edges, on every backend.
 
 Wide records: a record of thousands of fields went through Lua ``unpack()`` whole, which fails
 ("too many results to unpack") past a few thousand values. Keys of another type inside the

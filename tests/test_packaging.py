@@ -1,4 +1,4 @@
-"""What `pip install jobstore` brings, and what it says when an extra is missing (issue 14).
+"""What `pip install jobstore` brings, and what it says when an extra is missing.
 
 A web worker gets redis-py, pluggy, prometheus-client and click (the ``jobstore`` command's
 parser), nothing else: the embedded store behind ``memory://`` (fakeredis with lupa, a compiled

@@ -100,7 +100,7 @@ def test_a_batch_cut_by_an_outage_names_the_ids_to_retry_with(make_store, monkey
 
 
 def test_a_batch_of_several_script_calls_fails_only_the_refused_jobs(make_store):
-    """Standalone enqueue_many writes up to ops.ENQUEUE_CHUNK jobs per script call (issue 13);
+    """Standalone enqueue_many writes up to ops.ENQUEUE_CHUNK jobs per script call;
     a refused job in any call fails alone, and every other job of every call is enqueued once."""
     from jobstore.ops import ENQUEUE_CHUNK
 

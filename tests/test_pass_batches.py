@@ -1,4 +1,4 @@
-"""The passes' batch script (PASS_BATCH, issue 13) against their per-record forms.
+"""The passes' batch script (PASS_BATCH) against their per-record forms.
 
 On standalone Redis, for schemas with a key format, backfill, reverse sync, cleanup and verify
 settle a chunk of scanned keys per script call, placement included. The per-record forms

@@ -11,7 +11,10 @@ import types
 import pytest
 
 import jobstore
-from jobstore import KeySchema, PluginError, hookimpl, hookspecs, plugins
+from jobstore import KeySchema, PluginError, Routing, hookimpl, hookspecs, plugins
+from jobstore.events import Events
+from jobstore.phases import MigrationState, Phase
+from jobstore.steps import Command
 
 
 @pytest.fixture
@@ -162,3 +165,80 @@ def test_hook_jobstore_register_strategies(extra_plugin):
                  "plugins.md", "exec"), {})
     with pytest.raises(jobstore.ConfigError, match="split"):
         jobstore.open("memory://", "split", moves="acme")
+
+
+class FollowingStrategy(jobstore.Strategy):
+    """A third party's strategy that follows the stored phase of a migration between two
+    schemas: the old one alone until the phase is ``target-only``, then the new one alone. It
+    keeps its schemas under names of its own (not ``source``/``target``): only
+    ``migration_schemas`` tells jobstore which migration it follows."""
+
+    name = "following"
+    description = "the old schema until the migration's phase is target-only, then the new one"
+
+    def __init__(self, old, new):
+        self.old, self.new = old, new
+        both = (old, new)
+        self._before = Routing((old,), (old,), both)
+        self._after = Routing((new,), (new,), both)
+        self.phase = None
+
+    @classmethod
+    def create(cls, resolve, *, old="legacy", new="workspace"):
+        return cls(resolve(old), resolve(new))
+
+    def migration_schemas(self):
+        return self.old, self.new
+
+    def use_keys(self, keys):
+        self.state_key = keys.migration(self.old.name, self.new.name)
+
+    def state_request(self, now, force=False):
+        return Command(("HGETALL", self.state_key)), True  # read before every operation
+
+    def apply_state(self, reply, now):
+        self.phase = MigrationState.from_hash(reply or {}).phase
+
+    def routing(self, workspace_id):
+        return self._after if self.phase is Phase.TARGET_ONLY else self._before
+
+    def describe(self):
+        return {"strategy": self.name, "phase": self.phase.value if self.phase else None}
+
+
+class PhasesSeen(Events):
+    def __init__(self):
+        self.seen = []
+
+    def phase(self, migration, phase):
+        self.seen.append((migration, phase))
+
+
+def test_a_third_party_strategy_that_follows_a_migration_gets_its_migration(extra_plugin):
+    @hookimpl
+    def jobstore_register_strategies(register):
+        register(FollowingStrategy)
+
+    extra_plugin(types.SimpleNamespace(jobstore_register_strategies=jobstore_register_strategies),
+                 "following-plugin")
+    events = PhasesSeen()
+    store = jobstore.open("memory://", "following", events=events)
+    migration = store.migration()
+    assert (migration.source.name, migration.target.name) == ("legacy", "workspace")
+    assert migration.name == "legacy:workspace"
+
+    store.enqueue("acme", "a", job_id="j1")
+    migration.set_phase("target-only", force=True, reason="a test", wait=False)
+    store.enqueue("acme", "b", job_id="j2")
+    assert store.client.exists("ai:jobs:j1", "ai:job:acme:j2") == 2
+    assert not store.client.exists("ai:jobs:j2")
+    # The phase the strategy read is reported under the migration's name, not the strategy's.
+    assert ("legacy:workspace", "target-only") in events.seen
+    assert {name for name, _ in events.seen} == {"legacy:workspace"}
+
+
+def test_a_strategy_that_follows_no_migration_has_none():
+    store = jobstore.open("memory://", "workspace")
+    assert store.strategy.migration_schemas() is None
+    with pytest.raises(jobstore.ConfigError, match="strategy 'workspace' has no migration"):
+        store.migration()

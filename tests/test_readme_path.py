@@ -1,4 +1,4 @@
-"""The README's migration path works exactly as written (issue 10).
+"""The README's migration path works exactly as written.
 
 The bash block under "## Migrate, with traffic flowing" is read from README.md at test time and
 its lines are run verbatim, one by one, through bash, with the venv's ``jobstore`` first on

@@ -102,7 +102,7 @@ def test_a_replayed_update_answers_what_it_did(url):
     ("legacy", {}), ("dual", {"source": "legacy", "target": "workspace", "phase": "dual-write"})])
 def test_a_replayed_enqueue_does_not_bring_back_a_job_run_and_deleted_meanwhile(url, strategy,
                                                                                 options):
-    """No marker key per enqueue any more (issue 13): the record names the call that made it,
+    """No marker key per enqueue any more: the record names the call that made it,
     and a delete keeps that name for the marker ttl. The worst moment for a re-send: its first
     attempt's job was already handed out, run and deleted (standalone: the enqueue is one
     script, so its job is queued at once; Cluster: deleted before its queue step)."""
@@ -129,7 +129,8 @@ def test_a_replayed_enqueue_does_not_bring_back_a_job_run_and_deleted_meanwhile(
 @pytest.mark.parametrize("strategy, options, records", [
     ("legacy", {}, 1), ("dual", {"source": "legacy", "target": "workspace", "phase": "dual-write"}, 2)])
 def test_an_enqueue_leaves_no_key_but_its_records(url, strategy, options, records):
-    """Issue 13: 20k enqueues used to leave 20k op-marker keys alive for ten minutes."""
+    """An enqueue leaves its records and nothing else: no op-marker key per job (20k enqueues
+    would leave 20k keys alive for the marker's ten minutes)."""
     store = jobstore.open(url, strategy, **options)
     flush(store)
     store.get("warm", workspace_id="acme")  # the phase read, when dual
@@ -160,7 +161,7 @@ def test_an_enqueue_leaves_no_key_but_its_records(url, strategy, options, record
 
 def test_a_worker_leaves_no_pile_of_markers(url):
     """update_status and dequeue keep their answer in an op marker for a re-send; once the call
-    has its answer the marker goes (issue 13: at 1,000 jobs/s, 600 s of those markers were 1.2
+    has its answer the marker goes (kept for their ttl, at 1,000 jobs/s 600 s of those markers were 1.2
     million keys of about 520 bytes each). Standalone: the store's next call's script deletes
     it. Cluster: each marker sits in its record's slot, so they go in bulk, one Tidy per TIDY_AT
     of them (with the arbiters of the jobs that finished, which lived an hour)."""

@@ -19,7 +19,7 @@ import redis
 from hypothesis import given, settings, strategies as st
 
 from jobstore import rules
-from jobstore.scripts import CLEANUP_RECORD, MIRROR, SYNC_RECORD
+from jobstore.scripts import CLEANUP_RECORD, LIBRARY, MIRROR, SYNC_RECORD
 
 WS = "ws"
 JOB = "job-1"
@@ -456,3 +456,38 @@ def test_mirror_guard_matches_moved_past_with_attempts(lua, current, new, curren
     assert outcome == ("newer" if late else "done")
     if current == new == "running":
         assert late == (count(new_attempts) <= count(current_attempts))
+
+
+# -- verify's comparison: rules.compared vs the Lua form PASS_BATCH uses ------------------------
+
+COMPARED = LIBRARY.include("rules") + (
+    "return {compared(load(KEYS[1]), load(KEYS[2])), stored_count(ARGV[1])}\n")
+
+
+def test_verify_comparison_matches_compared(lua):
+    """The comparison a standalone verify makes in Lua (rules.lua's ``compared``, and the count
+    reader every script shares) gives what Redis Cluster's verify decides in Python."""
+    script = lua.client.register_script(COMPARED)
+
+    @lua.settings
+    @given(pairs(), REVS)
+    def check(pair, text):
+        source, target = pair
+        if not source or not target:
+            return  # verify compares two present copies of the workspace
+        a, b = lua.keys("source", "target")
+        lua.put(a, source)
+        lua.put(b, target)
+        assert script(keys=[a, b], args=[text]) == [rules.compared(source, target),
+                                                    rules.count(text)]
+
+    check()
+
+
+def test_compared_tells_a_target_that_moved_on_from_a_differing_one():
+    base = {"workspace_id": WS, "job_id": JOB, "status": "pending", rules.REV: "1"}
+    moved = {**base, "status": "running", rules.REV: "2"}
+    assert rules.compared(base, dict(base)) == "same"
+    assert rules.compared(base, moved) == "target_newer"
+    assert rules.compared(moved, base) == "differing"  # the source is the newer one
+    assert rules.compared(base, {**moved, "job_id": "job-2"}) == "differing"

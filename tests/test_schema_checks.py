@@ -1,4 +1,4 @@
-"""Schemas that compute their keys (issue #12), and the checks every schema passes when it is
+"""Schemas that compute their keys, and the checks every schema passes when it is
 registered and when a store opens it.
 
 A computed schema (no ``key_format``: ``job_key``, ``parse_key``, ``scan_pattern``) used to
@@ -26,7 +26,8 @@ ID = r"[A-Za-z0-9_.\-]{1,128}"
 
 
 class Buckets(KeySchema):
-    """The issue's schema, written here so that the tests do not depend on the plugin package."""
+    """A computed schema (the bucketed plugin's layout), written here so that the tests do not
+    depend on the plugin package."""
 
     name = "buckets"
 
@@ -60,7 +61,7 @@ class IgnoresWorkspace(Buckets):
 class FoldsCase(Buckets):
     name = "folds-case"
 
-    def parse_key(self, key):  # the issue's case: workspace 'Acme' would vanish after target-only
+    def parse_key(self, key):  # workspace 'Acme' would vanish after target-only
         parsed = super().parse_key(key)
         return parsed and (parsed[0].lower(), parsed[1])
 

@@ -1,4 +1,4 @@
-"""Issue 11, "Bad input and secrets".
+"""Bad input and secrets.
 
 Bad input: values JSON cannot encode, nesting without end and text that is not valid Unicode
 are refused with ``InvalidArgument`` naming the argument, before anything reaches Redis.

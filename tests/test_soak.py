@@ -1,4 +1,4 @@
-"""The soak (issue #11): worker processes SIGKILLed at random while the migration runs through
+"""The soak: worker processes SIGKILLed at random while the migration runs through
 every phase, on a private redis-server and on a private 3-node cluster; every job completed
 exactly once, none stuck, none lost (benchmarks/soak_leases.py, docs/soak.md).
 

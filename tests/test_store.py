@@ -1,4 +1,5 @@
-"""Contract section 4, for every built-in strategy, on fakeredis and on real Redis."""
+"""The store's operations (enqueue, get, update_status, list, dequeue, delete), for every
+built-in strategy, on fakeredis and on real Redis."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Records whose times are ISO 8601 text, as the code jobstore replaces writes them (issue #15).
+"""Records whose times are ISO 8601 text, as the code jobstore replaces writes them.
 
 `get`/`list` used to fail on them (CorruptRecord: created_at not a decimal number). Now either
 form is read, on every backend and by the migration passes, and an update keeps the form the

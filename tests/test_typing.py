@@ -1,4 +1,4 @@
-"""A user's code type-checks against the installed package under ``mypy --strict`` (issue 14).
+"""A user's code type-checks against the installed package under ``mypy --strict``.
 
 The package is built and installed as a user gets it (``pip install``, into a fresh environment
 beside this one's dependencies), and mypy checks, from a directory outside the checkout, a small

@@ -1,4 +1,4 @@
-"""Contract section 5: bad input is refused, naming the argument, before any Redis call.
+"""Bad input is refused, naming the argument, before any Redis call.
 
 The store here points at a port nothing listens on: if a check let anything through to Redis,
 the test would see StoreUnavailable instead of the input error.

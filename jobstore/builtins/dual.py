@@ -7,6 +7,7 @@ from typing import Any
 from ..errors import ConfigError, MigrationStateLost
 from ..hookspecs import hookimpl
 from ..layout import StoreKeys
+from ..schema import KeySchema
 from ..steps import Command
 from ..phases import (
     DEFAULT_PHASE,
@@ -14,6 +15,7 @@ from ..phases import (
     STATE_REFRESH_AGE,
     MigrationState,
     Phase,
+    migration_name,
     parse_phase,
 )
 from ..strategy import Routing, SchemaResolver, Strategy
@@ -44,7 +46,7 @@ class DualStrategy(Strategy):
             raise ConfigError(f"dual: source and target are the same schema {source.name!r}")
         self.source = source
         self.target = target
-        self.migration = f"{source.name}:{target.name}"
+        self.migration = migration_name(source.name, target.name)
         self.use_keys(StoreKeys(source.prefix))
         self.pinned = pinned
         self.state = MigrationState(phase=pinned) if pinned else MigrationState()
@@ -85,6 +87,9 @@ class DualStrategy(Strategy):
         # The phase lives among the store's own keys (its own_prefix, by default its prefix).
         self.state_key = keys.migration(self.source.name, self.target.name)
         self.own_prefix = keys.prefix
+
+    def migration_schemas(self) -> tuple[KeySchema, KeySchema]:
+        return self.source, self.target
 
     @property
     def phase(self) -> Phase:

@@ -234,34 +234,35 @@ def run_pass(method: str, migration, rate, batch, dry_run, restart, as_json,
                         "checkpoint (--restart starts over)")
 
 
-@migrate.command("backfill", epilog=PASS_EXIT_CODES)
-@common_options
-@pass_options
-@metrics_option
-def migrate_backfill(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-                     allow_eviction, metrics_port, keys_per_call) -> None:
-    """Copy every source record missing in the target (resumable, safe under live traffic).
-
-    It writes but never deletes, and never replaces a newer copy, so it does not ask first.
-    """
+def open_with_metrics(url, prefix, source, target, metrics_port, allow_eviction):
+    """The migration a long-running command acts on, its events served on ``--metrics-port``."""
     events = start_metrics(metrics_port, prefix)
-    migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
-    run_pass("backfill", migration, rate, batch, dry_run, restart, as_json, keys_per_call)
+    return open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
 
 
-@migrate.command("reverse-sync", epilog=PASS_EXIT_CODES)
-@common_options
-@pass_options
-@metrics_option
-def migrate_reverse_sync(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
-                         allow_eviction, metrics_port, keys_per_call) -> None:
-    """Bring the source up to date from the target, before rolling back.
+# Every pass that writes but never deletes: one shape, the pass and the help apart.
+SAFE_PASS_HELP = ("\n\nIt writes but never deletes, and never replaces a newer copy, so it does "
+                  "not ask first.")
 
-    It writes but never deletes, and never replaces a newer copy, so it does not ask first.
-    """
-    events = start_metrics(metrics_port, prefix)
-    migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
-    run_pass("reverse_sync", migration, rate, batch, dry_run, restart, as_json, keys_per_call)
+
+def safe_pass_command(name: str, method: str, summary: str) -> click.Command:
+    """``jobstore migrate <name>``: runs ``Migration.<method>`` with the pass options, its help
+    ``summary`` and :data:`SAFE_PASS_HELP`."""
+    def command(url, prefix, source, target, rate, batch, dry_run, restart, as_json,
+                allow_eviction, metrics_port, keys_per_call) -> None:
+        migration = open_with_metrics(url, prefix, source, target, metrics_port, allow_eviction)
+        run_pass(method, migration, rate, batch, dry_run, restart, as_json, keys_per_call)
+
+    command.__doc__ = summary + SAFE_PASS_HELP
+    return migrate.command(name, epilog=PASS_EXIT_CODES)(
+        common_options(pass_options(metrics_option(command))))
+
+
+migrate_backfill = safe_pass_command(
+    "backfill", "backfill",
+    "Copy every source record missing in the target (resumable, safe under live traffic).")
+migrate_reverse_sync = safe_pass_command(
+    "reverse-sync", "reverse_sync", "Bring the source up to date from the target, before rolling back.")
 
 
 @migrate.command("cleanup", epilog=exit_codes(
@@ -280,8 +281,7 @@ def migrate_cleanup(url, prefix, source, target, rate, batch, dry_run, restart, 
     """
     from ..phases import Phase
 
-    events = start_metrics(metrics_port, prefix)
-    migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
+    migration = open_with_metrics(url, prefix, source, target, metrics_port, allow_eviction)
     if not dry_run:
         phase = migration.state().phase
         if phase is not Phase.TARGET_ONLY:  # refused before asking, as the pass would refuse
@@ -368,8 +368,7 @@ def migrate_set_aside(url, prefix, source, target, listing, restore, dry_run, ba
 def migrate_verify(url, prefix, source, target, sample, repair, examples, batch, as_json,
                    keys_per_call, metrics_port, allow_eviction) -> None:
     """Compare source and target record by record; exit 0 only when clean."""
-    events = start_metrics(metrics_port, prefix)
-    migration = open_migration(url, prefix, source, target, events, allow_eviction=allow_eviction)
+    migration = open_with_metrics(url, prefix, source, target, metrics_port, allow_eviction)
     printer = ProgressPrinter(enabled=not as_json and not quiet())
     report, interrupted = interruptible(
         lambda: migration.verify(sample=sample, repair=repair, examples=examples,

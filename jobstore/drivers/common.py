@@ -21,6 +21,7 @@ import redis
 from ..connection import REDIS_ERRORS, UNAVAILABLE, _unknown_command, demoted, reported
 from ..errors import NotReplicated
 from ..scripts import ALL as ALL_SCRIPTS
+from ..phases import migration_name
 from ..steps import (Batch, Call, Command, Pause, Primaries, Refresh, Refused, Scan, Script, Step,
                      Tidy)
 
@@ -179,7 +180,9 @@ class DriverCore:
         self.strategy.apply_state(reply, time.monotonic())
         phase = self.strategy.describe().get("phase")
         if self.events is not None and phase:
-            self.events.phase(getattr(self.strategy, "migration", self.strategy.name), phase)
+            schemas = self.strategy.migration_schemas()
+            self.events.phase(migration_name(schemas[0].name, schemas[1].name) if schemas
+                              else self.strategy.name, phase)
 
     # -- batches --------------------------------------------------------------------------------
 

@@ -3,5 +3,5 @@
 -- KEYS[1] leases   ARGV[1] claim list   ARGV[2] how long it may stay (ms)
 -- returns 1
 --- @include "lease"
-redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[2]), 'list:' .. ARGV[1])
+redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[2]), list_lease(ARGV[1]))
 return 1

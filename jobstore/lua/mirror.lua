@@ -7,27 +7,21 @@
 -- (jobstore.rules.moved_past). No clock is consulted.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'done' end
 if redis.call('HGET', KEYS[2], 'workspace_id') ~= ARGV[1] then return 'missing' end
-local rank = {{ STATUS_RANK }}
-local function count(v)
-  if v and #v <= {{ MAX_COUNT_DIGITS }} and string.match(v, '^%d+$') then return tonumber(v) end
-  return 0
-end
+--- @include "count"
+--- @include "status"
 local fields, status, attempts = {}, nil, nil
 for i = 3, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
   if ARGV[i] == 'status' then status = ARGV[i + 1] end
-  if ARGV[i] == 'attempts' then attempts = count(ARGV[i + 1]) end
+  if ARGV[i] == 'attempts' then attempts = stored_count(ARGV[i + 1]) end
 end
-local current = redis.call('HGET', KEYS[2], 'status') or ''
-local was, new = rank[current] or -1, rank[status or ''] or 99
 -- a later hand-out of a running job (a lease taken over) is a move too: its attempt is higher
 -- (every mirror carries the first copy's claim and attempts as they are after its move, so a
 -- later move's mirror has brought them already)
-if was > new or (was == new and (attempts or 0) <= count(redis.call('HGET', KEYS[2], 'attempts'))) then
+if moved_past(redis.call('HGET', KEYS[2], 'status'), status,
+              stored_count(redis.call('HGET', KEYS[2], 'attempts')), attempts) then
   return 'newer'
 end
-local v = redis.call('HGET', KEYS[2], '_rev')
-v = (v and #v <= {{ MAX_COUNT_DIGITS }} and string.match(v, '^%d+$')) and tonumber(v) + 1 or 1
-redis.call('HSET', KEYS[2], '_rev', v, unpack(fields))
+redis.call('HSET', KEYS[2], '_rev', bump(KEYS[2]), unpack(fields))
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 return 'done'

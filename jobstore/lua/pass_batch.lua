@@ -28,6 +28,7 @@
 --   other kind ('missing', 'differing', 'target_newer', 'orphaned'), records as flat lists
 --- @include "rules"
 --- @include "time"
+--- @include "ids"
 local mode, dry, authority = ARGV[1], ARGV[2] == '1', ARGV[3]
 -- f(workspace, job): a template with the ids put in (each mark at most once; no pattern work)
 local function compile(template)
@@ -46,9 +47,6 @@ local function compile(template)
 end
 local other_key_of, index_of = compile(ARGV[4]), compile(ARGV[5])
 local NOT_A_HASH = {'\0not-a-hash', 'another type'}
-local function valid_id(v)
-  return v ~= nil and #v >= 1 and #v <= {{ MAX_ID_LENGTH }} and string.match(v, '^[{{ ID_CLASS }}]+$') ~= nil
-end
 -- f(key): workspace id ('' when the key does not hold it), job id; nil for another key.
 -- KeySchema.parse_key for a key format: the ids are what the marks stand for, of the id
 -- alphabet; two marks are split by text holding a character no id can (KeySchema._check).
@@ -64,13 +62,13 @@ local function parser(template)
     end
     local middle = string.sub(key, #head + 1, #key - #tail)
     if not sep then
-      if valid_id(middle) then return '', middle end
+      if is_id(middle) then return '', middle end
       return nil
     end
     local at = string.find(middle, sep, 1, true)
     if not at then return nil end
     local a, b = string.sub(middle, 1, at - 1), string.sub(middle, at + #sep)
-    if not valid_id(a) or not valid_id(b) then return nil end
+    if not is_id(a) or not is_id(b) then return nil end
     if w < j then return a, b end
     return b, a
   end
@@ -83,11 +81,6 @@ local function read(key)
   local record = {}
   for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
   return record, flat
-end
-local function identity_same(a, b)
-  for k, v in pairs(a) do if not MUTABLE[k] and b[k] ~= v then return false end end
-  for k, v in pairs(b) do if not MUTABLE[k] and a[k] ~= v then return false end end
-  return true
 end
 -- rules.wins reaches the authority: equal write counts and statuses, different content
 local function needs_authority(from, to)
@@ -129,7 +122,7 @@ local function orphan_check(key, ws, job)
   if failed(owner) then return 'not_a_record' end
   if ws == '' then
     if not owner and redis.call('EXISTS', key) == 0 then return '-' end
-    if not valid_id(owner) then return '-unroutable' end
+    if not is_id(owner) then return '-unroutable' end
     ws = owner
   elseif owner ~= ws then
     return '-'
@@ -152,21 +145,16 @@ local function settle(i, key, ws, job)
   if not scoped then
     if is_empty(mine) then return '-' end
     ws = mine['workspace_id']
-    if not valid_id(ws) then return '-unroutable' end
+    if not is_id(ws) then return '-unroutable' end
   end
   local other_key = other_key_of(ws, job)
   if mode == 'source' then
     if mine['workspace_id'] ~= ws then return '-' end
     local theirs, theirs_flat = read(other_key)
-    local kind
-    if theirs == nil or theirs['workspace_id'] ~= ws then
-      kind = 'missing'
-    elseif same_content(mine, theirs) then
-      return 'same'
-    elseif identity_same(mine, theirs) and newer(theirs, mine) then
-      kind = 'target_newer'
-    else
-      kind = 'differing'
+    local kind = 'missing'
+    if theirs ~= nil and theirs['workspace_id'] == ws then
+      kind = compared(mine, theirs)
+      if kind == 'same' then return 'same' end
     end
     return {kind, ws, job, mine_flat, theirs_flat or NOT_A_HASH}
   end

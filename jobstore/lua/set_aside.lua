@@ -14,11 +14,9 @@ end
 local kind = redis.call('TYPE', KEYS[1]).ok
 if kind == 'none' then return 'gone' end
 if kind ~= 'hash' then return 'not_a_record' end
-if ARGV[1] == '1' then
-  local ws = redis.call('HGET', KEYS[1], 'workspace_id')
-  if ws and #ws >= 1 and #ws <= {{ MAX_ID_LENGTH }} and string.match(ws, '^[{{ ID_CLASS }}]+$') then
-    return 'routable'
-  end
+--- @include "ids"
+if ARGV[1] == '1' and is_id(redis.call('HGET', KEYS[1], 'workspace_id')) then
+  return 'routable'
 end
 if ARGV[2] ~= '1' then redis.call('RENAME', KEYS[1], KEYS[2]) end
 return 'set-aside'

@@ -9,13 +9,10 @@
 --- @include "lease"
 local now = now_ms()
 local out = {false}
-local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2] or '0'))
+local expired = expired_leases(KEYS[3], now, tonumber(ARGV[2] or '0'))
 for _, member in ipairs(expired) do
   if string.sub(member, 1, 5) == 'list:' then
-    local list = string.sub(member, 6)
-    local rest = redis.call('LRANGE', list, 0, -1)
-    if #rest > 0 then redis.call('RPUSH', KEYS[1], unpack(rest)) end
-    redis.call('DEL', list)
+    return_list(string.sub(member, 6), KEYS[1])
     redis.call('ZREM', KEYS[3], member)
   else
     out[#out + 1] = member
@@ -25,7 +22,7 @@ end
 local entry = redis.call('RPOP', KEYS[1])
 if entry then
   redis.call('LPUSH', KEYS[2], entry)
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), 'list:' .. KEYS[2])
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), list_lease(KEYS[2]))
   out[1] = entry
 end
 return out

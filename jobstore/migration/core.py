@@ -20,7 +20,7 @@ from ..errors import ConfigError, InvalidArgument, MigrationRefused
 from ..events import Events
 from ..layout import StoreKeys
 from ..ops import Op
-from ..phases import MigrationState, Phase, changed_fields
+from ..phases import MigrationState, Phase, changed_fields, migration_name
 from ..plugins import get_registry
 from ..schema import KeySchema
 from ..scripts import SET_STATE
@@ -55,7 +55,7 @@ class MigrationCore:
         if self.source.identity == self.target.identity:
             raise ConfigError(f"source and target are the same schema {source!r}")
         self.client = client
-        self.name = f"{source}:{target}"
+        self.name = migration_name(source, target)
         self._names = (source, target)
         self.keys = StoreKeys(own_prefix)
         self.state_key = self.keys.migration(source, target)

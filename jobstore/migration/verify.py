@@ -331,14 +331,7 @@ def _compare(side: str, mine: dict[str, str], theirs: dict[str, str], ws: str) -
         return "missing"
     if NOT_A_HASH in theirs:
         return "missing"
-    if rules.same_content(mine, theirs):
-        return "same"
-    identical_identity = all(mine.get(k) == theirs.get(k) for k in mine if k not in MUTABLE) and all(
-        theirs.get(k) == mine.get(k) for k in theirs if k not in MUTABLE
-    )
-    if identical_identity and rules.newer(theirs, mine):
-        return "target_newer"
-    return "differing"
+    return rules.compared(mine, theirs)
 
 
 def _diff(a: dict[str, str], b: dict[str, str]) -> tuple[str, ...]:

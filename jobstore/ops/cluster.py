@@ -23,7 +23,7 @@ from ..dead_letters import DeadLetter, entry_problem, printable
 from ..errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
                      LeaseLost)
 from ..job import Job, JobStatus, count, parse_time, record_problem, statuses_allowed_before
-from ..rules import OP
+from ..rules import LEASE_EXPIRED, OP
 from ..scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, EXTEND, LEASE_CLAIM,
                       LEASE_LIST, MIRROR, PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
 from ..steps import Batch, Call, Command, Script, Tidy
@@ -415,8 +415,7 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
         at, iso = now(ctx)
         try:
             if attempts >= ctx.max_attempts:
-                why = (f"lease expired on attempt {attempts} of {ctx.max_attempts} (max_attempts): "
-                       "the worker holding the job stopped renewing it")
+                why = LEASE_EXPIRED % (attempts, ctx.max_attempts)
                 yield from _move(ctx, mark, keys, workspace_id, job_id, JobStatus.FAILED,
                                  JobStatus.RUNNING.value, {"status": JobStatus.FAILED.value,
                                                            "error": why, "updated_at": at,

@@ -37,11 +37,12 @@ def resolve(ctx: Context, entry: str, workspace: str = "") -> str:
     """The computed schemas' keys of a queue entry that does not carry them all (enqueued before
     the store read a computed schema), for the DEQUEUE script's ARGV[8]. ``workspace``: the
     one the script found for a bare job id."""
+    head = ctx.keys.entry_head(entry)
     workspace_id, job_id, _ = ctx.keys.parse_queue_entry(entry)
-    if ":" not in entry.partition(CARRIED)[0]:
-        workspace_id, job_id = workspace, entry.partition(CARRIED)[0]
+    if ":" not in head:
+        workspace_id, job_id = workspace, head
     touched = ctx.strategy.routing(None).touched
-    return entry.partition(CARRIED)[0] + "".join(
+    return head + "".join(
         f"{CARRIED}{name}={key}" for name, key in carried_keys(touched, workspace_id, job_id))
 
 

@@ -21,9 +21,11 @@ if TYPE_CHECKING:  # what a type checker sees of the names imported on first use
     from .conformance import SchemaConformance as SchemaConformance
     from .model import BY_DESIGN as BY_DESIGN, ModelJob as ModelJob, StoreModel as StoreModel
     from .model import job_view as job_view
-    from .stateful import MIGRATION_CYCLE as MIGRATION_CYCLE, Divergence as Divergence
-    from .stateful import FakeClock as FakeClock, MultiStrategyMachine as MultiStrategyMachine
-    from .stateful import StoreMachine as StoreMachine, run_machine as run_machine
+    from .harness import StoreMachine as StoreMachine
+    from .migrating import MIGRATION_CYCLE as MIGRATION_CYCLE, FakeClock as FakeClock
+    from .migrating import MultiStrategyMachine as MultiStrategyMachine
+    from .outcomes import Divergence as Divergence
+    from .running import run_machine as run_machine
 
 _EXPORTS = {
     "SchemaConformance": "conformance",
@@ -31,12 +33,12 @@ _EXPORTS = {
     "ModelJob": "model",
     "BY_DESIGN": "model",
     "job_view": "model",
-    "StoreMachine": "stateful",
-    "MultiStrategyMachine": "stateful",
-    "FakeClock": "stateful",
-    "Divergence": "stateful",
-    "MIGRATION_CYCLE": "stateful",
-    "run_machine": "stateful",
+    "StoreMachine": "harness",
+    "MultiStrategyMachine": "migrating",
+    "FakeClock": "migrating",
+    "Divergence": "outcomes",
+    "MIGRATION_CYCLE": "migrating",
+    "run_machine": "running",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,7 +16,7 @@ and gets, on ``--jobstore-url`` (default: an embedded fakeredis) or ``redis_url`
   isolation between workspaces; one network round trip per operation (real Redis only);
 - the state machines of :mod:`jobstore.testing.stateful`: the schema alone, as the ``dual``
   target from ``legacy`` (pinned in each phase, and following the stored phase), as the ``dual``
-  source to ``workspace``, and :class:`~jobstore.testing.stateful.MultiStrategyMachine` with the
+  source to ``workspace``, and :class:`~jobstore.testing.migrating.MultiStrategyMachine` with the
   schema among every other strategy, including migrations to and from it run while the
   operations go on.
 
@@ -44,7 +44,10 @@ from ..plugins import get_registry
 from ..schema import JOB_MARK, WORKSPACE_MARK, KeySchema, glob_regex
 from .profiles import kit_settings
 from .pytest_plugin import configured_url, prepared_url
-from .stateful import ID_CHARS, PHASES, MultiStrategyMachine, StoreMachine, run_machine
+from .draws import ID_CHARS
+from .harness import StoreMachine
+from .migrating import PHASES, MultiStrategyMachine
+from .running import run_machine
 
 __all__ = ["SchemaConformance"]
 

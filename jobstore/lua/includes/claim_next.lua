@@ -3,6 +3,7 @@
 -- arguments. Needs bump (includes/fence.lua, which every script including this includes first).
 --- @include "record_check"
 --- @include "dead_letter"
+--- @include "ids"
 --- @include "lease"
 --- @include "iso_record"
 local function claim_next(KEYS, ARGV)
@@ -79,7 +80,7 @@ local function claim_next(KEYS, ARGV)
         end
       end
       if not compat then  -- no record: an entry that cannot be parsed, as it always was
-        bury(entry, "no ':' between the workspace id and the job id")
+        bury(entry, {{ NO_SEPARATOR }})
         return nil
       end
       -- never dropped unseen: without a schema keyed by the id alone, the job cannot be found
@@ -88,14 +89,14 @@ local function claim_next(KEYS, ARGV)
       end
       return nil  -- keyed, and no record: a deleted job's id, dropped like any such entry
     end
-    if not sep then bury(entry, "no ':' between the workspace id and the job id"); return nil end
+    if not sep then bury(entry, {{ NO_SEPARATOR }}); return nil end
     local ws, id, stamp = string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1), false
     sep = string.find(id, ':', 1, true)
     if sep then id, stamp = string.sub(id, 1, sep - 1), string.sub(id, sep + 1) end
     if not is_id(ws) then
-      bury(entry, 'the workspace id is empty or not 1-{{ MAX_ID_LENGTH }} characters of A-Z a-z 0-9 _ . -')
+      bury(entry, {{ BAD_WORKSPACE }})
     elseif not is_id(id) then
-      bury(entry, 'the job id is empty or not 1-{{ MAX_ID_LENGTH }} characters of A-Z a-z 0-9 _ . -')
+      bury(entry, {{ BAD_JOB }})
     else
       return ws, id, stamp
     end
@@ -147,17 +148,15 @@ local function claim_next(KEYS, ARGV)
   -- its record (as leaving the compatible queue writes it), so that a store without the
   -- compatible queue can take it too.
   local function requeue(list)
-    local rest = redis.call('LRANGE', list, 0, -1)
-    for n, item in ipairs(rest) do
+    return_list(list, KEYS[2], function(item)
       if is_id(item) then
         for _, key in ipairs(id_keys(item)) do
           local f = redis.call('HMGET', key, 'workspace_id', 'created_at')
-          if f[1] and is_id(f[1]) then rest[n] = f[1] .. ':' .. item .. ':' .. (f[2] or ''); break end
+          if f[1] and is_id(f[1]) then return f[1] .. ':' .. item .. ':' .. (f[2] or '') end
         end
       end
-    end
-    if #rest > 0 then redis.call('RPUSH', KEYS[2], unpack(rest)) end
-    redis.call('DEL', list)
+      return item
+    end)
   end
   -- A re-sent call answers what its first attempt claimed (the marker keeps the record as it was
   -- handed out), whatever the key holds now: never a job another worker has since received.
@@ -166,7 +165,7 @@ local function claim_next(KEYS, ARGV)
     local first = cjson.decode(marker)
     reply = {'replayed', first[2], dead, first[1], reaped, '', '', mode}
   else
-    local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+    local expired = expired_leases(KEYS[5], now, tonumber(ARGV[3]))
     for _, member in ipairs(expired) do
       local sep = string.find(member, ':', 1, true) or 0
       local head, entry = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
@@ -183,8 +182,7 @@ local function claim_next(KEYS, ARGV)
             and redis.call('HGET', owned[1], 'status') == 'running' then
           local n = attempts_of(owned[1])
           if n >= tonumber(ARGV[6]) then
-            local why = 'lease expired on attempt ' .. n .. ' of ' .. ARGV[6]
-                        .. ' (max_attempts): the worker holding the job stopped renewing it'
+            local why = string.format({{ LEASE_EXPIRED }}, n, tonumber(ARGV[6]))
             for _, key in ipairs(owned) do
               redis.call('HSET', key, 'status', 'failed', 'error', why, 'updated_at', now_of(key),
                          '_rev', bump(key), 'claim', '')  -- the claim ended: LeaseLost for it
@@ -228,7 +226,7 @@ local function claim_next(KEYS, ARGV)
   end
   if KEYS[1] ~= KEYS[2] and not (reply and reply[1] == 'need') then
     requeue(KEYS[1])
-    redis.call('ZREM', KEYS[5], 'list:' .. KEYS[1])
+    redis.call('ZREM', KEYS[5], list_lease(KEYS[1]))
   end
   return reply or {'busy', {}, dead, '', reaped, '', '', mode}
 end

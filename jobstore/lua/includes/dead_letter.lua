@@ -6,6 +6,3 @@ local function printable(text)
     return string.format('\\x%02x', string.byte(c))
   end))
 end
-local function is_id(s)
-  return #s >= 1 and #s <= {{ MAX_ID_LENGTH }} and not string.find(s, '[^{{ ID_CLASS }}]')
-end

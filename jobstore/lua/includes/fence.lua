@@ -11,10 +11,4 @@ end
 table.remove(KEYS, 1)
 table.remove(ARGV, 1)
 table.remove(ARGV, 1)
--- A record's write count after one more write (jobstore.rules): per copy, so that a copy that
--- missed writes stays recognisably older.
-local function bump(key)
-  local v = redis.call('HGET', key, '_rev')
-  if v and #v <= {{ MAX_COUNT_DIGITS }} and string.match(v, '^%d+$') then return tonumber(v) + 1 end
-  return 1
-end
+--- @include "count"

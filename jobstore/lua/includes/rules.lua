@@ -1,15 +1,12 @@
 -- jobstore.rules in Lua (see its docstring): which copy of a job is newer, what a copy, merge or
 -- cleanup does. Included by the standalone scripts that see both copies; Redis Cluster decides in
 -- Python. The differential test is tests/test_rules.py. Records are Lua tables.
+--- @include "count"
+--- @include "status"
 local REV = {{ REV }}
 local MUTABLE = {{ MUTABLE }}
-local function rev(record)
-  local v = record[REV]
-  if v and #v <= {{ MAX_COUNT_DIGITS }} and string.match(v, '^%d+$') then return tonumber(v) end
-  return 0
-end
+local function rev(record) return stored_count(record[REV]) end
 local function newer(a, b) return rev(a) > rev(b) end
-local RANK = {{ STATUS_RANK }}
 local function later_status(a, b)
   return (RANK[a['status'] or ''] or -1) > (RANK[b['status'] or ''] or -1)
 end
@@ -22,6 +19,17 @@ local function same_content(a, b)
   for k, v in pairs(a) do if k ~= REV and b[k] ~= v then return false end end
   for k, v in pairs(b) do if k ~= REV and a[k] ~= v then return false end end
   return true
+end
+local function same_identity(a, b)
+  for k, v in pairs(a) do if not MUTABLE[k] and b[k] ~= v then return false end end
+  for k, v in pairs(b) do if not MUTABLE[k] and a[k] ~= v then return false end end
+  return true
+end
+-- verify's finding for a source record and its target copy, both present and the workspace's
+local function compared(source, target)
+  if same_content(source, target) then return 'same' end
+  if same_identity(source, target) and newer(target, source) then return 'target_newer' end
+  return 'differing'
 end
 local function union(winner, loser)
   local out = {}
