@@ -17,6 +17,8 @@ import redis
 
 import jobstore
 from jobstore.ops import cluster as ops_cluster
+from jobstore.ops import finish as ops_finish
+from jobstore.scripts import DEQUEUE, FINISH, TAKE
 from jobstore.steps import Batch
 from tests.conftest import keys
 
@@ -82,6 +84,51 @@ def test_a_replayed_dequeue_never_hands_out_a_job_twice(url):
     a_got = finish(store, op, batch)  # A's re-send
     assert a_got.created_at == old.created_at and a_got.action == "first"  # what A claimed
     assert a_got.status.value == "running"
+
+
+def lost_once(store, op, lost):
+    """Drive ``op``; the first step that ``lost(step)`` picks is applied and its reply lost, then
+    sent again, as redis-py re-sends it."""
+    reply, resent = None, False
+    try:
+        while True:
+            step = op.send(reply)
+            if not resent and isinstance(step, Batch) and lost(step):
+                store.driver._do(step)
+                resent = True
+            reply = store.driver._do(step)
+    except StopIteration as done:
+        assert resent, "no step was picked"
+        return done.value
+
+
+def takes(step):
+    """The step that takes the next entry from the queue (Cluster: into the call's claim list)."""
+    return any(getattr(call, "lua", None) in (DEQUEUE, FINISH, TAKE) for call in step.calls)
+
+
+@pytest.mark.parametrize("call", ["dequeue", "finish"])
+def test_a_take_whose_reply_was_lost_hands_out_the_job_it_took(url, call):
+    """The re-sent take answers with the entry its first attempt took, at once: not nothing,
+    with the job left in the call's claim list until a later dequeue puts it back."""
+    store = jobstore.open(url, "dual")
+    flush(store)
+    store.enqueue("acme", "a", job_id="j1")
+    if call == "finish":
+        held = store.dequeue(timeout=0)
+        store.enqueue("acme", "b", job_id="j2")
+        op = ops_finish.finish(store.context, held, jobstore.JobStatus.COMPLETED, {}, True)
+    else:
+        op = store._writes.dequeue(store.context, 0)
+
+    got = lost_once(store, op, takes)
+
+    wanted = "j2" if call == "finish" else "j1"
+    assert got is not None and (got.job_id, got.status.value) == (wanted, "running")
+    assert store.get(wanted, workspace_id="acme").claim == got.claim
+    assert store.client.zrange(store.keys.leases, 0, -1) == [got.claim]
+    assert keys(store.client, "ai:claim:*") == []  # no entry left behind
+    assert store.dequeue(timeout=0) is None
 
 
 def test_a_replayed_update_answers_what_it_did(url):
