@@ -9,13 +9,20 @@
 -- the queue here; the jobs of expired claims sit in other slots, the caller takes them over),
 -- and the oldest entry into this call's claim list, leased like any claim list.
 -- A re-send is told apart from a first attempt: when the call's marker names the entry it claimed
--- (the whole call re-sent after its claim), that entry comes back and nothing else is done; when
+-- (the whole call re-sent after its claim), that entry comes back and nothing else is done but
+-- the call's last step (its claim list back to the queue, as RETURN_CLAIMS); when
 -- the claim list already holds an entry (this step re-sent: its first attempt took it), that entry
 -- is the one to claim, and no second one is taken from the queue.
 --- @include "lease"
 if KEYS[4] then
   local claimed = redis.call('GET', KEYS[4])
-  if claimed then return {false, claimed} end
+  if claimed then  -- and what the call left to do after its claim: its claim list goes back
+    local rest = redis.call('LRANGE', KEYS[2], 0, -1)
+    if #rest > 0 then redis.call('RPUSH', KEYS[1], unpack(rest)) end
+    redis.call('DEL', KEYS[2])
+    redis.call('ZREM', KEYS[3], 'list:' .. KEYS[2])
+    return {false, claimed}
+  end
 end
 local now = now_ms()
 local out = {false, false}
