@@ -341,10 +341,7 @@ def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) ->
     # The call's op marker (the queue's slot): once it has claimed a job, the entry it claimed,
     # so that the call re-sent whole (its tokens the same) answers with that job (see _took).
     marker = ctx.keys.op(token, near=ctx.keys.queue)
-    try:
-        job = yield from _dequeue(ctx, token, marker, timeout, lease_ms)
-    finally:
-        ctx.spent_anywhere.append(marker)
+    job = yield from _dequeue(ctx, token, marker, timeout, lease_ms)
     yield from tidy(ctx)
     return job
 
@@ -355,6 +352,7 @@ def _took(ctx: Context, token: str, marker: str, entry: str, expired: str = "") 
     step, so that a re-send of the call finds the job it claimed (TAKE) instead of nothing."""
     yield Batch((Script(TOOK, (marker, ctx.keys.claim(token), ctx.keys.leases),
                         (ctx.marker_ttl, entry, expired)),))
+    ctx.spent_anywhere.append(marker)  # the call has its job: only RETURN_CLAIMS may follow
 
 
 def _dequeue(ctx: Context, token: str, marker: str, timeout: float | None,
