@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 import jobstore
+from tests.support.aio import open_store as support_open_store
 from tests.support.servers import (RedisCluster, RedisSentinel, RedisServer, redis_cli_path,
                                   redis_server_path)
 
@@ -104,18 +105,36 @@ def backend(request) -> str:
 
 
 @pytest.fixture
-def make_store(backend):
-    """``make_store(strategy, **options)``: stores on one backend, closed after the test."""
+def flavour() -> str:
+    """Which store the stores below are: "sync" (a JobStore), unless a test parametrizes it over
+    both (``@pytest.mark.parametrize("flavour", FLAVOURS)``): "async" is an AsyncJobStore behind
+    the synchronous face of tests/support/aio.py."""
+    return "sync"
+
+
+@pytest.fixture
+def open_store(flavour):
+    """``open_store(url, strategy, **options)``: a store of the test's flavour, closed after it."""
     opened = []
 
-    def factory(strategy: str = "legacy", url: str | None = None, **options) -> jobstore.JobStore:
-        store = jobstore.open(url or backend, strategy, **options)
+    def factory(url: str, strategy: str = "legacy", **options):
+        store = support_open_store(flavour, url, strategy, **options)
         opened.append(store)
         return store
 
     yield factory
     for store in opened:
         store.close()
+
+
+@pytest.fixture
+def make_store(backend, open_store):
+    """``make_store(strategy, **options)``: stores on one backend, closed after the test."""
+
+    def factory(strategy: str = "legacy", url: str | None = None, **options) -> jobstore.JobStore:
+        return open_store(url or backend, strategy, **options)
+
+    return factory
 
 
 @pytest.fixture(params=STRATEGIES)

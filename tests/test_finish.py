@@ -17,13 +17,20 @@ from jobstore import InvalidArgument, InvalidTransition, JobStatus, LeaseLost
 from jobstore.ops import finish as ops_finish
 from jobstore.events import Events
 from jobstore.steps import Batch
+from tests.support.aio import FLAVOURS
 from tests.support.clock import FakeClock
 from tests.support.old_queue import QUEUE, SimpleQueue
 from tests.support.proxy import FaultProxy
 from tests.support.servers import free_port
-from tests.test_roundtrips import CONFIGS, CountingConnection, round_trips
+from tests.test_roundtrips import CONFIGS, counted, round_trips
 
 STRATEGIES = ["legacy", "workspace", "dual"]
+
+# On the asyncio store too (behind the synchronous face of tests/support/aio.py): a subset, each
+# part of finish once (what it does, LeaseLost, dead letters and take-overs, lost replies, one
+# round trip, phases, the compatible queue); not the many workers (threads, the longest test),
+# nor bad input (tests/test_aio.py) and the refusals the first tests' twins cover.
+both = pytest.mark.parametrize("flavour", FLAVOURS)
 
 
 def leases(store) -> list[str]:
@@ -77,6 +84,7 @@ def every_step_twice(store, op):
 
 # -- what it does ----------------------------------------------------------------------------
 
+@both
 def test_finish_moves_the_job_under_its_claim_and_claims_the_next(store):
     first = store.enqueue("acme", "a")
     second = store.enqueue("globex", "b")
@@ -111,6 +119,7 @@ def test_without_take_next_nothing_is_claimed(store):
     assert store.dequeue().job_id == pending.job_id
 
 
+@both
 def test_the_next_job_is_leased_for_the_lease_given(make_store):
     store = make_store("legacy")  # the store's lease: an hour
     store.enqueue("acme", "a")
@@ -138,6 +147,7 @@ def test_an_update_that_is_refused_claims_nothing(store):
     assert store.get(pending.job_id, workspace_id="acme").status is JobStatus.PENDING
 
 
+@both
 def test_a_worker_that_was_taken_over_gets_lease_lost_and_changes_nothing(make_store):
     events = Seen()
     worker_a = make_store("dual", events=events)
@@ -161,6 +171,7 @@ def test_a_worker_that_was_taken_over_gets_lease_lost_and_changes_nothing(make_s
     assert worker_a.get(job.job_id, workspace_id="acme").result == "ok"
 
 
+@both
 def test_dead_letters_and_taken_over_leases_are_handled_as_dequeue_does(make_store):
     events = Seen()
     store = make_store("legacy", events=events, max_attempts=1)
@@ -182,6 +193,7 @@ def test_dead_letters_and_taken_over_leases_are_handled_as_dequeue_does(make_sto
     assert events.letters == ["no-colon"]
 
 
+@both
 def test_a_claim_that_must_look_further_goes_on_as_dequeue_does(make_store):
     """More dropped entries than one script call examines: the take goes on in further calls."""
     store = make_store("dual")
@@ -214,7 +226,8 @@ def test_a_claim_that_must_look_further_goes_on_as_dequeue_does(make_store):
     (lambda s, j: s.finish(j, error=42), "error"),
 ])
 def test_bad_input_names_the_argument_before_anything_is_sent(call, argument):
-    # Nothing listens there: anything sent would be StoreUnavailable.
+    # Nothing listens there: anything sent would be StoreUnavailable (the asyncio store's bad
+    # input: tests/test_aio.py).
     store = jobstore.open(f"redis://127.0.0.1:{free_port()}/0", "dual")
     job = jobstore.open("memory://finish-bad-input", "legacy")
     job.enqueue("acme", "a")
@@ -233,16 +246,17 @@ def standalone(request):
     return request.getfixturevalue("redis_url")
 
 
-def fresh(url, strategy="legacy", **options):
-    store = jobstore.open(url, strategy, **options)
+def fresh(open_store, url, strategy="legacy", **options):
+    store = open_store(url, strategy, **options)
     store.client.flushall()
     return store
 
 
-def test_a_resent_finish_whose_first_attempt_claimed_a_job_answers_that_job(standalone):
+@both
+def test_a_resent_finish_whose_first_attempt_claimed_a_job_answers_that_job(open_store, standalone):
     """The claim half: between the first attempt (applied, reply lost) and its re-send, the job
     it claimed is deleted, enqueued again and handed to another worker."""
-    store = fresh(standalone)
+    store = fresh(open_store, standalone)
     store.enqueue("acme", "a", job_id="j1")
     old = store.enqueue("acme", "b", job_id="j2")
     job = store.dequeue()
@@ -261,10 +275,11 @@ def test_a_resent_finish_whose_first_attempt_claimed_a_job_answers_that_job(stan
     assert store.get("j1", workspace_id="acme").status is JobStatus.COMPLETED
 
 
-def test_a_resent_finish_does_not_finish_again(standalone):
+@both
+def test_a_resent_finish_does_not_finish_again(open_store, standalone):
     """The update half: between the first attempt and its re-send, the finished job is deleted
     and its id enqueued again (a new job, pending); the re-send answers for its own job."""
-    store = fresh(standalone)
+    store = fresh(open_store, standalone)
     store.enqueue("acme", "a", job_id="j1")
     store.enqueue("acme", "b", job_id="j2")
     job = store.dequeue()
@@ -282,8 +297,9 @@ def test_a_resent_finish_does_not_finish_again(standalone):
     assert store.dequeue() is None
 
 
-def test_a_resent_finish_whose_first_attempt_found_nothing_claims_like_a_new_dequeue(standalone):
-    store = fresh(standalone)
+@both
+def test_a_resent_finish_whose_first_attempt_found_nothing_claims_like_a_new_dequeue(open_store, standalone):
+    store = fresh(open_store, standalone)
     store.enqueue("acme", "a", job_id="j1")
     job = store.dequeue()
     op = finish_op(store, job)
@@ -298,6 +314,7 @@ def test_a_resent_finish_whose_first_attempt_found_nothing_claims_like_a_new_deq
         store.finish(job)
 
 
+@both
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_finish_whose_every_step_is_sent_twice_finishes_once_and_claims_once(make_store,
                                                                               strategy):
@@ -318,10 +335,12 @@ def test_a_finish_whose_every_step_is_sent_twice_finishes_once_and_claims_once(m
     assert [j and j.job_id for j in rest] == [jobs[2].job_id, jobs[3].job_id, None]
 
 
+@both
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_reply_lost_on_the_wire_is_resent_and_answered_once(redis_server, redis_url, strategy):
+def test_a_reply_lost_on_the_wire_is_resent_and_answered_once(open_store, redis_server, redis_url,
+                                                             strategy):
     with FaultProxy(redis_server.host, redis_server.port) as proxy:
-        store = jobstore.open(proxy.url, strategy)
+        store = open_store(proxy.url, strategy)
         jobs = [store.enqueue("ws", f"j{n}") for n in range(3)]
         job = store.dequeue()
         store.finish(store.dequeue(), take_next=False)  # loads the script: a retry is a re-send
@@ -385,10 +404,10 @@ def test_workers_looping_on_finish_run_each_job_once_and_lose_none(server_url, s
 
 # -- one round trip --------------------------------------------------------------------------
 
+@both
 @pytest.mark.parametrize("strategy, options", CONFIGS, ids=lambda v: str(v))
-def test_finish_takes_one_round_trip(redis_url, strategy, options):
-    store = jobstore.open(redis_url, strategy, **options,
-                          client_options={"connection_class": CountingConnection})
+def test_finish_takes_one_round_trip(open_store, flavour, redis_url, strategy, options):
+    store = open_store(redis_url, strategy, **options, client_options=counted(flavour))
     store.enqueue_many([("ws", f"j{n}") for n in range(4)])
     store.finish(store.dequeue(), take_next=False)  # loads the scripts
     job = store.dequeue()
@@ -405,6 +424,7 @@ def test_finish_takes_one_round_trip(redis_url, strategy, options):
 
 # -- every phase of a migration, and the compatible queue --------------------------------------
 
+@both
 def test_finish_follows_every_phase_switch_and_writes_every_copy(make_store):
     legacy = make_store("legacy")
     clock = FakeClock()
@@ -436,10 +456,11 @@ def test_finish_follows_every_phase_switch_and_writes_every_copy(make_store):
         "enqueue", "dequeue", "finish", "list"}
 
 
-def test_finish_takes_from_the_compatible_queue(redis_url):
+@both
+def test_finish_takes_from_the_compatible_queue(open_store, redis_url):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     old = SimpleQueue(client)
-    store = jobstore.open(redis_url, "legacy", legacy_queue=QUEUE)
+    store = open_store(redis_url, "legacy", legacy_queue=QUEUE)
     mine = store.enqueue("acme", "a")
     theirs = old.enqueue("globex", "b", {"n": 1})
     job = store.dequeue()

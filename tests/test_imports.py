@@ -164,7 +164,8 @@ def test_redis_py_is_imported_only_where_listed(full_graph):
 
 
 # The operations' package, one module per concept (jobstore/ops/__init__.py describes each).
-OPS_MODULES = {"jobstore.ops", "jobstore.ops.admin", "jobstore.ops.cluster", "jobstore.ops.context",
+OPS_MODULES = {"jobstore.ops", "jobstore.ops.admin", "jobstore.ops.cluster",
+               "jobstore.ops.cluster_enqueue", "jobstore.ops.context",
                "jobstore.ops.finish", "jobstore.ops.queue", "jobstore.ops.reads", "jobstore.ops.records",
                "jobstore.ops.writes"}
 

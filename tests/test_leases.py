@@ -22,6 +22,7 @@ import jobstore
 from jobstore import Job, JobStatus, LeaseLost
 from jobstore.events import Events
 from jobstore.steps import Batch, Command, Script
+from tests.support.aio import FLAVOURS
 from tests.support.clock import FakeClock
 
 # The core real-Redis tests: .ci/run runs them on every supported server build too.
@@ -29,6 +30,12 @@ pytestmark = pytest.mark.core
 
 LEASE = 0.3
 PAST = LEASE + 0.25  # sleep this long for a lease to run out
+
+# On the asyncio store too (behind the synchronous face of tests/support/aio.py), a subset that
+# covers each part of a lease's life: a claim and its lease, a take-over and the loser fenced,
+# max attempts, every step re-sent, a delete, every final status. The rest is the same
+# operation code, driven by the same driver core.
+both = pytest.mark.parametrize("flavour", FLAVOURS)
 
 
 class Seen(Events):
@@ -55,6 +62,7 @@ def leased(make_store):
     return factory
 
 
+@both
 @pytest.mark.parametrize("strategy", ["legacy", "workspace", "dual"])
 def test_a_dequeued_job_carries_its_claim_and_attempt(leased, strategy):
     store = leased(strategy)
@@ -73,6 +81,7 @@ def test_a_dequeued_job_carries_its_claim_and_attempt(leased, strategy):
     assert leases(store) == []  # finishing ends the claim and its lease
 
 
+@both
 @pytest.mark.parametrize("strategy", ["legacy", "workspace", "dual"])
 def test_a_job_whose_lease_ran_out_goes_to_the_next_dequeue_and_the_old_worker_is_fenced(
         leased, strategy):
@@ -377,6 +386,7 @@ def dequeue_sending_every_step_twice(store):
         return done.value
 
 
+@both
 def test_a_dequeue_whose_every_step_is_sent_twice_hands_out_once(leased):
     # redis-py re-sends a command whose reply was lost. The job is handed out once, and the
     # queue keeps every other entry: taken over once, claimed once.
@@ -505,6 +515,7 @@ def test_a_duplicated_entry_is_still_handed_out_once(make_store, strategy):
     store.update_status(job.job_id, "completed", workspace_id="acme", claim=first.claim)
 
 
+@both
 @pytest.mark.parametrize("strategy", ["legacy", "dual"])
 def test_a_worker_whose_last_attempt_failed_gets_lease_lost(leased, strategy):
     store = leased(strategy, max_attempts=1)
@@ -567,6 +578,7 @@ def test_a_take_over_and_a_claim_in_one_dequeue_do_not_share_op_markers(make_sto
 
 # -- leases end with the job --------------------------------------------------------------------
 
+@both
 @pytest.mark.parametrize("strategy", ["legacy", "workspace", "dual"])
 def test_delete_ends_the_claim_and_its_lease_also_when_the_id_is_enqueued_again(leased, strategy):
     store = leased(strategy, lease=30)
@@ -619,6 +631,7 @@ def test_extend_asks_the_record_not_only_the_leases(leased, strategy):
     assert leases(store) == []
 
 
+@both
 @pytest.mark.parametrize("final", ["completed", "failed", "cancelled"])
 def test_every_final_status_ends_the_claim_with_or_without_the_claim_given(leased, final):
     store = leased("dual", lease=30)

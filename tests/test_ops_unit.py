@@ -278,18 +278,50 @@ def test_a_cluster_dequeue_leases_again_a_claim_slower_than_half_its_lease(claim
     running = record(status="running", claim=f"tok0:{entry}", attempts="1")
     lease_claim = Expect(batch("lease_claim"), [1])
     script = [
-        Expect(batch("take"), [[entry]]),
+        Expect(batch("take"), [[entry, None]]),
         Expect(batch("LRANGE"), [[entry]]),
         Expect(batch("arbitrate"), [["won"]]),
         lease_claim,
         Expect(batch("update_status"), [["ok", flat(running), LEGACY_KEY]],
                effect=lambda step: clock.wait(claim_seconds)),
         *([lease_claim] if leased_again else []),
-        Expect(Batch((Command(("LREM", ctx.keys.claim("tok0"), -1, entry)),)), [1]),
+        Expect(batch("took", check=lambda b: b.calls[0].args[1:] == (entry, "")), [1]),
         Expect(batch("return_claims"), [0]),
     ]
     job = run(cluster.dequeue(ctx, timeout=0, lease_ms=10_000), script)
     assert (job.status, job.claim) == (JobStatus.RUNNING, f"tok0:{entry}")
+
+
+@pytest.mark.parametrize("holder, handed_out", [("tok0", True), ("tok7", False)])
+def test_a_cluster_dequeue_re_sent_after_its_claim_answers_with_the_job_it_claimed(holder,
+                                                                                 handed_out):
+    """The take finds the call's marker naming the entry it claimed: the job, if it still runs
+    under the call's claim (else None: taken over since); nothing else is taken or moved."""
+    ctx, _ = context(cluster=True)
+    entry = ctx.keys.queue_entry("acme", "j1", record()["created_at"])
+    marker = ctx.keys.op("tok0", near=ctx.keys.queue)
+    running = record(status="running", claim=f"{holder}:{entry}", attempts="1")
+    job = run(cluster.dequeue(ctx, timeout=0), [
+        Expect(batch("take", check=lambda b: b.calls[0].keys[3] == marker), [[None, entry]]),
+        Expect(hgetall(LEGACY_KEY), [running]),
+    ])
+    assert (job.claim if job else None) == (f"tok0:{entry}" if handed_out else None)
+
+
+def test_a_cluster_dequeue_re_sent_after_a_take_over_answers_with_the_job_it_took_over():
+    """Cut between the take-over's move and its last step, the call re-sent finds the expired
+    claim still listed and the record under its own claim: that job, with the step that drops
+    the expired lease and marks the call."""
+    ctx, _ = context(cluster=True)
+    entry = ctx.keys.queue_entry("acme", "j1", record()["created_at"])
+    expired = f"tok9:{entry}"
+    running = record(status="running", claim=f"tok0:{entry}", attempts="2")
+    job = run(cluster.dequeue(ctx, timeout=0), [
+        Expect(batch("take"), [[None, None, expired, "5000"]]),
+        Expect(hgetall(LEGACY_KEY), [running]),
+        Expect(batch("took", check=lambda b: b.calls[0].args[1:] == (entry, expired)), [1]),
+    ])
+    assert (job.claim, job.attempts) == (f"tok0:{entry}", 2)
 
 
 def test_the_scripted_driver_fails_an_unexpected_step_and_an_unfinished_script():

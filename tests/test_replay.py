@@ -17,8 +17,16 @@ import redis
 
 import jobstore
 from jobstore.ops import cluster as ops_cluster
+from jobstore.ops import finish as ops_finish
+from jobstore.scripts import DEQUEUE, FINISH, TAKE
 from jobstore.steps import Batch
 from tests.conftest import keys
+from tests.support.aio import FLAVOURS
+
+
+# The asyncio store too (behind the synchronous face of tests/support/aio.py): its driver sends
+# the same steps, so a re-sent step is recognised by the same markers.
+both = pytest.mark.parametrize("flavour", FLAVOURS)
 
 
 def first_batch(store, op):
@@ -52,22 +60,24 @@ def flush(store):
         client.flushall()
 
 
-def test_a_replayed_enqueue_never_answers_with_another_workspaces_job(url):
-    acme = jobstore.open(url, "legacy")
+@both
+def test_a_replayed_enqueue_never_answers_with_another_workspaces_job(open_store, url):
+    acme = open_store(url, "legacy")
     flush(acme)
     job, fields = acme._new_job("acme", "summarise", {"secret": "acme's"}, "j1")
     op, batch = first_batch(acme, acme._writes.enqueue(acme.context, job, fields))
     acme.driver._do(batch)  # the first attempt: applied, its reply lost
     assert acme.delete("j1", workspace_id="acme")
-    globex = jobstore.open(url, "legacy").enqueue("globex", "steal", {"secret": "globex's"},
+    globex = open_store(url, "legacy").enqueue("globex", "steal", {"secret": "globex's"},
                                                    job_id="j1")
     answered = finish(acme, op, batch)  # redis-py's re-send
     assert answered == job and answered.params == {"secret": "acme's"}
     assert acme.get("j1", workspace_id="globex") == globex  # nothing of globex's changed
 
 
-def test_a_replayed_dequeue_never_hands_out_a_job_twice(url):
-    store = jobstore.open(url, "legacy")
+@both
+def test_a_replayed_dequeue_never_hands_out_a_job_twice(open_store, url):
+    store = open_store(url, "legacy")
     if store.driver.cluster:
         pytest.skip("one script per claim on standalone; Cluster's claim is several steps, "
                     "its replayed step is the update's (test below)")
@@ -77,15 +87,62 @@ def test_a_replayed_dequeue_never_hands_out_a_job_twice(url):
     store.driver._do(batch)  # worker A's claim: applied, its reply lost
     assert store.delete("j1", workspace_id="acme")
     new = store.enqueue("acme", "second", job_id="j1")
-    b_got = jobstore.open(url, "legacy").dequeue()  # worker B claims the new job
+    b_got = open_store(url, "legacy").dequeue()  # worker B claims the new job
     assert b_got.job_id == "j1" and b_got.created_at == new.created_at
     a_got = finish(store, op, batch)  # A's re-send
     assert a_got.created_at == old.created_at and a_got.action == "first"  # what A claimed
     assert a_got.status.value == "running"
 
 
-def test_a_replayed_update_answers_what_it_did(url):
-    store = jobstore.open(url, "legacy")
+def lost_once(store, op, lost):
+    """Drive ``op``; the first step that ``lost(step)`` picks is applied and its reply lost, then
+    sent again, as redis-py re-sends it."""
+    reply, resent = None, False
+    try:
+        while True:
+            step = op.send(reply)
+            if not resent and isinstance(step, Batch) and lost(step):
+                store.driver._do(step)
+                resent = True
+            reply = store.driver._do(step)
+    except StopIteration as done:
+        assert resent, "no step was picked"
+        return done.value
+
+
+def takes(step):
+    """The step that takes the next entry from the queue (Cluster: into the call's claim list)."""
+    return any(getattr(call, "lua", None) in (DEQUEUE, FINISH, TAKE) for call in step.calls)
+
+
+@both
+@pytest.mark.parametrize("call", ["dequeue", "finish"])
+def test_a_take_whose_reply_was_lost_hands_out_the_job_it_took(open_store, url, call):
+    """The re-sent take answers with the entry its first attempt took, at once: not nothing,
+    with the job left in the call's claim list until a later dequeue puts it back."""
+    store = open_store(url, "dual")
+    flush(store)
+    store.enqueue("acme", "a", job_id="j1")
+    if call == "finish":
+        held = store.dequeue(timeout=0)
+        store.enqueue("acme", "b", job_id="j2")
+        op = ops_finish.finish(store.context, held, jobstore.JobStatus.COMPLETED, {}, True)
+    else:
+        op = store._writes.dequeue(store.context, 0)
+
+    got = lost_once(store, op, takes)
+
+    wanted = "j2" if call == "finish" else "j1"
+    assert got is not None and (got.job_id, got.status.value) == (wanted, "running")
+    assert store.get(wanted, workspace_id="acme").claim == got.claim
+    assert store.client.zrange(store.keys.leases, 0, -1) == [got.claim]
+    assert keys(store.client, "ai:claim:*") == []  # no entry left behind
+    assert store.dequeue(timeout=0) is None
+
+
+@both
+def test_a_replayed_update_answers_what_it_did(open_store, url):
+    store = open_store(url, "legacy")
     flush(store)
     store.enqueue("acme", "a", job_id="j1")
     op, batch = first_batch(store, store._writes.update_status(store.context, "j1", "acme",
@@ -98,15 +155,16 @@ def test_a_replayed_update_answers_what_it_did(url):
     assert store.get("j1", workspace_id="acme").status.value == "pending"  # untouched
 
 
+@both
 @pytest.mark.parametrize("strategy, options", [
     ("legacy", {}), ("dual", {"source": "legacy", "target": "workspace", "phase": "dual-write"})])
-def test_a_replayed_enqueue_does_not_bring_back_a_job_run_and_deleted_meanwhile(url, strategy,
-                                                                                options):
+def test_a_replayed_enqueue_does_not_bring_back_a_job_run_and_deleted_meanwhile(
+        open_store, url, strategy, options):
     """No marker key per enqueue any more: the record names the call that made it,
     and a delete keeps that name for the marker ttl. The worst moment for a re-send: its first
     attempt's job was already handed out, run and deleted (standalone: the enqueue is one
     script, so its job is queued at once; Cluster: deleted before its queue step)."""
-    store = jobstore.open(url, strategy, **options)
+    store = open_store(url, strategy, **options)
     flush(store)
     job, fields = store._new_job("acme", "once", {"n": 1}, "j1")
     op, batch = first_batch(store, store._writes.enqueue(store.context, job, fields))
@@ -126,12 +184,13 @@ def test_a_replayed_enqueue_does_not_bring_back_a_job_run_and_deleted_meanwhile(
     assert store.get("j1", workspace_id="acme") == again
 
 
+@both
 @pytest.mark.parametrize("strategy, options, records", [
     ("legacy", {}, 1), ("dual", {"source": "legacy", "target": "workspace", "phase": "dual-write"}, 2)])
-def test_an_enqueue_leaves_no_key_but_its_records(url, strategy, options, records):
+def test_an_enqueue_leaves_no_key_but_its_records(open_store, url, strategy, options, records):
     """An enqueue leaves its records and nothing else: no op-marker key per job (20k enqueues
     would leave 20k keys alive for the marker's ten minutes)."""
-    store = jobstore.open(url, strategy, **options)
+    store = open_store(url, strategy, **options)
     flush(store)
     store.get("warm", workspace_id="acme")  # the phase read, when dual
     client = store.client
@@ -159,13 +218,14 @@ def test_an_enqueue_leaves_no_key_but_its_records(url, strategy, options, record
         assert len(new - shared) == 3 * records, sorted(new - shared)
 
 
-def test_a_worker_leaves_no_pile_of_markers(url):
+@both
+def test_a_worker_leaves_no_pile_of_markers(open_store, url):
     """update_status and dequeue keep their answer in an op marker for a re-send; once the call
     has its answer the marker goes (kept for their ttl, at 1,000 jobs/s 600 s of those markers were 1.2
     million keys of about 520 bytes each). Standalone: the store's next call's script deletes
     it. Cluster: each marker sits in its record's slot, so they go in bulk, one Tidy per TIDY_AT
     of them (with the arbiters of the jobs that finished, which lived an hour)."""
-    store = jobstore.open(url, "legacy")
+    store = open_store(url, "legacy")
     flush(store)
     cluster = store.driver.cluster
     # Standalone: the calls not followed yet. Cluster: what waits for the next Tidy, which

@@ -1,5 +1,6 @@
 """Every single-job operation is one network round trip on standalone Redis, in every strategy
-and phase. Counted on the wire: a redis-py connection that counts what it sends."""
+and phase, on the synchronous and the asyncio store. Counted on the wire: a redis-py connection
+that counts what it sends."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import pytest
 import redis
 
 import jobstore
+from tests.support.aio import FLAVOURS, AsyncCountingConnection
 
 SENT = threading.local()
+AsyncCountingConnection.tally = SENT
 
 
 class CountingConnection(redis.Connection):
@@ -27,6 +30,12 @@ class CountingConnection(redis.Connection):
         return super().read_response(*args, **kwargs)
 
 
+def counted(flavour):
+    """The client options of a store of ``flavour`` whose round trips are counted."""
+    return {"connection_class": AsyncCountingConnection if flavour == "async"
+            else CountingConnection}
+
+
 def round_trips(call):
     SENT.count, SENT.reading = 0, True
     result = call()
@@ -38,10 +47,11 @@ CONFIGS = [("legacy", {}), ("workspace", {})] + [
 ]
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS)
 @pytest.mark.parametrize("strategy, options", CONFIGS, ids=lambda v: str(v))
-def test_single_job_operations_take_one_round_trip(redis_url, strategy, options):
-    store = jobstore.open(redis_url, strategy, client_options={"connection_class": CountingConnection},
-                          **options)
+def test_single_job_operations_take_one_round_trip(open_store, flavour, redis_url, strategy,
+                                                   options):
+    store = open_store(redis_url, strategy, client_options=counted(flavour), **options)
     # Warm up: the first call of each script loads it into the server's script cache.
     warm = store.enqueue("ws", "warm")
     store.update_status(warm.job_id, "cancelled", workspace_id="ws")
@@ -63,8 +73,9 @@ def test_single_job_operations_take_one_round_trip(redis_url, strategy, options)
     assert round_trips(lambda: store.delete(job.job_id, workspace_id="ws")) == (1, True)
 
 
-def test_enqueue_many_and_list_are_pipelined(redis_url):
-    store = jobstore.open(redis_url, "dual", client_options={"connection_class": CountingConnection})
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_enqueue_many_and_list_are_pipelined(open_store, flavour, redis_url):
+    store = open_store(redis_url, "dual", client_options=counted(flavour))
     store.get("warm", workspace_id="ws")  # connection handshake, first read of the phase
     n, jobs = round_trips(lambda: store.enqueue_many([("ws", "a")] * 200))
     assert len(jobs) == 200 and n == 1  # one pipeline of EVALSHA calls

@@ -17,7 +17,8 @@ The modules:
 - :mod:`.reads`: get, list_jobs, dead_letters (standalone and Cluster alike);
 - :mod:`.admin`: leave_legacy_queue;
 - :mod:`.finish`: finish, a worker's update and next claim (one script on standalone Redis);
-- :mod:`.cluster`: the writes on Redis Cluster, one slot per script.
+- :mod:`.cluster`: the writes on Redis Cluster, one slot per script (its enqueue in
+  :mod:`.cluster_enqueue`).
 
 This package holds the standalone write operations under the names the store's ``_Writes``
 protocol calls (``jobstore.ops.enqueue``...); ``jobstore.ops.cluster`` holds the same names for

@@ -4,14 +4,15 @@ No script or MULTI can span slots, so each operation is a fixed sequence of sing
 each safe to re-send (op markers) and each re-checking what it depends on. docs/cluster.md
 states what is atomic and what verify --repair converges; in short:
 
-- enqueue: records in write order (source first: it arbitrates duplicate ids), then the index,
-  then the queue entry (pushed once per call). An enqueue interrupted after its first record is
-  completed by retrying it with the same ``job_id`` and the same content.
+- enqueue (jobstore.ops.cluster_enqueue): records in write order, then the queue entry, then
+  the index. An enqueue interrupted after its first record is completed by retrying it with the
+  same ``job_id`` and the same content.
 - update_status: the first record in read order decides the move atomically; the others are then
   set to the same fields.
 - delete: every known record, last-written first, each leaving a tombstone, then the index.
 - dequeue: the entry moves into a claim list of this call, a ``claimed`` key arbitrates the job
-  (so a duplicated entry cannot hand it out twice), then the records move to running. An entry
+  (so a duplicated entry cannot hand it out twice), then the records move to running, then the
+  call's marker names the entry it claimed (a re-sent call answers with that job). An entry
   that cannot be parsed, or whose record cannot be decoded, is buried in the dead-letter list.
 
 Reads (get, list) are the same as on standalone Redis: redis-py pipelines across nodes.
@@ -20,16 +21,19 @@ Reads (get, list) are the same as on standalone Redis: redis-py pipelines across
 from __future__ import annotations
 
 from ..dead_letters import DeadLetter, entry_problem, printable
-from ..errors import (CorruptRecord, EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound,
-                     LeaseLost)
-from ..job import Job, JobStatus, count, parse_time, record_problem, statuses_allowed_before
-from ..rules import LEASE_EXPIRED, OP
-from ..scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE_RECORD, EXTEND, LEASE_CLAIM,
-                      LEASE_LIST, MIRROR, PUSH_ONCE, RETURN_CLAIMS, TAKE, UPDATE_STATUS)
-from ..steps import Batch, Call, Command, Script, Tidy
-from .context import SPENT_PER_CALL, Context, Op, now, spent_markers
-from .records import addressed, as_record, corrupt, fenced_script, job_keys, update_outcome
-from .writes import queue_entry
+from ..errors import CorruptRecord, InvalidTransition, JobNotFound, LeaseLost
+from ..job import Job, JobStatus, count, record_problem, statuses_allowed_before
+from ..rules import LEASE_EXPIRED
+from ..scripts import (ARBITRATE, BURY, DELETE_RECORD, EXTEND, LEASE_CLAIM, LEASE_LIST, MIRROR,
+                      RETURN_CLAIMS, TAKE, TOOK, UPDATE_STATUS)
+from ..steps import Batch, Command, Script, Tidy
+from .cluster_enqueue import enqueue, enqueue_many
+from .context import Context, Op, now, spent_markers
+from .records import (addressed, as_record, corrupt, decode, fenced_script, job_keys,
+                      update_outcome)
+
+__all__ = ["CLAIM_TTL", "TIDY_AT", "TOMB_TTL", "delete", "dequeue", "enqueue", "enqueue_many",
+           "extend", "tidy", "update_status"]
 
 CLAIM_TTL = 3600
 TOMB_TTL = 86400
@@ -55,138 +59,6 @@ def tidy(ctx: Context) -> Op[None]:
         spent += spent_markers(ctx, TIDY_AT - len(spent))
         if spent:
             yield Tidy(tuple(spent))
-
-
-def _same_job(stored: dict[str, str], fields: dict[str, str]) -> bool:
-    """An existing record may be an interrupted enqueue of this job: same job, still pending.
-    (It is one only if it is not indexed yet: the index is an enqueue's last step.)"""
-    return stored.get("status") == "pending" and all(
-        stored.get(k) == fields[k] for k in ("workspace_id", "action", "params")
-    )
-
-
-def _indexed(ctx: Context, jobs: list[Job]) -> Op[set[str]]:
-    """The ids of ``jobs`` in their workspace index: jobs whose enqueue finished."""
-    scores = yield Batch(tuple(
-        Command(("ZSCORE", ctx.keys.index(job.workspace_id), job.job_id)) for job in jobs
-    ))
-    return {job.job_id for job, score in zip(jobs, scores) if score is not None}
-
-
-def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[list[Job]]:
-    token = ctx.new_token()
-    routing = {job.job_id: ctx.strategy.routing(job.workspace_id) for job, _ in jobs}
-    fields_of = {job.job_id: fields for job, fields in jobs}
-    # Every record key but the first written one (which arbitrates duplicate ids itself): a
-    # schema this routing does not write (the target in 'off'), or a later written one that
-    # already holds a job (written in target-only, say). Read before anything is written, so
-    # that a taken id leaves nothing half-written.
-    checks = []
-    for job, _ in jobs:
-        writes = job_keys(routing[job.job_id].writes, job.workspace_id, job.job_id)
-        for key in job_keys(routing[job.job_id].known, job.workspace_id, job.job_id):
-            if key != writes[0]:
-                checks.append((job, key, key in writes))
-    taken: set[str] = set()
-    interrupted: dict[str, tuple[Job, dict[str, str]]] = {}  # by job id: (job, its record)
-    if checks:
-        found = yield Batch(tuple(Command(("HGETALL", key)) for _, key, _ in checks))
-        for (job, _, written), record in zip(checks, found):
-            if not record:
-                continue
-            if written and _same_job(as_record(record), fields_of[job.job_id]):
-                # An interrupted enqueue of this job, unless indexed.
-                interrupted[job.job_id] = (job, as_record(record))
-            else:
-                taken.add(job.job_id)
-    maybe = [pair for job_id, pair in interrupted.items() if job_id not in taken]
-    if maybe:
-        done = yield from _indexed(ctx, [job for job, _ in maybe])
-        taken |= done
-        for job, record in maybe:
-            if job.job_id not in done:  # complete it with its own record: the stamps must match
-                fields_of[job.job_id].update(record)
-    failed: dict[str, str] = {}
-    existing = [job.job_id for job, _ in jobs if job.job_id in taken]
-    todo = [(job, dict(fields)) for job, fields in jobs if job.job_id not in taken]
-    for position in range(max((len(routing[j.job_id].writes) for j, _ in todo), default=0)):
-        calls: list[Call] = []
-        subjects: list[tuple[Job, dict[str, str]]] = []
-        for job, fields in todo:
-            schemas = routing[job.job_id].writes
-            if position < len(schemas):
-                key = schemas[position].job_key(job.workspace_id, job.job_id)
-                flat = [part for item in fields.items() for part in item]
-                calls.append(Script(CREATE_RECORD, (key, ctx.keys.tomb(key)),
-                                    (fields[OP], f"{job.workspace_id}:{fields['created_at']}",
-                                     *flat)))
-                subjects.append((job, fields))
-        # A job Redis refuses (OOM, a key in the way) fails alone; the batch goes on. (A job
-        # that fails after its first record is completed by enqueueing it again, same job_id.)
-        replies = yield Batch(tuple(calls), tolerate_errors=True)
-        for (job, _), reply in zip(subjects, replies):
-            if isinstance(reply, Exception):
-                failed[job.job_id] = str(reply)
-        subjects_replies = [(subject, reply) for subject, reply in zip(subjects, replies)
-                            if not isinstance(reply, Exception)]
-        if position == 0:
-            kept: list[tuple[Job, dict[str, str]]] = []
-            unsure: list[Job] = []
-            for (job, fields), reply in subjects_replies:
-                if reply[0] == "exists":
-                    stored = as_record(reply[1])
-                    if not _same_job(stored, fields):
-                        existing.append(job.job_id)
-                        continue
-                    fields.update(stored)  # complete the interrupted enqueue with its own record
-                    unsure.append(job)
-                kept.append((job, fields))
-            if unsure:
-                # An indexed job finished its enqueue: this is a second enqueue of its id.
-                done = yield from _indexed(ctx, unsure)
-                existing.extend(job.job_id for job in unsure if job.job_id in done)
-                kept = [(job, fields) for job, fields in kept if job.job_id not in done]
-            todo = kept
-        todo = [(job, fields) for job, fields in todo if job.job_id not in failed]
-    for step in ("push", "index"):
-        if not todo:
-            break
-        if step == "push":
-            pushed = [ctx.keys.op(f"{token}-{job.job_id}", near=ctx.keys.queue) for job, _ in todo]
-            # The markers of earlier pushes that have their answer (no re-send of them can come
-            # any more) go with this push, in the same script: a finished enqueue leaves no key.
-            spent = spent_markers(ctx, SPENT_PER_CALL * len(todo))
-            calls = list(
-                Script(PUSH_ONCE, (marker, ctx.keys.queue,
-                                   *spent[n * SPENT_PER_CALL:(n + 1) * SPENT_PER_CALL]),
-                       (ctx.marker_ttl, queue_entry(ctx, job.workspace_id, job.job_id,
-                                                    fields["created_at"])))
-                for n, (marker, (job, fields)) in enumerate(zip(pushed, todo)))
-        else:  # last: the index marks the enqueue finished (see _same_job)
-            calls = list(
-                Command(("ZADD", ctx.keys.index(job.workspace_id), "NX",
-                         repr(parse_time(fields["created_at"]) or 0.0), job.job_id))
-                for job, fields in todo)
-        replies = yield Batch(tuple(calls), tolerate_errors=True)
-        for (job, _), reply in zip(todo, replies):
-            if isinstance(reply, Exception):
-                failed[job.job_id] = str(reply)
-        if step == "push":
-            ctx.spent_markers.extend(marker for marker, reply in zip(pushed, replies)
-                                     if not isinstance(reply, Exception))
-        todo = [(job, fields) for job, fields in todo if job.job_id not in failed]
-    created = [Job.from_hash(fields, codec=ctx.codec) for _, fields in todo]
-    if failed:
-        raise EnqueueIncomplete(failed, created, existing)
-    if existing:
-        order = {job.job_id: position for position, (job, _) in enumerate(jobs)}
-        raise JobExists(sorted(existing, key=order.__getitem__), created=created)  # batch order
-    return created
-
-
-def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op[Job]:
-    (created,) = yield from enqueue_many(ctx, [(job, fields)])
-    return created
 
 
 def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, job_id: str,
@@ -387,6 +259,25 @@ def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op[Job | None
         return None
 
 
+def _own(ctx: Context, token: str, entry: str,
+         records: list[dict[str, str]] | None = None) -> Op[Job | None]:
+    """The job of ``entry`` if it runs under this call's claim (the call re-sent after it
+    claimed the job): the first copy in read order decides. None: not (or no longer) ours.
+    ``records``: the copies, read already."""
+    workspace_id, job_id, _ = ctx.keys.parse_queue_entry(entry)
+    keys = job_keys(ctx.strategy.routing(None).touched, workspace_id, job_id)
+    if records is None:
+        records = list(map(as_record, (yield Batch(tuple(Command(("HGETALL", key))
+                                                         for key in keys)))))
+    for key, record in zip(keys, records):
+        if addressed(record, workspace_id):
+            if (record.get("claim") == f"{token}:{entry}"
+                    and record.get("status") == JobStatus.RUNNING.value):
+                return decode(ctx, "dequeue", key, record)
+            return None
+    return None
+
+
 def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
                lease_ms: int) -> Op[Job | None]:
     """Hand out again the job of a claim whose lease ran out, or fail it at max attempts; None
@@ -404,9 +295,11 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
     # The op markers of these moves: not the call's own token, which a claim of a duplicate
     # entry of the same job later in this dequeue marks its move with ('.' is in no token).
     mark = f"{token}.t"
-    records = yield Batch(tuple(Command(("HGETALL", key)) for key in keys))
-    record = next((r for r in map(as_record, records) if addressed(r, workspace_id)), {})
-    job = None
+    records = list(map(as_record, (yield Batch(tuple(Command(("HGETALL", key)) for key in keys)))))
+    record = next((r for r in records if addressed(r, workspace_id)), {})
+    job = yield from _own(ctx, token, entry, records)  # this call took it over already: re-sent
+    if job is not None:
+        return job
     if (record and (record.get("status") or "pending") == JobStatus.PENDING.value
             and overdue_ms < ctx.list_grace * 1000):
         return None  # its dequeue may still move the job: look again later
@@ -438,30 +331,48 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
             yield from _bury(ctx, entry, exc.reason, exc.key, exc.field)
         if job is None and attempts < ctx.max_attempts:  # our new claim's lease, unused
             yield Batch((Command(("ZREM", ctx.keys.leases, f"{token}:{entry}")),))
-    yield Batch((Command(("ZREM", ctx.keys.leases, member)),))
+    if job is None:
+        yield Batch((Command(("ZREM", ctx.keys.leases, member)),))
     return job
 
 
 def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) -> Op[Job | None]:
-    job = yield from _dequeue(ctx, timeout, lease_ms)
+    token = ctx.new_token()
+    # The call's op marker (the queue's slot): once it has claimed a job, the entry it claimed,
+    # so that the call re-sent whole (its tokens the same) answers with that job (see _took).
+    marker = ctx.keys.op(token, near=ctx.keys.queue)
+    job = yield from _dequeue(ctx, token, marker, timeout, lease_ms)
     yield from tidy(ctx)
     return job
 
 
-def _dequeue(ctx: Context, timeout: float | None, lease_ms: int | None) -> Op[Job | None]:
-    token = ctx.new_token()
+def _took(ctx: Context, token: str, marker: str, entry: str, expired: str = "") -> Op[None]:
+    """The claim of ``entry``'s job is this call's: the entry leaves the claim list (or the
+    ``expired`` claim it was taken over from its lease) and the call's marker names it, in one
+    step, so that a re-send of the call finds the job it claimed (TAKE) instead of nothing."""
+    yield Batch((Script(TOOK, (marker, ctx.keys.claim(token), ctx.keys.leases),
+                        (ctx.marker_ttl, entry, expired)),))
+    ctx.spent_anywhere.append(marker)  # the call has its job: only RETURN_CLAIMS may follow
+
+
+def _dequeue(ctx: Context, token: str, marker: str, timeout: float | None,
+             lease_ms: int | None) -> Op[Job | None]:
     lease_ms = ctx.lease_ms if lease_ms is None else lease_ms
     queue, claim, leases = ctx.keys.queue, ctx.keys.claim(token), ctx.keys.leases
     deadline = None if timeout is None else ctx.timer() + timeout
     while True:
-        # One step: the oldest entry into this call's claim list, and the leases that ran out
-        # (claim lists of dequeues that died go back to the queue there).
-        (taken,) = yield Batch((Script(TAKE, (queue, claim, leases),
+        # One step: the oldest entry into this call's claim list (the one it holds already, when
+        # this step is a re-send), and the leases that ran out (claim lists of dequeues that died
+        # go back to the queue there); or, the call re-sent after its claim, the entry it claimed.
+        (taken,) = yield Batch((Script(TAKE, (queue, claim, leases, marker),
                                        (int(ctx.list_grace * 1000), ctx.dequeue_scan)),))
-        moved, expired = taken[0], taken[1:]
+        moved, mine, expired = taken[0], taken[1], taken[2:]
+        if mine is not None:
+            return (yield from _own(ctx, token, mine))
         for member, overdue_ms in zip(expired[::2], expired[1::2]):  # older than any entry
             job = yield from _take_over(ctx, token, member, int(overdue_ms), lease_ms)
             if job is not None:
+                yield from _took(ctx, token, marker, member.partition(":")[2], member)
                 if moved is not None:  # back to the queue's oldest end, for the next dequeue
                     yield Batch((Script(RETURN_CLAIMS, (claim, queue, leases), ()),))
                 return job
@@ -483,7 +394,10 @@ def _dequeue(ctx: Context, timeout: float | None, lease_ms: int | None) -> Op[Jo
             entry = entries.pop()  # the oldest is at the tail
             job = yield from _claim(ctx, token, entry, lease_ms)
             # This entry, not whatever is at the tail: a re-sent RPOP would drop a second one.
-            yield Batch((Command(("LREM", claim, -1, entry)),))
+            if job is None:
+                yield Batch((Command(("LREM", claim, -1, entry)),))
+            else:
+                yield from _took(ctx, token, marker, entry)
         yield Batch((Script(RETURN_CLAIMS, (claim, queue, leases), ()),))
         if job is not None:
             return job

@@ -71,7 +71,8 @@ def _finish(ctx: Context, job: Job, status: JobStatus, changes: dict[str, str],
     lease_ms = ctx.lease_ms if lease_ms is None else lease_ms
     token = taken.rsplit(":", 1)[1]
     moved = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
-    spent = spent_markers(ctx, mine=moved)
+    # Never this call's own markers (a call re-sent whole, with its tokens, after it gave up).
+    spent = [marker for marker in spent_markers(ctx, mine=moved) if marker != taken]
     try:
         while True:
             routing = ctx.strategy.routing(workspace_id)
