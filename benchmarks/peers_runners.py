@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import multiprocessing
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -460,6 +461,8 @@ async def _saq_worker(ctx: Ctx, w: Window) -> None:
 
     # Burst mode: the worker stops once the queue is empty (a dequeue that waited 0.2 s for
     # nothing); the time ends at the N-th job's after_process, not at that wait.
+    # Its stop cancels the dequeues still waiting, with a warning each time: not news here.
+    logging.getLogger("saq").setLevel(logging.ERROR)
     worker = saq.Worker(queue, functions=[saq_noop], concurrency=ctx.concurrency, burst=True,
                         dequeue_timeout=0.2, max_burst_jobs=ctx.n, after_process=after)
     try:
