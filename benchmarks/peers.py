@@ -65,38 +65,33 @@ PHASES = {
     "worker-1": "worker, concurrency 1",
     "worker-8": "worker, concurrency 8",
 }
+THREADS = 8  # the sync libraries' concurrent enqueue: threads of one process
+
+
+def every_phase(enqueue: Runner, worker: Runner) -> dict[str, Runner]:
+    """Both enqueue phases run ``enqueue``, both worker phases ``worker``; the concurrency
+    (threads, tasks, worker slots) comes with the phase's ``Ctx``."""
+    return {"enqueue": enqueue, "enqueue-concurrent": enqueue, "worker-1": worker, "worker-8": worker}
+
+
 # key: (label, sync library, {phase: runner})
 PEERS: dict[str, tuple[str, bool, dict[str, Runner]]] = {
-    "jobstore": ("jobstore (sync)", True, {
-        "enqueue": r.js_enqueue, "enqueue-concurrent": r.js_enqueue_threads,
-        "worker-1": partial(r.js_worker, finish=False),
-        "worker-8": partial(r.js_worker, finish=False)}),
+    "jobstore": ("jobstore (sync)", True, every_phase(r.js_enqueue, partial(r.js_worker, finish=False))),
     "jobstore-finish": ("jobstore (sync), finish()", True, {
-        "worker-1": partial(r.js_worker, finish=True),
-        "worker-8": partial(r.js_worker, finish=True)}),
-    "jobstore-aio": ("jobstore.aio", False, {
-        "enqueue": r.aio_enqueue, "enqueue-concurrent": r.aio_enqueue_tasks,
-        "worker-1": r.aio_worker, "worker-8": r.aio_worker}),
+        phase: partial(r.js_worker, finish=True) for phase in ("worker-1", "worker-8")}),
+    "jobstore-aio": ("jobstore.aio", False, every_phase(r.in_loop(r.aio_enqueue), r.in_loop(r.aio_worker))),
     "raw": ("redis-py MULTI HSET+LPUSH (floor)", True, {"enqueue": r.raw_enqueue}),
-    "rq": ("RQ", True, {
-        "enqueue": r.rq_enqueue, "enqueue-concurrent": r.rq_enqueue_threads,
-        "worker-1": r.rq_worker, "worker-8": r.rq_worker}),
-    "arq": ("arq", False, {
-        "enqueue": r.arq_enqueue, "enqueue-concurrent": r.arq_enqueue_tasks,
-        "worker-1": r.arq_worker, "worker-8": r.arq_worker}),
-    "saq": ("SAQ", False, {
-        "enqueue": r.saq_enqueue, "enqueue-concurrent": r.saq_enqueue_tasks,
-        "worker-1": r.saq_worker, "worker-8": r.saq_worker}),
-    "bullmq": ("BullMQ (node)", False, {
-        "enqueue": bull.bullmq_enqueue, "enqueue-concurrent": bull.bullmq_enqueue_tasks,
-        "worker-1": bull.bullmq_worker, "worker-8": bull.bullmq_worker}),
+    "rq": ("RQ", True, every_phase(r.rq_enqueue, r.rq_worker)),
+    "arq": ("arq", False, every_phase(r.in_loop(r.arq_enqueue), r.in_loop(r.arq_worker))),
+    "saq": ("SAQ", False, every_phase(r.in_loop(r.saq_enqueue), r.in_loop(r.saq_worker))),
+    "bullmq": ("BullMQ (node)", False, {phase: partial(bull.bullmq, phase=phase) for phase in PHASES}),
 }
 BASELINE = "jobstore"
 
 
 def concurrency(peer: str, phase: str) -> int:
     if phase == "enqueue-concurrent":
-        return r.THREADS if PEERS[peer][1] else 100
+        return THREADS if PEERS[peer][1] else 100
     return 8 if phase == "worker-8" else 1
 
 

@@ -58,7 +58,9 @@ def bullmq_version(cache_dir: Path) -> str | None:
         return None
 
 
-def _bullmq(ctx: Ctx, w: Window, phase: str) -> None:
+def bullmq(ctx: Ctx, w: Window, phase: str) -> None:
+    """One phase: ``phase`` is peers.py's (the worker phases run the script's "worker")."""
+    phase = "worker" if phase.startswith("worker") else phase
     where = bullmq_dir(ctx.cache_dir)
     proc = subprocess.Popen(["node", "peers_bullmq.mjs", ctx.url, phase, str(ctx.n),
                              str(ctx.concurrency)], cwd=where, stdin=subprocess.PIPE,
@@ -80,15 +82,3 @@ def _bullmq(ctx: Ctx, w: Window, phase: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def bullmq_enqueue(ctx: Ctx, w: Window) -> None:
-    _bullmq(ctx, w, "enqueue")
-
-
-def bullmq_enqueue_tasks(ctx: Ctx, w: Window) -> None:
-    _bullmq(ctx, w, "enqueue-concurrent")
-
-
-def bullmq_worker(ctx: Ctx, w: Window) -> None:
-    _bullmq(ctx, w, "worker")

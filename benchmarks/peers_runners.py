@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
@@ -29,7 +30,6 @@ from bench import new_record
 WORKSPACES = [f"ws{i}" for i in range(20)]
 PREFIX = "bench"
 QUEUE = "bench"  # the queue name every peer uses (its own keys around it)
-THREADS = 8  # the sync libraries' concurrent enqueue: threads of one process
 WARM_UP = 20  # enqueues before an enqueue phase's timed part: connections, script cache
 
 
@@ -84,6 +84,59 @@ def noop(*args: Any, **kwargs: Any) -> None:
     """The job every peer runs: nothing."""
 
 
+def timed_threads(ctx: Ctx, w: Window, one: Callable[[int], Any]) -> None:
+    """``one(i)`` for WARM_UP untimed jobs, then for N timed ones from ``ctx.concurrency``
+    threads (1: this one)."""
+    for i in range(WARM_UP):
+        one(-1 - i)
+
+    def part(first: int) -> int:
+        for i in range(first, ctx.n, ctx.concurrency):
+            one(i)
+        return len(range(first, ctx.n, ctx.concurrency))
+
+    with ThreadPoolExecutor(ctx.concurrency) as pool:
+        w.begin()
+        done = part(0) if ctx.concurrency == 1 else sum(pool.map(part, range(ctx.concurrency)))
+        w.end(done)
+
+
+async def timed_tasks(ctx: Ctx, w: Window, one: Callable[[int], Awaitable[Any]]) -> None:
+    """As :func:`timed_threads`, from ``ctx.concurrency`` asyncio tasks."""
+    for i in range(WARM_UP):
+        await one(-1 - i)
+
+    async def part(first: int) -> None:
+        for i in range(first, ctx.n, ctx.concurrency):
+            await one(i)
+
+    w.begin()
+    await asyncio.gather(*(part(t) for t in range(ctx.concurrency)))
+    w.end(ctx.n)
+
+
+def in_loop(run: Callable[[Ctx, Window], Awaitable[None]]) -> Callable[[Ctx, Window], None]:
+    """An async runner as a runner: in an event loop of its own."""
+    return lambda ctx, w: asyncio.run(run(ctx, w))
+
+
+class Countdown:
+    """``finished``, a worker's after-job hook (a coroutine function: SAQ runs anything else in
+    a thread), counts finished jobs; ``at``: when the N-th finished."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.done, self.at = n, 0, None
+
+    async def finished(self, _: Any) -> None:
+        self.done += 1
+        if self.done == self.n:
+            self.at = time.perf_counter()
+
+
+def job_args(i: int) -> dict[str, int]:
+    return {"i": i} if i >= 0 else {"warm": -1 - i}
+
+
 # -- jobstore, sync -------------------------------------------------------------------------
 
 def js_open(ctx: Ctx) -> jobstore.JobStore:
@@ -93,31 +146,7 @@ def js_open(ctx: Ctx) -> jobstore.JobStore:
 def js_enqueue(ctx: Ctx, w: Window) -> None:
     store = js_open(ctx)
     try:
-        for i in range(WARM_UP):
-            store.enqueue(WORKSPACES[i % 20], "noop", {"warm": i})
-        w.begin()
-        for i in range(ctx.n):
-            store.enqueue(WORKSPACES[i % 20], "noop", {"i": i})
-        w.end(ctx.n)
-    finally:
-        store.close()
-
-
-def js_enqueue_threads(ctx: Ctx, w: Window) -> None:
-    store = js_open(ctx)
-    try:
-        for i in range(WARM_UP):
-            store.enqueue(WORKSPACES[i % 20], "noop", {"warm": i})
-
-        def part(first: int) -> int:
-            for i in range(first, ctx.n, THREADS):
-                store.enqueue(WORKSPACES[i % 20], "noop", {"i": i})
-            return len(range(first, ctx.n, THREADS))
-
-        with ThreadPoolExecutor(THREADS) as pool:
-            w.begin()
-            done = sum(pool.map(part, range(THREADS)))
-            w.end(done)
+        timed_threads(ctx, w, lambda i: store.enqueue(WORKSPACES[i % 20], "noop", job_args(i)))
     finally:
         store.close()
 
@@ -188,24 +217,15 @@ async def aio_close(store: Any) -> None:
             return
 
 
-async def _aio_enqueue(ctx: Ctx, w: Window, tasks: int) -> None:
+async def aio_enqueue(ctx: Ctx, w: Window) -> None:
     store = await aio_open(ctx)
     try:
-        for i in range(WARM_UP):
-            await store.enqueue(WORKSPACES[i % 20], "noop", {"warm": i})
-
-        async def part(first: int) -> None:
-            for i in range(first, ctx.n, tasks):
-                await store.enqueue(WORKSPACES[i % 20], "noop", {"i": i})
-
-        w.begin()
-        await asyncio.gather(*(part(t) for t in range(tasks)))
-        w.end(ctx.n)
+        await timed_tasks(ctx, w, lambda i: store.enqueue(WORKSPACES[i % 20], "noop", job_args(i)))
     finally:
         await aio_close(store)
 
 
-async def _aio_worker(ctx: Ctx, w: Window) -> None:
+async def aio_worker(ctx: Ctx, w: Window) -> None:
     store = await aio_open(ctx)
     finish = hasattr(store, "finish")
     js_seed(ctx)  # the same records and queue the async store reads
@@ -232,18 +252,6 @@ async def _aio_worker(ctx: Ctx, w: Window) -> None:
         await aio_close(store)
 
 
-def aio_enqueue(ctx: Ctx, w: Window) -> None:
-    asyncio.run(_aio_enqueue(ctx, w, 1))
-
-
-def aio_enqueue_tasks(ctx: Ctx, w: Window) -> None:
-    asyncio.run(_aio_enqueue(ctx, w, ctx.concurrency))
-
-
-def aio_worker(ctx: Ctx, w: Window) -> None:
-    asyncio.run(_aio_worker(ctx, w))
-
-
 # -- raw redis-py: the floor of an enqueue ------------------------------------------------------
 
 def raw_enqueue(ctx: Ctx, w: Window) -> None:
@@ -253,19 +261,14 @@ def raw_enqueue(ctx: Ctx, w: Window) -> None:
 
     def one(i: int) -> None:
         ws = WORKSPACES[i % 20]
-        job_id, fields = new_record(ws, i, {})
+        job_id, fields = new_record(ws, abs(i), {})
         pipe = client.pipeline(transaction=True)
         pipe.hset(f"{PREFIX}:jobs:{job_id}", mapping=fields)
         pipe.lpush(f"{PREFIX}:queue", f"{ws}:{job_id}:{fields['created_at']}")
         pipe.execute()
 
     try:
-        for i in range(WARM_UP):
-            one(i)
-        w.begin()
-        for i in range(ctx.n):
-            one(i)
-        w.end(ctx.n)
+        timed_threads(ctx, w, one)
     finally:
         client.close()
 
@@ -283,29 +286,14 @@ def _rq() -> Any:
     return rq
 
 
-def rq_enqueue(ctx: Ctx, w: Window, threads: int = 1) -> None:
+def rq_enqueue(ctx: Ctx, w: Window) -> None:
     rq = _rq()
     client = redis.Redis.from_url(ctx.url)
-    queue = rq.Queue(QUEUE, connection=client)
     try:
-        for i in range(WARM_UP):
-            queue.enqueue(RQ_FUNC, i)
-
-        def part(first: int) -> int:
-            for i in range(first, ctx.n, threads):
-                queue.enqueue(RQ_FUNC, i)
-            return len(range(first, ctx.n, threads))
-
-        with ThreadPoolExecutor(threads) as pool:
-            w.begin()
-            done = sum(pool.map(part, range(threads)))
-            w.end(done)
+        queue = rq.Queue(QUEUE, connection=client)
+        timed_threads(ctx, w, lambda i: queue.enqueue(RQ_FUNC, i))
     finally:
         client.close()
-
-
-def rq_enqueue_threads(ctx: Ctx, w: Window) -> None:
-    rq_enqueue(ctx, w, THREADS)
 
 
 def _rq_work(url: str) -> None:
@@ -316,8 +304,13 @@ def _rq_work(url: str) -> None:
 
 
 def rq_worker(ctx: Ctx, w: Window) -> None:
-    """``SimpleWorker`` (runs each job in its own process, no fork per job), in burst mode;
-    concurrency 8 is 8 of them in processes of their own: RQ runs one job at a time per worker."""
+    """``SimpleWorker`` (runs each job in its own process, no fork per job), in burst mode, in
+    1 or 8 processes of their own: RQ runs one job at a time per worker.
+
+    The window ends when RQ's finished-job registry holds N jobs (this process reads its size
+    every 20 ms: a ``ZCARD`` counted as RQ's), and the workers are then stopped: a worker that
+    has finished its last job can take up to a minute to quit (its pubsub thread's wait), and
+    an idle Redis's own CPU time would be counted meanwhile."""
     rq = _rq()
     client = redis.Redis.from_url(ctx.url)
     queue = rq.Queue(QUEUE, connection=client)
@@ -325,19 +318,21 @@ def rq_worker(ctx: Ctx, w: Window) -> None:
         for start in range(0, ctx.n, 1000):
             queue.enqueue_many([rq.Queue.prepare_data(RQ_FUNC, (i,))
                                 for i in range(start, min(ctx.n, start + 1000))])
-        if ctx.concurrency == 1:
-            w.begin()
-            _rq_work(ctx.url)
-        else:
-            fork = multiprocessing.get_context("fork")
-            workers = [fork.Process(target=_rq_work, args=(ctx.url,))
-                       for _ in range(ctx.concurrency)]
-            w.begin()
-            for process in workers:
-                process.start()
-            for process in workers:
+        workers = [multiprocessing.get_context("fork").Process(target=_rq_work, args=(ctx.url,))
+                   for _ in range(ctx.concurrency)]
+        w.begin()
+        for process in workers:
+            process.start()
+        done = 0
+        while (done := queue.finished_job_registry.count) < ctx.n and any(
+                process.is_alive() for process in workers):
+            time.sleep(0.02)
+        w.end(done)
+        for process in workers:
+            process.join(timeout=1)
+            if process.is_alive():
+                process.kill()
                 process.join()
-        w.end(queue.finished_job_registry.count)
     finally:
         client.close()
 
@@ -357,60 +352,33 @@ async def _arq_pool(ctx: Ctx) -> Any:
     return await create_pool(RedisSettings.from_dsn(ctx.url))
 
 
-async def _arq_enqueue(ctx: Ctx, w: Window, tasks: int) -> None:
+async def arq_enqueue(ctx: Ctx, w: Window) -> None:
     pool = await _arq_pool(ctx)
     try:
-        for i in range(WARM_UP):
-            await pool.enqueue_job("noop", i)
-
-        async def part(first: int) -> None:
-            for i in range(first, ctx.n, tasks):
-                await pool.enqueue_job("noop", i)
-
-        w.begin()
-        await asyncio.gather(*(part(t) for t in range(tasks)))
-        w.end(ctx.n)
+        await timed_tasks(ctx, w, lambda i: pool.enqueue_job("noop", i))
     finally:
         await pool.aclose()
 
 
-async def _arq_worker(ctx: Ctx, w: Window) -> None:
+async def arq_worker(ctx: Ctx, w: Window) -> None:
     from arq.worker import Worker, func
     pool = await _arq_pool(ctx)
     for start in range(0, ctx.n, 100):
         await asyncio.gather(*(pool.enqueue_job("noop", i)
                                for i in range(start, min(ctx.n, start + 100))))
-    finished: dict[str, Any] = {"done": 0, "at": None}
-
-    async def after(_: Any) -> None:
-        finished["done"] += 1
-        if finished["done"] == ctx.n:
-            finished["at"] = time.perf_counter()
-
+    after = Countdown(ctx.n)
     # poll_delay 0: arq takes jobs by polling, at most one job per poll for a worker with one
     # free slot, and its default 0.5 s between polls would cap concurrency 1 at 2 jobs/s. At 0 it
     # polls again at once (more Redis commands per job, counted as arq's).
     worker = Worker(functions=[func(arq_noop, name="noop")], redis_pool=pool, burst=True,
-                    max_jobs=ctx.concurrency, handle_signals=False, after_job_end=after,
+                    max_jobs=ctx.concurrency, handle_signals=False, after_job_end=after.finished,
                     poll_delay=0)
     try:
         w.begin()
         await worker.async_run()
-        w.end(worker.jobs_complete, at=finished["at"])
+        w.end(worker.jobs_complete, at=after.at)
     finally:
         await worker.close()
-
-
-def arq_enqueue(ctx: Ctx, w: Window) -> None:
-    asyncio.run(_arq_enqueue(ctx, w, 1))
-
-
-def arq_enqueue_tasks(ctx: Ctx, w: Window) -> None:
-    asyncio.run(_arq_enqueue(ctx, w, ctx.concurrency))
-
-
-def arq_worker(ctx: Ctx, w: Window) -> None:
-    asyncio.run(_arq_worker(ctx, w))
 
 
 # -- SAQ --------------------------------------------------------------------------------------
@@ -429,57 +397,30 @@ async def _saq_queue(ctx: Ctx) -> Any:
     return queue
 
 
-async def _saq_enqueue(ctx: Ctx, w: Window, tasks: int) -> None:
+async def saq_enqueue(ctx: Ctx, w: Window) -> None:
     queue = await _saq_queue(ctx)
     try:
-        for i in range(WARM_UP):
-            await queue.enqueue("saq_noop", i=i)
-
-        async def part(first: int) -> None:
-            for i in range(first, ctx.n, tasks):
-                await queue.enqueue("saq_noop", i=i)
-
-        w.begin()
-        await asyncio.gather(*(part(t) for t in range(tasks)))
-        w.end(ctx.n)
+        await timed_tasks(ctx, w, lambda i: queue.enqueue("saq_noop", i=i))
     finally:
         await queue.disconnect()
 
 
-async def _saq_worker(ctx: Ctx, w: Window) -> None:
+async def saq_worker(ctx: Ctx, w: Window) -> None:
     import saq
     queue = await _saq_queue(ctx)
     for start in range(0, ctx.n, 100):
         await asyncio.gather(*(queue.enqueue("saq_noop", i=i)
                                for i in range(start, min(ctx.n, start + 100))))
-    finished: dict[str, Any] = {"done": 0, "at": None}
-
-    async def after(_: Any) -> None:
-        finished["done"] += 1
-        if finished["done"] == ctx.n:
-            finished["at"] = time.perf_counter()
-
+    after = Countdown(ctx.n)
     # Burst mode: the worker stops once the queue is empty (a dequeue that waited 0.2 s for
     # nothing); the time ends at the N-th job's after_process, not at that wait.
     # Its stop cancels the dequeues still waiting, with a warning each time: not news here.
     logging.getLogger("saq").setLevel(logging.ERROR)
     worker = saq.Worker(queue, functions=[saq_noop], concurrency=ctx.concurrency, burst=True,
-                        dequeue_timeout=0.2, max_burst_jobs=ctx.n, after_process=after)
+                        dequeue_timeout=0.2, max_burst_jobs=ctx.n, after_process=after.finished)
     try:
         w.begin()
         await worker.start()
-        w.end(finished["done"], at=finished["at"])
+        w.end(after.done, at=after.at)
     finally:
         await queue.disconnect()
-
-
-def saq_enqueue(ctx: Ctx, w: Window) -> None:
-    asyncio.run(_saq_enqueue(ctx, w, 1))
-
-
-def saq_enqueue_tasks(ctx: Ctx, w: Window) -> None:
-    asyncio.run(_saq_enqueue(ctx, w, ctx.concurrency))
-
-
-def saq_worker(ctx: Ctx, w: Window) -> None:
-    asyncio.run(_saq_worker(ctx, w))
