@@ -5,6 +5,7 @@ session. They measure nothing here; speed is never asserted in tests."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,10 +16,12 @@ from tests.conftest import need_redis_server
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def run(script: str, *options: str) -> subprocess.CompletedProcess[str]:
+def run(script: str, *options: str, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
     need_redis_server()
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *options],
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=240,
+                          env=None if env is None else {**os.environ, **env})
     assert proc.returncode == 0, f"exit {proc.returncode}; stderr:\n{proc.stderr[-3000:]}"
     return proc
 
@@ -51,3 +54,38 @@ def test_breakdown_splits_every_variant():
         assert wall > 0 and redis_cpu > 0 and client_cpu > 0 and waiting >= 0, line
         # The parts never add up to more than the wall time they split (waiting is the rest).
         assert redis_cpu + client_cpu <= wall * 1.5 + 5, line
+
+
+def test_peers_runs_jobstore_and_skips_a_missing_peer(tmp_path):
+    # rq made unimportable (a package of that name that refuses to import, ahead of the real
+    # one): the benchmark must skip it with the reason, not fail, and still run jobstore.
+    (tmp_path / "rq").mkdir()
+    (tmp_path / "rq" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    n = 30
+    proc = run("peers.py", "--n", str(n), "--repeats", "1",
+               "--peers", "jobstore,jobstore-finish,jobstore-aio,raw,rq", "--json",
+               env={"PYTHONPATH": str(tmp_path)})
+    report = json.loads(proc.stdout)
+    rows = {(row["peer"], row["phase"]): row for row in report["rows"]}
+    phases = ["enqueue", "enqueue-concurrent", "worker-1", "worker-8"]
+    for phase in phases:
+        row = rows[("jobstore", phase)]
+        assert row["jobs_per_s"] > 0 and row["ratio_to_jobstore"] == 1.0, row
+        assert row["redis_cpu_us_per_job"] > 0, row
+        assert [s["done"] for s in row["samples"]] == [n], row
+    assert rows[("raw", "enqueue")]["jobs_per_s"] > 0
+    # Every jobstore enqueue is one script call, and the floor's one MULTI.
+    assert rows[("jobstore", "enqueue")]["commands_per_job"]["evalsha"] == 1.0
+    assert rows[("raw", "enqueue")]["commands_per_job"]["multi"] == 1.0
+    # A worker's take + finish: at least one script call per job, and the server's time.
+    assert rows[("jobstore", "worker-1")]["commands_per_job"]["evalsha"] >= 1.0
+    skipped = {(s["peer"], s["phase"]): s["reason"] for s in report["skipped"]}
+    assert {phase: skipped.get(("rq", phase)) for phase in phases} == {
+        phase: "rq is not installed (pip install rq)" for phase in phases}
+    # finish() and jobstore.aio run when this jobstore has them, and are skipped otherwise.
+    for peer in ("jobstore-finish", "jobstore-aio"):
+        ran = {phase for (p, phase) in rows if p == peer}
+        assert ran | {phase for (p, phase) in skipped if p == peer} >= {"worker-1", "worker-8"}
+    assert not report["errors"], report["errors"]
+    assert float(report["cost_ratios"]["jobstore enqueue / raw MULTI HSET+LPUSH"].rstrip("×")) > 0
+    assert "| jobstore (sync) | " in proc.stderr and "skipped RQ" in proc.stderr
