@@ -5,14 +5,15 @@ asyncio (every decision is made there, once for both)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
 from ..connection import is_cluster
-from ..steps import Pause, Primaries, Scan, Script, Step, Tidy
+from ..steps import NodeOf, Pause, Primaries, Scan, Script, Step, Tidy
 from .common import IO, DriverCore, LoadScripts, One, Pipe, ScanStep, Send, decodes
 
 if TYPE_CHECKING:
@@ -39,7 +40,9 @@ class AsyncDriver:
 
     def __init__(self, client: Any, strategy: Strategy | None, label: str,
                  events: Events | None = None, *, wait_replicas: int = 0,
-                 wait_timeout: float = 1.0) -> None:
+                 wait_timeout: float = 1.0, wait: Callable[[float], Any] | None = None) -> None:
+        """As :class:`jobstore.drivers.sync.SyncDriver`'s; ``wait`` (how a ``Pause(clock=True)``
+        waits; None: ``asyncio.sleep``) may be a coroutine function or a plain one."""
         self.client: Any = client
         self.cluster = is_cluster(client)
         self.core = DriverCore(strategy, label, events, cluster=self.cluster,
@@ -47,6 +50,7 @@ class AsyncDriver:
                                wait_timeout=wait_timeout)
         self.strategy, self.label, self.events = strategy, label, events
         self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
+        self.wait = wait
         self.tidier = AsyncTidier(client, self.cluster)
         self._initialized = not self.cluster
 
@@ -105,13 +109,20 @@ class AsyncDriver:
                 await self.client.script_load(lua.source)
             return None
         if isinstance(request, Pause):
-            await asyncio.sleep(request.seconds)
+            if request.clock and self.wait is not None:
+                waited = self.wait(request.seconds)
+                if inspect.isawaitable(waited):
+                    await waited
+            else:
+                await asyncio.sleep(request.seconds)
             return None
         if isinstance(request, Tidy):
             self.tidier.submit(request.keys)
             return None
         if isinstance(request, Primaries):
             return [node.name for node in self.client.get_primaries()]
+        if isinstance(request, NodeOf):
+            return str(self.client.get_node_from_key(request.key).name)
         raise TypeError(f"unknown request {request!r}")
 
     async def _pipe(self, request: Pipe) -> list[Any]:

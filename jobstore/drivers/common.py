@@ -21,8 +21,8 @@ import redis
 from ..connection import REDIS_ERRORS, UNAVAILABLE, _unknown_command, reported
 from ..errors import NotReplicated
 from ..scripts import ALL as ALL_SCRIPTS
-from ..steps import (Batch, Call, Command, Pause, Primaries, Refresh, Refused, Scan, Script, Step,
-                     Tidy)
+from ..steps import (Batch, Call, Command, NodeOf, Pause, Primaries, Refresh, Refused, Scan, Script,
+                     Step, Tidy)
 
 if TYPE_CHECKING:
     from ..events import Events
@@ -72,9 +72,10 @@ class ScanStep:
     step: Scan
 
 
-# Pause (sleep, reply None), Tidy (hand the keys to the tidier, reply None) and Primaries (the
-# primaries' names, unsorted) are passed to the driver as they are.
-IO = One | Pipe | LoadScripts | Send | ScanStep | Pause | Tidy | Primaries
+# Pause (sleep, reply None), Tidy (hand the keys to the tidier, reply None), Primaries (the
+# primaries' names, unsorted) and NodeOf (on Redis Cluster: a primary's name) are passed to the
+# driver as they are.
+IO = One | Pipe | LoadScripts | Send | ScanStep | Pause | Tidy | Primaries | NodeOf
 
 
 class DriverCore:
@@ -141,6 +142,8 @@ class DriverCore:
             if not self.cluster:
                 return [None]
             return sorted((yield step))
+        if isinstance(step, NodeOf):
+            return (yield step) if self.cluster else None
         if isinstance(step, Refresh):
             if stateful:
                 yield from self._refresh(force=True, overdue_only=False)
