@@ -194,7 +194,8 @@ class Migration(Operations):
     """
 
     def state(self) -> MigrationState:
-        """The migration's stored state (the default one, ``off``, when none is stored)."""
+        """The migration's state as stored (``stored`` False: none is; the phase is then the
+        default, ``jobstore.phases.DEFAULT_PHASE``)."""
         return self._go(self._call_state())
 
     def now(self) -> float:
