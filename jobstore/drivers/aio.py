@@ -70,6 +70,7 @@ class AsyncDriver:
     async def _drive(self, steps: Generator[IO, Any, R]) -> R:
         reply: Any = None
         error: Exception | None = None
+        cancels = _cancel_requests()
         try:
             while True:
                 try:
@@ -82,6 +83,11 @@ class AsyncDriver:
                     reply, error = await self._io(request), None
                 except Exception as exc:  # noqa: BLE001 - thrown into the core, which translates
                     reply, error = None, exc
+                if _cancel_requests() > cancels:
+                    # The task was cancelled, and the I/O returned all the same: on Python 3.11
+                    # asyncio.wait_for (redis-py's socket timeout) drops a cancellation that
+                    # comes as its awaitable finishes. Honoured here, before the next step.
+                    raise asyncio.CancelledError
         finally:
             steps.close()  # cancelled: the operation ends where it was, nothing more is sent
 
@@ -145,6 +151,14 @@ class AsyncDriver:
 
     async def close(self) -> None:
         await self.tidier.close()
+
+
+def _cancel_requests() -> int:
+    """How many cancellations of the running task are pending (0 before Python 3.11, which
+    does not count them)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return int(cancelling()) if cancelling is not None else 0
 
 
 class AsyncTidier:
