@@ -335,3 +335,29 @@ def test_ctrl_c_during_a_pass_reports_what_it_did():
         await store.close()
 
     run(main())
+
+
+def test_set_aside_restore_and_reverse_sync_awaited(backend):
+    """The calls the journey does not make: an unroutable record set aside, listed and put
+    back, and a reverse sync recorded in the state, all awaited."""
+
+    async def main():
+        store, migration = await seeded_dual_write(backend, 20)
+        await store.client.hset("ai:jobs:no-ws", mapping={"job_id": "no-ws", "status": "pending"})
+        await migration.backfill()
+        assert (await migration.verify()).unroutable == 1
+        report = await migration.set_aside(batch=5)
+        assert report.counts == {"set-aside": 1} and report.moved[0]["key"] == "ai:jobs:no-ws"
+        (listed,) = await migration.set_aside_records()
+        assert listed["record_key"] == "ai:jobs:no-ws" and listed["workspace_id"] is None
+        assert (await migration.verify()).clean
+        await store.client.hset(listed["key"], "workspace_id", "ws0")
+        assert await migration.restore_aside(listed["key"]) == "restored"
+        assert await migration.restore_aside(listed["key"]) == "in-place"  # restored already
+        assert await store.client.exists("ai:jobs:no-ws") == 1
+        synced = await migration.reverse_sync(batch=5)
+        assert synced.finished and synced.counts.get("copied-back", 0) == 0
+        assert (await migration.state()).reverse_synced > 0
+        await store.close()
+
+    run(main())

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from .. import validation
 from ..connection import connect
+from ..driver import SyncDriver
 from ..errors import InvalidArgument, MigrationRefused
 from ..events import Events
 from ..ops import Op
@@ -193,6 +194,8 @@ class Migration(Operations):
     that server clock (tests); ``wait`` is how the migration sleeps.
     """
 
+    driver: SyncDriver
+
     def state(self) -> MigrationState:
         """The migration's state as stored (``stored`` False: none is; the phase is then the
         default, ``jobstore.phases.DEFAULT_PHASE``)."""
@@ -328,7 +331,7 @@ class Migration(Operations):
         """Run a checked call; Ctrl-C during a pass, a verify or a set-aside raises
         :class:`MigrationInterrupted` with its report."""
         try:
-            return self.driver.run(run.op)  # type: ignore[no-any-return]
+            return self.driver.run(run.op)
         except KeyboardInterrupt as exc:
             stop = None if run.interrupted is None else self.driver.run(run.interrupted())
             if stop is None:
