@@ -58,9 +58,15 @@ class Scan:
 
 @dataclass(frozen=True)
 class Pause:
-    """Wait this many seconds before going on (throttling); the driver's reply is None."""
+    """Wait this many seconds before going on; the driver's reply is None.
+
+    ``clock``: a wait on the caller's clock (a migration waits until a phase switch reached
+    every store): the driver's own ``wait``, which a test replaces with a fake clock's.
+    Otherwise a throttle (a pass under a rate), always slept for real.
+    """
 
     seconds: float
+    clock: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,13 +92,23 @@ class Primaries:
     """The names of the primaries to scan: one name, None, on standalone Redis."""
 
 
+@dataclass(frozen=True)
+class NodeOf:
+    """On Redis Cluster, the name of the primary serving ``key``'s slot (a keyless command such
+    as TIME then goes to the server holding that key); None on standalone Redis. Asked of the
+    driver, which knows the slot map once it has connected."""
+
+    key: str
+
+
 # One call of a batch.
 Call = Command | Script
 
 # Everything an operation or a migration pass may yield, and what the driver sends back:
 # a Batch, the list of its replies; a Scan, ``(server identity, next cursor, keys)``; Primaries,
-# the list of names (``[None]`` on standalone Redis); Pause, Refresh and Tidy, None.
-Step = Batch | Scan | Pause | Refresh | Primaries | Tidy
+# the list of names (``[None]`` on standalone Redis); NodeOf, a name (None on standalone Redis);
+# Pause, Refresh and Tidy, None.
+Step = Batch | Scan | Pause | Refresh | Primaries | NodeOf | Tidy
 
 
 class Refused(Exception):

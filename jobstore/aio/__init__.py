@@ -15,11 +15,12 @@ from ..dead_letters import DeadLetter
 from ..drivers.aio import AsyncDriver
 from ..job import Job, JobStatus
 from ..store import JobStore
+from ..migration.aio import AsyncMigration, open_migration
 from ..store_core import Call, StoreCore
 
 T = TypeVar("T")
 
-__all__ = ["open", "AsyncJobStore", "AsyncDriver"]
+__all__ = ["open", "open_migration", "AsyncJobStore", "AsyncDriver", "AsyncMigration"]
 
 
 def open(url: str, strategy: str = "legacy", **options: Any) -> AsyncJobStore:  # noqa: A001
@@ -116,6 +117,14 @@ class AsyncJobStore(StoreCore):
         """:meth:`jobstore.JobStore.delete`."""
         return await self._run(self._call_delete(job_id, workspace_id))
 
+    def migration(self) -> AsyncMigration:
+        """The :class:`jobstore.migration.aio.AsyncMigration` between this ``dual`` store's
+        schemas, on the store's connections (:meth:`jobstore.JobStore.migration`).
+
+        :raises ConfigError: the store's strategy is not ``dual``.
+        """
+        return AsyncMigration(self.client, **self._migration_options())
+
     async def close(self) -> None:
         """Release the store's connections."""
         await self.driver.close()
@@ -137,3 +146,4 @@ class AsyncJobStore(StoreCore):
                 await self.driver.run(self._server_check(), plain=True)
                 self._eviction_checked = True
             return await self.driver.run(call.op)
+

@@ -5,15 +5,17 @@ asyncio (every decision is made there, once for both)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
 from ..connection import is_cluster
-from ..steps import Pause, Primaries, Scan, Script, Step, Tidy
-from .common import IO, DriverCore, LoadScripts, One, Pipe, Reconnect, ScanStep, Send, decodes
+from ..steps import NodeOf, Pause, Primaries, Scan, Script, Step, Tidy
+from .common import (IO, DriverCore, LoadScripts, One, Pipe, Reconnect, ScanStep, Send,
+                     decodes)
 
 if TYPE_CHECKING:
     from ..events import Events
@@ -39,7 +41,9 @@ class AsyncDriver:
 
     def __init__(self, client: Any, strategy: Strategy | None, label: str,
                  events: Events | None = None, *, wait_replicas: int = 0,
-                 wait_timeout: float = 1.0) -> None:
+                 wait_timeout: float = 1.0, wait: Callable[[float], Any] | None = None) -> None:
+        """As :class:`jobstore.drivers.sync.SyncDriver`'s; ``wait`` (how a ``Pause(clock=True)``
+        waits; None: ``asyncio.sleep``) may be a coroutine function or a plain one."""
         self.client: Any = client
         self.cluster = is_cluster(client)
         self.core = DriverCore(strategy, label, events, cluster=self.cluster,
@@ -47,6 +51,7 @@ class AsyncDriver:
                                wait_timeout=wait_timeout)
         self.strategy, self.label, self.events = strategy, label, events
         self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
+        self.wait = wait
         self.tidier = AsyncTidier(client, self.cluster)
         self._initialized = not self.cluster
 
@@ -66,6 +71,7 @@ class AsyncDriver:
     async def _drive(self, steps: Generator[IO, Any, R]) -> R:
         reply: Any = None
         error: Exception | None = None
+        cancels = _cancel_requests()
         try:
             while True:
                 try:
@@ -78,6 +84,11 @@ class AsyncDriver:
                     reply, error = await self._io(request), None
                 except Exception as exc:  # noqa: BLE001 - thrown into the core, which translates
                     reply, error = None, exc
+                if _cancel_requests() > cancels:
+                    # The task was cancelled, and the I/O returned all the same: on Python 3.11
+                    # asyncio.wait_for (redis-py's socket timeout) drops a cancellation that
+                    # comes as its awaitable finishes. Honoured here, before the next step.
+                    raise asyncio.CancelledError
         finally:
             steps.close()  # cancelled: the operation ends where it was, nothing more is sent
 
@@ -110,13 +121,20 @@ class AsyncDriver:
                 await pool.disconnect(inuse_connections=False)
             return None
         if isinstance(request, Pause):
-            await asyncio.sleep(request.seconds)
+            if request.clock and self.wait is not None:
+                waited = self.wait(request.seconds)
+                if inspect.isawaitable(waited):
+                    await waited
+            else:
+                await asyncio.sleep(request.seconds)
             return None
         if isinstance(request, Tidy):
             self.tidier.submit(request.keys)
             return None
         if isinstance(request, Primaries):
             return [node.name for node in self.client.get_primaries()]
+        if isinstance(request, NodeOf):
+            return str(self.client.get_node_from_key(request.key).name)
         raise TypeError(f"unknown request {request!r}")
 
     async def _pipe(self, request: Pipe) -> list[Any]:
@@ -139,6 +157,14 @@ class AsyncDriver:
 
     async def close(self) -> None:
         await self.tidier.close()
+
+
+def _cancel_requests() -> int:
+    """How many cancellations of the running task are pending (0 before Python 3.11, which
+    does not count them)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return int(cancelling()) if cancelling is not None else 0
 
 
 class AsyncTidier:

@@ -22,8 +22,8 @@ from ..connection import REDIS_ERRORS, UNAVAILABLE, _unknown_command, demoted, r
 from ..errors import NotReplicated
 from ..scripts import ALL as ALL_SCRIPTS
 from ..phases import migration_name
-from ..steps import (Batch, Call, Command, Pause, Primaries, Refresh, Refused, Scan, Script, Step,
-                     Tidy)
+from ..steps import (Batch, Call, Command, NodeOf, Pause, Primaries, Refresh, Refused, Scan, Script,
+                     Step, Tidy)
 
 if TYPE_CHECKING:
     from ..events import Events
@@ -80,9 +80,10 @@ class Reconnect:
     new primary)."""
 
 
-# Pause (sleep, reply None), Tidy (hand the keys to the tidier, reply None) and Primaries (the
-# primaries' names, unsorted) are passed to the driver as they are.
-IO = One | Pipe | LoadScripts | Send | ScanStep | Reconnect | Pause | Tidy | Primaries
+# Pause (sleep, reply None), Tidy (hand the keys to the tidier, reply None), Primaries (the
+# primaries' names, unsorted) and NodeOf (on Redis Cluster: a primary's name) are passed to the
+# driver as they are.
+IO = One | Pipe | LoadScripts | Send | ScanStep | Reconnect | Pause | Tidy | Primaries | NodeOf
 
 
 class DriverCore:
@@ -153,6 +154,8 @@ class DriverCore:
             if not self.cluster:
                 return [None]
             return sorted((yield step))
+        if isinstance(step, NodeOf):
+            return (yield step) if self.cluster else None
         if isinstance(step, Refresh):
             if stateful:
                 yield from self._refresh(force=True, overdue_only=False)

@@ -8,14 +8,15 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
 from ..connection import Client, is_cluster
-from ..steps import Pause, Primaries, Scan, Script, Step, Tidy
-from .common import IO, DriverCore, LoadScripts, One, Pipe, Reconnect, ScanStep, Send, decodes
+from ..steps import NodeOf, Pause, Primaries, Scan, Script, Step, Tidy
+from .common import (IO, DriverCore, LoadScripts, One, Pipe, Reconnect, ScanStep, Send,
+                     decodes)
 
 log = logging.getLogger("jobstore.driver")
 
@@ -32,11 +33,12 @@ class SyncDriver:
 
     def __init__(self, client: Client, strategy: Strategy | None, label: str,
                  events: Events | None = None, *, wait_replicas: int = 0,
-                 wait_timeout: float = 1.0) -> None:
+                 wait_timeout: float = 1.0, wait: Callable[[float], Any] | None = None) -> None:
         """``strategy``: whose routing state to keep fresh (None: a driver for admin passes).
         ``events``: told the phase each time the state is read. ``wait_replicas``: after every
         batch that writes, ``WAIT`` (in the same round trip) until that many replicas confirmed
-        it, up to ``wait_timeout`` seconds; fewer raise :class:`NotReplicated`."""
+        it, up to ``wait_timeout`` seconds; fewer raise :class:`NotReplicated`. ``wait``: how a
+        ``Pause(clock=True)`` waits (a migration's own; None: ``time.sleep``)."""
         # Any: the cluster branches below call RedisCluster's own methods, behind self.cluster.
         self.client: Any = client
         self.cluster = is_cluster(client)
@@ -45,6 +47,7 @@ class SyncDriver:
                                wait_timeout=wait_timeout)
         self.strategy, self.label, self.events = strategy, label, events
         self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
+        self.wait = wait
         if self.cluster:
             _local_script_keys(client)
         self.tidier = Tidier(client, self.cluster)
@@ -111,13 +114,18 @@ class SyncDriver:
                 pool.disconnect(inuse_connections=False)
             return None
         if isinstance(request, Pause):
-            time.sleep(request.seconds)
+            if request.clock and self.wait is not None:
+                self.wait(request.seconds)
+            else:
+                time.sleep(request.seconds)
             return None
         if isinstance(request, Tidy):
             self.tidier.submit(request.keys)
             return None
         if isinstance(request, Primaries):
             return [node.name for node in self.client.get_primaries()]
+        if isinstance(request, NodeOf):
+            return str(self.client.get_node_from_key(request.key).name)
         raise TypeError(f"unknown request {request!r}")
 
     def _connection(self, name: str | None) -> Any:

@@ -19,7 +19,10 @@ The package's modules, each importing only those listed before it:
 - ``passes``: backfill, reverse sync, cleanup and the scan/checkpoint/pace engine.
 - ``verify`` and ``setaside``: verify and its repairs; records no workspace can hold.
 - ``control``: :class:`Migration` (phase switches, rollout, log, status) and
-  :func:`open_migration`.
+  :func:`open_migration`; every call there is its checks and one operation (``Operations``),
+  which :class:`Migration` runs.
+- ``aio``: :class:`~jobstore.migration.aio.AsyncMigration`, the same operations awaited on
+  asyncio (``jobstore.aio`` names it and its ``open_migration``).
 
 Every name ``jobstore.migration`` has held is still importable from here. Its module-level
 settings (``CHUNK``, ``MAX_KEYS_PER_CALL``, ...) are read where they are defined: to change one,
@@ -37,6 +40,7 @@ from .core import VERIFY_ATTEMPTS, Progress
 from .passes import CHECKPOINT_EVERY, COUNT_SAMPLES, EXACT_COUNT_UP_TO
 from .verify import MUTABLE, REPAIRED, Compared
 from .control import Migration, open_migration
+from .aio import AsyncMigration
 
 # The private names the module had, for code (tests among it) that reaches for them.
 from .core import _Authority as _Authority
@@ -83,6 +87,7 @@ __all__ = [
     "MigrationInterrupted",
     "open_migration",
     "Migration",
+    "AsyncMigration",
     "REPAIRED",
     "NOT_A_HASH",
 ]

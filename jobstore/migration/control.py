@@ -1,23 +1,30 @@
 """The :class:`Migration`: its phase switches, read rollout, log, status and the gates the
-switches check; its passes, verify and set-aside come from the modules that hold them.
+switches check (:class:`Controls`); its passes, verify and set-aside come from the modules that
+hold them. :class:`Operations` is every call as checks and one operation; :class:`Migration`
+runs them on the synchronous driver (:class:`jobstore.migration.aio.AsyncMigration`, awaited).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import validation
 from ..connection import connect
+from ..driver import SyncDriver
 from ..errors import InvalidArgument, MigrationRefused
 from ..events import Events
+from ..ops import Op
 from ..phases import STATE_MAX_AGE, MigrationState, Phase, parse_phase, refusal, switched
-from ..steps import Batch, Command
-from .core import _one, log
+from ..steps import Batch, Command, Pause
+from .core import MigrationCore, Progress, Run, log
 from .passes import Passes
+from .reports import PassReport, SetAsideReport, VerifyReport
 from .setaside import SettingAside
 from .verify import Verifying
+
+T = TypeVar("T")
 
 
 def open_migration(url: str, *, source: str = "legacy", target: str = "workspace",
@@ -33,30 +40,20 @@ def open_migration(url: str, *, source: str = "legacy", target: str = "workspace
                      url=url, events=events, allow_eviction=allow_eviction, own_prefix=own_prefix)
 
 
-class Migration(Passes, Verifying, SettingAside):
-    """The source -> target migration of one store prefix: its phase and its passes.
+class Controls(MigrationCore):
+    """Phase switches, rollout, log and status (part of :class:`Migration`): each its checks
+    and one operation."""
 
-    Every time the migration records (phase switches, the start of a verify or a reverse sync)
-    is read from the Redis server holding its state (``TIME``), so that the rules comparing them
-    hold whatever the clocks of the machines running ``jobstore migrate`` say. ``clock`` replaces
-    that server clock (tests); ``wait`` is how the migration sleeps.
-    """
+    def _call_set_phase(self, phase: str | Phase, force: bool, reason: str,
+                        wait: bool) -> Run[MigrationState]:
+        return Run(self._set_phase(parse_phase(phase), force, reason, wait))
 
-    def set_phase(self, phase: str | Phase, *, force: bool = False, reason: str = "",
-                  wait: bool = True) -> MigrationState:
-        """Switch the phase, fleet-wide. Refused with the reason when it could strand or lose
-        data, unless ``force`` (recorded in the log with ``reason``). With ``wait``, returns once
-        every store has followed (about a second).
-
-        :raises MigrationRefused: the switch is unsafe (and not forced), or raced another switch.
-        :raises InvalidArgument: an unknown phase (a ValueError too).
-        """
-        new = parse_phase(phase)
-        self._check_redis()
-        state, now = self.driver.run(self._state_and_now())
+    def _set_phase(self, new: Phase, force: bool, reason: str, wait: bool) -> Op[MigrationState]:
+        yield from self._checked()
+        state, now = yield from self._state_and_now()
         why = refusal(state, new)
         if not why and new is Phase.TARGET_ONLY and not self.driver.cluster:
-            (mode,) = self.driver.run(_one(Batch((Command(("HGET", self.keys.queue_mode, "mode")),))))
+            (mode,) = yield Batch((Command(("HGET", self.keys.queue_mode, "mode")),))
             if mode == "shared":
                 why = ("a compatible queue (legacy_queue) is still shared with the replaced "
                        "system: its bare job ids are found through the source's records, which "
@@ -68,7 +65,7 @@ class Migration(Passes, Verifying, SettingAside):
         after = switched(state, new, now)
         entry = {"at": now, "event": "phase", "from": state.phase.value, "to": new.value,
                  "forced": bool(why), "refusal": why or "", "reason": reason}
-        self._store_state(state, after, entry, same_since=True, same_evidence=not why)
+        yield from self._store_state(state, after, entry, same_since=True, same_evidence=not why)
         self.events.phase(self.name, after.phase.value)
         if why:
             log.warning("%s: phase %s -> %s FORCED although %s (reason: %s)", self.label,
@@ -77,21 +74,21 @@ class Migration(Passes, Verifying, SettingAside):
             log.info("%s: phase %s -> %s%s", self.label, state.phase, new,
                      f" (reason: {reason})" if reason else "")
         if wait:
-            self.wait(STATE_MAX_AGE + 0.1)
+            yield Pause(STATE_MAX_AGE + 0.1, clock=True)
         return after
 
-    def set_rollout(self, *, percent: float | None = None, allow: list[str] | None = None,
-                    deny: list[str] | None = None) -> MigrationState:
-        """Change which workspaces read the target first in ``read-target``.
-
-        :raises ValueError: a percentage outside 0-100 or a bad workspace id.
-        """
+    def _call_set_rollout(self, percent: float | None, allow: list[str] | None,
+                          deny: list[str] | None) -> Run[MigrationState]:
         if percent is not None and (isinstance(percent, bool) or not 0 <= float(percent) <= 100):
             raise InvalidArgument("percent", f"must be 0-100, not {percent!r}")
         allowed = None if allow is None else frozenset(validation.identifier("allow", w) for w in allow)
         denied = None if deny is None else frozenset(validation.identifier("deny", w) for w in deny)
-        self._check_redis()
-        state, now = self.driver.run(self._state_and_now())
+        return Run(self._set_rollout(percent, allowed, denied))
+
+    def _set_rollout(self, percent: float | None, allowed: frozenset[str] | None,
+                     denied: frozenset[str] | None) -> Op[MigrationState]:
+        yield from self._checked()
+        state, now = yield from self._state_and_now()
         if not state.stored:
             raise MigrationRefused(
                 "no phase is stored yet: store one first (jobstore migrate phase off or dual-write), "
@@ -114,33 +111,28 @@ class Migration(Passes, Verifying, SettingAside):
         after = replace(state, rollout=rollout, stored=True)
         entry = {"at": now, "event": "rollout", "percent": rollout.percent,
                  "allow": sorted(rollout.allow), "deny": sorted(rollout.deny)}
-        self._store_state(state, after, entry, same_since=True)
+        yield from self._store_state(state, after, entry, same_since=True)
         log.info("%s: read rollout %g%%, allow %s, deny %s", self.label, rollout.percent,
                  sorted(rollout.allow), sorted(rollout.deny))
         return after
 
-    def log(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The last ``limit`` phase switches and rollout changes, newest first.
+    def _call_log(self, limit: int) -> Run[list[dict[str, Any]]]:
+        return Run(self._log(limit))
 
-        :raises StoreUnavailable: Redis could not be reached.
-        """
-        (raw,) = self.driver.run(_one(Batch((Command(("LRANGE", self.log_key, 0, limit - 1)),))))
+    def _log(self, limit: int) -> Op[list[dict[str, Any]]]:
+        (raw,) = yield Batch((Command(("LRANGE", self.log_key, 0, limit - 1)),))
         return [json.loads(item) for item in raw or []]
 
-    def status(self) -> dict[str, Any]:
-        """Phase, rollout, what the switch rules would say next, and the passes' checkpoints,
-        as typed values (times in epoch seconds or None, counts as ints, the checkpoints'
-        ``counts``, ``cursors`` and ``servers`` as objects, ``finished`` as a bool).
+    def _call_status(self) -> Run[dict[str, Any]]:
+        return Run(self._status())
 
-        :raises StoreUnavailable: Redis could not be reached (at any of its reads).
-        """
-        state = self.state()
+    def _status(self) -> Op[dict[str, Any]]:
+        state = yield from self._state()
         nxt = [p for p in Phase if p.rank == state.phase.rank + 1]
         back = [p for p in Phase if p.rank == state.phase.rank - 1]
         parts = ("backfill", "reverse-sync", "cleanup")
-        replies = self.driver.run(_one(Batch(tuple(
-            Command(("HGETALL", self._part_key(part)))
-            for part in parts))))
+        replies = yield Batch(tuple(Command(("HGETALL", self._part_key(part))) for part in parts))
+        history = yield from self._log(5)
         checkpoints = dict(zip(parts, (reply or {} for reply in replies)))
         return {
             "migration": self.name,
@@ -160,7 +152,7 @@ class Migration(Passes, Verifying, SettingAside):
             "target_gap": state.target_gap,
             "next": {p.value: refusal(state, p) or "allowed" for p in nxt + back},
             "checkpoints": {k: _checkpoint(v) for k, v in checkpoints.items() if v},
-            "log": self.log(5),
+            "log": history,
         }
 
 
@@ -185,3 +177,163 @@ def _checkpoint(raw: dict[str, str]) -> dict[str, Any]:
             "rescans": int(number("rescans") or 0), "counts": loads("counts"),
             "cursors": loads("cursors"), "servers": loads("servers"),
             "updated_at": number("updated_at")}
+
+
+class Operations(Passes, Verifying, SettingAside, Controls):
+    """Every call of a migration as its checks and one operation (``_call_<name>`` returns the
+    :class:`Run`), for :class:`Migration` to run and
+    :class:`~jobstore.migration.aio.AsyncMigration` to await."""
+
+
+class Migration(Operations):
+    """The source -> target migration of one store prefix: its phase and its passes.
+
+    Every time the migration records (phase switches, the start of a verify or a reverse sync)
+    is read from the Redis server holding its state (``TIME``), so that the rules comparing them
+    hold whatever the clocks of the machines running ``jobstore migrate`` say. ``clock`` replaces
+    that server clock (tests); ``wait`` is how the migration sleeps.
+    """
+
+    driver: SyncDriver
+
+    def state(self) -> MigrationState:
+        """The migration's state as stored (``stored`` False: none is; the phase is then the
+        default, ``jobstore.phases.DEFAULT_PHASE``)."""
+        return self._go(self._call_state())
+
+    def now(self) -> float:
+        """The migration's clock: the server's time (or the injected ``clock``)."""
+        return self._go(self._call_now())
+
+    def set_phase(self, phase: str | Phase, *, force: bool = False, reason: str = "",
+                  wait: bool = True) -> MigrationState:
+        """Switch the phase, fleet-wide. Refused with the reason when it could strand or lose
+        data, unless ``force`` (recorded in the log with ``reason``). With ``wait``, returns once
+        every store has followed (about a second).
+
+        :raises MigrationRefused: the switch is unsafe (and not forced), or raced another switch.
+        :raises InvalidArgument: an unknown phase (a ValueError too).
+        """
+        return self._go(self._call_set_phase(phase, force, reason, wait))
+
+    def set_rollout(self, *, percent: float | None = None, allow: list[str] | None = None,
+                    deny: list[str] | None = None) -> MigrationState:
+        """Change which workspaces read the target first in ``read-target``.
+
+        :raises ValueError: a percentage outside 0-100 or a bad workspace id.
+        """
+        return self._go(self._call_set_rollout(percent, allow, deny))
+
+    def log(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The last ``limit`` phase switches and rollout changes, newest first.
+
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        return self._go(self._call_log(limit))
+
+    def status(self) -> dict[str, Any]:
+        """Phase, rollout, what the switch rules would say next, and the passes' checkpoints,
+        as typed values (times in epoch seconds or None, counts as ints, the checkpoints'
+        ``counts``, ``cursors`` and ``servers`` as objects, ``finished`` as a bool).
+
+        :raises StoreUnavailable: Redis could not be reached (at any of its reads).
+        """
+        return self._go(self._call_status())
+
+    def backfill(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
+                 restart: bool = False, progress: Progress | None = None,
+                 keys_per_call: int | None = None) -> PassReport:
+        """Copy every source record missing in the target, and bring target copies that missed
+        writes (the phase was ``off``) up to date (resumable, throttled).
+
+        ``keys_per_call``: records one script call settles, on standalone Redis (default 50,
+        about a millisecond of Redis time): larger calls make the pass faster and keep live
+        requests waiting longer behind each call (docs/migration.md).
+
+        :raises MigrationRefused: the phase does not write both sides yet.
+        :raises InvalidArgument: a bad ``batch``, ``rate`` or ``keys_per_call`` (nothing sent).
+        :raises MigrationInterrupted: Ctrl-C; its ``report`` is what was done until then.
+        """
+        return self._go(self._call_backfill(batch, rate, dry_run, restart, progress,
+                                            keys_per_call))
+
+    def reverse_sync(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
+                     restart: bool = False, progress: Progress | None = None,
+                     keys_per_call: int | None = None) -> PassReport:
+        """Bring the source up to date from the target, so a rollback loses nothing.
+        Arguments as for :meth:`backfill`."""
+        return self._go(self._call_reverse_sync(batch, rate, dry_run, restart, progress,
+                                                keys_per_call))
+
+    def cleanup(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
+                restart: bool = False, progress: Progress | None = None,
+                keys_per_call: int | None = None) -> PassReport:
+        """Delete source records whose target copy holds the same record (target-only only).
+        Arguments as for :meth:`backfill`.
+
+        :raises MigrationRefused: the phase is not target-only.
+        """
+        return self._go(self._call_cleanup(batch, rate, dry_run, restart, progress,
+                                           keys_per_call))
+
+    def verify(self, *, sample: int | None = None, repair: bool = False, examples: int = 10,
+               batch: int = 500, progress: Progress | None = None,
+               keys_per_call: int | None = None) -> VerifyReport:
+        """Compare source and target record by record; ``repair`` fixes what it finds.
+        ``keys_per_call``: records one script call compares (as for :meth:`backfill`).
+
+        A full verify that finds nothing to fix, and whose scans all ran on the servers they
+        started on, is recorded: it allows ``target-only`` (and ``read-target`` after a gap).
+        A verify that shows the target may not be right (``VerifyReport.evidence_against``: it
+        found problems, a sample too, repaired some, or gave up on changing servers) is recorded
+        as well, at the time it finished: the newest verify decides, and a clean one counts only
+        when it started after that (``MigrationState.vouched``).
+
+        :raises MigrationInterrupted: Ctrl-C (a KeyboardInterrupt); its ``report`` is what was
+            found until then (recorded when it is evidence against the target).
+        """
+        return self._go(self._call_verify(sample, repair, examples, batch, progress,
+                                          keys_per_call))
+
+    def set_aside(self, *, batch: int = 500, dry_run: bool = False,
+                  progress: Progress | None = None) -> SetAsideReport:
+        """Move every source record without a usable workspace (counted ``unroutable`` by the
+        passes and verify) out of the source's namespace, to ``StoreKeys.aside``: one atomic
+        RENAME per record, in its own slot, so every field, byte and TTL is kept, and a record
+        given a usable workspace_id meanwhile is left where it is (``routable``). No workspace
+        can read such a record in any phase, and no pass can place it, so verify is never
+        clean while it stays; once set aside, verify no longer sees it. :meth:`set_aside_records`
+        lists what was set aside, :meth:`restore_aside` puts one back. Any phase; safe to run
+        again (a run re-sent or repeated moves nothing twice).
+
+        :raises MigrationInterrupted: Ctrl-C; its ``report`` says what was moved until then.
+        """
+        return self._go(self._call_set_aside(batch, dry_run, progress))
+
+    def set_aside_records(self) -> list[dict[str, Any]]:
+        """Every record set aside (on every primary): ``{"key": where it is, "record_key": where
+        it was, "set_aside_at": epoch seconds (the migration's clock), "workspace_id": its
+        workspace_id field or None}``, oldest first."""
+        return self._go(self._call_set_aside_records())
+
+    def restore_aside(self, key: str) -> str:
+        """Put a record set aside back where it was: ``restored``; ``in-place`` when nothing is
+        set aside at ``key`` and its old key holds a record (restored already). Give it a
+        usable workspace_id first (HSET on ``key``), or it is unroutable again.
+
+        :raises InvalidArgument: ``key`` is not a key set aside from this migration's source.
+        :raises MigrationRefused: its old key holds a record again (nothing changed), or
+            nothing is set aside at ``key``.
+        """
+        return self._go(self._call_restore_aside(key))
+
+    def _go(self, run: Run[T]) -> T:
+        """Run a checked call; Ctrl-C during a pass, a verify or a set-aside raises
+        :class:`MigrationInterrupted` with its report."""
+        try:
+            return self.driver.run(run.op)
+        except KeyboardInterrupt as exc:
+            stop = None if run.interrupted is None else self.driver.run(run.interrupted())
+            if stop is None:
+                raise
+            raise stop from exc

@@ -1,7 +1,13 @@
-"""What the parts of a :class:`~jobstore.migration.Migration` share: its schemas and keys, its
-state and clock, and the placing of scanned keys as records. How records are settled and compared
+"""What the parts of a migration share: its schemas and keys, its state and clock, the placing
+of scanned keys as records, and the shape of its calls. How records are settled and compared
 (one script over both copies on standalone Redis, single-slot steps on Redis Cluster) is chosen
 once per migration: ``self.settler`` (:mod:`jobstore.migration.settle`).
+
+Every public call of a migration is its checks (made at once, before anything is sent) and one
+operation, a generator of steps (:class:`Run`): :class:`~jobstore.migration.Migration` runs it
+on the synchronous driver, :class:`~jobstore.migration.aio.AsyncMigration` awaits it on the
+asyncio one. Waits are ``Pause`` steps; the server check, the state node and the server's time
+are steps too.
 """
 
 from __future__ import annotations
@@ -11,10 +17,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 from .. import eviction, server_check, validation
-from ..connection import Client, is_cluster, redact
+from ..connection import Client, redact
 from ..driver import SyncDriver
 from ..errors import ConfigError, InvalidArgument, MigrationRefused
 from ..events import Events
@@ -24,10 +30,11 @@ from ..phases import MigrationState, Phase, changed_fields, migration_name
 from ..plugins import get_registry
 from ..schema import KeySchema
 from ..scripts import SET_STATE
-from ..steps import Batch, Command, Script
-from .reports import PassReport
+from ..steps import Batch, Command, NodeOf, Pause, Script
+from .reports import MigrationInterrupted, PassReport
 from .settle import Placed, Prefer, settler_for
 
+T = TypeVar("T")
 # ``progress(step, done, total or None, counts)``: how far a pass or a verify is.
 Progress = Callable[[str, int, int | None, dict[str, int]], None]
 # Every module of the package logs as ``jobstore.migration`` (the name it always had).
@@ -38,14 +45,28 @@ log = logging.getLogger("jobstore.migration")
 VERIFY_ATTEMPTS = 3
 
 
+@dataclass(frozen=True)
+class Run(Generic[T]):
+    """One checked call of a migration: its operation, and for a pass, a verify or a set-aside,
+    what a Ctrl-C during it becomes: ``interrupted()`` is an operation (a verify records what it
+    found) returning the :class:`MigrationInterrupted` to raise, or None (it had not begun: the
+    KeyboardInterrupt goes on as it is)."""
+
+    op: Op[T]
+    interrupted: Callable[[], Op[MigrationInterrupted | None]] | None = None
+
+
 class MigrationCore:
     """A migration's schemas, keys, state and clock, and the steps its passes, verify and
     set-aside share (see :class:`jobstore.migration.Migration`)."""
 
+    # The driver of the migration's facade (its ``client`` is that driver's kind).
+    _driver_class: ClassVar[Callable[..., Any]] = SyncDriver
+
     def __init__(self, client: Client, *, source: str = "legacy", target: str = "workspace",
                  prefix: str = "ai", url: str | None = None, events: Events | None = None,
                  clock: Callable[[], float] | None = None,
-                 wait: Callable[[float], None] = time.sleep, allow_eviction: bool = False,
+                 wait: Callable[[float], Any] = time.sleep, allow_eviction: bool = False,
                  own_prefix: str | None = None) -> None:
         validation.prefix(prefix)
         own_prefix = validation.own_prefix(own_prefix, prefix)
@@ -65,13 +86,22 @@ class MigrationCore:
         self.wait = wait
         self.allow_eviction = allow_eviction
         self._redis_checked = False
-        self.driver = SyncDriver(client, None, redact(url) if url else repr(client))
+        # Its clock waits (Pause(clock=True)) go to self.wait, read when they happen.
+        self.driver = self._driver_class(client, None, redact(url) if url else repr(client),
+                                         wait=lambda seconds: self.wait(seconds))
         # Standalone Redis or Cluster: how records are settled and compared, chosen once.
         self.settler = settler_for(self.driver.cluster, self.keys)
 
-    def state(self) -> MigrationState:
-        self._check_redis()
-        return self.driver.run(self._read_state())
+    def _call_state(self) -> Run[MigrationState]:
+        return Run(self._state())
+
+    def _call_now(self) -> Run[float]:
+        return Run(self._now())
+
+    def _state(self) -> Op[MigrationState]:
+        """The stored state (after the server check)."""
+        yield from self._checked()
+        return (yield from self._read_state())
 
     def _part_key(self, part: str) -> str:
         """The key of one of the migration's parts: a pass's checkpoint, the log."""
@@ -86,19 +116,20 @@ class MigrationCore:
         if self.clock is not None:
             state = yield from self._read_state()
             return state, self.clock()
-        if self.driver.cluster:
+        node = yield NodeOf(self.state_key)  # None on standalone Redis
+        if node is not None:
             state = yield from self._read_state()
-            (now,) = yield Batch((Command(("TIME",), node=self._state_node()),))
+            (now,) = yield Batch((Command(("TIME",), node=node),))
         else:
             raw, now = yield Batch((Command(("HGETALL", self.state_key)), Command(("TIME",))))
             state = MigrationState.from_hash(raw or {})
         return state, _seconds(now)
 
-    def now(self) -> float:
+    def _now(self) -> Op[float]:
         """The migration's clock: the server's time (or the injected ``clock``)."""
         if self.clock is not None:
             return self.clock()
-        return self.driver.run(self._state_and_now())[1]
+        return (yield from self._state_and_now())[1]
 
     @property
     def label(self) -> str:
@@ -106,24 +137,16 @@ class MigrationCore:
         own = "" if self.keys.prefix == self.source.prefix else f", own keys {self.keys.prefix}"
         return f"migration {self.name} (prefix {self.source.prefix}{own})"
 
-    def _state_node(self) -> str:
-        assert is_cluster(self.client), "asked on Redis Cluster only"
-        # redis-py leaves RedisCluster.get_node_from_key unannotated.
-        node = self.client.get_node_from_key(self.state_key)  # type: ignore[no-untyped-call]
-        return str(node.name)
-
-    def _check_redis(self) -> None:
-        """Refuse a Redis that may evict keys (once per Migration): a pass or a phase switch on
-        it could lose jobs or the migration state itself."""
-        if self._redis_checked:
-            return
-        label = eviction.label_of(self.client)
-        self.driver.run(server_check.check(self.allow_eviction, label), plain=True)
-        self._redis_checked = True
+    def _checked(self) -> Op[None]:
+        """Refuse a Redis that may evict keys (once per migration, until it passes): a pass or
+        a phase switch on it could lose jobs or the migration state itself."""
+        if not self._redis_checked:
+            yield from server_check.check(self.allow_eviction, eviction.label_of(self.client))
+            self._redis_checked = True
 
     def _store_state(self, before: MigrationState, after: MigrationState,
                      entry: dict[str, Any] | None,
-                     *, same_since: bool = False, same_evidence: bool = False) -> bool:
+                     *, same_since: bool = False, same_evidence: bool = False) -> Op[bool]:
         """Write the fields that change from ``before`` to ``after``, only while the stored phase
         (and with ``same_since`` its start) is still the one ``before`` was read with, and with
         ``same_evidence`` while no verify has recorded problems since (a switch a verify gates).
@@ -138,18 +161,18 @@ class MigrationCore:
         script = Script(SET_STATE, (self.state_key, self.log_key),
                         (expected, since, json.dumps(entry, sort_keys=True) if entry else "",
                          evidence, *flat))
-        (written,) = self.driver.run(_one(Batch((script,))))
+        (written,) = yield Batch((script,))
         if not written and entry is not None:
             raise MigrationRefused("the phase, or the newest verify's verdict, changed while this "
                                    "switch was being decided; retry (jobstore migrate status says "
                                    "what it needs now)")
         return bool(written)
 
-    def _await(self, moment: float) -> None:
+    def _await(self, moment: float) -> Op[None]:
         # A switch reaches every store within STATE_MAX_AGE; passes start after that.
-        delay = moment - self.now()
+        delay = moment - (yield from self._now())
         if delay > 0:
-            self.wait(delay)
+            yield Pause(delay, clock=True)
 
     def _in_lua(self, other: KeySchema) -> bool:
         """Whether a pass settles its keys with PASS_BATCH: standalone Redis, and the other

@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from ..errors import InvalidArgument, MigrationRefused
 from ..ops import Op
 from ..phases import Phase
 from ..schema import KeySchema
 from ..steps import Batch, Command, Pause, Primaries, Scan
-from .core import MigrationCore, Progress, _authority, _check_batch, _flat, _short, log
+from .core import MigrationCore, Progress, Run, _authority, _check_batch, _flat, _short, log
 from .reports import MigrationInterrupted, PassReport
 from .settle import Placed, Prefer
 from .transport import CHUNK, Paced, _Checkpoint, _keys_per_call, _rate_chunk, lua_trips
@@ -32,105 +33,107 @@ CHECKPOINT_EVERY = 16
 
 
 class Passes(MigrationCore):
-    """Backfill, reverse sync and cleanup (part of :class:`jobstore.migration.Migration`)."""
+    """Backfill, reverse sync and cleanup (part of :class:`jobstore.migration.Migration`): each
+    its checks and one operation (the public methods are the facades')."""
 
-    def backfill(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
-                 restart: bool = False, progress: Progress | None = None,
-                 keys_per_call: int | None = None) -> PassReport:
-        """Copy every source record missing in the target, and bring target copies that missed
-        writes (the phase was ``off``) up to date (resumable, throttled).
+    def _call_backfill(self, batch: int, rate: float | None, dry_run: bool, restart: bool,
+                       progress: Progress | None, keys_per_call: int | None) -> Run[PassReport]:
+        chunk = _pass_arguments(batch, rate, keys_per_call)
+        report, began = PassReport("backfill", dry_run=dry_run), list[float]()
 
-        ``keys_per_call``: records one script call settles, on standalone Redis (default 50,
-        about a millisecond of Redis time): larger calls make the pass faster and keep live
-        requests waiting longer behind each call (docs/migration.md).
+        def op() -> Op[PassReport]:
+            yield from self._checked()
+            state, _ = yield from self._state_and_now()
+            if not state.phase.writes_both and not dry_run:
+                raise MigrationRefused(
+                    f"backfill needs dual writes (phase dual-write or read-target), phase is "
+                    f"{state.phase}: records copied now would not follow later updates"
+                )
+            yield from self._await(state.dual_since)
+            return (yield from self._run_pass(report, began, self.source, self.target, "copy",
+                                              batch, rate, restart, progress,
+                                              self._reads_target(state), chunk))
 
-        :raises MigrationRefused: the phase does not write both sides yet.
-        """
-        chunk = _keys_per_call(keys_per_call)
-        self._check_redis()
-        state, _ = self.driver.run(self._state_and_now())
-        if not state.phase.writes_both and not dry_run:
-            raise MigrationRefused(
-                f"backfill needs dual writes (phase dual-write or read-target), phase is {state.phase}: "
-                "records copied now would not follow later updates"
-            )
-        self._await(state.dual_since)
-        return self._run_pass("backfill", self.source, self.target, "copy", batch, rate,
-                              dry_run, restart, progress, prefer_to=self._reads_target(state),
-                              chunk=chunk)
+        return Run(op(), self._pass_interrupted(report, began))
 
-    def reverse_sync(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
-                     restart: bool = False, progress: Progress | None = None,
-                     keys_per_call: int | None = None) -> PassReport:
-        """Bring the source up to date from the target, so a rollback loses nothing.
-        ``keys_per_call``: as for :meth:`backfill`."""
-        chunk = _keys_per_call(keys_per_call)
-        self._check_redis()
-        state, started = self.driver.run(self._state_and_now())
-        self._await(state.phase_since)
-        report = self._run_pass("reverse-sync", self.target, self.source, "merge", batch, rate,
-                                dry_run, restart, progress,
-                                prefer_to=self._reads_source(state), chunk=chunk)
-        if report.finished and not dry_run:
-            # Records the source layout cannot hold (foreign) keep a rollback refused.
-            after = self.state()
-            if not after.stored:
-                report.notes.append("no phase is stored: the reverse sync is not recorded")
-                return report
-            fields = replace(after, reverse_synced=started, unplaceable=report.counts.get("foreign", 0))
-            if after.phase is Phase.READ_TARGET and started > after.phase_since:
-                fields = replace(fields, source_gap=False)  # both sides written again, and agree
-            if not self._store_state(after, fields, None, same_since=True):
-                report.notes.append("the phase changed while the reverse sync ran: not recorded")
-            else:
-                log.info("%s: reverse sync recorded (%d target jobs could not be written back)",
-                         self.label, fields.unplaceable)
-        return report
+    def _call_reverse_sync(self, batch: int, rate: float | None, dry_run: bool, restart: bool,
+                           progress: Progress | None,
+                           keys_per_call: int | None) -> Run[PassReport]:
+        chunk = _pass_arguments(batch, rate, keys_per_call)
+        report, began = PassReport("reverse-sync", dry_run=dry_run), list[float]()
 
-    def cleanup(self, *, batch: int = 500, rate: float | None = None, dry_run: bool = False,
-                restart: bool = False, progress: Progress | None = None,
-                keys_per_call: int | None = None) -> PassReport:
-        """Delete source records whose target copy holds the same record (target-only only).
-        ``keys_per_call``: as for :meth:`backfill`.
+        def op() -> Op[PassReport]:
+            yield from self._checked()
+            state, started = yield from self._state_and_now()
+            yield from self._await(state.phase_since)
+            yield from self._run_pass(report, began, self.target, self.source, "merge", batch,
+                                      rate, restart, progress, self._reads_source(state), chunk)
+            if report.finished and not dry_run:
+                yield from self._record_reverse_sync(report, started)
+            return report
 
-        :raises MigrationRefused: the phase is not target-only.
-        """
-        chunk = _keys_per_call(keys_per_call)
-        self._check_redis()
-        state = self.state()
-        if state.phase is not Phase.TARGET_ONLY and not dry_run:
-            raise MigrationRefused(f"cleanup runs only in target-only; phase is {state.phase}")
-        self._await(state.phase_since)
-        return self._run_pass("cleanup", self.source, self.target, "cleanup", batch, rate,
-                              dry_run, restart, progress, chunk=chunk)
+        return Run(op(), self._pass_interrupted(report, began))
 
-    def _run_pass(self, step: str, scan_schema: KeySchema, other: KeySchema, mode: str,
-                  batch: int, rate: float | None, dry_run: bool, restart: bool,
-                  progress: Progress | None, prefer_to: Prefer | None = None,
-                  chunk: int = CHUNK) -> PassReport:
-        checkpoint_key = self._part_key(step)
-        _check_batch(batch)
-        if rate is not None and rate <= 0:
-            raise InvalidArgument("rate", f"must be > 0, not {rate!r}")
-        begun = time.monotonic()
-        report = PassReport(step, dry_run=dry_run)
-        try:
-            self.driver.run(
-                self._pass(report, scan_schema, other, mode, batch, rate, dry_run, restart,
-                           progress, checkpoint_key, prefer_to, chunk)
-            )
-        except KeyboardInterrupt as exc:
-            report.interrupted = True
-            report.seconds = time.monotonic() - begun
-            log.warning("%s: %s interrupted after %.1fs: %d records scanned; %s", self.label,
-                        step, report.seconds, report.scanned, _short(report.counts))
-            raise MigrationInterrupted(report) from exc
-        report.seconds = time.monotonic() - begun
+    def _record_reverse_sync(self, report: PassReport, started: float) -> Op[None]:
+        # Records the source layout cannot hold (foreign) keep a rollback refused.
+        after = yield from self._state()
+        if not after.stored:
+            report.notes.append("no phase is stored: the reverse sync is not recorded")
+            return
+        fields = replace(after, reverse_synced=started, unplaceable=report.counts.get("foreign", 0))
+        if after.phase is Phase.READ_TARGET and started > after.phase_since:
+            fields = replace(fields, source_gap=False)  # both sides written again, and agree
+        if not (yield from self._store_state(after, fields, None, same_since=True)):
+            report.notes.append("the phase changed while the reverse sync ran: not recorded")
+        else:
+            log.info("%s: reverse sync recorded (%d target jobs could not be written back)",
+                     self.label, fields.unplaceable)
+
+    def _call_cleanup(self, batch: int, rate: float | None, dry_run: bool, restart: bool,
+                      progress: Progress | None, keys_per_call: int | None) -> Run[PassReport]:
+        chunk = _pass_arguments(batch, rate, keys_per_call)
+        report, began = PassReport("cleanup", dry_run=dry_run), list[float]()
+
+        def op() -> Op[PassReport]:
+            state = yield from self._state()
+            if state.phase is not Phase.TARGET_ONLY and not dry_run:
+                raise MigrationRefused(f"cleanup runs only in target-only; phase is {state.phase}")
+            yield from self._await(state.phase_since)
+            return (yield from self._run_pass(report, began, self.source, self.target, "cleanup",
+                                              batch, rate, restart, progress, None, chunk))
+
+        return Run(op(), self._pass_interrupted(report, began))
+
+    def _run_pass(self, report: PassReport, began: list[float], scan_schema: KeySchema,
+                  other: KeySchema, mode: str, batch: int, rate: float | None, restart: bool,
+                  progress: Progress | None, prefer_to: Prefer | None,
+                  chunk: int) -> Op[PassReport]:
+        """The pass itself, into ``report``; ``began`` gets when it began (for an interruption)."""
+        began.append(time.monotonic())
+        yield from self._pass(report, scan_schema, other, mode, batch, rate, report.dry_run,
+                              restart, progress, self._part_key(report.step), prefer_to, chunk)
+        report.seconds = time.monotonic() - began[0]
         self.events.pass_result(self.name, report)
-        log.info("%s: %s finished%s: %d records scanned in %.1fs; %s", self.label, step,
-                 " (dry run)" if dry_run else "", report.scanned, report.seconds,
+        log.info("%s: %s finished%s: %d records scanned in %.1fs; %s", self.label, report.step,
+                 " (dry run)" if report.dry_run else "", report.scanned, report.seconds,
                  _short(report.counts))
         return report
+
+    def _pass_interrupted(self, report: PassReport,
+                          began: list[float]) -> Callable[[], Op[MigrationInterrupted | None]]:
+        """What Ctrl-C during a pass raises: its report so far, once the pass has begun."""
+
+        def interrupted() -> Op[MigrationInterrupted | None]:
+            if not began:
+                return None
+            yield from ()
+            report.interrupted = True
+            report.seconds = time.monotonic() - began[0]
+            log.warning("%s: %s interrupted after %.1fs: %d records scanned; %s", self.label,
+                        report.step, report.seconds, report.scanned, _short(report.counts))
+            return MigrationInterrupted(report)
+
+        return interrupted
 
     def _pass(self, report: PassReport, scan_schema: KeySchema, other: KeySchema, mode: str,
               batch: int, rate: float | None, dry_run: bool, restart: bool,
@@ -318,3 +321,16 @@ class Passes(MigrationCore):
                 if cursor == "0":
                     break
         return total
+
+
+def _pass_arguments(batch: Any, rate: Any, keys_per_call: Any) -> int:
+    """A pass's arguments, checked before anything is sent: its keys per script call.
+
+    :raises InvalidArgument: a bad ``keys_per_call``, ``batch`` or ``rate``.
+    """
+    chunk = _keys_per_call(keys_per_call)
+    _check_batch(batch)
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                             or rate <= 0):
+        raise InvalidArgument("rate", f"must be > 0, not {rate!r}")
+    return chunk

@@ -11,42 +11,39 @@ from ..ops import Op
 from ..schema import KeySchema
 from ..scripts import RESTORE_ASIDE, SET_ASIDE
 from ..steps import Batch, Command, Primaries, Scan, Script
-from .core import VERIFY_ATTEMPTS, MigrationCore, Progress, _check_batch, _Counter, _one, _short, log
+from .core import VERIFY_ATTEMPTS, MigrationCore, Progress, Run, _check_batch, _Counter, _short, log
 from .reports import MAX_SET_ASIDE_LISTED, MigrationInterrupted, SetAsideReport
 
 
 class SettingAside(MigrationCore):
-    """Set-aside and its listing and restore (part of :class:`jobstore.migration.Migration`)."""
+    """Set-aside and its listing and restore (part of :class:`jobstore.migration.Migration`):
+    each its checks and one operation (the public methods are the facades')."""
 
-    def set_aside(self, *, batch: int = 500, dry_run: bool = False,
-                  progress: Progress | None = None) -> SetAsideReport:
-        """Move every source record without a usable workspace (counted ``unroutable`` by the
-        passes and verify) out of the source's namespace, to ``StoreKeys.aside``: one atomic
-        RENAME per record, in its own slot, so every field, byte and TTL is kept, and a record
-        given a usable workspace_id meanwhile is left where it is (``routable``). No workspace
-        can read such a record in any phase, and no pass can place it, so verify is never
-        clean while it stays; once set aside, verify no longer sees it. :meth:`set_aside_records`
-        lists what was set aside, :meth:`restore_aside` puts one back. Any phase; safe to run
-        again (a run re-sent or repeated moves nothing twice).
-
-        :raises MigrationInterrupted: Ctrl-C; its ``report`` says what was moved until then.
-        """
+    def _call_set_aside(self, batch: int, dry_run: bool,
+                        progress: Progress | None) -> Run[SetAsideReport]:
         _check_batch(batch)
-        self._check_redis()
-        stamp = f"{int(self.now() * 1000)}-{secrets.token_hex(3)}"
-        report = SetAsideReport("set-aside", dry_run=dry_run)
-        begun = time.monotonic()
-        try:
-            self.driver.run(self._set_aside(report, batch, dry_run, progress, stamp))
-        except KeyboardInterrupt as exc:
+        report, began = SetAsideReport("set-aside", dry_run=dry_run), list[float]()
+
+        def op() -> Op[SetAsideReport]:
+            yield from self._checked()
+            stamp = f"{int((yield from self._now()) * 1000)}-{secrets.token_hex(3)}"
+            began.append(time.monotonic())
+            yield from self._set_aside(report, batch, dry_run, progress, stamp)
+            report.seconds = time.monotonic() - began[0]
+            log.info("%s: set-aside finished%s: %d records scanned in %.1fs; %s", self.label,
+                     " (dry run)" if dry_run else "", report.scanned, report.seconds,
+                     _short(report.counts))
+            return report
+
+        def interrupted() -> Op[MigrationInterrupted | None]:
+            if not began:
+                return None
+            yield from ()
             report.interrupted = True
-            report.seconds = time.monotonic() - begun
-            raise MigrationInterrupted(report) from exc
-        report.seconds = time.monotonic() - begun
-        log.info("%s: set-aside finished%s: %d records scanned in %.1fs; %s", self.label,
-                 " (dry run)" if dry_run else "", report.scanned, report.seconds,
-                 _short(report.counts))
-        return report
+            report.seconds = time.monotonic() - began[0]
+            return MigrationInterrupted(report)
+
+        return Run(op(), interrupted)
 
     def _set_aside(self, report: SetAsideReport, batch: int, dry_run: bool,
                    progress: Progress | None, stamp: str) -> Op[None]:
@@ -86,14 +83,11 @@ class SettingAside(MigrationCore):
                 if cursor == "0":
                     break
 
-    def set_aside_records(self) -> list[dict[str, Any]]:
-        """Every record set aside (on every primary): ``{"key": where it is, "record_key": where
-        it was, "set_aside_at": epoch seconds (the migration's clock), "workspace_id": its
-        workspace_id field or None}``, oldest first."""
-        self._check_redis()
-        return self.driver.run(self._aside_records())
+    def _call_set_aside_records(self) -> Run[list[dict[str, Any]]]:
+        return Run(self._aside_records())
 
     def _aside_records(self) -> Op[list[dict[str, Any]]]:
+        yield from self._checked()
         found: list[tuple[str, str, str]] = []
         nodes: list[str | None] = yield Primaries()
         for node in nodes:
@@ -116,28 +110,24 @@ class SettingAside(MigrationCore):
                         "workspace_id": owner if isinstance(owner, str) else None})
         return out
 
-    def restore_aside(self, key: str) -> str:
-        """Put a record set aside back where it was: ``restored``; ``in-place`` when nothing is
-        set aside at ``key`` and its old key holds a record (restored already). Give it a
-        usable workspace_id first (HSET on ``key``), or it is unroutable again.
-
-        :raises InvalidArgument: ``key`` is not a key set aside from this migration's source.
-        :raises MigrationRefused: its old key holds a record again (nothing changed), or
-            nothing is set aside at ``key``.
-        """
+    def _call_restore_aside(self, key: str) -> Run[str]:
         parts = self.keys.aside_parts(key) if isinstance(key, str) else None
         if parts is None or not self.source.parse_key(parts[1]):
             raise InvalidArgument("key", f"{key!r} is not a key set aside from the "
                                   f"{self.source.name} records of this migration "
                                   "(jobstore migrate set-aside --list shows them)")
-        self._check_redis()
-        (outcome,) = self.driver.run(_one(Batch((Script(RESTORE_ASIDE, (key, parts[1]), ()),))))
-        if outcome == "occupied":
-            raise MigrationRefused(f"{parts[1]} holds a record again; {key} was left as it is")
-        if outcome == "absent":
-            raise MigrationRefused(f"nothing is set aside at {key}")
-        log.info("%s: %s put back at %s (%s)", self.label, key, parts[1], outcome)
-        return str(outcome)
+
+        def op() -> Op[str]:
+            yield from self._checked()
+            (outcome,) = yield Batch((Script(RESTORE_ASIDE, (key, parts[1]), ()),))
+            if outcome == "occupied":
+                raise MigrationRefused(f"{parts[1]} holds a record again; {key} was left as it is")
+            if outcome == "absent":
+                raise MigrationRefused(f"nothing is set aside at {key}")
+            log.info("%s: %s put back at %s (%s)", self.label, key, parts[1], outcome)
+            return str(outcome)
+
+        return Run(op())
 
 
 def _ids(schema: KeySchema, key: str) -> tuple[str | None, str]:

@@ -16,7 +16,7 @@ from ..phases import MigrationState, Phase
 from ..schema import KeySchema
 from ..scripts import RECORD_VERIFY_FAILED, VERIFY_TICKET
 from ..steps import Batch, Pause, Primaries, Scan, Script
-from .core import VERIFY_ATTEMPTS, MigrationCore, Progress, _check_batch, _Counter, _one, log
+from .core import VERIFY_ATTEMPTS, MigrationCore, Progress, Run, _check_batch, _Counter, log
 from .reports import MigrationInterrupted, VerifyReport
 from .settle import NOT_A_HASH, Placed
 from .transport import CHUNK, _keys_per_call, lua_trips
@@ -28,24 +28,11 @@ REPAIRED = ("copied", "copied-back", "merged", "deleted", "refreshed")
 
 
 class Verifying(MigrationCore):
-    """Verify and its repairs (part of :class:`jobstore.migration.Migration`)."""
+    """Verify and its repairs (part of :class:`jobstore.migration.Migration`): its checks and
+    one operation (the public method is the facades')."""
 
-    def verify(self, *, sample: int | None = None, repair: bool = False, examples: int = 10,
-               batch: int = 500, progress: Progress | None = None,
-               keys_per_call: int | None = None) -> VerifyReport:
-        """Compare source and target record by record; ``repair`` fixes what it finds.
-        ``keys_per_call``: records one script call compares (as for :meth:`backfill`).
-
-        A full verify that finds nothing to fix, and whose scans all ran on the servers they
-        started on, is recorded: it allows ``target-only`` (and ``read-target`` after a gap).
-        A verify that shows the target may not be right (``VerifyReport.evidence_against``: it
-        found problems, a sample too, repaired some, or gave up on changing servers) is recorded
-        as well, at the time it finished: the newest verify decides, and a clean one counts only
-        when it started after that (``MigrationState.vouched``).
-
-        :raises MigrationInterrupted: Ctrl-C (a KeyboardInterrupt); its ``report`` is what was
-            found until then (recorded when it is evidence against the target).
-        """
+    def _call_verify(self, sample: int | None, repair: bool, examples: int, batch: int,
+                     progress: Progress | None, keys_per_call: int | None) -> Run[VerifyReport]:
         chunk = _keys_per_call(keys_per_call)
         _check_batch(batch)
         if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int)
@@ -53,40 +40,51 @@ class Verifying(MigrationCore):
             raise InvalidArgument("sample", f"must be an int >= 1 or None, not {sample!r}")
         if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
             raise InvalidArgument("examples", f"must be an int >= 0, not {examples!r}")
-        self._check_redis()
-        state, started = self.driver.run(self._state_and_now())
-        ticket = 0
-        if state.stored:  # orders this verify among the others (MigrationState.vouched)
-            (ticket,) = self.driver.run(_one(Batch((Script(VERIFY_TICKET, (self.state_key,), ()),))))
-        begun = time.monotonic()
-        log.info("%s: verify started (phase %s%s%s)", self.label, state.phase,
-                 f", sample {sample}" if sample else "", ", repairing" if repair else "")
-        current: list[VerifyReport] = []  # the attempt running, for an interruption
-        try:
-            report = self.driver.run(
-                self._verify(state, sample, repair, examples, batch, progress, chunk, current)
-            )
-        except KeyboardInterrupt as exc:
-            report = current[-1] if current else VerifyReport(state.phase.value, sampled=bool(sample))
+        # What an interruption needs: the state and ticket it started with, when it began, and
+        # the attempt running.
+        begun: list[tuple[MigrationState, float, int, float]] = []
+        current: list[VerifyReport] = []
+
+        def op() -> Op[VerifyReport]:
+            yield from self._checked()
+            state, started = yield from self._state_and_now()
+            ticket = 0
+            if state.stored:  # orders this verify among the others (MigrationState.vouched)
+                (ticket,) = yield Batch((Script(VERIFY_TICKET, (self.state_key,), ()),))
+            begun.append((state, started, int(ticket), time.monotonic()))
+            log.info("%s: verify started (phase %s%s%s)", self.label, state.phase,
+                     f", sample {sample}" if sample else "", ", repairing" if repair else "")
+            report = yield from self._verify(state, sample, repair, examples, batch, progress,
+                                             chunk, current)
+            report.seconds = time.monotonic() - begun[0][3]
+            self.events.verify_result(self.name, report)
+            log.info("%s: verify finished in %.1fs: %s; %d source and %d target records checked, "
+                     "missing %d, differing %d, orphaned %d, target newer %d, unroutable %d, "
+                     "repaired %d", self.label, report.seconds,
+                     "clean" if report.clean else f"{report.problems} problems",
+                     report.checked_source, report.checked_target, report.missing,
+                     report.differing, report.orphaned, report.target_newer, report.unroutable,
+                     report.repaired)
+            yield from self._record_verify(state, started, int(ticket), report, sample)
+            return report
+
+        def interrupted() -> Op[MigrationInterrupted | None]:
+            if not begun:
+                return None
+            state, started, ticket, at = begun[0]
+            report = current[-1] if current else VerifyReport(state.phase.value,
+                                                              sampled=bool(sample))
             report.interrupted = True
-            report.seconds = time.monotonic() - begun
+            report.seconds = time.monotonic() - at
             log.warning("%s: verify interrupted after %.1fs: %s", self.label, report.seconds,
                         report.summary())
-            self._record_verify(state, started, int(ticket), report, sample)
-            raise MigrationInterrupted(report) from exc
-        report.seconds = time.monotonic() - begun
-        self.events.verify_result(self.name, report)
-        log.info("%s: verify finished in %.1fs: %s; %d source and %d target records checked, "
-                 "missing %d, differing %d, orphaned %d, target newer %d, unroutable %d, "
-                 "repaired %d", self.label, report.seconds,
-                 "clean" if report.clean else f"{report.problems} problems", report.checked_source,
-                 report.checked_target, report.missing, report.differing, report.orphaned,
-                 report.target_newer, report.unroutable, report.repaired)
-        self._record_verify(state, started, int(ticket), report, sample)
-        return report
+            yield from self._record_verify(state, started, ticket, report, sample)
+            return MigrationInterrupted(report)
+
+        return Run(op(), interrupted)
 
     def _record_verify(self, state: MigrationState, started: float, ticket: int,
-                       report: VerifyReport, sample: int | None) -> None:
+                       report: VerifyReport, sample: int | None) -> Op[None]:
         """Record what the verify that started at ``started`` (with ``ticket``) shows, for the
         gates: a full clean run (not a repair that repaired anything) with its start, evidence
         against the target with a ticket taken as it finished; a clean sample or an
@@ -101,9 +99,9 @@ class Verifying(MigrationCore):
                                 "(a clean verify then unlocks nothing)")
             return
         if against:
-            finished = self.now()
-            (recorded,) = self.driver.run(_one(Batch((Script(
-                RECORD_VERIFY_FAILED, (self.state_key,), (repr(finished), report.summary())),))))
+            finished = yield from self._now()
+            (recorded,) = yield Batch((Script(
+                RECORD_VERIFY_FAILED, (self.state_key,), (repr(finished), report.summary())),))
             if not recorded:
                 report.notes.append("no phase is stored: this verify's result is not recorded")
             else:
@@ -114,7 +112,7 @@ class Verifying(MigrationCore):
         after = replace(state, verified_clean=started, clean_ticket=ticket)
         if state.target_gap and state.dual_since and started > state.dual_since:
             after = replace(after, target_gap=False)  # the target's copies are current again
-        if not self._store_state(state, after, None, same_since=True):
+        if not (yield from self._store_state(state, after, None, same_since=True)):
             report.notes.append("the phase changed while verify ran: the result is not recorded")
         else:
             log.info("%s: clean verify recorded (it allows target-only)", self.label)
