@@ -243,7 +243,7 @@ def test_without_wait_replicas_only_the_last_writes_before_the_crash_can_be_lost
     its replica is gone. Replication is one ordered stream, so the replica holds a prefix of
     the primary's writes: per writer, what is lost is the tail of what the old primary
     acknowledged, and nothing acknowledged after the store followed the new primary is lost.
-    The counts are printed (``pytest -s``): docs/api.md quotes them."""
+    The counts are printed (``pytest -s``): docs/guarantees.md and docs/sentinel.md quote them."""
     store = jobstore.open(sentinel_url, "dual", phase="dual-write")
     traffic = Traffic(store).start()
     try:

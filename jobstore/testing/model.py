@@ -1,4 +1,5 @@
-"""A plain in-memory model of the store's operations and guarantees (docs/api.md).
+"""A plain in-memory model of the store's operations and guarantees (docs/api.md,
+docs/guarantees.md).
 
 The state machines of :mod:`jobstore.testing.stateful` run every operation on a real
 :class:`jobstore.JobStore` and on a :class:`StoreModel`, and compare. The model knows nothing
