@@ -5,6 +5,7 @@ switches check; its passes, verify and set-aside come from the modules that hold
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -14,8 +15,13 @@ from ..errors import InvalidArgument, MigrationRefused
 from ..events import Events
 from ..phases import STATE_MAX_AGE, MigrationState, Phase, parse_phase, refusal, switched
 from ..steps import Batch, Command
-from .core import _one, log
+from .core import _check_batch, _one, log
 from .passes import Passes
+from .plan import SAMPLE, TIMED, primaries, memory_of
+from .plan import check as _check_plan
+from .plan import plan as _plan
+from .reports import PlanReport
+from .transport import _keys_per_call
 from .setaside import SettingAside
 from .verify import Verifying
 
@@ -31,6 +37,10 @@ def open_migration(url: str, *, source: str = "legacy", target: str = "workspace
     """
     return Migration(connect(url, client_options), source=source, target=target, prefix=prefix,
                      url=url, events=events, allow_eviction=allow_eviction, own_prefix=own_prefix)
+
+
+# How long a memory check of a dual-write switch is trusted (Migration.fit_refusal).
+FIT_KEPT = 60.0
 
 
 class Migration(Passes, Verifying, SettingAside):
@@ -63,6 +73,8 @@ class Migration(Passes, Verifying, SettingAside):
                        "target-only stops writing and cleanup deletes. Leave it first (jobstore "
                        "legacy-queue leave, or store.leave_legacy_queue()) once no old process "
                        "remains")
+        if not why:
+            why = self.fit_refusal(state, new)
         if why and not force:
             raise MigrationRefused(why)
         after = switched(state, new, now)
@@ -79,6 +91,47 @@ class Migration(Passes, Verifying, SettingAside):
         if wait:
             self.wait(STATE_MAX_AGE + 0.1)
         return after
+
+    def plan(self, *, rate: float | None = None, sample: int = SAMPLE, top: int = 10,
+             batch: int = 500, keys_per_call: int | None = None, timed: int = TIMED,
+             seed: int | None = None) -> PlanReport:
+        """What the migration will take (docs/migration.md#plan): the source's records and
+        bytes, its biggest workspaces (``top``), the memory the target copies need on each
+        server against its ``maxmemory``, and the backfill's (under ``rate`` records a second,
+        None: unthrottled) and verify's times from rates measured on this server over
+        ``timed`` of the ``sample`` records (0: no times). ``batch`` and ``keys_per_call``: the
+        backfill's. Reads only: nothing is written.
+
+        :raises InvalidArgument: a bad argument, before anything is sent.
+        """
+        _check_plan(rate, sample, top, timed)
+        _check_batch(batch)
+        chunk = _keys_per_call(keys_per_call)
+        self._check_redis()
+        return self.driver.run(_plan(self, rate=rate, sample=sample, top=top, batch=batch,
+                                     chunk=chunk, timed=min(timed, sample), seed=seed))
+
+    def fit_refusal(self, state: MigrationState, new: Phase) -> str:
+        """Why switching from ``state`` to ``new`` is refused for memory ('' when it is not):
+        only the switch that starts the target's copies (to dual-write from off, or from no
+        stored phase), and only where a server has a ``maxmemory``, which the plan's estimate
+        (with its margin) would exceed. The answer is kept FIT_KEPT seconds (a CLI asks first,
+        then switches)."""
+        if new is not Phase.DUAL_WRITE or (state.stored and state.phase is not Phase.OFF):
+            return ""
+        kept = self._fit_kept
+        if kept is not None and time.monotonic() - kept[0] < FIT_KEPT:
+            return kept[1]
+        infos = self.driver.run(memory_of(self.driver.run(primaries())))
+        if any(info and int(info.get("maxmemory", 0)) for info in infos.values()):
+            why = self.driver.run(_plan(self, rate=None, sample=SAMPLE, top=0, batch=1000,
+                                        chunk=1, timed=0)).refusal()
+        else:
+            why = ""
+        self._fit_kept = (time.monotonic(), why)
+        return why
+
+    _fit_kept: tuple[float, str] | None = None
 
     def set_rollout(self, *, percent: float | None = None, allow: list[str] | None = None,
                     deny: list[str] | None = None) -> MigrationState:
