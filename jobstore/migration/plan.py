@@ -39,7 +39,11 @@ SAMPLE_PER_TRIP = 100
 # A real copy writes the record (HSET, PEXPIRE, the index entry) that the dry run only decides:
 # the time of a real backfill over that of its dry run on the same records (measured at 100,000
 # records by benchmarks/plan_accuracy.py: docs/migration.md#plan).
-COPY_WRITE_FACTOR = 1.0
+COPY_WRITE_FACTOR = 1.4
+# The timed work is repeated over the same records until it took this long (at most
+# TIMED_ROUNDS times): a short burst on a busy machine is not the share a long pass gets.
+TIMED_SECONDS = 0.5
+TIMED_ROUNDS = 5
 # Verify compares each source record with its copy (timed before the copy exists, when each
 # comparison hands back the record whole) and then checks each target record's owner: the time
 # of a verify after the backfill over the timed comparison's, per record (as measured).
@@ -290,27 +294,29 @@ def _times(core: MigrationCore, report: PlanReport, keys: list[str], scan_second
         return
         yield  # a generator that waits for nothing: one call per round trip, as under a rate
 
-    started = time.monotonic()
-    if core._in_lua(target):
-        yield from lua_trips(core.keys, "copy", source, target, keys, True, "0", None,
-                             (nothing, per_call) if paced else None, per_call)
-    else:
+    def copy_dry() -> Op[None]:
+        if core._in_lua(target):
+            yield from lua_trips(core.keys, "copy", source, target, keys, True, "0", None,
+                                 (nothing, per_call) if paced else None, per_call)
+            return
         for at in range(0, len(keys), per_call):
             placed = yield from core._place(source, target, keys[at:at + per_call], _Counter())
             if placed:
                 yield from core._apply("copy", placed, True)
-    copy = (time.monotonic() - started) / len(keys)
-    started = time.monotonic()
-    if core._in_lua(target):
-        yield from lua_trips(core.keys, "source", source, target, keys, False, "0", None, None,
-                             chunk)
-    else:
+
+    def compare_pairs() -> Op[None]:
+        if core._in_lua(target):
+            yield from lua_trips(core.keys, "source", source, target, keys, False, "0", None,
+                                 None, chunk)
+            return
         for at in range(0, len(keys), chunk):
             placed = yield from core._place(source, target, keys[at:at + chunk], _Counter())
             if placed:
                 yield from core.settler.read_pairs(
                     tuple(k for _, _, a, b in placed for k in (a, b)))
-    compare = (time.monotonic() - started) / len(keys)
+
+    copy = yield from _per_record(copy_dry, len(keys))
+    compare = yield from _per_record(compare_pairs, len(keys))
     scan = scan_seconds / report.records if report.records else 0.0
     n = report.records
     backfill = n * (scan + copy * COPY_WRITE_FACTOR)
@@ -322,6 +328,19 @@ def _times(core: MigrationCore, report: PlanReport, keys: list[str], scan_second
         "compare": round(1 / compare, 1) if compare else 0.0,
         "timed_records": float(len(keys)),
     }
+
+
+def _per_record(work: Any, records: int) -> Op[float]:
+    """Seconds per record of ``work()`` (an operation over ``records`` records), run until
+    TIMED_SECONDS went by or TIMED_ROUNDS times."""
+    started = time.monotonic()
+    rounds = 0
+    while True:
+        yield from work()
+        rounds += 1
+        took = time.monotonic() - started
+        if took >= TIMED_SECONDS or rounds >= TIMED_ROUNDS:
+            return took / (rounds * records)
 
 
 def check(rate: Any, sample: Any, top: Any, timed: Any) -> None:
