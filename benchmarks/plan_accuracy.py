@@ -37,10 +37,10 @@ def error(predicted: float, measured: float) -> float:
     return 100.0 * (predicted - measured) / measured if measured else 0.0
 
 
-def run(url: str, client, n: int, rate: float | None, sample: int) -> int:
+def run(url: str, client, n: int, rate: float | None, sample: int | None) -> int:
     fill(url, n)
     migration = jobstore.open_migration(url)
-    plan = migration.plan(rate=rate, sample=sample)
+    plan = migration.plan(rate=rate, **({} if sample is None else {"sample": sample}))
     migration.set_phase("off")
     migration.set_phase("dual-write")
     before = int(client.info("memory")["used_memory"])
@@ -50,7 +50,7 @@ def run(url: str, client, n: int, rate: float | None, sample: int) -> int:
     rows = [("backfill seconds", plan.backfill_seconds or 0.0, backfill.seconds, 30.0),
             ("verify seconds", plan.verify_seconds or 0.0, verify.seconds, None),
             ("memory bytes", float(plan.extra_memory), float(after - before), 20.0)]
-    print(f"{n} records, rate {rate or 'unthrottled'}, sample {sample}; plan took "
+    print(f"{n} records, rate {rate or 'unthrottled'}, sample {plan.sampled}; plan took "
           f"{plan.seconds:.2f}s; measured rates {plan.rates}")
     print(f"{'':18} {'predicted':>14} {'measured':>14} {'error':>8}")
     failed = False
@@ -67,7 +67,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="records (default 100000)")
     parser.add_argument("--rate", type=float, default=None, help="backfill records/s (default none)")
-    parser.add_argument("--sample", type=int, default=1000, help="records the plan samples")
+    parser.add_argument("--sample", type=int, default=None,
+                        help="records the plan samples (default: the plan's, 2000)")
     args = parser.parse_args()
     with RedisServer() as server:
         return run(server.url, server.client(), args.n, args.rate, args.sample)
