@@ -1,4 +1,4 @@
-"""``jobstore migrate``: the group and its commands (status, phase, rollout, backfill,
+"""``jobstore migrate``: the group and its commands (status, plan, phase, rollout, backfill,
 reverse-sync, cleanup, set-aside, verify), and how a pass or a verify is run, interrupted and
 reported."""
 
@@ -22,7 +22,8 @@ from .errors import (
     EXIT_USAGE, Interrupted, exit_codes,
 )
 from .migrate_text import (
-    SET_ASIDE_OUTCOMES, migration_label, outcome_meaning, status_lines, utc, verify_lines,
+    SET_ASIDE_OUTCOMES, migration_label, outcome_meaning, plan_lines, status_lines, utc,
+    verify_lines,
 )
 from .progress import ProgressPrinter
 
@@ -103,7 +104,8 @@ def migrate_phase(url, prefix, source, target, phase, force, yes, reason, as_jso
 
     migration = open_migration(url, prefix, source, target, allow_eviction=allow_eviction)
     before = migration.state()
-    why = refusal(before, Phase(phase))
+    # The rules, then (for the switch that starts the target's copies) whether they fit.
+    why = refusal(before, Phase(phase)) or migration.fit_refusal(before, Phase(phase))
     if why and force:
         confirm(f"{migration_label(migration)}: {before.phase} -> {phase} is refused because "
                 f"{why}; --force switches anyway, and what is at risk may be lost", yes)
@@ -377,4 +379,40 @@ def migrate_verify(url, prefix, source, target, sample, repair, examples, batch,
     emit(report.as_dict(), as_json, verify_lines(migration, report, repair))
     stop_if_interrupted(interrupted, "a verify resumes nothing: run it again")
     if not report.clean or (repair and report.repaired):
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+@migrate.command("plan", epilog=exit_codes(
+    EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE,
+    c1="the target does not fit: a server's maxmemory is below its use plus its share of the "
+       "target copies (with the margin); migrate phase dual-write would be refused"))
+@common_options
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The backfill's --rate (records per second) to predict its time at "
+                   "(default: unthrottled).")
+@click.option("--sample", type=click.IntRange(min=1), default=None,
+              help="Records whose memory and owner are read (default 2000).")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Workspaces listed, the largest first.")
+@click.option("--no-timing", is_flag=True, help="Only counts and memory: time nothing.")
+@batch_option
+@keys_per_call_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@eviction_option
+def migrate_plan(url, prefix, source, target, rate, sample, top, no_timing, batch,
+                 keys_per_call, as_json, allow_eviction) -> None:
+    """Before a migration: what the source holds, the memory the target needs, how long.
+
+    Counts the source's records (a full SCAN), reads the memory of a sample of them, and
+    times the backfill's and verify's record work on part of it; it writes nothing. Exits 1
+    when the target copies would not fit under a server's maxmemory.
+    """
+    from ..migration.plan import SAMPLE
+
+    migration = open_migration(url, prefix, source, target, allow_eviction=allow_eviction)
+    sample = sample or SAMPLE
+    report = migration.plan(rate=rate, sample=sample, top=top, batch=batch,
+                            keys_per_call=keys_per_call, timed=0 if no_timing else sample)
+    emit(report.as_dict(), as_json, plan_lines(migration, report))
+    if not report.fits:
         raise click.exceptions.Exit(EXIT_FAILED)

@@ -1,5 +1,5 @@
 """What the migrate commands print: the meaning of each outcome a pass counts, ``migrate
-status``'s and ``migrate verify``'s text reports."""
+status``'s, ``migrate plan``'s and ``migrate verify``'s text reports."""
 
 from __future__ import annotations
 
@@ -178,4 +178,54 @@ def verify_lines(migration, report, repair: bool) -> list[str]:
         lines.append(f"not clean: the scan could not vouch for every key ({found} found)")
     else:
         lines.append(f"not clean: {found}")
+    return lines
+
+
+def size(n: float | None) -> str:
+    """``12.3 MB``: bytes for people (powers of 1024); ``?`` when unknown."""
+    from ..migration.reports import human_size
+
+    return "?" if n is None else human_size(n)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not timed"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def plan_lines(migration, report) -> list[str]:
+    """``migrate plan``'s text: what to copy, the memory each server needs, how long."""
+    lines = [f"plan of {migration_label(migration)} ({report.seconds:.1f}s, nothing written)",
+             f"  records to copy  {report.records} {report.source} records, about "
+             f"{size(report.target_bytes)} as {report.target} copies "
+             f"({report.bytes_per_record:.0f} B each; memory of {report.sampled} sampled)"]
+    if report.unroutable:
+        lines.append(f"  unroutable       about {report.unroutable} records without a usable "
+                     "workspace_id (no pass copies them; jobstore migrate set-aside)")
+    exact = "" if report.workspaces_exact else "about "
+    if report.top_workspaces:
+        lines.append(f"  workspaces       {exact}{report.workspaces}; the largest: " + ", ".join(
+            f"{w['workspace_id']} {exact}{w['records']}" for w in report.top_workspaces))
+    lines.append(f"  extra memory     about {size(report.extra_memory)} while both layouts are "
+                 f"held (dual-write to cleanup); fits: {'yes' if report.fits else 'NO'} "
+                 f"(margin {report.margin:.0%})")
+    for node in report.nodes:
+        limit = "no maxmemory" if not node.maxmemory else f"maxmemory {size(node.maxmemory)}"
+        slots = f", {node.slots} slots" if report.cluster else ""
+        lines.append(f"    {node.node}: {node.target_records} target records{slots}, "
+                     f"+{size(node.target_bytes)}; uses {size(node.used_memory)}, after "
+                     f"{size(node.after)}, {limit}" + ("" if node.fits else "  DOES NOT FIT"))
+    rate = f"at --rate {report.rate:g}" if report.rate else "unthrottled"
+    lines.append(f"  backfill         {duration(report.backfill_seconds)} ({rate})")
+    lines.append(f"  verify           {duration(report.verify_seconds)} (after the backfill)")
+    if report.rates:
+        lines.append("  measured here    " + ", ".join(
+            f"{name} {value:g}/s" for name, value in report.rates.items()
+            if name != "timed_records") + f" (over {report.rates['timed_records']:g} records)")
+    lines += [f"  {note}" for note in report.notes]
+    if not report.fits:
+        lines.append(report.refusal())
     return lines

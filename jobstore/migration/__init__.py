@@ -8,8 +8,9 @@ the store's operations, run by the same driver.
 
 The package's modules, each importing only those listed before it:
 
-- ``reports``: what passes, verify and set-aside report (:class:`PassReport`,
-  :class:`VerifyReport`, :class:`SetAsideReport`, :class:`MigrationInterrupted`); it imports
+- ``reports``: what passes, verify, set-aside and a plan report (:class:`PassReport`,
+  :class:`VerifyReport`, :class:`SetAsideReport`, :class:`PlanReport`, :class:`NodePlan`,
+  :class:`MigrationInterrupted`); it imports
   nothing else of the package, nor :mod:`jobstore.events`, which names these types.
 - ``settle``: how records are settled and compared, one way for standalone Redis and one for
   Redis Cluster (the per-record settle there), chosen once per migration.
@@ -18,6 +19,8 @@ The package's modules, each importing only those listed before it:
 - ``core``: what the parts of a migration share (schemas, keys, state, clock, placing records).
 - ``passes``: backfill, reverse sync, cleanup and the scan/checkpoint/pace engine.
 - ``verify`` and ``setaside``: verify and its repairs; records no workspace can hold.
+- ``plan``: what a migration will take (records, bytes, memory per server, times), an
+  operation that writes nothing (:func:`jobstore.migration.plan.plan`).
 - ``control``: :class:`Migration` (phase switches, rollout, log, status) and
   :func:`open_migration`; every call there is its checks and one operation (``Operations``),
   which :class:`Migration` runs.
@@ -31,8 +34,8 @@ set it on that module (``jobstore.migration.transport.CHUNK``).
 
 from __future__ import annotations
 
-from .reports import (MAX_SET_ASIDE_LISTED, MigrationInterrupted, PassReport, SetAsideReport,
-                      VerifyReport, plural)
+from .reports import (MAX_SET_ASIDE_LISTED, MigrationInterrupted, NodePlan, PassReport,
+                      PlanReport, SetAsideReport, VerifyReport, plural)
 from .settle import NOT_A_HASH, Placed, Prefer
 from .transport import (CHUNK, CHUNKS_PER_TRIP, MAX_KEYS_PER_CALL, RATE_CALLS_PER_SECOND,
                         RATE_CHUNK_MIN, Paced, Sent)
@@ -83,6 +86,8 @@ __all__ = [
     "SetAsideReport",
     "MAX_SET_ASIDE_LISTED",
     "VerifyReport",
+    "PlanReport",
+    "NodePlan",
     "plural",
     "MigrationInterrupted",
     "open_migration",

@@ -16,7 +16,8 @@ from ..events import Events
 from ..phases import MigrationState, Phase
 from .control import Operations
 from .core import Progress, Run
-from .reports import PassReport, SetAsideReport, VerifyReport
+from .plan import SAMPLE, TIMED
+from .reports import PassReport, PlanReport, SetAsideReport, VerifyReport
 
 T = TypeVar("T")
 
@@ -78,6 +79,17 @@ class AsyncMigration(Operations):
                         wait: bool = True) -> MigrationState:
         """:meth:`jobstore.migration.Migration.set_phase` (``wait`` leaves the loop free)."""
         return await self._go(self._call_set_phase(phase, force, reason, wait))
+
+    async def plan(self, *, rate: float | None = None, sample: int = SAMPLE, top: int = 10,
+                   batch: int = 500, keys_per_call: int | None = None, timed: int = TIMED,
+                   seed: int | None = None) -> PlanReport:
+        """:meth:`jobstore.migration.Migration.plan`."""
+        return await self._go(self._call_plan(rate, sample, top, batch, keys_per_call, timed,
+                                              seed))
+
+    async def fit_refusal(self, state: MigrationState, new: Phase) -> str:
+        """:meth:`jobstore.migration.Migration.fit_refusal`."""
+        return await self._go(self._call_fit_refusal(state, new))
 
     async def set_rollout(self, *, percent: float | None = None, allow: list[str] | None = None,
                           deny: list[str] | None = None) -> MigrationState:

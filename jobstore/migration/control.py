@@ -7,6 +7,7 @@ runs them on the synchronous driver (:class:`jobstore.migration.aio.AsyncMigrati
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -18,9 +19,13 @@ from ..events import Events
 from ..ops import Op
 from ..phases import STATE_MAX_AGE, MigrationState, Phase, parse_phase, refusal, switched
 from ..steps import Batch, Command, Pause
-from .core import MigrationCore, Progress, Run, log
+from .core import MigrationCore, Progress, Run, _check_batch, log
 from .passes import Passes
-from .reports import PassReport, SetAsideReport, VerifyReport
+from .plan import SAMPLE, TIMED, memory_of, primaries
+from .plan import check as _check_plan
+from .plan import plan as _plan
+from .reports import PassReport, PlanReport, SetAsideReport, VerifyReport
+from .transport import _keys_per_call
 from .setaside import SettingAside
 from .verify import Verifying
 
@@ -40,9 +45,13 @@ def open_migration(url: str, *, source: str = "legacy", target: str = "workspace
                      url=url, events=events, allow_eviction=allow_eviction, own_prefix=own_prefix)
 
 
+# How long a memory check of a dual-write switch is trusted (Migration.fit_refusal).
+FIT_KEPT = 60.0
+
+
 class Controls(MigrationCore):
-    """Phase switches, rollout, log and status (part of :class:`Migration`): each its checks
-    and one operation."""
+    """Phase switches, rollout, log, status and the plan (part of :class:`Migration`): each its
+    checks and one operation."""
 
     def _call_set_phase(self, phase: str | Phase, force: bool, reason: str,
                         wait: bool) -> Run[MigrationState]:
@@ -60,6 +69,8 @@ class Controls(MigrationCore):
                        "target-only stops writing and cleanup deletes. Leave it first (jobstore "
                        "legacy-queue leave, or store.leave_legacy_queue()) once no old process "
                        "remains")
+        if not why:
+            why = yield from self._fit_refusal(state, new)
         if why and not force:
             raise MigrationRefused(why)
         after = switched(state, new, now)
@@ -76,6 +87,45 @@ class Controls(MigrationCore):
         if wait:
             yield Pause(STATE_MAX_AGE + 0.1, clock=True)
         return after
+
+    def _call_plan(self, rate: float | None, sample: int, top: int, batch: int,
+                   keys_per_call: int | None, timed: int, seed: int | None) -> Run[PlanReport]:
+        _check_plan(rate, sample, top, timed)
+        _check_batch(batch)
+        chunk = _keys_per_call(keys_per_call)
+        return Run(self._plan(rate, sample, top, batch, chunk, min(timed, sample), seed))
+
+    def _plan(self, rate: float | None, sample: int, top: int, batch: int, chunk: int,
+              timed: int, seed: int | None) -> Op[PlanReport]:
+        yield from self._checked()
+        return (yield from _plan(self, rate=rate, sample=sample, top=top, batch=batch,
+                                 chunk=chunk, timed=timed, seed=seed))
+
+    def _call_fit_refusal(self, state: MigrationState, new: Phase) -> Run[str]:
+        return Run(self._fit_refusal(state, new))
+
+    def _fit_refusal(self, state: MigrationState, new: Phase) -> Op[str]:
+        """Why switching from ``state`` to ``new`` is refused for memory ('' when it is not):
+        only the switch that starts the target's copies (to dual-write from off, or from no
+        stored phase), and only where a server has a ``maxmemory``, which the plan's estimate
+        (with its margin) would exceed. The answer is kept FIT_KEPT seconds (a CLI asks first,
+        then switches)."""
+        if new is not Phase.DUAL_WRITE or (state.stored and state.phase is not Phase.OFF):
+            return ""
+        kept = self._fit_kept
+        if kept is not None and time.monotonic() - kept[0] < FIT_KEPT:
+            return kept[1]
+        infos = yield from memory_of((yield from primaries()))
+        if any(info and int(info.get("maxmemory", 0)) for info in infos.values()):
+            report = yield from _plan(self, rate=None, sample=SAMPLE, top=0, batch=1000,
+                                      chunk=1, timed=0)
+            why = report.refusal()
+        else:
+            why = ""
+        self._fit_kept = (time.monotonic(), why)
+        return why
+
+    _fit_kept: tuple[float, str] | None = None
 
     def _call_set_rollout(self, percent: float | None, allow: list[str] | None,
                           deny: list[str] | None) -> Run[MigrationState]:
@@ -215,6 +265,25 @@ class Migration(Operations):
         :raises InvalidArgument: an unknown phase (a ValueError too).
         """
         return self._go(self._call_set_phase(phase, force, reason, wait))
+
+    def plan(self, *, rate: float | None = None, sample: int = SAMPLE, top: int = 10,
+             batch: int = 500, keys_per_call: int | None = None, timed: int = TIMED,
+             seed: int | None = None) -> PlanReport:
+        """What the migration will take (docs/migration.md#plan): the source's records and
+        bytes, its biggest workspaces (``top``), the memory the target copies need on each
+        server against its ``maxmemory``, and the backfill's (under ``rate`` records a second,
+        None: unthrottled) and verify's times from rates measured on this server over
+        ``timed`` of the ``sample`` records (0: no times). ``batch`` and ``keys_per_call``: the
+        backfill's. Reads only: nothing is written.
+
+        :raises InvalidArgument: a bad argument, before anything is sent.
+        """
+        return self._go(self._call_plan(rate, sample, top, batch, keys_per_call, timed, seed))
+
+    def fit_refusal(self, state: MigrationState, new: Phase) -> str:
+        """Why switching from ``state`` to ``new`` would be refused for memory ('' when it
+        would not): see ``set_phase``; the CLI asks before it switches."""
+        return self._go(self._call_fit_refusal(state, new))
 
     def set_rollout(self, *, percent: float | None = None, allow: list[str] | None = None,
                     deny: list[str] | None = None) -> MigrationState:

@@ -139,3 +139,94 @@ class MigrationInterrupted(KeyboardInterrupt):
     def __init__(self, report: PassReport | VerifyReport) -> None:
         super().__init__(f"{getattr(report, 'step', 'verify')} interrupted")
         self.report = report
+
+
+@dataclass
+class NodePlan:
+    """One server's share of a migration's target copies (:class:`PlanReport`): on Redis
+    Cluster one primary, by the slots of the target keys; on standalone Redis the one server
+    (``node`` ``standalone``). Bytes as ``INFO memory`` counts them; ``maxmemory`` 0 is no
+    limit, and None where INFO could not be read (the embedded store)."""
+
+    node: str
+    target_records: int = 0
+    target_bytes: int = 0  # the copies and the main table's growth
+    slots: int = 0  # distinct slots the target keys seen land in (Redis Cluster)
+    used_memory: int | None = None
+    maxmemory: int | None = None
+    fits: bool = True
+
+    @property
+    def after(self) -> int | None:
+        """``used_memory`` once the target copies are written (None when unknown)."""
+        return None if self.used_memory is None else self.used_memory + self.target_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "after": self.after}
+
+
+@dataclass
+class PlanReport:
+    """What a migration will take, from a sample of its source (``Migration.plan``).
+
+    ``records`` are counted by a full SCAN of the source; bytes are ``MEMORY USAGE`` of
+    ``sampled`` records, extrapolated. ``workspaces`` (the ``top_workspaces`` first, with their
+    record counts) are exact when the source's keys name the workspace, extrapolated from the
+    sample otherwise (``workspaces_exact``). ``extra_memory``: what the target copies add while
+    both layouts are held (dual write until cleanup), ``fits``: every node has room for its share
+    with ``margin`` (a fraction of its share) to spare. Times in seconds, from rates measured on
+    this server (``rates``, records a second) by the same reads the passes make, writing nothing;
+    None when not measured. ``rate``: the backfill's throttle (None: unthrottled); verify takes
+    none.
+    """
+
+    migration: str
+    source: str
+    target: str
+    cluster: bool = False
+    records: int = 0
+    sampled: int = 0
+    unroutable: int = 0  # source records without a usable workspace_id (estimated)
+    source_bytes: int = 0
+    target_bytes: int = 0  # the target copies alone
+    extra_memory: int = 0  # the copies and the growth of the servers' key tables
+    margin: float = 0.0
+    fits: bool = True
+    workspaces: int = 0
+    workspaces_exact: bool = True
+    top_workspaces: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[NodePlan] = field(default_factory=list)
+    rate: float | None = None
+    backfill_seconds: float | None = None
+    verify_seconds: float | None = None
+    rates: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bytes_per_record(self) -> float:
+        return self.target_bytes / self.records if self.records else 0.0
+
+    def refusal(self) -> str:
+        """Why the target does not fit ('' when it does), with the numbers of each node short."""
+        short = [n for n in self.nodes if not n.fits]
+        if not short:
+            return ""
+        parts = [f"{n.node} uses {human_size(n.used_memory or 0)} of maxmemory {human_size(n.maxmemory or 0)} "
+                 f"and the target copies need about {human_size(n.target_bytes)} there "
+                 f"(+{self.margin:.0%} margin)" for n in short]
+        return (f"the target layout does not fit in memory: {'; '.join(parts)} "
+                "(jobstore migrate plan shows the estimate; raise maxmemory first)")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "nodes": [n.as_dict() for n in self.nodes],
+                "bytes_per_record": self.bytes_per_record}
+
+
+def human_size(n: float) -> str:
+    """``1.5 MB``: a byte count for people (powers of 1024)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
