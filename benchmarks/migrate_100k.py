@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jobstore  # noqa: E402
 from jobstore.demo import LiveTraffic  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
-from tests.test_migration_journey import WORKSPACES, Worker  # noqa: E402
+from tests.migration.test_migration_journey import WORKSPACES, Worker  # noqa: E402
 
 
 def journey(url: str, jobs: int) -> int:

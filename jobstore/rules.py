@@ -28,7 +28,7 @@ The standalone scripts (one script sees both copies) include the Lua form,
 :data:`MUTABLE`, :data:`STATUS_RANK`, :data:`MAX_COUNT_DIGITS`, :data:`LEASE_EXPIRED`); Redis
 Cluster decides in Python
 (:func:`decide_sync`, :func:`same_record`) because the copies sit in different slots. The
-differential test ``tests/test_rules.py`` feeds both forms the same cases.
+differential test ``tests/ops/test_rules.py`` feeds both forms the same cases.
 """
 
 from __future__ import annotations

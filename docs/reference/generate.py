@@ -2,7 +2,7 @@
 ``jobstore`` command tree (click) and the CLI's exit codes (jobstore.cli.errors).
 
 Each page holds cog blocks that call these functions. Regenerate the pages after changing any of
-them (tests/test_reference_docs.py fails until then)::
+them (tests/docs/test_reference_docs.py fails until then)::
 
     .venv/bin/cog -r -I docs/reference docs/reference/*.md
 """

@@ -21,7 +21,7 @@ and gets, on ``--jobstore-url`` (default: an embedded fakeredis) or ``redis_url`
   operations go on.
 
 Modelled on ``fsspec.tests.abstract`` and ``zarr.testing``: the same class runs jobstore's own
-built-ins (tests/test_conformance.py).
+built-ins (tests/kit/test_conformance.py).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ __all__ = ["BY_DESIGN", "JobView", "ModelJob", "StoreModel", "ids_per_store", "j
 JobView = tuple[str, str, str, str, str, str | None, str | None]
 
 # Operation sequences whose outcome differs between stores by design (docs/migration.md says
-# why). The state machines steer clear of them; tests/test_migration.py tests each directly.
+# why). The state machines steer clear of them; tests/migration/test_migration.py tests each directly.
 BY_DESIGN: dict[str, str] = {
     "target-only-id-scope": (
         "dual in a phase that writes only workspace-scoped schemas (target-only over legacy) "

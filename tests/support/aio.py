@@ -84,7 +84,7 @@ def open_store(flavour: str, url: str, strategy: str = "legacy", **options: Any)
 
 
 class AsyncCountingConnection(redis.asyncio.Connection):
-    """tests/test_roundtrips.py's CountingConnection for ``redis.asyncio``: counts round trips
+    """tests/store/test_roundtrips.py's CountingConnection for ``redis.asyncio``: counts round trips
     in the same tally (a send that follows a read)."""
 
     tally: Any = None  # the namespace with ``count`` and ``reading`` (set by test_roundtrips)

@@ -1,5 +1,5 @@
 -- Whether a record reads back as a job: jobstore.job.record_problem, the same rules in Lua (the
--- differential test is tests/test_corrupt_records.py). Included by the scripts that write to a
+-- differential test is tests/store/test_corrupt_records.py). Included by the scripts that write to a
 -- record they did not create, so that nothing is written to a record no reader could decode.
 local JOB_STATUSES = {{ JOB_STATUSES }}
 --- @include "text"

@@ -1,6 +1,6 @@
 -- jobstore.rules in Lua (see its docstring): which copy of a job is newer, what a copy, merge or
 -- cleanup does. Included by the standalone scripts that see both copies; Redis Cluster decides in
--- Python. The differential test is tests/test_rules.py. Records are Lua tables.
+-- Python. The differential test is tests/ops/test_rules.py. Records are Lua tables.
 --- @include "count"
 --- @include "status"
 local REV = {{ REV }}

@@ -314,7 +314,7 @@ def test_a_copy_never_revives_a_job_deleted_meanwhile(env):
     from jobstore.scripts import SYNC_RECORD
 
     if env.migration.driver.cluster:
-        pytest.skip("one script over both copies: standalone only (see tests/test_cluster.py)")
+        pytest.skip("one script over both copies: standalone only (see tests/cluster/test_cluster.py)")
     job = env.jobs[0]
     script = env.legacy.client.register_script(SYNC_RECORD.source)
     env.legacy.delete(job.job_id, workspace_id="ws0")

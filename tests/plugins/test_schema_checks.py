@@ -20,7 +20,7 @@ import pytest
 import jobstore
 from jobstore import KeySchema, PluginError, plugins
 from jobstore.schema import SAMPLE_JOBS, SAMPLE_WORKSPACES, glob_regex
-from tests.test_plugins import extra_plugin, make_plugin  # noqa: F401 - the fixture
+from tests.plugins.test_plugins import extra_plugin, make_plugin  # noqa: F401 - the fixture
 
 ID = r"[A-Za-z0-9_.\-]{1,128}"
 

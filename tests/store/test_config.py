@@ -144,7 +144,7 @@ def test_every_variable_from_env_reads_has_its_row_in_the_configuration_referenc
     from jobstore import config
 
     read = {option.env for option in config.OPTIONS.values() if option.env} | {config.LEGACY_FLAG}
-    page = (pathlib.Path(__file__).parent.parent / "docs" / "reference" / "configuration.md")
+    page = (pathlib.Path(__file__).parents[2] / "docs" / "reference" / "configuration.md")
     rows = set(re.findall(r"^\| `[a-z_]+` \| `([A-Z_]+)` \|", page.read_text(), re.M))
     assert len(read) >= 13 and read - {config.LEGACY_FLAG} <= rows, sorted(read - rows)
     assert config.LEGACY_FLAG in page.read_text()

@@ -27,7 +27,7 @@ from jobstore.migration import Migration
 from tests.support.servers import free_port
 from tests.support.clock import FakeClock
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MIGRATION = "legacy:workspace"
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import need_redis_cli, need_redis_server
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "soak_leases.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "soak_leases.py"
 SMALL = ["--workers", "4", "--jobs", "150", "--seconds", "40", "--kill-every", "0.3",
          "--lease", "0.5", "--list-grace", "3", "--dwell", "0.5"]
 WALK = ["off (legacy)", "dual-write", "backfill", "verify", "read-target 50%", "read-target 100%",

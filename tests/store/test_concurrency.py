@@ -129,7 +129,7 @@ def test_concurrent_updates_never_interleave(redis_url, strategy):
 def test_call_tokens_differ_between_a_process_and_its_forked_children():
     """Tokens come from jobstore's own generator (os.urandom costs microseconds per
     call); a forked worker must not repeat its parent's tokens, or two calls would share a
-    marker (tests/test_tokens.py: nor may an application's random.seed)."""
+    marker (tests/store/test_tokens.py: nor may an application's random.seed)."""
     from jobstore.ops import new_token
 
     read, write = os.pipe()

@@ -25,13 +25,14 @@ from jobstore.testing import profiles
 from jobstore.testing.profiles import profile
 from jobstore.testing.stateful import MIGRATION_CYCLE, Migrating, job_id_pools, workspace_pools
 from jobstore.validation import IDENTIFIER
-from tests.test_plugins import extra_plugin, make_plugin  # noqa: F401 - the fixture
-from tests.test_schema_checks import (Buckets, ByWorkspaceUnscoped, FoldsCase, IgnoresWorkspace,
-                                      SaltedBuckets, TooWide, Truncates, Unstable)
+from tests.plugins.test_plugins import extra_plugin, make_plugin  # noqa: F401 - the fixture
+from tests.plugins.test_schema_checks import (Buckets, ByWorkspaceUnscoped, FoldsCase,
+                                              IgnoresWorkspace, SaltedBuckets, TooWide, Truncates,
+                                              Unstable)
 
 pytest_plugins = ["pytester"]
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # A plugin registered in-process by the conftest, as an installed plugin would be by its entry
 # point. ``broken`` claims workspace-scoped keys, but its job_key puts every workspace's job
@@ -389,7 +390,7 @@ def test_profile():
 def test_every_hook_is_documented_in_plugins_md_and_tested():
     """Like datasette's test_plugin_hooks_have_tests: a new hook needs its docs and its test."""
     docs = (ROOT / "docs" / "plugins.md").read_text()
-    tests = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    tests = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
     hooks = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)
              if name.startswith("jobstore_")]
     assert hooks, "no hooks found in jobstore.hookspecs"

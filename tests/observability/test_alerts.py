@@ -6,7 +6,7 @@
 - every query of docs/grafana/jobstore-migration.json, its template variables filled in as
   Grafana would, parses under ``promtool check rules``, uses only variables the dashboard
   defines and only recording rules the rules file records. (That the metrics it names exist is
-  tests/test_metrics.py's test_grafana_dashboard_references_only_exposed_metrics.)
+  tests/observability/test_metrics.py's test_grafana_dashboard_references_only_exposed_metrics.)
 
 promtool comes from Debian's ``prometheus`` package (``.ci/run`` installs it). Without it these
 tests skip, except under ``CI=true``, where they fail: CI must run the checker.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "docs" / "alerts" / "jobstore-canary.rules.yml"
 UNIT_TESTS = ROOT / "docs" / "alerts" / "tests"
 DASHBOARD = ROOT / "docs" / "grafana" / "jobstore-migration.json"

@@ -203,7 +203,7 @@ def test_a_database_the_server_lacks_is_a_config_error_saying_so(password_server
 
 # -- docs/compatibility.md is what CI runs ------------------------------------------------------
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def read(path: str) -> str:

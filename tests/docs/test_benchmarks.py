@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.conftest import need_redis_server
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def run(script: str, *options: str, env: dict[str, str] | None = None

@@ -147,7 +147,7 @@ def test_every_hook_is_documented_to_the_template():
 
 def docs_block(page: str, starts_with: str) -> str:
     """The Python code block of a docs page that starts with ``starts_with``."""
-    text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / page).read_text()
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / page).read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     (block,) = [b for b in blocks if b.startswith(starts_with)]
     return block

@@ -24,7 +24,7 @@ from jobstore import JobStatus, MigrationRefused
 from tests.support.clock import FakeClock
 from tests.support.old_queue import QUEUE, SimpleQueue
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Fleet:

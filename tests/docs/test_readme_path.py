@@ -23,7 +23,7 @@ import pytest
 import jobstore
 from jobstore.phases import Phase
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 HEADING = "## Migrate, with traffic flowing"
 EXPORT = re.compile(r"^export JOBSTORE_REDIS_URL=\S+(\s+#.*)?$")
 WORKSPACES = [f"ws{n}" for n in range(6)]

@@ -22,14 +22,14 @@ from tests.support.clock import FakeClock
 from tests.support.old_queue import QUEUE, SimpleQueue
 from tests.support.proxy import FaultProxy
 from tests.support.servers import free_port
-from tests.test_roundtrips import CONFIGS, counted, round_trips
+from tests.store.test_roundtrips import CONFIGS, counted, round_trips
 
 STRATEGIES = ["legacy", "workspace", "dual"]
 
 # On the asyncio store too (behind the synchronous face of tests/support/aio.py): a subset, each
 # part of finish once (what it does, LeaseLost, dead letters and take-overs, lost replies, one
 # round trip, phases, the compatible queue); not the many workers (threads, the longest test),
-# nor bad input (tests/test_aio.py) and the refusals the first tests' twins cover.
+# nor bad input (tests/aio/test_aio.py) and the refusals the first tests' twins cover.
 both = pytest.mark.parametrize("flavour", FLAVOURS)
 
 
@@ -227,7 +227,7 @@ def test_a_claim_that_must_look_further_goes_on_as_dequeue_does(make_store):
 ])
 def test_bad_input_names_the_argument_before_anything_is_sent(call, argument):
     # Nothing listens there: anything sent would be StoreUnavailable (the asyncio store's bad
-    # input: tests/test_aio.py).
+    # input: tests/aio/test_aio.py).
     store = jobstore.open(f"redis://127.0.0.1:{free_port()}/0", "dual")
     job = jobstore.open("memory://finish-bad-input", "legacy")
     job.enqueue("acme", "a")

@@ -303,7 +303,7 @@ def test_passwords_never_show_in_errors_from_the_data_nodes_or_the_sentinels(sen
     """A wrong password for the data nodes is AuthenticationFailed; sentinels that cannot be
     reached are StoreUnavailable: neither quotes a secret. (A ``sentinel_password`` given to
     sentinels that have none is accepted: redis-py's handshake lets that pass.)"""
-    from tests.test_secrets_and_input import ENC, ENC2, ENC_WRONG, exception_text, leaks
+    from tests.store.test_secrets_and_input import ENC, ENC2, ENC_WRONG, exception_text, leaks
 
     where = sentinel_url.split("://", 1)[1]
     cases = [(f"redis+sentinel://alice:{ENC_WRONG}@{where}?sentinel_password={ENC}",

@@ -17,7 +17,7 @@ from jobstore import JobStatus
 from jobstore.migration import Migration
 from tests.conftest import keys
 from tests.support.old_queue import SimpleQueue
-from tests.test_cli import run
+from tests.cli.test_cli import run
 
 OWN = "jobstore"
 
