@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from ..connection import reported
 from ..errors import JobExists, NotReplicated
 from ..job import Job
@@ -27,7 +25,6 @@ from ..ops.writes import ENQUEUE_CHUNK, enqueue_replies
 
 if TYPE_CHECKING:
     from ..store_core import Call
-    from . import AsyncJobStore
 
 # One enqueue waiting for a batch: its job, the record's fields, and where its outcome goes.
 Waiting = tuple[Job, dict[str, str], "asyncio.Future[Job]"]
@@ -36,7 +33,8 @@ Waiting = tuple[Job, dict[str, str], "asyncio.Future[Job]"]
 class EnqueueCoalescer:
     """The enqueues of one :class:`jobstore.aio.AsyncJobStore` (one event loop)."""
 
-    def __init__(self, store: AsyncJobStore) -> None:
+    def __init__(self, store: Any) -> None:
+        """``store``: the AsyncJobStore whose enqueues these are."""
         self.store = store
         self.waiting: list[Waiting] = []
         self.busy = False  # an ENQUEUE call of the store's is in flight
@@ -110,7 +108,7 @@ class EnqueueCoalescer:
         elif reply[0] == "exists":
             future.set_exception(JobExists([job.job_id]))
         elif reply[0] == "error":  # Redis refused this job's write: nothing of it is left
-            future.set_exception(reported(redis.exceptions.ResponseError(reply[1]), label))
+            future.set_exception(self.store.driver.core.refusal(reply[1]))
         elif short is not None:
             future.set_exception(NotReplicated(short.acknowledged, short.wanted,
                                                self.store.driver.wait_timeout, result=job))
