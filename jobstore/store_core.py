@@ -92,7 +92,10 @@ class StoreCore:
 
     def _call_enqueue(self, workspace_id: Any, action: Any, params: Any = None,
                       job_id: Any = None) -> Call[Job]:
-        job, fields = self._new_job(workspace_id, action, params, job_id)
+        return self._enqueue_call(*self._new_job(workspace_id, action, params, job_id))
+
+    def _enqueue_call(self, job: Job, fields: dict[str, str]) -> Call[Job]:
+        """The enqueue of a checked job (``_new_job``'s)."""
         return Call(self._writes.enqueue(self.context, job, fields), "enqueue", job.workspace_id,
                     dual_writes=[job.workspace_id])
 

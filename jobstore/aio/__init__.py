@@ -17,6 +17,7 @@ from ..job import Job, JobStatus
 from ..store import JobStore
 from ..migration.aio import AsyncMigration, open_migration
 from ..store_core import Call, StoreCore
+from .coalesce import EnqueueCoalescer
 
 T = TypeVar("T")
 
@@ -52,6 +53,7 @@ class AsyncJobStore(StoreCore):
         """``client``: a ``redis.asyncio`` client (or fakeredis's ``FakeAsyncRedis``);
         ``strategy`` and ``options``: as :class:`jobstore.JobStore`'s, checked by its __init__."""
         JobStore.__init__(self, client, strategy, **options)  # type: ignore[arg-type]
+        self._enqueues = EnqueueCoalescer(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> AsyncJobStore:
@@ -67,8 +69,12 @@ class AsyncJobStore(StoreCore):
 
     async def enqueue(self, workspace_id: str, action: str, params: dict[str, Any] | None = None,
                       *, job_id: str | None = None) -> Job:
-        """:meth:`jobstore.JobStore.enqueue`."""
-        return await self._run(self._call_enqueue(workspace_id, action, params, job_id))
+        """:meth:`jobstore.JobStore.enqueue`. Enqueues awaited while another is in flight
+        (on standalone Redis) go to Redis together, in one script call (docs/async.md)."""
+        if self.context.cluster:
+            return await self._run(self._call_enqueue(workspace_id, action, params, job_id))
+        job, fields = self._new_job(workspace_id, action, params, job_id)
+        return await self._enqueues.enqueue(self._enqueue_call(job, fields), job, fields)
 
     async def enqueue_many(self, items: Iterable[Sequence[Any]]) -> builtins.list[Job]:
         """:meth:`jobstore.JobStore.enqueue_many`."""
@@ -126,7 +132,8 @@ class AsyncJobStore(StoreCore):
         return AsyncMigration(self.client, **self._migration_options())
 
     async def close(self) -> None:
-        """Release the store's connections."""
+        """Release the store's connections (once the enqueues under way have their answers)."""
+        await self._enqueues.close()
         await self.driver.close()
         await self.client.aclose()
 

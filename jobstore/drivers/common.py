@@ -164,6 +164,11 @@ class DriverCore:
             return (yield ScanStep(step))
         raise TypeError(f"unknown step {step!r}")
 
+    def refusal(self, message: str) -> Exception:
+        """The error of a write Redis refused with ``message`` (a script's pcall reply), as if
+        Redis had refused the command itself."""
+        return reported(redis.exceptions.ResponseError(message), self.label)
+
     # -- routing state --------------------------------------------------------------------------
 
     def _state_request(self, force: bool = False) -> tuple[Any, bool] | None:

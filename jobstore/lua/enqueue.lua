@@ -24,11 +24,14 @@ if ARGV[1] == '1' then
   shared = redis.call('HGET', KEYS[3], 'mode') ~= 'left'
 end
 local function enqueue_one(tomb, index, first, writes, last, token, id, score, entry, p1, p2)
-  if redis.pcall('HGET', KEYS[first], '_op') == token or redis.call('HEXISTS', tomb, token) == 1 then
-    return {'replayed'}
-  end
-  for i = first, last do
-    if redis.call('EXISTS', KEYS[i]) == 1 then return {'exists'} end
+  -- No record key and no tombstone (a new id, the common case): one command says so.
+  if redis.call('EXISTS', tomb, unpack(KEYS, first, last)) > 0 then
+    if redis.pcall('HGET', KEYS[first], '_op') == token or redis.call('HEXISTS', tomb, token) == 1 then
+      return {'replayed'}
+    end
+    for i = first, last do
+      if redis.call('EXISTS', KEYS[i]) == 1 then return {'exists'} end
+    end
   end
   -- A script is not rolled back when a command fails (OOM, a key of the wrong type), so undo
   -- by hand: a job is written with its index and queue entry, or not at all.

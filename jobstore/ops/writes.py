@@ -77,21 +77,31 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op[Job]:
     return result
 
 
-def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[list[Job]]:
+def enqueue_replies(ctx: Context, jobs: Sequence[tuple[Job, dict[str, str]]],
+                    tolerate: bool = True) -> Op[list[Any]]:
+    """Each job's ENQUEUE reply (``created``, ``replayed``, ``exists``, ``error``), in one
+    pipeline of ENQUEUE calls of up to ENQUEUE_CHUNK jobs each (again for those a stale routing
+    state fenced out). ``tolerate``: a call Redis refuses as a whole is the reply of each of its
+    jobs (an exception); else it raises."""
     replies: list[Any] = [None] * len(jobs)
     todo = list(range(len(jobs)))
     while todo:
-        # A job Redis refuses (OOM, a key in the way) is that job's failure: nothing of it was
-        # written, and the rest of the batch goes on.
         chunks = [todo[i:i + ENQUEUE_CHUNK] for i in range(0, len(todo), ENQUEUE_CHUNK)]
         sent = yield Batch(tuple(enqueue_script(ctx, [jobs[i] for i in chunk]) for chunk in chunks),
-                           tolerate_errors=True)
+                           tolerate_errors=tolerate)
         for chunk, reply in zip(chunks, sent):
             for n, i in enumerate(chunk):
                 replies[i] = reply if isinstance(reply, Exception) or stale(reply) else reply[n]
         todo = [i for i in todo if stale(replies[i])]
         if todo:
             yield Refresh()
+    return replies
+
+
+def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[list[Job]]:
+    # A job Redis refuses (OOM, a key in the way) is that job's failure: nothing of it was
+    # written, and the rest of the batch goes on.
+    replies = yield from enqueue_replies(ctx, jobs)
     created: list[Job] = []
     existing: list[str] = []
     failed: dict[str, str] = {}

@@ -320,3 +320,162 @@ def test_a_finish_cancelled_at_any_await_never_claims_twice_nor_loses_a_job(canc
                 await store.close()
 
     run(main())
+
+
+# -- concurrent enqueues --------------------------------------------------------------------------
+
+def script_calls(url):
+    """EVALSHA and EVAL calls the server has run so far (INFO commandstats)."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        stats = client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+
+
+async def started(coros):
+    """Tasks of ``coros``, each run up to its first await: the first one's call in flight, the
+    others waiting for it."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    await asyncio.sleep(0)
+    return tasks
+
+
+def test_concurrent_enqueues_go_in_one_script_call(redis_url):
+    async def main():
+        async with jobstore.aio.open(redis_url, "dual") as store:
+            await store.get("warm", workspace_id="ws")  # the server check, the routing state
+            before = script_calls(redis_url)
+            jobs = await asyncio.gather(*(store.enqueue(f"ws{i % 3}", "a", {"i": i})
+                                          for i in range(40)))
+            # the first alone (nothing was in flight), the 39 awaited meanwhile in one call
+            assert script_calls(redis_url) - before == 2
+            assert [j.params for j in jobs] == [{"i": i} for i in range(40)]
+            for job in jobs:
+                assert await store.get(job.job_id, workspace_id=job.workspace_id) == job
+            taken = set()
+            while (got := await store.dequeue(timeout=0)) is not None:
+                taken.add(got.job_id)
+            assert taken == {j.job_id for j in jobs}  # each queued once
+            before = script_calls(redis_url)
+            for i in range(3):  # one at a time: one call each, as before
+                await store.enqueue("ws", "a", {"i": i})
+            assert script_calls(redis_url) - before == 3
+
+    run(main())
+
+
+def test_each_caller_of_a_batch_gets_its_own_outcome(redis_url):
+    async def main():
+        async with jobstore.aio.open(redis_url, "legacy", max_record_bytes=2000) as store:
+            await store.enqueue("ws", "a", job_id="taken")
+            with pytest.raises(jobstore.PayloadTooLarge):  # before it joins any batch
+                await store.enqueue("ws", "a", {"x": "y" * 5000})
+            results = await asyncio.gather(
+                store.enqueue("ws", "a", job_id="first"),
+                *(store.enqueue("ws", "a", job_id=name) for name in ("b1", "taken", "b2")),
+                return_exceptions=True)
+            assert [r.job_id for r in results if isinstance(r, jobstore.Job)] == ["first", "b1", "b2"]
+            assert isinstance(results[2], JobExists) and results[2].job_ids == ["taken"]
+            assert len(await store.list("ws")) == 4
+
+            # The batch's call fails as a whole: every caller of it gets StoreUnavailable.
+            real = store.driver._io
+            sent = []
+
+            async def failing(request):
+                if isinstance(request, One):
+                    sent.append(request)
+                    if len(sent) == 2:
+                        import redis
+                        raise redis.exceptions.ConnectionError("cut")
+                return await real(request)
+
+            store.driver._io = failing
+            results = await asyncio.gather(
+                store.enqueue("ws", "a", job_id="c0"),
+                *(store.enqueue("ws", "a", job_id=f"c{i}") for i in range(1, 4)),
+                return_exceptions=True)
+            store.driver._io = real
+            assert results[0].job_id == "c0"
+            assert all(isinstance(r, StoreUnavailable) for r in results[1:]), results
+            # Enqueued again with their ids: each comes back created (nothing was written).
+            again = await asyncio.gather(*(store.enqueue("ws", "a", job_id=f"c{i}")
+                                           for i in range(1, 4)))
+            assert [j.job_id for j in again] == ["c1", "c2", "c3"]
+
+    run(main())
+
+
+def test_a_batch_re_sent_after_a_lost_reply_recognises_each_job(redis_url):
+    async def main():
+        async with jobstore.aio.open(redis_url, "dual") as store:
+            await store.get("warm", workspace_id="ws")
+            real = store.driver._io
+            count = [0]
+
+            async def resent(request):  # the batch's reply lost: redis-py sends it again
+                if isinstance(request, One):
+                    count[0] += 1
+                    if count[0] == 2:
+                        await real(request)
+                return await real(request)
+
+            store.driver._io = resent
+            jobs = await asyncio.gather(*(store.enqueue("ws", "a", job_id=f"r{i}")
+                                          for i in range(5)))
+            assert [j.job_id for j in jobs] == [f"r{i}" for i in range(5)] and count[0] == 2
+            store.driver._io = real
+            taken = []
+            while (got := await store.dequeue(timeout=0)) is not None:
+                taken.append(got.job_id)
+            assert sorted(taken) == [f"r{i}" for i in range(5)]  # each queued once
+
+    run(main())
+
+
+def test_cancelling_one_caller_cancels_nor_loses_the_others(redis_url):
+    async def main():
+        async with jobstore.aio.open(redis_url, "workspace") as store:
+            await store.get("warm", workspace_id="ws")
+            # A waiting caller cancelled before its batch is sent: left out of it.
+            tasks = await started(store.enqueue("ws", "a", job_id=f"w{i}") for i in range(4))
+            tasks[2].cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            assert isinstance(results[2], asyncio.CancelledError)
+            assert [r.job_id for r in results if isinstance(r, jobstore.Job)] == ["w0", "w1", "w3"]
+            assert await store.get("w2", workspace_id="ws") is None
+
+            # The caller whose own call is in flight cancelled: the others' batch still goes.
+            tasks = await started(store.enqueue("ws", "a", job_id=f"x{i}") for i in range(4))
+            tasks[0].cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            assert isinstance(results[0], asyncio.CancelledError)
+            assert [r.job_id for r in results[1:]] == ["x1", "x2", "x3"]
+
+            # A waiting caller cancelled while its batch is in flight: the batch is answered to
+            # the others; the cancelled caller's job was sent, and is enqueued.
+            real = store.driver._io
+            calls = [0]
+
+            async def cancel_during_batch(request):
+                if isinstance(request, One):
+                    calls[0] += 1
+                    if calls[0] == 2:
+                        tasks[1].cancel()
+                return await real(request)
+
+            store.driver._io = cancel_during_batch
+            tasks = await started(store.enqueue("ws", "a", job_id=f"y{i}") for i in range(4))
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            store.driver._io = real
+            assert isinstance(results[1], asyncio.CancelledError)
+            assert [results[0].job_id, results[2].job_id, results[3].job_id] == ["y0", "y2", "y3"]
+            assert (await store.get("y1", workspace_id="ws")).status.value == "pending"
+            taken = set()
+            while (got := await store.dequeue(timeout=0)) is not None:
+                taken.add(got.job_id)
+            assert taken == {"w0", "w1", "w3", "x1", "x2", "x3", "y0", "y1", "y2", "y3"} | (
+                {"x0"} if await store.get("x0", workspace_id="ws") else set())
+
+    run(main())

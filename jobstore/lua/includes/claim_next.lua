@@ -7,7 +7,7 @@
 --- @include "lease"
 --- @include "iso_record"
 local function claim_next(KEYS, ARGV)
-  for i = 8, #KEYS do redis.call('UNLINK', KEYS[i]) end
+  if #KEYS >= 8 then redis.call('UNLINK', unpack(KEYS, 8, #KEYS)) end
   local reply
   local dead, reaped = {}, {}
   local now = now_ms()
@@ -17,8 +17,8 @@ local function claim_next(KEYS, ARGV)
     redis.call('HSETNX', KEYS[7], 'mode', 'shared')
     mode = redis.call('HGET', KEYS[7], 'mode')
   end
-  -- the time to write to a record: in the form its times already have
-  local function now_of(key) return iso_record(key) and ARGV[9] or ARGV[2] end
+  -- the time to write to a record (read whole): in the form its times already have
+  local function now_of(record) return iso_in(record) and ARGV[9] or ARGV[2] end
   local function bury(entry, reason, key, field)
     local letter = {entry = printable(entry), reason = reason, at = tonumber(ARGV[2])}
     if key then letter.key = key; letter.field = field end
@@ -102,10 +102,11 @@ local function claim_next(KEYS, ARGV)
     end
     return nil
   end
-  -- the workspace's copies of the job, in read order; nil after burying the entry of a copy that
-  -- cannot be decoded; nil, true when the entry lacks a computed schema's key
+  -- the workspace's copies of the job, in read order, and each copy's record (read once, whole);
+  -- nil after burying the entry of a copy that cannot be decoded; nil, true when the entry lacks
+  -- a computed schema's key
   local function copies(entry, ws, id)
-    local owned, carried = {}, nil
+    local owned, records, carried = {}, {}, nil
     for i = 11, #ARGV do
       local key
       if string.byte(ARGV[i], 1) == 3 then
@@ -115,31 +116,35 @@ local function claim_next(KEYS, ARGV)
       else
         key = (string.gsub((string.gsub(ARGV[i], '\1', ws)), '\2', id))
       end
-      if addressed(key, ws) then
-        local field, reason = record_problem(key)
+      local record = load(key)
+      if addressed_in(record, ws) then
+        local field, reason = problem_in(record)
         if field then bury(entry, reason, key, field); return nil end
-        owned[#owned + 1] = key
+        owned[#owned + 1] = key; records[#owned] = record
       end
     end
-    return owned
+    return owned, false, records
   end
   -- hand the job out to this call: running, attempt n, a claim of its own and its lease
   -- The claim names the job as a full entry, 'workspace:job:created_at' (a bare job id's too,
   -- with its record's workspace and created_at), so that any later store finds the job again
   -- from its lease, with or without the compatible queue, in any phase, on Cluster too.
-  local function take(owned, entry, n, ws, id)
+  local function take(owned, records, entry, n, ws, id)
     local base = base_of(entry)
     if not string.find(base, ':', 1, true) then
-      entry = ws .. ':' .. id .. ':' .. (redis.call('HGET', owned[1], 'created_at') or '')
+      entry = ws .. ':' .. id .. ':' .. (records[1].created_at or '')
               .. string.sub(entry, #base + 1)
     end
     local claim = ARGV[7] .. ':' .. entry
-    for _, key in ipairs(owned) do
-      redis.call('HSET', key, 'status', 'running', 'updated_at', now_of(key), '_rev', bump(key),
-                 'attempts', n, 'claim', claim)
+    for i, key in ipairs(owned) do
+      local r = records[i]
+      r.status, r.updated_at, r._rev, r.attempts, r.claim =
+        'running', now_of(r), tostring(bumped(r)), tostring(n), claim
+      redis.call('HSET', key, 'status', r.status, 'updated_at', r.updated_at, '_rev', r._rev,
+                 'attempts', r.attempts, 'claim', claim)
     end
     redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), claim)
-    local claimed = redis.call('HGETALL', owned[1])
+    local claimed = flat_of(records[1])  -- the first copy as it is now
     redis.call('SET', KEYS[3], cjson.encode({owned[1], claimed}), 'EX', ARGV[1])
     return {'job', claimed, dead, owned[1], reaped, '', '', mode}
   end
@@ -171,26 +176,27 @@ local function claim_next(KEYS, ARGV)
       local head, entry = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
       local ws, id = nil, nil
       if head ~= 'list' then ws, id = parse(entry) end
-      local owned, need = nil, false
-      if ws then owned, need = copies(entry, ws, id) end
+      local owned, need, records = nil, false, nil
+      if ws then owned, need, records = copies(entry, ws, id) end
       if need then reply = {'need', {}, dead, '', reaped, entry, ws, mode}; break end
       redis.call('ZREM', KEYS[5], member)
       if head == 'list' then
         if entry ~= KEYS[1] then requeue(entry) end
       else
-        if owned and #owned > 0 and redis.call('HGET', owned[1], 'claim') == member
-            and redis.call('HGET', owned[1], 'status') == 'running' then
-          local n = attempts_of(owned[1])
+        if owned and #owned > 0 and records[1].claim == member
+            and records[1].status == 'running' then
+          local n = stored_count(records[1].attempts)
           if n >= tonumber(ARGV[6]) then
             local why = string.format({{ LEASE_EXPIRED }}, n, tonumber(ARGV[6]))
-            for _, key in ipairs(owned) do
-              redis.call('HSET', key, 'status', 'failed', 'error', why, 'updated_at', now_of(key),
-                         '_rev', bump(key), 'claim', '')  -- the claim ended: LeaseLost for it
+            for i, key in ipairs(owned) do
+              redis.call('HSET', key, 'status', 'failed', 'error', why, 'updated_at',
+                         now_of(records[i]), '_rev', bumped(records[i]), 'claim', '')
+              -- (the claim ended: LeaseLost for it)
             end
             reaped[#reaped + 1] = 'failed'; reaped[#reaped + 1] = ws
           else
             reaped[#reaped + 1] = 'reclaimed'; reaped[#reaped + 1] = ws
-            reply = take(owned, entry, n + 1, ws, id)
+            reply = take(owned, records, entry, n + 1, ws, id)
             break
           end
         end
@@ -211,16 +217,16 @@ local function claim_next(KEYS, ARGV)
     local entry, from, back = pop()
     if not entry then reply = {'empty', {}, dead, '', reaped, '', '', mode}; break end
     local ws, id, stamp = parse(entry)
-    local owned, need = nil, false
-    if ws then owned, need = copies(entry, ws, id) end
+    local owned, need, records = nil, false, nil
+    if ws then owned, need, records = copies(entry, ws, id) end
     if need then  -- back where it was, at the oldest end; the store resolves its keys
       redis.call(back, from, entry)
       reply = {'need', {}, dead, '', reaped, entry, ws, mode}
       break
     end
-    if owned and #owned > 0 and redis.call('HGET', owned[1], 'status') == 'pending'
-        and (not stamp or redis.call('HGET', owned[1], 'created_at') == stamp) then
-      reply = take(owned, entry, attempts_of(owned[1]) + 1, ws, id)
+    if owned and #owned > 0 and records[1].status == 'pending'
+        and (not stamp or records[1].created_at == stamp) then
+      reply = take(owned, records, entry, stored_count(records[1].attempts) + 1, ws, id)
       break
     end
   end

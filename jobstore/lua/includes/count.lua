@@ -9,3 +9,4 @@ end
 local function bump(key)
   return stored_count(redis.call('HGET', key, '_rev')) + 1
 end
+local function bumped(record) return stored_count(record._rev) + 1 end

@@ -3,6 +3,7 @@
 -- Python. The differential test is tests/ops/test_rules.py. Records are Lua tables.
 --- @include "count"
 --- @include "status"
+--- @include "hash"
 local REV = {{ REV }}
 local MUTABLE = {{ MUTABLE }}
 local function rev(record) return stored_count(record[REV]) end
@@ -63,12 +64,6 @@ local function same_record(source, target)
   end
   return true
 end
-local function load(key)
-  local flat = redis.call('HGETALL', key)
-  local record = {}
-  for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
-  return record
-end
 -- HSET in slices: unpack() of more than a few thousand values fails ('too many results').
 local function hset_flat(key, flat)
   for i = 1, #flat, 1000 do
@@ -76,7 +71,5 @@ local function hset_flat(key, flat)
   end
 end
 local function hset_record(key, record)
-  local flat = {}
-  for k, v in pairs(record) do flat[#flat + 1] = k; flat[#flat + 1] = v end
-  hset_flat(key, flat)
+  hset_flat(key, flat_of(record))
 end

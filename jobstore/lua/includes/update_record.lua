@@ -6,7 +6,7 @@
 --- @include "iso_record"
 local function update_record(KEYS, ARGV)
   local extra = tonumber(ARGV[8]) or 0
-  for i = #KEYS - extra + 2, #KEYS do redis.call('UNLINK', KEYS[i]) end
+  if extra > 1 then redis.call('UNLINK', unpack(KEYS, #KEYS - extra + 2, #KEYS)) end
   local last, leases = #KEYS - extra, false
   local saved = redis.call('GET', KEYS[1])
   if saved then
@@ -19,31 +19,35 @@ local function update_record(KEYS, ARGV)
     return {'not_mine'}
   end
   if extra > 0 then leases = KEYS[last + 1] end
-  local owned = {}
+  -- Each copy read once, whole: every check and the reply below come from these tables.
+  local owned, records = {}, {}
   for i = 2, last do
-    if addressed(KEYS[i], ARGV[1]) then owned[#owned + 1] = KEYS[i] end
+    local record = load(KEYS[i])
+    if addressed_in(record, ARGV[1]) then
+      owned[#owned + 1] = KEYS[i]; records[#owned] = record
+    end
   end
   if #owned == 0 then return {'missing'} end
-  for _, key in ipairs(owned) do
-    local field, reason = record_problem(key)
+  for n, key in ipairs(owned) do
+    local field, reason = problem_in(records[n])
     if field then return {'corrupt', key, field, reason} end
   end
-  local current = redis.call('HGET', owned[1], 'status') or ''
-  local holder = redis.call('HGET', owned[1], 'claim')
+  local stored = records[1]
+  local current = stored.status or ''
+  local holder = stored.claim
   if ARGV[6] ~= '' and holder ~= ARGV[6] then
-    return {'lease_lost', tostring(attempts_of(owned[1])), current}
+    return {'lease_lost', tostring(stored_count(stored.attempts)), current}
   end
   if not string.find(' ' .. ARGV[3] .. ' ', ' ' .. current .. ' ', 1, true) then
     return {'invalid', current}
   end
-  if ARGV[5] ~= '' and redis.call('HGET', owned[1], 'created_at') ~= ARGV[5] then
+  if ARGV[5] ~= '' and stored.created_at ~= ARGV[5] then
     return {'invalid', current}
   end
   local fields, merged, status = {}, {}, current
-  local stored = redis.call('HGETALL', owned[1])
-  for i = 1, #stored, 2 do merged[stored[i]] = stored[i + 1] end
+  for k, v in pairs(stored) do merged[k] = v end
   if ARGV[7] == '1' then
-    local n = tostring(attempts_of(owned[1]) + 1)
+    local n = tostring(stored_count(stored.attempts) + 1)
     fields[1] = 'attempts'; fields[2] = n; merged['attempts'] = n
   end
   for i = 10, #ARGV, 2 do
@@ -54,15 +58,20 @@ local function update_record(KEYS, ARGV)
   local size = 0
   for k, v in pairs(merged) do size = size + #k + #v end
   if size > tonumber(ARGV[4]) then return {'too_large', size} end
-  for _, key in ipairs(owned) do
-    local iso = ARGV[9] ~= '' and iso_record(key)  -- before this write changes updated_at
-    redis.call('HSET', key, '_rev', bump(key), unpack(fields))
+  for n, key in ipairs(owned) do
+    local iso = ARGV[9] ~= '' and iso_in(records[n])  -- before this write changes updated_at
+    local rev = bumped(records[n])
+    redis.call('HSET', key, '_rev', rev, unpack(fields))
     if iso then redis.call('HSET', key, 'updated_at', ARGV[9]) end
+    if n == 1 then  -- the first copy as it is now (merged: as it was, and fields)
+      merged['_rev'] = tostring(rev)
+      if iso then merged['updated_at'] = ARGV[9] end
+    end
   end
   if leases and holder and current == 'running' and status ~= 'running' then
     redis.call('ZREM', leases, holder)
   end
-  local after = redis.call('HGETALL', owned[1])
+  local after = flat_of(merged)
   redis.call('SET', KEYS[1], cjson.encode({owned[1], after}), 'EX', ARGV[2])
   return {'updated', after, owned[1]}
 end
