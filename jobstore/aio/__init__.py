@@ -16,6 +16,7 @@ from ..drivers.aio import AsyncDriver
 from ..job import Job, JobStatus
 from ..store import JobStore
 from ..migration.aio import AsyncMigration, open_migration
+from ..ops import Op
 from ..store_core import Call, StoreCore
 
 T = TypeVar("T")
@@ -92,7 +93,13 @@ class AsyncJobStore(StoreCore):
         return await self._run(self._call_list(workspace_id, status, limit, errors))
 
     async def dequeue(self, timeout: float | None = 0, *, lease: float | None = None) -> Job | None:
-        """:meth:`jobstore.JobStore.dequeue`: a wait (``timeout``) does not block the loop."""
+        """:meth:`jobstore.JobStore.dequeue`: a wait (``timeout``) does not block the loop.
+
+        Cancelled while its claim is in flight (sent, the reply not read), it cannot know whether
+        it claimed a job: such a job comes back when its lease runs out, as a vanished worker's
+        does. Cancelled as the claim's reply arrives, it hands the job back first (its lease
+        ends now). To stop a worker, signal it rather than cancel it (docs/async.md).
+        """
         return await self._run(self._call_dequeue(timeout, lease))
 
     async def extend(self, job: Job, seconds: float | None = None) -> None:
@@ -102,7 +109,7 @@ class AsyncJobStore(StoreCore):
     async def finish(self, job: Job, status: JobStatus | str = "completed", *, result: Any = None,
                      error: str | None = None, take_next: bool = True,
                      lease: float | None = None) -> Job | None:
-        """:meth:`jobstore.JobStore.finish`."""
+        """:meth:`jobstore.JobStore.finish`; cancelled, its next job is as :meth:`dequeue`'s."""
         return await self._run(self._call_finish(job, status, result, error, take_next, lease))
 
     async def leave_legacy_queue(self, batch: int = 1000) -> dict[str, int]:
@@ -145,5 +152,15 @@ class AsyncJobStore(StoreCore):
             if not self._eviction_checked:
                 await self.driver.run(self._server_check(), plain=True)
                 self._eviction_checked = True
-            return await self.driver.run(call.op)
+            claims = call.name in ("dequeue", "finish")
+            return await self.driver.run(call.op, give_back=self._give_back if claims else None)
+
+    def _give_back(self, result: Any) -> Op[None] | None:
+        """The operation that hands back the job a cancelled dequeue or finish had claimed as
+        the task was cancelled: its lease ends now, so the next dequeue hands it out again at
+        once (as any job whose lease ran out: ``attempts`` + 1, or ``failed`` once it had had
+        ``max_attempts`` hand-outs). None: nothing was claimed."""
+        if isinstance(result, Job) and result.claim:
+            return self._writes.extend(self.context, result, 0)
+        return None
 

@@ -99,3 +99,107 @@ def test_an_interrupt_is_reported_by_its_name_and_raised():
     with pytest.raises(KeyboardInterrupt):
         run(main())
     assert events.operations == [("get", "KeyboardInterrupt")]
+
+
+# -- a claim whose reply arrived as the task was cancelled ----------------------------------------
+
+def runs(request, *scripts) -> bool:
+    """A request carrying one of these scripts (by name)."""
+    calls = request.calls if isinstance(request, Pipe) else (
+        (request.call,) if isinstance(request, One) else ())
+    return any(getattr(getattr(call, "lua", None), "name", "") in scripts for call in calls)
+
+
+def cancel_as_the_claim_arrives(store):
+    """The task is cancelled as the claim's reply comes back, and the reply is handed over all
+    the same (what Python 3.11's asyncio.wait_for, under redis-py's socket timeout, does with a
+    cancellation that comes as the read finishes)."""
+    real = store.driver._io
+    cut = []
+
+    async def proxy(request):
+        reply = await real(request)
+        if runs(request, "dequeue", "finish") and not cut:
+            cut.append(request)
+            asyncio.current_task().cancel()
+        return reply
+
+    store.driver._io = proxy
+    return cut
+
+
+STANDALONE = ["memory", "redis"]  # on Cluster a claim is several steps: a cut one is in flight
+
+
+@pytest.fixture(params=STANDALONE)
+def standalone(request):
+    if request.param == "memory":
+        return "memory://"
+    return request.getfixturevalue("redis_url")
+
+
+@pytest.mark.parametrize("operation", ["dequeue", "finish"])
+def test_a_job_claimed_as_the_call_is_cancelled_is_handed_out_again_at_once(standalone,
+                                                                           operation):
+    async def main():
+        async with jobstore.aio.open(standalone, "workspace") as store:
+            held = None
+            if operation == "finish":
+                await store.enqueue("ws", "first", job_id="j0")
+                held = await store.dequeue(timeout=0)
+            await store.enqueue("ws", "a", job_id="j1")
+            cut = cancel_as_the_claim_arrives(store)
+            call = (store.dequeue(timeout=0) if held is None
+                    else store.finish(held, "completed", result={"ok": 1}))
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.ensure_future(call)
+            assert cut, "the claim was never sent"
+            if held is not None:  # the move that came with the claim stands
+                assert (await store.get("j0", workspace_id="ws")).status.value == "completed"
+            again = await store.dequeue(timeout=0)  # at once, not after the 30 s lease
+            assert again is not None and again.job_id == "j1"
+            assert again.attempts == 2 and again.status.value == "running"
+            assert await store.dequeue(timeout=0) is None
+
+    run(main())
+
+
+def test_a_handed_back_job_counts_as_a_hand_out():
+    """The job given back is one whose lease ran out: with max_attempts=1 it is failed."""
+    async def main():
+        async with jobstore.aio.open("memory://", "legacy", max_attempts=1) as store:
+            await store.enqueue("ws", "a", job_id="j1")
+            cancel_as_the_claim_arrives(store)
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.ensure_future(store.dequeue(timeout=0))
+            assert await store.dequeue(timeout=0) is None
+            assert (await store.get("j1", workspace_id="ws")).status.value == "failed"
+
+    run(main())
+
+
+def test_a_cancelled_call_that_claimed_nothing_hands_nothing_back():
+    async def main():
+        async with jobstore.aio.open("memory://", "legacy") as store:
+            await store.enqueue("ws", "a", job_id="j1")
+            running = await store.dequeue(timeout=0)
+            sent = []
+            real = store.driver._io
+
+            async def proxy(request):
+                sent.append(request)
+                reply = await real(request)
+                asyncio.current_task().cancel()
+                return reply
+
+            store.driver._io = proxy
+            with pytest.raises(asyncio.CancelledError):  # a read of a running job: no claim
+                await asyncio.ensure_future(store.get("j1", workspace_id="ws"))
+            with pytest.raises(asyncio.CancelledError):  # an empty queue: nothing claimed
+                await asyncio.ensure_future(store.dequeue(timeout=0))
+            store.driver._io = real
+            assert not any(runs(request, "extend") for request in sent)
+            job = await store.get("j1", workspace_id="ws")
+            assert (job.status.value, job.claim, job.attempts) == ("running", running.claim, 1)
+
+    run(main())
