@@ -4,6 +4,7 @@ jobstore.urls (reading URLs, hiding their credentials), the only module that kno
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import threading
 from dataclasses import dataclass
@@ -455,6 +456,12 @@ def is_cluster(client: object) -> TypeGuard[RedisCluster]:
         return True
     aio = sys.modules.get("redis.asyncio.cluster")
     return aio is not None and isinstance(client, aio.RedisCluster)
+
+
+def is_asyncio(client: object) -> bool:
+    """A ``redis.asyncio`` client (standalone, cluster, or fakeredis's): its commands are
+    coroutines."""
+    return inspect.iscoroutinefunction(getattr(client, "execute_command", None))
 
 
 def memory_client(url: str, flavour: Flavour = SYNC) -> Any:

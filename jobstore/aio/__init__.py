@@ -6,6 +6,7 @@ __init__ and from_env, run by :class:`jobstore.drivers.aio.AsyncDriver` on ``red
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -48,11 +49,13 @@ class AsyncJobStore(StoreCore):
 
     _driver_class = AsyncDriver
     driver: AsyncDriver
+    _asyncio = True  # runs on redis.asyncio clients
 
     def __init__(self, client: Any, strategy: str = "legacy", **options: Any) -> None:
         """``client``: a ``redis.asyncio`` client (or fakeredis's ``FakeAsyncRedis``);
         ``strategy`` and ``options``: as :class:`jobstore.JobStore`'s, checked by its __init__."""
         JobStore.__init__(self, client, strategy, **options)  # type: ignore[arg-type]
+        self._server_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> AsyncJobStore:
@@ -150,10 +153,20 @@ class AsyncJobStore(StoreCore):
         """Run a checked call (the server check first, until it passes), as JobStore._run."""
         with self._observed(call):
             if not self._eviction_checked:
-                await self.driver.run(self._server_check(), plain=True)
-                self._eviction_checked = True
+                await self._check_server()
             claims = call.name in ("dequeue", "finish")
             return await self.driver.run(call.op, give_back=self._give_back if claims else None)
+
+    async def _check_server(self) -> None:
+        """The server check, one at a time (as JobStore._check_eviction): concurrent first
+        calls wait for the one under way, and send nothing of their own once it passed."""
+        loop = asyncio.get_running_loop()
+        if self._server_lock is None or self._server_lock[0] is not loop:
+            self._server_lock = (loop, asyncio.Lock())  # (an asyncio.Lock serves one loop)
+        async with self._server_lock[1]:
+            if not self._eviction_checked:
+                await self.driver.run(self._server_check(), plain=True)
+                self._eviction_checked = True
 
     def _give_back(self, result: Any) -> Op[None] | None:
         """The operation that hands back the job a cancelled dequeue or finish had claimed as
