@@ -34,7 +34,8 @@ _lease_ms = config.lease_ms
 
 
 def open(url: str, strategy: str = config.default("strategy"), **options: Any) -> JobStore:  # noqa: A001
-    """Open a store on ``url`` (``redis://``, ``rediss://``, ``unix://``, ``memory://``).
+    """Open a store on ``url`` (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+    ``redis+sentinel://``, ``memory://``).
 
     ``options``: those of :data:`jobstore.config.OPTIONS` (docs/reference/configuration.md),
     and whatever the strategy takes (``dual``: ``source``, ``target``, ``phase``). Nothing is

@@ -27,8 +27,10 @@ __all__ = ["open", "open_migration", "AsyncJobStore", "AsyncDriver", "AsyncMigra
 
 def open(url: str, strategy: str = "legacy", **options: Any) -> AsyncJobStore:  # noqa: A001
     """Open an asyncio store on ``url``: ``redis://``, ``rediss://``, ``unix://``,
-    ``redis+cluster://`` or ``memory://`` (a ``memory://name`` is shared with the synchronous
-    stores of the process that open the same name). ``options``: as :func:`jobstore.open`.
+    ``redis+cluster://``, ``redis+sentinel://`` (redis.asyncio's Sentinel; ``close`` closes
+    the sentinels' connections too) or ``memory://`` (a ``memory://name`` is shared with the
+    synchronous stores of the process that open the same name). ``options``: as
+    :func:`jobstore.open`.
     Nothing is sent to Redis until the first operation is awaited.
 
     :raises ConfigError: a bad URL, option or option value.
