@@ -3,6 +3,8 @@ jobstore.urls (reading URLs, hiding their credentials), the only module that kno
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 import threading
 from dataclasses import dataclass
@@ -388,9 +390,31 @@ class SentinelRedis(redis.Redis):
         try:
             super().close()
         finally:  # (Sentinel.close is recent: close its clients one by one)
-            manager = getattr(self.connection_pool, "sentinel_manager", None)
-            for sentinel in getattr(manager, "sentinels", ()):
+            for sentinel in _sentinels_of(self):
                 sentinel.close()
+
+
+def _sentinels_of(client: Any) -> list[Any]:
+    """The clients of the sentinels behind a ``Sentinel.master_for`` client (sync or asyncio)."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    return list(getattr(manager, "sentinels", ()))
+
+
+@functools.cache
+def _async_sentinel_redis() -> type:
+    """:class:`SentinelRedis` for ``redis.asyncio`` (made when an asyncio store first opens a
+    ``redis+sentinel://`` URL: importing jobstore imports no ``redis.asyncio``)."""
+    import redis.asyncio
+
+    class AsyncSentinelRedis(redis.asyncio.Redis):
+        async def aclose(self, close_connection_pool: bool | None = None) -> None:
+            try:
+                await super().aclose(close_connection_pool)
+            finally:
+                for sentinel in _sentinels_of(self):
+                    await sentinel.aclose()
+
+    return AsyncSentinelRedis
 
 
 def sentinel_client(url: str, client_options: dict[str, Any] | None,
@@ -410,15 +434,18 @@ def sentinel_client(url: str, client_options: dict[str, Any] | None,
                **(client_options or {}), **settings.connection}
     timeouts: dict[str, Any] = {k: options[k] for k in ("socket_connect_timeout", "socket_timeout")
                                 if k in options}
-    if flavour is not SYNC:  # redis.asyncio's Sentinel, with the same settings
-        from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+    sentinel_class: Any
+    if flavour is SYNC:
+        from redis.sentinel import Sentinel as sentinel_class
 
-        return AsyncSentinel(settings.sentinels, sentinel_kwargs={**timeouts, **settings.sentinel}
-                             ).master_for(settings.service_name, **options)
-    from redis.sentinel import Sentinel
+        redis_class: type = SentinelRedis
+    else:  # redis.asyncio's Sentinel, with the same settings
+        from redis.asyncio.sentinel import Sentinel as sentinel_class
 
-    sentinels = Sentinel(settings.sentinels, sentinel_kwargs={**timeouts, **settings.sentinel})
-    client = sentinels.master_for(settings.service_name, redis_class=SentinelRedis, **options)
+        redis_class = _async_sentinel_redis()
+    sentinels = sentinel_class(settings.sentinels,
+                               sentinel_kwargs={**timeouts, **settings.sentinel})
+    client = sentinels.master_for(settings.service_name, redis_class=redis_class, **options)
     _check_options(client, url)
     return client
 
@@ -429,6 +456,12 @@ def is_cluster(client: object) -> TypeGuard[RedisCluster]:
         return True
     aio = sys.modules.get("redis.asyncio.cluster")
     return aio is not None and isinstance(client, aio.RedisCluster)
+
+
+def is_asyncio(client: object) -> bool:
+    """A ``redis.asyncio`` client (standalone, cluster, or fakeredis's): its commands are
+    coroutines."""
+    return inspect.iscoroutinefunction(getattr(client, "execute_command", None))
 
 
 def memory_client(url: str, flavour: Flavour = SYNC) -> Any:

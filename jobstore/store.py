@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import config, ops
 from .ops import cluster as ops_cluster
-from .connection import Client, block_slice, connect, is_cluster, redact
+from .connection import Client, block_slice, connect, is_asyncio, is_cluster, redact
 from .codec import JSON, Codec
 from .errors import ConfigError
 from .dead_letters import DeadLetter
@@ -34,7 +34,8 @@ _lease_ms = config.lease_ms
 
 
 def open(url: str, strategy: str = config.default("strategy"), **options: Any) -> JobStore:  # noqa: A001
-    """Open a store on ``url`` (``redis://``, ``rediss://``, ``unix://``, ``memory://``).
+    """Open a store on ``url`` (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+    ``redis+sentinel://``, ``memory://``).
 
     ``options``: those of :data:`jobstore.config.OPTIONS` (docs/reference/configuration.md),
     and whatever the strategy takes (``dual``: ``source``, ``target``, ``phase``). Nothing is
@@ -58,6 +59,7 @@ class JobStore(StoreCore):
     # (jobstore.aio.AsyncJobStore) runs the same __init__ and from_env with its own.
     _driver_class: type[SyncDriver] = SyncDriver
     driver: SyncDriver
+    _asyncio = False  # which redis-py clients it runs on: the synchronous ones
 
     def __init__(
         self,
@@ -84,6 +86,11 @@ class JobStore(StoreCore):
         raises :class:`ConfigError` naming it, before anything is sent. ``url`` is only shown
         (password hidden) in messages and ``repr``; ``strategy_options`` go to the strategy.
         """
+        if is_asyncio(client) is not self._asyncio:
+            wanted = ("a redis.asyncio client (jobstore.aio.open makes one)" if self._asyncio
+                      else "a synchronous redis-py client (jobstore.open makes one)")
+            raise ConfigError(f"client: {type(self).__name__} runs on {wanted}, not on "
+                              f"{type(client).__module__}.{type(client).__name__}")
         own_prefix = config.check(
             prefix=prefix, own_prefix=own_prefix, lease=lease, max_attempts=max_attempts,
             time_format=time_format, max_record_bytes=max_record_bytes,

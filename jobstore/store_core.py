@@ -223,13 +223,16 @@ class StoreCore:
 
     @contextmanager
     def _observed(self, call: Call[Any]) -> Iterator[None]:
-        """Tell ``events`` how ``call`` went (the facade runs it inside)."""
+        """Tell ``events`` how ``call`` went (the facade runs it inside): ``ok``, or the class
+        name of what it raised (a jobstore error, ``CancelledError``, ``KeyboardInterrupt``...)."""
         started = time.perf_counter()
         outcome = "ok"
         try:
             yield
-        except JobStoreError as exc:
+        except BaseException as exc:  # a cancellation or an interrupt is no success either
             outcome = type(exc).__name__
+            if not isinstance(exc, JobStoreError):
+                raise
             for job in getattr(exc, "created", ()):  # enqueue_many: the rest of the batch landed
                 self.events.enqueued(job.workspace_id)
             if isinstance(exc, StoreUnavailable) and call.attempted is not None:

@@ -6,6 +6,7 @@ __init__ and from_env, run by :class:`jobstore.drivers.aio.AsyncDriver` on ``red
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from ..drivers.aio import AsyncDriver
 from ..job import Job, JobStatus
 from ..store import JobStore
 from ..migration.aio import AsyncMigration, open_migration
+from ..ops import Op
 from ..store_core import Call, StoreCore
 from .coalesce import EnqueueCoalescer
 
@@ -26,8 +28,10 @@ __all__ = ["open", "open_migration", "AsyncJobStore", "AsyncDriver", "AsyncMigra
 
 def open(url: str, strategy: str = "legacy", **options: Any) -> AsyncJobStore:  # noqa: A001
     """Open an asyncio store on ``url``: ``redis://``, ``rediss://``, ``unix://``,
-    ``redis+cluster://`` or ``memory://`` (a ``memory://name`` is shared with the synchronous
-    stores of the process that open the same name). ``options``: as :func:`jobstore.open`.
+    ``redis+cluster://``, ``redis+sentinel://`` (redis.asyncio's Sentinel; ``close`` closes
+    the sentinels' connections too) or ``memory://`` (a ``memory://name`` is shared with the
+    synchronous stores of the process that open the same name). ``options``: as
+    :func:`jobstore.open`.
     Nothing is sent to Redis until the first operation is awaited.
 
     :raises ConfigError: a bad URL, option or option value.
@@ -48,12 +52,14 @@ class AsyncJobStore(StoreCore):
 
     _driver_class = AsyncDriver
     driver: AsyncDriver
+    _asyncio = True  # runs on redis.asyncio clients
 
     def __init__(self, client: Any, strategy: str = "legacy", **options: Any) -> None:
         """``client``: a ``redis.asyncio`` client (or fakeredis's ``FakeAsyncRedis``);
         ``strategy`` and ``options``: as :class:`jobstore.JobStore`'s, checked by its __init__."""
         JobStore.__init__(self, client, strategy, **options)  # type: ignore[arg-type]
         self._enqueues = EnqueueCoalescer(self)
+        self._server_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> AsyncJobStore:
@@ -98,7 +104,13 @@ class AsyncJobStore(StoreCore):
         return await self._run(self._call_list(workspace_id, status, limit, errors))
 
     async def dequeue(self, timeout: float | None = 0, *, lease: float | None = None) -> Job | None:
-        """:meth:`jobstore.JobStore.dequeue`: a wait (``timeout``) does not block the loop."""
+        """:meth:`jobstore.JobStore.dequeue`: a wait (``timeout``) does not block the loop.
+
+        Cancelled while its claim is in flight (sent, the reply not read), it cannot know whether
+        it claimed a job: such a job comes back when its lease runs out, as a vanished worker's
+        does. Cancelled as the claim's reply arrives, it hands the job back first (its lease
+        ends now). To stop a worker, signal it rather than cancel it (docs/async.md).
+        """
         return await self._run(self._call_dequeue(timeout, lease))
 
     async def extend(self, job: Job, seconds: float | None = None) -> None:
@@ -108,7 +120,7 @@ class AsyncJobStore(StoreCore):
     async def finish(self, job: Job, status: JobStatus | str = "completed", *, result: Any = None,
                      error: str | None = None, take_next: bool = True,
                      lease: float | None = None) -> Job | None:
-        """:meth:`jobstore.JobStore.finish`."""
+        """:meth:`jobstore.JobStore.finish`; cancelled, its next job is as :meth:`dequeue`'s."""
         return await self._run(self._call_finish(job, status, result, error, take_next, lease))
 
     async def leave_legacy_queue(self, batch: int = 1000) -> dict[str, int]:
@@ -150,7 +162,27 @@ class AsyncJobStore(StoreCore):
         """Run a checked call (the server check first, until it passes), as JobStore._run."""
         with self._observed(call):
             if not self._eviction_checked:
+                await self._check_server()
+            claims = call.name in ("dequeue", "finish")
+            return await self.driver.run(call.op, give_back=self._give_back if claims else None)
+
+    async def _check_server(self) -> None:
+        """The server check, one at a time (as JobStore._check_eviction): concurrent first
+        calls wait for the one under way, and send nothing of their own once it passed."""
+        loop = asyncio.get_running_loop()
+        if self._server_lock is None or self._server_lock[0] is not loop:
+            self._server_lock = (loop, asyncio.Lock())  # (an asyncio.Lock serves one loop)
+        async with self._server_lock[1]:
+            if not self._eviction_checked:
                 await self.driver.run(self._server_check(), plain=True)
                 self._eviction_checked = True
-            return await self.driver.run(call.op)
+
+    def _give_back(self, result: Any) -> Op[None] | None:
+        """The operation that hands back the job a cancelled dequeue or finish had claimed as
+        the task was cancelled: its lease ends now, so the next dequeue hands it out again at
+        once (as any job whose lease ran out: ``attempts`` + 1, or ``failed`` once it had had
+        ``max_attempts`` hand-outs). None: nothing was claimed."""
+        if isinstance(result, Job) and result.claim:
+            return self._writes.extend(self.context, result, 0)
+        return None
 

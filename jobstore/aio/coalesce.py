@@ -78,8 +78,7 @@ class EnqueueCoalescer:
         short: NotReplicated | None = None
         try:
             if not store._eviction_checked:
-                await store.driver.run(store._server_check(), plain=True)
-                store._eviction_checked = True
+                await store._check_server()
             replies = await store.driver.run(enqueue_replies(
                 store.context, [(job, fields) for job, fields, _ in batch], tolerate=False))
         except NotReplicated as exc:  # applied: each caller gets its own outcome on the error

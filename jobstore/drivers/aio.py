@@ -31,8 +31,10 @@ class AsyncDriver:
 
     A run awaits each of its round trips; a blocking dequeue waits in Redis (BLMOVE slices) on
     its own connection, so the event loop serves everything else meanwhile. A cancelled run
-    stops at the await it was in: what was sent may have been applied, and a re-sent call
-    recognises it as it recognises a lost reply.
+    stops at the await it was in, nothing more is sent, and what was sent may have been applied,
+    as when a reply is lost: every write is whole or absent, but nothing re-sends the cancelled
+    call. A claim in flight (a dequeue's) comes back when its lease runs out; a claim whose reply
+    arrived as the task was cancelled is handed back at once (``run``'s ``give_back``).
     """
 
     # The seam a test (or a fault proxy) may set: called with each I/O request before it is
@@ -55,9 +57,44 @@ class AsyncDriver:
         self.tidier = AsyncTidier(client, self.cluster)
         self._initialized = not self.cluster
 
-    async def run(self, op: Op[R], *, plain: bool = False) -> R:
-        """``op``'s result. ``plain``: without touching the routing state (the server check)."""
-        return await self._drive(self.core.drive(op, plain=plain))
+    async def run(self, op: Op[R], *, plain: bool = False,
+                  give_back: Callable[[Any], Op[None] | None] | None = None) -> R:
+        """``op``'s result. ``plain``: without touching the routing state (the server check).
+
+        ``give_back``: for an operation that claims a job (dequeue, finish), given its result
+        (or the result a NotReplicated carries), the operation that hands the claimed job back
+        (None: nothing claimed). It is run, to its end, when the task was cancelled but the
+        claim's reply arrived all the same; then CancelledError is raised.
+        """
+        cancels = _cancel_requests()
+        try:
+            result = await self._drive(self.core.drive(op, plain=plain))
+        except Exception as exc:  # noqa: BLE001 - a cancellation, if one is pending, wins
+            if _cancel_requests() <= cancels:
+                raise
+            await self._give_back(give_back, getattr(exc, "result", None))
+            raise asyncio.CancelledError from exc
+        if _cancel_requests() > cancels:
+            await self._give_back(give_back, result)
+            raise asyncio.CancelledError
+        return result
+
+    async def _give_back(self, give_back: Callable[[Any], Op[None] | None] | None,
+                         result: Any) -> None:
+        """Run ``give_back(result)``'s operation in a task of its own, awaited to its end
+        whatever cancellations come meanwhile (the caller raises CancelledError after)."""
+        op = None if give_back is None or result is None else give_back(result)
+        if op is None:
+            return
+        returning = asyncio.ensure_future(self._drive(self.core.drive(op)))
+        while not returning.done():
+            try:
+                await asyncio.shield(returning)
+            except asyncio.CancelledError:
+                continue  # the task's own cancellation: raised once the job is back
+            except Exception as exc:  # noqa: BLE001 - the job comes back when its lease runs out
+                log.warning("jobstore: could not give back a job claimed by a cancelled call "
+                            "(it is handed out again when its lease runs out): %s", exc)
 
     async def _do(self, step: Step, short: list[int] | None = None) -> Any:
         return await self._drive(self.core.step(step, short))
@@ -85,9 +122,15 @@ class AsyncDriver:
                 except Exception as exc:  # noqa: BLE001 - thrown into the core, which translates
                     reply, error = None, exc
                 if _cancel_requests() > cancels:
-                    # The task was cancelled, and the I/O returned all the same: on Python 3.11
-                    # asyncio.wait_for (redis-py's socket timeout) drops a cancellation that
-                    # comes as its awaitable finishes. Honoured here, before the next step.
+                    # The task was cancelled, and the I/O returned all the same (on Python 3.11
+                    # asyncio.wait_for, redis-py's socket timeout, drops a cancellation that
+                    # comes as its awaitable finishes). What arrived is the operation's: it goes
+                    # in, so that an operation it ends reaches run() (a claimed job is handed
+                    # back there); one that would send more stops here, nothing more is sent.
+                    try:
+                        steps.send(reply) if error is None else steps.throw(error)
+                    except StopIteration as done:
+                        return done.value  # type: ignore[no-any-return]
                     raise asyncio.CancelledError
         finally:
             steps.close()  # cancelled: the operation ends where it was, nothing more is sent

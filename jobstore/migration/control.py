@@ -129,10 +129,11 @@ class Controls(MigrationCore):
 
     def _call_set_rollout(self, percent: float | None, allow: list[str] | None,
                           deny: list[str] | None) -> Run[MigrationState]:
-        if percent is not None and (isinstance(percent, bool) or not 0 <= float(percent) <= 100):
-            raise InvalidArgument("percent", f"must be 0-100, not {percent!r}")
-        allowed = None if allow is None else frozenset(validation.identifier("allow", w) for w in allow)
-        denied = None if deny is None else frozenset(validation.identifier("deny", w) for w in deny)
+        if percent is not None and (isinstance(percent, bool) or not isinstance(percent, (int, float))
+                                    or not 0 <= percent <= 100):
+            raise InvalidArgument("percent", f"must be a number from 0 to 100, not {percent!r}")
+        allowed = None if allow is None else _workspaces("allow", allow)
+        denied = None if deny is None else _workspaces("deny", deny)
         return Run(self._set_rollout(percent, allowed, denied))
 
     def _set_rollout(self, percent: float | None, allowed: frozenset[str] | None,
@@ -167,7 +168,7 @@ class Controls(MigrationCore):
         return after
 
     def _call_log(self, limit: int) -> Run[list[dict[str, Any]]]:
-        return Run(self._log(limit))
+        return Run(self._log(validation.limit(limit)))
 
     def _log(self, limit: int) -> Op[list[dict[str, Any]]]:
         (raw,) = yield Batch((Command(("LRANGE", self.log_key, 0, limit - 1)),))
@@ -204,6 +205,14 @@ class Controls(MigrationCore):
             "checkpoints": {k: _checkpoint(v) for k, v in checkpoints.items() if v},
             "log": history,
         }
+
+
+def _workspaces(name: str, value: Any) -> frozenset[str]:
+    """A rollout's ``allow`` or ``deny``: a list (or other collection) of workspace ids, each
+    checked; a single str is refused (iterated, it would name its letters)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise InvalidArgument(name, f"must be a list of workspace ids, not {value!r}")
+    return frozenset(validation.identifier(name, w) for w in value)
 
 
 def _checkpoint(raw: dict[str, str]) -> dict[str, Any]:
@@ -289,13 +298,16 @@ class Migration(Operations):
                     deny: list[str] | None = None) -> MigrationState:
         """Change which workspaces read the target first in ``read-target``.
 
-        :raises ValueError: a percentage outside 0-100 or a bad workspace id.
+        :raises InvalidArgument: ``percent`` not a number from 0 to 100, ``allow`` or ``deny``
+            not a list of workspace ids (nothing sent).
+        :raises InvalidIdentifier: a bad workspace id in ``allow`` or ``deny`` (nothing sent).
         """
         return self._go(self._call_set_rollout(percent, allow, deny))
 
     def log(self, limit: int = 20) -> list[dict[str, Any]]:
         """The last ``limit`` phase switches and rollout changes, newest first.
 
+        :raises InvalidArgument: ``limit`` is not a positive int (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
         return self._go(self._call_log(limit))

@@ -9,6 +9,7 @@ replica, as a managed service brings a failed node back.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import jobstore
+import jobstore.aio
 from jobstore import ConfigError, LeaseLost, StoreUnavailable
 from jobstore.cli import main as cli_main
 from tests.support.cli import cli_runner
@@ -103,6 +105,31 @@ def test_the_url_parts_reach_redis_py():
         "other", "other"]
     assert [s.connection_pool.connection_kwargs["port"] for s in manager.sentinels] == ports[:2]
     client.close()
+
+
+def test_a_bad_client_option_is_a_config_error_at_open_for_both_stores():
+    url = "redis+sentinel://127.0.0.1:1/jobstore"  # nothing listens: nothing may connect
+    for opening in (jobstore.open, jobstore.aio.open):
+        with pytest.raises(ConfigError, match="no_such_option"):
+            opening(url, client_options={"no_such_option": 1})
+
+
+def test_an_asyncio_store_closes_its_sentinel_connections(sentinel_url):
+    async def main():
+        store = jobstore.aio.open(sentinel_url)
+        await store.get("j", workspace_id="acme")  # asks the sentinels for the primary
+        sentinels = store.client.connection_pool.sentinel_manager.sentinels
+
+        def connected():
+            return [c for s in sentinels for c in (*s.connection_pool._available_connections,
+                                                   *s.connection_pool._in_use_connections)
+                    if c.is_connected]
+
+        assert connected()
+        await store.close()
+        assert connected() == []
+
+    asyncio.run(main())
 
 
 def test_no_sentinel_reachable_is_store_unavailable(sentinel_url):

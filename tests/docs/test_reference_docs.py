@@ -111,3 +111,13 @@ def test_the_link_check_sees_a_broken_anchor():
     assert "codecs-how-params-and-result-are-stored" in anchors(
         "## Codecs: how `params` and `result` are stored\n")
     assert "x-1" in anchors("## x\n\n## x\n") and "nope" not in anchors("## x\n")
+
+
+def test_both_open_functions_name_every_url_scheme():
+    import jobstore
+    import jobstore.aio
+    from jobstore.urls import SCHEMES
+
+    for opener in (jobstore.open, jobstore.aio.open):
+        missing = [s for s in SCHEMES if f"``{s}://``" not in (opener.__doc__ or "")]
+        assert not missing, f"{opener.__module__}.open's docstring omits {missing}"

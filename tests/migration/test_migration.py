@@ -209,6 +209,33 @@ def test_read_target_routing_follows_the_rollout(env):
     assert store.get("j2", workspace_id="ws2").action == "a"  # still reads the source
 
 
+@pytest.mark.parametrize("call, argument", [
+    (lambda m: m.set_rollout(allow="acme"), "allow"),  # a str, not a list: not its letters
+    (lambda m: m.set_rollout(deny="acme"), "deny"),
+    (lambda m: m.set_rollout(allow=5), "allow"),
+    (lambda m: m.set_rollout(percent="abc"), "percent"),
+    (lambda m: m.set_rollout(percent="50"), "percent"),
+    (lambda m: m.set_rollout(percent=float("nan")), "percent"),
+    (lambda m: m.set_rollout(percent=True), "percent"),
+    (lambda m: m.log(limit=0), "limit"),
+    (lambda m: m.log(limit=-1), "limit"),
+    (lambda m: m.log(limit="5"), "limit"),
+])
+def test_bad_rollout_and_log_arguments_are_refused_before_redis(call, argument):
+    # Port 1: nothing listens, so a call that sent anything would raise StoreUnavailable.
+    migration = jobstore.open_migration("redis://127.0.0.1:1/0")
+    with pytest.raises(jobstore.InvalidArgument, match=argument) as caught:
+        call(migration)
+    assert caught.value.argument == argument
+
+
+def test_a_rollout_allows_lists_of_workspaces(env):
+    env.to("off", "dual-write")
+    state = env.migration.set_rollout(percent=10, allow=("ws1",), deny={"ws2"})
+    assert (state.rollout.allow, state.rollout.deny) == ({"ws1"}, {"ws2"})
+    assert [entry["event"] for entry in env.migration.log(limit=1)] == ["rollout"]
+
+
 # -- shadow reads ------------------------------------------------------------------------------
 
 
