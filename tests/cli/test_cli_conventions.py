@@ -20,6 +20,7 @@ from tests.support.cli import cli_runner
 
 import jobstore
 from jobstore import cli
+from jobstore.drivers.sync import SyncDriver
 from jobstore.migration import Migration
 from tests.conftest import keys, need_redis_server
 from tests.support.clock import FakeClock
@@ -241,10 +242,26 @@ def kill_after(monkeypatch, server, target, name):
     monkeypatch.setattr(target, name, wrapper)
 
 
+def kill_at_send(monkeypatch, server, n):
+    """Kill ``server`` just before the driver's ``n``-th round trip (1: the first): status is one
+    operation, its reads one round trip each (the server check, the phase, the checkpoints, the
+    log), so a kill there lands between two of them."""
+    original = SyncDriver._send
+    sent = [0]
+
+    def wrapper(self, *args, **kwargs):
+        sent[0] += 1
+        if sent[0] == n:
+            server.kill()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncDriver, "_send", wrapper)
+
+
 @pytest.mark.parametrize("args, where", [
     # status: the phase is read, then the checkpoints and the log
-    (["migrate", "status"], ("after", Migration, "state")),
-    (["migrate", "status", "--json"], ("before", Migration, "log")),
+    (["migrate", "status"], ("send", 3, "after the phase")),
+    (["migrate", "status", "--json"], ("send", 4, "before the log")),
     # phase: the state is read, then the switch is written
     (["migrate", "phase", "read-target"], ("before", Migration, "_store_state")),
     # verify: the records are compared, then the clean result is recorded
@@ -267,7 +284,10 @@ def test_redis_dying_mid_command_is_exit_3_without_a_traceback(doomed_server, mo
         m.set_phase("read-target")
         m.set_phase("target-only")
     when, target, name = where
-    (kill_before if when == "before" else kill_after)(monkeypatch, doomed_server, target, name)
+    if when == "send":
+        kill_at_send(monkeypatch, doomed_server, target)
+    else:
+        (kill_before if when == "before" else kill_after)(monkeypatch, doomed_server, target, name)
     out = invoke(*args, "--url", url)
     assert not doomed_server.running, "the server was meant to die mid-command"
     assert out.exit_code == 3, (out.output, out.exception)

@@ -543,7 +543,7 @@ class RedisSentinel:
     service = "jobstore"
 
     def __init__(self, sentinels: int = 3, quorum: int = 2, *, down_after_ms: int = 1000,
-                 failover_timeout_ms: int = 5000, ready_timeout: float = 30.0) -> None:
+                 failover_timeout_ms: int = 5000, ready_timeout: float = 90.0) -> None:
         self.size = sentinels
         self.quorum = quorum
         self.down_after_ms = down_after_ms
