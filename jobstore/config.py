@@ -30,6 +30,7 @@ BOOL_VALUES = {"1": True, "true": True, "yes": True, "on": True,
 LEGACY_FLAG = "AI_JOBS_NEW_SCHEMA"
 LEGACY_FLAG_VALUES = {"on": "dual", "off": "legacy"}
 MAX_LEASE = 10 ** 9  # seconds
+MAX_TTL = 10 ** 9  # seconds: retention (finished_ttl, dead_letter_ttl, ttl=)
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,19 @@ OPTIONS: dict[str, Option] = {option.name: option for option in (
            notes="After that the next `dequeue` hands it out again."),
     Option("max_attempts", "JOBSTORE_MAX_ATTEMPTS", 3, whole(1),
            "Hand-outs a job gets; when the lease of the last one runs out, the job fails."),
+    Option("finished_ttl", "JOBSTORE_FINISHED_TTL", None, seconds(MAX_TTL, "1e9"),
+           "Seconds a finished job (completed, failed, cancelled) is kept; then its records "
+           "expire.", cli="--finished-ttl", none=True,
+           default_doc="never: kept until deleted",
+           notes="Set on every copy with the final move, by Redis's clock; `enqueue(..., ttl=)`, "
+                 "`update_status(..., ttl=)` and `finish(..., ttl=)` choose per job. "
+                 "`jobstore sweep --finished-ttl` gives it to jobs that finished without one "
+                 "([retention.md](../retention.md))."),
+    Option("dead_letter_ttl", "JOBSTORE_DEAD_LETTER_TTL", None, seconds(MAX_TTL, "1e9"),
+           "Seconds a dead letter is kept: jobstore sweep drops older ones.",
+           cli="--dead-letter-ttl", none=True, default_doc="kept (the newest 10,000)",
+           notes="Older letters go when `jobstore sweep` (or `store.sweep()`) runs; the list "
+                 "keeps its newest 10,000 either way ([retention.md](../retention.md))."),
     Option("time_format", "JOBSTORE_TIME_FORMAT", None, one_of(*TIME_FORMATS),
            "How new records store their times: epoch seconds or ISO 8601 (UTC).", none=True,
            default_doc="the codec's, else `epoch`",
@@ -221,7 +235,7 @@ OPTIONS: dict[str, Option] = {option.name: option for option in (
 # The options JobStore.__init__ checks with their rule (in this order); prefix and own_prefix
 # have validation's own checks, the rest are checked where they are used.
 CHECKED = ("lease", "max_attempts", "time_format", "max_record_bytes", "wait_replicas", "wait_timeout",
-           "allow_eviction", "legacy_queue")
+           "allow_eviction", "legacy_queue", "finished_ttl", "dead_letter_ttl")
 
 
 def default(name: str) -> Any:
@@ -249,6 +263,15 @@ def check(**values: Any) -> str:
 def lease_ms(name: str, value: Any, error: type[Exception]) -> int:
     """A lease in whole milliseconds, at least 1; ``error`` (naming ``name``) for a bad value."""
     OPTIONS["lease"].check(value, error, name)
+    return max(1, round(float(value) * 1000))
+
+
+def ttl_ms(name: str, value: Any, error: type[Exception] = InvalidArgument) -> int | None:
+    """A retention in whole milliseconds, at least 1 (None stays None: not given); ``error``
+    (naming ``name``) for a bad value."""
+    if value is None:
+        return None
+    OPTIONS["finished_ttl"].check(value, error, name)
     return max(1, round(float(value) * 1000))
 
 

@@ -40,6 +40,13 @@ REV = "_rev"
 # first attempt by it (no marker key per job). Written once, copied with the record, never
 # changed: like any field outside MUTABLE, copies of one job hold the same.
 OP = "_op"
+# The retention a job's enqueue asked for (ms): the time its record lives once it is finished
+# (docs/retention.md). Written once by enqueue, copied with the record, never changed.
+TTL = "_ttl"
+# A copy that expires within this many ms counts as gone already when verify compares: copies of
+# one finished job expire together, give or take the time between their writes (and, on a
+# cluster, the nodes' clocks), so a counterpart that expired a moment earlier is no fault.
+EXPIRY_GRACE_MS = 5000
 # Fields a job's later history may change; everything else identifies the record.
 MUTABLE_FIELDS = ("status", "result", "error", "updated_at", "attempts", "claim", REV)
 MUTABLE = frozenset(MUTABLE_FIELDS)

@@ -131,6 +131,9 @@ def constants() -> dict[str, str]:
         "STATUS_RANK": lua_table(rules.STATUS_RANK.items()),
         "MAX_COUNT_DIGITS": str(rules.MAX_COUNT_DIGITS),
         "LEASE_EXPIRED": lua_string(rules.LEASE_EXPIRED),
+        "TTL": lua_string(rules.TTL),
+        "EXPIRY_GRACE_MS": str(rules.EXPIRY_GRACE_MS),
+        "TERMINAL": lua_table((value, True) for value in sorted(s.value for s in job.TERMINAL)),
         # jobstore.dead_letters
         "NO_SEPARATOR": lua_string(dead_letters.NO_SEPARATOR),
         "BAD_WORKSPACE": lua_string(dead_letters.BAD_WORKSPACE),

@@ -79,6 +79,8 @@ class JobStore(StoreCore):
         time_format: str | None = None,
         legacy_queue: str | None = None,
         codec: Codec | None = None,
+        finished_ttl: float | None = None,
+        dead_letter_ttl: float | None = None,
         **strategy_options: Any,
     ) -> None:
         """A store over ``client``. Every option is declared, with its default and what it may
@@ -95,7 +97,7 @@ class JobStore(StoreCore):
             prefix=prefix, own_prefix=own_prefix, lease=lease, max_attempts=max_attempts,
             time_format=time_format, max_record_bytes=max_record_bytes,
             wait_replicas=wait_replicas, wait_timeout=wait_timeout, allow_eviction=allow_eviction,
-            legacy_queue=legacy_queue)
+            legacy_queue=legacy_queue, finished_ttl=finished_ttl, dead_letter_ttl=dead_letter_ttl)
         lease_ms = _lease_ms("lease", lease, ConfigError)
         self.allow_eviction = allow_eviction
         # Set once the server's version and eviction policy passed; never reset.
@@ -120,7 +122,11 @@ class JobStore(StoreCore):
                                    block_slice=block_slice(client),
                                    max_record_bytes=max_record_bytes, lease_ms=lease_ms,
                                    max_attempts=max_attempts, time_format=time_format,
-                                   codec=None if self.codec is JSON else self.codec)
+                                   codec=None if self.codec is JSON else self.codec,
+                                   finished_ttl_ms=config.ttl_ms("finished_ttl", finished_ttl),
+                                   dead_letter_ttl_ms=config.ttl_ms("dead_letter_ttl",
+                                                                    dead_letter_ttl))
+        self.finished_ttl = finished_ttl
         self.lease = lease_ms / 1000
         self.max_attempts = max_attempts
         self.driver = self._driver_class(client, self.strategy, self.url, self.events,
@@ -152,20 +158,23 @@ class JobStore(StoreCore):
         params: dict[str, Any] | None = None,
         *,
         job_id: str | None = None,
+        ttl: float | None = None,
     ) -> Job:
         """Store a new pending job and queue it, together or not at all.
 
         A generated ``job_id`` is a uuid4 hex. Safe to retry: a re-sent call recognises its own
-        earlier write.
+        earlier write. ``ttl``: seconds the job's records live once it is finished (default:
+        the store's ``finished_ttl``; an update's ``ttl=`` wins; docs/retention.md).
 
         :raises JobExists: a job with this id exists; nothing was changed.
         :raises InvalidIdentifier, InvalidArgument, PayloadTooLarge: bad input (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
-        return self._run(self._call_enqueue(workspace_id, action, params, job_id))
+        return self._run(self._call_enqueue(workspace_id, action, params, job_id, ttl))
 
-    def enqueue_many(self, items: Iterable[Sequence[Any]]) -> list[Job]:
-        """Enqueue ``(workspace_id, action[, params[, job_id]])`` tuples in one pipeline.
+    def enqueue_many(self, items: Iterable[Sequence[Any]], *, ttl: float | None = None) -> list[Job]:
+        """Enqueue ``(workspace_id, action[, params[, job_id]])`` tuples in one pipeline
+        (``ttl``: every job's, as :meth:`enqueue`'s).
 
         Every item is validated before anything is sent. Each job is written atomically on
         its own; when some ids already existed, :class:`JobExists` is raised after the others
@@ -173,7 +182,7 @@ class JobStore(StoreCore):
 
         :raises JobExists, InvalidIdentifier, InvalidArgument, PayloadTooLarge, StoreUnavailable:
         """
-        call = self._call_enqueue_many(items)
+        call = self._call_enqueue_many(items, ttl)
         return [] if call is None else self._run(call)
 
     def get(self, job_id: str, *, workspace_id: str) -> Job | None:
@@ -194,8 +203,13 @@ class JobStore(StoreCore):
         result: Any = None,
         error: str | None = None,
         claim: str | None = None,
+        ttl: float | None = None,
     ) -> Job:
         """Move a job to ``status``, setting ``result``/``error`` when given (None: unchanged).
+
+        A move to a final status (completed, failed, cancelled) makes every copy of the job
+        expire ``ttl`` seconds later (default: the ``ttl`` its enqueue gave, else the store's
+        ``finished_ttl``, else never); other moves never set an expiry (docs/retention.md).
 
         Atomic: concurrent updates never interleave. Never creates a record. ``claim``: the
         worker's ``job.claim`` from :meth:`dequeue`; the update is then refused once another
@@ -209,7 +223,7 @@ class JobStore(StoreCore):
         :raises StoreUnavailable: Redis could not be reached.
         """
         return self._run(self._call_update_status(job_id, status, workspace_id, result, error,
-                                                  claim))
+                                                  claim, ttl))
 
     def list(
         self, workspace_id: str, *, status: JobStatus | str | None = None, limit: int = 100,
@@ -260,7 +274,7 @@ class JobStore(StoreCore):
 
     def finish(self, job: Job, status: JobStatus | str = "completed", *, result: Any = None,
                error: str | None = None, take_next: bool = True,
-               lease: float | None = None) -> Job | None:
+               lease: float | None = None, ttl: float | None = None) -> Job | None:
         """The worker loop's call: move ``job`` (from :meth:`dequeue`) to ``status`` under its
         claim, and with ``take_next`` claim the next job, in one round trip on standalone Redis.
 
@@ -269,8 +283,9 @@ class JobStore(StoreCore):
         same errors, events, leases and dead letters, and the same exactly-once guarantees (a
         re-sent call neither moves the job twice nor claims a second job). ``status``:
         ``completed``, ``failed`` or ``cancelled``. ``lease``: the next job's (default: the
-        store's). Returns the next job, now ``running``, or None (nothing pending, or
-        ``take_next=False``). Nothing is claimed unless the move was made.
+        store's). ``ttl``: the finished job's retention, as :meth:`update_status`'s. Returns
+        the next job, now ``running``, or None (nothing pending, or ``take_next=False``).
+        Nothing is claimed unless the move was made.
 
         :raises LeaseLost: ``job.claim`` no longer holds the job; nothing written or claimed.
         :raises InvalidTransition, JobNotFound, CorruptRecord, PayloadTooLarge: as
@@ -279,7 +294,7 @@ class JobStore(StoreCore):
             final, or bad ``result``, ``error``, ``take_next`` or ``lease`` (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
-        return self._run(self._call_finish(job, status, result, error, take_next, lease))
+        return self._run(self._call_finish(job, status, result, error, take_next, lease, ttl))
 
     def leave_legacy_queue(self, batch: int = 1000) -> dict[str, int]:
         """Move the compatible queue's pending ids into jobstore's own queue, and switch every
@@ -314,6 +329,21 @@ class JobStore(StoreCore):
         :raises StoreUnavailable: Redis could not be reached.
         """
         return self._run(self._call_delete(job_id, workspace_id))
+
+    def sweep(self, batch: int = 500) -> dict[str, int]:
+        """Prune what expired records leave behind (docs/retention.md): walk every workspace
+        index, ``batch`` entries a step, and drop the entries whose records are gone; give the
+        store's ``finished_ttl`` to finished jobs that have no expiry yet (finished before it was
+        set); drop dead letters older than ``dead_letter_ttl``. Safe under live traffic (every
+        step re-checks what it removes) and to interrupt: run it again.
+
+        Returns the counts: ``indexes``, ``entries`` (examined), ``pruned``, ``expiring``
+        (records given an expiry), ``dead_letters`` (dropped).
+
+        :raises InvalidArgument: bad ``batch`` (nothing sent).
+        :raises StoreUnavailable: Redis could not be reached.
+        """
+        return self._run(self._call_sweep(batch))
 
     def migration(self) -> Migration:
         """The :class:`jobstore.migration.Migration` between the two schemas whose migration this

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from . import config, eviction, ops, rules, server_check, validation
 from .ops import finish as ops_finish
+from .ops import retention as ops_retention
 from .codec import JSON, Codec
 from .dead_letters import DeadLetter
 from .errors import ConfigError, InvalidArgument, JobStoreError, PluginError, StoreUnavailable
@@ -39,7 +40,8 @@ class _Writes(Protocol):
                      jobs: list[tuple[Job, dict[str, str]]]) -> ops.Op[list[Job]]: ...
 
     def update_status(self, ctx: ops.Context, job_id: str, workspace_id: str, status: JobStatus,
-                      changes: dict[str, str], claim: str | None = None) -> ops.Op[Job]: ...
+                      changes: dict[str, str], claim: str | None = None,
+                      ttl_ms: int | None = None) -> ops.Op[Job]: ...
 
     def delete(self, ctx: ops.Context, job_id: str, workspace_id: str) -> ops.Op[bool]: ...
 
@@ -91,16 +93,19 @@ class StoreCore:
     # -- operations: checks, then the operation (nothing sent) ---------------------------------
 
     def _call_enqueue(self, workspace_id: Any, action: Any, params: Any = None,
-                      job_id: Any = None) -> Call[Job]:
-        return self._enqueue_call(*self._new_job(workspace_id, action, params, job_id))
+                      job_id: Any = None, ttl: Any = None) -> Call[Job]:
+        return self._enqueue_call(*self._new_job(workspace_id, action, params, job_id,
+                                                 ttl_ms=config.ttl_ms("ttl", ttl)))
 
     def _enqueue_call(self, job: Job, fields: dict[str, str]) -> Call[Job]:
         """The enqueue of a checked job (``_new_job``'s)."""
         return Call(self._writes.enqueue(self.context, job, fields), "enqueue", job.workspace_id,
                     dual_writes=[job.workspace_id])
 
-    def _call_enqueue_many(self, items: Iterable[Sequence[Any]]) -> Call[builtins.list[Job]] | None:
+    def _call_enqueue_many(self, items: Iterable[Sequence[Any]],
+                           ttl: Any = None) -> Call[builtins.list[Job]] | None:
         """None: an empty batch (nothing to run; the caller returns [])."""
+        ttl_ms = config.ttl_ms("ttl", ttl)
         batch: list[tuple[Job, dict[str, str]]] = []
         seen: set[str] = set()
         for position, item in enumerate(items):
@@ -108,7 +113,7 @@ class StoreCore:
                 raise InvalidArgument(
                     f"items[{position}]", "must be (workspace_id, action[, params[, job_id]])"
                 )
-            job, fields = self._new_job(*item)
+            job, fields = self._new_job(*item, ttl_ms=ttl_ms)
             if job.job_id in seen:
                 raise InvalidArgument(
                     f"items[{position}]", f"job_id {job.job_id!r} appears twice in the batch"
@@ -126,17 +131,19 @@ class StoreCore:
         return Call(ops.get(self.context, job_id, workspace_id), "get", workspace_id)
 
     def _call_update_status(self, job_id: Any, status: Any, workspace_id: Any, result: Any,
-                            error: Any, claim: Any) -> Call[Job]:
+                            error: Any, claim: Any, ttl: Any = None) -> Call[Job]:
         job_id, workspace_id = self._ids(job_id, workspace_id)
         status = validation.status(status)
         if claim is not None and (not isinstance(claim, str) or not claim or len(claim) > 1024):
             raise InvalidArgument("claim", f"must be a job's claim (a non-empty str), not {claim!r}")
+        ttl_ms = config.ttl_ms("ttl", ttl)
         changes = self._changes(result, error)
         return Call(self._writes.update_status(self.context, job_id, workspace_id, status,
-                                               changes, claim), "update_status", workspace_id)
+                                               changes, claim, ttl_ms), "update_status",
+                    workspace_id)
 
     def _call_finish(self, job: Any, status: Any, result: Any, error: Any, take_next: Any,
-                     lease: Any) -> Call[Job | None]:
+                     lease: Any, ttl: Any = None) -> Call[Job | None]:
         if not isinstance(job, Job) or not isinstance(job.claim, str) or not job.claim:
             raise InvalidArgument("job", "must be a Job returned by dequeue (it carries a claim)")
         self._ids(job.job_id, job.workspace_id)
@@ -147,8 +154,10 @@ class StoreCore:
         if not isinstance(take_next, bool):
             raise InvalidArgument("take_next", f"must be True or False, not {take_next!r}")
         lease_ms = None if lease is None else _lease_ms("lease", lease, InvalidArgument)
+        ttl_ms = config.ttl_ms("ttl", ttl)
         changes = self._changes(result, error)
-        return Call(ops_finish.finish(self.context, job, status, changes, take_next, lease_ms),
+        return Call(ops_finish.finish(self.context, job, status, changes, take_next, lease_ms,
+                                      ttl_ms),
                     "finish", job.workspace_id)
 
     def _changes(self, result: Any, error: Any) -> dict[str, str]:
@@ -194,6 +203,12 @@ class StoreCore:
     def _call_dead_letters(self, limit: Any) -> Call[builtins.list[DeadLetter]]:
         limit = validation.limit(limit)
         return Call(ops.dead_letters(self.context, limit), "dead_letters", None)
+
+    def _call_sweep(self, batch: Any) -> Call[dict[str, int]]:
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 10_000:
+            raise InvalidArgument("batch", f"must be an int from 1 to 10000, not {batch!r}")
+        return Call(ops_retention.sweep(self.context, batch, self.context.finished_ttl_ms),
+                    "sweep", None)
 
     def _call_delete(self, job_id: Any, workspace_id: Any) -> Call[bool]:
         job_id, workspace_id = self._ids(job_id, workspace_id)
@@ -260,7 +275,7 @@ class StoreCore:
         )
 
     def _new_job(self, workspace_id: Any, action: Any, params: Any = None,
-                 job_id: Any = None) -> tuple[Job, dict[str, str]]:
+                 job_id: Any = None, *, ttl_ms: int | None = None) -> tuple[Job, dict[str, str]]:
         workspace_id = validation.identifier("workspace_id", workspace_id)
         action = validation.action(action)
         if self.codec is JSON:
@@ -280,6 +295,8 @@ class StoreCore:
                                   self.time_format, decoded)
         fields[rules.REV] = "1"  # the record's write count (jobstore.rules): its first write
         fields[rules.OP] = self.context.new_token()  # the enqueue call's (jobstore.rules.OP)
+        if ttl_ms is not None:  # the retention the job gets when it finishes (rules.TTL)
+            fields[rules.TTL] = str(ttl_ms)
         validation.record_size(fields, self.max_record_bytes)
         return job, fields
 

@@ -11,6 +11,7 @@ import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from .. import config
 from ..connection import asyncio_flavour, connect
 from ..dead_letters import DeadLetter
 from ..drivers.aio import AsyncDriver
@@ -74,17 +75,20 @@ class AsyncJobStore(StoreCore):
     # -- operations (each as JobStore's) ---------------------------------------------------------
 
     async def enqueue(self, workspace_id: str, action: str, params: dict[str, Any] | None = None,
-                      *, job_id: str | None = None) -> Job:
+                      *, job_id: str | None = None, ttl: float | None = None) -> Job:
         """:meth:`jobstore.JobStore.enqueue`. Enqueues awaited while another is in flight
-        (on standalone Redis) go to Redis together, in one script call (docs/async.md)."""
+        (on standalone Redis) go to Redis together, in one script call (docs/async.md); each
+        keeps its own ``ttl`` (a field of its record)."""
         if self.context.cluster:
-            return await self._run(self._call_enqueue(workspace_id, action, params, job_id))
-        job, fields = self._new_job(workspace_id, action, params, job_id)
+            return await self._run(self._call_enqueue(workspace_id, action, params, job_id, ttl))
+        job, fields = self._new_job(workspace_id, action, params, job_id,
+                                    ttl_ms=config.ttl_ms("ttl", ttl))
         return await self._enqueues.enqueue(self._enqueue_call(job, fields), job, fields)
 
-    async def enqueue_many(self, items: Iterable[Sequence[Any]]) -> builtins.list[Job]:
+    async def enqueue_many(self, items: Iterable[Sequence[Any]], *,
+                           ttl: float | None = None) -> builtins.list[Job]:
         """:meth:`jobstore.JobStore.enqueue_many`."""
-        call = self._call_enqueue_many(items)
+        call = self._call_enqueue_many(items, ttl)
         return [] if call is None else await self._run(call)
 
     async def get(self, job_id: str, *, workspace_id: str) -> Job | None:
@@ -93,10 +97,10 @@ class AsyncJobStore(StoreCore):
 
     async def update_status(self, job_id: str, status: JobStatus | str, *, workspace_id: str,
                             result: Any = None, error: str | None = None,
-                            claim: str | None = None) -> Job:
+                            claim: str | None = None, ttl: float | None = None) -> Job:
         """:meth:`jobstore.JobStore.update_status`."""
         return await self._run(self._call_update_status(job_id, status, workspace_id, result,
-                                                        error, claim))
+                                                        error, claim, ttl))
 
     async def list(self, workspace_id: str, *, status: JobStatus | str | None = None,
                    limit: int = 100, errors: str = "skip") -> builtins.list[Job]:
@@ -119,9 +123,10 @@ class AsyncJobStore(StoreCore):
 
     async def finish(self, job: Job, status: JobStatus | str = "completed", *, result: Any = None,
                      error: str | None = None, take_next: bool = True,
-                     lease: float | None = None) -> Job | None:
+                     lease: float | None = None, ttl: float | None = None) -> Job | None:
         """:meth:`jobstore.JobStore.finish`; cancelled, its next job is as :meth:`dequeue`'s."""
-        return await self._run(self._call_finish(job, status, result, error, take_next, lease))
+        return await self._run(self._call_finish(job, status, result, error, take_next, lease,
+                                                 ttl))
 
     async def leave_legacy_queue(self, batch: int = 1000) -> dict[str, int]:
         """:meth:`jobstore.JobStore.leave_legacy_queue`."""
@@ -134,6 +139,10 @@ class AsyncJobStore(StoreCore):
     async def delete(self, job_id: str, *, workspace_id: str) -> bool:
         """:meth:`jobstore.JobStore.delete`."""
         return await self._run(self._call_delete(job_id, workspace_id))
+
+    async def sweep(self, batch: int = 500) -> dict[str, int]:
+        """:meth:`jobstore.JobStore.sweep`."""
+        return await self._run(self._call_sweep(batch))
 
     def migration(self) -> AsyncMigration:
         """The :class:`jobstore.migration.aio.AsyncMigration` between this ``dual`` store's

@@ -40,6 +40,7 @@ from .migrate_text import (
 from .progress import ProgressPrinter, short_counts
 from .store_commands import (
     dead_letters_command, demo_command, legacy_queue_group, legacy_queue_leave, strategies_command,
+    sweep_command,
 )
 
 __all__ = [
@@ -56,7 +57,7 @@ __all__ = [
     "migrate_verify", "migration_label", "open_migration", "outcome_meaning", "own_prefix",
     "pass_options", "plugins", "quiet", "resolve_url", "run_pass", "short_counts",
     "start_metrics", "status_lines", "stdin_is_terminal", "stop_if_interrupted",
-    "strategies_command", "terminate_as_interrupt", "utc", "verify_lines", "yes_option",
+    "strategies_command", "sweep_command", "terminate_as_interrupt", "utc", "verify_lines", "yes_option",
 ]
 
 
@@ -83,4 +84,5 @@ main.add_command(strategies_command)
 main.add_command(demo_command)
 main.add_command(legacy_queue_group)
 main.add_command(dead_letters_command)
+main.add_command(sweep_command)
 main.add_command(migrate)

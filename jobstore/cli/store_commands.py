@@ -1,5 +1,5 @@
-"""The commands on a store: ``strategies``, ``demo``, ``legacy-queue leave`` and ``dead-letters``
-(the package's ``__init__`` adds them to ``jobstore``)."""
+"""The commands on a store: ``strategies``, ``demo``, ``legacy-queue leave``, ``dead-letters``
+and ``sweep`` (the package's ``__init__`` adds them to ``jobstore``)."""
 
 from __future__ import annotations
 
@@ -118,3 +118,34 @@ def dead_letters_command(url, prefix, source, target, limit, as_json, allow_evic
             shown = repr(letter.at)
         where = f"{letter.key} {letter.field}: " if letter.key is not None else ""
         click.echo(f"{shown}  {letter.entry}  {where}{letter.reason}")
+
+
+@click.command("sweep", epilog=exit_codes(EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE))
+@common_options
+@click.option("--batch", type=click.IntRange(1, 10_000), default=500, show_default=True,
+              help="Index entries examined (and dead letters dropped) per step.")
+@store_option("finished_ttl", type=click.FloatRange(min=0, min_open=True))
+@store_option("dead_letter_ttl", type=click.FloatRange(min=0, min_open=True))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@eviction_option
+def sweep_command(url, prefix, source, target, batch, finished_ttl, dead_letter_ttl, as_json,
+                  allow_eviction) -> None:
+    """Prune what expired jobs leave behind: index entries of records that are gone, dead
+    letters older than --dead-letter-ttl; with --finished-ttl, finished jobs that have no
+    expiry get one. Bounded steps, safe under live traffic; interrupted, run it again.
+
+    A record counts as there when either schema (--source, --target) holds it.
+    """
+    from ..store import open as open_store
+
+    store = open_store(resolve_url(url), "dual", source=source, target=target,
+                       phase="read-target", prefix=prefix, own_prefix=own_prefix(),
+                       finished_ttl=finished_ttl, dead_letter_ttl=dead_letter_ttl,
+                       allow_eviction=allow_eviction)
+    with store:
+        totals = store.sweep(batch)
+    emit(totals, as_json,
+         [f"swept {totals['indexes']} workspace indexes (prefix {prefix}): examined "
+          f"{totals['entries']} entries, removed {totals['pruned']} whose records are gone; "
+          f"{totals['expiring']} finished jobs given an expiry; {totals['dead_letters']} "
+          "dead letters dropped"])

@@ -10,7 +10,9 @@
 --         schema, byte 31 '<schema name>=<key>'
 -- ARGV[9] now as ISO 8601 (updated_at of a record whose times are ISO 8601 text)
 -- ARGV[10] '1': a compatible queue is configured (KEYS[6], KEYS[7])
--- ARGV[11 ..] the schemas in read order: a record key template (byte 1 stands for the workspace
+-- ARGV[11] the store's finished_ttl (ms, '' none): a job failed when its last lease ran out
+--          expires then (includes/retention.lua)
+-- ARGV[12 ..] the schemas in read order: a record key template (byte 1 stands for the workspace
 --             id, byte 2 for the job id: the schema's lua_template), or byte 3 and a computed
 --             schema's name: its key is carried by the entry (after byte 31, as in ARGV[8])
 -- returns {kind, record, dead, key, reaped, entry, workspace, mode}; kind 'job' | 'replayed' |

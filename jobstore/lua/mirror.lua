@@ -1,5 +1,7 @@
 -- KEYS[1] op marker   KEYS[2] record (a copy that follows the one that took a move)
--- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3 ..] field, value pairs, status among them
+-- ARGV[1] workspace id   ARGV[2] marker ttl (s)   ARGV[3] when the copy expires (server time in
+-- ms: the first copy's expiry of a final move, docs/retention.md; '' or 0: none)
+-- ARGV[4 ..] field, value pairs, status among them
 -- returns 'done' | 'missing' | 'newer' (the copy already took this move or a later one: left alone)
 -- Writes reach the copies one after another, so a late one must not undo a later one. Every
 -- allowed move raises the status (pending < running < terminal), or, for a running job handed
@@ -10,7 +12,7 @@ if redis.call('HGET', KEYS[2], 'workspace_id') ~= ARGV[1] then return 'missing' 
 --- @include "count"
 --- @include "status"
 local fields, status, attempts = {}, nil, nil
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
   if ARGV[i] == 'status' then status = ARGV[i + 1] end
   if ARGV[i] == 'attempts' then attempts = stored_count(ARGV[i + 1]) end
@@ -23,5 +25,6 @@ if moved_past(redis.call('HGET', KEYS[2], 'status'), status,
   return 'newer'
 end
 redis.call('HSET', KEYS[2], '_rev', bump(KEYS[2]), unpack(fields))
+if (tonumber(ARGV[3]) or 0) > 0 then redis.call('PEXPIREAT', KEYS[2], ARGV[3]) end
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 return 'done'

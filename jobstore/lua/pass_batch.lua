@@ -74,6 +74,12 @@ local function parser(template)
   end
 end
 local function failed(reply) return type(reply) == 'table' and reply['err'] ~= nil end
+-- a copy that expires within the grace counts as gone already: its counterpart may have
+-- expired a moment before it (docs/retention.md)
+local function expiring(key)
+  local ttl = redis.pcall('PTTL', key)
+  return not failed(ttl) and ttl >= 0 and ttl <= {{ EXPIRY_GRACE_MS }}
+end
 -- a record and its flat form; nil for a key of another type
 local function read(key)
   local flat = redis.pcall('HGETALL', key)
@@ -98,16 +104,15 @@ end
 local entries, entry_of = {}, {}
 -- writes a record as SYNC_RECORD does (flat: the record as field, value pairs, when known);
 -- false when Redis refused a write
-local function write(i, key, record, flat, fresh, ttl_of, ws, job)
+local function write(i, key, record, flat, ttl_of, ws, job)
   if not flat then
     flat = {}
     for k, v in pairs(record) do flat[#flat + 1] = k; flat[#flat + 1] = v end
   end
   if not hset_flat_checked(key, flat) then return false end
-  if fresh then
-    local ttl = redis.pcall('PTTL', ttl_of)
-    if not failed(ttl) and ttl > 0 and failed(redis.pcall('PEXPIRE', key, ttl)) then return false end
-  end
+  -- the remaining time of the copy it was written from, when that one expires (retention)
+  local ttl = redis.pcall('PTTL', ttl_of)
+  if not failed(ttl) and ttl > 0 and failed(redis.pcall('PEXPIRE', key, ttl)) then return false end
   local mine = entries[ws]
   if not mine then mine = {}; entries[ws] = mine; entry_of[ws] = {} end
   mine[#mine + 1] = to_epoch(record['created_at']) or 0
@@ -128,7 +133,7 @@ local function orphan_check(key, ws, job)
     return '-'
   end
   local other_key = other_key_of(ws, job)
-  if redis.pcall('HGET', other_key, 'workspace_id') == ws then return 'same' end
+  if redis.pcall('HGET', other_key, 'workspace_id') == ws or expiring(key) then return 'same' end
   local _, mine_flat = read(key)
   local _, theirs_flat = read(other_key)
   return {'orphaned', ws, job, mine_flat or NOT_A_HASH, theirs_flat or NOT_A_HASH}
@@ -155,6 +160,8 @@ local function settle(i, key, ws, job)
     if theirs ~= nil and theirs['workspace_id'] == ws then
       kind = compared(mine, theirs)
       if kind == 'same' then return 'same' end
+    elseif theirs ~= nil and expiring(key) then
+      return 'same'
     end
     return {kind, ws, job, mine_flat, theirs_flat or NOT_A_HASH}
   end
@@ -176,12 +183,11 @@ local function settle(i, key, ws, job)
   if authority == '?' and needs_authority(mine, theirs) then return {'?', ws, job} end
   local outcome, new_from, new_to = decide_sync(mode, mine, theirs, authority == '1')
   if dry then return outcome end
-  if new_from and not write(i, key, new_from, nil, is_empty(mine), other_key, ws, job) then
+  if new_from and not write(i, key, new_from, nil, other_key, ws, job) then
     return 'error'
   end
   -- a plain copy writes the record as it was read
-  if new_to and not write(i, other_key, new_to, new_to == mine and mine_flat or nil, is_empty(theirs),
-                          key, ws, job) then
+  if new_to and not write(i, other_key, new_to, new_to == mine and mine_flat or nil, key, ws, job) then
     return 'error'
   end
   return outcome

@@ -6,7 +6,8 @@
 -- The decision is jobstore.rules' decide_sync (see there): which copy is newer is decided by
 -- the records' write counts, never by a client's clock. A record deleted meanwhile is never
 -- revived (both copies are read here, at one instant). Only records owned by the workspace
--- are touched. A copy to a missing record keeps the TTL of the record it copies.
+-- are touched. A written copy takes the remaining time of the record it was written from, when
+-- that one expires (a finished job's retention, docs/retention.md): copied, not reset.
 --- @include "rules"
 --- @include "time"
 for i = 1, 2 do
@@ -21,9 +22,8 @@ end
 local outcome, new_from, new_to = decide_sync(ARGV[3], from, to, ARGV[5] == '1')
 if ARGV[4] == '1' then return outcome end
 local function write(key, record, ttl_of)
-  local fresh = redis.call('EXISTS', key) == 0
   hset_record(key, record)
-  if fresh and ttl_of then
+  if ttl_of then
     local ttl = redis.call('PTTL', ttl_of)
     if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
   end

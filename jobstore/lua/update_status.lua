@@ -8,8 +8,11 @@
 --         leases sorted set (standalone) and then op markers of this store's earlier calls that
 --         have their answer (no re-send of them can come), deleted first
 -- ARGV[9] the updated_at to write to a record whose times are ISO 8601 text ('' none: as given)
--- ARGV[10 ..] field, value pairs to set
--- returns {'updated', record, key} | {'replayed', record, key} | {'missing'}
+-- ARGV[10] the call's ttl of a final move (ms, '' none)   ARGV[11] the store's finished_ttl
+--          (ms, '' none): a move to a final status expires every copy (includes/retention.lua)
+-- ARGV[12 ..] field, value pairs to set
+-- returns {'updated', record, key, expiry} | {'replayed', record, key, expiry} | {'missing'}
+--         (expiry: the server time in ms at which the copies expire, 0 none)
 --         | {'not_mine'} (the marker is another call's: draw another token)
 --         | {'invalid', current status} | {'too_large', size} | {'corrupt', key, field, reason}
 --         | {'lease_lost', attempts of the record, its status}

@@ -162,18 +162,18 @@ def settle(keys: StoreKeys, mode: str, placed: list[Placed], dry_run: bool,
     replies = yield Batch(tuple(
         Command(args) for ws, _, a, b in placed for args in (
             ("HGETALL", a), ("HGETALL", b),
-            ("HGETALL", keys.tomb(a)), ("HGETALL", keys.tomb(b)), ("PTTL", a),
+            ("HGETALL", keys.tomb(a)), ("HGETALL", keys.tomb(b)), ("PTTL", a), ("PTTL", b),
         )
     ), tolerate_errors=True)
     reads: list[Any] = [r if not isinstance(r, Exception) else {} for r in replies]
     decided: list[Plan] = []
     for i, (ws, job_id, a, b) in enumerate(placed):
-        f, t, tomb_f, tomb_t, ttl = reads[5 * i: 5 * i + 5]
-        if isinstance(replies[5 * i], Exception) or isinstance(replies[5 * i + 1], Exception):
+        f, t, tomb_f, tomb_t, ttl, ttl_t = reads[6 * i: 6 * i + 6]
+        if isinstance(replies[6 * i], Exception) or isinstance(replies[6 * i + 1], Exception):
             decided.append(("not_a_record", None, None))
             continue
         decided.append(_decide(keys, mode, ws, job_id, a, b, f or {}, t or {}, tomb_f or {},
-                             tomb_t or {}, ttl, prefer_to(ws)))
+                             tomb_t or {}, (ttl, ttl_t), prefer_to(ws)))
     plans = [(outcome, [] if call is None else call if isinstance(call, list) else [call], index)
              for outcome, call, index in decided]
     calls = [call for _, group, _ in plans for call in group]
@@ -238,16 +238,22 @@ def _catch_up(placed: list[Placed], plans: list[tuple[str, list[Script], Index |
 def _copy(keys: StoreKeys, to_key: str, record: dict[str, str], ttl: Any, job_id: str) -> Script:
     flat = [part for item in record.items() for part in item]
     return Script(COPY_IF_ABSENT, (to_key, keys.tomb(to_key), to_key),
-                  (job_id, max(int(ttl or 0), 0), "0", record.get("created_at") or "",
+                  (job_id, _remaining(ttl), "0", record.get("created_at") or "",
                    record["workspace_id"], *flat))
 
 
 def _cas(key: str, record: dict[str, str], action: str,
-         fields: dict[str, str] | None = None) -> Script:
-    """Write ``fields`` to (or delete) ``key`` only while it holds exactly ``record``."""
+         fields: dict[str, str] | None = None, ttl: Any = 0) -> Script:
+    """Write ``fields`` to (or delete) ``key`` only while it holds exactly ``record``; ``ttl``:
+    the remaining ms to give it with the write (that of the copy written from; 0 none)."""
     was = [part for item in record.items() for part in item]
     flat = [part for item in (fields or {}).items() for part in item]
-    return Script(WRITE_IF_UNCHANGED, (key,), (action, len(record), *was, *flat))
+    return Script(WRITE_IF_UNCHANGED, (key,), (action, _remaining(ttl), len(record), *was, *flat))
+
+
+def _remaining(ttl: Any) -> int:
+    """A PTTL reply as the time to copy: ms, 0 when the key does not expire (or is gone)."""
+    return max(int(ttl or 0), 0)
 
 
 def _score(created_at: Any) -> str:
@@ -258,9 +264,12 @@ def _score(created_at: Any) -> str:
 
 
 def _decide(keys: StoreKeys, mode: str, ws: str, job_id: str, a: str, b: str, f: dict[str, str],
-            t: dict[str, str], tomb_f: dict[str, str], tomb_t: dict[str, str], ttl: Any,
-            prefer_to: bool = False) -> Plan:
-    """``(outcome, write or None, (index key, score, job id) to add or None)``."""
+            t: dict[str, str], tomb_f: dict[str, str], tomb_t: dict[str, str],
+            ttls: tuple[Any, Any], prefer_to: bool = False) -> Plan:
+    """``(outcome, write or None, (index key, score, job id) to add or None)``. ``ttls``: the
+    PTTL replies of ``a`` and ``b``: a write takes the remaining time of the copy it comes from
+    (a finished job's retention, docs/retention.md)."""
+    ttl_f, ttl_t = ttls
     if mode == "cleanup":  # outcomes as CLEANUP_RECORD names them
         if not f:
             return "gone", None, None
@@ -282,13 +291,13 @@ def _decide(keys: StoreKeys, mode: str, ws: str, job_id: str, a: str, b: str, f:
         return "deleted", _cas(b, t, "delete"), None
     outcome, new_from, new_to = rules.decide_sync(mode, f, t, prefer_to)
     if outcome == "copied":
-        return outcome, _copy(keys, b, f, ttl, job_id), index
+        return outcome, _copy(keys, b, f, ttl_f, job_id), index
     if outcome == "copied-back":
-        return outcome, _copy(keys, a, t, 0, job_id), index
+        return outcome, _copy(keys, a, t, ttl_t, job_id), index
     writes: list[Script] = []
     if new_from is not None:
-        writes.append(_cas(a, f, "write", new_from))
+        writes.append(_cas(a, f, "write", new_from, ttl_t))
     if new_to is not None:
-        writes.append(_cas(b, t, "write", new_to))
+        writes.append(_cas(b, t, "write", new_to, ttl_f))
     # Each write only if its record is as it was read; a half-done merge is merged again.
     return outcome, writes or None, None

@@ -16,6 +16,7 @@ The modules:
 - :mod:`.queue`: standalone dequeue and extend;
 - :mod:`.reads`: get, list_jobs, dead_letters (standalone and Cluster alike);
 - :mod:`.admin`: leave_legacy_queue;
+- :mod:`.retention`: sweep, and the index prune ``list`` runs (docs/retention.md);
 - :mod:`.finish`: finish, a worker's update and next claim (one script on standalone Redis);
 - :mod:`.cluster`: the writes on Redis Cluster, one slot per script (its enqueue in
   :mod:`.cluster_enqueue`).

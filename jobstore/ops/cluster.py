@@ -30,7 +30,7 @@ from ..steps import Batch, Command, Script, Tidy
 from .cluster_enqueue import enqueue, enqueue_many
 from .context import Context, Op, now, spent_markers
 from .records import (addressed, as_record, corrupt, decode, fenced_script, job_keys,
-                      update_outcome)
+                      move_args, update_outcome)
 
 __all__ = ["CLAIM_TTL", "TIDY_AT", "TOMB_TTL", "delete", "dequeue", "enqueue", "enqueue_many",
            "extend", "tidy", "update_status"]
@@ -64,7 +64,7 @@ def tidy(ctx: Context) -> Op[None]:
 def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, job_id: str,
           status: JobStatus, allowed: str, fields: dict[str, str], stamp: str = "",
           operation: str = "update_status", claim: str = "", hand_out: bool = False,
-          iso: str = "") -> Op[Job]:
+          iso: str = "", ttl_ms: int | None = None) -> Op[Job]:
     """The first record (in read order) decides and takes the move; the others follow it.
 
     ``stamp``: the ``created_at`` the record must have (a claim through a queue entry).
@@ -73,7 +73,6 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
 
     :raises CorruptRecord: a copy cannot be decoded; nothing was written.
     """
-    flat = [part for item in fields.items() for part in item]
     if len(keys) > 1:
         # The copies sit in different slots, and the first one's script can check only itself:
         # read them all first, so that no copy moves while another cannot be decoded. (A copy
@@ -90,22 +89,25 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
             sent.append(_marker(ctx, token, key))
             (reply,) = yield Batch((fenced_script(
                 ctx, UPDATE_STATUS, (sent[-1], key),
-                (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, stamp, claim,
-                 "1" if hand_out else "", "0", iso, *flat),
+                move_args(ctx, workspace_id, allowed, fields, stamp=stamp, claim=claim,
+                          hand_out=hand_out, iso=iso, ttl_ms=ttl_ms),
             ),))
             if reply[0] == "missing":
                 continue
             job = update_outcome(ctx, reply, job_id, workspace_id, status, operation, claim=claim)
             rest = keys[position + 1:]
             if rest:
-                # The move is taken; the other copies follow it with the record's own fields.
+                # The move is taken; the other copies follow it with the record's own fields,
+                # and expire when it does (a final move: docs/retention.md).
                 record = as_record(reply[1])
+                expiry = reply[3] if len(reply) > 3 else 0
                 moved = {k: record[k] for k in (*fields, "updated_at", "attempts", "claim")
                          if k in record}
                 flat_moved = [part for item in moved.items() for part in item]
                 sent.extend(_marker(ctx, token, other) for other in rest)
                 yield Batch(tuple(
-                    Script(MIRROR, (marker, other), (workspace_id, ctx.marker_ttl, *flat_moved))
+                    Script(MIRROR, (marker, other),
+                           (workspace_id, ctx.marker_ttl, expiry or "", *flat_moved))
                     for marker, other in zip(sent[-len(rest):], rest)
                 ))
             return job
@@ -115,14 +117,15 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
 
 
 def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatus,
-                  changes: dict[str, str], claim: str | None = None) -> Op[Job]:
+                  changes: dict[str, str], claim: str | None = None,
+                  ttl_ms: int | None = None) -> Op[Job]:
     routing = ctx.strategy.routing(workspace_id)
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
     stamp, iso = now(ctx)
     fields = {"status": status.value, **changes, "updated_at": stamp}
     job = yield from _move(ctx, ctx.new_token(), job_keys(routing.touched, workspace_id, job_id),
                            workspace_id, job_id, status, allowed, fields, claim=claim or "",
-                           iso=iso)
+                           iso=iso, ttl_ms=ttl_ms)
     if job.claim and status is not JobStatus.RUNNING:
         # The claim ended with this move; its lease sits in the queue's slot. (Left behind by a
         # crash here, it runs out and a dequeue drops it: the job is no longer running.)

@@ -129,8 +129,10 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
                                                     fields["created_at"])))
                 for n, (marker, (job, fields)) in enumerate(zip(pushed, todo)))
         else:  # last: the index marks the enqueue finished (see _same_job)
+            # The score is this job's even where an expired job of the id left its entry, so
+            # that no prune of that entry (jobstore.ops.retention) can take this job's.
             calls = list(
-                Command(("ZADD", ctx.keys.index(job.workspace_id), "NX",
+                Command(("ZADD", ctx.keys.index(job.workspace_id),
                          repr(parse_time(fields["created_at"]) or 0.0), job.job_id))
                 for job, fields in todo)
         replies = yield Batch(tuple(calls), tolerate_errors=True)

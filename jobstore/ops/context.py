@@ -43,6 +43,11 @@ class Context:
     # ``lease``), and how many hand-outs a job gets before a lease running out fails it.
     lease_ms: int = 3_600_000
     max_attempts: int = 3
+    # Retention (docs/retention.md): how long a finished job's records live (ms; None: until
+    # deleted) unless its enqueue or its final update said otherwise, and how old a dead letter
+    # may grow before a sweep drops it (ms; None: the newest max_dead_letters are kept).
+    finished_ttl_ms: int | None = None
+    dead_letter_ttl_ms: int | None = None
     # How long a claim list may hold entries past its blocking wait before a later dequeue puts
     # them back (its dequeue died between the move and the claim), seconds.
     list_grace: float = 30.0

@@ -23,15 +23,16 @@ from . import cluster as ops_cluster
 from .context import Context, Op, now, spent_markers
 from .queue import _claimed, _dequeue, _dequeue_script
 from .queue import dequeue as standalone_dequeue
-from .records import fenced_script, job_keys as _keys, stale, update_outcome
+from .records import fenced_script, job_keys as _keys, move_args, stale, update_outcome
 from .writes import update_status as standalone_update
 
 
 def finish(ctx: Context, job: Job, status: JobStatus, changes: dict[str, str], take_next: bool,
-           lease_ms: int | None = None) -> Op[Job | None]:
+           lease_ms: int | None = None, ttl_ms: int | None = None) -> Op[Job | None]:
     """Move ``job`` (a dequeued job: its claim fences the move) to ``status`` with ``changes``
     (encoded ``result``/``error``), then, with ``take_next``, claim the next job without waiting,
     leased for ``lease_ms`` (default: the store's lease). Returns that job, or None.
+    ``ttl_ms``: how long the finished job's records live (None: as update_status decides).
 
     :raises LeaseLost, InvalidTransition, JobNotFound, CorruptRecord, PayloadTooLarge: as
         update_status; nothing was written and nothing claimed.
@@ -39,11 +40,12 @@ def finish(ctx: Context, job: Job, status: JobStatus, changes: dict[str, str], t
     if ctx.cluster or not take_next:
         update = ops_cluster.update_status if ctx.cluster else standalone_update
         take = ops_cluster.dequeue if ctx.cluster else standalone_dequeue
-        yield from update(ctx, job.job_id, job.workspace_id, status, changes, claim=job.claim)
+        yield from update(ctx, job.job_id, job.workspace_id, status, changes, claim=job.claim,
+                          ttl_ms=ttl_ms)
         return (yield from take(ctx, 0, lease_ms)) if take_next else None
     taken = ctx.keys.op(ctx.new_token(), near=ctx.keys.queue)
     try:
-        return (yield from _finish(ctx, job, status, changes, lease_ms, taken))
+        return (yield from _finish(ctx, job, status, changes, lease_ms, taken, ttl_ms))
     finally:
         ctx.spent_markers.append(taken)  # this call has its answer (or has given up)
 
@@ -62,12 +64,11 @@ def _joined(move: Script, take: Script) -> Script:
 
 
 def _finish(ctx: Context, job: Job, status: JobStatus, changes: dict[str, str],
-            lease_ms: int | None, taken: str) -> Op[Job | None]:
+            lease_ms: int | None, taken: str, ttl_ms: int | None) -> Op[Job | None]:
     workspace_id, claim = job.workspace_id, job.claim or ""
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
     stamp, iso = now(ctx)
     fields = {"status": status.value, **changes, "updated_at": stamp}
-    flat = [part for item in fields.items() for part in item]
     lease_ms = ctx.lease_ms if lease_ms is None else lease_ms
     token = taken.rsplit(":", 1)[1]
     moved = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
@@ -80,8 +81,8 @@ def _finish(ctx: Context, job: Job, status: JobStatus, changes: dict[str, str],
                 ctx, UPDATE_STATUS,
                 (moved, *_keys(routing.touched, workspace_id, job.job_id), ctx.keys.leases,
                  *spent),
-                (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, "", claim, "",
-                 1 + len(spent), iso, *flat))
+                move_args(ctx, workspace_id, allowed, fields, claim=claim,
+                          extra=1 + len(spent), iso=iso, ttl_ms=ttl_ms))
             take = _dequeue_script(ctx, ctx.keys.queue, taken, token, lease_ms)
             if _fence(move) != _fence(take):
                 continue  # the routing state was refreshed in between: both halves from one

@@ -13,7 +13,7 @@ from ..layout import CARRIED
 from ..scripts import DEQUEUE, EXTEND, LEASE_LIST
 from ..steps import Batch, Command, Refresh, Script
 from .context import Context, Op, now, spent_markers
-from .records import as_record, decode, fenced_script, job_keys, stale
+from .records import as_record, decode, fenced_script, job_keys, ms_arg, stale
 from .writes import carried_keys
 
 
@@ -29,7 +29,8 @@ def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms
         (source, ctx.keys.queue, marker, ctx.keys.dead, ctx.keys.leases,
          ctx.legacy_queue or ctx.keys.queue, ctx.keys.queue_mode, *spent),
         (ctx.marker_ttl, stamp, ctx.dequeue_scan, ctx.max_dead_letters, lease_ms,
-         ctx.max_attempts, token, resolved, iso, "1" if ctx.legacy_queue else "", *schemas),
+         ctx.max_attempts, token, resolved, iso, "1" if ctx.legacy_queue else "",
+         ms_arg(ctx.finished_ttl_ms), *schemas),
     )
 
 

@@ -10,6 +10,7 @@ from ..scripts import READ_FIRST
 from ..steps import Batch, Command, Script
 from .context import Context, Op
 from .records import addressed, as_record, decode, job_keys, owned
+from .retention import prune_gone
 
 
 def pick(ctx: Context, operation: str, keys: tuple[str, ...], records: list[dict[str, str]],
@@ -64,22 +65,31 @@ def list_jobs(ctx: Context, workspace_id: str, status: JobStatus | None, limit: 
 
     A record that cannot be decoded is reported to the events and left out (``errors="skip"``),
     or raised (``errors="raise"``).
+
+    A job whose records are gone (expired: docs/retention.md) is left out, and its index entry
+    removed (:func:`jobstore.ops.retention.prune_gone`).
     """
     routing = ctx.strategy.routing(workspace_id)
     page = limit if status is None else max(limit, 100)
     found: list[Job] = []
     start = 0
     while len(found) < limit:
-        (ids,) = yield Batch(
-            (Command(("ZREVRANGE", ctx.keys.index(workspace_id), start, start + page - 1)),)
-        )
-        if not ids:
+        (entries,) = yield Batch((Command(
+            ("ZREVRANGE", ctx.keys.index(workspace_id), start, start + page - 1, "WITHSCORES")),))
+        if not entries:
             break
+        ids = [job_id for job_id, _ in entries]
         n = len(routing.reads)
         keys = [job_keys(routing.reads, workspace_id, job_id) for job_id in ids]
         replies = yield Batch(
             tuple(Command(("HGETALL", key)) for per_job in keys for key in per_job)
         )
+        # entries read before their records: a job enqueued again since has another score
+        gone = [entry for i, entry in enumerate(entries) if not any(replies[i * n:(i + 1) * n])]
+        if gone:
+            # removed entries were before the next page: it starts that much earlier
+            start -= yield from prune_gone(ctx, workspace_id, gone,
+                                           [s.name for s in routing.reads])
         for i in range(len(ids)):
             records = [as_record(r) for r in replies[i * n : (i + 1) * n]]
             try:

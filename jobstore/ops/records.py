@@ -60,6 +60,23 @@ def fenced_script(ctx: Context, lua: Lua, keys: tuple[str, ...], args: tuple[Any
     return Script(lua, (state_key, *keys), (phase, default, *args))
 
 
+def move_args(ctx: Context, workspace_id: str, allowed: str, fields: dict[str, str], *,
+              stamp: str = "", claim: str = "", hand_out: bool = False, extra: int = 0,
+              iso: str = "", ttl_ms: int | None = None) -> tuple[Any, ...]:
+    """An UPDATE_STATUS call's ARGV (jobstore/lua/update_status.lua, after the fence): the move
+    to ``fields`` from a status among ``allowed``; ``ttl_ms``: the call's retention of a final
+    move (None: the record's own, else the store's ``finished_ttl``)."""
+    flat = [part for item in fields.items() for part in item]
+    return (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, stamp, claim,
+            "1" if hand_out else "", extra, iso, ms_arg(ttl_ms), ms_arg(ctx.finished_ttl_ms),
+            *flat)
+
+
+def ms_arg(ms: int | None) -> str:
+    """A script's argument for an optional time in ms ('' none)."""
+    return "" if ms is None else str(ms)
+
+
 def stale(reply: Any) -> bool:
     return isinstance(reply, list) and reply[:1] == ["stale"]
 

@@ -14,7 +14,7 @@ from ..schema import KeySchema
 from ..scripts import DELETE, ENQUEUE, UPDATE_STATUS
 from ..steps import Batch, Refresh, Refused, Script
 from .context import Context, Op, now, spent_markers
-from .records import fenced_script, job_keys, stale, update_outcome
+from .records import fenced_script, job_keys, move_args, stale, update_outcome
 
 # Jobs per ENQUEUE call of an enqueue_many: a call runs about 15 us per job in Redis, which
 # serves nothing else meanwhile; larger batches are several calls in one pipeline.
@@ -128,11 +128,11 @@ def update_status(
     status: JobStatus,
     changes: dict[str, str],
     claim: str | None = None,
+    ttl_ms: int | None = None,
 ) -> Op[Job]:
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
     stamp, iso = now(ctx)
     fields = {"status": status.value, **changes, "updated_at": stamp}
-    flat = [part for item in fields.items() for part in item]
     marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
     spent = spent_markers(ctx, mine=marker)
     try:
@@ -141,8 +141,8 @@ def update_status(
             (reply,) = yield Batch((fenced_script(
                 ctx, UPDATE_STATUS,
                 (marker, *job_keys(routing.touched, workspace_id, job_id), ctx.keys.leases, *spent),
-                (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, "", claim or "", "",
-                 1 + len(spent), iso, *flat),
+                move_args(ctx, workspace_id, allowed, fields, claim=claim or "",
+                          extra=1 + len(spent), iso=iso, ttl_ms=ttl_ms),
             ),))
             if reply[0] == "not_mine":  # another call's marker: nothing was written; a new token
                 marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))

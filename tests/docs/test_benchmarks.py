@@ -89,3 +89,11 @@ def test_peers_runs_jobstore_and_skips_a_missing_peer(tmp_path):
     assert not report["errors"], report["errors"]
     assert float(report["cost_ratios"]["jobstore enqueue / raw MULTI HSET+LPUSH"].rstrip("×")) > 0
     assert "| jobstore (sync) | " in proc.stderr and "skipped RQ" in proc.stderr
+
+
+def test_retention_memory_compares_the_formula_with_a_run():
+    proc = run("retention_memory.py", "--rate", "100", "--ttl", "1", "--seconds", "3",
+               "--tolerance", "100", "--json")
+    report = json.loads(proc.stdout)
+    assert report["bytes_finished"] > 0 and report["bytes_index"] > 0, report
+    assert report["predicted"] > 0 and report["measured"] > 0, report

@@ -39,6 +39,14 @@ def test_the_readme_use_example_runs(redis_url):
     exec(compile(code, "README.md", "exec"), {})
 
 
+RETENTION = [b for b in blocks("docs/retention.md") if "memory://" in b]
+
+
+@pytest.mark.parametrize("code", RETENTION, ids=[f"retention-{i}" for i in range(len(RETENTION))])
+def test_retention_examples_run(code):
+    exec(compile(code, "docs/retention.md", "exec"), {})
+
+
 def test_there_are_examples():
     assert len(API) >= 5
 

@@ -77,7 +77,7 @@ class Lua:
         marker, key = self.keys("marker", "record")
         self.put(key, record)
         flat = [part for item in fields.items() for part in item]
-        outcome = self.mirror_script(keys=[marker, key], args=[WS, 60, *flat])
+        outcome = self.mirror_script(keys=[marker, key], args=[WS, 60, "", *flat])
         return outcome, self.get(key), self.client.exists(marker) == 1
 
 

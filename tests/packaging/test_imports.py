@@ -167,7 +167,7 @@ def test_redis_py_is_imported_only_where_listed(full_graph):
 OPS_MODULES = {"jobstore.ops", "jobstore.ops.admin", "jobstore.ops.cluster",
                "jobstore.ops.cluster_enqueue", "jobstore.ops.context",
                "jobstore.ops.finish", "jobstore.ops.queue", "jobstore.ops.reads", "jobstore.ops.records",
-               "jobstore.ops.writes"}
+               "jobstore.ops.retention", "jobstore.ops.writes"}
 
 
 def test_the_operations_reach_no_driver_connection_or_redis_py(full_graph):

@@ -164,6 +164,8 @@ FROM_ENV = {
     "time_format": ("iso", lambda s: s.time_format == "iso"),
     "legacy_queue": ("simple:queue", lambda s: s.legacy_queue == "simple:queue"),
     "metrics": ("on", lambda s: type(s.events).__name__ == "PrometheusEvents"),
+    "finished_ttl": ("90", lambda s: s.context.finished_ttl_ms == 90_000),
+    "dead_letter_ttl": ("0.5", lambda s: s.context.dead_letter_ttl_ms == 500),
 }
 
 

@@ -6,6 +6,7 @@
 --- @include "ids"
 --- @include "lease"
 --- @include "iso_record"
+--- @include "retention"
 local function claim_next(KEYS, ARGV)
   if #KEYS >= 8 then redis.call('UNLINK', unpack(KEYS, 8, #KEYS)) end
   local reply
@@ -53,7 +54,7 @@ local function claim_next(KEYS, ARGV)
   -- needs no workspace id (a computed schema's, '\3', and a workspace-scoped one's, '\1', cannot)
   local function id_keys(id)
     local keys = {}
-    for i = 11, #ARGV do
+    for i = 12, #ARGV do
       if string.byte(ARGV[i], 1) ~= 3 and not string.find(ARGV[i], '\1', 1, true) then
         keys[#keys + 1] = (string.gsub(ARGV[i], '\2', id))
       end
@@ -107,7 +108,7 @@ local function claim_next(KEYS, ARGV)
   -- a computed schema's key
   local function copies(entry, ws, id)
     local owned, records, carried = {}, {}, nil
-    for i = 11, #ARGV do
+    for i = 12, #ARGV do
       local key
       if string.byte(ARGV[i], 1) == 3 then
         carried = carried or carried_of(entry)
@@ -193,6 +194,7 @@ local function claim_next(KEYS, ARGV)
                          now_of(records[i]), '_rev', bumped(records[i]), 'claim', '')
               -- (the claim ended: LeaseLost for it)
             end
+            expire_all(owned, expiry_of(records[1], 'failed', '', ARGV[11]))
             reaped[#reaped + 1] = 'failed'; reaped[#reaped + 1] = ws
           else
             reaped[#reaped + 1] = 'reclaimed'; reaped[#reaped + 1] = ws

@@ -4,6 +4,7 @@
 --- @include "record_check"
 --- @include "lease"
 --- @include "iso_record"
+--- @include "retention"
 local function update_record(KEYS, ARGV)
   local extra = tonumber(ARGV[8]) or 0
   if extra > 1 then redis.call('UNLINK', unpack(KEYS, #KEYS - extra + 2, #KEYS)) end
@@ -14,7 +15,7 @@ local function update_record(KEYS, ARGV)
     -- marker about another record is another call's (a token drawn twice), never this one's answer.
     local first = cjson.decode(saved)
     for i = 2, last do
-      if KEYS[i] == first[1] then return {'replayed', first[2], first[1]} end
+      if KEYS[i] == first[1] then return {'replayed', first[2], first[1], first[3] or 0} end
     end
     return {'not_mine'}
   end
@@ -50,7 +51,7 @@ local function update_record(KEYS, ARGV)
     local n = tostring(stored_count(stored.attempts) + 1)
     fields[1] = 'attempts'; fields[2] = n; merged['attempts'] = n
   end
-  for i = 10, #ARGV, 2 do
+  for i = 12, #ARGV, 2 do
     fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
     merged[ARGV[i]] = ARGV[i + 1]
     if ARGV[i] == 'status' then status = ARGV[i + 1] end
@@ -68,10 +69,13 @@ local function update_record(KEYS, ARGV)
       if iso then merged['updated_at'] = ARGV[9] end
     end
   end
+  -- a final move: every copy expires at one time (retention), set with the move, never again
+  local at = status ~= current and expiry_of(stored, status, ARGV[10], ARGV[11])
+  expire_all(owned, at)
   if leases and holder and current == 'running' and status ~= 'running' then
     redis.call('ZREM', leases, holder)
   end
   local after = flat_of(merged)
-  redis.call('SET', KEYS[1], cjson.encode({owned[1], after}), 'EX', ARGV[2])
-  return {'updated', after, owned[1]}
+  redis.call('SET', KEYS[1], cjson.encode({owned[1], after, at or 0}), 'EX', ARGV[2])
+  return {'updated', after, owned[1], at or 0}
 end
