@@ -29,8 +29,8 @@ from ..ops import Op
 from ..phases import MigrationState, Phase, changed_fields, migration_name
 from ..plugins import get_registry
 from ..schema import KeySchema
-from ..scripts import SET_STATE
-from ..steps import Batch, Command, NodeOf, Pause, Script
+from ..ops import migration_calls
+from ..steps import Batch, Command, NodeOf, Pause
 from .reports import MigrationInterrupted, PassReport
 from .settle import Placed, Prefer, settler_for
 
@@ -157,10 +157,10 @@ class MigrationCore:
         expected = before.phase.value if before.stored else ""
         since = repr(before.phase_since) if same_since and before.stored else ""
         evidence = str(before.failed_ticket) if same_evidence else ""
-        flat = _flat(changed_fields(before, after))
-        script = Script(SET_STATE, (self.state_key, self.log_key),
-                        (expected, since, json.dumps(entry, sort_keys=True) if entry else "",
-                         evidence, *flat))
+        script = migration_calls.set_state(
+            state=self.state_key, log=self.log_key, phase=expected, since=since,
+            entry=json.dumps(entry, sort_keys=True) if entry else "", failed_ticket=evidence,
+            fields=changed_fields(before, after))
         (written,) = yield Batch((script,))
         if not written and entry is not None:
             raise MigrationRefused("the phase, or the newest verify's verdict, changed while this "

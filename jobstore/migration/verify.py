@@ -14,8 +14,8 @@ from ..errors import InvalidArgument
 from ..ops import Op, as_record
 from ..phases import MigrationState, Phase
 from ..schema import KeySchema
-from ..scripts import RECORD_VERIFY_FAILED, VERIFY_TICKET
-from ..steps import Batch, Command, Pause, Primaries, Scan, Script
+from ..ops import migration_calls
+from ..steps import Batch, Command, Pause, Primaries, Scan
 from .core import VERIFY_ATTEMPTS, MigrationCore, Progress, Run, _check_batch, _Counter, log
 from .reports import MigrationInterrupted, VerifyReport
 from .settle import NOT_A_HASH, Placed
@@ -50,7 +50,7 @@ class Verifying(MigrationCore):
             state, started = yield from self._state_and_now()
             ticket = 0
             if state.stored:  # orders this verify among the others (MigrationState.vouched)
-                (ticket,) = yield Batch((Script(VERIFY_TICKET, (self.state_key,), ()),))
+                (ticket,) = yield Batch((migration_calls.verify_ticket(state=self.state_key),))
             begun.append((state, started, int(ticket), time.monotonic()))
             log.info("%s: verify started (phase %s%s%s)", self.label, state.phase,
                      f", sample {sample}" if sample else "", ", repairing" if repair else "")
@@ -100,8 +100,8 @@ class Verifying(MigrationCore):
             return
         if against:
             finished = yield from self._now()
-            (recorded,) = yield Batch((Script(
-                RECORD_VERIFY_FAILED, (self.state_key,), (repr(finished), report.summary())),))
+            (recorded,) = yield Batch((migration_calls.record_verify_failed(
+                state=self.state_key, finished=finished, summary=report.summary()),))
             if not recorded:
                 report.notes.append("no phase is stored: this verify's result is not recorded")
             else:
