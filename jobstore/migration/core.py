@@ -92,6 +92,25 @@ class MigrationCore:
         # Standalone Redis or Cluster: how records are settled and compared, chosen once.
         self.settler = settler_for(self.driver.cluster, self.keys)
 
+    def _interrupted(self, report: PassReport, began: list[float],
+                     logged: bool = False) -> Callable[[], Op[MigrationInterrupted | None]]:
+        """What Ctrl-C during a pass or a set-aside raises: its ``report`` so far, marked
+        interrupted, with its seconds until now, once it has begun (``began``: when, empty until
+        then). ``logged``: say so in the log too."""
+
+        def interrupted() -> Op[MigrationInterrupted | None]:
+            if not began:
+                return None
+            yield from ()
+            report.interrupted = True
+            report.seconds = time.monotonic() - began[0]
+            if logged:
+                log.warning("%s: %s interrupted after %.1fs: %d records scanned; %s", self.label,
+                            report.step, report.seconds, report.scanned, _short(report.counts))
+            return MigrationInterrupted(report)
+
+        return interrupted
+
     def _call_state(self) -> Run[MigrationState]:
         return Run(self._state())
 

@@ -12,7 +12,7 @@ from ..schema import KeySchema
 from ..ops import migration_calls
 from ..steps import Batch, Command, Primaries, Scan
 from .core import VERIFY_ATTEMPTS, MigrationCore, Progress, Run, _check_batch, _Counter, _short, log
-from .reports import MAX_SET_ASIDE_LISTED, MigrationInterrupted, SetAsideReport
+from .reports import MAX_SET_ASIDE_LISTED, SetAsideReport
 
 
 class SettingAside(MigrationCore):
@@ -35,15 +35,7 @@ class SettingAside(MigrationCore):
                      _short(report.counts))
             return report
 
-        def interrupted() -> Op[MigrationInterrupted | None]:
-            if not began:
-                return None
-            yield from ()
-            report.interrupted = True
-            report.seconds = time.monotonic() - began[0]
-            return MigrationInterrupted(report)
-
-        return Run(op(), interrupted)
+        return Run(op(), self._interrupted(report, began))
 
     def _set_aside(self, report: SetAsideReport, batch: int, dry_run: bool,
                    progress: Progress | None, stamp: str) -> Op[None]:
