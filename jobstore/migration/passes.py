@@ -109,10 +109,10 @@ class Passes(MigrationCore):
                   progress: Progress | None, prefer_to: Prefer | None,
                   chunk: int) -> Op[PassReport]:
         """The pass itself, into ``report``; ``began`` gets when it began (for an interruption)."""
-        began.append(time.monotonic())
+        began.append(self.timer())
         yield from self._pass(report, scan_schema, other, mode, batch, rate, report.dry_run,
                               restart, progress, self._part_key(report.step), prefer_to, chunk)
-        report.seconds = time.monotonic() - began[0]
+        report.seconds = self.timer() - began[0]
         self.events.pass_result(self.name, report)
         log.info("%s: %s finished%s: %d records scanned in %.1fs; %s", self.label, report.step,
                  " (dry run)" if report.dry_run else "", report.scanned, report.seconds,
@@ -139,7 +139,7 @@ class Passes(MigrationCore):
         nodes: Sequence[str | None] = yield Primaries()
         total, exact = yield from self._count(scan_schema, nodes)
         about = "" if exact else "about "
-        begun = time.monotonic()
+        begun = self.timer()
         done_at_start = report.scanned
         how = " (dry run: nothing is changed)" if dry_run else ""
         if report.resumed:
@@ -181,7 +181,7 @@ class Passes(MigrationCore):
         def pace(ahead: int) -> Op[None]:
             """Under ``rate``: wait until the records settled so far, and ``ahead`` more, are due."""
             if rate:
-                due = (report.scanned + ahead - done_at_start) / rate - (time.monotonic() - begun)
+                due = (report.scanned + ahead - done_at_start) / rate - (self.timer() - begun)
                 if due > 0:
                     yield from flush()
                     yield Pause(due)

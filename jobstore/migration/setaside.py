@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any
 
 from ..errors import InvalidArgument, MigrationRefused
@@ -27,9 +26,9 @@ class SettingAside(MigrationCore):
         def op() -> Op[SetAsideReport]:
             yield from self._checked()
             stamp = f"{int((yield from self._now()) * 1000)}-{secrets.token_hex(3)}"
-            began.append(time.monotonic())
+            began.append(self.timer())
             yield from self._set_aside(report, batch, dry_run, progress, stamp)
-            report.seconds = time.monotonic() - began[0]
+            report.seconds = self.timer() - began[0]
             log.info("%s: set-aside finished%s: %d records scanned in %.1fs; %s", self.label,
                      " (dry run)" if dry_run else "", report.scanned, report.seconds,
                      _short(report.counts))

@@ -5,7 +5,6 @@ result recorded for the phase gates.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import replace
 
@@ -51,12 +50,12 @@ class Verifying(MigrationCore):
             ticket = 0
             if state.stored:  # orders this verify among the others (MigrationState.vouched)
                 (ticket,) = yield Batch((migration_calls.verify_ticket(state=self.state_key),))
-            begun.append((state, started, int(ticket), time.monotonic()))
+            begun.append((state, started, int(ticket), self.timer()))
             log.info("%s: verify started (phase %s%s%s)", self.label, state.phase,
                      f", sample {sample}" if sample else "", ", repairing" if repair else "")
             report = yield from self._verify(state, sample, repair, examples, batch, progress,
                                              chunk, current)
-            report.seconds = time.monotonic() - begun[0][3]
+            report.seconds = self.timer() - begun[0][3]
             self.events.verify_result(self.name, report)
             log.info("%s: verify finished in %.1fs: %s; %d source and %d target records checked, "
                      "missing %d, differing %d, orphaned %d, target newer %d, unroutable %d, "
@@ -75,7 +74,7 @@ class Verifying(MigrationCore):
             report = current[-1] if current else VerifyReport(state.phase.value,
                                                               sampled=bool(sample))
             report.interrupted = True
-            report.seconds = time.monotonic() - at
+            report.seconds = self.timer() - at
             log.warning("%s: verify interrupted after %.1fs: %s", self.label, report.seconds,
                         report.summary())
             yield from self._record_verify(state, started, ticket, report, sample)
