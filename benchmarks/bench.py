@@ -46,7 +46,7 @@ import jobstore  # noqa: E402
 from jobstore.connection import cluster_seeds, connect  # noqa: E402
 from jobstore.migration import Migration  # noqa: E402
 
-from tests.support.clock import FakeClock  # noqa: E402  (the suite's: waits cost nothing)
+from jobstore.testing import FakeClock  # noqa: E402  (the kit's: waits cost nothing)
 
 try:  # the servers the test suite uses: private, on free ports, torn down at exit
     from tests.support.servers import RedisCluster, RedisServer  # noqa: E402
@@ -839,7 +839,7 @@ def jobstore_passes(s: Settings, parser: str, n: int) -> dict[str, Any]:
     prefix = s.prefix("pass-js")
     seeder = raw_client(s, parser)
     client = connect(s.url, parser_options(parser, False))
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     migration = Migration(client, prefix=prefix, clock=clock, wait=clock.wait)
     out: dict[str, Any] = {}
     try:
@@ -997,7 +997,7 @@ def latency_setup(s: Settings, parser: str, n: int):
     seeder = raw_client(s, parser)
     ids = seed_records(seeder, prefix, n, s, queue=True)
     seeder.close()
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     migration = Migration(connect(s.url, parser_options(parser, False)), prefix=prefix,
                           clock=clock, wait=clock.wait)
     migration.set_phase("dual-write")

@@ -84,7 +84,7 @@ def js_backfill(s: bench.Settings, parser: str, n: int) -> float:
     prefix = s.prefix("bd-backfill")
     seeder = bench.raw_client(s, parser)
     client = bench.connect(s.url, bench.parser_options(parser, False))
-    clock = bench.FakeClock()
+    clock = bench.FakeClock(tick=0)
     migration = bench.Migration(client, prefix=prefix, clock=clock, wait=clock.wait)
     try:
         bench.seed_records(seeder, prefix, n, s)

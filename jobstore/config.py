@@ -232,6 +232,45 @@ OPTIONS: dict[str, Option] = {option.name: option for option in (
                  "`memory://`."),
 )}
 
+
+
+@dataclass(frozen=True)
+class ProcessOption:
+    """A setting of the whole process, not of a store: an environment variable read where it is
+    used (``reader``), when it is needed; no store option and no flag sets it. ``unset``: what
+    leaving it unset means; ``values``: what it may say and does."""
+
+    name: str
+    env: str
+    unset: str
+    values: str
+    reader: str
+
+
+PROCESS: dict[str, ProcessOption] = {option.name: option for option in (
+    ProcessOption("load_plugins", "JOBSTORE_LOAD_PLUGINS", "every `jobstore` entry point loads",
+                  "A comma-separated list of **entry-point names** (`hashtag`, not the "
+                  "distribution name `jobstore-hashtag`): only those load; a name no installed "
+                  "distribution provides raises `PluginError`. Empty: none loads. The built-ins "
+                  "always load.", "jobstore.plugins, when the plugins are first loaded"),
+    ProcessOption("schema_check", "JOBSTORE_SCHEMA_CHECK", "computed schemas' keys are asked "
+                  "of a second interpreter",
+                  "`local`: no second interpreter is asked ([the checks](../plugins.md#the-checks-"
+                  "every-schema-passes); the conformance kit always asks). Anything else: as "
+                  "unset.", "jobstore.determinism, each time the plugins are loaded"),
+    ProcessOption("trace_plugins", "JOBSTORE_TRACE_PLUGINS", "nothing is traced",
+                  "Any value but empty, `0`, `false` or `no` (any case): each hook "
+                  "implementation jobstore calls, and its plugin, is printed to standard error "
+                  "(`jobstore: jobstore_register_schemas of jobstore.builtins.legacy`).",
+                  "jobstore.plugins, when the plugins are first loaded"),
+)}
+
+
+def process_env(name: str) -> str:
+    """The environment variable of process option ``name``."""
+    return PROCESS[name].env
+
+
 # The options JobStore.__init__ checks with their rule (in this order); prefix and own_prefix
 # have validation's own checks, the rest are checked where they are used.
 CHECKED = ("lease", "max_attempts", "time_format", "max_record_bytes", "wait_replicas", "wait_timeout",

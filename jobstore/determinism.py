@@ -26,12 +26,13 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from .config import process_env
 from .errors import PluginError
 from .schema import SAMPLE_JOBS, SAMPLE_WORKSPACES, KeySchema
 
 log = logging.getLogger(__name__)
 
-ENV_CHECK = "JOBSTORE_SCHEMA_CHECK"
+ENV_CHECK = process_env("schema_check")
 # What the second interpreter keeps of this process's environment: what starting Python (and
 # finding its shared libraries) may need, nothing a schema could take configuration from.
 KEPT = ("PATH", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "SYSTEMROOT", "TMPDIR", "TEMP", "TMP")

@@ -1,6 +1,7 @@
 """Finding schemas and strategies: built-ins and entry points, through the same hooks.
 
-Plugins load lazily, once per process, on the first call that needs them. Environment:
+Plugins load lazily, once per process, on the first call that needs them. Environment (process
+options of :data:`jobstore.config.PROCESS`):
 
 - ``JOBSTORE_LOAD_PLUGINS``: unset loads every ``jobstore`` entry point; a comma-separated list
   loads only those entry-point names; an empty value loads none (built-ins always load).
@@ -22,6 +23,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .config import process_env
 from .errors import ConfigError, PluginError, UnknownStrategy
 from .determinism import check_across_processes
 from .schema import KeySchema, check_schema
@@ -36,6 +38,8 @@ DEFAULT_PLUGINS = (
     "jobstore.builtins.dual",
 )
 ENTRY_POINT_GROUP = hookspecs.PROJECT
+LOAD_PLUGINS = process_env("load_plugins")
+TRACE_PLUGINS = process_env("trace_plugins")
 log = logging.getLogger(__name__)
 
 
@@ -142,7 +146,7 @@ def _load_entry_points(pm: pluggy.PluginManager, wanted: str | None) -> None:
         ep = available.get(name)
         if ep is None:
             raise PluginError(
-                f"JOBSTORE_LOAD_PLUGINS names {name!r}, but no installed "
+                f"{LOAD_PLUGINS} names {name!r}, but no installed "
                 f"distribution has a {ENTRY_POINT_GROUP!r} entry point of that name"
             )
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
@@ -173,10 +177,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
                 for module in DEFAULT_PLUGINS:
                     pm.register(importlib.import_module(module), name=module)
                     log.debug("built-in plugin %s loaded", module)
-                wanted = os.environ.get("JOBSTORE_LOAD_PLUGINS")
-                log.debug("loading %s of the %r entry points (JOBSTORE_LOAD_PLUGINS)",
+                wanted = os.environ.get(LOAD_PLUGINS)
+                log.debug("loading %s of the %r entry points (%s)",
                           "all" if wanted is None else repr(wanted) if wanted else "none",
-                          ENTRY_POINT_GROUP)
+                          ENTRY_POINT_GROUP, LOAD_PLUGINS)
                 _load_entry_points(pm, wanted)
                 pm.check_pending()
             except pluggy.PluginValidationError as exc:
@@ -249,7 +253,7 @@ def _register(registry: Registry, table: dict[str, tuple[type[Any], str]], kind:
 
 
 def tracing() -> bool:
-    return os.environ.get("JOBSTORE_TRACE_PLUGINS", "").lower() not in ("", "0", "false", "no")
+    return os.environ.get(TRACE_PLUGINS, "").lower() not in ("", "0", "false", "no")
 
 
 def reset() -> None:

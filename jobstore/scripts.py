@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from . import dead_letters, job, rules, validation
+from . import dead_letters, job, layout, rules, validation
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -116,6 +116,12 @@ def lua_class(pattern_class: str) -> str:
     return pattern_class.replace("\\-", "%-")
 
 
+def lua_pattern_char(char: str) -> str:
+    """One character as a Lua pattern matches it, in a set or out of one: escaped with ``%``
+    unless it is a letter or digit (``%x`` is ``x`` for any other character)."""
+    return char if char.isalnum() else "%" + char
+
+
 def constants() -> dict[str, str]:
     """What each ``{{ NAME }}`` of the script files becomes: one line of Lua, rendered from the
     Python that owns the value."""
@@ -138,6 +144,10 @@ def constants() -> dict[str, str]:
         "NO_SEPARATOR": lua_string(dead_letters.NO_SEPARATOR),
         "BAD_WORKSPACE": lua_string(dead_letters.BAD_WORKSPACE),
         "BAD_JOB": lua_string(dead_letters.BAD_JOB),
+        # jobstore.layout: the separator of the keys a queue entry carries; CARRIED_PAIR a
+        # pattern of one carried '<separator><name>=<key>' (captures: name, key)
+        "CARRIED": lua_string(layout.CARRIED),
+        "CARRIED_PAIR": lua_string("{0}([^={0}]+)=([^{0}]*)".format(lua_pattern_char(layout.CARRIED))),
         # jobstore.validation
         "ID_CLASS": lua_class(validation.ID_CLASS),
         "MAX_ID_LENGTH": str(validation.MAX_ID_LENGTH),

@@ -66,7 +66,20 @@ is a `ConfigError` naming the variable. A number that cannot be read is one too.
 `{config.LEGACY_FLAG}`, the migrated system's switch, is read only while
 `{config.env("strategy")}` is unset: {legacy}; any other value (`ON` included: case matters) is
 a `ConfigError` naming the variable and the values allowed.
-"""
+
+{process_options()}"""
+
+
+def process_options() -> str:
+    """The table of the process's own variables (jobstore.config.PROCESS)."""
+    rows = ["### The process's variables", "",
+            "Settings of the whole process, not of a store: no option or flag sets them, and "
+            "each is read where it is used, when it is needed.", "",
+            "| variable | unset | values | read by |", "|---|---|---|---|"]
+    for option in config.PROCESS.values():
+        rows.append("| " + " | ".join(_cell(cell) for cell in (
+            _code(option.env), option.unset, option.values, option.reader)) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def _commands(command: click.Command, path: list[str],

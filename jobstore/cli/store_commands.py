@@ -33,13 +33,19 @@ def strategies_command(url, prefix, source, target, as_json) -> None:
         click.echo(f"{row.name:<{width}}  {row.kind:<8}  {row.plugin:<{plugin_width}}  {row.description}")
 
 
+# The demo's options are the table's (jobstore.config.OPTIONS: flag, default schemas), but it
+# reads none of their variables, and its prefix is its own: it writes keys, and a shell set up
+# for a service (JOBSTORE_REDIS_URL, JOBSTORE_KEY_PREFIX) must not point it at that service's.
+DEMO = {"envvar": None, "show_envvar": False}
+
+
 @click.command("demo", epilog=exit_codes(EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE,
                                         c1="a job was lost or a deleted one revived",
                                         c2="bad option, or --prefix in use on --url"))
-@click.option("--url", default=None, help="Redis URL (default: an embedded store).")
-@click.option("--prefix", default="demo", show_default=True, help="Key prefix; must be empty on --url.")
-@click.option("--source", default="legacy", show_default=True, help="Schema migrated from.")
-@click.option("--target", default="workspace", show_default=True, help="Schema migrated to.")
+@store_option("url", default=None, help="Redis URL (default: an embedded store).", **DEMO)
+@store_option("prefix", default="demo", help="Key prefix; must be empty on --url.", **DEMO)
+@store_option("source", help="Schema migrated from.", **DEMO)
+@store_option("target", help="Schema migrated to.", **DEMO)
 @click.option("--jobs", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Jobs that exist before the migration.")
 @eviction_option

@@ -10,12 +10,9 @@ import logging
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import redis
-
-from ..connection import is_cluster
-from ..steps import NodeOf, Pause, Primaries, Scan, Script, Step, Tidy
-from .common import (IO, DriverCore, LoadScripts, One, Pipe, Reconnect, ScanStep, Send,
-                     decodes)
+from ..steps import NodeOf, Pause, Primaries, Scan, Step, Tidy
+from .common import (IO, DriverBase, LoadScripts, One, Pipe, Reconnect, ScanStep, Send, command,
+                     commands, target, unlink)
 
 if TYPE_CHECKING:
     from ..events import Events
@@ -26,7 +23,7 @@ log = logging.getLogger("jobstore.driver")
 R = TypeVar("R")
 
 
-class AsyncDriver:
+class AsyncDriver(DriverBase):
     """Runs operations on a ``redis.asyncio`` client (standalone, cluster, or fakeredis's).
 
     A run awaits each of its round trips; a blocking dequeue waits in Redis (BLMOVE slices) on
@@ -44,16 +41,10 @@ class AsyncDriver:
     def __init__(self, client: Any, strategy: Strategy | None, label: str,
                  events: Events | None = None, *, wait_replicas: int = 0,
                  wait_timeout: float = 1.0, wait: Callable[[float], Any] | None = None) -> None:
-        """As :class:`jobstore.drivers.sync.SyncDriver`'s; ``wait`` (how a ``Pause(clock=True)``
-        waits; None: ``asyncio.sleep``) may be a coroutine function or a plain one."""
-        self.client: Any = client
-        self.cluster = is_cluster(client)
-        self.core = DriverCore(strategy, label, events, cluster=self.cluster,
-                               decodes=decodes(client), wait_replicas=wait_replicas,
-                               wait_timeout=wait_timeout)
-        self.strategy, self.label, self.events = strategy, label, events
-        self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
-        self.wait = wait
+        """See :class:`jobstore.drivers.common.DriverBase`; ``wait`` (None: ``asyncio.sleep``)
+        may be a coroutine function or a plain one."""
+        super().__init__(client, strategy, label, events, wait_replicas=wait_replicas,
+                         wait_timeout=wait_timeout, wait=wait)
         self.tidier = AsyncTidier(client, self.cluster)
         self._initialized = not self.cluster
 
@@ -144,14 +135,11 @@ class AsyncDriver:
         if isinstance(request, Pipe):
             return await self._pipe(request)
         if isinstance(request, One):
-            call = request.call
-            if isinstance(call, Script):
-                return await self.client.evalsha(call.lua.sha, len(call.keys), *call.keys,
-                                                 *call.args)
-            if call.node is not None and self.cluster:
-                node = self.client.get_node(node_name=call.node)
-                return await self.client.execute_command(*call.args, target_nodes=node)
-            return await self.client.execute_command(*call.args)
+            node = target(request.call, self.cluster)
+            if node is not None:
+                return await self.client.execute_command(
+                    *command(request.call), target_nodes=self.client.get_node(node_name=node))
+            return await self.client.execute_command(*command(request.call))
         if isinstance(request, ScanStep):
             return await self._scan(request.step)
         if isinstance(request, LoadScripts):
@@ -159,7 +147,7 @@ class AsyncDriver:
                 await self.client.script_load(lua.source)
             return None
         if isinstance(request, Reconnect):
-            pool = getattr(self.client, "connection_pool", None)  # (a cluster client has none)
+            pool = self.idle_pool()
             if pool is not None:
                 await pool.disconnect(inuse_connections=False)
             return None
@@ -174,25 +162,20 @@ class AsyncDriver:
         if isinstance(request, Tidy):
             self.tidier.submit(request.keys)
             return None
-        if isinstance(request, Primaries):
-            return [node.name for node in self.client.get_primaries()]
-        if isinstance(request, NodeOf):
-            return str(self.client.get_node_from_key(request.key).name)
+        if isinstance(request, (Primaries, NodeOf)):
+            return self.lookup(request)
         raise TypeError(f"unknown request {request!r}")
 
     async def _pipe(self, request: Pipe) -> list[Any]:
-        args = [("EVALSHA", call.lua.sha, len(call.keys), *call.keys, *call.args)
-                if isinstance(call, Script) else call.args for call in request.calls]
+        args = commands(request)
         if request.node is not None and self.cluster:
             # One primary's own connection: its node client pipelines the commands.
             from redis.asyncio.cluster import PipelineCommand
 
-            node = self.client.get_node(node_name=request.node)
-            if node is None:
-                raise redis.exceptions.ClusterError(f"node {request.node} is no longer known")
-            commands = [PipelineCommand(i, *a) for i, a in enumerate(args)]
-            await node.execute_pipeline(commands)
-            return [command.result for command in commands]
+            node = self.node(request.node)
+            sent = [PipelineCommand(i, *a) for i, a in enumerate(args)]
+            await node.execute_pipeline(sent)
+            return [each.result for each in sent]
         pipe = self.client.pipeline(transaction=False)
         for a in args:
             pipe.execute_command(*a)
@@ -241,12 +224,13 @@ class AsyncTidier:
 
     async def _unlink(self, keys: tuple[str, ...]) -> None:
         try:
-            if self.cluster:  # one command per key (slots differ)
+            sent, pipelined = unlink(keys, self.cluster)
+            if pipelined:
                 pipe = self.client.pipeline(transaction=False)
-                for key in keys:
-                    pipe.execute_command("UNLINK", key)
+                for args in sent:
+                    pipe.execute_command(*args)
                 await pipe.execute(raise_on_error=False)
             else:
-                await self.client.execute_command("UNLINK", *keys)
+                await self.client.execute_command(*sent[0])
         except Exception as exc:  # noqa: BLE001 - best effort: the keys expire on their own
             log.debug("jobstore: tidy of %d spent keys failed: %s", len(keys), exc)

@@ -12,13 +12,14 @@ carries them out, and throws what the I/O raised back into the generator.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
-from ..connection import REDIS_ERRORS, UNAVAILABLE, _unknown_command, demoted, reported
+from ..connection import (REDIS_ERRORS, UNAVAILABLE, _unknown_command, demoted, is_cluster,
+                          reported)
 from ..errors import NotReplicated
 from ..scripts import ALL as ALL_SCRIPTS
 from ..phases import migration_name
@@ -84,6 +85,78 @@ class Reconnect:
 # primaries' names, unsorted) and NodeOf (on Redis Cluster: a primary's name) are passed to the
 # driver as they are.
 IO = One | Pipe | LoadScripts | Send | ScanStep | Reconnect | Pause | Tidy | Primaries | NodeOf
+
+
+# -- the commands the requests are sent as: the drivers only send them -----------------------------
+
+def command(call: Call) -> tuple[Any, ...]:
+    """The command that sends ``call``. A script goes as EVALSHA directly: redis-py's Script
+    object would send SCRIPT EXISTS first, a second round trip; a NOSCRIPT reply means nothing
+    ran (the core loads the scripts and sends again)."""
+    if isinstance(call, Script):
+        return ("EVALSHA", call.lua.sha, len(call.keys), *call.keys, *call.args)
+    return tuple(call.args)
+
+
+def commands(request: Pipe) -> list[tuple[Any, ...]]:
+    """The commands of a :class:`Pipe` request, in order."""
+    return [command(call) for call in request.calls]
+
+
+def target(call: Call, cluster: bool) -> str | None:
+    """The primary a :class:`One` request's call goes to (on Redis Cluster, a keyless command
+    with a ``node``), or None: where its keys live, or the one server."""
+    return call.node if cluster and isinstance(call, Command) else None
+
+
+def unlink(keys: tuple[str, ...], cluster: bool) -> tuple[list[tuple[Any, ...]], bool]:
+    """How a tidier deletes ``keys``: the commands, and whether they go as one pipeline (Redis
+    Cluster: one command per key, as the slots differ, each node its share in parallel) or as
+    the one command."""
+    if cluster:
+        return [("UNLINK", key) for key in keys], True
+    return [("UNLINK", *keys)], False
+
+
+class DriverBase:
+    """What the synchronous and the asyncio driver hold alike: the client, the core that makes
+    every decision, the settings, and the answers the client's own slot map gives (no I/O)."""
+
+    def __init__(self, client: Any, strategy: Strategy | None, label: str,
+                 events: Events | None = None, *, wait_replicas: int = 0,
+                 wait_timeout: float = 1.0, wait: Callable[[float], Any] | None = None) -> None:
+        """``strategy``: whose routing state to keep fresh (None: a driver for admin passes).
+        ``events``: told the phase each time the state is read. ``wait_replicas``: after every
+        batch that writes, ``WAIT`` (in the same round trip) until that many replicas confirmed
+        it, up to ``wait_timeout`` seconds; fewer raise :class:`NotReplicated`. ``wait``: how a
+        ``Pause(clock=True)`` waits (a migration's own; None: the driver's sleep)."""
+        # Any: the cluster branches call RedisCluster's own methods, behind self.cluster.
+        self.client: Any = client
+        self.cluster = is_cluster(client)
+        self.core = DriverCore(strategy, label, events, cluster=self.cluster,
+                               decodes=decodes(client), wait_replicas=wait_replicas,
+                               wait_timeout=wait_timeout)
+        self.strategy, self.label, self.events = strategy, label, events
+        self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
+        self.wait = wait
+
+    def lookup(self, request: Primaries | NodeOf) -> Any:
+        """A :class:`Primaries` or :class:`NodeOf` request's answer, from the client's slot map."""
+        if isinstance(request, Primaries):
+            return [node.name for node in self.client.get_primaries()]
+        return str(self.client.get_node_from_key(request.key).name)
+
+    def node(self, name: str) -> Any:
+        """The cluster client's node ``name`` (:raises ClusterError: no longer known)."""
+        found = self.client.get_node(node_name=name)
+        if found is None:
+            raise redis.exceptions.ClusterError(f"node {name} is no longer known")
+        return found
+
+    def idle_pool(self) -> Any:
+        """The pool whose idle connections a :class:`Reconnect` closes (None: a cluster client,
+        which has none)."""
+        return getattr(self.client, "connection_pool", None)
 
 
 class DriverCore:

@@ -11,12 +11,10 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import redis
-
-from ..connection import Client, is_cluster
-from ..steps import NodeOf, Pause, Primaries, Scan, Script, Step, Tidy
-from .common import (IO, DriverCore, LoadScripts, One, Pipe, Reconnect, ScanStep, Send,
-                     decodes)
+from ..connection import Client
+from ..steps import NodeOf, Pause, Primaries, Scan, Step, Tidy
+from .common import (IO, DriverBase, LoadScripts, One, Pipe, Reconnect, ScanStep, Send, command,
+                     commands, target, unlink)
 
 log = logging.getLogger("jobstore.driver")
 
@@ -28,26 +26,15 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 
-class SyncDriver:
+class SyncDriver(DriverBase):
     """Sends each batch an operation yields in one round trip and hands back the replies."""
 
     def __init__(self, client: Client, strategy: Strategy | None, label: str,
                  events: Events | None = None, *, wait_replicas: int = 0,
                  wait_timeout: float = 1.0, wait: Callable[[float], Any] | None = None) -> None:
-        """``strategy``: whose routing state to keep fresh (None: a driver for admin passes).
-        ``events``: told the phase each time the state is read. ``wait_replicas``: after every
-        batch that writes, ``WAIT`` (in the same round trip) until that many replicas confirmed
-        it, up to ``wait_timeout`` seconds; fewer raise :class:`NotReplicated`. ``wait``: how a
-        ``Pause(clock=True)`` waits (a migration's own; None: ``time.sleep``)."""
-        # Any: the cluster branches below call RedisCluster's own methods, behind self.cluster.
-        self.client: Any = client
-        self.cluster = is_cluster(client)
-        self.core = DriverCore(strategy, label, events, cluster=self.cluster,
-                               decodes=decodes(client), wait_replicas=wait_replicas,
-                               wait_timeout=wait_timeout)
-        self.strategy, self.label, self.events = strategy, label, events
-        self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
-        self.wait = wait
+        """See :class:`jobstore.drivers.common.DriverBase` (``wait`` None: ``time.sleep``)."""
+        super().__init__(client, strategy, label, events, wait_replicas=wait_replicas,
+                         wait_timeout=wait_timeout, wait=wait)
         if self.cluster:
             _local_script_keys(client)
         self.tidier = Tidier(client, self.cluster)
@@ -85,23 +72,15 @@ class SyncDriver:
             return self._send(request.calls, request.tolerate)
         if isinstance(request, Pipe):
             pipe = self._connection(request.node).pipeline(transaction=False)
-            for call in request.calls:
-                if isinstance(call, Script):
-                    # EVALSHA directly: a Script object would make redis-py send SCRIPT EXISTS
-                    # first, a second round trip. A NOSCRIPT reply means nothing ran.
-                    pipe.execute_command("EVALSHA", call.lua.sha, len(call.keys), *call.keys,
-                                         *call.args)
-                else:
-                    pipe.execute_command(*call.args)
+            for args in commands(request):
+                pipe.execute_command(*args)
             return pipe.execute(raise_on_error=False)
         if isinstance(request, One):
-            call = request.call
-            if isinstance(call, Script):
-                return self.client.evalsha(call.lua.sha, len(call.keys), *call.keys, *call.args)
-            if call.node is not None and self.cluster:
-                node = self.client.get_node(node_name=call.node)
-                return self.client.execute_command(*call.args, target_nodes=node)
-            return self.client.execute_command(*call.args)
+            node = target(request.call, self.cluster)
+            if node is not None:
+                return self.client.execute_command(*command(request.call),
+                                                   target_nodes=self.client.get_node(node_name=node))
+            return self.client.execute_command(*command(request.call))
         if isinstance(request, ScanStep):
             return self._scan(request.step)
         if isinstance(request, LoadScripts):
@@ -109,7 +88,7 @@ class SyncDriver:
                 self.client.script_load(lua.source)
             return None
         if isinstance(request, Reconnect):
-            pool = getattr(self.client, "connection_pool", None)  # (a cluster client has none)
+            pool = self.idle_pool()
             if pool is not None:
                 pool.disconnect(inuse_connections=False)
             return None
@@ -122,20 +101,17 @@ class SyncDriver:
         if isinstance(request, Tidy):
             self.tidier.submit(request.keys)
             return None
-        if isinstance(request, Primaries):
-            return [node.name for node in self.client.get_primaries()]
-        if isinstance(request, NodeOf):
-            return str(self.client.get_node_from_key(request.key).name)
+        if isinstance(request, (Primaries, NodeOf)):
+            return self.lookup(request)
         raise TypeError(f"unknown request {request!r}")
 
     def _connection(self, name: str | None) -> Any:
         """Who to pipeline on: the client, or (Cluster) one primary's own connection."""
         if name is None or not self.cluster:
             return self.client
-        node = self.client.get_node(node_name=name)
-        if node is None:
-            raise redis.exceptions.ClusterError(f"node {name} is no longer known")
-        return self.client.get_redis_connection(node)
+        return self.client.get_redis_connection(self.node(name))
+
+
 class Tidier:
     """Deletes the keys of :class:`jobstore.steps.Tidy` steps off the operations' path.
 
@@ -224,13 +200,14 @@ class Tidier:
                 self._queue.task_done()
 
     def _unlink(self, keys: tuple[str, ...]) -> None:
-        if self.cluster:  # one command per key (slots differ): each node its share, in parallel
+        sent, pipelined = unlink(keys, self.cluster)
+        if pipelined:
             pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.execute_command("UNLINK", key)
+            for args in sent:
+                pipe.execute_command(*args)
             pipe.execute(raise_on_error=False)
         else:
-            self.client.execute_command("UNLINK", *keys)
+            self.client.execute_command(*sent[0])
 
 
 def _local_script_keys(client: Any) -> None:

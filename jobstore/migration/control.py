@@ -7,7 +7,6 @@ runs them on the synchronous driver (:class:`jobstore.migration.aio.AsyncMigrati
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -113,7 +112,7 @@ class Controls(MigrationCore):
         if new is not Phase.DUAL_WRITE or (state.stored and state.phase is not Phase.OFF):
             return ""
         kept = self._fit_kept
-        if kept is not None and time.monotonic() - kept[0] < FIT_KEPT:
+        if kept is not None and self.timer() - kept[0] < FIT_KEPT:
             return kept[1]
         infos = yield from memory_of((yield from primaries()))
         if any(info and int(info.get("maxmemory", 0)) for info in infos.values()):
@@ -122,7 +121,7 @@ class Controls(MigrationCore):
             why = report.refusal()
         else:
             why = ""
-        self._fit_kept = (time.monotonic(), why)
+        self._fit_kept = (self.timer(), why)
         return why
 
     _fit_kept: tuple[float, str] | None = None

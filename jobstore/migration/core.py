@@ -29,8 +29,8 @@ from ..ops import Op
 from ..phases import MigrationState, Phase, changed_fields, migration_name
 from ..plugins import get_registry
 from ..schema import KeySchema
-from ..scripts import SET_STATE
-from ..steps import Batch, Command, NodeOf, Pause, Script
+from ..ops import migration_calls
+from ..steps import Batch, Command, NodeOf, Pause
 from .reports import MigrationInterrupted, PassReport
 from .settle import Placed, Prefer, settler_for
 
@@ -84,6 +84,9 @@ class MigrationCore:
         self.events = events or Events()
         self.clock = clock
         self.wait = wait
+        # What durations are measured with (a report's seconds, a pass's pace, the plan's
+        # rates): a test may put a fake clock's in its place.
+        self.timer: Callable[[], float] = time.monotonic
         self.allow_eviction = allow_eviction
         self._redis_checked = False
         # Its clock waits (Pause(clock=True)) go to self.wait, read when they happen.
@@ -91,6 +94,25 @@ class MigrationCore:
                                          wait=lambda seconds: self.wait(seconds))
         # Standalone Redis or Cluster: how records are settled and compared, chosen once.
         self.settler = settler_for(self.driver.cluster, self.keys)
+
+    def _interrupted(self, report: PassReport, began: list[float],
+                     logged: bool = False) -> Callable[[], Op[MigrationInterrupted | None]]:
+        """What Ctrl-C during a pass or a set-aside raises: its ``report`` so far, marked
+        interrupted, with its seconds until now, once it has begun (``began``: when, empty until
+        then). ``logged``: say so in the log too."""
+
+        def interrupted() -> Op[MigrationInterrupted | None]:
+            if not began:
+                return None
+            yield from ()
+            report.interrupted = True
+            report.seconds = self.timer() - began[0]
+            if logged:
+                log.warning("%s: %s interrupted after %.1fs: %d records scanned; %s", self.label,
+                            report.step, report.seconds, report.scanned, _short(report.counts))
+            return MigrationInterrupted(report)
+
+        return interrupted
 
     def _call_state(self) -> Run[MigrationState]:
         return Run(self._state())
@@ -157,10 +179,10 @@ class MigrationCore:
         expected = before.phase.value if before.stored else ""
         since = repr(before.phase_since) if same_since and before.stored else ""
         evidence = str(before.failed_ticket) if same_evidence else ""
-        flat = _flat(changed_fields(before, after))
-        script = Script(SET_STATE, (self.state_key, self.log_key),
-                        (expected, since, json.dumps(entry, sort_keys=True) if entry else "",
-                         evidence, *flat))
+        script = migration_calls.set_state(
+            state=self.state_key, log=self.log_key, phase=expected, since=since,
+            entry=json.dumps(entry, sort_keys=True) if entry else "", failed_ticket=evidence,
+            fields=changed_fields(before, after))
         (written,) = yield Batch((script,))
         if not written and entry is not None:
             raise MigrationRefused("the phase, or the newest verify's verdict, changed while this "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +19,7 @@ from ..phases import Phase
 from ..schema import KeySchema
 from ..steps import Batch, Command, Pause, Primaries, Scan
 from .core import MigrationCore, Progress, Run, _authority, _check_batch, _flat, _short, log
-from .reports import MigrationInterrupted, PassReport
+from .reports import PassReport
 from .settle import Placed, Prefer
 from .transport import CHUNK, Paced, _Checkpoint, _keys_per_call, _rate_chunk, lua_trips
 
@@ -54,7 +54,7 @@ class Passes(MigrationCore):
                                               batch, rate, restart, progress,
                                               self._reads_target(state), chunk))
 
-        return Run(op(), self._pass_interrupted(report, began))
+        return Run(op(), self._interrupted(report, began, logged=True))
 
     def _call_reverse_sync(self, batch: int, rate: float | None, dry_run: bool, restart: bool,
                            progress: Progress | None,
@@ -72,7 +72,7 @@ class Passes(MigrationCore):
                 yield from self._record_reverse_sync(report, started)
             return report
 
-        return Run(op(), self._pass_interrupted(report, began))
+        return Run(op(), self._interrupted(report, began, logged=True))
 
     def _record_reverse_sync(self, report: PassReport, started: float) -> Op[None]:
         # Records the source layout cannot hold (foreign) keep a rollback refused.
@@ -102,38 +102,22 @@ class Passes(MigrationCore):
             return (yield from self._run_pass(report, began, self.source, self.target, "cleanup",
                                               batch, rate, restart, progress, None, chunk))
 
-        return Run(op(), self._pass_interrupted(report, began))
+        return Run(op(), self._interrupted(report, began, logged=True))
 
     def _run_pass(self, report: PassReport, began: list[float], scan_schema: KeySchema,
                   other: KeySchema, mode: str, batch: int, rate: float | None, restart: bool,
                   progress: Progress | None, prefer_to: Prefer | None,
                   chunk: int) -> Op[PassReport]:
         """The pass itself, into ``report``; ``began`` gets when it began (for an interruption)."""
-        began.append(time.monotonic())
+        began.append(self.timer())
         yield from self._pass(report, scan_schema, other, mode, batch, rate, report.dry_run,
                               restart, progress, self._part_key(report.step), prefer_to, chunk)
-        report.seconds = time.monotonic() - began[0]
+        report.seconds = self.timer() - began[0]
         self.events.pass_result(self.name, report)
         log.info("%s: %s finished%s: %d records scanned in %.1fs; %s", self.label, report.step,
                  " (dry run)" if report.dry_run else "", report.scanned, report.seconds,
                  _short(report.counts))
         return report
-
-    def _pass_interrupted(self, report: PassReport,
-                          began: list[float]) -> Callable[[], Op[MigrationInterrupted | None]]:
-        """What Ctrl-C during a pass raises: its report so far, once the pass has begun."""
-
-        def interrupted() -> Op[MigrationInterrupted | None]:
-            if not began:
-                return None
-            yield from ()
-            report.interrupted = True
-            report.seconds = time.monotonic() - began[0]
-            log.warning("%s: %s interrupted after %.1fs: %d records scanned; %s", self.label,
-                        report.step, report.seconds, report.scanned, _short(report.counts))
-            return MigrationInterrupted(report)
-
-        return interrupted
 
     def _pass(self, report: PassReport, scan_schema: KeySchema, other: KeySchema, mode: str,
               batch: int, rate: float | None, dry_run: bool, restart: bool,
@@ -155,7 +139,7 @@ class Passes(MigrationCore):
         nodes: Sequence[str | None] = yield Primaries()
         total, exact = yield from self._count(scan_schema, nodes)
         about = "" if exact else "about "
-        begun = time.monotonic()
+        begun = self.timer()
         done_at_start = report.scanned
         how = " (dry run: nothing is changed)" if dry_run else ""
         if report.resumed:
@@ -197,7 +181,7 @@ class Passes(MigrationCore):
         def pace(ahead: int) -> Op[None]:
             """Under ``rate``: wait until the records settled so far, and ``ahead`` more, are due."""
             if rate:
-                due = (report.scanned + ahead - done_at_start) / rate - (time.monotonic() - begun)
+                due = (report.scanned + ahead - done_at_start) / rate - (self.timer() - begun)
                 if due > 0:
                     yield from flush()
                     yield Pause(due)

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import binascii
 import random
-import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from .. import validation
@@ -60,7 +59,7 @@ def plan(core: MigrationCore, *, rate: float | None, sample: int, top: int, batc
          chunk: int, timed: int, seed: int | None = None) -> Op[PlanReport]:
     """The plan of ``core``'s migration (see the module). ``timed``: records whose passes'
     work is timed (0: no times). Writes nothing."""
-    begun = time.monotonic()
+    begun = core.timer()
     source, target = core.source, core.target
     report = PlanReport(f"{core.name}", source.name, target.name, cluster=core.driver.cluster,
                         rate=rate, margin=MARGIN)
@@ -76,9 +75,9 @@ def plan(core: MigrationCore, *, rate: float | None, sample: int, top: int, batc
     for node in nodes:
         cursor = "0"
         while True:
-            started = time.monotonic()
+            started = core.timer()
             _, cursor, keys = yield Scan(source.scan_pattern(), cursor, batch, node)
-            scan_seconds += time.monotonic() - started
+            scan_seconds += core.timer() - started
             for key in keys:
                 ids = source.parse_key(key)
                 if not ids:
@@ -105,7 +104,7 @@ def plan(core: MigrationCore, *, rate: float | None, sample: int, top: int, batc
     _fit(report, nodes, infos, owners)
     if timed and placed:
         yield from _times(core, report, placed[:timed], scan_seconds, chunk)
-    report.seconds = time.monotonic() - begun
+    report.seconds = core.timer() - begun
     return report
 
 
@@ -315,8 +314,8 @@ def _times(core: MigrationCore, report: PlanReport, keys: list[str], scan_second
                 yield from core.settler.read_pairs(
                     tuple(k for _, _, a, b in placed for k in (a, b)))
 
-    copy = yield from _per_record(copy_dry, len(keys))
-    compare = yield from _per_record(compare_pairs, len(keys))
+    copy = yield from _per_record(core.timer, copy_dry, len(keys))
+    compare = yield from _per_record(core.timer, compare_pairs, len(keys))
     scan = scan_seconds / report.records if report.records else 0.0
     n = report.records
     backfill = n * (scan + copy * COPY_WRITE_FACTOR)
@@ -330,15 +329,15 @@ def _times(core: MigrationCore, report: PlanReport, keys: list[str], scan_second
     }
 
 
-def _per_record(work: Any, records: int) -> Op[float]:
+def _per_record(timer: Callable[[], float], work: Any, records: int) -> Op[float]:
     """Seconds per record of ``work()`` (an operation over ``records`` records), run until
-    TIMED_SECONDS went by or TIMED_ROUNDS times."""
-    started = time.monotonic()
+    TIMED_SECONDS went by (on ``timer``) or TIMED_ROUNDS times."""
+    started = timer()
     rounds = 0
     while True:
         yield from work()
         rounds += 1
-        took = time.monotonic() - started
+        took = timer() - started
         if took >= TIMED_SECONDS or rounds >= TIMED_ROUNDS:
             return took / (rounds * records)
 

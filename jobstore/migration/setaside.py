@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any
 
 from ..errors import InvalidArgument, MigrationRefused
 from ..ops import Op
 from ..schema import KeySchema
-from ..scripts import RESTORE_ASIDE, SET_ASIDE
-from ..steps import Batch, Command, Primaries, Scan, Script
+from ..ops import migration_calls
+from ..steps import Batch, Command, Primaries, Scan
 from .core import VERIFY_ATTEMPTS, MigrationCore, Progress, Run, _check_batch, _Counter, _short, log
-from .reports import MAX_SET_ASIDE_LISTED, MigrationInterrupted, SetAsideReport
+from .reports import MAX_SET_ASIDE_LISTED, SetAsideReport
 
 
 class SettingAside(MigrationCore):
@@ -27,23 +26,15 @@ class SettingAside(MigrationCore):
         def op() -> Op[SetAsideReport]:
             yield from self._checked()
             stamp = f"{int((yield from self._now()) * 1000)}-{secrets.token_hex(3)}"
-            began.append(time.monotonic())
+            began.append(self.timer())
             yield from self._set_aside(report, batch, dry_run, progress, stamp)
-            report.seconds = time.monotonic() - began[0]
+            report.seconds = self.timer() - began[0]
             log.info("%s: set-aside finished%s: %d records scanned in %.1fs; %s", self.label,
                      " (dry run)" if dry_run else "", report.scanned, report.seconds,
                      _short(report.counts))
             return report
 
-        def interrupted() -> Op[MigrationInterrupted | None]:
-            if not began:
-                return None
-            yield from ()
-            report.interrupted = True
-            report.seconds = time.monotonic() - began[0]
-            return MigrationInterrupted(report)
-
-        return Run(op(), interrupted)
+        return Run(op(), self._interrupted(report, began))
 
     def _set_aside(self, report: SetAsideReport, batch: int, dry_run: bool,
                    progress: Progress | None, stamp: str) -> Op[None]:
@@ -69,9 +60,9 @@ class SettingAside(MigrationCore):
                 report.scanned += len(placed) + len(lost)
                 if lost:
                     replies = yield Batch(tuple(
-                        Script(SET_ASIDE, (key, self.keys.aside(key, stamp)),
-                               ("1" if _ids(self.source, key)[0] is None else "0",
-                                "1" if dry_run else "0"))
+                        migration_calls.set_aside(
+                            record=key, aside=self.keys.aside(key, stamp),
+                            by_record=_ids(self.source, key)[0] is None, dry_run=dry_run)
                         for key in lost), tolerate_errors=True)
                     for key, reply in zip(lost, replies):
                         outcome = reply if isinstance(reply, str) else "error"
@@ -119,7 +110,7 @@ class SettingAside(MigrationCore):
 
         def op() -> Op[str]:
             yield from self._checked()
-            (outcome,) = yield Batch((Script(RESTORE_ASIDE, (key, parts[1]), ()),))
+            (outcome,) = yield Batch((migration_calls.restore_aside(aside=key, record=parts[1]),))
             if outcome == "occupied":
                 raise MigrationRefused(f"{parts[1]} holds a record again; {key} was left as it is")
             if outcome == "absent":

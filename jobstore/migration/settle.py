@@ -24,10 +24,8 @@ from typing import Any
 from .. import rules
 from ..job import parse_time
 from ..layout import StoreKeys
-from ..ops import Op, as_record
+from ..ops import Op, as_record, migration_calls
 from ..schema import KeySchema
-from ..scripts import (CLEANUP_RECORD, COPY_IF_ABSENT, READ_RECORDS, SYNC_RECORD,
-                       WRITE_IF_UNCHANGED)
 from ..steps import Batch, Call, Command, Primaries, Scan, Script
 
 # ``f(workspace_id)``: True where the side a pass writes to wins a conflict (rules.wins).
@@ -78,11 +76,13 @@ class StandaloneSettle(Settle):
         calls: list[Call] = []
         for ws, job_id, scan_key, other_key in placed:
             if mode == "cleanup":
-                calls.append(Script(CLEANUP_RECORD, (scan_key, other_key), (ws, "1" if dry_run else "0")))
+                calls.append(migration_calls.cleanup_record(
+                    source=scan_key, target=other_key, workspace_id=ws, dry_run=dry_run))
             else:
-                calls.append(Script(SYNC_RECORD, (scan_key, other_key, self.keys.index(ws)),
-                                    (ws, job_id, mode, "1" if dry_run else "0",
-                                     "1" if prefer_to(ws) else "0")))
+                calls.append(migration_calls.sync_record(
+                    from_key=scan_key, to_key=other_key, index=self.keys.index(ws),
+                    workspace_id=ws, job_id=job_id, mode=mode, dry_run=dry_run,
+                    to_wins=prefer_to(ws)))
         replies = yield Batch(tuple(calls), tolerate_errors=True)
         # A script error is one record's (e.g. an index key of the wrong type): counted, and the
         # pass goes on with the rest.
@@ -91,7 +91,7 @@ class StandaloneSettle(Settle):
     def read_pairs(self, keys: tuple[str, ...]) -> Op[list[Any]]:
         # Every pair in one script, at one instant: a dual write or delete landing between two
         # reads would otherwise look like a difference.
-        (flat,) = yield Batch((Script(READ_RECORDS, keys, ()),))
+        (flat,) = yield Batch((migration_calls.read_records(records=keys),))
         return [as_record(r) for r in flat]
 
     def topology_moved(self, schema: KeySchema, nodes: Sequence[str | None],
@@ -236,19 +236,18 @@ def _catch_up(placed: list[Placed], plans: list[tuple[str, list[Script], Index |
 
 
 def _copy(keys: StoreKeys, to_key: str, record: dict[str, str], ttl: Any, job_id: str) -> Script:
-    flat = [part for item in record.items() for part in item]
-    return Script(COPY_IF_ABSENT, (to_key, keys.tomb(to_key), to_key),
-                  (job_id, _remaining(ttl), "0", record.get("created_at") or "",
-                   record["workspace_id"], *flat))
+    return migration_calls.copy_if_absent(
+        record=to_key, tombstone=keys.tomb(to_key), index=to_key, job_id=job_id,
+        ttl_ms=_remaining(ttl), add_to_index=False, created_at=record.get("created_at") or "",
+        workspace_id=record["workspace_id"], fields=record)
 
 
 def _cas(key: str, record: dict[str, str], action: str,
          fields: dict[str, str] | None = None, ttl: Any = 0) -> Script:
     """Write ``fields`` to (or delete) ``key`` only while it holds exactly ``record``; ``ttl``:
     the remaining ms to give it with the write (that of the copy written from; 0 none)."""
-    was = [part for item in record.items() for part in item]
-    flat = [part for item in (fields or {}).items() for part in item]
-    return Script(WRITE_IF_UNCHANGED, (key,), (action, _remaining(ttl), len(record), *was, *flat))
+    return migration_calls.write_if_unchanged(record=key, action=action, ttl_ms=_remaining(ttl),
+                                              was=record, fields=fields or {})
 
 
 def _remaining(ttl: Any) -> int:

@@ -14,7 +14,7 @@ from ..errors import InvalidArgument
 from ..layout import StoreKeys
 from ..ops import Op
 from ..schema import WORKSPACE_MARK, KeySchema
-from ..scripts import PASS_BATCH
+from ..ops import migration_calls
 from ..steps import Batch, Command, Script
 from .reports import PassReport
 
@@ -102,8 +102,13 @@ def lua_trips(store_keys: StoreKeys, mode: str, scan_schema: KeySchema, other: K
     round trip's keys are prepared just before it is sent, so that neither Redis (one
     script) nor this process (its Python work) is busy long at a stretch."""
     assert other.lua_template is not None, "only for a templated other side"
-    head = (mode, "1" if dry_run else "0", authority, other.lua_template,
-            store_keys.index(WORKSPACE_MARK), scan_schema.lua_template or "")
+    def call(keys: Sequence[str], ids: Sequence[str] = ()) -> Script:
+        assert other.lua_template is not None
+        return migration_calls.pass_batch(
+            keys=keys, mode=mode, dry_run=dry_run, authority=authority,
+            other_template=other.lua_template, index_template=store_keys.index(WORKSPACE_MARK),
+            scan_template=scan_schema.lua_template or "", ids=ids)
+
     chunk = chunk if pace is None else pace[1]
     per_trip = chunk if pace is not None else chunk * CHUNKS_PER_TRIP
     out: list[Sent] = []
@@ -113,8 +118,7 @@ def lua_trips(store_keys: StoreKeys, mode: str, scan_schema: KeySchema, other: K
     for start in range(0, len(keys), per_trip):
         if scan_schema.lua_template is not None:
             sent = keys[start:start + per_trip]
-            calls = tuple(Script(PASS_BATCH, tuple(sent[i:i + chunk]), head)
-                          for i in range(0, len(sent), chunk))
+            calls = tuple(call(sent[i:i + chunk]) for i in range(0, len(sent), chunk))
         else:
             sent, args = [], []
             for key in keys[start:start + per_trip]:
@@ -127,8 +131,7 @@ def lua_trips(store_keys: StoreKeys, mode: str, scan_schema: KeySchema, other: K
                     continue
                 sent.append(key)
                 args += (ws or "", job_id)
-            calls = tuple(Script(PASS_BATCH, tuple(sent[i:i + chunk]),
-                                 (*head, *args[2 * i:2 * (i + chunk)]))
+            calls = tuple(call(sent[i:i + chunk], args[2 * i:2 * (i + chunk)])
                           for i in range(0, len(sent), chunk))
         if not sent:
             continue

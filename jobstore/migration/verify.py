@@ -5,7 +5,6 @@ result recorded for the phase gates.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import replace
 
@@ -14,8 +13,8 @@ from ..errors import InvalidArgument
 from ..ops import Op, as_record
 from ..phases import MigrationState, Phase
 from ..schema import KeySchema
-from ..scripts import RECORD_VERIFY_FAILED, VERIFY_TICKET
-from ..steps import Batch, Command, Pause, Primaries, Scan, Script
+from ..ops import migration_calls
+from ..steps import Batch, Command, Pause, Primaries, Scan
 from .core import VERIFY_ATTEMPTS, MigrationCore, Progress, Run, _check_batch, _Counter, log
 from .reports import MigrationInterrupted, VerifyReport
 from .settle import NOT_A_HASH, Placed
@@ -50,13 +49,13 @@ class Verifying(MigrationCore):
             state, started = yield from self._state_and_now()
             ticket = 0
             if state.stored:  # orders this verify among the others (MigrationState.vouched)
-                (ticket,) = yield Batch((Script(VERIFY_TICKET, (self.state_key,), ()),))
-            begun.append((state, started, int(ticket), time.monotonic()))
+                (ticket,) = yield Batch((migration_calls.verify_ticket(state=self.state_key),))
+            begun.append((state, started, int(ticket), self.timer()))
             log.info("%s: verify started (phase %s%s%s)", self.label, state.phase,
                      f", sample {sample}" if sample else "", ", repairing" if repair else "")
             report = yield from self._verify(state, sample, repair, examples, batch, progress,
                                              chunk, current)
-            report.seconds = time.monotonic() - begun[0][3]
+            report.seconds = self.timer() - begun[0][3]
             self.events.verify_result(self.name, report)
             log.info("%s: verify finished in %.1fs: %s; %d source and %d target records checked, "
                      "missing %d, differing %d, orphaned %d, target newer %d, unroutable %d, "
@@ -75,7 +74,7 @@ class Verifying(MigrationCore):
             report = current[-1] if current else VerifyReport(state.phase.value,
                                                               sampled=bool(sample))
             report.interrupted = True
-            report.seconds = time.monotonic() - at
+            report.seconds = self.timer() - at
             log.warning("%s: verify interrupted after %.1fs: %s", self.label, report.seconds,
                         report.summary())
             yield from self._record_verify(state, started, ticket, report, sample)
@@ -100,8 +99,8 @@ class Verifying(MigrationCore):
             return
         if against:
             finished = yield from self._now()
-            (recorded,) = yield Batch((Script(
-                RECORD_VERIFY_FAILED, (self.state_key,), (repr(finished), report.summary())),))
+            (recorded,) = yield Batch((migration_calls.record_verify_failed(
+                state=self.state_key, finished=finished, summary=report.summary()),))
             if not recorded:
                 report.notes.append("no phase is stored: this verify's result is not recorded")
             else:

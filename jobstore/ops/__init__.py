@@ -11,6 +11,8 @@ starts. Operations read no clock themselves: the time comes from the context
 The modules:
 
 - :mod:`.context`: :class:`Context`, ``Op``, the call tokens, the time as records store it;
+- :mod:`.calls` and :mod:`.migration_calls`: one call builder per script, the only code that
+  knows where each argument goes in a script's KEYS and ARGV;
 - :mod:`.records`: reading records and the replies the scripts share;
 - :mod:`.writes`: standalone enqueue, enqueue_many, update_status, delete;
 - :mod:`.queue`: standalone dequeue and extend;
@@ -32,13 +34,13 @@ from .admin import leave_legacy_queue
 from .context import SPENT_PER_CALL, Context, Op, T, new_token, now, spent_markers
 from .queue import dequeue, extend
 from .reads import dead_letters, get, list_jobs
-from .records import (addressed, as_record, corrupt, decode, fenced_script, job_keys, owned, stale,
+from .records import (addressed, as_record, corrupt, decode, fence, job_keys, owned, stale,
                       update_outcome)
 from .writes import ENQUEUE_CHUNK, delete, enqueue, enqueue_many, queue_entry, update_status
 
 __all__ = [
     "ENQUEUE_CHUNK", "SPENT_PER_CALL", "Context", "Op", "T", "addressed", "as_record", "corrupt",
     "dead_letters", "decode", "delete", "dequeue", "enqueue", "enqueue_many", "extend",
-    "fenced_script", "get", "job_keys", "leave_legacy_queue", "list_jobs", "new_token", "now",
+    "fence", "get", "job_keys", "leave_legacy_queue", "list_jobs", "new_token", "now",
     "owned", "queue_entry", "spent_markers", "stale", "update_outcome", "update_status",
 ]

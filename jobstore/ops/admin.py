@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..schema import WORKSPACE_MARK
-from ..scripts import LEAVE_LEGACY_QUEUE
-from ..steps import Batch, Script
+from ..steps import Batch
+from . import calls
 from .context import Context, Op
 
 
@@ -15,9 +15,9 @@ def leave_legacy_queue(ctx: Context, batch: int) -> Op[dict[str, int]]:
                       if s.lua_template is not None and WORKSPACE_MARK not in s.lua_template)
     totals = {"moved": 0, "dropped": 0, "remaining": 0}
     while True:
-        (reply,) = yield Batch((Script(LEAVE_LEGACY_QUEUE,
-                                       (ctx.legacy_queue, ctx.keys.queue, ctx.keys.queue_mode),
-                                       (batch, *templates)),))
+        (reply,) = yield Batch((calls.leave_legacy_queue(
+            legacy_queue=ctx.legacy_queue, queue=ctx.keys.queue, queue_mode=ctx.keys.queue_mode,
+            most=batch, templates=templates),))
         moved, dropped, remaining = (int(n) for n in reply)
         totals["moved"] += moved
         totals["dropped"] += dropped

@@ -24,13 +24,11 @@ from ..dead_letters import DeadLetter, entry_problem, printable
 from ..errors import CorruptRecord, InvalidTransition, JobNotFound, LeaseLost
 from ..job import Job, JobStatus, count, record_problem, statuses_allowed_before
 from ..rules import LEASE_EXPIRED
-from ..scripts import (ARBITRATE, BURY, DELETE_RECORD, EXTEND, LEASE_CLAIM, LEASE_LIST, MIRROR,
-                      RETURN_CLAIMS, TAKE, TOOK, UPDATE_STATUS)
-from ..steps import Batch, Command, Script, Tidy
+from ..steps import Batch, Command, Tidy
+from . import calls
 from .cluster_enqueue import enqueue, enqueue_many
 from .context import Context, Op, now, spent_markers
-from .records import (addressed, as_record, corrupt, decode, fenced_script, job_keys,
-                      move_args, update_outcome)
+from .records import addressed, as_record, corrupt, decode, fence, job_keys, move, update_outcome
 
 __all__ = ["CLAIM_TTL", "TIDY_AT", "TOMB_TTL", "delete", "dequeue", "enqueue", "enqueue_many",
            "extend", "tidy", "update_status"]
@@ -87,11 +85,10 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
     try:
         for position, key in enumerate(keys):
             sent.append(_marker(ctx, token, key))
-            (reply,) = yield Batch((fenced_script(
-                ctx, UPDATE_STATUS, (sent[-1], key),
-                move_args(ctx, workspace_id, allowed, fields, stamp=stamp, claim=claim,
-                          hand_out=hand_out, iso=iso, ttl_ms=ttl_ms),
-            ),))
+            (reply,) = yield Batch((move(
+                ctx, marker=sent[-1], records=(key,), workspace_id=workspace_id, status=status,
+                fields=fields, stamp=stamp, claim=claim, hand_out=hand_out, iso=iso,
+                ttl_ms=ttl_ms, allowed=allowed),))
             if reply[0] == "missing":
                 continue
             job = update_outcome(ctx, reply, job_id, workspace_id, status, operation, claim=claim)
@@ -103,11 +100,10 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
                 expiry = reply[3] if len(reply) > 3 else 0
                 moved = {k: record[k] for k in (*fields, "updated_at", "attempts", "claim")
                          if k in record}
-                flat_moved = [part for item in moved.items() for part in item]
                 sent.extend(_marker(ctx, token, other) for other in rest)
                 yield Batch(tuple(
-                    Script(MIRROR, (marker, other),
-                           (workspace_id, ctx.marker_ttl, expiry or "", *flat_moved))
+                    calls.mirror(marker=marker, record=other, workspace_id=workspace_id,
+                                 marker_ttl=ctx.marker_ttl, expiry=expiry, fields=moved)
                     for marker, other in zip(sent[-len(rest):], rest)
                 ))
             return job
@@ -157,10 +153,9 @@ def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:
     for key in reversed(keys):  # the source last: while it stands, the job still reads
         marker = _marker(ctx, token, key)
         try:
-            (reply,) = yield Batch((Script(
-                DELETE_RECORD, (marker, key, ctx.keys.tomb(key)),
-                (workspace_id, ctx.marker_ttl, TOMB_TTL, *stamps),
-            ),))
+            (reply,) = yield Batch((calls.delete_record(
+                marker=marker, record=key, tombstone=ctx.keys.tomb(key), workspace_id=workspace_id,
+                marker_ttl=ctx.marker_ttl, tomb_ttl=TOMB_TTL, stamps=stamps),))
         finally:
             ctx.spent_anywhere.append(marker)
         deleted = deleted or bool(reply)
@@ -189,8 +184,9 @@ def extend(ctx: Context, job: Job, lease_ms: int) -> Op[None]:
     record = next((r for r in map(as_record, records) if addressed(r, job.workspace_id)), {})
     until = 0
     if record.get("claim") == claim and record.get("status") == JobStatus.RUNNING.value:
-        (until,) = yield Batch((fenced_script(ctx, EXTEND, (ctx.keys.leases,),
-                                              (claim, lease_ms, job.workspace_id)),))
+        (until,) = yield Batch((calls.extend(fence(ctx), leases=ctx.keys.leases, records=(),
+                                             claim=claim, lease_ms=lease_ms,
+                                             workspace_id=job.workspace_id),))
     else:
         yield Batch((Command(("ZREM", ctx.keys.leases, claim)),))
     if not until:
@@ -204,8 +200,8 @@ def _bury(ctx: Context, entry: str, reason: str, key: str | None = None,
     dead = ctx.keys.dead
     marker = ctx.keys.op(ctx.new_token(), near=dead)
     try:
-        yield Batch((Script(BURY, (marker, dead),
-                            (ctx.marker_ttl, letter.to_json(), ctx.max_dead_letters)),))
+        yield Batch((calls.bury(marker=marker, dead=dead, marker_ttl=ctx.marker_ttl,
+                                letter=letter.to_json(), most=ctx.max_dead_letters),))
     finally:
         ctx.spent_anywhere.append(marker)
     ctx.events.dead_letter(letter)  # a record that cannot be decoded was reported by _move
@@ -221,7 +217,7 @@ def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op[Job | None
     arbiter = ctx.keys.claimed(workspace_id, job_id, stamp)
     keys = job_keys(ctx.strategy.routing(None).touched, workspace_id, job_id)
     claim = f"{token}:{entry}"
-    (won,) = yield Batch((Script(ARBITRATE, (arbiter,), (claim, CLAIM_TTL, "")),))
+    (won,) = yield Batch((calls.arbitrate(arbiter=arbiter, claim=claim, ttl=CLAIM_TTL),))
     if won[0] == "held":
         holder, age_ms = won[1], int(won[2])
         if age_ms < ctx.list_grace * 1000:
@@ -235,13 +231,14 @@ def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op[Job | None
             and (not stamp or r.get("created_at") == stamp) for r in copies)
         if not untouched:
             return None  # claimed (or finished, deleted) through another entry: drop this one
-        (won,) = yield Batch((Script(ARBITRATE, (arbiter,), (claim, CLAIM_TTL, holder)),))
+        (won,) = yield Batch((calls.arbitrate(arbiter=arbiter, claim=claim, ttl=CLAIM_TTL,
+                                              holder=holder),))
         if won[0] != "won":
             return None
     # Leased before the records move: a dequeue that dies in between leaves a lease that runs
     # out and is dropped (the job is still pending, its entry back in the queue).
     leased = ctx.timer()
-    yield Batch((Script(LEASE_CLAIM, (ctx.keys.leases,), (claim, lease_ms)),))
+    yield Batch((calls.lease_claim(leases=ctx.keys.leases, claim=claim, lease_ms=lease_ms),))
     at, iso = now(ctx)
     fields = {"status": JobStatus.RUNNING.value, "claim": claim, "updated_at": at}
     try:
@@ -251,7 +248,7 @@ def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op[Job | None
         if (ctx.timer() - leased) * 1000 > lease_ms / 2:
             # A claim this slow may have outlived its lease (and another dequeue, list_grace
             # later, dropped it): lease it afresh, now that the job is ours.
-            yield Batch((Script(LEASE_CLAIM, (ctx.keys.leases,), (claim, lease_ms)),))
+            yield Batch((calls.lease_claim(leases=ctx.keys.leases, claim=claim, lease_ms=lease_ms),))
         return job
     except (InvalidTransition, JobNotFound):
         yield Batch((Command(("ZREM", ctx.keys.leases, claim)),))
@@ -321,7 +318,7 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
                 ctx.events.lease_expired(workspace_id, "failed")
             else:
                 claim = f"{token}:{entry}"
-                yield Batch((Script(LEASE_CLAIM, (ctx.keys.leases,), (claim, lease_ms)),))
+                yield Batch((calls.lease_claim(leases=ctx.keys.leases, claim=claim, lease_ms=lease_ms),))
                 job = yield from _move(
                     ctx, mark, keys, workspace_id, job_id, JobStatus.RUNNING,
                     JobStatus.RUNNING.value, {"status": JobStatus.RUNNING.value,
@@ -353,8 +350,8 @@ def _took(ctx: Context, token: str, marker: str, entry: str, expired: str = "") 
     """The claim of ``entry``'s job is this call's: the entry leaves the claim list (or the
     ``expired`` claim it was taken over from its lease) and the call's marker names it, in one
     step, so that a re-send of the call finds the job it claimed (TAKE) instead of nothing."""
-    yield Batch((Script(TOOK, (marker, ctx.keys.claim(token), ctx.keys.leases),
-                        (ctx.marker_ttl, entry, expired)),))
+    yield Batch((calls.took(marker=marker, claim_list=ctx.keys.claim(token), leases=ctx.keys.leases,
+                            marker_ttl=ctx.marker_ttl, entry=entry, expired=expired),))
     ctx.spent_anywhere.append(marker)  # the call has its job: only RETURN_CLAIMS may follow
 
 
@@ -367,8 +364,9 @@ def _dequeue(ctx: Context, token: str, marker: str, timeout: float | None,
         # One step: the oldest entry into this call's claim list (the one it holds already, when
         # this step is a re-send), and the leases that ran out (claim lists of dequeues that died
         # go back to the queue there); or, the call re-sent after its claim, the entry it claimed.
-        (taken,) = yield Batch((Script(TAKE, (queue, claim, leases, marker),
-                                       (int(ctx.list_grace * 1000), ctx.dequeue_scan)),))
+        (taken,) = yield Batch((calls.take(queue=queue, claim_list=claim, leases=leases,
+                                           marker=marker, stay_ms=int(ctx.list_grace * 1000),
+                                           most_expired=ctx.dequeue_scan),))
         moved, mine, expired = taken[0], taken[1], taken[2:]
         if mine is not None:
             return (yield from _own(ctx, token, mine))
@@ -377,7 +375,7 @@ def _dequeue(ctx: Context, token: str, marker: str, timeout: float | None,
             if job is not None:
                 yield from _took(ctx, token, marker, member.partition(":")[2], member)
                 if moved is not None:  # back to the queue's oldest end, for the next dequeue
-                    yield Batch((Script(RETURN_CLAIMS, (claim, queue, leases), ()),))
+                    yield Batch((calls.return_claims(claim_list=claim, queue=queue, leases=leases),))
                 return job
         if moved is None:
             remaining = None if deadline is None else deadline - ctx.timer()
@@ -385,10 +383,11 @@ def _dequeue(ctx: Context, token: str, marker: str, timeout: float | None,
                 return None
             wait = ctx.block_slice if remaining is None else max(0.01, min(remaining, ctx.block_slice))
             _, moved = yield Batch((
-                Script(LEASE_LIST, (leases,), (claim, int((wait + ctx.list_grace) * 1000))),
+                calls.lease_list(leases=leases, claim_list=claim,
+                                 stay_ms=int((wait + ctx.list_grace) * 1000)),
                 Command(("BLMOVE", queue, claim, "RIGHT", "LEFT", round(wait, 3)))))
             if moved is None:
-                yield Batch((Script(RETURN_CLAIMS, (claim, queue, leases), ()),))
+                yield Batch((calls.return_claims(claim_list=claim, queue=queue, leases=leases),))
                 continue
         # A re-sent move may have moved a second entry: claim the oldest, return the rest.
         (entries,) = yield Batch((Command(("LRANGE", claim, 0, -1)),))
@@ -401,6 +400,6 @@ def _dequeue(ctx: Context, token: str, marker: str, timeout: float | None,
                 yield Batch((Command(("LREM", claim, -1, entry)),))
             else:
                 yield from _took(ctx, token, marker, entry)
-        yield Batch((Script(RETURN_CLAIMS, (claim, queue, leases), ()),))
+        yield Batch((calls.return_claims(claim_list=claim, queue=queue, leases=leases),))
         if job is not None:
             return job

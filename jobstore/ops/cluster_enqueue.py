@@ -9,8 +9,8 @@ from __future__ import annotations
 from ..errors import EnqueueIncomplete, JobExists
 from ..job import Job, parse_time
 from ..rules import OP
-from ..scripts import CREATE_RECORD, PUSH_ONCE
-from ..steps import Batch, Call, Command, Script
+from ..steps import Batch, Call, Command
+from . import calls as build
 from .context import SPENT_PER_CALL, Context, Op, spent_markers
 from .records import as_record, job_keys
 from .writes import queue_entry
@@ -82,10 +82,9 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
             schemas = routing[job.job_id].writes
             if position < len(schemas):
                 key = schemas[position].job_key(job.workspace_id, job.job_id)
-                flat = [part for item in fields.items() for part in item]
-                calls.append(Script(CREATE_RECORD, (key, ctx.keys.tomb(key)),
-                                    (fields[OP], f"{job.workspace_id}:{fields['created_at']}",
-                                     *flat)))
+                calls.append(build.create_record(
+                    record=key, tombstone=ctx.keys.tomb(key), token=fields[OP],
+                    incarnation=f"{job.workspace_id}:{fields['created_at']}", fields=fields))
                 subjects.append((job, fields))
         # A job Redis refuses (OOM, a key in the way) fails alone; the batch goes on. (A job
         # that fails after its first record is completed by enqueueing it again, same job_id.)
@@ -123,10 +122,11 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
             # any more) go with this push, in the same script: a finished enqueue leaves no key.
             spent = spent_markers(ctx, SPENT_PER_CALL * len(todo))
             calls = list(
-                Script(PUSH_ONCE, (marker, ctx.keys.queue,
-                                   *spent[n * SPENT_PER_CALL:(n + 1) * SPENT_PER_CALL]),
-                       (ctx.marker_ttl, queue_entry(ctx, job.workspace_id, job.job_id,
-                                                    fields["created_at"])))
+                build.push_once(marker=marker, queue=ctx.keys.queue,
+                                spent=spent[n * SPENT_PER_CALL:(n + 1) * SPENT_PER_CALL],
+                                marker_ttl=ctx.marker_ttl,
+                                entry=queue_entry(ctx, job.workspace_id, job.job_id,
+                                                  fields["created_at"]))
                 for n, (marker, (job, fields)) in enumerate(zip(pushed, todo)))
         else:  # last: the index marks the enqueue finished (see _same_job)
             # The score is this job's even where an expired job of the id left its entry, so

@@ -16,14 +16,15 @@ What a worker loop did in two calls, ``update_status(..., claim=job.claim)`` the
 
 from __future__ import annotations
 
-from ..job import Job, JobStatus, statuses_allowed_before
-from ..scripts import FINISH, UPDATE_STATUS
-from ..steps import Batch, Refresh, Script
+from ..job import Job, JobStatus
+from ..steps import Script
+from . import calls
 from . import cluster as ops_cluster
-from .context import Context, Op, now, spent_markers
+from .context import Context, Op
 from .queue import _claimed, _dequeue, _dequeue_script
 from .queue import dequeue as standalone_dequeue
-from .records import fenced_script, job_keys as _keys, move_args, stale, update_outcome
+from .records import update_outcome
+from .writes import moved
 from .writes import update_status as standalone_update
 
 
@@ -50,54 +51,22 @@ def finish(ctx: Context, job: Job, status: JobStatus, changes: dict[str, str], t
         ctx.spent_markers.append(taken)  # this call has its answer (or has given up)
 
 
-def _fence(script: Script) -> tuple[str, ...]:
-    """The fence a routed script call carries (records.fenced_script): the phase it was routed for,
-    the phase when none is stored, and the state key ('' unfenced, where that key is any key)."""
-    return (script.args[0], script.args[1], script.keys[0] if script.args[0] else "")
-
-
-def _joined(move: Script, take: Script) -> Script:
-    """One FINISH call of a routed UPDATE_STATUS call and a routed DEQUEUE call (same fence)."""
-    return Script(FINISH, (move.keys[0], *move.keys[1:], *take.keys[1:]),
-                  (*move.args[:2], len(move.keys) - 1, len(move.args) - 2, *move.args[2:],
-                   *take.args[2:]))
-
-
 def _finish(ctx: Context, job: Job, status: JobStatus, changes: dict[str, str],
             lease_ms: int | None, taken: str, ttl_ms: int | None) -> Op[Job | None]:
-    workspace_id, claim = job.workspace_id, job.claim or ""
-    allowed = " ".join(s.value for s in statuses_allowed_before(status))
-    stamp, iso = now(ctx)
-    fields = {"status": status.value, **changes, "updated_at": stamp}
+    claim = job.claim or ""
     lease_ms = ctx.lease_ms if lease_ms is None else lease_ms
     token = taken.rsplit(":", 1)[1]
-    moved = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
+
+    def joined(move: Script) -> Script | None:
+        take = _dequeue_script(ctx, ctx.keys.queue, taken, token, lease_ms)
+        if calls.fence_of(move) != calls.fence_of(take):
+            return None  # the routing state was refreshed in between: both halves from one
+        return calls.finish(move, take)
+
     # Never this call's own markers (a call re-sent whole, with its tokens, after it gave up).
-    spent = [marker for marker in spent_markers(ctx, mine=moved) if marker != taken]
-    try:
-        while True:
-            routing = ctx.strategy.routing(workspace_id)
-            move = fenced_script(
-                ctx, UPDATE_STATUS,
-                (moved, *_keys(routing.touched, workspace_id, job.job_id), ctx.keys.leases,
-                 *spent),
-                move_args(ctx, workspace_id, allowed, fields, claim=claim,
-                          extra=1 + len(spent), iso=iso, ttl_ms=ttl_ms))
-            take = _dequeue_script(ctx, ctx.keys.queue, taken, token, lease_ms)
-            if _fence(move) != _fence(take):
-                continue  # the routing state was refreshed in between: both halves from one
-            (reply,) = yield Batch((_joined(move, take),))
-            if stale(reply):
-                yield Refresh()
-                continue
-            if reply[0][0] == "not_mine":  # another call's marker: nothing was written
-                moved = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
-                spent = []
-                continue
-            break
-    finally:
-        ctx.spent_markers.append(moved)
-    update_outcome(ctx, reply[0], job.job_id, workspace_id, status, claim=claim)  # or raises
+    reply = yield from moved(ctx, job.job_id, job.workspace_id, status, changes, claim, ttl_ms,
+                             joined, not_spent=taken)
+    update_outcome(ctx, reply[0], job.job_id, job.workspace_id, status, claim=claim)  # or raises
     (claimed,) = reply[1:]
     found = _claimed(ctx, claimed)
     if claimed[0] in ("job", "replayed"):

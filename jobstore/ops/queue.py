@@ -10,10 +10,10 @@ from ..dead_letters import DeadLetter
 from ..errors import LeaseLost
 from ..job import Job
 from ..layout import CARRIED
-from ..scripts import DEQUEUE, EXTEND, LEASE_LIST
 from ..steps import Batch, Command, Refresh, Script
+from . import calls
 from .context import Context, Op, now, spent_markers
-from .records import as_record, decode, fenced_script, job_keys, ms_arg, stale
+from .records import as_record, decode, fence, job_keys, stale
 from .writes import carried_keys
 
 
@@ -23,15 +23,13 @@ def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms
     schemas = tuple(s.lua_template if s.lua_template is not None else "\x03" + s.name
                     for s in ctx.strategy.routing(None).touched)
     stamp, iso = now(ctx)
-    return fenced_script(
-        ctx,
-        DEQUEUE,
-        (source, ctx.keys.queue, marker, ctx.keys.dead, ctx.keys.leases,
-         ctx.legacy_queue or ctx.keys.queue, ctx.keys.queue_mode, *spent),
-        (ctx.marker_ttl, stamp, ctx.dequeue_scan, ctx.max_dead_letters, lease_ms,
-         ctx.max_attempts, token, resolved, iso, "1" if ctx.legacy_queue else "",
-         ms_arg(ctx.finished_ttl_ms), *schemas),
-    )
+    return calls.dequeue(
+        fence(ctx), source=source, queue=ctx.keys.queue, marker=marker, dead=ctx.keys.dead,
+        leases=ctx.keys.leases, legacy_queue=ctx.legacy_queue, queue_mode=ctx.keys.queue_mode,
+        spent=spent, marker_ttl=ctx.marker_ttl, now=stamp, scan=ctx.dequeue_scan,
+        max_dead_letters=ctx.max_dead_letters, lease_ms=lease_ms, max_attempts=ctx.max_attempts,
+        token=token, resolved=resolved, iso=iso, finished_ttl_ms=ctx.finished_ttl_ms,
+        schemas=schemas)
 
 
 def resolve(ctx: Context, entry: str, workspace: str = "") -> str:
@@ -118,7 +116,8 @@ def _dequeue(ctx: Context, timeout: float | None, lease_ms: int | None,
         shared = ctx.legacy_queue and (reply[7] if len(reply) > 7 else "") != "left"
         waited = (ctx.legacy_queue, claim, "LEFT", "LEFT") if shared else (queue, claim, "RIGHT", "LEFT")
         _, _, reply = yield Batch(
-            (Script(LEASE_LIST, (ctx.keys.leases,), (claim, int((wait + ctx.list_grace) * 1000))),
+            (calls.lease_list(leases=ctx.keys.leases, claim_list=claim,
+                              stay_ms=int((wait + ctx.list_grace) * 1000)),
              Command(("BLMOVE", *waited, round(wait, 3))),
              _dequeue_script(ctx, claim, marker, token, lease_ms))
         )
@@ -143,8 +142,9 @@ def extend(ctx: Context, job: Job, lease_ms: int) -> Op[None]:
     """
     while True:
         keys = job_keys(ctx.strategy.routing(job.workspace_id).touched, job.workspace_id, job.job_id)
-        (until,) = yield Batch((fenced_script(ctx, EXTEND, (ctx.keys.leases, *keys),
-                                              (job.claim, lease_ms, job.workspace_id)),))
+        (until,) = yield Batch((calls.extend(fence(ctx), leases=ctx.keys.leases, records=keys,
+                                             claim=job.claim or "", lease_ms=lease_ms,
+                                             workspace_id=job.workspace_id),))
         if not stale(until):
             break
         yield Refresh()

@@ -6,8 +6,8 @@ from __future__ import annotations
 from ..dead_letters import DeadLetter
 from ..errors import CorruptRecord
 from ..job import Job, JobStatus
-from ..scripts import READ_FIRST
-from ..steps import Batch, Command, Script
+from ..steps import Batch, Command
+from . import calls
 from .context import Context, Op
 from .records import addressed, as_record, decode, job_keys, owned
 from .retention import prune_gone
@@ -37,7 +37,7 @@ def get(ctx: Context, job_id: str, workspace_id: str) -> Op[Job | None]:
     if len(keys) > 1 and not routing.shadow and not ctx.cluster:
         # Two schemas to read (dual's fallback), standalone: the first record that answers, in
         # one command rather than a pipeline of one HGETALL per key.
-        ((position, *found),) = yield Batch((Script(READ_FIRST, keys, (workspace_id,)),))
+        ((position, *found),) = yield Batch((calls.read_first(records=keys, workspace_id=workspace_id),))
         if not position:
             return None
         if position > 1:

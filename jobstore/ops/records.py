@@ -3,14 +3,15 @@ scripts share, for the standalone and the Cluster operations alike."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import CorruptRecord, InvalidTransition, JobNotFound, LeaseLost, PayloadTooLarge
-from ..job import Job, JobStatus
+from ..job import Job, JobStatus, statuses_allowed_before
 from ..schema import KeySchema
-from ..scripts import Lua
 from ..steps import Script
+from . import calls
+from .calls import Fence
 from .context import Context
 
 
@@ -50,31 +51,27 @@ def decode(ctx: Context, operation: str, key: str | None, record: dict[str, str]
     return read
 
 
-def fenced_script(ctx: Context, lua: Lua, keys: tuple[str, ...], args: tuple[Any, ...]) -> Script:
-    """A routed script call, fenced by the phase its routing came from (see
-    jobstore/lua/includes/fence.lua)."""
-    fence = None if ctx.cluster else ctx.strategy.fence()
-    if fence is None:
-        return Script(lua, (keys[0], *keys), ("", "", *args))
-    state_key, phase, default = fence
-    return Script(lua, (state_key, *keys), (phase, default, *args))
+def fence(ctx: Context) -> Fence:
+    """The fence of a routed script call (jobstore/lua/includes/fence.lua): the phase its routing
+    came from, None on Redis Cluster or for a strategy that follows no stored state."""
+    return None if ctx.cluster else ctx.strategy.fence()
 
 
-def move_args(ctx: Context, workspace_id: str, allowed: str, fields: dict[str, str], *,
-              stamp: str = "", claim: str = "", hand_out: bool = False, extra: int = 0,
-              iso: str = "", ttl_ms: int | None = None) -> tuple[Any, ...]:
-    """An UPDATE_STATUS call's ARGV (jobstore/lua/update_status.lua, after the fence): the move
-    to ``fields`` from a status among ``allowed``; ``ttl_ms``: the call's retention of a final
-    move (None: the record's own, else the store's ``finished_ttl``)."""
-    flat = [part for item in fields.items() for part in item]
-    return (workspace_id, ctx.marker_ttl, allowed, ctx.max_record_bytes, stamp, claim,
-            "1" if hand_out else "", extra, iso, ms_arg(ttl_ms), ms_arg(ctx.finished_ttl_ms),
-            *flat)
-
-
-def ms_arg(ms: int | None) -> str:
-    """A script's argument for an optional time in ms ('' none)."""
-    return "" if ms is None else str(ms)
+def move(ctx: Context, *, marker: str, records: Sequence[str], workspace_id: str,
+         status: JobStatus, fields: dict[str, str], spent: Sequence[str] | None = None,
+         stamp: str = "", claim: str = "", hand_out: bool = False, iso: str = "",
+         ttl_ms: int | None = None, allowed: str | None = None) -> Script:
+    """The UPDATE_STATUS call of a move to ``status`` (``fields`` written) under the store's
+    settings: from a status that may precede it (``allowed``: this one only). ``spent``: the
+    op markers the call deletes, standalone (None on Redis Cluster, which takes no leases
+    key)."""
+    before = [allowed] if allowed is not None else [s.value for s in statuses_allowed_before(status)]
+    return calls.update_status(
+        fence(ctx), marker=marker, records=records,
+        leases=None if spent is None else ctx.keys.leases, spent=spent or (),
+        workspace_id=workspace_id, marker_ttl=ctx.marker_ttl, allowed=before,
+        max_record_bytes=ctx.max_record_bytes, fields=fields, stamp=stamp, claim=claim,
+        hand_out=hand_out, iso=iso, ttl_ms=ttl_ms, finished_ttl_ms=ctx.finished_ttl_ms)
 
 
 def stale(reply: Any) -> bool:

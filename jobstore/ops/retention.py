@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from ..job import TERMINAL
-from ..scripts import EXPIRE_FINISHED, PRUNE_INDEX, TRIM_DEAD
-from ..steps import Batch, Command, Primaries, Scan, Script
+from ..steps import Batch, Command, Primaries, Scan
+from . import calls
 from .context import Context, Op
 from .records import job_keys
 
@@ -52,8 +52,7 @@ def prune_gone(ctx: Context, workspace_id: str, entries: Sequence[tuple[str, obj
 def _prune(index: str, entries: Sequence[tuple[str, object]]) -> Op[int]:
     if not entries:
         return 0
-    flat = [part for job_id, score in entries for part in (job_id, repr(float(score)))]  # type: ignore[arg-type]
-    (removed,) = yield Batch((Script(PRUNE_INDEX, (index,), tuple(flat)),))
+    (removed,) = yield Batch((calls.prune_index(index=index, entries=entries),))
     return int(removed)
 
 
@@ -80,8 +79,8 @@ def sweep(ctx: Context, batch: int, finished_ttl_ms: int | None = None) -> Op[di
                 break
     if ctx.dead_letter_ttl_ms is not None:
         while True:
-            (dropped,) = yield Batch((Script(TRIM_DEAD, (ctx.keys.dead,),
-                                             (ctx.dead_letter_ttl_ms, batch)),))
+            (dropped,) = yield Batch((calls.trim_dead(
+                dead=ctx.keys.dead, older_than_ms=ctx.dead_letter_ttl_ms, most=batch),))
             totals["dead_letters"] += int(dropped)
             if int(dropped) < batch:
                 break
@@ -117,8 +116,9 @@ def _sweep_index(ctx: Context, index: str, workspace_id: str, batch: int,
                             if int(ttl) == -1 and ws == workspace_id and status in FINAL]
         pruned = yield from _prune(index, gone)
         totals["pruned"] += pruned
-        if lasting:
-            given = yield Batch(tuple(Script(EXPIRE_FINISHED, (key,), (workspace_id, finished_ttl_ms))
+        if lasting and finished_ttl_ms is not None:  # (lasting only with a finished_ttl_ms)
+            given = yield Batch(tuple(calls.expire_finished(record=key, workspace_id=workspace_id,
+                                                            finished_ttl_ms=finished_ttl_ms)
                                       for key in lasting))
             totals["expiring"] += sum(int(g) for g in given)
         if len(entries) < batch:

@@ -3,18 +3,17 @@ per attempt (a stale routing state makes it refresh and try again)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from itertools import chain
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..errors import EnqueueIncomplete, JobExists
-from ..job import Job, JobStatus, statuses_allowed_before
+from ..job import Job, JobStatus
 from ..rules import OP
 from ..schema import KeySchema
-from ..scripts import DELETE, ENQUEUE, UPDATE_STATUS
 from ..steps import Batch, Refresh, Refused, Script
+from . import calls
 from .context import Context, Op, now, spent_markers
-from .records import fenced_script, job_keys, move_args, stale, update_outcome
+from .records import fence, job_keys, move, stale, update_outcome
 
 # Jobs per ENQUEUE call of an enqueue_many: a call runs about 15 us per job in Redis, which
 # serves nothing else meanwhile; larger batches are several calls in one pipeline.
@@ -22,20 +21,20 @@ ENQUEUE_CHUNK = 100
 
 
 def enqueue_script(ctx: Context, jobs: Sequence[tuple[Job, dict[str, str]]]) -> Script:
-    """One ENQUEUE call for ``jobs`` (see jobstore/lua/enqueue.lua for the layout)."""
-    legacy = (ctx.legacy_queue, ctx.keys.queue_mode) if ctx.legacy_queue else ()
-    keys: list[str] = [ctx.keys.queue, *(legacy or (ctx.keys.queue, ctx.keys.queue))]
-    args: list[Any] = ["1" if legacy else "", len(jobs)]
+    """One ENQUEUE call for ``jobs``."""
+    sent = []
     for job, fields in jobs:
         ws, job_id = job.workspace_id, job.job_id
         routing = ctx.strategy.routing(ws)
         writes = [s.job_key(ws, job_id) for s in routing.writes]
         checks = [key for key in (s.job_key(ws, job_id) for s in routing.known) if key not in writes]
-        entry = queue_entry(ctx, ws, job_id, fields["created_at"], routing.known)
-        keys += (ctx.keys.gone(ws, job_id), ctx.keys.index(ws), *writes, *checks)
-        args += (len(writes), len(checks), fields[OP], job_id, repr(job.created_at), entry,
-                 2 * len(fields), *chain.from_iterable(fields.items()))
-    return fenced_script(ctx, ENQUEUE, tuple(keys), tuple(args))
+        sent.append(calls.EnqueuedJob(
+            tombstone=ctx.keys.gone(ws, job_id), index=ctx.keys.index(ws), writes=writes,
+            checks=checks, token=fields[OP], job_id=job_id, score=repr(job.created_at),
+            entry=queue_entry(ctx, ws, job_id, fields["created_at"], routing.known),
+            fields=fields))
+    return calls.enqueue(fence(ctx), queue=ctx.keys.queue, legacy_queue=ctx.legacy_queue,
+                         queue_mode=ctx.keys.queue_mode, jobs=sent)
 
 
 def carried_keys(schemas: Iterable[KeySchema], workspace_id: str,
@@ -130,42 +129,57 @@ def update_status(
     claim: str | None = None,
     ttl_ms: int | None = None,
 ) -> Op[Job]:
-    allowed = " ".join(s.value for s in statuses_allowed_before(status))
+    (reply,) = yield from moved(ctx, job_id, workspace_id, status, changes, claim, ttl_ms)
+    return update_outcome(ctx, reply, job_id, workspace_id, status, claim=claim)
+
+
+def moved(ctx: Context, job_id: str, workspace_id: str, status: JobStatus,
+          changes: dict[str, str], claim: str | None, ttl_ms: int | None,
+          joined: Callable[[Script], Script | None] | None = None,
+          not_spent: str = "") -> Op[list[Any]]:
+    """Send a standalone move (UPDATE_STATUS) until it has an answer; the call's replies.
+
+    ``joined``: the call to send with the move (finish: the move joined with its claim, as one
+    FINISH call), or None to build the move again (the routing state changed meanwhile); its
+    reply's first part is the move's. A stale routing state makes it refresh and try again; a
+    marker that is another call's (``not_mine``: nothing was written), draw another.
+    ``not_spent``: an op marker of this call never to delete."""
     stamp, iso = now(ctx)
     fields = {"status": status.value, **changes, "updated_at": stamp}
     marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
-    spent = spent_markers(ctx, mine=marker)
+    spent = [m for m in spent_markers(ctx, mine=marker) if m != not_spent]
     try:
         while True:
             routing = ctx.strategy.routing(workspace_id)
-            (reply,) = yield Batch((fenced_script(
-                ctx, UPDATE_STATUS,
-                (marker, *job_keys(routing.touched, workspace_id, job_id), ctx.keys.leases, *spent),
-                move_args(ctx, workspace_id, allowed, fields, claim=claim or "",
-                          extra=1 + len(spent), iso=iso, ttl_ms=ttl_ms),
-            ),))
-            if reply[0] == "not_mine":  # another call's marker: nothing was written; a new token
+            call = move(
+                ctx, marker=marker, records=job_keys(routing.touched, workspace_id, job_id),
+                spent=spent, workspace_id=workspace_id, status=status, fields=fields,
+                claim=claim or "", iso=iso, ttl_ms=ttl_ms)
+            sent = call if joined is None else joined(call)
+            if sent is None:
+                continue
+            (reply,) = yield Batch((sent,))
+            if stale(reply):
+                yield Refresh()
+                continue
+            if (reply if joined is None else reply[0])[0] == "not_mine":
                 marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
                 spent = []
                 continue
-            if not stale(reply):
-                break
-            yield Refresh()
+            return reply if joined is not None else [reply]
     finally:
         ctx.spent_markers.append(marker)  # this call has its answer (or has given up)
-    return update_outcome(ctx, reply, job_id, workspace_id, status, claim=claim)
 
 
 def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:
     token = ctx.new_token()
     while True:
         routing = ctx.strategy.routing(workspace_id)
-        (reply,) = yield Batch((fenced_script(
-            ctx, DELETE,
-            (ctx.keys.gone(workspace_id, job_id), ctx.keys.index(workspace_id), ctx.keys.leases,
-             *job_keys(routing.known, workspace_id, job_id)),
-            (workspace_id, ctx.marker_ttl, job_id, token),
-        ),))
+        (reply,) = yield Batch((calls.delete(
+            fence(ctx), tombstone=ctx.keys.gone(workspace_id, job_id),
+            index=ctx.keys.index(workspace_id), leases=ctx.keys.leases,
+            records=job_keys(routing.known, workspace_id, job_id), workspace_id=workspace_id,
+            marker_ttl=ctx.marker_ttl, job_id=job_id, token=token),))
         if not stale(reply):
             return bool(reply)
         yield Refresh()

@@ -22,20 +22,27 @@ PHASES = tuple(p.value for p in Phase)
 
 
 class FakeClock:
-    """A clock for :class:`Migration` whose ``wait`` advances time instead of sleeping.
+    """A clock whose ``wait`` advances time instead of sleeping: ``Migration(..., clock=clock,
+    wait=clock.wait)``, a store's ``context.clock`` (the times records carry) and
+    ``context.timer`` (deadlines), or a migration's ``timer``.
 
-    Every reading moves on by a millisecond, as a real clock would between two calls (a switch
-    rule compares a verify's start with the moment dual writes began: they must not be equal).
+    ``start``: the first reading (default: now). ``tick``: how far every reading moves it on:
+    by default a millisecond, as a real clock would between two calls (a switch rule compares
+    a verify's start with the moment dual writes began: they must not be equal); 0: it stands
+    still until a wait moves it. ``waits``: every wait asked for, in order.
     """
 
-    def __init__(self, start: float | None = None) -> None:
+    def __init__(self, start: float | None = None, tick: float = 0.001) -> None:
         self.now = time.time() if start is None else start
+        self.tick = tick
+        self.waits: list[float] = []
 
     def __call__(self) -> float:
-        self.now += 0.001
+        self.now += self.tick
         return self.now
 
     def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
         self.now += max(0.0, seconds)
 
 

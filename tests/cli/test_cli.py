@@ -57,6 +57,14 @@ def test_demo_refuses_a_prefix_in_use(redis_url):
     assert out.returncode == 2 and "--prefix" in out.stderr
 
 
+def test_demo_reads_none_of_the_service_s_variables(redis_url):
+    # Its prefix is its own ('demo', in use here: refused) whatever the shell names.
+    jobstore.open(redis_url, "legacy", prefix="demo").enqueue("ws", "a")
+    out = run("demo", "--url", redis_url, env={"JOBSTORE_KEY_PREFIX": "fresh",
+                                               "JOBSTORE_DUAL_SOURCE": "no-such-schema"})
+    assert out.returncode == 2 and "--prefix" in out.stderr and "no-such-schema" not in out.stderr
+
+
 def test_a_migration_from_the_command_line(redis_url):
     legacy = jobstore.open(redis_url, "legacy")
     legacy.enqueue_many([("ws1", "a")] * 30)

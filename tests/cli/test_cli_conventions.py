@@ -23,7 +23,7 @@ from jobstore import cli
 from jobstore.drivers.sync import SyncDriver
 from jobstore.migration import Migration
 from tests.conftest import keys, need_redis_server
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 from tests.support.servers import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
@@ -46,7 +46,7 @@ def invoke(*args, **kwargs):
 def migration(url) -> Migration:
     """A migration on ``url`` whose clock runs in the past and jumps when it waits: switches
     made here take no time, and every time they record is over when the CLI runs."""
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     clock.now -= 600
     return Migration(jobstore.open(url, "legacy").client, url=url, clock=clock, wait=clock.wait)
 

@@ -14,7 +14,7 @@ import redis
 import jobstore
 from jobstore.migration import Migration
 from jobstore.steps import Script
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 
 pytestmark = [pytest.mark.cluster, pytest.mark.core]
 
@@ -34,7 +34,7 @@ def split_ids(client, n=1):
 @pytest.fixture
 def cluster(cluster_url):
     store = jobstore.open(cluster_url, "dual")
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     migration = Migration(store.client, clock=clock, wait=clock.wait)
     return store, migration
 

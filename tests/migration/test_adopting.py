@@ -21,7 +21,7 @@ import redis
 
 import jobstore
 from jobstore import JobStatus, MigrationRefused
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 from tests.support.old_queue import QUEUE, SimpleQueue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -274,7 +274,7 @@ class Ledger:
 
 def test_the_runbook_with_a_worker_killed_at_every_step_completes_every_job_once(standalone):
     url = standalone
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     client = jobstore.open(url, "legacy").client
     migration = jobstore.Migration(client, clock=clock, wait=clock.wait)
     ledger = Ledger()

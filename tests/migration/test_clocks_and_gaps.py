@@ -17,7 +17,7 @@ import jobstore
 from jobstore import InvalidTransition, MigrationRefused
 from jobstore.migration import Migration
 from jobstore.phases import Phase, Rollout
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 
 SKEWS = [-600, 600]  # an NTP step, either way
 
@@ -34,7 +34,7 @@ def skew(monkeypatch):
 
 
 def fake_clock_migration(client):
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     return Migration(client, clock=clock, wait=clock.wait)
 
 

@@ -11,7 +11,7 @@ from tests.conftest import keys
 from jobstore import MigrationRefused
 from jobstore.migration import Migration, MigrationInterrupted
 from jobstore.phases import Phase, Rollout, refusal
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 
 # The core real-Redis tests: .ci/run runs them on every supported server build too.
 pytestmark = pytest.mark.core
@@ -24,7 +24,7 @@ def env(make_store):
     class Env:
         legacy = make_store("legacy")
         jobs = legacy.enqueue_many([(f"ws{i % 4}", "a", {"i": i}) for i in range(40)])
-        clock = FakeClock()
+        clock = FakeClock(tick=0)
         migration = Migration(legacy.client, clock=clock, wait=clock.wait)
 
         @staticmethod
@@ -384,9 +384,9 @@ def test_backfill_resumes_from_its_checkpoint_after_an_interruption(env):
 
 def test_backfill_rate_is_throttled(env, monkeypatch):
     env.to("off", "dual-write")
-    clock = FakeClock(start=time.monotonic())
-    monkeypatch.setattr(time, "monotonic", clock)
-    monkeypatch.setattr(time, "sleep", clock.wait)
+    clock = FakeClock(start=time.monotonic(), tick=0)
+    env.migration.timer = clock  # what the pace is measured on
+    monkeypatch.setattr(time, "sleep", clock.wait)  # a throttle's pause, slept for real
     env.migration.backfill(batch=5, rate=20)
     assert 1.0 < sum(clock.waits) <= 2.001  # 40 records at 20/s: 2 s at most, less the time spent
 

@@ -13,7 +13,7 @@ import pytest
 import jobstore
 from jobstore.migration import Migration
 from tests.conftest import keys
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 
 EXTRA = 5_000  # fields beyond the job's own
 
@@ -26,7 +26,7 @@ def env(make_store):
         legacy = make_store("legacy")
         client = legacy.client
         jobs = legacy.enqueue_many([(f"ws{i % 2}", "a", {"i": i}) for i in range(6)])
-        clock = FakeClock()
+        clock = FakeClock(tick=0)
         migration = Migration(legacy.client, clock=clock, wait=clock.wait)
 
         @staticmethod

@@ -17,7 +17,7 @@ import pytest
 import jobstore
 from jobstore import migration as migration_module
 from jobstore.migration import Migration
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 
 pytestmark = pytest.mark.redis
 
@@ -33,7 +33,7 @@ def in_dual_write(url: str, n: int):
     """``n`` jobs enqueued by a legacy store, and their migration in phase dual-write."""
     legacy = jobstore.open(url, "legacy")
     jobs = legacy.enqueue_many([(WORKSPACES[i % 3], "a", {"n": i}) for i in range(n)])
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     migration = Migration(legacy.client, clock=clock, wait=clock.wait)
     migration.set_phase("dual-write")
     return legacy, jobs, migration
@@ -118,7 +118,7 @@ def journey(url: str, per_record: bool, monkeypatch) -> list:
     client = jobstore.open(url, "legacy").client
     client.flushall()
     seed(client)
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     migration = Migration(client, clock=clock, wait=clock.wait)
     if per_record:
         monkeypatch.setattr(migration, "_in_lua", lambda other: False)

@@ -73,6 +73,18 @@ def test_workspaces_are_counted_exactly_when_the_keys_name_them(redis_url):
     assert report.backfill_seconds is None  # timed=0: nothing timed
 
 
+def test_a_plan_measures_time_on_the_migration_s_timer(redis_url):
+    seed(redis_url)
+    migration = jobstore.open_migration(redis_url)
+    readings = []
+    migration.timer = lambda: readings.append(1) or 1000.0  # a timer that stands still
+    report = migration.plan(sample=50, timed=20, seed=1)
+    assert readings and report.seconds == 0.0
+    assert report.rates == {"scan": 0.0, "copy_dry_run": 0.0, "compare": 0.0,
+                            "timed_records": 20.0}
+    assert report.backfill_seconds == 0.0 and report.verify_seconds == 0.0
+
+
 def test_a_plan_writes_nothing(redis_url, client):
     seed(redis_url)
     jobstore.open_migration(redis_url).plan(sample=100, timed=100)  # scripts loaded

@@ -18,7 +18,7 @@ import pytest
 import jobstore
 from jobstore.migration import Migration
 from tests.conftest import keys, need_redis_cli, need_redis_server
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 from tests.support.servers import RedisCluster, RedisServer, debug_command_args, server_version
 
 JOBS = 2000
@@ -76,7 +76,7 @@ def target(request):
 def seeded(url):
     legacy = jobstore.open(url, "legacy")
     jobs = legacy.enqueue_many([(WORKSPACES[n % 5], "seed", {"n": n}) for n in range(JOBS)])
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     return legacy, jobs, Migration(legacy.client, clock=clock, wait=clock.wait)
 
 
@@ -264,7 +264,7 @@ def test_a_backfill_resumed_on_a_promoted_replica_scans_again(aof_server):
             time.sleep(0.05)
         client.execute_command("REPLICAOF", "NO", "ONE")
         promoted = jobstore.open(replica.url, "legacy")
-        clock = FakeClock()
+        clock = FakeClock(tick=0)
         report = Migration(promoted.client, clock=clock, wait=clock.wait).backfill(batch=BATCH)
         assert report.resumed and report.finished and report.rescans >= 1, report.as_dict()
         workspace = jobstore.open(replica.url, "workspace")

@@ -16,7 +16,7 @@ from tests.support.cli import cli_runner
 import jobstore
 from jobstore import cli, plugins
 from jobstore.migration import Migration
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 
 
 class Crash(BaseException):
@@ -27,7 +27,7 @@ def fresh_migration(jobs: int = 12):
     """A legacy store with ``jobs`` jobs on an embedded Redis, and its Migration (fake clock)."""
     store = jobstore.open(f"memory://logging-{uuid.uuid4().hex}", "legacy")
     store.enqueue_many([("ws1", "a")] * jobs)
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     return Migration(store.client, clock=clock, wait=clock.wait)
 
 

@@ -25,7 +25,7 @@ from jobstore.cli import main
 from jobstore.metrics import PrometheusEvents, metric_prefix, serve
 from jobstore.migration import Migration
 from tests.support.servers import free_port
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATION = "legacy:workspace"
@@ -69,7 +69,7 @@ def run_journey(url: str, registry) -> dict:
     events = PrometheusEvents("ai", registry=registry)
     legacy = jobstore.open(url, "legacy", events=events)
     legacy_jobs = [legacy.enqueue(f"ws{i % 2}", "legacy-job", {"i": i}) for i in range(6)]
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     migration = Migration(legacy.client, clock=clock, wait=clock.wait, events=events)
 
     migration.set_phase("dual-write")

@@ -20,7 +20,7 @@ import redis
 from lupa import lua51
 
 import jobstore
-from jobstore import dead_letters, job, rules, scripts, validation
+from jobstore import dead_letters, job, layout, rules, scripts, validation
 from jobstore.connection import connect
 from jobstore.driver import WRITE_COMMANDS, SyncDriver, _writes
 from jobstore.errors import RedisCommandError
@@ -238,6 +238,23 @@ def test_the_rendered_constants_are_the_python_values():
     is_id = lua.eval(f"function(s) return string.match(s, '^[{values['ID_CLASS']}]+$') ~= nil end")
     for char in map(chr, range(1, 128)):
         assert is_id(char) == bool(validation.IDENTIFIER.fullmatch(char)), repr(char)
+
+
+def test_the_queue_entry_separator_is_the_layout_s():
+    """The Lua finds the keys a queue entry carries by jobstore.layout's separator, rendered
+    from there (no script file writes it itself)."""
+    lua = lua51.LuaRuntime(encoding=None)
+    values = scripts.constants()
+    assert lua.eval(values["CARRIED"]) == layout.CARRIED.encode()
+    entry = layout.StoreKeys.queue_entry("ws", "job", "1.5", [("hashtag", "k:{a}=b"), ("x", "")])
+    pairs = lua.eval(f"function(e) local t = {{}} for n, k in string.gmatch(e, {values['CARRIED_PAIR']}) "
+                     "do t[#t + 1] = n .. ' ' .. k end return table.concat(t, ',') end")
+    assert pairs(entry.encode()) == b"hashtag k:{a}=b,x "
+    cut = lua.eval(f"function(e) return string.find(e, {values['CARRIED']}, 1, true) end")
+    assert cut(entry.encode())[0] == len("ws:job:1.5") + 1
+    for path in LUA_DIR.rglob("*.lua"):
+        code = "\n".join(line.split("--", 1)[0] for line in path.read_text().splitlines())
+        assert not re.search(r"\\0?31(?!\d)|\x1f", code), path.name
 
 
 def test_a_lua_string_holds_any_text():

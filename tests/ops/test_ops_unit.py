@@ -2,7 +2,8 @@
 (tests/support/scripted.py), which checks every step it yields against the steps expected and
 answers with canned replies. What is asserted is the operation's own decisions: which keys and
 scripts it routes to, how it reads each reply, when it tries again, what it waits for. The
-clocks are one fake (tests/support/clock.py), handed in as the context's ``clock`` and ``timer``.
+clocks are one fake (the kit's jobstore.testing.FakeClock), handed in as the context's ``clock``
+and ``timer``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from jobstore.phases import Phase
 from jobstore.rules import OP
 from jobstore.steps import Batch, Command, Refresh, Refused
 from jobstore.strategy import SchemaStrategy, Strategy
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 from tests.support.scripted import Expect, Scripted, batch, run
 
 START = 1_700_000_000.0
@@ -56,7 +57,7 @@ def dual(phase: Phase) -> Strategy:
 
 
 def context(strategy: Strategy | None = None, **knobs) -> tuple[ops.Context, FakeClock]:
-    clock = FakeClock(start=START)
+    clock = FakeClock(start=START, tick=0)
     tokens = (f"tok{n}" for n in count())
     ctx = ops.Context(StoreKeys("ai"), strategy or legacy(), clock=clock, timer=clock,
                       new_token=lambda: next(tokens), events=Recorder(), **knobs)

@@ -248,3 +248,24 @@ def test_the_command_lines_shared_options_are_the_option_tables():
             assert param.help and param.help.startswith(option.doc.rstrip(".")), option.name
     assert {"--url", "--prefix", "--own-prefix", "--source", "--target",
             "--allow-eviction"} <= set(options)
+
+
+def test_every_variable_the_library_reads_is_in_the_configuration_table():
+    """The store's options and the process's own variables (plugins, schema check, trace) are
+    named in jobstore.config, which the configuration reference is generated from; the test
+    kit's variables are the kit's (docs/testing.md)."""
+    import re
+    from pathlib import Path
+
+    from jobstore import config, determinism, plugins
+
+    root = Path(jobstore.__file__).parent
+    named = set()
+    for path in root.rglob("*.py"):
+        if "testing" not in path.relative_to(root).parts:
+            named |= set(re.findall(r"JOBSTORE_[A-Z_]+", path.read_text()))
+    table = {o.env for o in config.OPTIONS.values() if o.env} | {
+        o.env for o in config.PROCESS.values()}
+    assert named <= table, named - table
+    assert {plugins.LOAD_PLUGINS, plugins.TRACE_PLUGINS, determinism.ENV_CHECK} == {
+        o.env for o in config.PROCESS.values()}

@@ -18,7 +18,7 @@ from jobstore.ops import finish as ops_finish
 from jobstore.events import Events
 from jobstore.steps import Batch
 from tests.support.aio import FLAVOURS
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 from tests.support.old_queue import QUEUE, SimpleQueue
 from tests.support.proxy import FaultProxy
 from tests.support.servers import free_port
@@ -427,7 +427,7 @@ def test_finish_takes_one_round_trip(open_store, flavour, redis_url, strategy, o
 @both
 def test_finish_follows_every_phase_switch_and_writes_every_copy(make_store):
     legacy = make_store("legacy")
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     migration = jobstore.Migration(legacy.client, clock=clock, wait=clock.wait)
     migration.set_phase("dual-write")
     events = Seen()

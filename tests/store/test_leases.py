@@ -23,7 +23,7 @@ from jobstore import Job, JobStatus, LeaseLost
 from jobstore.events import Events
 from jobstore.steps import Batch, Command, Script
 from tests.support.aio import FLAVOURS
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 
 # The core real-Redis tests: .ci/run runs them on every supported server build too.
 pytestmark = pytest.mark.core
@@ -248,7 +248,7 @@ def test_the_store_options_come_from_the_environment(backend):
 def test_lease_times_are_the_servers_not_the_workers(leased):
     # A worker whose clock runs an hour ahead (or behind) gets the lease it asked for.
     store = leased()
-    store.context.clock = FakeClock(start=time.time() + 3600)  # the servers run on this host's
+    store.context.clock = FakeClock(start=time.time() + 3600, tick=0)  # the servers run on this host's
     store.enqueue("acme", "a")
     job = store.dequeue(lease=5)
     score = store.client.zscore(store.keys.leases, job.claim)
@@ -325,7 +325,7 @@ def _one(step):
 
 def test_a_lease_survives_phase_switches_and_the_job_is_taken_over_in_a_later_phase(make_store):
     legacy = make_store("legacy")
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     migration = jobstore.Migration(legacy.client, clock=clock, wait=clock.wait)
     migration.set_phase("dual-write")
     dual = make_store("dual", lease=LEASE)

@@ -17,7 +17,7 @@ from jobstore import ConfigError, InvalidArgument, JobStatus
 from jobstore.cli import main
 from jobstore.migration import Migration
 from jobstore.steps import Batch
-from tests.support.clock import FakeClock
+from jobstore.testing import FakeClock
 
 WS = "acme"
 HOUR = 3600.0
@@ -316,7 +316,7 @@ def test_backfill_copies_the_remaining_time_not_a_fresh_one(make_store):
     off.update_status("refreshed", "cancelled", workspace_id=WS, ttl=HOUR)  # the target missed it
     for job_id in ("fresh", "refreshed"):
         off.client.pexpire(f"ai:jobs:{job_id}", 1_000_000)  # less than the ttl: remaining time
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     migration = Migration(off.client, clock=clock, wait=clock.wait)
     migration.backfill()
     for job_id in ("fresh", "refreshed"):
@@ -329,7 +329,7 @@ def test_reverse_sync_carries_the_remaining_time(make_store):
     target_only.enqueue(WS, "a", job_id="j1")
     target_only.update_status("j1", "cancelled", workspace_id=WS, ttl=HOUR)
     target_only.client.pexpire("ai:job:acme:j1", 1_000_000)
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     Migration(target_only.client, clock=clock, wait=clock.wait).reverse_sync()
     assert 900_000 < target_only.client.pttl("ai:jobs:j1") <= 1_000_000
 
@@ -339,7 +339,7 @@ def test_verify_is_clean_with_expiring_copies_and_not_with_a_lasting_one_missing
     store.enqueue(WS, "a", job_id="j1")
     store.enqueue(WS, "a", job_id="j2")
     store.update_status("j1", "cancelled", workspace_id=WS, ttl=HOUR)
-    clock = FakeClock()
+    clock = FakeClock(tick=0)
     migration = Migration(store.client, clock=clock, wait=clock.wait)
     assert migration.verify().clean
     # the target copy expired a moment before the source's, which is about to

@@ -44,7 +44,7 @@ class Expect:
 class Scripted:
     """Runs operations against a script; ``steps`` keeps every step they yielded, in order.
 
-    ``clock``: a fake clock (tests.support.clock.FakeClock) that a :class:`Pause` step moves on
+    ``clock``: a fake clock (jobstore.testing.FakeClock) that a :class:`Pause` step moves on
     by its seconds, as a driver's sleep would."""
 
     clock: Any = None

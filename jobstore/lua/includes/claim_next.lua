@@ -30,7 +30,7 @@ local function claim_next(KEYS, ARGV)
   end
   -- an entry's part before the keys it carries
   local function base_of(entry)
-    local cut = string.find(entry, '\31', 1, true)
+    local cut = string.find(entry, {{ CARRIED }}, 1, true)
     return cut and string.sub(entry, 1, cut - 1) or entry, cut
   end
   -- the computed schemas' keys an entry carries, and those the store resolved for it
@@ -38,13 +38,13 @@ local function claim_next(KEYS, ARGV)
     local keys = {}
     local base, cut = base_of(entry)
     if cut then
-      for name, key in string.gmatch(string.sub(entry, cut), '\31([^=\31]+)=([^\31]*)') do
+      for name, key in string.gmatch(string.sub(entry, cut), {{ CARRIED_PAIR }}) do
         keys[name] = key
       end
     end
     local resolved, rcut = base_of(ARGV[8])
     if rcut and resolved == base then
-      for name, key in string.gmatch(string.sub(ARGV[8], rcut), '\31([^=\31]+)=([^\31]*)') do
+      for name, key in string.gmatch(string.sub(ARGV[8], rcut), {{ CARRIED_PAIR }}) do
         keys[name] = key
       end
     end

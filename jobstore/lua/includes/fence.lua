@@ -1,4 +1,4 @@
--- Prepended to every script that acts for a routed operation (the caller: jobstore.ops.fenced_script).
+-- Prepended to every script that acts for a routed operation (the caller: jobstore.ops.calls.fenced).
 -- A store routes by the migration phase it cached (at most a second old); the script re-checks
 -- that phase in the same atomic step, so no write ever lands under a phase that has since changed:
 -- a stale store is told 'stale', refreshes, and routes again. The prelude then drops its own
