@@ -171,6 +171,8 @@ class DriverCore:
         self.cluster = cluster
         self.wait_replicas = wait_replicas
         self.wait_timeout = wait_timeout
+        # What the age of the cached routing state is measured on (a test may stop it).
+        self.monotonic: Callable[[], float] = time.monotonic
         # A strategy that keeps no routing state (every single schema) is never asked for it.
         from ..strategy import Strategy as Base
 
@@ -248,7 +250,7 @@ class DriverCore:
         if not self.stateful:
             return None
         assert self.strategy is not None
-        return self.strategy.state_request(time.monotonic(), force)
+        return self.strategy.state_request(self.monotonic(), force)
 
     def _refresh(self, force: bool, overdue_only: bool) -> Generator[IO, Any, None]:
         request = self._state_request(force)
@@ -258,7 +260,7 @@ class DriverCore:
 
     def _apply_state(self, reply: Any) -> None:
         assert self.strategy is not None, "only a driver with a strategy asks for its state"
-        self.strategy.apply_state(reply, time.monotonic())
+        self.strategy.apply_state(reply, self.monotonic())
         phase = self.strategy.describe().get("phase")
         if self.events is not None and phase:
             schemas = self.strategy.migration_schemas()

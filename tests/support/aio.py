@@ -28,6 +28,7 @@ class _DriverFace:
         self._face = face
         self._driver = face.aio.driver
         self.cluster = self._driver.cluster
+        self.core = self._driver.core
         self.tidier = self  # tidier.wait(): every delete submitted so far was tried
 
     def _do(self, step: Any) -> Any:
