@@ -71,29 +71,30 @@ local function update_record(KEYS, ARGV, replay, own)
   if ARGV[5] ~= '' and stored.created_at ~= ARGV[5] then
     return {'invalid', current}
   end
-  local fields, merged, status = {}, {}, current
-  for k, v in pairs(stored) do merged[k] = v end
+  local fields, changed, status = {}, {}, current
   if ARGV[7] == '1' then
     local n = tostring(stored_count(stored.attempts) + 1)
-    fields[1] = 'attempts'; fields[2] = n; merged['attempts'] = n
+    fields[1] = 'attempts'; fields[2] = n; changed['attempts'] = n
   end
   for i = 12, #ARGV, 2 do
     fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
-    merged[ARGV[i]] = ARGV[i + 1]
+    changed[ARGV[i]] = ARGV[i + 1]
     if ARGV[i] == 'status' then status = ARGV[i + 1] end
   end
+  -- the size of the first copy once written (as it was, fields changed as given)
   local size = 0
-  for k, v in pairs(merged) do size = size + #k + #v end
+  for k, v in pairs(stored) do
+    if changed[k] == nil then size = size + #k + #v end
+  end
+  for k, v in pairs(changed) do size = size + #k + #v end
   if size > tonumber(ARGV[4]) then return {'too_large', size} end
+  local first_rev, first_iso
   for n, key in ipairs(owned) do
     local iso = ARGV[9] ~= '' and iso_in(records[n])  -- before this write changes updated_at
     local rev = bumped(records[n])
     redis.call('HSET', key, '_rev', rev, unpack(fields))
     if iso then redis.call('HSET', key, 'updated_at', ARGV[9]) end
-    if n == 1 then  -- the first copy as it is now (merged: as it was, and fields)
-      merged['_rev'] = tostring(rev)
-      if iso then merged['updated_at'] = ARGV[9] end
-    end
+    if n == 1 then first_rev, first_iso = rev, iso end
   end
   -- a final move: every copy expires at one time (retention), set with the move, never again
   local at = status ~= current and expiry_of(stored, status, ARGV[10], ARGV[11])
@@ -102,7 +103,11 @@ local function update_record(KEYS, ARGV, replay, own)
     redis.call('ZREM', leases, holder)
   end
   if not own then return {'updated', {}, owned[1], at or 0} end
-  local after = flat_of(merged)
+  -- the first copy as it is now: as it was, and the fields written
+  for k, v in pairs(changed) do stored[k] = v end
+  stored['_rev'] = tostring(first_rev)
+  if first_iso then stored['updated_at'] = ARGV[9] end
+  local after = flat_of(stored)
   redis.call('SET', KEYS[1], cjson.encode({owned[1], after, at or 0}), 'EX', ARGV[2])
   return {'updated', after, owned[1], at or 0}
 end
