@@ -10,7 +10,9 @@ order the same every round), the phases of benchmarks/peers.py with concurrency 
 - ``raw``: the floor, the same record written by hand (``HSET`` + ``LPUSH`` in one ``MULTI``);
 - ``worker``: N jobs processed by ``dequeue`` + ``update_status(completed, claim=...)``;
 - ``finish``: N jobs processed by ``store.finish(job)``;
-- ``aio``: N ``jobstore.aio`` enqueues one at a time.
+- ``aio``: N ``jobstore.aio`` enqueues one at a time;
+- ``bullmq``, ``bullmq-worker`` (not run by default): BullMQ's ``Queue.add`` one at a time, and
+  its worker with concurrency 1, through node as benchmarks/peers.py runs them.
 
 ``--instructions`` runs that redis-server under valgrind's callgrind and also prints the
 server's instructions per job in the timed part (zeroed before it, dumped after it, with
@@ -42,7 +44,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(1, str(HERE))
 
+import peers_bullmq as bull  # noqa: E402
 import peers_runners as r  # noqa: E402
+from peers import default_cache_dir  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
 
 import redis  # noqa: E402
@@ -53,7 +57,10 @@ PARTS: dict[str, tuple[str, Callable[[r.Ctx, r.Window], None]]] = {
     "worker": ("jobstore dequeue + update_status", partial(r.js_worker, finish=False)),
     "finish": ("jobstore finish", partial(r.js_worker, finish=True)),
     "aio": ("jobstore.aio enqueue", r.in_loop(r.aio_enqueue)),
+    "bullmq": ("BullMQ Queue.add", partial(bull.bullmq, phase="enqueue")),
+    "bullmq-worker": ("BullMQ worker", partial(bull.bullmq, phase="worker-1")),
 }
+DEFAULT_PARTS = ("enqueue", "raw", "worker", "finish", "aio")
 SCRIPT_COMMANDS = ("evalsha", "exec")  # whose usec includes the commands they run
 
 
@@ -125,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="jobs per part and round (1000)")
     parser.add_argument("--rounds", type=int, default=7, help="rounds; the lowest is shown (7)")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"of: {', '.join(PARTS)}")
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                        help=f"of: {', '.join(PARTS)} (default: {','.join(DEFAULT_PARTS)}; "
+                             "BullMQ's through node, as benchmarks/peers.py runs them)")
     parser.add_argument("--instructions", action="store_true",
                         help="the server under valgrind's callgrind: instructions per job too")
     args = parser.parse_args(argv)
@@ -143,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                     client.flushall()
                     window = (CountedWindow(client, server) if isinstance(server, Callgrind)
                               else r.Window(client))
-                    PARTS[part][1](r.Ctx(server.url, args.n, 1, Path()), window)
+                    PARTS[part][1](r.Ctx(server.url, args.n, 1, default_cache_dir()), window)
                     windows[part].append(window)
         finally:
             client.close()
