@@ -48,29 +48,37 @@ class Ctx:
 @dataclass
 class Window:
     """One timed part: wall time, the server's CPU time (``INFO cpu``: used_cpu_user +
-    used_cpu_sys) and its command counts (``INFO commandstats``) before and after."""
+    used_cpu_sys), its command counts and their time (``INFO commandstats``: ``calls`` and
+    ``usec``, a script's commands counted in its ``EVALSHA`` as well as on their own), and this
+    process's CPU time, before and after."""
 
     client: redis.Redis
     seconds: float = 0.0
     done: int = 0
     redis_cpu: float = 0.0
+    client_cpu: float = 0.0
     commands: dict[str, int] = field(default_factory=dict)
+    usec: dict[str, int] = field(default_factory=dict)
     _started: float = 0.0
-    _before: tuple[float, dict[str, int]] = (0.0, {})
+    _client: float = 0.0
+    _before: tuple[float, dict[str, int], dict[str, int]] = (0.0, {}, {})
 
-    def read(self) -> tuple[float, dict[str, int]]:
+    def read(self) -> tuple[float, dict[str, int], dict[str, int]]:
         cpu = self.client.info("cpu")
         stats = self.client.info("commandstats")
         return (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
-                {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
+                {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()},
+                {name.removeprefix("cmdstat_"): int(v["usec"]) for name, v in stats.items()})
 
     def begin(self) -> None:
         self._before = self.read()
+        self._client = time.process_time()
         self._started = time.perf_counter()
 
     def end(self, done: int, *, at: float | None = None, seconds: float | None = None) -> None:
         ended = time.perf_counter()
-        cpu, commands = self.read()
+        self.client_cpu = time.process_time() - self._client
+        cpu, commands, usec = self.read()
         self.seconds = seconds if seconds is not None else (at or ended) - self._started
         self.done = done
         self.redis_cpu = cpu - self._before[0]
@@ -78,6 +86,7 @@ class Window:
         self.commands = {name: calls - self._before[1].get(name, 0)
                          for name, calls in commands.items()
                          if name != "info" and calls > self._before[1].get(name, 0)}
+        self.usec = {name: usec[name] - self._before[2].get(name, 0) for name in self.commands}
 
 
 def noop(*args: Any, **kwargs: Any) -> None:

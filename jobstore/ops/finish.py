@@ -4,9 +4,9 @@ What a worker loop did in two calls, ``update_status(..., claim=job.claim)`` the
 ``dequeue(timeout=0)``, with the same outcomes, errors, events, leases and dead letters:
 
 - Standalone Redis: one script, jobstore/lua/finish.lua, runs update_status.lua's move and then,
-  only once the move is made, dequeue.lua's claim, in one atomic step (one round trip). Each half
-  keeps its own op marker, so a re-sent call answers what its first attempt did: the move as
-  made, the job the first attempt claimed (never a second one). When the claim half needs more
+  only once the move is made, dequeue.lua's claim, in one atomic step (one round trip). One op
+  marker answers for both halves, so a re-sent call answers what its first attempt did: the move
+  as made, the job the first attempt claimed (never a second one). When the claim half needs more
   (only entries it dropped or dead-lettered so far, or an entry whose computed schemas' keys the
   store must resolve), the take goes on as ``dequeue`` does, under the same marker.
 - Redis Cluster: the record, the queue and the claim sit in different slots, and no script spans
@@ -44,29 +44,31 @@ def finish(ctx: Context, job: Job, status: JobStatus, changes: dict[str, str], t
         yield from update(ctx, job.job_id, job.workspace_id, status, changes, claim=job.claim,
                           ttl_ms=ttl_ms)
         return (yield from take(ctx, 0, lease_ms)) if take_next else None
-    taken = ctx.keys.op(ctx.new_token(), near=ctx.keys.queue)
+    marker = [ctx.keys.op(ctx.new_token(), near=ctx.keys.queue)]
     try:
-        return (yield from _finish(ctx, job, status, changes, lease_ms, taken, ttl_ms))
+        return (yield from _finish(ctx, job, status, changes, lease_ms, marker, ttl_ms))
     finally:
-        ctx.spent_markers.append(taken)  # this call has its answer (or has given up)
+        ctx.spent_markers.append(marker[0])  # this call has its answer (or has given up)
 
 
 def _finish(ctx: Context, job: Job, status: JobStatus, changes: dict[str, str],
-            lease_ms: int | None, taken: str, ttl_ms: int | None) -> Op[Job | None]:
+            lease_ms: int | None, marker: list[str], ttl_ms: int | None) -> Op[Job | None]:
+    """``marker[0]``: the call's op marker, both halves' (a new one when it was another call's)."""
     claim = job.claim or ""
     lease_ms = ctx.lease_ms if lease_ms is None else lease_ms
-    token = taken.rsplit(":", 1)[1]
 
     def joined(move: Script) -> Script | None:
-        take = _dequeue_script(ctx, ctx.keys.queue, taken, token, lease_ms)
+        take = _dequeue_script(ctx, ctx.keys.queue, marker[0], marker[0].rsplit(":", 1)[1],
+                               lease_ms)
         if calls.fence_of(move) != calls.fence_of(take):
             return None  # the routing state was refreshed in between: both halves from one
         return calls.finish(move, take)
 
-    # Never this call's own markers (a call re-sent whole, with its tokens, after it gave up).
+    # Never this call's own marker (a call re-sent whole, with its token, after it gave up).
     reply = yield from moved(ctx, job.job_id, job.workspace_id, status, changes, claim, ttl_ms,
-                             joined, not_spent=taken)
-    update_outcome(ctx, reply[0], job.job_id, job.workspace_id, status, claim=claim)  # or raises
+                             joined, shared=marker)
+    if reply[0][0] not in ("updated", "replayed"):  # the move was refused: nothing written
+        update_outcome(ctx, reply[0], job.job_id, job.workspace_id, status, claim=claim)  # raises
     (claimed,) = reply[1:]
     found = _claimed(ctx, claimed)
     if claimed[0] in ("job", "replayed"):
@@ -74,4 +76,4 @@ def _finish(ctx: Context, job: Job, status: JobStatus, changes: dict[str, str],
     if claimed[0] == "empty":
         return None
     # 'busy' or 'need': go on as dequeue does (no wait), under this call's marker.
-    return (yield from _dequeue(ctx, 0, lease_ms, taken))
+    return (yield from _dequeue(ctx, 0, lease_ms, marker[0]))

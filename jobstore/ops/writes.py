@@ -136,23 +136,27 @@ def update_status(
 def moved(ctx: Context, job_id: str, workspace_id: str, status: JobStatus,
           changes: dict[str, str], claim: str | None, ttl_ms: int | None,
           joined: Callable[[Script], Script | None] | None = None,
-          not_spent: str = "") -> Op[list[Any]]:
+          shared: list[str] | None = None) -> Op[list[Any]]:
     """Send a standalone move (UPDATE_STATUS) until it has an answer; the call's replies.
 
     ``joined``: the call to send with the move (finish: the move joined with its claim, as one
     FINISH call), or None to build the move again (the routing state changed meanwhile); its
     reply's first part is the move's. A stale routing state makes it refresh and try again; a
     marker that is another call's (``not_mine``: nothing was written), draw another.
-    ``not_spent``: an op marker of this call never to delete."""
+    ``shared``: the op marker the move shares with the rest of its call (finish's, both halves'),
+    as a one-item list the move replaces it in when it draws another; the caller owns it (never
+    deleted as spent here, put among the spent markers by the caller). None: a marker of the
+    move's own."""
     stamp, iso = now(ctx)
     fields = {"status": status.value, **changes, "updated_at": stamp}
-    marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
-    spent = [m for m in spent_markers(ctx, mine=marker) if m != not_spent]
+    near = ctx.keys.index(workspace_id) if shared is None else ctx.keys.queue
+    marker = [ctx.keys.op(ctx.new_token(), near=near)] if shared is None else shared
+    spent = spent_markers(ctx, mine=marker[0])
     try:
         while True:
             routing = ctx.strategy.routing(workspace_id)
             call = move(
-                ctx, marker=marker, records=job_keys(routing.touched, workspace_id, job_id),
+                ctx, marker=marker[0], records=job_keys(routing.touched, workspace_id, job_id),
                 spent=spent, workspace_id=workspace_id, status=status, fields=fields,
                 claim=claim or "", iso=iso, ttl_ms=ttl_ms)
             sent = call if joined is None else joined(call)
@@ -163,12 +167,13 @@ def moved(ctx: Context, job_id: str, workspace_id: str, status: JobStatus,
                 yield Refresh()
                 continue
             if (reply if joined is None else reply[0])[0] == "not_mine":
-                marker = ctx.keys.op(ctx.new_token(), near=ctx.keys.index(workspace_id))
+                marker[0] = ctx.keys.op(ctx.new_token(), near=near)
                 spent = []
                 continue
             return reply if joined is not None else [reply]
     finally:
-        ctx.spent_markers.append(marker)  # this call has its answer (or has given up)
+        if shared is None:
+            ctx.spent_markers.append(marker[0])  # this call has its answer (or has given up)
 
 
 def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:

@@ -127,6 +127,35 @@ def test_from_env_and_an_unreachable_redis():
     run(main())
 
 
+def test_a_write_that_stalls_past_the_socket_timeout_is_unavailable_and_its_connection_dropped(
+        redis_url, monkeypatch):
+    """The store's connections bound each write by socket_timeout (in the caller's task, not in
+    a task of its own per command): a stalled write ends as StoreUnavailable, the connection is
+    dropped (never reused half-written), and the next call goes through."""
+    stalling = [True]
+
+    async def main():
+        async with jobstore.aio.open(redis_url, "legacy",
+                                     client_options={"socket_timeout": 0.2}) as store:
+            await store.enqueue("ws", "a", job_id="j1")
+            pool = store.client.connection_pool
+            written = pool.connection_class._send_packed_command
+
+            async def stalled(self, command):
+                if stalling[0]:  # every attempt (redis-py re-sends a timed-out command)
+                    await asyncio.sleep(5)
+                return await written(self, command)
+
+            monkeypatch.setattr(pool.connection_class, "_send_packed_command", stalled)
+            with pytest.raises(StoreUnavailable, match="Timeout writing"):
+                await store.get("j1", workspace_id="ws")
+            assert all(not conn.is_connected for conn in pool._available_connections)
+            stalling[0] = False
+            assert (await store.get("j1", workspace_id="ws")).job_id == "j1"
+
+    run(main())
+
+
 # -- cancellation ---------------------------------------------------------------------------------
 
 def fixed_tokens(store):

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import need_redis_server
 
@@ -97,3 +100,31 @@ def test_retention_memory_compares_the_formula_with_a_run():
     report = json.loads(proc.stdout)
     assert report["bytes_finished"] > 0 and report["bytes_index"] > 0, report
     assert report["predicted"] > 0 and report["measured"] > 0, report
+
+
+def _cost_rows(stdout: str) -> dict[str, list[str]]:
+    return {cells[0]: cells[1:] for line in stdout.splitlines() if line.startswith("| ")
+            and not line.startswith(("| part", "|---"))
+            for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+
+
+def test_script_cost_reports_each_part_and_its_commands():
+    proc = run("script_cost.py", "--n", "20", "--rounds", "1")
+    rows = _cost_rows(proc.stdout)
+    assert set(rows) == {"jobstore enqueue", "raw MULTI HSET+LPUSH",
+                         "jobstore dequeue + update_status", "jobstore finish",
+                         "jobstore.aio enqueue"}, proc.stdout
+    for part, cells in rows.items():
+        assert all(float(c.replace(",", "")) > 0 for c in cells[:2]), (part, cells)
+    # One script call per enqueue and per finish; the floor's time is its EXEC's.
+    assert "- jobstore enqueue: " in proc.stdout and "evalsha 1.00" in proc.stdout
+    assert "exec 1.00" in proc.stdout
+
+
+def test_script_cost_counts_the_servers_instructions_under_callgrind():
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        pytest.skip("valgrind is not installed")
+    proc = run("script_cost.py", "--n", "5", "--rounds", "1", "--parts", "enqueue",
+               "--instructions")
+    (cells,) = _cost_rows(proc.stdout).values()
+    assert int(cells[-1].replace(",", "")) > 1000, proc.stdout

@@ -357,6 +357,24 @@ def test_a_reply_lost_on_the_wire_is_resent_and_answered_once(open_store, redis_
         store.close()
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_finish_leaves_one_op_marker_and_its_first_attempt_reads_none(open_store, redis_server,
+                                                                       redis_url, strategy):
+    """What a job costs Redis: one marker answers both halves of a finish (not one each), and a
+    first attempt, whose job is still running under its claim, reads no marker at all."""
+    store = fresh(open_store, redis_url, strategy)
+    store.enqueue_many([("ws", f"j{n}") for n in range(3)])
+    job = store.finish(store.dequeue())  # the dequeue's marker is spent: gone with this call
+    stats = redis_server.client().info("commandstats")
+
+    store.finish(job)
+
+    after = redis_server.client().info("commandstats")
+    assert "cmdstat_get" not in after or after["cmdstat_get"] == stats.get("cmdstat_get")
+    assert after["cmdstat_set"]["calls"] - stats["cmdstat_set"]["calls"] == 1
+    assert len(store.client.keys(f"{store.keys.prefix}:op:*")) == 1
+
+
 # -- many workers ----------------------------------------------------------------------------
 
 @pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])

@@ -1,13 +1,17 @@
 -- The body of dequeue.lua, as a function of the KEYS and ARGV that script's header describes
 -- (those left after the fence), so that finish.lua runs it on its own share of its keys and
 -- arguments. Needs bump (includes/fence.lua, which every script including this includes first).
+-- The op marker (KEYS[3]): {key, the record as handed out} once the call has claimed a job.
+-- finish (finish.lua's call; nil for dequeue.lua's): {the marker as its move half read it (false:
+-- none), the key and the expiry of the finished job}: one marker answers both halves, {key or '',
+-- record or {}, finished key, expiry}; a marker without a key ('') has claimed nothing yet.
 --- @include "record_check"
 --- @include "dead_letter"
 --- @include "ids"
 --- @include "lease"
 --- @include "iso_record"
 --- @include "retention"
-local function claim_next(KEYS, ARGV)
+local function claim_next(KEYS, ARGV, finish)
   if #KEYS >= 8 then redis.call('UNLINK', unpack(KEYS, 8, #KEYS)) end
   local reply
   local dead, reaped = {}, {}
@@ -146,7 +150,8 @@ local function claim_next(KEYS, ARGV)
     end
     redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), claim)
     local claimed = flat_of(records[1])  -- the first copy as it is now
-    redis.call('SET', KEYS[3], cjson.encode({owned[1], claimed}), 'EX', ARGV[1])
+    local saved = finish and {owned[1], claimed, finish[2], finish[3]} or {owned[1], claimed}
+    redis.call('SET', KEYS[3], cjson.encode(saved), 'EX', ARGV[1])
     return {'job', claimed, dead, owned[1], reaped, '', '', mode}
   end
   -- A claim list's entries back to the queue's oldest end, in order. A bare job id (moved there
@@ -166,9 +171,14 @@ local function claim_next(KEYS, ARGV)
   end
   -- A re-sent call answers what its first attempt claimed (the marker keeps the record as it was
   -- handed out), whatever the key holds now: never a job another worker has since received.
-  local marker = redis.call('GET', KEYS[3])
-  if marker then
-    local first = cjson.decode(marker)
+  local first
+  if finish then
+    first = finish[1]
+  else
+    local marker = redis.call('GET', KEYS[3])
+    first = marker and cjson.decode(marker)
+  end
+  if first and first[1] ~= '' then
     reply = {'replayed', first[2], dead, first[1], reaped, '', '', mode}
   else
     local expired = expired_leases(KEYS[5], now, tonumber(ARGV[3]))
@@ -236,5 +246,9 @@ local function claim_next(KEYS, ARGV)
     requeue(KEYS[1])
     redis.call('ZREM', KEYS[5], list_lease(KEYS[1]))
   end
-  return reply or {'busy', {}, dead, '', reaped, '', '', mode}
+  reply = reply or {'busy', {}, dead, '', reaped, '', '', mode}
+  if finish and not finish[1] and reply[1] ~= 'job' then  -- the move made, nothing claimed yet
+    redis.call('SET', KEYS[3], cjson.encode({'', {}, finish[2], finish[3]}), 'EX', ARGV[1])
+  end
+  return reply
 end

@@ -2,12 +2,16 @@
 -- ISO 8601 text (a 'T' or a space, optional seconds and fraction, zone 'Z', +HH:MM, +HHMM, +HH;
 -- none is UTC), else nil; is_iso(v) tells the two forms apart, so that an update writes the form
 -- the record already has.
+local epoch_read = {}  -- text -> its epoch number, or false: a script reads a time text once
 local function epoch_number(v)
-  if not (string.match(v, '^[+-]?%d+%.?%d*$') or string.match(v, '^[+-]?%d+%.?%d*[eE][+-]?%d+$')) then
-    return nil
+  local known = epoch_read[v]
+  if known ~= nil then return known or nil end
+  local n = nil
+  if string.match(v, '^[+-]?%d+%.?%d*$') or string.match(v, '^[+-]?%d+%.?%d*[eE][+-]?%d+$') then
+    n = tonumber(v)
+    if n ~= n or n == math.huge or n == -math.huge then n = nil end
   end
-  local n = tonumber(v)
-  if n == nil or n ~= n or n == math.huge or n == -math.huge then return nil end
+  epoch_read[v] = n or false
   return n
 end
 local function days_from_civil(y, m, d)

@@ -1,0 +1,188 @@
+"""What a job costs Redis, measured by the scripts' own time: steadier than the server's CPU on a
+loaded machine.
+
+    python benchmarks/script_cost.py [--n 1000] [--rounds 7] [--parts enqueue,raw,worker,finish,aio]
+
+Starts a private redis-server on a free port and runs, ``--rounds`` times each (the parts'
+order the same every round), the phases of benchmarks/peers.py with concurrency 1:
+
+- ``enqueue``: N ``store.enqueue`` calls one at a time (jobstore, sync);
+- ``raw``: the floor, the same record written by hand (``HSET`` + ``LPUSH`` in one ``MULTI``);
+- ``worker``: N jobs processed by ``dequeue`` + ``update_status(completed, claim=...)``;
+- ``finish``: N jobs processed by ``store.finish(job)``;
+- ``aio``: N ``jobstore.aio`` enqueues one at a time;
+- ``bullmq``, ``bullmq-worker`` (not run by default): BullMQ's ``Queue.add`` one at a time, and
+  its worker with concurrency 1, through node as benchmarks/peers.py runs them.
+
+``--instructions`` runs that redis-server under valgrind's callgrind and also prints the
+server's instructions per job in the timed part (zeroed before it, dumped after it, with
+``callgrind_control``): a count that the machine's load does not move, unlike every time
+(valgrind slows the server some fifty times, so keep ``--n`` small: 200 does).
+
+For each it prints, per job and the lowest of the rounds: the ``usec`` that ``INFO
+commandstats`` counts for ``EVALSHA`` (the scripts, the commands they run included) or for
+``EXEC`` (the raw ``MULTI``), the server's whole CPU time (``INFO cpu``), this process's CPU time
+(the client side: redis-py, jobstore, asyncio) and the wall time, then the commands per job that
+round ran. The server's and the wall time move with the machine's load; the script time and the
+client CPU much less. It asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(1, str(HERE))
+
+import peers_bullmq as bull  # noqa: E402
+import peers_runners as r  # noqa: E402
+from peers import default_cache_dir  # noqa: E402
+from tests.support.servers import RedisServer  # noqa: E402
+
+import redis  # noqa: E402
+
+PARTS: dict[str, tuple[str, Callable[[r.Ctx, r.Window], None]]] = {
+    "enqueue": ("jobstore enqueue", r.js_enqueue),
+    "raw": ("raw MULTI HSET+LPUSH", r.raw_enqueue),
+    "worker": ("jobstore dequeue + update_status", partial(r.js_worker, finish=False)),
+    "finish": ("jobstore finish", partial(r.js_worker, finish=True)),
+    "aio": ("jobstore.aio enqueue", r.in_loop(r.aio_enqueue)),
+    "bullmq": ("BullMQ Queue.add", partial(bull.bullmq, phase="enqueue")),
+    "bullmq-worker": ("BullMQ worker", partial(bull.bullmq, phase="worker-1")),
+}
+DEFAULT_PARTS = ("enqueue", "raw", "worker", "finish", "aio")
+SCRIPT_COMMANDS = ("evalsha", "exec")  # whose usec includes the commands they run
+
+
+class Callgrind:
+    """A redis-server under valgrind's callgrind, on a free port."""
+
+    def __enter__(self) -> Callgrind:
+        from tests.support.servers import free_port
+        self.dir = tempfile.mkdtemp(prefix="jobstore-callgrind-")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.dir}/cg.out",
+             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        client = redis.Redis(port=self.port)
+        for _ in range(600):
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.1)
+        client.close()
+        return self
+
+    def control(self, *options: str) -> None:
+        subprocess.run(["callgrind_control", *options, str(self.proc.pid)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def instructions(self) -> int:
+        """The instructions counted since the last zeroing (dumped now)."""
+        before = set(glob.glob(f"{self.dir}/cg.out*"))
+        self.control("-d")
+        for _ in range(600):
+            new = set(glob.glob(f"{self.dir}/cg.out*")) - before
+            if new:
+                text = open(new.pop()).read()
+                if "totals:" in text or "summary:" in text:
+                    for line in text.splitlines():
+                        if line.startswith(("totals:", "summary:")):
+                            return int(line.split()[1])
+            time.sleep(0.1)
+        raise RuntimeError("callgrind wrote no dump")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class CountedWindow(r.Window):
+    """A window that also counts the server's instructions (callgrind)."""
+
+    def __init__(self, client: redis.Redis, grind: Callgrind) -> None:
+        super().__init__(client)
+        self.grind, self.instructions = grind, 0
+
+    def begin(self) -> None:
+        super().begin()
+        self.grind.control("-z")
+
+    def end(self, done: int, **kwargs: float | None) -> None:
+        self.instructions = self.grind.instructions()
+        super().end(done, **kwargs)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="jobs per part and round (1000)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds; the lowest is shown (7)")
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                        help=f"of: {', '.join(PARTS)} (default: {','.join(DEFAULT_PARTS)}; "
+                             "BullMQ's through node, as benchmarks/peers.py runs them)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="the server under valgrind's callgrind: instructions per job too")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if not parts or any(p not in PARTS for p in parts):
+        parser.error(f"--parts: of {', '.join(PARTS)}")
+    if args.instructions and not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        parser.error("--instructions needs valgrind (and its callgrind_control) on PATH")
+    windows: dict[str, list[r.Window]] = {p: [] for p in parts}
+    with (Callgrind() if args.instructions else RedisServer()) as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        try:
+            for _ in range(args.rounds):
+                for part in parts:
+                    client.flushall()
+                    window = (CountedWindow(client, server) if isinstance(server, Callgrind)
+                              else r.Window(client))
+                    PARTS[part][1](r.Ctx(server.url, args.n, 1, default_cache_dir()), window)
+                    windows[part].append(window)
+        finally:
+            client.close()
+    print(f"per job, lowest of {args.rounds} rounds of {args.n}")
+    counted = " server instructions |" if args.instructions else ""
+    print(f"| part | script µs (EVALSHA / EXEC usec) | Redis CPU µs | client CPU µs | wall µs |"
+          f"{counted}")
+    print("|---|---|---|---|---|" + ("---|" if counted else ""))
+    for part in parts:
+        got = windows[part]
+
+        def low(of: Callable[[r.Window], float], got: list[r.Window] = got) -> float:
+            return min(of(w) / w.done for w in got) * 1e6
+
+        script = low(lambda w: sum(w.usec.get(c, 0) for c in SCRIPT_COMMANDS) / 1e6)
+        grind = (f" {low(lambda w: getattr(w, 'instructions', 0) / 1e6):,.0f} |"
+                 if counted else "")
+        print(f"| {PARTS[part][0]} | {script:.1f} | {low(lambda w: w.redis_cpu):.1f} | "
+              f"{low(lambda w: w.client_cpu):.1f} | {low(lambda w: w.seconds):.1f} |{grind}")
+    print()
+    for part in parts:
+        best = min(windows[part], key=lambda w: sum(w.usec.get(c, 0) for c in SCRIPT_COMMANDS))
+        per_job = sorted(((name, calls / best.done) for name, calls in best.commands.items()),
+                         key=lambda item: -item[1])
+        inner = sum(x for name, x in per_job if name not in SCRIPT_COMMANDS)
+        print(f"- {PARTS[part][0]}: " + ", ".join(
+            f"{name} {x:.2f} ({best.usec.get(name, 0) / best.done:.1f} µs)"
+            for name, x in per_job if x >= 0.005) + f"; {inner:.2f} commands besides the call")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
