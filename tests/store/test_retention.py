@@ -300,6 +300,101 @@ def test_sweep_drops_dead_letters_older_than_their_ttl(make_store):
     assert kept.sweep()["dead_letters"] == 0 and len(kept.dead_letters()) == 2
 
 
+def many_indexes(store, workspaces: int = 6, jobs: int = 7) -> int:
+    """Workspaces with pending jobs (nothing for a sweep to remove: every run examines what it
+    examines); how many index entries they hold."""
+    for w in range(workspaces):
+        store.enqueue_many([(f"w{w}", "a", None, f"w{w}-{i}") for i in range(jobs)])
+    return workspaces * jobs
+
+
+def test_a_bounded_sweep_resumes_where_the_last_run_stopped(make_store):
+    store = make_store("dual", phase="read-target")
+    total = many_indexes(store)
+    runs = []
+    while not (runs and runs[-1]["complete"]):
+        runs.append(store.sweep(batch=3, max_entries=10))
+        assert len(runs) < 20
+    assert all(run["entries"] <= 10 for run in runs)
+    # every entry examined once across the runs: none started again from scratch
+    assert sum(run["entries"] for run in runs) == total and len(runs) >= total // 10
+    assert not runs[0]["resumed"] and all(run["resumed"] for run in runs[1:])
+    again = store.sweep(batch=3, max_entries=10)  # a new cycle begins at the start
+    assert not again["resumed"] and again["entries"] == 10
+
+
+def test_a_bounded_sweep_covers_every_index_and_prunes_them_all(make_store):
+    store = make_store("dual", phase="dual-write", finished_ttl=HOUR)
+    for w in range(5):
+        store.enqueue_many([(f"w{w}", "a", None, f"w{w}-{i}") for i in range(4)])
+        for i in range(0, 4, 2):
+            store.update_status(f"w{w}-{i}", "cancelled", workspace_id=f"w{w}")
+            for key in copies(store, f"w{w}-{i}", f"w{w}"):
+                store.client.delete(key)  # as if expired
+    pruned = 0
+    for _ in range(20):
+        run = store.sweep(batch=2, max_entries=3)
+        pruned += run["pruned"]
+        if run["complete"]:
+            break
+    assert pruned == 10
+    assert all(store.client.zcard(store.keys.index(f"w{w}")) == 2 for w in range(5))
+
+
+def test_a_sweep_stops_at_its_time_bound_and_resumes(make_store):
+    store = make_store("legacy")
+    total = many_indexes(store, workspaces=4, jobs=5)
+    now, send = [0.0], store.driver._send
+
+    def slow(calls, *args):  # each step of an index takes a second
+        now[0] += any(getattr(c, "args", ("",))[0] == "ZRANGE" for c in calls)
+        return send(calls, *args)
+
+    store.context.timer = lambda: now[0]
+    store.driver._send = slow  # type: ignore[method-assign]
+    first = store.sweep(batch=2, max_seconds=3)
+    assert first["entries"] == 5  # three steps: the first index (2, 2 and 1 entries)
+    assert not first["complete"] and 0 < first["entries"] < total
+    rest = store.sweep(batch=2)  # no bound: on to the end of the cycle
+    assert rest["resumed"] and rest["complete"]
+    assert first["entries"] + rest["entries"] == total
+
+
+def test_a_sweep_beside_another_never_makes_the_next_cycle_skip(make_store):
+    """Sweep A stops at its bound in cycle n; meanwhile B completes cycle n and C begins cycle
+    n + 1 and stops early. A's late mark belongs to cycle n and must not land: D resumes where
+    C stopped, and covers the rest of the cycle."""
+    store = make_store("legacy")
+    total = many_indexes(store)
+    send, seen, done = store.driver._send, [0], []
+
+    def beside(calls, *args):
+        if any(getattr(c, "args", ("",))[0] == "ZRANGE" for c in calls):
+            seen[0] += 1
+            if seen[0] == 2 and not done:
+                other = make_store("legacy")
+                done.append(other.sweep(batch=3))  # B: the whole cycle
+                done.append(other.sweep(batch=3, max_entries=4))  # C: the next cycle's start
+        return send(calls, *args)
+
+    store.driver._send = beside  # type: ignore[method-assign]
+    a = store.sweep(batch=3, max_entries=20)
+    store.driver._send = send  # type: ignore[method-assign]
+    b, c = done
+    assert b["complete"] and not c["complete"] and c["entries"] == 4 and not a["complete"]
+    d = store.sweep(batch=3)
+    assert d["resumed"] and d["complete"] and d["entries"] == total - 4
+
+
+@pytest.mark.parametrize("bad", [{"max_entries": 0}, {"max_entries": 1.5},
+                                 {"max_seconds": 0}, {"max_seconds": "1"}, {"batch": 0}])
+def test_bad_sweep_bounds_are_refused_before_anything_is_sent(make_store, bad):
+    store = make_store("legacy")
+    with pytest.raises(InvalidArgument, match=next(iter(bad))):
+        store.sweep(**bad)
+    assert not store.client.exists(store.keys.sweep)
+
+
 def test_the_sweep_command(make_store, backend):
     store = make_store("dual", phase="dual-write")
     store.enqueue(WS, "a", job_id="j1")
