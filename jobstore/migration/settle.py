@@ -248,6 +248,35 @@ def outlives(ttl: Any, other: Any) -> bool:
     return theirs > 0 and (mine == -1 or mine - theirs > rules.EXPIRY_GRACE_MS)
 
 
+def expire_apart(ttl: Any, other: Any) -> bool:
+    """Whether two copies with these PTTLs expire apart: one lasts while the other expires, or
+    both expire more than the grace apart (docs/retention.md)."""
+    return outlives(ttl, other) or outlives(other, ttl)
+
+
+def carry_expiries(pairs: Sequence[tuple[Placed, dict[str, str], dict[str, str]]]) -> Op[list[str]]:
+    """For each pair of copies of a finished job that are the same but expire apart (``placed``,
+    the record at its first key, the record at its second, as read): the copy that outlives the
+    other takes the other's remaining time (the sooner expiry wins: no copy is kept longer than
+    a retention asked), only while it is still exactly as read. Outcomes: ``expiry`` (carried),
+    ``same`` (no longer apart), ``changed`` (the copy moved on: left for the next verify)."""
+    ttls = yield Batch(tuple(Command(("PTTL", key)) for (_, _, a, b), _, _ in pairs
+                             for key in (a, b)))
+    calls: list[Script | None] = []
+    for n, ((_, _, a, b), record_a, record_b) in enumerate(pairs):
+        ttl_a, ttl_b = ttls[2 * n], ttls[2 * n + 1]
+        if outlives(ttl_a, ttl_b):
+            calls.append(_cas(a, record_a, "write", {}, ttl_b))
+        elif outlives(ttl_b, ttl_a):
+            calls.append(_cas(b, record_b, "write", {}, ttl_a))
+        else:
+            calls.append(None)
+    sent = [call for call in calls if call is not None]
+    replies = iter((yield Batch(tuple(sent))) if sent else ())
+    return ["same" if call is None else "expiry" if next(replies) == "done" else "changed"
+            for call in calls]
+
+
 def _copy(keys: StoreKeys, to_key: str, record: dict[str, str], ttl: Any, job_id: str) -> Script:
     flat = [part for item in record.items() for part in item]
     return Script(COPY_IF_ABSENT, (to_key, keys.tomb(to_key), to_key),

@@ -453,6 +453,45 @@ def test_verify_is_clean_with_expiring_copies_and_not_with_a_lasting_one_missing
     assert not report.clean and report.missing == 1
 
 
+@pytest.mark.parametrize("source_ms, target_ms, fixed", [
+    (3_600_000, -1, "target"),              # the target copy lives on without an expiry
+    (-1, 3_600_000, "source"),              # the source copy does
+    (3_600_000, 36_000_000, "target"),      # both expire, nine hours apart: the sooner wins
+    (36_000_000, 3_600_000, "source"),
+])
+def test_verify_reports_copies_that_expire_apart_and_repair_carries_the_sooner(
+        make_store, source_ms, target_ms, fixed):
+    store = make_store("dual", phase="dual-write")
+    store.enqueue(WS, "a", job_id="j1")
+    store.enqueue(WS, "a", job_id="kept")
+    store.update_status("j1", "cancelled", workspace_id=WS)
+    source, target = "ai:jobs:j1", "ai:job:acme:j1"
+    for key, ms in ((source, source_ms), (target, target_ms)):
+        if ms > 0:
+            store.client.pexpire(key, ms)
+    clock = FakeClock()
+    migration = Migration(store.client, clock=clock, wait=clock.wait)
+    report = migration.verify()
+    assert not report.clean and report.differing == 1 and report.missing == 0
+    assert report.examples["differing"][0]["fields"] == ["expiry"]
+    assert report.examples["differing"][0]["key"] == source
+    assert migration.verify(repair=True).repaired == 1
+    sooner = min(ms for ms in (source_ms, target_ms) if ms > 0)
+    assert 0 < store.client.pttl(source if fixed == "source" else target) <= sooner
+    assert abs(store.client.pttl(source) - store.client.pttl(target)) < 5000
+    assert migration.verify().clean
+    assert store.client.pttl("ai:jobs:kept") == store.client.pttl("ai:job:acme:kept") == -1
+
+
+def test_verify_takes_copies_expiring_within_the_grace_for_the_same(make_store):
+    store = make_store("dual", phase="dual-write")
+    store.enqueue(WS, "a", job_id="j1")
+    store.update_status("j1", "cancelled", workspace_id=WS, ttl=HOUR)
+    store.client.pexpire("ai:job:acme:j1", 3_600_000 - 3000)  # written 3 s after the source
+    clock = FakeClock()
+    assert Migration(store.client, clock=clock, wait=clock.wait).verify().clean
+
+
 def test_the_asyncio_store_takes_the_same_ttls_and_sweeps(backend):
     import asyncio
 
