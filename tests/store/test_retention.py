@@ -17,8 +17,10 @@ from jobstore import ConfigError, InvalidArgument, JobStatus
 from jobstore.cli import main
 from jobstore.migration import Migration
 from jobstore.steps import Batch
+from tests.support.aio import FLAVOURS
 from tests.support.clock import FakeClock
 
+both = pytest.mark.parametrize("flavour", FLAVOURS)  # the sync store and the asyncio one
 WS = "acme"
 HOUR = 3600.0
 # Every layout a job can have copies in: (strategy, options)
@@ -55,6 +57,7 @@ def within(values: list[int], seconds: float) -> bool:
 
 # -- every copy, in every layout and phase ---------------------------------------------------
 
+@both
 @pytest.mark.parametrize("strategy, options", LAYOUTS, ids=lambda v: str(v))
 def test_a_final_move_expires_every_copy_and_other_moves_never_do(make_store, strategy, options):
     store = make_store(strategy, finished_ttl=HOUR, **options)
@@ -72,6 +75,7 @@ def test_a_final_move_expires_every_copy_and_other_moves_never_do(make_store, st
     assert max(pttls(store, "j1")) - min(pttls(store, "j1")) < 1000
 
 
+@both
 @pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
 def test_every_final_status_expires_and_pending_to_running_does_not(make_store, status):
     store = make_store("dual", phase="dual-write")
@@ -82,6 +86,7 @@ def test_every_final_status_expires_and_pending_to_running_does_not(make_store, 
     assert within(pttls(store, "j1"), HOUR)
 
 
+@both
 def test_without_any_ttl_a_finished_job_is_kept(make_store):
     store = make_store("dual", phase="dual-write")
     store.enqueue(WS, "a", job_id="j1")
@@ -89,6 +94,7 @@ def test_without_any_ttl_a_finished_job_is_kept(make_store):
     assert pttls(store, "j1") == [-1, -1]
 
 
+@both
 def test_which_ttl_wins(make_store):
     store = make_store("legacy", finished_ttl=10 * HOUR)
     store.enqueue(WS, "a", job_id="store")
@@ -107,6 +113,7 @@ def test_which_ttl_wins(make_store):
     assert within(pttls(other, "kept"), 2 * HOUR)
 
 
+@both
 def test_finish_takes_a_ttl(make_store):
     store = make_store("dual", phase="read-target", finished_ttl=10 * HOUR)
     store.enqueue(WS, "a", job_id="j1")
@@ -117,6 +124,7 @@ def test_finish_takes_a_ttl(make_store):
     assert within(pttls(store, "j2"), 10 * HOUR)
 
 
+@both
 def test_a_job_failed_when_its_last_lease_runs_out_expires(make_store):
     store = make_store("dual", phase="dual-write", finished_ttl=HOUR, max_attempts=1)
     store.enqueue(WS, "a", job_id="j1")
@@ -145,6 +153,7 @@ def each_step_sent_twice(store, op, keys: list[str], far: int) -> object:
         return done.value
 
 
+@both
 def test_a_resent_update_does_not_set_a_fresh_expiry(make_store):
     store = make_store("dual", phase="dual-write")
     store.enqueue(WS, "a", job_id="j1")
@@ -156,6 +165,7 @@ def test_a_resent_update_does_not_set_a_fresh_expiry(make_store):
     assert len(pttls(store, "j1")) == 2 and all(v > far - 60_000 for v in pttls(store, "j1"))
 
 
+@both
 def test_the_enqueue_records_the_ttl_in_the_record(make_store):
     store = make_store("legacy")
     store.enqueue(WS, "a", job_id="j1", ttl=1.5)
@@ -163,6 +173,7 @@ def test_the_enqueue_records_the_ttl_in_the_record(make_store):
     assert store.get("j1", workspace_id=WS).status is JobStatus.PENDING  # still reads
 
 
+@both
 @pytest.mark.parametrize("bad", [0, -1, "60", True, float("nan")])
 def test_a_bad_ttl_is_refused_before_anything_is_sent(make_store, bad):
     store = make_store("legacy")
@@ -184,6 +195,7 @@ def test_from_env_reads_the_retention_options(backend):
         assert store.context.dead_letter_ttl_ms == 86_400_000
 
 
+@both
 def test_a_record_really_expires(make_store):
     store = make_store("dual", phase="dual-write")
     store.enqueue(WS, "a", job_id="j1", ttl=0.2)
@@ -194,6 +206,7 @@ def test_a_record_really_expires(make_store):
 
 # -- the index, the queue, the dead letters --------------------------------------------------
 
+@both
 def test_list_skips_and_prunes_jobs_whose_records_are_gone(make_store):
     store = make_store("dual", phase="read-target")
     for i in range(5):
@@ -209,6 +222,7 @@ def test_list_skips_and_prunes_jobs_whose_records_are_gone(make_store):
     assert sorted(store.client.zrange(index, 0, -1)) == ["j0", "j2", "j4"]
 
 
+@both
 def test_list_keeps_the_entry_of_a_job_held_in_a_schema_it_does_not_read(make_store):
     store = make_store("dual", phase="off")  # reads the source only
     store.enqueue(WS, "a", job_id="j1")
@@ -219,6 +233,7 @@ def test_list_keeps_the_entry_of_a_job_held_in_a_schema_it_does_not_read(make_st
     assert store.client.zscore(store.keys.index(WS), "j1") is not None
 
 
+@both
 def test_the_prune_spares_a_job_enqueued_again_under_the_id(make_store):
     store = make_store("legacy")
     store.enqueue(WS, "a", job_id="j1")
@@ -234,6 +249,7 @@ def test_the_prune_spares_a_job_enqueued_again_under_the_id(make_store):
     assert [j.action for j in store.list(WS)] == ["again"]
 
 
+@both
 def test_dequeue_drops_queue_entries_of_expired_jobs(make_store):
     store = make_store("dual", phase="dual-write")
     store.enqueue(WS, "a", job_id="cancelled")
@@ -270,6 +286,7 @@ def test_sweep_prunes_every_index_in_bounded_steps(make_store):
     assert store.sweep(batch=5)["pruned"] == 0  # nothing left: a second run changes nothing
 
 
+@both
 def test_sweep_gives_jobs_finished_without_a_ttl_the_store_ttl(make_store):
     old = make_store("dual", phase="dual-write")
     old.enqueue(WS, "a", job_id="before")
@@ -288,6 +305,7 @@ def test_sweep_gives_jobs_finished_without_a_ttl_the_store_ttl(make_store):
     assert pttls(store, "pending") == [-1, -1]
 
 
+@both
 def test_sweep_drops_dead_letters_older_than_their_ttl(make_store):
     store = make_store("legacy", dead_letter_ttl=HOUR)
     now = time.time()
@@ -308,6 +326,7 @@ def many_indexes(store, workspaces: int = 6, jobs: int = 7) -> int:
     return workspaces * jobs
 
 
+@both
 def test_a_bounded_sweep_resumes_where_the_last_run_stopped(make_store):
     store = make_store("dual", phase="read-target")
     total = many_indexes(store)
@@ -323,6 +342,7 @@ def test_a_bounded_sweep_resumes_where_the_last_run_stopped(make_store):
     assert not again["resumed"] and again["entries"] == 10
 
 
+@both
 def test_a_bounded_sweep_covers_every_index_and_prunes_them_all(make_store):
     store = make_store("dual", phase="dual-write", finished_ttl=HOUR)
     for w in range(5):
@@ -386,6 +406,7 @@ def test_a_sweep_beside_another_never_makes_the_next_cycle_skip(make_store):
     assert d["resumed"] and d["complete"] and d["entries"] == total - 4
 
 
+@both
 @pytest.mark.parametrize("bad", [{"max_entries": 0}, {"max_entries": 1.5},
                                  {"max_seconds": 0}, {"max_seconds": "1"}, {"batch": 0}])
 def test_bad_sweep_bounds_are_refused_before_anything_is_sent(make_store, bad):
@@ -404,6 +425,14 @@ def test_the_sweep_command(make_store, backend):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["expiring"] == 2
     assert within(pttls(store, "j1"), 60)
+    many_indexes(store, workspaces=3, jobs=4)
+    outputs = []
+    for _ in range(3):
+        result = CliRunner().invoke(main, ["sweep", "--url", backend, "--max-entries", "5"])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    assert "stopped at its bound (the next run resumes here)" in outputs[0]
+    assert "resumed" in outputs[1] and "reached the end of every index" in outputs[2]
 
 
 # -- migration ---------------------------------------------------------------------------------
