@@ -99,6 +99,32 @@ def test_a_copy_level_with_its_original_but_lasting_is_given_its_expiry(off):
     assert 0 < off.client.pttl(target) <= off.client.pttl(source) + 1000
 
 
+def test_a_record_that_expires_between_the_read_and_its_ttl_read_is_not_copied_for_ever(off):
+    """The pass reads a record, then its PTTL in the same pipeline; the record expires between
+    the two (PTTL answers -2, as Redis does for a key that is gone). Taken for "no expiry", the
+    copy would live for ever; it must expire at once instead."""
+    (job_id,) = split_ids(off.client)
+    source, target = keys_of(job_id)
+    off.enqueue(WS, "a", job_id=job_id)
+    off.update_status(job_id, "cancelled", workspace_id=WS, ttl=HOUR)
+    migration = migration_of(off)
+    send, hit = migration.driver._send, []
+
+    def expired_meanwhile(calls, *args):
+        replies = send(calls, *args)
+        for i, call in enumerate(calls):
+            if getattr(call, "args", None) == ("PTTL", source) and not hit:
+                hit.append(i)
+                replies = [*replies[:i], -2, *replies[i + 1:]]
+                off.client.delete(source)  # it has expired
+        return replies
+
+    migration.driver._send = expired_meanwhile
+    migration.backfill()
+    assert hit
+    assert off.client.pttl(target) != -1  # expired already, or about to: never lasting
+
+
 @pytest.mark.parametrize("phase", ["dual-write", "read-target"])
 def test_finished_ttl_expires_both_copies_of_a_dual_write_job(cluster_url, phase):
     store = jobstore.open(cluster_url, "dual", phase=phase, finished_ttl=HOUR)
