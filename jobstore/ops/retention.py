@@ -23,6 +23,8 @@ from .context import Context, Op
 from .records import job_keys
 
 FINAL = frozenset(status.value for status in TERMINAL)
+# SCAN steps of a sweep that found no index key between two records of where it is
+MARK_EVERY = 16
 
 
 def _gone_elsewhere(ctx: Context, workspace_id: str, ids: Sequence[str],
@@ -139,7 +141,7 @@ class _Walk:
         pattern, head = ctx.keys.index("*"), ctx.keys.index("")[:-1]  # '<own prefix>:index:{'
         where = _where(saved)
         cursor, resume_index, resume_rank = where["scan"], where["index"], where["rank"]
-        server_was = where["server"]
+        server_was, unmarked = where["server"], 0
         while True:
             server, next_cursor, found = yield Scan(pattern, cursor, self.batch, node)
             if server_was and server != server_was:
@@ -165,9 +167,15 @@ class _Walk:
             if str(next_cursor) == "0":
                 yield from self.mark("done")
                 return True
-            cursor = next_cursor
-            yield from self.mark(_saved(server, cursor, "", 0))
-            if self.budget.left(1) == 0:
+            cursor, unmarked = next_cursor, unmarked + 1
+            stopping = self.budget.left(1) == 0
+            # recorded after a step that swept indexes, at a stop, and every MARK_EVERY steps
+            # (SCAN steps that find no index cost no extra round trip): an interrupted run
+            # resumes from the last one recorded
+            if stopping or found or unmarked >= MARK_EVERY:
+                yield from self.mark(_saved(server, cursor, "", 0))
+                unmarked = 0
+            if stopping:
                 return False
 
 
