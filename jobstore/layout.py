@@ -47,6 +47,9 @@ class StoreKeys:
         # The compatible queue's mode (a store option names the queue): 'shared' while the
         # replaced system's producers and workers may use it, 'left' once its ids moved here.
         self.queue_mode = f"{prefix}:queue:mode"
+        # Where a bounded sweep stopped, per primary, for the next one to resume (a hash:
+        # jobstore/lua/sweep_cursor.lua); in the index namespace, outside the indexes' pattern.
+        self.sweep = f"{prefix}:index:sweep"
 
     def holds(self, key: str) -> bool:
         """``key`` lies in one of jobstore's own namespaces (``<prefix>:queue...``, ...)."""

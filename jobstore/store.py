@@ -330,20 +330,28 @@ class JobStore(StoreCore):
         """
         return self._run(self._call_delete(job_id, workspace_id))
 
-    def sweep(self, batch: int = 500) -> dict[str, int]:
-        """Prune what expired records leave behind (docs/retention.md): walk every workspace
-        index, ``batch`` entries a step, and drop the entries whose records are gone; give the
-        store's ``finished_ttl`` to finished jobs that have no expiry yet (finished before it was
-        set); drop dead letters older than ``dead_letter_ttl``. Safe under live traffic (every
-        step re-checks what it removes) and to interrupt: run it again.
+    def sweep(self, batch: int = 500, *, max_entries: int | None = None,
+              max_seconds: float | None = None) -> dict[str, int]:
+        """Prune what expired records leave behind (docs/retention.md): drop dead letters older
+        than ``dead_letter_ttl``; walk the workspace indexes, ``batch`` entries a step, and drop
+        the entries whose records are gone; give the store's ``finished_ttl`` to finished jobs
+        that have no expiry yet (finished before it was set). Safe under live traffic and beside
+        another sweep (every step re-checks what it removes).
+
+        Bounded: ``max_entries`` (index entries examined plus dead letters dropped) and
+        ``max_seconds`` (checked before each step) stop a run; where it stopped is kept in
+        Redis (per primary on a cluster) and the next run resumes there, so that runs on a
+        schedule cover a keyspace of any size. Without bounds a run goes on to the end.
 
         Returns the counts: ``indexes``, ``entries`` (examined), ``pruned``, ``expiring``
-        (records given an expiry), ``dead_letters`` (dropped).
+        (records given an expiry), ``dead_letters`` (dropped); ``resumed`` (it began where an
+        earlier run stopped) and ``complete`` (it reached the end of every index: the next run
+        begins again from the start).
 
-        :raises InvalidArgument: bad ``batch`` (nothing sent).
+        :raises InvalidArgument: bad ``batch``, ``max_entries`` or ``max_seconds`` (nothing sent).
         :raises StoreUnavailable: Redis could not be reached.
         """
-        return self._run(self._call_sweep(batch))
+        return self._run(self._call_sweep(batch, max_entries, max_seconds))
 
     def migration(self) -> Migration:
         """The :class:`jobstore.migration.Migration` between the two schemas whose migration this

@@ -204,11 +204,20 @@ class StoreCore:
         limit = validation.limit(limit)
         return Call(ops.dead_letters(self.context, limit), "dead_letters", None)
 
-    def _call_sweep(self, batch: Any) -> Call[dict[str, int]]:
+    def _call_sweep(self, batch: Any, max_entries: Any = None,
+                    max_seconds: Any = None) -> Call[dict[str, int]]:
         if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 10_000:
             raise InvalidArgument("batch", f"must be an int from 1 to 10000, not {batch!r}")
-        return Call(ops_retention.sweep(self.context, batch, self.context.finished_ttl_ms),
-                    "sweep", None)
+        if max_entries is not None and (isinstance(max_entries, bool)
+                                        or not isinstance(max_entries, int) or max_entries < 1):
+            raise InvalidArgument("max_entries", f"must be an int >= 1 or None, not {max_entries!r}")
+        if max_seconds is not None and (isinstance(max_seconds, bool)
+                                        or not isinstance(max_seconds, (int, float))
+                                        or not 0 < max_seconds < float("inf")):
+            raise InvalidArgument("max_seconds",
+                                  f"must be a number of seconds above 0 or None, not {max_seconds!r}")
+        return Call(ops_retention.sweep(self.context, batch, self.context.finished_ttl_ms,
+                                        max_entries, max_seconds), "sweep", None)
 
     def _call_delete(self, job_id: Any, workspace_id: Any) -> Call[bool]:
         job_id, workspace_id = self._ids(job_id, workspace_id)

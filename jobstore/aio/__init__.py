@@ -142,9 +142,10 @@ class AsyncJobStore(StoreCore):
         """:meth:`jobstore.JobStore.delete`."""
         return await self._run(self._call_delete(job_id, workspace_id))
 
-    async def sweep(self, batch: int = 500) -> dict[str, int]:
+    async def sweep(self, batch: int = 500, *, max_entries: int | None = None,
+                    max_seconds: float | None = None) -> dict[str, int]:
         """:meth:`jobstore.JobStore.sweep`."""
-        return await self._run(self._call_sweep(batch))
+        return await self._run(self._call_sweep(batch, max_entries, max_seconds))
 
     def migration(self) -> AsyncMigration:
         """The :class:`jobstore.migration.aio.AsyncMigration` between this ``dual`` store's

@@ -115,8 +115,8 @@ VERIFY_COUNTS = (
     ("same", "same", "source records whose target copy is identical", None),
     ("missing", "missing", "source records with no target copy (backfill or --repair copies them)",
      False),
-    ("differing", "differing", "source records whose target copy differs (--repair merges them)",
-     False),
+    ("differing", "differing", "source records whose target copy differs, in its fields or "
+     "its expiry (--repair merges them)", False),
     ("target_newer", "target newer", "target copies that moved on after the source stopped "
      "being written", True),
     ("orphaned", "orphaned", "target records with no source record (left when cleanup deleted "

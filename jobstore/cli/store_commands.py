@@ -130,17 +130,26 @@ def dead_letters_command(url, prefix, source, target, limit, as_json, allow_evic
 @common_options
 @click.option("--batch", type=click.IntRange(1, 10_000), default=500, show_default=True,
               help="Index entries examined (and dead letters dropped) per step.")
+@click.option("--max-entries", type=click.IntRange(min=1), default=None,
+              help="Stop after this many index entries examined and dead letters dropped; "
+                   "the next run resumes where this one stopped.  [default: no bound]")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after the step that passes this many seconds; the next run resumes "
+                   "where this one stopped.  [default: no bound]")
 @store_option("finished_ttl", type=click.FloatRange(min=0, min_open=True))
 @store_option("dead_letter_ttl", type=click.FloatRange(min=0, min_open=True))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @eviction_option
-def sweep_command(url, prefix, source, target, batch, finished_ttl, dead_letter_ttl, as_json,
-                  allow_eviction) -> None:
+def sweep_command(url, prefix, source, target, batch, max_entries, max_seconds, finished_ttl,
+                  dead_letter_ttl, as_json, allow_eviction) -> None:
     """Prune what expired jobs leave behind: index entries of records that are gone, dead
     letters older than --dead-letter-ttl; with --finished-ttl, finished jobs that have no
-    expiry get one. Bounded steps, safe under live traffic; interrupted, run it again.
+    expiry get one. Bounded steps, safe under live traffic and beside another sweep.
 
-    A record counts as there when either schema (--source, --target) holds it.
+    With --max-entries or --max-seconds a run stops at its bound and the next run resumes
+    where it stopped (kept in Redis, per primary on a cluster): run it on a schedule to cover
+    a keyspace of any size. A record counts as there when either schema (--source, --target)
+    holds it.
     """
     from ..store import open as open_store
 
@@ -149,9 +158,12 @@ def sweep_command(url, prefix, source, target, batch, finished_ttl, dead_letter_
                        finished_ttl=finished_ttl, dead_letter_ttl=dead_letter_ttl,
                        allow_eviction=allow_eviction)
     with store:
-        totals = store.sweep(batch)
+        totals = store.sweep(batch, max_entries=max_entries, max_seconds=max_seconds)
+    where = ("reached the end of every index (the next run starts again from the beginning)"
+             if totals["complete"] else "stopped at its bound (the next run resumes here)")
     emit(totals, as_json,
-         [f"swept {totals['indexes']} workspace indexes (prefix {prefix}): examined "
+         [f"swept {totals['indexes']} workspace indexes (prefix {prefix}"
+          f"{', resumed' if totals['resumed'] else ''}): examined "
           f"{totals['entries']} entries, removed {totals['pruned']} whose records are gone; "
           f"{totals['expiring']} finished jobs given an expiry; {totals['dead_letters']} "
-          "dead letters dropped"])
+          f"dead letters dropped; {where}"])

@@ -25,7 +25,8 @@
 --   decides who wins)
 --   cleanup: an outcome of CLEANUP_RECORD, or 'error'
 --   verify: 'same' | 'not_a_record' | {kind, workspace, job id, record, counterpart} for any
---   other kind ('missing', 'differing', 'target_newer', 'orphaned'), records as flat lists
+--   other kind ('missing', 'differing', 'target_newer', 'orphaned', 'expiry': the same record
+--   whose copies expire apart), records as flat lists
 --- @include "rules"
 --- @include "time"
 --- @include "ids"
@@ -79,6 +80,16 @@ local function failed(reply) return type(reply) == 'table' and reply['err'] ~= n
 local function expiring(key)
   local ttl = redis.pcall('PTTL', key)
   return not failed(ttl) and ttl >= 0 and ttl <= {{ EXPIRY_GRACE_MS }}
+end
+-- copies of a finished job that are the same but expire apart: one lasts while the other
+-- expires, or both expire more than the grace apart (a real difference: verify reports it,
+-- docs/retention.md); pending and running jobs never expire, and are not compared so
+local FINAL = {{ TERMINAL }}
+local function expire_apart(record, a, b)
+  if not FINAL[record['status'] or ''] then return false end
+  local x, y = redis.pcall('PTTL', a), redis.pcall('PTTL', b)
+  if failed(x) or failed(y) or (x == -1 and y == -1) then return false end
+  return x == -1 or y == -1 or math.abs(x - y) > {{ EXPIRY_GRACE_MS }}
 end
 -- a record and its flat form; nil for a key of another type
 local function read(key)
@@ -159,7 +170,10 @@ local function settle(i, key, ws, job)
     local kind = 'missing'
     if theirs ~= nil and theirs['workspace_id'] == ws then
       kind = compared(mine, theirs)
-      if kind == 'same' then return 'same' end
+      if kind == 'same' then
+        if not expire_apart(mine, key, other_key) then return 'same' end
+        kind = 'expiry'
+      end
     elseif theirs ~= nil and expiring(key) then
       return 'same'
     end

@@ -211,28 +211,70 @@ def _catch_up(placed: list[Placed], plans: list[tuple[str, list[Script], Index |
     """A copy is made from a read taken a moment earlier: a move that reached the original in
     between found no copy to follow, or followed it only in part (a later move's mirror landed on
     the fresh copy, an earlier one's never did). Re-read both sides of fresh copies and bring
-    each copy level with the original: its fields and its write count (only while the copy is
-    still exactly as re-read)."""
+    each copy level with the original: its fields, its write count and its expiry (a final move
+    in between gave the original one: the copy takes its remaining time), only while the copy
+    is still exactly as re-read."""
     fresh = [(i, placed[i]) for i, outcome in enumerate(outcomes) if outcome in ("copied", "copied-back")]
     if not fresh:
         return
     now = yield Batch(tuple(
-        Command(("HGETALL", key)) for i, (_, _, a, b) in fresh
+        Command(args) for i, (_, _, a, b) in fresh
         for key in ((a, b) if outcomes[i] == "copied" else (b, a))
+        for args in (("HGETALL", key), ("PTTL", key))
     ))
     fixes: list[Script] = []
     for n, (i, (ws, _, a, b)) in enumerate(fresh):
-        original, copy = now[2 * n] or {}, now[2 * n + 1] or {}
+        original, ttl, copy, copy_ttl = now[4 * n: 4 * n + 4]
+        original, copy = original or {}, copy or {}
         to_key = b if outcomes[i] == "copied" else a
         if not original or not copy or original.get("workspace_id") != ws or copy.get("workspace_id") != ws:
             continue
         if rules.same_content(original, copy):
             if rules.rev(original) != rules.rev(copy):
-                fixes.append(_cas(to_key, copy, "write", {rules.REV: original.get(rules.REV, "0")}))
+                fixes.append(_cas(to_key, copy, "write", {rules.REV: original.get(rules.REV, "0")},
+                                  ttl))
+            elif outlives(copy_ttl, ttl):
+                fixes.append(_cas(to_key, copy, "write", {}, ttl))
         elif not rules.newer(copy, original):
-            fixes.append(_cas(to_key, copy, "write", rules.union(original, copy)))
+            fixes.append(_cas(to_key, copy, "write", rules.union(original, copy), ttl))
     if fixes:
         yield Batch(tuple(fixes))
+
+
+def outlives(ttl: Any, other: Any) -> bool:
+    """Whether a key with PTTL ``ttl`` outlives one with PTTL ``other`` (which expires) by more
+    than the grace: it has no expiry, or a later one (docs/retention.md)."""
+    mine, theirs = int(ttl), int(other)
+    return theirs > 0 and (mine == -1 or mine - theirs > rules.EXPIRY_GRACE_MS)
+
+
+def expire_apart(ttl: Any, other: Any) -> bool:
+    """Whether two copies with these PTTLs expire apart: one lasts while the other expires, or
+    both expire more than the grace apart (docs/retention.md)."""
+    return outlives(ttl, other) or outlives(other, ttl)
+
+
+def carry_expiries(pairs: Sequence[tuple[Placed, dict[str, str], dict[str, str]]]) -> Op[list[str]]:
+    """For each pair of copies of a finished job that are the same but expire apart (``placed``,
+    the record at its first key, the record at its second, as read): the copy that outlives the
+    other takes the other's remaining time (the sooner expiry wins: no copy is kept longer than
+    a retention asked), only while it is still exactly as read. Outcomes: ``expiry`` (carried),
+    ``same`` (no longer apart), ``changed`` (the copy moved on: left for the next verify)."""
+    ttls = yield Batch(tuple(Command(("PTTL", key)) for (_, _, a, b), _, _ in pairs
+                             for key in (a, b)))
+    calls: list[Script | None] = []
+    for n, ((_, _, a, b), record_a, record_b) in enumerate(pairs):
+        ttl_a, ttl_b = ttls[2 * n], ttls[2 * n + 1]
+        if outlives(ttl_a, ttl_b):
+            calls.append(_cas(a, record_a, "write", {}, ttl_b))
+        elif outlives(ttl_b, ttl_a):
+            calls.append(_cas(b, record_b, "write", {}, ttl_a))
+        else:
+            calls.append(None)
+    sent = [call for call in calls if call is not None]
+    replies = iter((yield Batch(tuple(sent))) if sent else ())
+    return ["same" if call is None else "expiry" if next(replies) == "done" else "changed"
+            for call in calls]
 
 
 def _copy(keys: StoreKeys, to_key: str, record: dict[str, str], ttl: Any, job_id: str) -> Script:
@@ -251,8 +293,11 @@ def _cas(key: str, record: dict[str, str], action: str,
 
 
 def _remaining(ttl: Any) -> int:
-    """A PTTL reply as the time to copy: ms, 0 when the key does not expire (or is gone)."""
-    return max(int(ttl or 0), 0)
+    """A PTTL reply as the time to copy: ms; 0 when the key does not expire (the copy keeps
+    what it has); 1 when it is gone (-2): it expired after it was read, so its copy expires
+    at once instead of living on without an expiry."""
+    ttl = int(ttl or 0)
+    return 1 if ttl == -2 else max(ttl, 0)
 
 
 def _score(created_at: Any) -> str:

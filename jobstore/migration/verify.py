@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from .. import rules
 from ..errors import InvalidArgument
+from ..job import TERMINAL
 from ..ops import Op, as_record
 from ..phases import MigrationState, Phase
 from ..schema import KeySchema
@@ -17,13 +18,14 @@ from ..ops import migration_calls
 from ..steps import Batch, Command, Pause, Primaries, Scan
 from .core import VERIFY_ATTEMPTS, MigrationCore, Progress, Run, _check_batch, _Counter, log
 from .reports import MigrationInterrupted, VerifyReport
-from .settle import NOT_A_HASH, Placed
+from .settle import NOT_A_HASH, Placed, carry_expiries, expire_apart
 from .transport import CHUNK, _keys_per_call, lua_trips
 
 # What verify found of one placed record: ``(kind, the record, its counterpart)``.
 Compared = tuple[str, dict[str, str], dict[str, str]]
 MUTABLE = rules.MUTABLE
-REPAIRED = ("copied", "copied-back", "merged", "deleted", "refreshed")
+REPAIRED = ("copied", "copied-back", "merged", "deleted", "refreshed", "expiry")
+FINAL = frozenset(status.value for status in TERMINAL)
 
 
 class Verifying(MigrationCore):
@@ -149,6 +151,16 @@ class Verifying(MigrationCore):
                     found[i] = ("same", *found[i][1:])
                 elif int(ttl) == -2:
                     found[i] = ("vanished", *found[i][1:])
+        # Copies of a finished job that are the same but expire apart are a real difference
+        # (docs/retention.md): one would be read after the other is gone.
+        final = [i for i, (kind, mine, theirs) in enumerate(found) if side == "source"
+                 and kind == "same" and mine.get("status") in FINAL and theirs]
+        if final:
+            ttls = yield Batch(tuple(Command(("PTTL", key)) for i in final
+                                     for key in placed[i][2:4]))
+            for n, i in enumerate(final):
+                if expire_apart(ttls[2 * n], ttls[2 * n + 1]):
+                    found[i] = ("expiry", *found[i][1:])
         return found
 
     def _compare_in_lua(self, side: str, schema: KeySchema, other: KeySchema, keys: list[str],
@@ -269,6 +281,7 @@ class Verifying(MigrationCore):
                     for i, result in zip(suspects, again):
                         found[i] = result
                 fixes: list[Placed] = []
+                apart: list[tuple[Placed, dict[str, str], dict[str, str]]] = []
                 for (ws, job_id, key, other_key), (kind, mine, theirs) in zip(placed, found):
                     if kind == "vanished":
                         continue  # deleted since the scan
@@ -298,6 +311,13 @@ class Verifying(MigrationCore):
                         report.orphaned += 1
                         if phase is Phase.TARGET_ONLY:
                             continue
+                    elif kind == "expiry":  # the same record, its copies expiring apart
+                        report.differing += 1
+                        report.example("differing", examples, workspace_id=ws, job_id=job_id,
+                                       key=key, other_key=other_key, fields=["expiry"])
+                        if repair:
+                            apart.append(((ws, job_id, key, other_key), mine, theirs))
+                        continue
                     else:
                         report.differing += 1
                     report.example(kind, examples, workspace_id=ws, job_id=job_id, key=key,
@@ -309,6 +329,10 @@ class Verifying(MigrationCore):
                     outcomes = yield from self._apply("merge", fixes, False, reads_target)
                     report.repaired += sum(1 for o in outcomes if o in REPAIRED)
                     _log_repairs(self.label, side, fixes, outcomes)
+                if apart:
+                    outcomes = yield from carry_expiries(apart)
+                    report.repaired += sum(1 for o in outcomes if o in REPAIRED)
+                    _log_repairs(self.label, side, [p for p, _, _ in apart], outcomes)
                 if progress:
                     progress(f"verify {side}", seen, None, {})
                 if cursor == "0" or (sample and seen >= sample):

@@ -20,7 +20,7 @@ from typing import Any
 from ..scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE, DELETE_RECORD, DEQUEUE, ENQUEUE,
                        EXPIRE_FINISHED, EXTEND, FINISH, LEASE_CLAIM, LEASE_LIST,
                        LEAVE_LEGACY_QUEUE, MIRROR, PRUNE_INDEX, PUSH_ONCE, READ_FIRST,
-                       RETURN_CLAIMS, TAKE, TOOK, TRIM_DEAD, UPDATE_STATUS, Lua)
+                       RETURN_CLAIMS, SWEEP_CURSOR, TAKE, TOOK, TRIM_DEAD, UPDATE_STATUS, Lua)
 from ..steps import Script
 
 # (state key, phase routed for, default phase): see jobstore/lua/includes/fence.lua.
@@ -166,6 +166,15 @@ def trim_dead(*, dead: str, older_than_ms: int, most: int) -> Script:
 def expire_finished(*, record: str, workspace_id: str, finished_ttl_ms: int) -> Script:
     """jobstore/lua/expire_finished.lua."""
     return Script(EXPIRE_FINISHED, (record,), (workspace_id, finished_ttl_ms))
+
+
+def sweep_cursor(*, cursor: str, start: Sequence[str] = (),
+                 mark: tuple[str, str, str] | None = None) -> Script:
+    """jobstore/lua/sweep_cursor.lua: ``start`` (the current primaries' names) reads where the
+    sweep of this cycle stopped, or ``mark`` (cycle, a primary's name, where) saves it."""
+    if mark is not None:
+        return Script(SWEEP_CURSOR, (cursor,), ("mark", *mark))
+    return Script(SWEEP_CURSOR, (cursor,), ("start", *start))
 
 
 def leave_legacy_queue(*, legacy_queue: str, queue: str, queue_mode: str, most: int,

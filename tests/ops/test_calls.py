@@ -72,6 +72,7 @@ SAMPLES: dict[str, Callable[[], Script]] = {
     "read_first": lambda: calls.read_first(records=(), workspace_id="w"),
     "prune_index": lambda: calls.prune_index(index="i", entries=()),
     "trim_dead": lambda: calls.trim_dead(dead="d", older_than_ms=1, most=2),
+    "sweep_cursor": lambda: calls.sweep_cursor(cursor="s", start=()),
     "expire_finished": lambda: calls.expire_finished(record="r", workspace_id="w",
                                                      finished_ttl_ms=1),
     "leave_legacy_queue": lambda: calls.leave_legacy_queue(legacy_queue="lq", queue="q",

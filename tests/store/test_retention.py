@@ -1,24 +1,23 @@
 """Retention: a finished job's records expire after its ttl on every copy (set with the final
 move, once), pending and running jobs never do, migrations carry the remaining time, verify
-takes expiring copies for what they are, and the index, queue and dead letters are pruned of
-what expired records leave behind (list, dequeue, sweep). Expiries are read with PTTL; the few
-tests that need a record to really expire use ttls of a fraction of a second."""
+takes expiring copies for what they are and reports copies that expire apart
+(test_retention_pruning: what expired records leave behind). Expiries are read with PTTL; the
+few tests that need a record to really expire use ttls of a fraction of a second."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
-from click.testing import CliRunner
 
 import jobstore
 from jobstore import ConfigError, InvalidArgument, JobStatus
-from jobstore.cli import main
 from jobstore.migration import Migration
 from jobstore.steps import Batch
 from jobstore.testing import FakeClock
+from tests.support.aio import FLAVOURS
 
+both = pytest.mark.parametrize("flavour", FLAVOURS)  # the sync store and the asyncio one
 WS = "acme"
 HOUR = 3600.0
 # Every layout a job can have copies in: (strategy, options)
@@ -55,6 +54,7 @@ def within(values: list[int], seconds: float) -> bool:
 
 # -- every copy, in every layout and phase ---------------------------------------------------
 
+@both
 @pytest.mark.parametrize("strategy, options", LAYOUTS, ids=lambda v: str(v))
 def test_a_final_move_expires_every_copy_and_other_moves_never_do(make_store, strategy, options):
     store = make_store(strategy, finished_ttl=HOUR, **options)
@@ -72,6 +72,7 @@ def test_a_final_move_expires_every_copy_and_other_moves_never_do(make_store, st
     assert max(pttls(store, "j1")) - min(pttls(store, "j1")) < 1000
 
 
+@both
 @pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
 def test_every_final_status_expires_and_pending_to_running_does_not(make_store, status):
     store = make_store("dual", phase="dual-write")
@@ -82,6 +83,7 @@ def test_every_final_status_expires_and_pending_to_running_does_not(make_store, 
     assert within(pttls(store, "j1"), HOUR)
 
 
+@both
 def test_without_any_ttl_a_finished_job_is_kept(make_store):
     store = make_store("dual", phase="dual-write")
     store.enqueue(WS, "a", job_id="j1")
@@ -89,6 +91,7 @@ def test_without_any_ttl_a_finished_job_is_kept(make_store):
     assert pttls(store, "j1") == [-1, -1]
 
 
+@both
 def test_which_ttl_wins(make_store):
     store = make_store("legacy", finished_ttl=10 * HOUR)
     store.enqueue(WS, "a", job_id="store")
@@ -107,6 +110,7 @@ def test_which_ttl_wins(make_store):
     assert within(pttls(other, "kept"), 2 * HOUR)
 
 
+@both
 def test_finish_takes_a_ttl(make_store):
     store = make_store("dual", phase="read-target", finished_ttl=10 * HOUR)
     store.enqueue(WS, "a", job_id="j1")
@@ -117,6 +121,7 @@ def test_finish_takes_a_ttl(make_store):
     assert within(pttls(store, "j2"), 10 * HOUR)
 
 
+@both
 def test_a_job_failed_when_its_last_lease_runs_out_expires(make_store):
     store = make_store("dual", phase="dual-write", finished_ttl=HOUR, max_attempts=1)
     store.enqueue(WS, "a", job_id="j1")
@@ -127,29 +132,37 @@ def test_a_job_failed_when_its_last_lease_runs_out_expires(make_store):
     assert within(pttls(store, "j1"), HOUR)
 
 
-def test_a_resent_update_does_not_set_a_fresh_expiry(make_store):
-    """Each step sent twice (redis-py re-sends a call whose reply was lost); between the two,
-    the copies are given a far expiry: a re-send that expired them afresh would bring it back
-    to the ttl."""
-    store = make_store("dual", phase="dual-write")
-    store.enqueue(WS, "a", job_id="j1")
-    far = 10 ** 9
-    op = store._writes.update_status(store.context, "j1", WS, JobStatus.CANCELLED, {},
-                                     None, 3_600_000)
+def each_step_sent_twice(store, op, keys: list[str], far: int) -> object:
+    """Run ``op`` sending each step twice (redis-py re-sends a call whose reply was lost);
+    between the two sends, those of ``keys`` that expire are given the far expiry ``far``: a
+    re-send that expired them afresh would bring them back to their ttl. Its result."""
     reply = None
     try:
         while True:
             step = op.send(reply)
             reply = store.driver._do(step)
             if isinstance(step, Batch):
-                for key in copies(store, "j1"):
-                    store.client.pexpire(key, far)
+                for key in keys:
+                    if store.client.pttl(key) > 0:
+                        store.client.pexpire(key, far)
                 reply = store.driver._do(step)
     except StopIteration as done:
-        assert done.value.status is JobStatus.CANCELLED
-    assert pttls(store, "j1") and all(v > far - 60_000 for v in pttls(store, "j1"))
+        return done.value
 
 
+@both
+def test_a_resent_update_does_not_set_a_fresh_expiry(make_store):
+    store = make_store("dual", phase="dual-write")
+    store.enqueue(WS, "a", job_id="j1")
+    far = 10 ** 9
+    op = store._writes.update_status(store.context, "j1", WS, JobStatus.CANCELLED, {},
+                                     None, 3_600_000)
+    job = each_step_sent_twice(store, op, ["ai:jobs:j1", "ai:job:acme:j1"], far)
+    assert job.status is JobStatus.CANCELLED
+    assert len(pttls(store, "j1")) == 2 and all(v > far - 60_000 for v in pttls(store, "j1"))
+
+
+@both
 def test_the_enqueue_records_the_ttl_in_the_record(make_store):
     store = make_store("legacy")
     store.enqueue(WS, "a", job_id="j1", ttl=1.5)
@@ -157,6 +170,7 @@ def test_the_enqueue_records_the_ttl_in_the_record(make_store):
     assert store.get("j1", workspace_id=WS).status is JobStatus.PENDING  # still reads
 
 
+@both
 @pytest.mark.parametrize("bad", [0, -1, "60", True, float("nan")])
 def test_a_bad_ttl_is_refused_before_anything_is_sent(make_store, bad):
     store = make_store("legacy")
@@ -178,131 +192,13 @@ def test_from_env_reads_the_retention_options(backend):
         assert store.context.dead_letter_ttl_ms == 86_400_000
 
 
+@both
 def test_a_record_really_expires(make_store):
     store = make_store("dual", phase="dual-write")
     store.enqueue(WS, "a", job_id="j1", ttl=0.2)
     store.update_status("j1", "cancelled", workspace_id=WS)
     time.sleep(0.5)
     assert copies(store, "j1") == [] and store.get("j1", workspace_id=WS) is None
-
-
-# -- the index, the queue, the dead letters --------------------------------------------------
-
-def test_list_skips_and_prunes_jobs_whose_records_are_gone(make_store):
-    store = make_store("dual", phase="read-target")
-    for i in range(5):
-        store.enqueue(WS, "a", job_id=f"j{i}")
-    store.update_status("j1", "cancelled", workspace_id=WS)
-    store.update_status("j3", "cancelled", workspace_id=WS)
-    gone(store, "j1")
-    gone(store, "j3")
-    index = store.keys.index(WS)
-    assert store.client.zcard(index) == 5
-    assert [j.job_id for j in store.list(WS, limit=2)] == ["j4", "j2"]
-    assert [j.job_id for j in store.list(WS)] == ["j4", "j2", "j0"]
-    assert sorted(store.client.zrange(index, 0, -1)) == ["j0", "j2", "j4"]
-
-
-def test_list_keeps_the_entry_of_a_job_held_in_a_schema_it_does_not_read(make_store):
-    store = make_store("dual", phase="off")  # reads the source only
-    store.enqueue(WS, "a", job_id="j1")
-    record = store.client.hgetall("ai:jobs:j1")
-    store.client.delete("ai:jobs:j1")
-    store.client.hset("ai:job:acme:j1", mapping=record)  # only the target holds it
-    assert store.list(WS) == []
-    assert store.client.zscore(store.keys.index(WS), "j1") is not None
-
-
-def test_the_prune_spares_a_job_enqueued_again_under_the_id(make_store):
-    store = make_store("legacy")
-    store.enqueue(WS, "a", job_id="j1")
-    store.update_status("j1", "cancelled", workspace_id=WS)
-    gone(store, "j1")
-    index = store.keys.index(WS)
-    old = store.client.zscore(index, "j1")
-    from jobstore.ops.retention import _prune
-
-    store.enqueue(WS, "again", job_id="j1")  # a new job, a new score
-    assert store.driver.run(_prune(index, [("j1", old)])) == 0
-    assert store.client.zscore(index, "j1") is not None
-    assert [j.action for j in store.list(WS)] == ["again"]
-
-
-def test_dequeue_drops_queue_entries_of_expired_jobs(make_store):
-    store = make_store("dual", phase="dual-write")
-    store.enqueue(WS, "a", job_id="cancelled")
-    store.enqueue(WS, "a", job_id="next")
-    store.update_status("cancelled", "cancelled", workspace_id=WS, ttl=HOUR)
-    gone(store, "cancelled")
-    assert store.dequeue().job_id == "next"
-    assert store.client.llen(store.keys.queue) == 0
-
-
-def test_sweep_prunes_every_index_in_bounded_steps(make_store):
-    store = make_store("dual", phase="read-target", finished_ttl=HOUR)
-    for ws in ("w1", "w2"):
-        store.enqueue_many([(ws, "a", None, f"{ws}-{i}") for i in range(23)])
-    for ws in ("w1", "w2"):
-        for i in range(0, 23, 2):
-            store.update_status(f"{ws}-{i}", "cancelled", workspace_id=ws)
-            for key in copies(store, f"{ws}-{i}", ws):
-                store.client.delete(key)  # as if expired
-    sizes: list[int] = []
-    send = store.driver._send
-
-    def recording(calls, tolerate=False):
-        sizes.append(len(calls))
-        return send(calls, tolerate)
-
-    store.driver._send = recording  # type: ignore[method-assign]
-    totals = store.sweep(batch=5)
-    assert totals["pruned"] == 24 and totals["indexes"] == 2
-    assert store.client.zcard(store.keys.index("w1")) == 11
-    assert store.client.zcard(store.keys.index("w2")) == 11
-    # a step reads 5 entries: two commands per copy, two copies each
-    assert max(sizes) <= 5 * 2 * 2
-    assert store.sweep(batch=5)["pruned"] == 0  # nothing left: a second run changes nothing
-
-
-def test_sweep_gives_jobs_finished_without_a_ttl_the_store_ttl(make_store):
-    old = make_store("dual", phase="dual-write")
-    old.enqueue(WS, "a", job_id="before")
-    old.enqueue(WS, "a", job_id="own", ttl=2 * HOUR)
-    old.enqueue(WS, "a", job_id="pending")
-    for job_id in ("before",):
-        old.update_status(job_id, "cancelled", workspace_id=WS)
-    old.client.persist("ai:jobs:own")
-    old.client.persist("ai:job:acme:own")
-    old.client.hset("ai:jobs:own", "status", "cancelled")
-    old.client.hset("ai:job:acme:own", "status", "cancelled")
-    store = make_store("dual", phase="dual-write", finished_ttl=HOUR)
-    assert store.sweep()["expiring"] == 4
-    assert within(pttls(store, "before"), HOUR)
-    assert within(pttls(store, "own"), 2 * HOUR)  # its enqueue's ttl wins
-    assert pttls(store, "pending") == [-1, -1]
-
-
-def test_sweep_drops_dead_letters_older_than_their_ttl(make_store):
-    store = make_store("legacy", dead_letter_ttl=HOUR)
-    now = time.time()
-    old = [json.dumps({"at": now - 2 * HOUR, "entry": f"old{i}", "reason": "r"}) for i in range(3)]
-    new = [json.dumps({"at": now, "entry": f"new{i}", "reason": "r"}) for i in range(2)]
-    store.client.lpush(store.keys.dead, *old, *new)  # newest first
-    assert store.sweep(batch=2)["dead_letters"] == 3
-    assert [letter.entry for letter in store.dead_letters()] == ["new1", "new0"]
-    kept = make_store("legacy")  # no dead_letter_ttl: nothing dropped
-    assert kept.sweep()["dead_letters"] == 0 and len(kept.dead_letters()) == 2
-
-
-def test_the_sweep_command(make_store, backend):
-    store = make_store("dual", phase="dual-write")
-    store.enqueue(WS, "a", job_id="j1")
-    store.update_status("j1", "cancelled", workspace_id=WS)
-    result = CliRunner().invoke(main, ["sweep", "--url", backend, "--finished-ttl", "60",
-                                       "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["expiring"] == 2
-    assert within(pttls(store, "j1"), 60)
 
 
 # -- migration ---------------------------------------------------------------------------------
@@ -350,6 +246,45 @@ def test_verify_is_clean_with_expiring_copies_and_not_with_a_lasting_one_missing
     store.client.pexpire("ai:jobs:j1", 3_600_000)
     report = migration.verify()
     assert not report.clean and report.missing == 1
+
+
+@pytest.mark.parametrize("source_ms, target_ms, fixed", [
+    (3_600_000, -1, "target"),              # the target copy lives on without an expiry
+    (-1, 3_600_000, "source"),              # the source copy does
+    (3_600_000, 36_000_000, "target"),      # both expire, nine hours apart: the sooner wins
+    (36_000_000, 3_600_000, "source"),
+])
+def test_verify_reports_copies_that_expire_apart_and_repair_carries_the_sooner(
+        make_store, source_ms, target_ms, fixed):
+    store = make_store("dual", phase="dual-write")
+    store.enqueue(WS, "a", job_id="j1")
+    store.enqueue(WS, "a", job_id="kept")
+    store.update_status("j1", "cancelled", workspace_id=WS)
+    source, target = "ai:jobs:j1", "ai:job:acme:j1"
+    for key, ms in ((source, source_ms), (target, target_ms)):
+        if ms > 0:
+            store.client.pexpire(key, ms)
+    clock = FakeClock(tick=0)
+    migration = Migration(store.client, clock=clock, wait=clock.wait)
+    report = migration.verify()
+    assert not report.clean and report.differing == 1 and report.missing == 0
+    assert report.examples["differing"][0]["fields"] == ["expiry"]
+    assert report.examples["differing"][0]["key"] == source
+    assert migration.verify(repair=True).repaired == 1
+    sooner = min(ms for ms in (source_ms, target_ms) if ms > 0)
+    assert 0 < store.client.pttl(source if fixed == "source" else target) <= sooner
+    assert abs(store.client.pttl(source) - store.client.pttl(target)) < 5000
+    assert migration.verify().clean
+    assert store.client.pttl("ai:jobs:kept") == store.client.pttl("ai:job:acme:kept") == -1
+
+
+def test_verify_takes_copies_expiring_within_the_grace_for_the_same(make_store):
+    store = make_store("dual", phase="dual-write")
+    store.enqueue(WS, "a", job_id="j1")
+    store.update_status("j1", "cancelled", workspace_id=WS, ttl=HOUR)
+    store.client.pexpire("ai:job:acme:j1", 3_600_000 - 3000)  # written 3 s after the source
+    clock = FakeClock(tick=0)
+    assert Migration(store.client, clock=clock, wait=clock.wait).verify().clean
 
 
 def test_the_asyncio_store_takes_the_same_ttls_and_sweeps(backend):
