@@ -176,11 +176,13 @@ CAUGHT_BY_A_MACHINE = [
 ]
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
 @pytest.mark.parametrize("schema, machine", CAUGHT_BY_A_MACHINE, ids=[c[0] for c in CAUGHT_BY_A_MACHINE])
-def test_a_machine_stops_a_broken_schema_at_its_first_divergence(unchecked_schemas, schema, machine):
+def test_a_machine_stops_a_broken_schema_at_its_first_divergence(unchecked_schemas, schema, machine,
+                                                                 flavour):
     url = f"memory://kit-{uuid.uuid4().hex}"
-    factory = ((lambda: StoreMachine(url, schema)) if machine is StoreMachine
-               else (lambda: MultiStrategyMachine(url, (schema,))))
+    factory = ((lambda: StoreMachine(url, schema, flavour=flavour)) if machine is StoreMachine
+               else (lambda: MultiStrategyMachine(url, (schema,), flavour=flavour)))
     with pytest.raises(Divergence) as failed:  # not a crash of the kit, not a bare JobExists
         run_machine(factory, UNSHRUNK)
     message = str(failed.value)
