@@ -102,7 +102,7 @@ class SchemaConformance:
     ``async_share``: the share of the machines' runs the asyncio store
     (:class:`jobstore.aio.AsyncJobStore`) makes, from 0 (not run) to 1 (as many as the
     synchronous store); None: ``JOBSTORE_KIT_ASYNC_SHARE``, else
-    :data:`~jobstore.testing.flavours.ASYNC_SHARE` (a quarter).
+    :data:`~jobstore.testing.flavours.ASYNC_SHARE` (a tenth).
     """
 
     schema: str = ""

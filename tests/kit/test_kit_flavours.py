@@ -1,7 +1,7 @@
 """The kit's machines on the asyncio store (jobstore.testing.flavours).
 
 A ``SchemaConformance`` class runs each machine on the synchronous store and on the asyncio one
-with no code of its own; the asyncio machines make a share of the runs (a quarter unless
+with no code of its own; the asyncio machines make a share of the runs (a tenth unless
 ``JOBSTORE_KIT_ASYNC_SHARE`` or the class says otherwise; 0 leaves them out); an asyncio machine
 drives :class:`jobstore.aio.AsyncJobStore` stores and :class:`AsyncMigration` migrations, on one
 event loop per run that is closed when the run ends.
@@ -52,7 +52,7 @@ def test_the_asyncio_machines_make_a_share_of_the_runs(monkeypatch):
     monkeypatch.delenv(ENV_ASYNC_SHARE, raising=False)
     base = profile("ci")
     assert flavour_settings(base, "sync") is base
-    assert flavour_settings(base, "async").max_examples == 7  # a quarter of 25, rounded up
+    assert flavour_settings(base, "async").max_examples == 3  # a tenth of 25, rounded up
     assert flavour_settings(base, "async", share=0.5).max_examples == 13
     assert flavour_settings(base, "async", share=1).max_examples == 25
     assert flavours(share=0) == ("sync",) and flavours() == ("sync", "async")
@@ -84,7 +84,7 @@ class Counting(RuleBasedStateMachine):
         pass
 
 
-@pytest.mark.parametrize("share, sync_runs, async_runs", [(None, 25, 7), (1.0, 25, 25)])
+@pytest.mark.parametrize("share, sync_runs, async_runs", [(None, 25, 3), (0.5, 25, 13), (1.0, 25, 25)])
 def test_a_class_runs_its_asyncio_machines_its_share_of_the_runs(monkeypatch, share, sync_runs,
                                                                   async_runs):
     monkeypatch.setenv("JOBSTORE_HYPOTHESIS_PROFILE", "ci")  # deterministic: every run counts
