@@ -18,7 +18,9 @@ and gets, on ``--jobstore-url`` (default: an embedded fakeredis) or ``redis_url`
   target from ``legacy`` (pinned in each phase, and following the stored phase), as the ``dual``
   source to ``workspace``, and :class:`~jobstore.testing.migrating.MultiStrategyMachine` with the
   schema among every other strategy, including migrations to and from it run while the
-  operations go on.
+  operations go on. Each machine runs on the synchronous store and on the asyncio one
+  (:class:`jobstore.aio.AsyncJobStore`, ``async_share`` of the runs): test ids end in
+  ``[sync]`` and ``[async]``.
 
 Modelled on ``fsspec.tests.abstract`` and ``zarr.testing``: the same class runs jobstore's own
 built-ins (tests/kit/test_conformance.py).
@@ -45,6 +47,7 @@ from ..schema import JOB_MARK, WORKSPACE_MARK, KeySchema, glob_regex
 from .profiles import kit_settings
 from .pytest_plugin import configured_url, prepared_url
 from .draws import ID_CHARS
+from .flavours import flavour_settings, flavours
 from .harness import StoreMachine
 from .migrating import PHASES, MultiStrategyMachine
 from .running import run_machine
@@ -96,11 +99,16 @@ class SchemaConformance:
     :func:`~jobstore.testing.profiles.kit_settings`; start from it to change one thing,
     ``settings(kit_settings(), max_examples=10)``). The property tests of the schema object
     run under the kit's profile too; neither touches the caller's global settings.
+    ``async_share``: the share of the machines' runs the asyncio store
+    (:class:`jobstore.aio.AsyncJobStore`) makes, from 0 (not run) to 1 (as many as the
+    synchronous store); None: ``JOBSTORE_KIT_ASYNC_SHARE``, else
+    :data:`~jobstore.testing.flavours.ASYNC_SHARE` (a tenth).
     """
 
     schema: str = ""
     redis_url: str | None = None
     machine_settings: Settings | None = None
+    async_share: float | None = None
 
     # -- fixtures -------------------------------------------------------------------------
 
@@ -129,8 +137,17 @@ class SchemaConformance:
         schemas = [get_registry().schema(name, prefix) for name in ("legacy", "workspace")]
         return [s for s in schemas if s.identity != mine]
 
-    def run(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
-        run_machine(factory, self.machine_settings)
+    def run(self, factory: Callable[[], RuleBasedStateMachine], flavour: str = "sync") -> None:
+        """Run a machine under ``machine_settings`` (or the kit's profile), cut to
+        ``async_share`` of its runs for the ``"async"`` flavour."""
+        base = self.machine_settings if self.machine_settings is not None else kit_settings()
+        run_machine(factory, flavour_settings(base, flavour, self.async_share))
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        """Each machine test runs once per flavour: ``jobstore_flavour`` is ``"sync"``, and
+        ``"async"`` unless ``async_share`` (or ``JOBSTORE_KIT_ASYNC_SHARE``) is 0."""
+        if "jobstore_flavour" in metafunc.fixturenames:
+            metafunc.parametrize("jobstore_flavour", flavours(self.async_share))
 
     # -- the schema object ----------------------------------------------------------------
     # Each property test builds its @given function per call: one function shared by every
@@ -356,22 +373,27 @@ class SchemaConformance:
 
     # -- the state machines ---------------------------------------------------------------
 
-    def test_machine_schema_alone(self, jobstore_url: str) -> None:
-        self.run(lambda: StoreMachine(jobstore_url, self.schema))
+    # Each runs once per flavour (``jobstore_flavour``, see pytest_generate_tests): on the
+    # synchronous store, and on the asyncio one with ``async_share`` of the runs.
 
-    def test_machine_as_dual_target_from_legacy(self, jobstore_url: str) -> None:
-        self._dual_machine(jobstore_url, "legacy", self.schema)
+    def test_machine_schema_alone(self, jobstore_url: str, jobstore_flavour: str) -> None:
+        self.run(lambda: StoreMachine(jobstore_url, self.schema, flavour=jobstore_flavour),
+                 jobstore_flavour)
 
-    def test_machine_as_dual_source_to_workspace(self, jobstore_url: str) -> None:
-        self._dual_machine(jobstore_url, self.schema, "workspace")
+    def test_machine_as_dual_target_from_legacy(self, jobstore_url: str, jobstore_flavour: str) -> None:
+        self._dual_machine(jobstore_url, "legacy", self.schema, jobstore_flavour)
 
-    def _dual_machine(self, url: str, source: str, target: str) -> None:
+    def test_machine_as_dual_source_to_workspace(self, jobstore_url: str, jobstore_flavour: str) -> None:
+        self._dual_machine(jobstore_url, self.schema, "workspace", jobstore_flavour)
+
+    def _dual_machine(self, url: str, source: str, target: str, flavour: str) -> None:
         if source == target:
             pytest.skip(f"dual needs two schemas; {source} -> {target} is the same one")
         both = {"source": source, "target": target}
         stores = {f"dual[{phase}]": ("dual", {**both, "phase": phase}) for phase in PHASES}
         stores["dual[stored phase]"] = ("dual", both)
-        self.run(lambda: StoreMachine(url, stores=stores))
+        self.run(lambda: StoreMachine(url, stores=stores, flavour=flavour), flavour)
 
-    def test_machine_every_strategy_reads_alike(self, jobstore_url: str) -> None:
-        self.run(lambda: MultiStrategyMachine(jobstore_url, (self.schema,)))
+    def test_machine_every_strategy_reads_alike(self, jobstore_url: str, jobstore_flavour: str) -> None:
+        self.run(lambda: MultiStrategyMachine(jobstore_url, (self.schema,), flavour=jobstore_flavour),
+                 jobstore_flavour)

@@ -21,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from ..connection import connect
 from ..errors import JobExists
 from ..job import ALLOWED_MOVES, Job, JobStatus
+from ..aio import AsyncJobStore
 from ..store import JobStore
 from .draws import (
     JOB_IDS,
@@ -36,6 +37,7 @@ from .draws import (
     workspace_pools,
     workspaces,
 )
+from .flavours import Blocking, async_client, check_flavour, machine_loop
 from .model import BY_DESIGN, JobView, ModelJob, StoreModel, ids_per_store, job_view
 from .outcomes import (
     Check,
@@ -43,6 +45,7 @@ from .outcomes import (
     Item,
     Migrating,
     Outcome,
+    Store,
     Subject,
     _abbreviate,
     _describe,
@@ -64,17 +67,26 @@ class _Harness(RuleBasedStateMachine):
       different id scopes are compared (``legacy`` refuses what ``workspace`` accepts).
     - ``steer_clear_of``: names from :data:`~jobstore.testing.model.BY_DESIGN` whose
       sequences are skipped.
+
+    ``flavour``: ``"sync"`` drives :class:`jobstore.JobStore` stores, ``"async"``
+    :class:`jobstore.aio.AsyncJobStore` ones, each call run to its end on an event loop
+    (:mod:`jobstore.testing.flavours`); everything else is the same.
     """
 
     generated_ids = True
     cross_workspace_ids = True
     steer_clear_of: frozenset[str] = frozenset(BY_DESIGN)
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, flavour: str = "sync"):
         super().__init__()
         self.url = url
+        self.flavour = check_flavour(flavour)
         self.prefix = _unique_prefix()
-        self.client = connect(url)
+        self.client = connect(url)  # both flavours: the machine's own reads, scans and cleanup
+        if flavour == "async":
+            self.loop, self._owns_loop = machine_loop()
+            self.async_client = async_client(url, self.client)
+            self._async_opened: list[Blocking[Any]] = []
         self.subjects: dict[str, Subject] = {}
         self.model = StoreModel(ids_per_store=False)
         self.workspaces: tuple[str, ...] = WORKSPACES
@@ -82,9 +94,22 @@ class _Harness(RuleBasedStateMachine):
         self.steps = 0
         self.last_operation = "draw_ids"
 
-    def open_store(self, name: str, strategy: str, options: Mapping[str, Any]) -> JobStore:
+    def open_store(self, name: str, strategy: str, options: Mapping[str, Any]) -> Store:
         # Every store gets a prefix of its own on the one database.
-        return JobStore(self.client, strategy, prefix=f"{self.prefix}:{len(self.subjects)}", **options)
+        return self._store(strategy, prefix=f"{self.prefix}:{len(self.subjects)}", **options)
+
+    def _store(self, strategy: str, **options: Any) -> Store:
+        """A store of this machine's flavour on its connections."""
+        if self.flavour == "sync":
+            return JobStore(self.client, strategy, **options)
+        return self._blocking(AsyncJobStore(self.async_client, strategy, **options))
+
+    def _blocking(self, wrapped: Any) -> Blocking[Any]:
+        """``wrapped`` (an asyncio store or migration) driven on this machine's loop; released
+        in ``teardown``."""
+        face: Blocking[Any] = Blocking(wrapped, self.loop)
+        self._async_opened.append(face)
+        return face
 
     def teardown(self) -> None:
         try:
@@ -93,6 +118,19 @@ class _Harness(RuleBasedStateMachine):
                 self.client.delete(*keys[start : start + 500])
         finally:
             self.client.close()
+            if self.flavour == "async":
+                self._close_async()
+
+    def _close_async(self) -> None:
+        """Release the asyncio stores and migrations (their connections are the machine's own
+        asyncio client's, closed last), then the loop if the machine opened it."""
+        try:
+            if not self.loop.closed:
+                self.loop.run(_release([face.wrapped for face in self._async_opened],
+                                       self.async_client))
+        finally:
+            if self._owns_loop:
+                self.loop.close()
 
     @initialize(workspaces=workspace_pools(), job_ids=job_id_pools())
     def draw_ids(self, workspaces: tuple[str, str, str], job_ids: tuple[str, str, str, str]) -> None:
@@ -126,7 +164,7 @@ class _Harness(RuleBasedStateMachine):
         raise Divergence(short)
 
     def _apply(self, operation: str, model_call: Callable[[], Any],
-               store_call: Callable[[JobStore], Any], check: Check | None = None) -> Outcome:
+               store_call: Callable[[Store], Any], check: Check | None = None) -> Outcome:
         """Run ``model_call`` once and ``store_call`` on every subject; outcomes must agree."""
         __tracebackhide__ = True
         self._step(operation)
@@ -401,17 +439,31 @@ class _Harness(RuleBasedStateMachine):
             self._check_listing(subject, every, got, operation, every, 100)
 
 
+async def _release(opened: list[Any], client: Any) -> None:
+    """Wait for what the asyncio stores and migrations have under way (coalesced enqueues,
+    deletes of spent keys), then close their shared client."""
+    try:
+        for wrapped in opened:
+            if isinstance(wrapped, AsyncJobStore):
+                await wrapped._enqueues.close()  # not close(): that closes the shared client
+            await wrapped.driver.close()
+    finally:
+        await client.aclose()
+
+
 class StoreMachine(_Harness):
     """One store, or several that must behave identically, against the model.
 
     ``StoreMachine(url, "hashtag")`` tests one strategy; ``StoreMachine(url, stores={name:
     (strategy, options), ...})`` feeds the same stream to several stores of the same id scope
     (e.g. ``dual`` pinned in each phase) and requires each to match the model.
+    ``flavour="async"`` drives asyncio stores (:class:`jobstore.aio.AsyncJobStore`) instead.
     """
 
     def __init__(self, url: str = "memory://", strategy: str = "legacy", *,
-                 stores: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None, **options: Any):
-        super().__init__(url)
+                 stores: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
+                 flavour: str = "sync", **options: Any):
+        super().__init__(url, flavour=flavour)
         specs = dict(stores) if stores else {strategy: (strategy, options)}
         for name, (strategy_name, strategy_options) in specs.items():
             self.subjects[name] = Subject(name, self.open_store(name, strategy_name, strategy_options))
@@ -422,4 +474,5 @@ class StoreMachine(_Harness):
                 "workspace); compare stores of different scopes with MultiStrategyMachine"
             )
         self.model = StoreModel(ids_per_store=scopes.pop())
-        note(f"stores: {', '.join(f'{n} ({s.store.strategy.describe()})' for n, s in self.subjects.items())}")
+        note(f"{'stores' if flavour == 'sync' else 'asyncio stores'}: "
+             f"{', '.join(f'{n} ({s.store.strategy.describe()})' for n, s in self.subjects.items())}")

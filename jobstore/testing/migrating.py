@@ -13,10 +13,10 @@ from hypothesis.stateful import precondition, rule
 from ..builtins.dual import DualStrategy
 from ..errors import MigrationRefused
 from ..migration import Migration, PassReport
+from ..migration.aio import AsyncMigration
 from ..phases import Phase
-from ..store import JobStore
 from .harness import _Harness
-from .outcomes import Migrating, Subject, _describe, _outcome
+from .outcomes import Migrating, Store, StoreMigration, Subject, _describe, _outcome
 
 PHASES = tuple(p.value for p in Phase)
 
@@ -85,6 +85,9 @@ class MultiStrategyMachine(_Harness):
     follows a switch within a second (it caches the phase for up to ``STATE_MAX_AGE`` of
     ``time.monotonic()``), and a fresh store is exactly what every store is once that second
     has passed, without sleeping and without reaching into the strategy's cache.
+
+    ``flavour="async"``: the stores are :class:`jobstore.aio.AsyncJobStore` and the migrations
+    :class:`jobstore.migration.aio.AsyncMigration` (:mod:`jobstore.testing.flavours`).
     """
 
     generated_ids = False
@@ -92,8 +95,8 @@ class MultiStrategyMachine(_Harness):
 
     def __init__(self, url: str = "memory://", schemas: tuple[str, ...] = (), *,
                  pinned: tuple[str, ...] = PHASES,
-                 migrations: tuple[tuple[str, str], ...] | None = None):
-        super().__init__(url)
+                 migrations: tuple[tuple[str, str], ...] | None = None, flavour: str = "sync"):
+        super().__init__(url, flavour=flavour)
         self.clock = FakeClock()
         names = ["legacy", "workspace", *[s for s in schemas if s not in ("legacy", "workspace")]]
         for name in names:
@@ -111,21 +114,28 @@ class MultiStrategyMachine(_Harness):
         for source, target in migrations:
             name = f"dual[{source}->{target}, migrating]"
             prefix = f"{self.prefix}:{len(self.subjects)}"
-            migration = Migration(self.client, source=source, target=target, prefix=prefix,
-                                  clock=self.clock, wait=self.clock.wait)
+            migration = self._migration(source, target, prefix)
             migration.set_phase("off")
             self.subjects[name] = Migrating(name, self._open_dual(prefix, source, target),
                                             migration=migration, prefix=prefix, source=source,
                                             target=target)
-        note(f"stores: {', '.join(self.subjects)}")
+        note(f"{'stores' if flavour == 'sync' else 'asyncio stores'}: {', '.join(self.subjects)}")
 
-    def _open_dual(self, prefix: str, source: str, target: str) -> JobStore:
-        return JobStore(self.client, "dual", prefix=prefix, source=source, target=target)
+    def _migration(self, source: str, target: str, prefix: str) -> StoreMigration:
+        """The migration of a migrating store, of the machine's flavour, on the fake clock."""
+        if self.flavour == "sync":
+            return Migration(self.client, source=source, target=target, prefix=prefix,
+                             clock=self.clock, wait=self.clock.wait)
+        return self._blocking(AsyncMigration(self.async_client, source=source, target=target,
+                                             prefix=prefix, clock=self.clock, wait=self.clock.wait))
+
+    def _open_dual(self, prefix: str, source: str, target: str) -> Store:
+        return self._store("dual", prefix=prefix, source=source, target=target)
 
     def _reopen(self, subject: Migrating) -> None:
         subject.store = self._open_dual(subject.prefix, subject.source, subject.target)
 
-    def _misplaced(self, migration: Migration) -> str:
+    def _misplaced(self, migration: StoreMigration) -> str:
         """Why a pass could not place a record: the first record whose key parses to other ids
         than the record holds, or the hint."""
         for schema in (migration.source, migration.target):

@@ -8,7 +8,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import JobExists, JobStoreError
 from ..job import Job
@@ -16,7 +16,17 @@ from ..migration import Migration
 from ..store import JobStore
 from ..validation import ID_CLASS
 from .draws import MAX_ID
+from .flavours import Blocking
 from .model import ModelJob, job_view
+
+if TYPE_CHECKING:
+    from ..aio import AsyncJobStore
+    from ..migration.aio import AsyncMigration
+
+# A store under test: a synchronous one, or an asyncio one driven through a loop.
+Store = Union[JobStore, "Blocking[AsyncJobStore]"]
+# The migration of a migrating store, of the same flavour.
+StoreMigration = Union[Migration, "Blocking[AsyncMigration]"]
 
 
 @dataclass
@@ -24,7 +34,7 @@ class Subject:
     """One store under test, and the creation time it gave each of its jobs."""
 
     name: str
-    store: JobStore
+    store: Store
     created: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
@@ -41,7 +51,7 @@ Item = tuple[str, str, dict[str, Any] | None, str]
 class Migrating(Subject):
     """A ``dual`` store whose phase the machine moves through :data:`MIGRATION_CYCLE`."""
 
-    migration: Migration = field(kw_only=True)
+    migration: StoreMigration = field(kw_only=True)
     prefix: str = ""
     source: str = "legacy"
     target: str = "workspace"

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from hypothesis import HealthCheck, Phase as HypothesisPhase, settings as Settings
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
+from .flavours import one_loop
 from .profiles import kit_settings, selected, shrink_seconds
 
 
@@ -20,11 +21,13 @@ def run_machine(factory: Callable[[], RuleBasedStateMachine], settings: Settings
     The deadline is always off: a step's time is Redis latency, not a bug. Under the ``ci``
     profile a failing run shrinks for at most
     :data:`~jobstore.testing.profiles.SHRINK_SECONDS` seconds (see :func:`shrink_limit`).
+    Asyncio machines (``flavour="async"``) share one event loop for the whole run, closed when
+    it ends (:func:`jobstore.testing.flavours.one_loop`).
     """
     base = settings if settings is not None else kit_settings()
     limit = shrink_seconds()
     started = time.perf_counter()
-    with shrink_limit(limit) as shrinks:
+    with shrink_limit(limit) as shrinks, one_loop():
         try:
             run_state_machine_as_test(
                 # Hypothesis annotates a machine class; it documents (and runs) any factory.

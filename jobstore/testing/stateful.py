@@ -21,6 +21,7 @@ Both are plain Hypothesis ``RuleBasedStateMachine`` classes; :func:`run_machine`
 the kit's profile (:func:`jobstore.testing.profiles.kit_settings`)::
 
     run_machine(lambda: StoreMachine("memory://", "hashtag"))
+    run_machine(lambda: StoreMachine("memory://", "hashtag", flavour="async"))  # AsyncJobStore
 
 Every run uses a fresh random key prefix on the given database and deletes its own keys when it
 ends, so runs never see each other and nothing else in the database is touched.
@@ -33,7 +34,9 @@ plugin authors import them from:
 - :mod:`~jobstore.testing.harness`: the shared rules and checks, and :class:`StoreMachine`;
 - :mod:`~jobstore.testing.migrating`: :class:`MultiStrategyMachine`, :class:`FakeClock` and
   :data:`MIGRATION_CYCLE`;
-- :mod:`~jobstore.testing.running`: :func:`run_machine` and :func:`shrink_limit`.
+- :mod:`~jobstore.testing.running`: :func:`run_machine` and :func:`shrink_limit`;
+- :mod:`~jobstore.testing.flavours`: driving the asyncio store (``flavour="async"`` on either
+  machine) from the machines' synchronous rules, and the share of runs it makes.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 The same ``SchemaConformance`` class a plugin author subclasses runs here on ``legacy`` and
 ``workspace`` (and ``hashtag`` and ``bucketed``, the example plugins in plugins/), each on fakeredis, on a real
 redis-server and on a real 3-node Redis Cluster. ``dual`` is covered by every class: pinned in
-each phase, following the stored phase, and migrated back and forth while operations run.
+each phase, following the stored phase, and migrated back and forth while operations run. Every
+machine runs on the synchronous store and on the asyncio one (``[sync]`` and ``[async]`` in the
+test ids; the asyncio machines make a tenth of the runs, jobstore.testing.flavours).
 """
 
 from __future__ import annotations

@@ -90,9 +90,11 @@ FIRST_FAILURE = re.compile(
 )
 
 # The kit's tests that must catch a job_key that ignores the workspace: the static key checks
-# and, independently, the state machine driving a store of the schema against the model.
+# and, independently, the state machine driving a store of the schema against the model, on
+# the synchronous store and on the asyncio one.
 MUST_CATCH = ("test_job_keys_round_trip_through_parse_key", "test_distinct_jobs_have_distinct_keys",
               "test_machine_schema_alone")
+MUST_CATCH_IDS = (*MUST_CATCH[:2], f"{MUST_CATCH[2]}[sync]", f"{MUST_CATCH[2]}[async]")
 
 
 def run_kit(pytester, schema: str, *args: str):
@@ -104,7 +106,7 @@ def run_kit(pytester, schema: str, *args: str):
 def outcomes(result) -> dict[str, str]:
     found = {}
     for line in result.outlines:
-        match = re.match(r"(PASSED|FAILED|SKIPPED|ERROR) \S*::TestSchema::(\w+)", line)
+        match = re.match(r"(PASSED|FAILED|SKIPPED|ERROR) \S*::TestSchema::(\w+(?:\[\w+\])?)", line)
         if match:
             found[match.group(2)] = match.group(1)
     return found
@@ -120,7 +122,7 @@ def test_the_kit_catches_a_schema_whose_job_key_ignores_the_workspace(pytester, 
     took = time.monotonic() - started
     found = outcomes(result)
     output = result.stdout.str()
-    assert found == {name: "FAILED" for name in MUST_CATCH}, output[-3000:]
+    assert found == {name: "FAILED" for name in MUST_CATCH_IDS}, output[-3000:]
     first = FIRST_FAILURE.search(output)
     assert first, output[-3000:]
     assert first["store"] == "broken", first.group(0)
@@ -133,7 +135,7 @@ def test_the_kit_catches_a_schema_whose_job_key_ignores_the_workspace(pytester, 
 
 def test_a_correct_schema_passes_the_same_tests(pytester):
     result = run_kit(pytester, "team", "-k", " or ".join(MUST_CATCH))
-    assert outcomes(result) == {name: "PASSED" for name in MUST_CATCH}, result.stdout.str()[-3000:]
+    assert outcomes(result) == {name: "PASSED" for name in MUST_CATCH_IDS}, result.stdout.str()[-3000:]
 
 
 # -- the machines catch broken schemas on their own ------------------------------------------
@@ -176,11 +178,13 @@ CAUGHT_BY_A_MACHINE = [
 ]
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
 @pytest.mark.parametrize("schema, machine", CAUGHT_BY_A_MACHINE, ids=[c[0] for c in CAUGHT_BY_A_MACHINE])
-def test_a_machine_stops_a_broken_schema_at_its_first_divergence(unchecked_schemas, schema, machine):
+def test_a_machine_stops_a_broken_schema_at_its_first_divergence(unchecked_schemas, schema, machine,
+                                                                 flavour):
     url = f"memory://kit-{uuid.uuid4().hex}"
-    factory = ((lambda: StoreMachine(url, schema)) if machine is StoreMachine
-               else (lambda: MultiStrategyMachine(url, (schema,))))
+    factory = ((lambda: StoreMachine(url, schema, flavour=flavour)) if machine is StoreMachine
+               else (lambda: MultiStrategyMachine(url, (schema,), flavour=flavour)))
     with pytest.raises(Divergence) as failed:  # not a crash of the kit, not a bare JobExists
         run_machine(factory, UNSHRUNK)
     message = str(failed.value)
@@ -290,7 +294,8 @@ def test_the_whole_kit_on_a_third_party_schema_over_real_redis(pytester, redis_u
     found = outcomes(result)
     assert found and set(found.values()) == {"PASSED"}, result.stdout.str()[-3000:]
     assert found["test_single_job_operations_take_one_round_trip"] == "PASSED"
-    assert found["test_machine_every_strategy_reads_alike"] == "PASSED"
+    assert found["test_machine_every_strategy_reads_alike[sync]"] == "PASSED"
+    assert found["test_machine_every_strategy_reads_alike[async]"] == "PASSED"
 
 
 def test_the_pytest_plugin_gives_fixtures_for_a_strategy_and_url(pytester, redis_url):
