@@ -140,29 +140,34 @@ class _Walk:
         pattern, head = ctx.keys.index("*"), ctx.keys.index("")[:-1]  # '<own prefix>:index:{'
         where = _where(saved)
         cursor, resume_index, resume_rank = where["scan"], where["index"], where["rank"]
+        swept: list[str] = list(where["swept"])  # of the resumed SCAN step, by the last run
         server_was, unmarked = where["server"], 0
         while True:
             server, next_cursor, found = yield Scan(pattern, cursor, self.batch, node)
             if server_was and server != server_was:
                 # a cursor means nothing to another server (a restart, a failover): start over
-                cursor, resume_index, resume_rank, server_was = "0", "", 0, ""
+                cursor, resume_index, resume_rank, server_was, swept = "0", "", 0, "", []
                 continue
             server_was = ""
             for index in sorted(set(found)):
                 workspace_id = index[len(head):-1]
                 if not index.startswith(head) or not index.endswith("}") or not workspace_id:
                     continue
-                if resume_index and index < resume_index:
-                    continue  # swept by the run that stopped at resume_index
+                if index in swept:
+                    continue  # swept by the run that stopped in this SCAN step
                 rank = resume_rank if index == resume_index else 0
-                resume_index, resume_rank = "", 0
                 self.totals["indexes"] += 1
                 stopped = yield from _sweep_index(ctx, index, workspace_id, self.batch,
                                                   self.finished_ttl_ms, self.totals,
                                                   self.budget, rank)
                 if stopped is not None:
-                    yield from self.mark(_saved(server, cursor, index, stopped))
+                    yield from self.mark(_saved(server, cursor, index, stopped, swept))
                     return False
+                swept.append(index)
+            # Only the resumed SCAN step holds indexes the last run swept, named one by one (the
+            # same cursor may hand out other keys once the server resized its table); past it,
+            # every index is this run's, the one it stopped in gone by now (emptied) or not.
+            resume_index, resume_rank, swept = "", 0, []
             if str(next_cursor) == "0":
                 yield from self.mark("done")
                 return True
@@ -178,18 +183,22 @@ class _Walk:
                 return False
 
 
-def _saved(server: str, cursor: str, index: str, rank: int) -> str:
-    return json.dumps({"server": server, "scan": str(cursor), "index": index, "rank": rank})
+def _saved(server: str, cursor: str, index: str, rank: int, swept: Sequence[str] = ()) -> str:
+    """Where a run stopped: the SCAN step (``cursor`` of ``server``), the index it stopped in and
+    the rank reached there, and the indexes of that step it swept whole."""
+    return json.dumps({"server": server, "scan": str(cursor), "index": index, "rank": rank,
+                       "swept": list(swept)})
 
 
 def _where(saved: str | None) -> dict[str, Any]:
     """Where the last run stopped on a primary (nothing saved, or unreadable: its start)."""
-    start = {"server": "", "scan": "0", "index": "", "rank": 0}
+    start = {"server": "", "scan": "0", "index": "", "rank": 0, "swept": []}
     try:
         where = json.loads(saved) if saved else {}
     except ValueError:
         return start
-    if not isinstance(where, dict) or set(where) != set(start):
+    if (not isinstance(where, dict) or set(where) != set(start)
+            or not isinstance(where["swept"], list)):
         return start
     return where
 
