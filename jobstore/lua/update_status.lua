@@ -21,7 +21,7 @@
 -- record without a workspace_id, or one that would not decode, stops the update: nothing written.
 -- A re-sent call answers what its first attempt answered (the marker keeps it), whatever the
 -- keys hold now: never another incarnation's record, never a second claim. A move fenced by its
--- claim (ARGV[6]) of a record still running under it is a first attempt, known without reading
+-- claim (ARGV[6]) of records all still running under it is a first attempt, known without reading
 -- the marker (includes/update_record.lua). A move out of 'running' ends the record's claim: its
 -- lease is dropped (standalone; on Cluster the caller drops it, and a lease left behind is
 -- dropped when it runs out).

@@ -491,3 +491,36 @@ def test_finish_takes_from_the_compatible_queue(open_store, redis_url):
     assert client.hget(f"ai:jobs:{theirs}", "status") == "completed"
     assert "T" in client.hget(f"ai:jobs:{theirs}", "updated_at")  # the old record's time form
     assert client.llen(QUEUE) == 0 and leases(store) == []
+
+
+def test_a_finish_re_sent_after_a_switch_touches_other_copies_claims_no_second_job(redis_url,
+                                                                                    open_store):
+    # The first attempt moves the only copy its phase routes to (target-only) and claims the
+    # next job; its reply is lost. A forced rollback routes the re-send to both copies, one of
+    # them still running under the claim, as a first attempt would find it: the re-send must
+    # still be recognised by its op marker and answer the job it claimed, not claim another.
+    store = open_store(redis_url, "dual")
+    ages = iter(range(0, 10**6, 10))
+    store.driver.core.monotonic = lambda: next(ages)  # every call reads the phase first
+    clock = FakeClock(tick=0)
+    migration = jobstore.Migration(store.client, clock=clock, wait=clock.wait)
+    for phase in ("dual-write", "read-target"):
+        migration.set_phase(phase, force=True, reason="test")
+    for job_id in ("j1", "j2", "j3"):
+        store.enqueue("acme", "a", job_id=job_id)
+    job = store.dequeue()
+    assert job.job_id == "j1"
+    migration.set_phase("target-only", force=True, reason="test")
+    store.get("x", workspace_id="acme")  # follows the switch
+    op = ops_finish.finish(store.context, job, JobStatus.COMPLETED, {}, True, None)
+    step = next(op)
+    store.driver._do(step)  # the first attempt lands; its reply is lost
+    migration.set_phase("dual-write", force=True, reason="rollback")
+    try:
+        while True:
+            step = op.send(store.driver._do(step))
+    except StopIteration as done:
+        taken = done.value
+    assert taken is not None and taken.job_id == "j2"
+    assert store.get("j3", workspace_id="acme").status is JobStatus.PENDING
+    assert store.dequeue().job_id == "j3"

@@ -45,12 +45,18 @@ local function update_record(KEYS, ARGV, replay, own)
       owned[#owned + 1] = KEYS[i]; records[#owned] = record
     end
   end
-  -- A move fenced by its claim, of a record still running under that claim, that leaves running
-  -- or that claim, is a first attempt: once made, no record of the job is ever running under
-  -- this claim again (a move out of 'running' is final; a claim is one hand-out's). Any other
-  -- call may be a re-send: its op marker answers, whatever the keys hold now.
-  if not (ARGV[6] ~= '' and records[1] and records[1].claim == ARGV[6]
-          and records[1].status == 'running' and leaves_claim(ARGV, ARGV[6])) then
+  -- A move fenced by its claim, of records all still running under that claim, that leaves
+  -- running or that claim, is a first attempt: once made, no copy it moved is ever running under
+  -- this claim again (a move out of 'running' is final; a claim is one hand-out's). Every copy
+  -- the call names, not only the first: a re-send rebuilt after a phase switch may name a copy
+  -- the first attempt did not move. Any other call may be a re-send: its op marker answers,
+  -- whatever the keys hold now.
+  local first = ARGV[6] ~= '' and #owned > 0 and leaves_claim(ARGV, ARGV[6])
+  for n = 1, #owned do
+    if not first then break end
+    first = records[n].claim == ARGV[6] and records[n].status == 'running'
+  end
+  if not first then
     local again = replay(last)
     if again then return again end
   end
