@@ -37,10 +37,18 @@ class _SendInTask:
         timeout = self.socket_timeout
         if not timeout:
             return await super().send_packed_command(command, check_health)  # type: ignore[misc,no-any-return]
+        # Connecting (its handshake bounded by socket_connect_timeout, as redis-py does) and the
+        # health check come first, outside the write's own limit; then only the write is timed.
+        if not self.is_connected:  # type: ignore[attr-defined]
+            connect = getattr(self, "connect_check_health", None)
+            await (connect(check_health=False) if connect is not None
+                   else self.connect())  # type: ignore[attr-defined]
+        if check_health:
+            await self.check_health()  # type: ignore[attr-defined]
         self.socket_timeout = None  # (redis-py's write then runs as it would untimed)
         try:
             async with _timeout(timeout):
-                await super().send_packed_command(command, check_health)  # type: ignore[misc]
+                await super().send_packed_command(command, False)  # type: ignore[misc]
         except asyncio.TimeoutError:
             await self.disconnect(nowait=True)  # type: ignore[attr-defined]
             raise redis.exceptions.TimeoutError("Timeout writing to socket") from None
