@@ -229,6 +229,8 @@ def _catch_up(placed: list[Placed], plans: list[tuple[str, list[Script], Index |
         to_key = b if outcomes[i] == "copied" else a
         if not original or not copy or original.get("workspace_id") != ws or copy.get("workspace_id") != ws:
             continue
+        if int(ttl) == -2:
+            ttl = 1  # the original expired between its two reads: the copy expires at once too
         if rules.same_content(original, copy):
             if rules.rev(original) != rules.rev(copy):
                 fixes.append(_cas(to_key, copy, "write", {rules.REV: original.get(rules.REV, "0")},
