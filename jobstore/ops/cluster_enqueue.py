@@ -24,12 +24,15 @@ def _same_job(stored: dict[str, str], fields: dict[str, str]) -> bool:
     )
 
 
-def _indexed(ctx: Context, jobs: list[Job]) -> Op[set[str]]:
-    """The ids of ``jobs`` in their workspace index: jobs whose enqueue finished."""
+def _indexed(ctx: Context, jobs: list[tuple[Job, str]]) -> Op[set[str]]:
+    """The ids of ``jobs`` (each with the created_at of its stored record) in their workspace
+    index under that record's score: jobs whose enqueue finished. An entry under another score
+    is an earlier job's of the id (expired or deleted, its entry not pruned yet), not this one's."""
     scores = yield Batch(tuple(
-        Command(("ZSCORE", ctx.keys.index(job.workspace_id), job.job_id)) for job in jobs
+        Command(("ZSCORE", ctx.keys.index(job.workspace_id), job.job_id)) for job, _ in jobs
     ))
-    return {job.job_id for job, score in zip(jobs, scores) if score is not None}
+    return {job.job_id for (job, created_at), score in zip(jobs, scores)
+            if score is not None and float(score) == (parse_time(created_at) or 0.0)}
 
 
 def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[list[Job]]:
@@ -61,7 +64,7 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
     maybe = [pair for job_id, pair in interrupted.items() if job_id not in taken]
     finished: dict[str, Job] = {}  # by job id: jobs this very call enqueued (it is re-sent)
     if maybe:
-        done = yield from _indexed(ctx, [job for job, _ in maybe])
+        done = yield from _indexed(ctx, [(job, record.get("created_at", "")) for job, record in maybe])
         for job, record in maybe:
             if job.job_id not in done:  # complete it with its own record: the stamps must match
                 fields_of[job.job_id].update(record)
@@ -96,7 +99,7 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
                             if not isinstance(reply, Exception)]
         if position == 0:
             kept: list[tuple[Job, dict[str, str]]] = []
-            unsure: list[Job] = []
+            unsure: list[tuple[Job, str]] = []
             for (job, fields), reply in subjects_replies:
                 if reply[0] == "exists":
                     stored = as_record(reply[1])
@@ -104,12 +107,12 @@ def enqueue_many(ctx: Context, jobs: list[tuple[Job, dict[str, str]]]) -> Op[lis
                         existing.append(job.job_id)
                         continue
                     fields.update(stored)  # complete the interrupted enqueue with its own record
-                    unsure.append(job)
+                    unsure.append((job, fields["created_at"]))
                 kept.append((job, fields))
             if unsure:
                 # An indexed job finished its enqueue: this is a second enqueue of its id.
                 done = yield from _indexed(ctx, unsure)
-                existing.extend(job.job_id for job in unsure if job.job_id in done)
+                existing.extend(job.job_id for job, _ in unsure if job.job_id in done)
                 kept = [(job, fields) for job, fields in kept if job.job_id not in done]
             todo = kept
         todo = [(job, fields) for job, fields in todo if job.job_id not in failed]

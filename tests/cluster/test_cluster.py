@@ -326,3 +326,23 @@ def test_script_calls_are_routed_without_asking_the_server_for_their_keys(cluste
     assert getkeys_calls() == before
     assert {j.job_id for j in store.list("ws", limit=50)} >= {j.job_id for j in jobs}
     store.close()
+
+
+def test_an_enqueue_cut_after_its_record_completes_where_an_expired_job_left_its_entry(
+        cluster_url):
+    # An earlier job of the id expired (its record gone) and left its index entry, not pruned
+    # yet. A new enqueue of the id is cut after its record step: retried, it must complete (the
+    # entry under another score is the earlier job's), not call its own record a second job.
+    store = jobstore.open(cluster_url, "legacy")
+    store.enqueue("ws", "old", job_id="x")
+    store.client.delete("ai:jobs:x")  # as an expiry does: the index entry stays
+    assert store.client.zscore("ai:index:{ws}", "x") is not None
+    armed = cut_before(store, writes_key("ai:queue"))
+    with pytest.raises(jobstore.StoreUnavailable):
+        store.enqueue("ws", "a", {"n": 1}, job_id="x")
+    assert not armed[0]
+    assert store.enqueue("ws", "a", {"n": 1}, job_id="x").action == "a"
+    with pytest.raises(jobstore.JobExists):  # now it is indexed under its own score
+        store.enqueue("ws", "a", {"n": 1}, job_id="x")
+    taken = store.dequeue()
+    assert (taken.job_id, taken.action) == ("x", "a") and store.dequeue() is None

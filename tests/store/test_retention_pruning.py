@@ -133,6 +133,19 @@ def test_sweep_drops_dead_letters_older_than_their_ttl(make_store):
     assert kept.sweep()["dead_letters"] == 0 and len(kept.dead_letters()) == 2
 
 
+@both
+def test_a_dead_letter_of_a_store_writing_iso_times_is_kept_for_its_ttl(make_store):
+    # A store whose records carry ISO 8601 times writes its dequeue's dead letters with the
+    # time they were written all the same: the sweep keeps them for dead_letter_ttl.
+    store = make_store("legacy", time_format="iso", dead_letter_ttl=HOUR)
+    store.client.rpush(store.keys.queue, "nocolon")
+    assert store.dequeue() is None
+    (letter,) = store.dead_letters()
+    assert letter.entry == "nocolon" and abs(letter.at - time.time()) < 60
+    assert store.sweep()["dead_letters"] == 0
+    assert [letter.entry for letter in store.dead_letters()] == ["nocolon"]
+
+
 def many_indexes(store, workspaces: int = 6, jobs: int = 7) -> int:
     """Workspaces with pending jobs (nothing for a sweep to remove: every run examines what it
     examines); how many index entries they hold."""
