@@ -334,9 +334,9 @@ class JobStore(StoreCore):
               max_seconds: float | None = None) -> dict[str, int]:
         """Prune what expired records leave behind (docs/retention.md): drop dead letters older
         than ``dead_letter_ttl``; walk the workspace indexes, ``batch`` entries a step, and drop
-        the entries whose records are gone; give the store's ``finished_ttl`` to finished jobs
-        that have no expiry yet (finished before it was set). Safe under live traffic and beside
-        another sweep (every step re-checks what it removes).
+        the entries whose records are gone; give finished jobs that have no expiry yet (finished
+        before a retention was set) their enqueue's ``ttl``, else the store's ``finished_ttl``.
+        Safe under live traffic and beside another sweep (every step re-checks what it removes).
 
         Bounded: ``max_entries`` (index entries examined plus dead letters dropped) and
         ``max_seconds`` (checked before each step) stop a run; where it stopped is kept in

@@ -163,9 +163,9 @@ def trim_dead(*, dead: str, older_than_ms: int, most: int) -> Script:
     return Script(TRIM_DEAD, (dead,), (older_than_ms, most))
 
 
-def expire_finished(*, record: str, workspace_id: str, finished_ttl_ms: int) -> Script:
-    """jobstore/lua/expire_finished.lua."""
-    return Script(EXPIRE_FINISHED, (record,), (workspace_id, finished_ttl_ms))
+def expire_finished(*, record: str, workspace_id: str, finished_ttl_ms: int | None) -> Script:
+    """jobstore/lua/expire_finished.lua (``finished_ttl_ms`` None: only a record's own ttl)."""
+    return Script(EXPIRE_FINISHED, (record,), (workspace_id, ms_arg(finished_ttl_ms)))
 
 
 def sweep_cursor(*, cursor: str, start: Sequence[str] = (),

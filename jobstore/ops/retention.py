@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .. import rules
 from ..job import TERMINAL
 from ..steps import Batch, Command, Primaries, Scan
 from . import calls
@@ -85,8 +86,8 @@ def sweep(ctx: Context, batch: int, finished_ttl_ms: int | None = None,
           ) -> Op[dict[str, int]]:
     """Trim dead letters older than the store's ``dead_letter_ttl``, then walk the workspace
     indexes (SCAN for the index keys, per primary, then through each by rank, ``batch`` entries
-    a step): drop the entries whose records are gone, give ``finished_ttl_ms`` to finished
-    records without an expiry (None: leave them).
+    a step): drop the entries whose records are gone, give finished records without an
+    expiry their enqueue's own ttl, else ``finished_ttl_ms`` (None: only those with their own).
 
     Bounded by ``max_entries`` (index entries examined plus dead letters dropped) and
     ``max_seconds`` (checked before each step); a run that stops at its bounds saves where it
@@ -225,19 +226,20 @@ def _sweep_index(ctx: Context, index: str, workspace_id: str, batch: int,
         keys = [job_keys(known, workspace_id, job_id) for job_id, _ in entries]
         looks = yield Batch(tuple(
             Command(args) for per_job in keys for key in per_job
-            for args in (("PTTL", key), ("HMGET", key, "workspace_id", "status"))))
+            for args in (("PTTL", key), ("HMGET", key, "workspace_id", "status", rules.TTL))))
         gone: list[tuple[str, object]] = []
         lasting: list[str] = []
         for i, (job_id, score) in enumerate(entries):
             ttls, fields = looks[2 * i * n:2 * (i + 1) * n:2], looks[2 * i * n + 1:2 * (i + 1) * n:2]
             if all(int(ttl) == -2 for ttl in ttls):
                 gone.append((job_id, score))
-            elif finished_ttl_ms is not None:
-                lasting += [key for key, ttl, (ws, status) in zip(keys[i], ttls, fields)
-                            if int(ttl) == -1 and ws == workspace_id and status in FINAL]
+            else:  # finished without an expiry: the store's retention, or its enqueue's own
+                lasting += [key for key, ttl, (ws, status, own) in zip(keys[i], ttls, fields)
+                            if (finished_ttl_ms is not None or own) and int(ttl) == -1
+                            and ws == workspace_id and status in FINAL]
         pruned = yield from _prune(index, gone)
         totals["pruned"] += pruned
-        if lasting and finished_ttl_ms is not None:
+        if lasting:
             given = yield Batch(tuple(calls.expire_finished(
                 record=key, workspace_id=workspace_id, finished_ttl_ms=finished_ttl_ms)
                 for key in lasting))

@@ -121,6 +121,20 @@ def test_sweep_gives_jobs_finished_without_a_ttl_the_store_ttl(make_store):
 
 
 @both
+def test_sweep_without_a_store_ttl_gives_finished_jobs_their_own(make_store):
+    # A job enqueued with ttl= and finished by a worker that set no expiry (an older version):
+    # any sweep gives it the ttl its enqueue asked for; one without leaves it alone.
+    store = make_store("legacy")
+    store.enqueue(WS, "a", job_id="own", ttl=2 * HOUR)
+    store.enqueue(WS, "a", job_id="plain")
+    for job_id in ("own", "plain"):
+        store.client.hset(f"ai:jobs:{job_id}", "status", "cancelled")
+    assert store.sweep()["expiring"] == 1
+    assert within(pttls(store, "own"), 2 * HOUR)
+    assert pttls(store, "plain") == [-1]
+
+
+@both
 def test_sweep_drops_dead_letters_older_than_their_ttl(make_store):
     store = make_store("legacy", dead_letter_ttl=HOUR)
     now = time.time()
