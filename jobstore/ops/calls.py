@@ -18,7 +18,7 @@ from itertools import chain
 from typing import Any
 
 from ..scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE, DELETE_RECORD, DEQUEUE, ENQUEUE,
-                       EXPIRE_FINISHED, EXTEND, FINISH, LEASE_CLAIM, LEASE_LIST,
+                       EXPIRE_COPY, EXPIRE_FINISHED, EXTEND, FINISH, LEASE_CLAIM, LEASE_LIST,
                        LEAVE_LEGACY_QUEUE, MIRROR, PRUNE_INDEX, PUSH_ONCE, READ_FIRST,
                        RETURN_CLAIMS, SWEEP_CURSOR, TAKE, TOOK, TRIM_DEAD, UPDATE_STATUS, Lua)
 from ..steps import Script
@@ -166,6 +166,11 @@ def trim_dead(*, dead: str, older_than_ms: int, most: int) -> Script:
 def expire_finished(*, record: str, workspace_id: str, finished_ttl_ms: int | None) -> Script:
     """jobstore/lua/expire_finished.lua (``finished_ttl_ms`` None: only a record's own ttl)."""
     return Script(EXPIRE_FINISHED, (record,), (workspace_id, ms_arg(finished_ttl_ms)))
+
+
+def expire_copy(*, record: str, workspace_id: str, expiry: int) -> Script:
+    """jobstore/lua/expire_copy.lua (``expiry``: the final move's, server time in ms)."""
+    return Script(EXPIRE_COPY, (record,), (workspace_id, expiry))
 
 
 def sweep_cursor(*, cursor: str, start: Sequence[str] = (),

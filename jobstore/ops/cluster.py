@@ -62,8 +62,9 @@ def tidy(ctx: Context) -> Op[None]:
 def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, job_id: str,
           status: JobStatus, allowed: str, fields: dict[str, str], stamp: str = "",
           operation: str = "update_status", claim: str = "", hand_out: bool = False,
-          iso: str = "", ttl_ms: int | None = None) -> Op[Job]:
+          iso: str = "", ttl_ms: int | None = None, others: tuple[str, ...] = ()) -> Op[Job]:
     """The first record (in read order) decides and takes the move; the others follow it.
+    ``others``: the job's keys the move does not update, which expire with it (a final move).
 
     ``stamp``: the ``created_at`` the record must have (a claim through a queue entry).
     ``claim``: the claim the record must hold (else :class:`LeaseLost`). ``hand_out``: the move
@@ -93,11 +94,11 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
                 continue
             job = update_outcome(ctx, reply, job_id, workspace_id, status, operation, claim=claim)
             rest = keys[position + 1:]
+            expiry = int(reply[3]) if len(reply) > 3 else 0
             if rest:
                 # The move is taken; the other copies follow it with the record's own fields,
                 # and expire when it does (a final move: docs/retention.md).
                 record = as_record(reply[1])
-                expiry = reply[3] if len(reply) > 3 else 0
                 moved = {k: record[k] for k in (*fields, "updated_at", "attempts", "claim")
                          if k in record}
                 sent.extend(_marker(ctx, token, other) for other in rest)
@@ -106,6 +107,9 @@ def _move(ctx: Context, token: str, keys: tuple[str, ...], workspace_id: str, jo
                                  marker_ttl=ctx.marker_ttl, expiry=expiry, fields=moved)
                     for marker, other in zip(sent[-len(rest):], rest)
                 ))
+            if expiry > 0 and others:
+                yield Batch(tuple(calls.expire_copy(record=other, workspace_id=workspace_id,
+                                                    expiry=expiry) for other in others))
             return job
         raise JobNotFound(job_id, workspace_id)
     finally:
@@ -119,9 +123,10 @@ def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatu
     allowed = " ".join(s.value for s in statuses_allowed_before(status))
     stamp, iso = now(ctx)
     fields = {"status": status.value, **changes, "updated_at": stamp}
-    job = yield from _move(ctx, ctx.new_token(), job_keys(routing.touched, workspace_id, job_id),
-                           workspace_id, job_id, status, allowed, fields, claim=claim or "",
-                           iso=iso, ttl_ms=ttl_ms)
+    keys = job_keys(routing.touched, workspace_id, job_id)
+    others = tuple(k for k in job_keys(routing.known, workspace_id, job_id) if k not in keys)
+    job = yield from _move(ctx, ctx.new_token(), keys, workspace_id, job_id, status, allowed,
+                           fields, claim=claim or "", iso=iso, ttl_ms=ttl_ms, others=others)
     if job.claim and status is not JobStatus.RUNNING:
         # The claim ended with this move; its lease sits in the queue's slot. (Left behind by a
         # crash here, it runs out and a dequeue drops it: the job is no longer running.)
@@ -291,7 +296,8 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
     """
     entry = member.partition(":")[2]
     workspace_id, job_id, stamp = ctx.keys.parse_queue_entry(entry)
-    keys = job_keys(ctx.strategy.routing(None).touched, workspace_id, job_id)
+    routing = ctx.strategy.routing(None)
+    keys = job_keys(routing.touched, workspace_id, job_id)
     # The op markers of these moves: not the call's own token, which a claim of a duplicate
     # entry of the same job later in this dequeue marks its move with ('.' is in no token).
     mark = f"{token}.t"
@@ -313,7 +319,9 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
                                  JobStatus.RUNNING.value, {"status": JobStatus.FAILED.value,
                                                            "error": why, "updated_at": at,
                                                            "claim": ""},
-                                 stamp, operation="dequeue", claim=member, iso=iso)
+                                 stamp, operation="dequeue", claim=member, iso=iso,
+                                 others=tuple(k for k in job_keys(routing.known, workspace_id,
+                                                                  job_id) if k not in keys))
                 _arbiter_spent(ctx, member)
                 ctx.events.lease_expired(workspace_id, "failed")
             else:

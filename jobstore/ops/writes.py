@@ -11,6 +11,7 @@ from ..job import Job, JobStatus
 from ..rules import OP
 from ..schema import KeySchema
 from ..steps import Batch, Refresh, Refused, Script
+from ..strategy import Routing
 from . import calls
 from .context import Context, Op, now, spent_markers
 from .records import fence, job_keys, move, stale, update_outcome
@@ -166,14 +167,29 @@ def moved(ctx: Context, job_id: str, workspace_id: str, status: JobStatus,
             if stale(reply):
                 yield Refresh()
                 continue
-            if (reply if joined is None else reply[0])[0] == "not_mine":
+            first = reply if joined is None else reply[0]
+            if first[0] == "not_mine":
                 marker[0] = ctx.keys.op(ctx.new_token(), near=near)
                 spent = []
                 continue
+            yield from expire_copies(ctx, first, routing, workspace_id, job_id)
             return reply if joined is not None else [reply]
     finally:
         if shared is None:
             ctx.spent_markers.append(marker[0])  # this call has its answer (or has given up)
+
+
+def expire_copies(ctx: Context, reply: list[Any], routing: Routing, workspace_id: str,
+                  job_id: str) -> Op[None]:
+    """After a final move (``reply``: its UPDATE_STATUS reply) that sets an expiry, the job's
+    copies the move did not update (known to the routing, not written in its phase) expire at
+    the same time (docs/retention.md): one EXPIRE_COPY step, safe to re-send."""
+    expiry = int(reply[3]) if reply[0] in ("updated", "replayed") and len(reply) > 3 else 0
+    touched = set(job_keys(routing.touched, workspace_id, job_id))
+    others = [key for key in job_keys(routing.known, workspace_id, job_id) if key not in touched]
+    if expiry > 0 and others:
+        yield Batch(tuple(calls.expire_copy(record=key, workspace_id=workspace_id, expiry=expiry)
+                          for key in others))
 
 
 def delete(ctx: Context, job_id: str, workspace_id: str) -> Op[bool]:

@@ -75,6 +75,7 @@ SAMPLES: dict[str, Callable[[], Script]] = {
     "sweep_cursor": lambda: calls.sweep_cursor(cursor="s", start=()),
     "expire_finished": lambda: calls.expire_finished(record="r", workspace_id="w",
                                                      finished_ttl_ms=1),
+    "expire_copy": lambda: calls.expire_copy(record="r", workspace_id="w", expiry=1),
     "leave_legacy_queue": lambda: calls.leave_legacy_queue(legacy_queue="lq", queue="q",
                                                            queue_mode="qm", most=1, templates=()),
     "create_record": lambda: calls.create_record(record="r", tombstone="g", token="t",

@@ -13,6 +13,7 @@ import pytest
 import jobstore
 from jobstore import ConfigError, InvalidArgument, JobStatus
 from jobstore.migration import Migration
+from jobstore.ops import calls
 from jobstore.steps import Batch
 from jobstore.testing import FakeClock
 from tests.support.aio import FLAVOURS
@@ -70,6 +71,54 @@ def test_a_final_move_expires_every_copy_and_other_moves_never_do(make_store, st
     assert within(pttls(store, "j1"), HOUR) and len(copies(store, "j1")) == held
     # every copy expires at the same moment
     assert max(pttls(store, "j1")) - min(pttls(store, "j1")) < 1000
+
+
+def following_store(make_store, **options) -> tuple[jobstore.JobStore, Migration]:
+    """A ``dual`` store that reads the stored phase before every call, in ``dual-write``, and
+    the migration that switches it."""
+    store = make_store("dual", **options)
+    ages = iter(range(0, 10**6, 10))
+    store.driver.core.monotonic = lambda: next(ages)  # every call reads the phase first
+    clock = FakeClock(tick=0)
+    migration = Migration(store.client, clock=clock, wait=clock.wait)
+    migration.set_phase("dual-write", force=True, reason="test")
+    return store, migration
+
+
+@pytest.mark.parametrize("how", ["update_status", "finish"])
+@pytest.mark.parametrize("switch", ["target-only", "off"])
+def test_a_final_move_that_updates_one_copy_expires_the_other_too(make_store, switch, how):
+    # Both copies are running (dual-write); a forced switch routes the final move to one of
+    # them (target-only: the target, a rollback to off: the source). The other one must not
+    # outlive it: it would hold the id forever (enqueue, list, verify --repair).
+    store, migration = following_store(make_store)
+    store.enqueue(WS, "a", job_id="j1")
+    job = store.dequeue()
+    assert job.job_id == "j1" and pttls(store, "j1") == [-1, -1]
+    migration.set_phase(switch, force=True, reason="test")
+    if how == "finish":
+        store.finish(job, result={"ok": 1}, ttl=HOUR)
+    else:
+        store.update_status("j1", "completed", workspace_id=WS, claim=job.claim, ttl=HOUR)
+    assert len(copies(store, "j1")) == 2
+    assert within(pttls(store, "j1"), HOUR)
+    assert max(pttls(store, "j1")) - min(pttls(store, "j1")) < 1000
+
+
+def test_the_copy_step_keeps_a_sooner_expiry_and_leaves_others_records_alone(make_store):
+    store = make_store("dual", phase="dual-write")
+    store.enqueue(WS, "a", job_id="j1")
+    store.enqueue("other", "a", job_id="j2")
+    store.client.pexpire("ai:jobs:j1", 60_000)
+    (now_s, now_us) = store.client.time()
+    at = now_s * 1000 + now_us // 1000 + 3_600_000
+    steps = [calls.expire_copy(record=key, workspace_id=WS, expiry=at)
+             for key in ("ai:jobs:j1", "ai:job:acme:j1", "ai:jobs:j2", "ai:jobs:none")]
+    assert store.driver._do(Batch(tuple(steps))) == [0, 1, 0, 0]
+    assert store.driver._do(Batch(tuple(steps))) == [0, 0, 0, 0]  # re-sent: nothing more
+    assert 0 < store.client.pttl("ai:jobs:j1") <= 60_000
+    assert 3_500_000 < store.client.pttl("ai:job:acme:j1") <= 3_600_000
+    assert store.client.pttl("ai:jobs:j2") == -1
 
 
 @both
@@ -130,6 +179,22 @@ def test_a_job_failed_when_its_last_lease_runs_out_expires(make_store):
     assert store.dequeue() is None
     assert store.get("j1", workspace_id=WS).status is JobStatus.FAILED
     assert within(pttls(store, "j1"), HOUR)
+
+
+def test_a_job_failed_in_one_copy_when_its_last_lease_runs_out_expires_the_other_on_cluster(
+        make_store, backend):
+    # Only Redis Cluster's dequeue (one step per copy) gives the copy it did not fail the same
+    # expiry; the standalone dequeue script leaves it (docs/retention.md).
+    if not backend.startswith("redis+cluster"):
+        pytest.skip("Redis Cluster only")
+    store, migration = following_store(make_store, finished_ttl=HOUR, max_attempts=1)
+    store.enqueue(WS, "a", job_id="j1")
+    job = store.dequeue()
+    migration.set_phase("target-only", force=True, reason="test")
+    store.client.zadd(store.keys.leases, {job.claim: 0})  # the worker stopped renewing it
+    assert store.dequeue() is None
+    assert store.get("j1", workspace_id=WS).status is JobStatus.FAILED
+    assert len(copies(store, "j1")) == 2 and within(pttls(store, "j1"), HOUR)
 
 
 def each_step_sent_twice(store, op, keys: list[str], far: int) -> object:

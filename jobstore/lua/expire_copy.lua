@@ -1,0 +1,15 @@
+-- KEYS[1] a job's record: a copy its final move did not update (dual: the phase wrote fewer
+--         copies than the job has)
+-- ARGV[1] the job's workspace id   ARGV[2] when the job's copies expire (server time, ms: the
+--         final move's expiry, docs/retention.md)
+-- returns 1 when the copy now expires then, else 0 (no such record, another workspace's, or
+-- it expires by then already)
+-- One key: Cluster-safe. Safe to re-send: a copy that expires by then is left alone.
+--- @include "lease"
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
+if redis.call('HGET', KEYS[1], 'workspace_id') ~= ARGV[1] then return 0 end
+local at = tonumber(ARGV[2])
+local left = redis.call('PTTL', KEYS[1])
+if left >= 0 and now_ms() + left <= at then return 0 end
+redis.call('PEXPIREAT', KEYS[1], at)
+return 1
