@@ -47,7 +47,9 @@ def check(report: dict) -> None:
     during = [row for row in report["per_step"] if row["step"] in WALK]
     assert sum(row["completed"] for row in during) > 0  # workers completed jobs mid-migration
     assert sum(row["enqueued"] for row in during) > 0   # and the producer enqueued during it
-    assert report["elapsed_seconds"] < 40
+    # No bound on the run's time here beyond the soak's own (--seconds: a run that has not
+    # finished every job by then reports timed_out, and report["ok"] is false): how long the
+    # rest takes is the machine's, not a property of jobstore.
 
 
 @pytest.mark.redis
