@@ -9,7 +9,7 @@ from ..job import Job, JobStatus
 from ..steps import Batch, Command
 from . import calls
 from .context import Context, Op
-from .records import addressed, as_record, decode, job_keys, owned
+from .records import addressed, as_record, decode, job_keys, owned, score_pairs
 from .retention import prune_gone
 
 
@@ -76,6 +76,7 @@ def list_jobs(ctx: Context, workspace_id: str, status: JobStatus | None, limit: 
     while len(found) < limit:
         (entries,) = yield Batch((Command(
             ("ZREVRANGE", ctx.keys.index(workspace_id), start, start + page - 1, "WITHSCORES")),))
+        entries = score_pairs(entries)
         if not entries:
             break
         ids = [job_id for job_id, _ in entries]

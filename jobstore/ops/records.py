@@ -105,3 +105,10 @@ def update_outcome(ctx: Context, reply: list[Any], job_id: str, workspace_id: st
         raise JobNotFound(job_id, workspace_id)
     return decode(ctx, operation, reply[2] if len(reply) > 2 else None, as_record(reply[1]))
 
+
+def score_pairs(reply: Any) -> list[tuple[str, Any]]:
+    """A sorted-set range read WITHSCORES as (member, score) pairs: redis-py gives pairs
+    where it parses the reply (RESP3, redis-py 8), a flat list where it does not (RESP2)."""
+    if reply and not isinstance(reply[0], (tuple, list)):
+        return list(zip(reply[::2], reply[1::2]))
+    return [(member, score) for member, score in reply or []]

@@ -21,7 +21,7 @@ from ..job import TERMINAL
 from ..steps import Batch, Command, Primaries, Scan
 from . import calls
 from .context import Context, Op
-from .records import job_keys
+from .records import job_keys, score_pairs
 
 FINAL = frozenset(status.value for status in TERMINAL)
 # SCAN steps of a sweep that found no index key between two records of where it is
@@ -219,8 +219,7 @@ def _sweep_index(ctx: Context, index: str, workspace_id: str, batch: int,
             return start
         (entries,) = yield Batch((Command(("ZRANGE", index, start, start + step - 1,
                                            "WITHSCORES")),))
-        if entries and not isinstance(entries[0], (tuple, list)):  # a flat reply
-            entries = list(zip(entries[::2], entries[1::2]))
+        entries = score_pairs(entries)
         totals["entries"] += len(entries)
         budget.spend(len(entries))
         keys = [job_keys(known, workspace_id, job_id) for job_id, _ in entries]

@@ -337,3 +337,13 @@ def test_the_scripted_driver_fails_an_unexpected_step_and_an_unfinished_script()
             [Expect(hgetall(LEGACY_KEY), [{}]), Expect(hgetall(LEGACY_KEY), [{}])])
     with pytest.raises(AssertionError, match="past the script's end"):
         run(ops.dequeue(ctx, timeout=None), [Expect(batch("dequeue"), [["empty"]])])
+
+
+def test_a_range_read_with_scores_is_pairs_whichever_way_redis_py_parsed_it():
+    # RESP2 (redis-py before 8, or a client asked for it) gives a raw WITHSCORES reply flat;
+    # RESP3 gives pairs. list and the sweep read both.
+    from jobstore.ops.records import score_pairs
+
+    assert score_pairs(["a", "1.5", "b", "2"]) == [("a", "1.5"), ("b", "2")]
+    assert score_pairs([["a", 1.5], ["b", 2.0]]) == [("a", 1.5), ("b", 2.0)]
+    assert score_pairs([]) == [] and score_pairs(None) == []
