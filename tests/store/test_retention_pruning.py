@@ -207,6 +207,22 @@ def test_a_bounded_sweep_resumes_where_the_last_run_stopped(make_store):
     assert not again["resumed"] and again["entries"] == 10
 
 
+def test_a_cursor_saved_by_another_server_is_not_followed(make_store):
+    # Redis restarted (or failed over) since the last run stopped: its SCAN cursor means
+    # nothing to this server, so the run walks that primary from its start, skipping nothing.
+    store = make_store("legacy")
+    total = many_indexes(store)
+    first = store.sweep(batch=2, max_entries=5)
+    assert not first["complete"]
+    for name, saved in store.client.hgetall(store.keys.sweep).items():
+        if saved.startswith("{"):
+            where = {**json.loads(saved), "server": "another-server", "scan": "999999",
+                     "index": "", "rank": 0, "swept": []}
+            store.client.hset(store.keys.sweep, name, json.dumps(where))
+    rest = store.sweep(batch=2)
+    assert rest["complete"] and rest["entries"] == total
+
+
 @both
 def test_a_bounded_sweep_covers_every_index_and_prunes_them_all(make_store):
     store = make_store("dual", phase="dual-write", finished_ttl=HOUR)
