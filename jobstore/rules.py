@@ -112,6 +112,17 @@ def same_identity(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     )
 
 
+def expire_apart(ttl: int | str, other: int | str) -> bool:
+    """Whether two copies of a finished job, whose PTTL replies these are, expire apart: one lasts
+    (-1) while the other expires, or both expire more than :data:`EXPIRY_GRACE_MS` apart. A copy
+    already gone (-2) is no expiry difference (it is missing). The Lua form is rules.lua's
+    ``expire_apart``."""
+    a, b = int(ttl), int(other)
+    if a == -2 or b == -2 or (a == -1 and b == -1):
+        return False
+    return a == -1 or b == -1 or abs(a - b) > EXPIRY_GRACE_MS
+
+
 def compared(source: Mapping[str, str], target: Mapping[str, str]) -> str:
     """What verify finds comparing a source record with its target copy (both present, both
     the workspace's): ``same``, ``target_newer`` (the same job, a later write count in the

@@ -85,11 +85,11 @@ end
 -- expires, or both expire more than the grace apart (a real difference: verify reports it,
 -- docs/retention.md); pending and running jobs never expire, and are not compared so
 local FINAL = {{ TERMINAL }}
-local function expire_apart(record, a, b)
+local function final_expire_apart(record, a, b)
   if not FINAL[record['status'] or ''] then return false end
   local x, y = redis.pcall('PTTL', a), redis.pcall('PTTL', b)
-  if failed(x) or failed(y) or (x == -1 and y == -1) then return false end
-  return x == -1 or y == -1 or math.abs(x - y) > {{ EXPIRY_GRACE_MS }}
+  if failed(x) or failed(y) then return false end
+  return expire_apart(x, y)
 end
 -- a record and its flat form; nil for a key of another type
 local function read(key)
@@ -171,7 +171,7 @@ local function settle(i, key, ws, job)
     if theirs ~= nil and theirs['workspace_id'] == ws then
       kind = compared(mine, theirs)
       if kind == 'same' then
-        if not expire_apart(mine, key, other_key) then return 'same' end
+        if not final_expire_apart(mine, key, other_key) then return 'same' end
         kind = 'expiry'
       end
     elseif theirs ~= nil and expiring(key) then

@@ -250,12 +250,6 @@ def outlives(ttl: Any, other: Any) -> bool:
     return theirs > 0 and (mine == -1 or mine - theirs > rules.EXPIRY_GRACE_MS)
 
 
-def expire_apart(ttl: Any, other: Any) -> bool:
-    """Whether two copies with these PTTLs expire apart: one lasts while the other expires, or
-    both expire more than the grace apart (docs/retention.md)."""
-    return outlives(ttl, other) or outlives(other, ttl)
-
-
 def carry_expiries(pairs: Sequence[tuple[Placed, dict[str, str], dict[str, str]]]) -> Op[list[str]]:
     """For each pair of copies of a finished job that are the same but expire apart (``placed``,
     the record at its first key, the record at its second, as read): the copy that outlives the

@@ -18,7 +18,7 @@ from ..ops import migration_calls
 from ..steps import Batch, Command, Pause, Primaries, Scan
 from .core import VERIFY_ATTEMPTS, MigrationCore, Progress, Run, _check_batch, _Counter, log
 from .reports import MigrationInterrupted, VerifyReport
-from .settle import NOT_A_HASH, Placed, carry_expiries, expire_apart
+from .settle import NOT_A_HASH, Placed, carry_expiries
 from .transport import CHUNK, _keys_per_call, lua_trips
 
 # What verify found of one placed record: ``(kind, the record, its counterpart)``.
@@ -159,7 +159,7 @@ class Verifying(MigrationCore):
             ttls = yield Batch(tuple(Command(("PTTL", key)) for i in final
                                      for key in placed[i][2:4]))
             for n, i in enumerate(final):
-                if expire_apart(ttls[2 * n], ttls[2 * n + 1]):
+                if rules.expire_apart(ttls[2 * n], ttls[2 * n + 1]):
                     found[i] = ("expiry", *found[i][1:])
         return found
 

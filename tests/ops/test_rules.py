@@ -491,3 +491,23 @@ def test_compared_tells_a_target_that_moved_on_from_a_differing_one():
     assert rules.compared(base, moved) == "target_newer"
     assert rules.compared(moved, base) == "differing"  # the source is the newer one
     assert rules.compared(base, {**moved, "job_id": "job-2"}) == "differing"
+
+
+# -- copies that expire apart: rules.expire_apart vs rules.lua's, which PASS_BATCH uses ---------
+
+EXPIRE_APART = LIBRARY.include("rules") + (
+    "return expire_apart(tonumber(ARGV[1]), tonumber(ARGV[2])) and 1 or 0\n")
+GRACE = rules.EXPIRY_GRACE_MS
+TTLS = [-2, -1, 0, 1, 1000, GRACE, GRACE + 1, GRACE + 1000, 2 * GRACE + 2, 86_400_000]
+
+
+def test_expire_apart_matches_its_lua_form(lua):
+    """Standalone verify decides in Lua whether two copies expire apart, Redis Cluster's (and a
+    sampled verify) in Python: the same answer for every pair of PTTL replies."""
+    script = lua.client.register_script(EXPIRE_APART)
+    for a in TTLS:
+        for b in TTLS:
+            assert bool(script(keys=[], args=[a, b])) == rules.expire_apart(a, b), (a, b)
+    assert rules.expire_apart(-1, 3000) and not rules.expire_apart(-1, -1)
+    assert not rules.expire_apart(-2, -1) and not rules.expire_apart(1000, GRACE)
+    assert rules.expire_apart(1000, GRACE + 1001)

@@ -16,6 +16,11 @@ local function wins(a, b, a_is_authority)
   if later_status(a, b) or later_status(b, a) then return later_status(a, b) end
   return a_is_authority
 end
+-- two copies' PTTL replies: whether they expire apart (jobstore.rules.expire_apart)
+local function expire_apart(x, y)
+  if x == -2 or y == -2 or (x == -1 and y == -1) then return false end
+  return x == -1 or y == -1 or math.abs(x - y) > {{ EXPIRY_GRACE_MS }}
+end
 local function same_content(a, b)
   for k, v in pairs(a) do if k ~= REV and b[k] ~= v then return false end end
   for k, v in pairs(b) do if k ~= REV and a[k] ~= v then return false end end
