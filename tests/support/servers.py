@@ -639,9 +639,15 @@ class RedisSentinel:
                 raise RuntimeError(f"no replica was promoted in {self.ready_timeout}s\n"
                                    + "\n".join(s.log_tail() for s in self.sentinels))
             time.sleep(0.05)
-        old.extra_args = ["--replicaof", new.host, str(new.port)]
+        # Brought back empty, the old node must not be promoted before it holds the data: a
+        # second failover soon after the first (a sentinel that saw the new primary late, on a
+        # loaded machine) would otherwise pick it mid-sync and lose every write. Priority 0
+        # until it is linked, as an operator brings a failed node back (docs/sentinel.md).
+        old.extra_args = ["--replicaof", new.host, str(new.port), "--replica-priority", "0"]
         old.restart()
-        return old, self.wait_settled(not_on=old)
+        settled = self.wait_settled(not_on=old)
+        old.client().config_set("replica-priority", 100)
+        return old, settled
 
     def wait_settled(self, not_on: RedisServer | None = None) -> RedisServer:
         """Wait until every sentinel names the same primary (not ``not_on``) with no failover
