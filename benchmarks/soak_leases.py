@@ -167,16 +167,27 @@ class Workers:
             for _ in range(self.args.workers):
                 self.spawn()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not all(
-                os.path.exists(p.log) and os.path.getsize(p.log) for p in self.live):
+        while time.monotonic() < deadline and not all(self._ready(p) for p in self.live):
             time.sleep(0.05)
         self.thread.start()
 
+    @staticmethod
+    def _ready(proc: subprocess.Popen) -> bool:
+        """Has it opened its store (its first log line)?"""
+        log = proc.log  # type: ignore[attr-defined]
+        return os.path.exists(log) and os.path.getsize(log) > 0
+
     def _kill_loop(self) -> None:
+        # The victim is one that has opened its store: on a loaded machine a worker can take
+        # longer than a few kill intervals to start, and killing workers still starting would
+        # stop the work without testing anything (the run then times out, nothing wrong).
         while not self.halt.wait(self.args.kill_every):
             with self.lock:
                 self._reap()
-                victim = self.rng.choice(self.live)
+                ready = [p for p in self.live if self._ready(p)]
+                if not ready:
+                    continue
+                victim = self.rng.choice(ready)
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 self.killed.add(victim.pid)
