@@ -178,13 +178,20 @@ class Workers:
         return os.path.exists(log) and os.path.getsize(log) > 0
 
     def _kill_loop(self) -> None:
-        # The victim is one that has opened its store: on a loaded machine a worker can take
-        # longer than a few kill intervals to start, and killing workers still starting would
-        # stop the work without testing anything (the run then times out, nothing wrong).
+        # The victim is one that has worked for --min-life since it opened its store: on a
+        # loaded machine starting a worker (Python, the imports, the store opened on a cluster)
+        # can take seconds, several kill intervals, and killing each worker as soon as it is up
+        # would leave the run with almost no work done (it then times out, nothing wrong).
+        ready_since: dict[int, float] = {}
         while not self.halt.wait(self.args.kill_every):
             with self.lock:
                 self._reap()
-                ready = [p for p in self.live if self._ready(p)]
+                now = time.monotonic()
+                for proc in self.live:
+                    if proc.pid not in ready_since and self._ready(proc):
+                        ready_since[proc.pid] = now
+                ready = [p for p in self.live
+                         if now - ready_since.get(p.pid, now) >= self.args.min_life]
                 if not ready:
                     continue
                 victim = self.rng.choice(ready)
@@ -669,7 +676,7 @@ def soak(url: str, args: argparse.Namespace) -> dict:
         "walk_finished": driver.finished,
         "walk_error": driver.error,
         "producer_error": producer.error,
-        "settings": {k: getattr(args, k) for k in ("workers", "jobs", "seconds", "kill_every", "lease",
+        "settings": {k: getattr(args, k) for k in ("workers", "jobs", "seconds", "kill_every", "min_life", "lease",
                                                     "max_attempts", "seed", "before", "dwell",
                                                     "list_grace")}
                     | {"cluster": url.startswith("redis+cluster"), "rollback": not args.no_rollback},
@@ -806,6 +813,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=120.0, help="hard bound on the run")
     parser.add_argument("--kill-every", type=float, default=0.5, help="seconds between SIGKILLs")
     parser.add_argument("--lease", type=float, default=1.0)
+    parser.add_argument("--min-life", type=float, default=None,
+                        help="seconds a worker works, once up, before it can be killed "
+                             "(default: twice the lease)")
     parser.add_argument("--max-attempts", type=int, default=5)
     parser.add_argument("--before", type=float, default=0.4,
                         help="share of the jobs enqueued before the migration starts")
@@ -830,6 +840,10 @@ def main(argv: list[str] | None = None) -> int:
             or args.lease <= 0 or args.max_attempts < 1 or not 0 <= args.before <= 1:
         parser.error("--workers, --jobs, --max-attempts must be >= 1; --seconds, --kill-every, "
                      "--lease > 0; --before 0..1")
+    if args.min_life is None:
+        args.min_life = 2 * args.lease
+    elif args.min_life < 0:
+        parser.error("--min-life must be >= 0")
     if args.seed is None:
         args.seed = random.randrange(1 << 30)
     try:
