@@ -11,7 +11,10 @@ for one of its fixtures. Options (each also read from the environment):
     The database the tests use. **It is flushed (FLUSHDB) before every test that uses it**: give
     a throwaway database, never one holding data you want (e.g. ``redis://localhost:6390/15``).
     ``memory://`` gives every test a fresh embedded fakeredis server; ``memory://name`` is one
-    shared embedded server, flushed like a real one.
+    shared embedded server, flushed like a real one. Under pytest-xdist, ``{worker}`` in the URL
+    is the worker's number (``gw2``: 2; 0 without xdist), so that each worker flushes a
+    database of its own (``redis://localhost:6390/{worker}``); a real Redis URL without it is
+    refused when more than one worker runs, since the workers would flush each other's data.
 ``--jobstore-strategy NAME`` (``JOBSTORE_TEST_STRATEGY``, default ``legacy``)
     The strategy of the ``jobstore_store`` fixture, unless the test class names a ``schema``
     (as a :class:`~jobstore.testing.SchemaConformance` subclass does).
@@ -40,7 +43,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--jobstore-url", default=None, metavar="URL",
         help=f"database for jobstore tests, FLUSHED before each test: a throwaway one "
-             f"(env {ENV_URL}; default {DEFAULT_URL}, an embedded fakeredis)",
+             f"(env {ENV_URL}; default {DEFAULT_URL}, an embedded fakeredis); under "
+             f"pytest-xdist, {WORKER_FIELD} in it is the worker's number",
     )
     group.addoption(
         "--jobstore-strategy", default=None, metavar="NAME",
@@ -64,6 +68,29 @@ def _option(config: pytest.Config, name: str) -> str | None:
         return config.getoption(name)  # type: ignore[no-any-return]
     except ValueError:  # the plugin is not loaded (the kit also runs without it)
         return None
+
+
+WORKER_FIELD = "{worker}"
+
+
+def for_this_worker(url: str, environ: Any = None) -> str:
+    """``url`` with ``{worker}`` replaced by this pytest-xdist worker's number (0 outside xdist).
+
+    :raises pytest.UsageError: more than one xdist worker and a real Redis URL without
+        ``{worker}``: every worker would FLUSHDB the one database under the others' tests.
+    """
+    env = os.environ if environ is None else environ
+    worker = env.get("PYTEST_XDIST_WORKER", "")
+    number = worker[2:] if worker.startswith("gw") and worker[2:].isdigit() else "0"
+    if WORKER_FIELD in url:
+        return url.replace(WORKER_FIELD, number)
+    if not url.startswith("memory://") and int(env.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1) > 1:
+        raise pytest.UsageError(
+            f"--jobstore-url {url.split('@')[-1]!r} is flushed before every test, and "
+            f"{env['PYTEST_XDIST_WORKER_COUNT']} pytest-xdist workers would flush each other's "
+            f"data: put {WORKER_FIELD} where each worker's database number goes "
+            f"(redis://host:6390/{WORKER_FIELD}), or run with -n 0")
+    return url
 
 
 def prepared_url(url: str) -> Iterator[str]:
@@ -92,7 +119,7 @@ def prepared_url(url: str) -> Iterator[str]:
 @pytest.fixture
 def jobstore_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The test database's URL, flushed before the test (see ``--jobstore-url``)."""
-    yield from prepared_url(configured_url(request.config))
+    yield from prepared_url(for_this_worker(configured_url(request.config)))
 
 
 @pytest.fixture

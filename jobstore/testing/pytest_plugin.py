@@ -18,6 +18,7 @@ from _jobstore_pytestplugin import (
     ENV_URL,
     configured_strategy,
     configured_url,
+    for_this_worker,
     prepared_url,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "ENV_URL",
     "configured_strategy",
     "configured_url",
+    "for_this_worker",
     "prepared_url",
 ]
