@@ -1,10 +1,9 @@
 -- The body of dequeue.lua, as a function of the KEYS and ARGV that script's header describes
 -- (those left after the fence), so that finish.lua runs it on its own share of its keys and
 -- arguments. Needs bump (includes/fence.lua, which every script including this includes first).
--- The op marker (KEYS[3]): {key, the record as handed out} once the call has claimed a job.
 -- finish (finish.lua's call; nil for dequeue.lua's): {the marker as its move half read it (false:
--- none), the key and the expiry of the finished job}: one marker answers both halves, {key or '',
--- record or {}, finished key, expiry}; a marker without a key ('') has claimed nothing yet.
+-- none), the key and the expiry of the finished job}. The op marker (KEYS[3]) is written by mark
+-- below, the one place that knows its layout.
 --- @include "record_check"
 --- @include "dead_letter"
 --- @include "ids"
@@ -21,6 +20,14 @@ local function claim_next(KEYS, ARGV, finish)
   if compat then
     redis.call('HSETNX', KEYS[7], 'mode', 'shared')
     mode = redis.call('HGET', KEYS[7], 'mode')
+  end
+  -- The op marker (KEYS[3]), written once per call: {key, the record as handed out} once the
+  -- call has claimed a job; finish's answers both its halves, {key or '', record or {}, key of
+  -- the job finished, its expiry} (a marker without a key, '', has claimed nothing yet).
+  local function mark(key, record)
+    local saved = {key, record}
+    if finish then saved[3], saved[4] = finish[2], finish[3] end
+    redis.call('SET', KEYS[3], cjson.encode(saved), 'EX', ARGV[1])
   end
   -- the time to write to a record (read whole): in the form its times already have
   local function now_of(record) return iso_in(record) and ARGV[9] or ARGV[2] end
@@ -151,8 +158,7 @@ local function claim_next(KEYS, ARGV, finish)
     end
     redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), claim)
     local claimed = flat_of(records[1])  -- the first copy as it is now
-    local saved = finish and {owned[1], claimed, finish[2], finish[3]} or {owned[1], claimed}
-    redis.call('SET', KEYS[3], cjson.encode(saved), 'EX', ARGV[1])
+    mark(owned[1], claimed)
     return {'job', claimed, dead, owned[1], reaped, '', '', mode}
   end
   -- A claim list's entries back to the queue's oldest end, in order. A bare job id (moved there
@@ -249,7 +255,7 @@ local function claim_next(KEYS, ARGV, finish)
   end
   reply = reply or {'busy', {}, dead, '', reaped, '', '', mode}
   if finish and not finish[1] and reply[1] ~= 'job' then  -- the move made, nothing claimed yet
-    redis.call('SET', KEYS[3], cjson.encode({'', {}, finish[2], finish[3]}), 'EX', ARGV[1])
+    mark('', {})
   end
   return reply
 end
