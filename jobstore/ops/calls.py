@@ -217,9 +217,11 @@ def delete_record(*, marker: str, record: str, tombstone: str, workspace_id: str
                   (workspace_id, marker_ttl, tomb_ttl, *stamps))
 
 
-def bury(*, marker: str, dead: str, marker_ttl: int, letter: str, most: int) -> Script:
-    """jobstore/lua/bury.lua (``letter``: the dead letter's JSON)."""
-    return Script(BURY, (marker, dead), (marker_ttl, letter, most))
+def bury(*, marker: str, dead: str, marker_ttl: int, most: int, entry: str, reason: str,
+         key: str | None = None, field: str | None = None) -> Script:
+    """jobstore/lua/bury.lua (``entry``: as the letter shows it, printable; ``key`` and
+    ``field``: the record that cannot be decoded, None for an entry that cannot be parsed)."""
+    return Script(BURY, (marker, dead), (marker_ttl, most, entry, reason, key or "", field or ""))
 
 
 def arbitrate(*, arbiter: str, claim: str, ttl: int, holder: str = "") -> Script:

@@ -32,13 +32,7 @@ local function claim_next(KEYS, ARGV, finish)
   -- the time to write to a record (read whole): in the form its times already have
   local function now_of(record) return iso_in(record) and ARGV[9] or ARGV[2] end
   local function bury(entry, reason, key, field)
-    -- at: epoch seconds, the writer's (ARGV[2]), or the server's where the store writes ISO times
-    local letter = {entry = printable(entry), reason = reason, at = tonumber(ARGV[2]) or now / 1000}
-    if key then letter.key = key; letter.field = field end
-    local text = cjson.encode(letter)
-    redis.call('LPUSH', KEYS[4], text)
-    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
-    dead[#dead + 1] = text
+    dead[#dead + 1] = push_letter(KEYS[4], ARGV[4], printable(entry), reason, key, field)
   end
   -- an entry's part before the keys it carries
   local function base_of(entry)
