@@ -4,8 +4,9 @@ An entry that cannot be parsed (no ``:``, an empty or invalid id), or whose job 
 decoded, would otherwise fail every worker that pops it, or be marked ``running`` and never
 returned. ``dequeue`` moves it to the store's dead-letter list instead (``<prefix>:dead:{...}``,
 see :attr:`jobstore.layout.StoreKeys.dead`), leaves the record as it is, and goes on with the
-next entry. The standalone script (``jobstore/lua/dequeue.lua``) writes the same JSON as
-:meth:`DeadLetter.to_json`.
+next entry. The scripts write each letter (``jobstore/lua/includes/dead_letter.lua``, for
+``dequeue.lua`` and, on Redis Cluster, ``bury.lua``), stamped with the Redis server's clock;
+:meth:`DeadLetter.from_json` reads one.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class DeadLetter:
     """One queue entry ``dequeue`` set aside.
 
     ``entry``: the entry as popped, with every byte outside printable ASCII (and ``\\``) written
-    as ``\\xNN``; ``reason``: why; ``at``: when (epoch seconds, the dequeuing client's clock);
+    as ``\\xNN``; ``reason``: why; ``at``: when (epoch seconds, the Redis server's clock, which
+    the sweep's ``dead_letter_ttl`` is measured on);
     ``key`` and ``field``: the record that cannot be decoded and its first bad field (None for
     an entry that cannot be parsed).
     """
@@ -43,12 +45,6 @@ class DeadLetter:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def to_json(self) -> str:
-        letter = {"entry": self.entry, "reason": self.reason, "at": self.at}
-        if self.key is not None:
-            letter.update(key=self.key, field=self.field)
-        return json.dumps(letter, separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> DeadLetter:

@@ -1,8 +1,12 @@
 -- KEYS[1] op marker   KEYS[2] dead-letter list
--- ARGV[1] marker ttl (s)   ARGV[2] dead letter (JSON)   ARGV[3] most dead letters kept
--- returns 1 written | 0 this call's letter was written already
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('LPUSH', KEYS[2], ARGV[2])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
-return 1
+-- ARGV[1] marker ttl (s)   ARGV[2] most dead letters kept   ARGV[3] the entry (printable:
+-- jobstore.dead_letters.printable)   ARGV[4] the reason   ARGV[5] the record's key ('' for an
+-- entry that cannot be parsed)   ARGV[6] the record's field
+-- returns this call's dead letter (JSON): written now, at the server's time
+-- (includes/dead_letter.lua), or by its first attempt (a re-send writes nothing)
+--- @include "dead_letter"
+local written = redis.call('GET', KEYS[1])
+if written then return written end
+local text = push_letter(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+redis.call('SET', KEYS[1], text, 'EX', ARGV[1])
+return text

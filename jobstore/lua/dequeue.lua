@@ -12,9 +12,12 @@
 -- ARGV[10] '1': a compatible queue is configured (KEYS[6], KEYS[7])
 -- ARGV[11] the store's finished_ttl (ms, '' none): a job failed when its last lease ran out
 --          expires then (includes/retention.lua)
--- ARGV[12 ..] the schemas in read order: a record key template (byte 1 stands for the workspace
---             id, byte 2 for the job id: the schema's lua_template), or byte 3 and a computed
---             schema's name: its key is carried by the entry (after byte 31, as in ARGV[8])
+-- ARGV[12] n, how many schemas are read in this phase
+-- ARGV[13 ..] the schemas: the n read, in read order, then the others the strategy knows (a job
+--             failed when its last lease ran out expires in those too, includes/retention.lua's
+--             expire_copy): a record key template (byte 1 stands for the workspace id, byte 2
+--             for the job id: the schema's lua_template), or byte 3 and a computed schema's
+--             name: its key is carried by the entry (after byte 31, as in ARGV[8])
 -- returns {kind, record, dead, key, reaped, entry, workspace, mode}; kind 'job' | 'replayed' |
 --         'empty' | 'busy' | 'need' (the entry carries no key of a computed schema: it is left
 --         where it was, and the store calls again with ARGV[8] for it); dead: the dead letters
@@ -25,7 +28,7 @@
 -- is popped first, then the compatible queue, from its oldest end (LPOP, as its workers do).
 -- First the leases that ran out (server time): a job still held by its expired claim is handed
 -- out again to this call, under a new claim and attempt, or, at max attempts, fails with the
--- reason; a claim list of a dequeue that never finished goes back to the queue; any other
+-- reason (a final move: every copy of the job expires, as update_status.lua's); a claim list of a dequeue that never finished goes back to the queue; any other
 -- expired lease (the job finished, was deleted or taken over) is dropped. Then the queue:
 -- entries are 'workspace:job:created_at' ('workspace:job' from before 0.1: any record of the
 -- id). Entries of deleted, cancelled or already running jobs are dropped, and so is an entry

@@ -5,11 +5,5 @@
 -- returns 1 when the copy now expires then, else 0 (no such record, another workspace's, or
 -- it expires by then already)
 -- One key: Cluster-safe. Safe to re-send: a copy that expires by then is left alone.
---- @include "lease"
-if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
-if redis.call('HGET', KEYS[1], 'workspace_id') ~= ARGV[1] then return 0 end
-local at = tonumber(ARGV[2])
-local left = redis.call('PTTL', KEYS[1])
-if left >= 0 and now_ms() + left <= at then return 0 end
-redis.call('PEXPIREAT', KEYS[1], at)
-return 1
+--- @include "retention"
+return expire_copy(KEYS[1], ARGV[1], tonumber(ARGV[2]))

@@ -9,9 +9,9 @@
 --         | {update reply, dequeue reply}: moved ('updated', or 'replayed'), then the claim;
 --         the update reply carries no record: {'updated' | 'replayed', {}, key, expiry}
 -- One op marker answers both halves (dequeue.lua's, KEYS[n + 3]; update_status.lua's KEYS[1] is
--- not read): {key of the job claimed or '', that record as handed out or {}, key of the job
--- finished, its expiry}, written once, with the claim (or with the move, when nothing was
--- claimed). A re-sent call answers what its first attempt did: the move 'replayed' (never a
+-- not read), written once, with the claim (or with the move, when nothing was claimed), by mark
+-- in includes/claim_next.lua (its layout is there; the move half reads its 3rd and 4th items
+-- below). A re-sent call answers what its first attempt did: the move 'replayed' (never a
 -- second move, nor an error for the first one), and the claim 'replayed' (the job the first
 -- attempt took, never a second one); a first attempt that took nothing takes now, as a new
 -- dequeue would. The move half reads the marker only when the job is not running under the

@@ -1,9 +1,9 @@
 -- KEYS[1] the dead-letter list (newest first)
 -- ARGV[1] the age (ms) past which a letter goes   ARGV[2] most letters to drop in this call
 -- returns how many letters were dropped
--- Letters are dropped from the oldest end while older than ARGV[1] by the server's clock (a
--- letter's 'at' is its writer's clock, epoch seconds); a letter with no readable 'at' (not
--- written by jobstore) counts as old. Safe to re-send: a re-sent call drops only what is old.
+-- Letters are dropped from the oldest end while older than ARGV[1] by the server's clock, the
+-- clock a letter's 'at' is written from (epoch seconds, includes/dead_letter.lua); a letter with
+-- no readable 'at' (not written by jobstore) counts as old. Safe to re-send: a re-sent call drops only what is old.
 --- @include "lease"
 local limit = now_ms() - tonumber(ARGV[1])
 local dropped = 0

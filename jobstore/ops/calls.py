@@ -108,14 +108,17 @@ def dequeue(fence: Fence, *, source: str, queue: str, marker: str, dead: str, le
             legacy_queue: str | None, queue_mode: str, spent: Sequence[str] = (),
             marker_ttl: int, now: str, scan: int, max_dead_letters: int, lease_ms: int,
             max_attempts: int, token: str, resolved: str = "", iso: str,
-            finished_ttl_ms: int | None, schemas: Sequence[str]) -> Script:
+            finished_ttl_ms: int | None, schemas: Sequence[str],
+            others: Sequence[str] = ()) -> Script:
     """jobstore/lua/dequeue.lua: claim from ``source`` (the queue, or this call's claim list).
     ``resolved``: the keys the store computed for one entry; ``schemas``: the read order's
-    record key templates (or byte 3 and a computed schema's name)."""
+    record key templates (or byte 3 and a computed schema's name); ``others``: those of the
+    other schemas the strategy knows (a job failed at max attempts expires there too)."""
     return fenced(DEQUEUE, fence,
                   (source, queue, marker, dead, leases, legacy_queue or queue, queue_mode, *spent),
                   (marker_ttl, now, scan, max_dead_letters, lease_ms, max_attempts, token,
-                   resolved, iso, _flag(bool(legacy_queue)), ms_arg(finished_ttl_ms), *schemas))
+                   resolved, iso, _flag(bool(legacy_queue)), ms_arg(finished_ttl_ms),
+                   len(schemas), *schemas, *others))
 
 
 def finish(move: Script, take: Script) -> Script:
@@ -217,9 +220,11 @@ def delete_record(*, marker: str, record: str, tombstone: str, workspace_id: str
                   (workspace_id, marker_ttl, tomb_ttl, *stamps))
 
 
-def bury(*, marker: str, dead: str, marker_ttl: int, letter: str, most: int) -> Script:
-    """jobstore/lua/bury.lua (``letter``: the dead letter's JSON)."""
-    return Script(BURY, (marker, dead), (marker_ttl, letter, most))
+def bury(*, marker: str, dead: str, marker_ttl: int, most: int, entry: str, reason: str,
+         key: str | None = None, field: str | None = None) -> Script:
+    """jobstore/lua/bury.lua (``entry``: as the letter shows it, printable; ``key`` and
+    ``field``: the record that cannot be decoded, None for an entry that cannot be parsed)."""
+    return Script(BURY, (marker, dead), (marker_ttl, most, entry, reason, key or "", field or ""))
 
 
 def arbitrate(*, arbiter: str, claim: str, ttl: int, holder: str = "") -> Script:

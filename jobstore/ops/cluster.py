@@ -200,16 +200,18 @@ def extend(ctx: Context, job: Job, lease_ms: int) -> Op[None]:
 
 def _bury(ctx: Context, entry: str, reason: str, key: str | None = None,
           field: str | None = None) -> Op[None]:
-    """Write one dead letter (once, however often the step is re-sent) and report it."""
-    letter = DeadLetter(printable(entry), reason, ctx.clock(), key, field)
+    """Write one dead letter, at the server's time (once, however often the step is re-sent),
+    and report it."""
     dead = ctx.keys.dead
     marker = ctx.keys.op(ctx.new_token(), near=dead)
     try:
-        yield Batch((calls.bury(marker=marker, dead=dead, marker_ttl=ctx.marker_ttl,
-                                letter=letter.to_json(), most=ctx.max_dead_letters),))
+        (written,) = yield Batch((calls.bury(
+            marker=marker, dead=dead, marker_ttl=ctx.marker_ttl, most=ctx.max_dead_letters,
+            entry=printable(entry), reason=reason, key=key, field=field),))
     finally:
         ctx.spent_anywhere.append(marker)
-    ctx.events.dead_letter(letter)  # a record that cannot be decoded was reported by _move
+    # (a record that cannot be decoded was reported by _move)
+    ctx.events.dead_letter(DeadLetter.from_json(written))
 
 
 def _claim(ctx: Context, token: str, entry: str, lease_ms: int) -> Op[Job | None]:

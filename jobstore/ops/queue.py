@@ -10,6 +10,7 @@ from ..dead_letters import DeadLetter
 from ..errors import LeaseLost
 from ..job import Job
 from ..layout import CARRIED
+from ..schema import KeySchema
 from ..steps import Batch, Command, Refresh, Script
 from . import calls
 from .context import Context, Op, now, spent_markers
@@ -20,8 +21,8 @@ from .writes import carried_keys
 def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms: int,
                     resolved: str = "", spent: Sequence[str] = ()) -> Script:
     # Routing is read afresh for every attempt, so a long wait follows a phase switch.
-    schemas = tuple(s.lua_template if s.lua_template is not None else "\x03" + s.name
-                    for s in ctx.strategy.routing(None).touched)
+    routing = ctx.strategy.routing(None)
+    read = {s.identity for s in routing.touched}
     stamp, iso = now(ctx)
     return calls.dequeue(
         fence(ctx), source=source, queue=ctx.keys.queue, marker=marker, dead=ctx.keys.dead,
@@ -29,20 +30,28 @@ def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms
         spent=spent, marker_ttl=ctx.marker_ttl, now=stamp, scan=ctx.dequeue_scan,
         max_dead_letters=ctx.max_dead_letters, lease_ms=lease_ms, max_attempts=ctx.max_attempts,
         token=token, resolved=resolved, iso=iso, finished_ttl_ms=ctx.finished_ttl_ms,
-        schemas=schemas)
+        schemas=tuple(map(_template, routing.touched)),
+        others=tuple(_template(s) for s in routing.known if s.identity not in read))
+
+
+def _template(schema: KeySchema) -> str:
+    """A schema as the DEQUEUE script builds its record keys: its key template, or byte 3 and
+    the name of a computed schema (its keys are carried by queue entries)."""
+    return schema.lua_template if schema.lua_template is not None else "\x03" + schema.name
 
 
 def resolve(ctx: Context, entry: str, workspace: str = "") -> str:
     """The computed schemas' keys of a queue entry that does not carry them all (enqueued before
-    the store read a computed schema), for the DEQUEUE script's ARGV[8]. ``workspace``: the
-    one the script found for a bare job id."""
+    the store knew a computed schema), for the DEQUEUE script's ARGV[8]: those of every schema
+    the strategy knows (the script reads the job in some, and expires a failed job in the
+    others). ``workspace``: the one the script found for a bare job id."""
     head = ctx.keys.entry_head(entry)
     workspace_id, job_id, _ = ctx.keys.parse_queue_entry(entry)
     if ":" not in head:
         workspace_id, job_id = workspace, head
-    touched = ctx.strategy.routing(None).touched
+    known = ctx.strategy.routing(None).known
     return head + "".join(
-        f"{CARRIED}{name}={key}" for name, key in carried_keys(touched, workspace_id, job_id))
+        f"{CARRIED}{name}={key}" for name, key in carried_keys(known, workspace_id, job_id))
 
 
 def buried(ctx: Context, letters: Iterable[DeadLetter | str]) -> None:

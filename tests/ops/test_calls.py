@@ -86,7 +86,8 @@ SAMPLES: dict[str, Callable[[], Script]] = {
     "delete_record": lambda: calls.delete_record(marker="m", record="r", tombstone="g",
                                                  workspace_id="w", marker_ttl=60, tomb_ttl=60,
                                                  stamps=()),
-    "bury": lambda: calls.bury(marker="m", dead="d", marker_ttl=60, letter="{}", most=5),
+    "bury": lambda: calls.bury(marker="m", dead="d", marker_ttl=60, most=5, entry="e",
+                               reason="r"),
     "arbitrate": lambda: calls.arbitrate(arbiter="a", claim="c", ttl=60),
     "lease_claim": lambda: calls.lease_claim(leases="l", claim="c", lease_ms=10),
     "take": lambda: calls.take(queue="q", claim_list="c", leases="l", marker="m", stay_ms=10,
@@ -135,7 +136,7 @@ def test_builder_sends_the_positions_its_script_header_names(name: str) -> None:
 def test_the_header_layout_reader() -> None:
     # A header whose tail repeats: the fixed part counts; a fenced one adds the fence's.
     assert layout("update_status") == {"KEYS": 2, "ARGV": 13}
-    assert layout("bury") == {"KEYS": 2, "ARGV": 3}
+    assert layout("bury") == {"KEYS": 2, "ARGV": 6}
     assert layout("return_claims") == {"KEYS": 3, "ARGV": 0}
 
 

@@ -257,6 +257,14 @@ def test_the_queue_entry_separator_is_the_layout_s():
         assert not re.search(r"\\0?31(?!\d)|\x1f", code), path.name
 
 
+def test_the_op_marker_of_dequeue_and_finish_is_written_in_one_place():
+    """dequeue's marker and finish's (one answering both halves) share a layout: one function
+    of claim_next.lua writes it, so that the two cannot drift apart (finish.lua reads it)."""
+    path = LUA_DIR / "includes" / "claim_next.lua"
+    code = "\n".join(line.split("--", 1)[0] for line in path.read_text().splitlines())
+    assert len(re.findall(r"redis\.call\('SET', KEYS\[3\]", code)) == 1
+
+
 def test_a_lua_string_holds_any_text():
     lua = lua51.LuaRuntime(encoding=None)
     for text in ["", "it's", "back\\slash", "tab\there", "line\nbreak", "é ✓ \x00 \x7f", "\x012", "\t9", "{{ X }}"]:

@@ -399,3 +399,27 @@ def test_a_blocking_dequeue_takes_an_old_entry_from_the_computed_keys(make_store
     assert got.job_id == old.job_id
     for key in (f"ai:jobs:{old.job_id}", Buckets("ai").job_key("Ws1", old.job_id)):
         assert legacy.client.hget(key, "status") == "running"
+
+
+@pytest.mark.usefixtures("buckets")
+def test_a_job_failed_at_max_attempts_expires_its_computed_copy_its_entry_does_not_name(
+        make_store):
+    # A job enqueued before the migration (its entry carries no computed key), copied by the
+    # backfill and handed out in dual-write; after a rollback to off its last lease runs out:
+    # the dequeue that fails it reads the source copy only, and the computed copy, whose key
+    # the store computes for it, expires with it.
+    legacy = make_store("legacy")
+    job = legacy.enqueue("Ws1", "a", ttl=3600)
+    migration = jobstore.Migration(legacy.client, target="buckets")
+    migration.set_phase("dual-write")
+    migration.backfill()
+    dual = jobstore.JobStore(legacy.client, "dual", target="buckets", max_attempts=1)
+    claimed = dual.dequeue()
+    assert claimed.job_id == job.job_id
+    rolled = jobstore.JobStore(legacy.client, "dual", target="buckets", phase="off",
+                               max_attempts=1)
+    legacy.client.zadd(legacy.keys.leases, {claimed.claim: 0})  # its last lease ran out
+    assert rolled.dequeue() is None
+    source, computed = f"ai:jobs:{job.job_id}", Buckets("ai").job_key("Ws1", job.job_id)
+    assert legacy.client.hget(source, "status") == "failed"
+    assert 0 < legacy.client.pttl(computed) <= legacy.client.pttl(source) + 1000

@@ -105,6 +105,26 @@ def test_a_final_move_that_updates_one_copy_expires_the_other_too(make_store, sw
     assert max(pttls(store, "j1")) - min(pttls(store, "j1")) < 1000
 
 
+@both
+@pytest.mark.parametrize("switch", ["target-only", "off"])
+def test_a_job_failed_at_max_attempts_in_a_phase_that_reads_one_copy_expires_both(make_store,
+                                                                                 switch):
+    # Both copies are running (dual-write) when the phase switches to one that reads one of
+    # them; the job's last lease then runs out and a dequeue fails it: that final move updates
+    # one copy, and the other must expire with it, as after update_status and finish.
+    store = make_store("dual", phase="dual-write", max_attempts=1)
+    store.enqueue(WS, "a", job_id="j1", ttl=HOUR)
+    job = store.dequeue()
+    assert job.job_id == "j1" and pttls(store, "j1") == [-1, -1]
+    after = make_store("dual", phase=switch, max_attempts=1)
+    store.client.zadd(store.keys.leases, {job.claim: 0})  # its last lease ran out
+    assert after.dequeue() is None
+    assert after.get("j1", workspace_id=WS).status is JobStatus.FAILED
+    assert len(copies(store, "j1")) == 2
+    assert within(pttls(store, "j1"), HOUR)
+    assert max(pttls(store, "j1")) - min(pttls(store, "j1")) < 1000
+
+
 def test_the_copy_step_keeps_a_sooner_expiry_and_leaves_others_records_alone(make_store):
     store = make_store("dual", phase="dual-write")
     store.enqueue(WS, "a", job_id="j1")

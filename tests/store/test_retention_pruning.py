@@ -12,8 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 import jobstore
-from jobstore import InvalidArgument, JobStatus
+from jobstore import DeadLetter, InvalidArgument, JobStatus
 from jobstore.cli import main
+from jobstore.events import Events
+from jobstore.testing import FakeClock
 from tests.conftest import keys, need_redis_server
 from tests.store.test_retention import HOUR, WS, both, copies, gone, pttls, within
 from tests.support.servers import RedisServer
@@ -158,6 +160,58 @@ def test_a_dead_letter_of_a_store_writing_iso_times_is_kept_for_its_ttl(make_sto
     assert letter.entry == "nocolon" and abs(letter.at - time.time()) < 60
     assert store.sweep()["dead_letters"] == 0
     assert [letter.entry for letter in store.dead_letters()] == ["nocolon"]
+
+
+class Letters(Events):
+    """Events that keep every dead letter reported."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.letters: list[DeadLetter] = []
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        self.letters.append(letter)
+
+
+def bury_one(store, how: str) -> None:
+    """Have the store write one dead letter: dequeue meeting an entry it cannot parse, or a
+    record it cannot decode (an entry from the queue, or the claim of a lease that ran out),
+    or finish's claim of the next job meeting such an entry."""
+    if how == "finish":
+        store.enqueue(WS, "a", job_id="done")
+        job = store.dequeue()
+        store.client.rpush(store.keys.queue, "nocolon")  # the oldest entry
+        assert store.finish(job, result={"ok": 1}) is None
+        return
+    if how == "entry":
+        store.client.rpush(store.keys.queue, "nocolon")
+    else:
+        store.enqueue(WS, "a", job_id="bad")
+        if how == "lease":
+            job = store.dequeue()
+            store.client.zadd(store.keys.leases, {job.claim: 0})  # its lease ran out
+        store.client.hset(copies(store, "bad")[0], "created_at", "yesterday")
+    assert store.dequeue() is None
+
+
+@both
+@pytest.mark.parametrize("how", ["entry", "record", "lease", "finish"])
+@pytest.mark.parametrize("skew", [-2 * HOUR, 2 * HOUR], ids=["behind", "ahead"])
+def test_a_dead_letter_carries_the_server_s_time_whatever_the_writer_s_clock(make_store, how,
+                                                                             skew):
+    # The sweep trims dead letters by age on the server's clock (dead_letter_ttl): a letter
+    # stamped by a worker whose clock is off the server's would be dropped at once (behind) or
+    # kept past its ttl (ahead). Every path that writes one stamps it with the server's time.
+    seen = Letters()
+    store = make_store("legacy", dead_letter_ttl=HOUR, events=seen)
+    store.context.clock = FakeClock(start=time.time() + skew, tick=0)
+    bury_one(store, how)
+    seconds, micros = store.client.time()
+    (letter,) = store.dead_letters()
+    assert abs(letter.at - (seconds + micros / 1e6)) < 60
+    assert [reported.at for reported in seen.letters] == [letter.at]
+    assert store.sweep()["dead_letters"] == 0
+    assert store.dead_letters() == [letter]
 
 
 def many_indexes(store, workspaces: int = 6, jobs: int = 7) -> int:

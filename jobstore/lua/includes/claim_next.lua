@@ -1,10 +1,9 @@
 -- The body of dequeue.lua, as a function of the KEYS and ARGV that script's header describes
 -- (those left after the fence), so that finish.lua runs it on its own share of its keys and
 -- arguments. Needs bump (includes/fence.lua, which every script including this includes first).
--- The op marker (KEYS[3]): {key, the record as handed out} once the call has claimed a job.
 -- finish (finish.lua's call; nil for dequeue.lua's): {the marker as its move half read it (false:
--- none), the key and the expiry of the finished job}: one marker answers both halves, {key or '',
--- record or {}, finished key, expiry}; a marker without a key ('') has claimed nothing yet.
+-- none), the key and the expiry of the finished job}. The op marker (KEYS[3]) is written by mark
+-- below, the one place that knows its layout.
 --- @include "record_check"
 --- @include "dead_letter"
 --- @include "ids"
@@ -17,21 +16,29 @@ local function claim_next(KEYS, ARGV, finish)
   local dead, reaped = {}, {}
   local now = now_ms()
   local compat = ARGV[10] == '1'
+  -- the schemas read in this phase (in read order), and the others the strategy knows
+  local reads, others = {}, {}
+  for i = 13, #ARGV do
+    local into = i <= 12 + tonumber(ARGV[12]) and reads or others
+    into[#into + 1] = ARGV[i]
+  end
   local mode = ''
   if compat then
     redis.call('HSETNX', KEYS[7], 'mode', 'shared')
     mode = redis.call('HGET', KEYS[7], 'mode')
   end
+  -- The op marker (KEYS[3]), written once per call: {key, the record as handed out} once the
+  -- call has claimed a job; finish's answers both its halves, {key or '', record or {}, key of
+  -- the job finished, its expiry} (a marker without a key, '', has claimed nothing yet).
+  local function mark(key, record)
+    local saved = {key, record}
+    if finish then saved[3], saved[4] = finish[2], finish[3] end
+    redis.call('SET', KEYS[3], cjson.encode(saved), 'EX', ARGV[1])
+  end
   -- the time to write to a record (read whole): in the form its times already have
   local function now_of(record) return iso_in(record) and ARGV[9] or ARGV[2] end
   local function bury(entry, reason, key, field)
-    -- at: epoch seconds, the writer's (ARGV[2]), or the server's where the store writes ISO times
-    local letter = {entry = printable(entry), reason = reason, at = tonumber(ARGV[2]) or now / 1000}
-    if key then letter.key = key; letter.field = field end
-    local text = cjson.encode(letter)
-    redis.call('LPUSH', KEYS[4], text)
-    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
-    dead[#dead + 1] = text
+    dead[#dead + 1] = push_letter(KEYS[4], ARGV[4], printable(entry), reason, key, field)
   end
   -- an entry's part before the keys it carries
   local function base_of(entry)
@@ -59,10 +66,27 @@ local function claim_next(KEYS, ARGV, finish)
   -- needs no workspace id (a computed schema's, '\3', and a workspace-scoped one's, '\1', cannot)
   local function id_keys(id)
     local keys = {}
-    for i = 12, #ARGV do
-      if string.byte(ARGV[i], 1) ~= 3 and not string.find(ARGV[i], '\1', 1, true) then
-        keys[#keys + 1] = (string.gsub(ARGV[i], '\2', id))
+    for _, template in ipairs(reads) do
+      if string.byte(template, 1) ~= 3 and not string.find(template, '\1', 1, true) then
+        keys[#keys + 1] = (string.gsub(template, '\2', id))
       end
+    end
+    return keys
+  end
+  -- the workspace's record keys of the job in the schemas given (templates), in their order;
+  -- nil when the entry lacks a computed schema's key
+  local function keys_in(templates, entry, ws, id)
+    local keys, carried = {}, nil
+    for _, template in ipairs(templates) do
+      local key
+      if string.byte(template, 1) == 3 then
+        carried = carried or carried_of(entry)
+        key = carried[string.sub(template, 2)]
+        if not key then return nil end
+      else
+        key = (string.gsub((string.gsub(template, '\1', ws)), '\2', id))
+      end
+      keys[#keys + 1] = key
     end
     return keys
   end
@@ -112,16 +136,10 @@ local function claim_next(KEYS, ARGV, finish)
   -- nil after burying the entry of a copy that cannot be decoded; nil, true when the entry lacks
   -- a computed schema's key
   local function copies(entry, ws, id)
-    local owned, records, carried = {}, {}, nil
-    for i = 12, #ARGV do
-      local key
-      if string.byte(ARGV[i], 1) == 3 then
-        carried = carried or carried_of(entry)
-        key = carried[string.sub(ARGV[i], 2)]
-        if not key then return nil, true end
-      else
-        key = (string.gsub((string.gsub(ARGV[i], '\1', ws)), '\2', id))
-      end
+    local owned, records = {}, {}
+    local keys = keys_in(reads, entry, ws, id)
+    if not keys then return nil, true end
+    for _, key in ipairs(keys) do
       local record = load(key)
       if addressed_in(record, ws) then
         local field, reason = problem_in(record)
@@ -151,8 +169,7 @@ local function claim_next(KEYS, ARGV, finish)
     end
     redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), claim)
     local claimed = flat_of(records[1])  -- the first copy as it is now
-    local saved = finish and {owned[1], claimed, finish[2], finish[3]} or {owned[1], claimed}
-    redis.call('SET', KEYS[3], cjson.encode(saved), 'EX', ARGV[1])
+    mark(owned[1], claimed)
     return {'job', claimed, dead, owned[1], reaped, '', '', mode}
   end
   -- A claim list's entries back to the queue's oldest end, in order. A bare job id (moved there
@@ -190,29 +207,37 @@ local function claim_next(KEYS, ARGV, finish)
       if head ~= 'list' then ws, id = parse(entry) end
       local owned, need, records = nil, false, nil
       if ws then owned, need, records = copies(entry, ws, id) end
+      -- the job, still held by the expired claim, is handed out again, or fails at max attempts
+      local held = not need and owned and #owned > 0 and records[1].claim == member
+                   and records[1].status == 'running'
+      local n = held and stored_count(records[1].attempts)
+      local rest = nil  -- failing: its copies in the schemas not read in this phase
+      if held and n >= tonumber(ARGV[6]) then
+        rest = keys_in(others, entry, ws, id)
+        need = not rest
+      end
       if need then reply = {'need', {}, dead, '', reaped, entry, ws, mode}; break end
       redis.call('ZREM', KEYS[5], member)
       if head == 'list' then
         if entry ~= KEYS[1] then requeue(entry) end
-      else
-        if owned and #owned > 0 and records[1].claim == member
-            and records[1].status == 'running' then
-          local n = stored_count(records[1].attempts)
-          if n >= tonumber(ARGV[6]) then
-            local why = string.format({{ LEASE_EXPIRED }}, n, tonumber(ARGV[6]))
-            for i, key in ipairs(owned) do
-              redis.call('HSET', key, 'status', 'failed', 'error', why, 'updated_at',
-                         now_of(records[i]), '_rev', bumped(records[i]), 'claim', '')
-              -- (the claim ended: LeaseLost for it)
-            end
-            expire_all(owned, expiry_of(records[1], 'failed', '', ARGV[11]))
-            reaped[#reaped + 1] = 'failed'; reaped[#reaped + 1] = ws
-          else
-            reaped[#reaped + 1] = 'reclaimed'; reaped[#reaped + 1] = ws
-            reply = take(owned, records, entry, n + 1, ws, id)
-            break
-          end
+      elseif rest then
+        local why = string.format({{ LEASE_EXPIRED }}, n, tonumber(ARGV[6]))
+        for i, key in ipairs(owned) do
+          redis.call('HSET', key, 'status', 'failed', 'error', why, 'updated_at',
+                     now_of(records[i]), '_rev', bumped(records[i]), 'claim', '')
+          -- (the claim ended: LeaseLost for it)
         end
+        -- a final move: every copy expires at one time, those it did not update too
+        local at = expiry_of(records[1], 'failed', '', ARGV[11])
+        expire_all(owned, at)
+        if at then
+          for _, key in ipairs(rest) do expire_copy(key, ws, at) end
+        end
+        reaped[#reaped + 1] = 'failed'; reaped[#reaped + 1] = ws
+      elseif held then
+        reaped[#reaped + 1] = 'reclaimed'; reaped[#reaped + 1] = ws
+        reply = take(owned, records, entry, n + 1, ws, id)
+        break
       end
     end
   end
@@ -249,7 +274,7 @@ local function claim_next(KEYS, ARGV, finish)
   end
   reply = reply or {'busy', {}, dead, '', reaped, '', '', mode}
   if finish and not finish[1] and reply[1] ~= 'job' then  -- the move made, nothing claimed yet
-    redis.call('SET', KEYS[3], cjson.encode({'', {}, finish[2], finish[3]}), 'EX', ARGV[1])
+    mark('', {})
   end
   return reply
 end

@@ -24,3 +24,14 @@ local function expire_all(keys, at)
     for _, key in ipairs(keys) do redis.call('PEXPIREAT', key, at) end
   end
 end
+-- A copy of the job that its final move did not update (a schema the phase does not write, dual:
+-- docs/retention.md) expires at the move's time too: if it exists, is the workspace's and does
+-- not expire by then already (safe to apply twice). Returns 1 when it now expires then, else 0.
+local function expire_copy(key, workspace_id, at)
+  if redis.call('TYPE', key).ok ~= 'hash' then return 0 end
+  if redis.call('HGET', key, 'workspace_id') ~= workspace_id then return 0 end
+  local left = redis.call('PTTL', key)
+  if left >= 0 and now_ms() + left <= at then return 0 end
+  redis.call('PEXPIREAT', key, at)
+  return 1
+end
