@@ -46,6 +46,13 @@ class DeadLetter:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_json(self) -> str:
+        """The letter as JSON text, the fields the scripts store (:meth:`from_json` reads it)."""
+        letter: dict[str, Any] = {"entry": self.entry, "reason": self.reason, "at": self.at}
+        if self.key is not None:
+            letter.update(key=self.key, field=self.field)
+        return json.dumps(letter, separators=(",", ":"), sort_keys=True)
+
     @classmethod
     def from_json(cls, text: str) -> DeadLetter:
         """A letter as stored; text that is not one (pushed by someone else) becomes the entry."""

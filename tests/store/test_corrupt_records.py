@@ -200,6 +200,11 @@ def test_dequeue_dead_letters_a_corrupt_job_and_hands_out_the_next(make_store, f
     assert events.letters == [letter] and events.corrupt_records[-1].operation == "dequeue"
     assert store.client.llen(store.keys.queue) == 0
     assert store.dequeue() is None and len(store.dead_letters()) == 1
+    # to_json gives the fields the script stored, from_json reads it back whole.
+    (stored,) = store.client.lrange(store.keys.dead, 0, -1)
+    stored = stored.decode() if isinstance(stored, bytes) else stored
+    assert json.loads(letter.to_json()) == json.loads(stored)
+    assert DeadLetter.from_json(letter.to_json()) == letter
 
 
 def test_dequeue_leaves_every_copy_when_one_is_corrupt(make_store):
