@@ -85,8 +85,10 @@ def for_this_worker(url: str, environ: Any = None) -> str:
     if WORKER_FIELD in url:
         return url.replace(WORKER_FIELD, number)
     if not url.startswith("memory://") and int(env.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1) > 1:
+        from jobstore.urls import redact
+
         raise pytest.UsageError(
-            f"--jobstore-url {url.split('@')[-1]!r} is flushed before every test, and "
+            f"--jobstore-url {redact(url)!r} is flushed before every test, and "
             f"{env['PYTEST_XDIST_WORKER_COUNT']} pytest-xdist workers would flush each other's "
             f"data: put {WORKER_FIELD} where each worker's database number goes "
             f"(redis://host:6390/{WORKER_FIELD}), or run with -n 0")

@@ -191,7 +191,7 @@ class Workers:
                     if proc.pid not in ready_since and self._ready(proc):
                         ready_since[proc.pid] = now
                 ready = [p for p in self.live
-                         if now - ready_since.get(p.pid, now) >= self.args.min_life]
+                         if p.pid in ready_since and now - ready_since[p.pid] >= self.args.min_life]
                 if not ready:
                     continue
                 victim = self.rng.choice(ready)

@@ -32,6 +32,16 @@ def test_a_shared_database_is_refused_when_several_workers_run():
     assert for_this_worker("memory://shared", env) == "memory://shared"
 
 
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6390/5?password=s3cr3t",
+                                 "redis+sentinel://h1:26379/mymaster?sentinel_password=s3cr3t",
+                                 "unix:///tmp/redis.sock?db=0&password=s3cr3t"])
+def test_the_shared_database_refusal_never_shows_a_password(url):
+    env = {"PYTEST_XDIST_WORKER": "gw1", "PYTEST_XDIST_WORKER_COUNT": "2"}
+    with pytest.raises(pytest.UsageError) as caught:
+        for_this_worker(url, env)
+    assert "s3cr3t" not in str(caught.value)
+
+
 PROJECT = """
 def test_one(jobstore_store):
     jobstore_store.enqueue("ws", "a", {}, job_id="a")

@@ -20,6 +20,7 @@ import pytest
 import jobstore
 from jobstore import KeySchema, PluginError, plugins
 from jobstore.schema import SAMPLE_JOBS, SAMPLE_WORKSPACES, glob_regex
+from jobstore.ops import queue as ops_queue
 from tests.plugins.test_plugins import extra_plugin, make_plugin  # noqa: F401 - the fixture
 
 ID = r"[A-Za-z0-9_.\-]{1,128}"
@@ -423,3 +424,52 @@ def test_a_job_failed_at_max_attempts_expires_its_computed_copy_its_entry_does_n
     source, computed = f"ai:jobs:{job.job_id}", Buckets("ai").job_key("Ws1", job.job_id)
     assert legacy.client.hget(source, "status") == "failed"
     assert 0 < legacy.client.pttl(computed) <= legacy.client.pttl(source) + 1000
+
+
+@pytest.mark.usefixtures("buckets")
+@pytest.mark.parametrize("wait", [False, True])
+def test_finish_fails_an_old_entry_job_and_expires_its_computed_copy(make_store, wait):
+    """finish (and a waiting dequeue) failing, at max_attempts, a job whose entry predates the
+    computed schema: its computed copy, not read in phase off, expires with it."""
+    legacy = make_store("legacy")
+    x = legacy.enqueue("Ws1", "a", ttl=3600)
+    w = legacy.enqueue("Ws1", "b")
+    migration = jobstore.Migration(legacy.client, target="buckets")
+    migration.set_phase("dual-write")
+    migration.backfill()
+    dual = jobstore.JobStore(legacy.client, "dual", target="buckets", max_attempts=1)
+    cx = dual.dequeue()
+    cw = dual.dequeue()
+    assert (cx.job_id, cw.job_id) == (x.job_id, w.job_id)
+    rolled = jobstore.JobStore(legacy.client, "dual", target="buckets", phase="off",
+                               max_attempts=1)
+    legacy.client.zadd(legacy.keys.leases, {cx.claim: 0})
+    if wait:
+        assert rolled.dequeue(timeout=0.2) is None
+    else:
+        assert rolled.finish(cw, result={"ok": 1}) is None
+    source, computed = f"ai:jobs:{x.job_id}", Buckets("ai").job_key("Ws1", x.job_id)
+    assert legacy.client.hget(source, "status") == "failed"
+    assert 0 < legacy.client.pttl(computed) <= legacy.client.pttl(source) + 1000
+
+
+@pytest.mark.usefixtures("buckets")
+def test_no_resolve_round_trip_when_the_failed_job_sets_no_expiry(make_store, monkeypatch):
+    """The other copies' keys are asked for only when the failed job expires: without a
+    retention, no 'need' reply and no second call."""
+    legacy = make_store("legacy")
+    x = legacy.enqueue("Ws1", "a")  # no ttl, no finished_ttl: nothing will expire
+    migration = jobstore.Migration(legacy.client, target="buckets")
+    migration.set_phase("dual-write")
+    migration.backfill()
+    dual = jobstore.JobStore(legacy.client, "dual", target="buckets", max_attempts=1)
+    cx = dual.dequeue()
+    rolled = jobstore.JobStore(legacy.client, "dual", target="buckets", phase="off",
+                               max_attempts=1)
+    legacy.client.zadd(legacy.keys.leases, {cx.claim: 0})
+    calls = []
+    real = ops_queue.resolve
+    monkeypatch.setattr(ops_queue, "resolve", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    assert rolled.dequeue() is None
+    assert legacy.client.hget(f"ai:jobs:{x.job_id}", "status") == "failed"
+    assert calls == []

@@ -211,16 +211,21 @@ local function claim_next(KEYS, ARGV, finish)
       local held = not need and owned and #owned > 0 and records[1].claim == member
                    and records[1].status == 'running'
       local n = held and stored_count(records[1].attempts)
-      local rest = nil  -- failing: its copies in the schemas not read in this phase
-      if held and n >= tonumber(ARGV[6]) then
-        rest = keys_in(others, entry, ws, id)
-        need = not rest
+      -- failing: its expiry (false: none), and its copies in the schemas not read in this
+      -- phase, which expire with it (looked up only when it expires: no 'need' otherwise)
+      local failing, at, rest = held and n >= tonumber(ARGV[6]), false, {}
+      if failing then
+        at = expiry_of(records[1], 'failed', '', ARGV[11])
+        if at then
+          rest = keys_in(others, entry, ws, id)
+          need = not rest
+        end
       end
       if need then reply = {'need', {}, dead, '', reaped, entry, ws, mode}; break end
       redis.call('ZREM', KEYS[5], member)
       if head == 'list' then
         if entry ~= KEYS[1] then requeue(entry) end
-      elseif rest then
+      elseif failing then
         local why = string.format({{ LEASE_EXPIRED }}, n, tonumber(ARGV[6]))
         for i, key in ipairs(owned) do
           redis.call('HSET', key, 'status', 'failed', 'error', why, 'updated_at',
@@ -228,11 +233,8 @@ local function claim_next(KEYS, ARGV, finish)
           -- (the claim ended: LeaseLost for it)
         end
         -- a final move: every copy expires at one time, those it did not update too
-        local at = expiry_of(records[1], 'failed', '', ARGV[11])
         expire_all(owned, at)
-        if at then
-          for _, key in ipairs(rest) do expire_copy(key, ws, at) end
-        end
+        for _, key in ipairs(rest) do expire_copy(key, ws, at) end
         reaped[#reaped + 1] = 'failed'; reaped[#reaped + 1] = ws
       elseif held then
         reaped[#reaped + 1] = 'reclaimed'; reaped[#reaped + 1] = ws
