@@ -10,7 +10,10 @@ import uuid
 import pytest
 
 import jobstore
-from jobstore import JobStatus, scripts
+from jobstore import InvalidArgument, JobStatus, scripts, validation
+from jobstore.ops.records import _ALLOWED_BEFORE
+from jobstore.testing import FakeClock
+from jobstore.job import statuses_allowed_before
 
 
 @pytest.fixture
@@ -43,3 +46,47 @@ def test_calls_do_not_hash_the_scripts_again(memory_url, monkeypatch):
     assert nxt is not None and nxt.status is JobStatus.RUNNING
     assert store.get(job.job_id, workspace_id="ws").status is JobStatus.COMPLETED
     assert hashed == []
+
+
+@pytest.mark.parametrize("phase, touched", [
+    ("off", ("legacy",)),
+    ("dual-write", ("legacy", "workspace")),
+    ("read-target", ("workspace", "legacy")),
+    ("target-only", ("workspace",)),
+    ("off", ("legacy",)),  # and back: nothing of the phase before stays
+])
+def test_the_schemas_a_call_touches_follow_the_phase(memory_url, phase, touched):
+    store = jobstore.open(memory_url, "dual")
+    ages = iter(range(0, 10**6, 10))
+    store.driver.core.monotonic = lambda: next(ages)  # every call reads the phase first
+    clock = FakeClock(tick=0)
+    migration = jobstore.Migration(store.client, clock=clock, wait=clock.wait)
+    for now in ("off", "dual-write", "read-target", "target-only", phase):
+        migration.set_phase(now, force=True, reason="test")
+        store.get("j", workspace_id="ws")  # follows the switch
+        routing = store.strategy.routing("ws")
+        assert routing.touched is routing.touched
+        assert routing.touched == tuple(dict.fromkeys(routing.reads + routing.writes))
+    assert tuple(s.name for s in store.strategy.routing("ws").touched) == touched
+    assert tuple(s.name for s in store.strategy.routing(None).touched) == touched
+
+
+def test_the_statuses_a_move_starts_from_are_the_allowed_moves():
+    for status in JobStatus:
+        assert _ALLOWED_BEFORE[status] == tuple(s.value for s in statuses_allowed_before(status))
+
+
+class Named(str):
+    """A str subclass, as an application's own status names may be."""
+
+
+@pytest.mark.parametrize("value", ["completed", JobStatus.COMPLETED, Named("completed")])
+def test_a_status_is_taken_by_value_whatever_str_it_is(value):
+    assert validation.status(value) is JobStatus.COMPLETED
+
+
+@pytest.mark.parametrize("value", ["done", "COMPLETED", "", None, 3, ["completed"], b"completed"])
+def test_anything_else_is_refused_naming_the_status(value):
+    with pytest.raises(InvalidArgument) as raised:
+        validation.status(value)
+    assert raised.value.argument == "status"
