@@ -11,6 +11,8 @@ import pytest
 
 import jobstore
 from jobstore import InvalidArgument, JobStatus, scripts, validation
+from jobstore.errors import CorruptRecord
+from jobstore.job import NOT_UTF8, Job
 from jobstore.ops.records import _ALLOWED_BEFORE
 from jobstore.testing import FakeClock
 from jobstore.job import statuses_allowed_before
@@ -90,3 +92,31 @@ def test_anything_else_is_refused_naming_the_status(value):
     with pytest.raises(InvalidArgument) as raised:
         validation.status(value)
     assert raised.value.argument == "status"
+
+
+RECORD = {"job_id": "j", "workspace_id": "ws", "action": "a", "status": "running",
+          "params": '{"i":1}', "result": "", "error": "", "created_at": "1700000000.5",
+          "updated_at": "1700000001.25", "attempts": "2", "claim": "c:ws:j:1700000000.5",
+          "_rev": "3", "_op": "tok"}
+
+
+def test_a_record_reads_into_the_same_job_field_by_field():
+    assert Job.from_hash(RECORD) == Job(
+        job_id="j", workspace_id="ws", action="a", status=JobStatus.RUNNING, params={"i": 1},
+        result=None, error=None, created_at=1700000000.5, updated_at=1700000001.25,
+        attempts=2, claim="c:ws:j:1700000000.5")
+
+
+def test_text_beyond_ascii_reads_and_a_field_that_is_not_utf8_is_named():
+    job = Job.from_hash({**RECORD, "error": "échec", "other": "ünread"})
+    assert job.error == "échec"
+    # Lone surrogates: bytes that were not UTF-8 in Redis. Fields jobstore does not read may
+    # hold any; the first field it reads that holds them is named.
+    assert Job.from_hash({**RECORD, "other": "\udcff"}).job_id == "j"
+    with pytest.raises(CorruptRecord) as raised:
+        Job.from_hash({**RECORD, "other": "\udcff", "error": "\udcfe", "claim": "\udcfd"})
+    assert (raised.value.field, raised.value.reason) == ("error", NOT_UTF8)
+
+
+def test_a_value_that_is_not_text_in_a_field_jobstore_does_not_read_is_ignored():
+    assert Job.from_hash({**RECORD, "other": 5}).attempts == 2
