@@ -300,7 +300,7 @@ class _Observed:
         self.started = time.perf_counter()
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 traceback: object) -> bool:
+                 traceback: object) -> None:
         store, call = self.store, self.call
         outcome = "ok"
         try:
@@ -324,7 +324,6 @@ class _Observed:
                 for ws in call.dual_writes:
                     if len(store.strategy.routing(ws).writes) > 1:
                         store.events.dual_write(ws, outcome == "ok")
-        return False  # what was raised goes on
 
 
 def _encode(codec: Codec, field: str, value: Any) -> str:
