@@ -3,7 +3,8 @@
     python benchmarks/breakdown.py [--url redis://...] [--jobs 3000] [--repeats 5] [--no-hiredis]
 
 The variants are bench.py's own (the same code as its enqueue, get, dual get, enqueue_many and
-backfill rows; the backfill on 5 × --jobs records). Around each run it reads the Redis
+backfill rows; the backfill on 5 × --jobs records), and a worker's loop at concurrency 1:
+``finish`` beside ``dequeue`` + ``update_status`` (jobstore both; per job processed). Around each run it reads the Redis
 server's main-thread CPU time (``INFO cpu``) and this process's CPU time, so that every
 microsecond of an operation lands in one of three parts:
 
@@ -109,6 +110,39 @@ def raw_backfill(s: bench.Settings, parser: str, n: int) -> float:
     finally:
         bench.drop(client, prefix)
         client.close()
+
+
+def js_worker(s: bench.Settings, parser: str, n: int, finish: bool) -> float:
+    """A worker's loop, concurrency 1, over ``n`` seeded jobs (legacy): ``store.finish(job)``
+    (the move and the next claim in one call), or ``update_status(completed, claim=...)`` then
+    ``dequeue``. Jobs processed per second, timed by per_second."""
+    prefix = s.prefix(f"bd-worker-{'finish' if finish else 'two'}")
+    store = bench.open_store(s, "legacy", prefix, parser)
+    try:
+        bench.seed_store(store, n + 50, s)
+        job = store.dequeue(timeout=0)
+        for _ in range(50):  # warm up: connection, server check, scripts
+            job = store.finish(job)
+
+        def run() -> None:
+            current = job
+            for _ in range(n):
+                if finish:
+                    current = store.finish(current)
+                else:
+                    store.update_status(current.job_id, "completed",
+                                        workspace_id=current.workspace_id, claim=current.claim)
+                    current = store.dequeue(timeout=0)
+
+        return bench.per_second(n, run)
+    finally:
+        bench.drop(store.client, prefix)
+        store.close()
+
+
+VARIANTS.append(("worker: finish vs dequeue + update_status, per job",
+                 lambda s, p, n: js_worker(s, p, n, True),
+                 lambda s, p, n: js_worker(s, p, n, False)))
 
 
 VARIANTS.append(("backfill per record vs SCAN + Lua copy per 1,000",

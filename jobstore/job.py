@@ -166,19 +166,11 @@ class Job:
                 result = codec.decode("result", result_text) if result_text else None
             except Exception as exc:  # noqa: BLE001
                 return "result", f"codec {codec.name!r} cannot decode it: {type(exc).__name__}: {exc}"
-        return cls(
-            job_id=data["job_id"],
-            workspace_id=data["workspace_id"],
-            action=data.get("action", ""),
-            status=_STATUS_OF[data.get("status") or "pending"],
-            params=params,
-            result=result,
-            error=data.get("error") or None,
-            created_at=times[0],
-            updated_at=times[1],
-            attempts=count(data.get("attempts")),
-            claim=data.get("claim") or None,
-        )
+        # Positionally, in the order of the fields (job_id ... claim): every read builds one.
+        return cls(data["job_id"], data["workspace_id"], data.get("action", ""),
+                   _STATUS_OF[data.get("status") or "pending"], params, result,
+                   data.get("error") or None, times[0], times[1], count(data.get("attempts")),
+                   data.get("claim") or None)
 
 
 # A time as jobstore reads it: epoch seconds as jobstore writes them (the repr of a float,
@@ -258,9 +250,12 @@ def format_time(seconds: float, time_format: str = "epoch") -> str:
     """A time as jobstore writes it: ``repr`` of the float, or ISO 8601 in UTC with microseconds
     and ``+00:00`` (``datetime.isoformat``)."""
     if time_format == "iso":
-        return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
-            timespec="microseconds")
+        return _from_timestamp(seconds, _UTC).isoformat(timespec="microseconds")
     return repr(float(seconds))
+
+
+_from_timestamp = datetime.datetime.fromtimestamp
+_UTC = datetime.timezone.utc
 
 
 def record_problem(data: Mapping[str, str]) -> tuple[str, str] | None:
@@ -301,11 +296,21 @@ def _record_times(data: Mapping[str, str]) -> tuple[str, str] | tuple[float, flo
         if parsed is None:
             return "updated_at", NOT_A_TIME
         updated = parsed
-    for name in TEXT_FIELDS:
-        value = data.get(name)
-        if value and not value.isascii() and not _utf8(value):
-            return name, NOT_UTF8
+    if not _all_ascii(data):  # else every field is text already (ASCII is UTF-8)
+        for name in TEXT_FIELDS:
+            value = data.get(name)
+            if value and not value.isascii() and not _utf8(value):
+                return name, NOT_UTF8
     return created, updated
+
+
+def _all_ascii(data: Mapping[str, str]) -> bool:
+    """Whether every value of ``data`` is ASCII text: one look at the whole record, the common
+    case, instead of one per field."""
+    try:
+        return "".join(data.values()).isascii()
+    except TypeError:  # a value that is not a str: the fields are looked at one by one
+        return False
 
 
 NOT_A_TIME = "not a time (epoch seconds or ISO 8601)"

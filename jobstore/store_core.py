@@ -9,8 +9,7 @@ from __future__ import annotations
 import builtins
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -245,35 +244,10 @@ class StoreCore:
         label = self._eviction_label or eviction.label_of(self.client)
         return server_check.check(self.allow_eviction, label)
 
-    @contextmanager
-    def _observed(self, call: Call[Any]) -> Iterator[None]:
+    def _observed(self, call: Call[Any]) -> _Observed:
         """Tell ``events`` how ``call`` went (the facade runs it inside): ``ok``, or the class
         name of what it raised (a jobstore error, ``CancelledError``, ``KeyboardInterrupt``...)."""
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
-            yield
-        except BaseException as exc:  # a cancellation or an interrupt is no success either
-            outcome = type(exc).__name__
-            if not isinstance(exc, JobStoreError):
-                raise
-            for job in getattr(exc, "created", ()):  # enqueue_many: the rest of the batch landed
-                self.events.enqueued(job.workspace_id)
-            if isinstance(exc, StoreUnavailable) and call.attempted is not None:
-                # Which jobs landed is unknown; their ids are not: enqueue_many again with
-                # these job_ids and each comes back created or in JobExists, never twice.
-                exc.attempted = call.attempted
-            raise
-        else:
-            for ws in call.dual_writes or ():
-                self.events.enqueued(ws)
-        finally:
-            self.events.operation(call.name, self.strategy.name, call.workspace_id, outcome,
-                                  time.perf_counter() - started)
-            if call.dual_writes is not None and outcome in ("ok", "StoreUnavailable"):
-                for ws in call.dual_writes:
-                    if len(self.strategy.routing(ws).writes) > 1:
-                        self.events.dual_write(ws, outcome == "ok")
+        return _Observed(self, call)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -308,6 +282,48 @@ class StoreCore:
             fields[rules.TTL] = str(ttl_ms)
         validation.record_size(fields, self.max_record_bytes)
         return job, fields
+
+
+class _Observed:
+    """The context of one call's run (:meth:`StoreCore._observed`): on its way out, ``events``
+    hear how it went. A plain class, not a generator-based context manager: every operation
+    runs inside one."""
+
+    __slots__ = ("store", "call", "started")
+
+    def __init__(self, store: StoreCore, call: Call[Any]) -> None:
+        self.store = store
+        self.call = call
+        self.started = 0.0
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: object) -> None:
+        store, call = self.store, self.call
+        outcome = "ok"
+        try:
+            if exc is not None:  # a cancellation or an interrupt is no success either
+                outcome = type(exc).__name__
+                if isinstance(exc, JobStoreError):
+                    for job in getattr(exc, "created", ()):  # enqueue_many: the rest landed
+                        store.events.enqueued(job.workspace_id)
+                    if isinstance(exc, StoreUnavailable) and call.attempted is not None:
+                        # Which jobs landed is unknown; their ids are not: enqueue_many again
+                        # with these job_ids and each comes back created or in JobExists,
+                        # never twice.
+                        exc.attempted = call.attempted
+            else:
+                for ws in call.dual_writes or ():
+                    store.events.enqueued(ws)
+        finally:
+            store.events.operation(call.name, store.strategy.name, call.workspace_id, outcome,
+                                   time.perf_counter() - self.started)
+            if call.dual_writes is not None and outcome in ("ok", "StoreUnavailable"):
+                for ws in call.dual_writes:
+                    if len(store.strategy.routing(ws).writes) > 1:
+                        store.events.dual_write(ws, outcome == "ok")
 
 
 def _encode(codec: Codec, field: str, value: Any) -> str:

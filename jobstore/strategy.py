@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 from .errors import ConfigError
@@ -31,9 +32,11 @@ class Routing:
     # Read beside ``reads`` and compared with what they return, never returned themselves.
     shadow: tuple[KeySchema, ...] = ()
 
-    @property
+    @cached_property
     def touched(self) -> tuple[KeySchema, ...]:
-        """Reads then writes, without repeats: the records an update or dequeue acts on."""
+        """Reads then writes, without repeats: the records an update or dequeue acts on
+        (worked out once per routing: a strategy hands out the same one until its phase
+        changes)."""
         return _unique(self.reads + self.writes)
 
 

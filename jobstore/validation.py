@@ -113,7 +113,15 @@ def _not_unicode(value: str, exc: UnicodeEncodeError) -> str:
             f"{exc.start} (text must encode as UTF-8)")
 
 
+# A status named by its value: the common case of status(), without the enum's lookup.
+_STATUS_OF = {s.value: s for s in JobStatus}
+
+
 def status(value: Any) -> JobStatus:
+    if type(value) is JobStatus:
+        return value
+    if type(value) is str and value in _STATUS_OF:
+        return _STATUS_OF[value]
     try:
         return JobStatus(value)
     except ValueError:

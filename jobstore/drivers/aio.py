@@ -57,15 +57,16 @@ class AsyncDriver(DriverBase):
         (None: nothing claimed). It is run, to its end, when the task was cancelled but the
         claim's reply arrived all the same; then CancelledError is raised.
         """
-        cancels = _cancel_requests()
+        pending = _cancel_requests()
+        cancels = pending()
         try:
             result = await self._drive(self.core.drive(op, plain=plain))
         except Exception as exc:  # noqa: BLE001 - a cancellation, if one is pending, wins
-            if _cancel_requests() <= cancels:
+            if pending() <= cancels:
                 raise
             await self._give_back(give_back, getattr(exc, "result", None))
             raise asyncio.CancelledError from exc
-        if _cancel_requests() > cancels:
+        if pending() > cancels:
             await self._give_back(give_back, result)
             raise asyncio.CancelledError
         return result
@@ -99,7 +100,8 @@ class AsyncDriver(DriverBase):
     async def _drive(self, steps: Generator[IO, Any, R]) -> R:
         reply: Any = None
         error: Exception | None = None
-        cancels = _cancel_requests()
+        pending = _cancel_requests()
+        cancels = pending()
         try:
             while True:
                 try:
@@ -112,7 +114,7 @@ class AsyncDriver(DriverBase):
                     reply, error = await self._io(request), None
                 except Exception as exc:  # noqa: BLE001 - thrown into the core, which translates
                     reply, error = None, exc
-                if _cancel_requests() > cancels:
+                if pending() > cancels:
                     # The task was cancelled, and the I/O returned all the same (on Python 3.11
                     # asyncio.wait_for, redis-py's socket timeout, drops a cancellation that
                     # comes as its awaitable finishes). What arrived is the operation's: it goes
@@ -185,12 +187,17 @@ class AsyncDriver(DriverBase):
         await self.tidier.close()
 
 
-def _cancel_requests() -> int:
-    """How many cancellations of the running task are pending (0 before Python 3.11, which
-    does not count them)."""
+def _cancel_requests() -> Callable[[], int]:
+    """What tells how many cancellations of the running task are pending, to call before and
+    after an await (the task looked up once per run, not at every await; always 0 before
+    Python 3.11, which does not count them)."""
     task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return int(cancelling()) if cancelling is not None else 0
+    cancelling: Callable[[], int] | None = getattr(task, "cancelling", None)
+    return cancelling if cancelling is not None else _none_pending
+
+
+def _none_pending() -> int:
+    return 0
 
 
 class AsyncTidier:

@@ -194,7 +194,10 @@ class DriverCore:
                 yield from self._refresh(force=False, overdue_only=True)
             step = next(op)
             while True:
-                reply = yield from self.step(step, short, plain)
+                if type(step) is Batch:  # the common step, straight to its sending
+                    reply = yield from self._batch(step, short, plain)
+                else:
+                    reply = yield from self.step(step, short, plain)
                 step = op.send(reply)
         except StopIteration as done:
             result: T = done.value  # what the operation returned
@@ -277,7 +280,7 @@ class DriverCore:
             calls = (*calls, Command(("WAIT", self.wait_replicas,
                                       max(1, round(self.wait_timeout * 1000)))))
         # A state refresh that is due (but not overdue) rides along with this batch.
-        request = None if plain else self._state_request()
+        request = None if plain or not self.stateful else self._state_request()
         if request is not None:
             replies = yield Send((request[0], *calls), step.tolerate_errors)
             self._apply_state(replies[0])

@@ -65,7 +65,7 @@ def move(ctx: Context, *, marker: str, records: Sequence[str], workspace_id: str
     settings: from a status that may precede it (``allowed``: this one only). ``spent``: the
     op markers the call deletes, standalone (None on Redis Cluster, which takes no leases
     key)."""
-    before = [allowed] if allowed is not None else [s.value for s in statuses_allowed_before(status)]
+    before = (allowed,) if allowed is not None else _ALLOWED_BEFORE[status]
     return calls.update_status(
         fence(ctx), marker=marker, records=records,
         leases=None if spent is None else ctx.keys.leases, spent=spent or (),
@@ -74,8 +74,13 @@ def move(ctx: Context, *, marker: str, records: Sequence[str], workspace_id: str
         hand_out=hand_out, iso=iso, ttl_ms=ttl_ms, finished_ttl_ms=ctx.finished_ttl_ms)
 
 
+# The statuses a move to each status may start from, as the scripts are sent them.
+_ALLOWED_BEFORE = {status: tuple(s.value for s in statuses_allowed_before(status))
+                   for status in JobStatus}
+
+
 def stale(reply: Any) -> bool:
-    return isinstance(reply, list) and reply[:1] == ["stale"]
+    return isinstance(reply, list) and len(reply) > 0 and reply[0] == "stale"
 
 
 def job_keys(schemas: Iterable[KeySchema], workspace_id: str, job_id: str) -> tuple[str, ...]:

@@ -185,9 +185,11 @@ def expire_copies(ctx: Context, reply: list[Any], routing: Routing, workspace_id
     copies the move did not update (known to the routing, not written in its phase) expire at
     the same time (docs/retention.md): one EXPIRE_COPY step, safe to re-send."""
     expiry = int(reply[3]) if reply[0] in ("updated", "replayed") and len(reply) > 3 else 0
+    if expiry <= 0:
+        return
     touched = set(job_keys(routing.touched, workspace_id, job_id))
     others = [key for key in job_keys(routing.known, workspace_id, job_id) if key not in touched]
-    if expiry > 0 and others:
+    if others:
         yield Batch(tuple(calls.expire_copy(record=key, workspace_id=workspace_id, expiry=expiry)
                           for key in others))
 

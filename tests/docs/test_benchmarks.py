@@ -48,6 +48,7 @@ def test_breakdown_splits_every_variant():
     labels = {line.split(" | ")[0].lstrip("| ") for line in lines if not line.startswith("|---")}
     assert labels >= {"PING (the round-trip floor)", "legacy enqueue vs MULTI HSET+LPUSH",
                       "legacy get vs HGETALL", "enqueue_many per job vs pipelined",
+                      "worker: finish vs dequeue + update_status, per job",
                       "backfill per record vs SCAN + Lua copy per 1,000"}, proc.stdout
     for line in lines:
         if line.startswith("|---"):
