@@ -73,25 +73,34 @@ def _option(config: pytest.Config, name: str) -> str | None:
 WORKER_FIELD = "{worker}"
 
 
-def for_this_worker(url: str, environ: Any = None) -> str:
-    """``url`` with ``{worker}`` replaced by this pytest-xdist worker's number (0 outside xdist).
+def xdist_worker(config: pytest.Config) -> tuple[str, int]:
+    """``(worker id, number of workers)`` of this pytest-xdist worker, ``("", 1)`` outside one.
+
+    Read from the run's own config (``workerinput``), not from the environment: a pytest run
+    started by a test (pytester) inherits the worker's ``PYTEST_XDIST_*`` variables without
+    being one of its workers."""
+    info = getattr(config, "workerinput", None) or {}
+    return str(info.get("workerid", "")), int(info.get("workercount", 1) or 1)
+
+
+def for_this_worker(url: str, worker: str = "", workers: int = 1) -> str:
+    """``url`` with ``{worker}`` replaced by the number of the pytest-xdist worker ``worker``
+    (``gw2``: 2; 0 outside xdist); ``workers``: how many run (:func:`xdist_worker` gives both).
 
     :raises pytest.UsageError: more than one xdist worker and a real Redis URL without
         ``{worker}``: every worker would FLUSHDB the one database under the others' tests.
     """
-    env = os.environ if environ is None else environ
-    worker = env.get("PYTEST_XDIST_WORKER", "")
     number = worker[2:] if worker.startswith("gw") and worker[2:].isdigit() else "0"
     if WORKER_FIELD in url:
         return url.replace(WORKER_FIELD, number)
-    if not url.startswith("memory://") and int(env.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1) > 1:
+    if not url.startswith("memory://") and workers > 1:
         from jobstore.urls import redact
 
         raise pytest.UsageError(
-            f"--jobstore-url {redact(url)!r} is flushed before every test, and "
-            f"{env['PYTEST_XDIST_WORKER_COUNT']} pytest-xdist workers would flush each other's "
-            f"data: put {WORKER_FIELD} where each worker's database number goes "
-            f"(redis://host:6390/{WORKER_FIELD}), or run with -n 0")
+            f"--jobstore-url {redact(url)!r} is flushed before every test, and {workers} "
+            f"pytest-xdist workers would flush each other's data: put {WORKER_FIELD} where "
+            f"each worker's database number goes (redis://host:6390/{WORKER_FIELD}), or run "
+            f"with -n 0")
     return url
 
 
@@ -121,7 +130,8 @@ def prepared_url(url: str) -> Iterator[str]:
 @pytest.fixture
 def jobstore_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The test database's URL, flushed before the test (see ``--jobstore-url``)."""
-    yield from prepared_url(for_this_worker(configured_url(request.config)))
+    yield from prepared_url(for_this_worker(configured_url(request.config),
+                                            *xdist_worker(request.config)))
 
 
 @pytest.fixture

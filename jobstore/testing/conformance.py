@@ -45,7 +45,7 @@ from ..layout import RESERVED_NAMESPACES
 from ..plugins import get_registry
 from ..schema import JOB_MARK, WORKSPACE_MARK, KeySchema, glob_regex
 from .profiles import kit_settings
-from .pytest_plugin import configured_url, for_this_worker, prepared_url
+from .pytest_plugin import configured_url, for_this_worker, prepared_url, xdist_worker
 from .draws import ID_CHARS
 from .flavours import flavour_settings, flavours
 from .harness import StoreMachine
@@ -115,7 +115,8 @@ class SchemaConformance:
     @pytest.fixture
     def jobstore_url(self, request: pytest.FixtureRequest) -> Iterator[str]:
         """This class's ``redis_url``, else ``--jobstore-url``; flushed before the test."""
-        yield from prepared_url(for_this_worker(self.redis_url or configured_url(request.config)))
+        url = self.redis_url or configured_url(request.config)
+        yield from prepared_url(for_this_worker(url, *xdist_worker(request.config)))
 
     @pytest.fixture
     def jobstore_store(self, jobstore_url: str) -> Iterator[jobstore.JobStore]:

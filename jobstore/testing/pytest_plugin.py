@@ -20,6 +20,7 @@ from _jobstore_pytestplugin import (
     configured_url,
     for_this_worker,
     prepared_url,
+    xdist_worker,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "configured_url",
     "for_this_worker",
     "prepared_url",
+    "xdist_worker",
 ]
