@@ -182,16 +182,16 @@ class Workers:
         # loaded machine starting a worker (Python, the imports, the store opened on a cluster)
         # can take seconds, several kill intervals, and killing each worker as soon as it is up
         # would leave the run with almost no work done (it then times out, nothing wrong).
-        ready_since: dict[int, float] = {}
+        ready_since: dict[subprocess.Popen, float] = {}  # by process, not pid (pids are reused)
         while not self.halt.wait(self.args.kill_every):
             with self.lock:
                 self._reap()
                 now = time.monotonic()
                 for proc in self.live:
-                    if proc.pid not in ready_since and self._ready(proc):
-                        ready_since[proc.pid] = now
+                    if proc not in ready_since and self._ready(proc):
+                        ready_since[proc] = now
                 ready = [p for p in self.live
-                         if p.pid in ready_since and now - ready_since[p.pid] >= self.args.min_life]
+                         if p in ready_since and now - ready_since[p] >= self.args.min_life]
                 if not ready:
                     continue
                 victim = self.rng.choice(ready)
