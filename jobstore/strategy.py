@@ -39,6 +39,13 @@ class Routing:
         changes)."""
         return _unique(self.reads + self.writes)
 
+    @cached_property
+    def untouched(self) -> tuple[KeySchema, ...]:
+        """The known schemas an update or dequeue does not act on in this phase: the copies a
+        final move leaves as they are and expires with the job (docs/retention.md)."""
+        touched = {s.identity for s in self.touched}
+        return tuple(s for s in self.known if s.identity not in touched)
+
 
 def _unique(schemas: tuple[KeySchema, ...]) -> tuple[KeySchema, ...]:
     seen: dict[str, KeySchema] = {}

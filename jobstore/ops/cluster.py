@@ -124,7 +124,7 @@ def update_status(ctx: Context, job_id: str, workspace_id: str, status: JobStatu
     stamp, iso = now(ctx)
     fields = {"status": status.value, **changes, "updated_at": stamp}
     keys = job_keys(routing.touched, workspace_id, job_id)
-    others = tuple(k for k in job_keys(routing.known, workspace_id, job_id) if k not in keys)
+    others = job_keys(routing.untouched, workspace_id, job_id)
     job = yield from _move(ctx, ctx.new_token(), keys, workspace_id, job_id, status, allowed,
                            fields, claim=claim or "", iso=iso, ttl_ms=ttl_ms, others=others)
     if job.claim and status is not JobStatus.RUNNING:
@@ -322,8 +322,7 @@ def _take_over(ctx: Context, token: str, member: str, overdue_ms: int,
                                                            "error": why, "updated_at": at,
                                                            "claim": ""},
                                  stamp, operation="dequeue", claim=member, iso=iso,
-                                 others=tuple(k for k in job_keys(routing.known, workspace_id,
-                                                                  job_id) if k not in keys))
+                                 others=job_keys(routing.untouched, workspace_id, job_id))
                 _arbiter_spent(ctx, member)
                 ctx.events.lease_expired(workspace_id, "failed")
             else:

@@ -22,7 +22,6 @@ def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms
                     resolved: str = "", spent: Sequence[str] = ()) -> Script:
     # Routing is read afresh for every attempt, so a long wait follows a phase switch.
     routing = ctx.strategy.routing(None)
-    read = {s.identity for s in routing.touched}
     stamp, iso = now(ctx)
     return calls.dequeue(
         fence(ctx), source=source, queue=ctx.keys.queue, marker=marker, dead=ctx.keys.dead,
@@ -31,7 +30,7 @@ def _dequeue_script(ctx: Context, source: str, marker: str, token: str, lease_ms
         max_dead_letters=ctx.max_dead_letters, lease_ms=lease_ms, max_attempts=ctx.max_attempts,
         token=token, resolved=resolved, iso=iso, finished_ttl_ms=ctx.finished_ttl_ms,
         schemas=tuple(map(_template, routing.touched)),
-        others=tuple(_template(s) for s in routing.known if s.identity not in read))
+        others=tuple(map(_template, routing.untouched)))
 
 
 def _template(schema: KeySchema) -> str:

@@ -187,8 +187,7 @@ def expire_copies(ctx: Context, reply: list[Any], routing: Routing, workspace_id
     expiry = int(reply[3]) if reply[0] in ("updated", "replayed") and len(reply) > 3 else 0
     if expiry <= 0:
         return
-    touched = set(job_keys(routing.touched, workspace_id, job_id))
-    others = [key for key in job_keys(routing.known, workspace_id, job_id) if key not in touched]
+    others = job_keys(routing.untouched, workspace_id, job_id)
     if others:
         yield Batch(tuple(calls.expire_copy(record=key, workspace_id=workspace_id, expiry=expiry)
                           for key in others))

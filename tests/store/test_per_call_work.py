@@ -69,6 +69,7 @@ def test_the_schemas_a_call_touches_follow_the_phase(memory_url, phase, touched)
         routing = store.strategy.routing("ws")
         assert routing.touched is routing.touched
         assert routing.touched == tuple(dict.fromkeys(routing.reads + routing.writes))
+        assert routing.untouched == tuple(s for s in routing.known if s not in routing.touched)
     assert tuple(s.name for s in store.strategy.routing("ws").touched) == touched
     assert tuple(s.name for s in store.strategy.routing(None).touched) == touched
 
