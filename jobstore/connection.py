@@ -25,6 +25,7 @@ from .urls import HOST_LISTS as HOST_LISTS
 from .urls import SCHEMES as SCHEMES
 from .urls import _scrub, cluster_seeds, host_list, redact, url_problem
 from .urls import _secrets as _secrets
+from .wire import tune
 
 # A client jobstore runs on: redis-py's standalone client (fakeredis's is one) or its cluster
 # client, with any decode_responses setting.
@@ -200,6 +201,7 @@ def connect(url: str, client_options: dict[str, Any] | None = None,
     if problem is not None:  # raised here, outside the handler: nothing chained quotes the URL
         raise ConfigError(f"url {redact(url)!r} is invalid: {problem}")
     _check_options(client, url)
+    tune(client, asyncio_client=flavour is not SYNC)
     return client
 
 

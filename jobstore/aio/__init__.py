@@ -15,7 +15,6 @@ from .. import config
 from ..connection import asyncio_flavour, connect
 from ..dead_letters import DeadLetter
 from ..drivers.aio import AsyncDriver
-from ..drivers.aio_send import send_in_task
 from ..job import Job, JobStatus
 from ..store import JobStore
 from ..migration.aio import AsyncMigration, open_migration
@@ -41,7 +40,6 @@ def open(url: str, strategy: str = "legacy", **options: Any) -> AsyncJobStore:  
     """
     client_options = options.pop("client_options", None)
     client = connect(url, client_options, asyncio_flavour())
-    send_in_task(client)  # no task per command (Python 3.10, 3.11)
     return AsyncJobStore(client, strategy, url=url, **options)
 
 

@@ -146,10 +146,11 @@ def test_the_pytest_plugin_and_the_kit_do_not_import_each_other(full_graph):
     assert {module: chain for module, chain in back.items() if chain is not None} == {}
 
 
-# The modules that import redis-py themselves: the drivers and the connection module, where it
-# belongs, and the one not moved (the kit's round-trip counter, a redis.Connection subclass).
+# The modules that import redis-py themselves: the drivers, the connection module and its
+# connections (jobstore.wire), where it belongs, and the one not moved (the kit's round-trip
+# counter, a redis.Connection subclass).
 REDIS_PY_IMPORTERS = {"jobstore.drivers.common", "jobstore.drivers.sync", "jobstore.drivers.aio",
-                      "jobstore.drivers.aio_send", "jobstore.connection",
+                      "jobstore.wire", "jobstore.connection",
                       "jobstore.testing.conformance"}
 
 

@@ -1,0 +1,139 @@
+"""The connections of the clients jobstore makes (jobstore/wire.py): commands packed in one pass,
+byte for byte as redis-py packs them, and only on the pools jobstore makes itself."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+import redis.asyncio
+import redis.asyncio.connection
+import redis.connection
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jobstore
+import jobstore.aio
+from jobstore import wire
+from jobstore.connection import DECODING
+
+# Arguments as jobstore and redis-py send them: text (any, non-ASCII too, and the lone surrogates
+# surrogateescape turns back into bytes), bytes, numbers, memoryviews, and values past redis-py's
+# 6,000-byte cutoff, after which it sends a value as a chunk of its own.
+TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from(["\udcff", "\udc80"]), max_size=40)
+ARG = st.one_of(TEXT, st.binary(max_size=40), st.integers(), st.floats(allow_nan=False),
+                st.binary(min_size=5990, max_size=6010), st.builds(memoryview, st.binary(max_size=20)))
+NAME = st.sampled_from(["EVALSHA", "CONFIG GET", b"SCRIPT LOAD", b"HSET", "client  setname"])
+
+
+def redis_py_packing(args: tuple, encoder) -> bytes:
+    return b"".join(bytes(chunk) for chunk in
+                    redis.connection.PythonRespSerializer(6000, encoder.encode).pack(*args))
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=NAME, args=st.lists(ARG, max_size=30))
+def test_one_pass_packing_sends_what_redis_py_sends(name, args):
+    encoder = redis.connection.Connection(**DECODING).encoder
+    command = (name, *args)
+    packed = wire.OnePassPacker(6000, encoder).pack(*command)
+    assert b"".join(bytes(chunk) for chunk in packed) == redis_py_packing(command, encoder)
+    # a long value or a memoryview is passed on as it is, not copied into the command
+    for arg in args:
+        if isinstance(arg, memoryview) or (isinstance(arg, bytes) and len(arg) > 6000):
+            assert any(chunk is arg for chunk in packed)
+
+
+@pytest.mark.parametrize("bad", [True, object(), None])
+def test_one_pass_packing_refuses_what_redis_py_refuses(bad):
+    encoder = redis.connection.Connection().encoder
+    with pytest.raises(redis.exceptions.DataError) as theirs:
+        redis.connection.PythonRespSerializer(6000, encoder.encode).pack("SET", "k", bad)
+    with pytest.raises(redis.exceptions.DataError) as ours:
+        wire.OnePassPacker(6000, encoder).pack("SET", "k", bad)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_a_text_the_encoding_cannot_take_fails_as_in_redis_py():
+    encoder = redis.connection.Connection().encoder  # strict errors: no surrogateescape
+    with pytest.raises(UnicodeEncodeError):
+        redis.connection.PythonRespSerializer(6000, encoder.encode).pack("SET", "k", "\udcff")
+    with pytest.raises(UnicodeEncodeError):
+        wire.OnePassPacker(6000, encoder).pack("SET", "k", "\udcff")
+
+
+@pytest.fixture
+def no_hiredis(monkeypatch):
+    """As where hiredis is not installed (redis-py's own packer is the Python one)."""
+    if redis.utils.HIREDIS_AVAILABLE:
+        pytest.skip("hiredis is installed: redis-py's connections pack with it")
+    monkeypatch.setattr(wire, "_CLASSES", {})
+
+
+@pytest.mark.parametrize("url", ["redis://localhost:1/0", "rediss://localhost:1/0",
+                                 "unix:///tmp/none.sock"])
+def test_the_clients_jobstore_makes_pack_in_one_pass(no_hiredis, url):
+    store = jobstore.open(url)
+    connection = store.client.connection_pool.make_connection()
+    assert isinstance(connection._command_packer, wire.OnePassPacker)
+    base = type(connection).__mro__[2]  # (the tuned class, _PackOnce, redis-py's)
+    assert base.__module__ == "redis.connection" and type(connection).__name__ == base.__name__
+    store.close()
+
+
+def test_the_asyncio_clients_pack_in_one_pass_byte_for_byte(no_hiredis):
+    async def main():
+        store = jobstore.aio.open("redis://localhost:1/0")
+        connection = store.client.connection_pool.make_connection()
+        plain = redis.asyncio.connection.Connection(**DECODING)
+        command = ("EVALSHA", "f" * 40, 2, "k", "é", b"\xff", 7, 1.5, b"x" * 7000)
+        ours = connection.pack_command(*command)
+        theirs = (plain._pack_command_python(*command) if hasattr(plain, "_pack_command_python")
+                  else plain.pack_command(*command))  # (redis-py 6.0's Python packer)
+        assert b"".join(ours) == b"".join(theirs)
+        assert isinstance(connection.__dict__["_one_pass"], wire.OnePassPacker)
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_client_or_connection_class_the_user_chose_is_left_as_it_is(no_hiredis):
+    class Mine(redis.Connection):
+        pass
+
+    store = jobstore.open("redis://localhost:1/0", client_options={"connection_class": Mine})
+    assert store.client.connection_pool.connection_class is Mine
+    store.close()
+    client = redis.Redis()
+    jobstore.JobStore(client)
+    assert client.connection_pool.connection_class is redis.Connection
+
+
+def test_with_hiredis_redis_py_packs(monkeypatch):
+    """hiredis packs in C: the connections are redis-py's own (asyncio: with the write timed in
+    the caller's task before Python 3.12)."""
+    monkeypatch.setattr(wire, "HIREDIS_AVAILABLE", True)
+    monkeypatch.setattr(wire, "_CLASSES", {})
+    store = jobstore.open("redis://localhost:1/0")
+    assert store.client.connection_pool.connection_class is redis.Connection
+    store.close()
+    aio_store = jobstore.aio.open("redis://localhost:1/0")
+    tuned = aio_store.client.connection_pool.connection_class
+    assert (tuned.__mro__[1] is wire._SendInTask) == wire.SEND_IN_TASK
+    assert wire._PackOnce not in tuned.__mro__
+    asyncio.run(aio_store.close())
+
+
+def test_commands_round_trip_on_the_connections(redis_url, no_hiredis):
+    """Values of every kind through the tuned connections and back, on a real server."""
+    store = jobstore.open(redis_url)
+    assert isinstance(store.client.connection_pool.make_connection()._command_packer,
+                      wire.OnePassPacker)
+    values = {"a": "é€😀", "b": "x" * 7000, "c": "", "d": "\r\n$3\r\n"}
+    store.client.hset("wire:h", mapping=values)
+    assert store.client.hgetall("wire:h") == values
+    job = store.enqueue("ws", "a", {"text": "é" * 4000, "n": 1})
+    assert store.get(job.job_id, workspace_id="ws") == job
+    store.client.delete("wire:h")
+    store.close()
