@@ -18,9 +18,11 @@
 --             expire_copy): a record key template (byte 1 stands for the workspace id, byte 2
 --             for the job id: the schema's lua_template), or byte 3 and a computed schema's
 --             name: its key is carried by the entry (after byte 31, as in ARGV[8])
--- returns {kind, record, dead, key, reaped, entry, workspace, mode}; kind 'job' | 'replayed' |
+-- returns {kind, marker, dead, key, reaped, entry, workspace, mode}; kind 'job' | 'replayed' |
 --         'empty' | 'busy' | 'need' (the entry carries no key of a computed schema: it is left
---         where it was, and the store calls again with ARGV[8] for it); dead: the dead letters
+--         where it was, and the store calls again with ARGV[8] for it); marker: with 'job' and
+--         'replayed', the op marker's JSON text (includes/claim_next.lua's mark), whose second
+--         item is the record handed out (a flat field, value list), else {}; dead: the dead letters
 --         this call wrote (JSON texts); reaped: outcome, workspace pairs of the leases that ran
 --         out ('reclaimed' | 'failed'); mode: the compatible queue's mode ('shared' | 'left')
 -- A bare job id (an entry of the compatible queue, or one moved from it) is found through the

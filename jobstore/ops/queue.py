@@ -3,6 +3,7 @@ waiting server-side for one) and extend (renew a claim's lease)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -72,7 +73,9 @@ def _claimed(ctx: Context, reply: list[Any]) -> Job | None:
         for outcome, workspace_id in zip(reply[4][::2], reply[4][1::2]):
             ctx.events.lease_expired(workspace_id, outcome)
     if reply[0] in ("job", "replayed") and reply[1]:
-        return decode(ctx, "dequeue", reply[3] if len(reply) > 3 else None, as_record(reply[1]))
+        # The op marker's JSON text, {key, record as a flat list, ...}: one string to read.
+        return decode(ctx, "dequeue", reply[3] if len(reply) > 3 else None,
+                      as_record(json.loads(reply[1])[1]))
     return None
 
 

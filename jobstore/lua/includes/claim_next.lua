@@ -30,10 +30,14 @@ local function claim_next(KEYS, ARGV, finish)
   -- The op marker (KEYS[3]), written once per call: {key, the record as handed out} once the
   -- call has claimed a job; finish's answers both its halves, {key or '', record or {}, key of
   -- the job finished, its expiry} (a marker without a key, '', has claimed nothing yet).
+  -- Returns its JSON text, which is also the reply's record: one string for the client to read
+  -- instead of a record's every field and value, encoded once for both.
   local function mark(key, record)
     local saved = {key, record}
     if finish then saved[3], saved[4] = finish[2], finish[3] end
-    redis.call('SET', KEYS[3], cjson.encode(saved), 'EX', ARGV[1])
+    local text = cjson.encode(saved)
+    redis.call('SET', KEYS[3], text, 'EX', ARGV[1])
+    return text
   end
   -- the time to write to a record (read whole): in the form its times already have
   local function now_of(record) return iso_in(record) and ARGV[9] or ARGV[2] end
@@ -168,9 +172,8 @@ local function claim_next(KEYS, ARGV, finish)
                  'attempts', r.attempts, 'claim', claim)
     end
     redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), claim)
-    local claimed = flat_of(records[1])  -- the first copy as it is now
-    mark(owned[1], claimed)
-    return {'job', claimed, dead, owned[1], reaped, '', '', mode}
+    -- the first copy as it is now
+    return {'job', mark(owned[1], flat_of(records[1])), dead, owned[1], reaped, '', '', mode}
   end
   -- A claim list's entries back to the queue's oldest end, in order. A bare job id (moved there
   -- from the compatible queue) goes back as a full entry when a schema keyed by the id alone finds
@@ -197,7 +200,7 @@ local function claim_next(KEYS, ARGV, finish)
     first = marker and cjson.decode(marker)
   end
   if first and first[1] ~= '' then
-    reply = {'replayed', first[2], dead, first[1], reaped, '', '', mode}
+    reply = {'replayed', cjson.encode(first), dead, first[1], reaped, '', '', mode}
   else
     local expired = expired_leases(KEYS[5], now, tonumber(ARGV[3]))
     for _, member in ipairs(expired) do
