@@ -6,7 +6,7 @@ taken out of every command (the same bytes on the wire, the same errors).
   bytes: a cost that grows with the square of the command's size, up to that size. An enqueue
   (about 35 arguments) spent ~21 µs there, a coalesced call of 100 jobs ~22 µs per job. The
   connections made here pack each argument once and join them once (~7 µs, ~6 µs per job).
-  With hiredis installed its packer (C) is used, as redis-py does.
+  Where redis-py packs with hiredis (installed), hiredis packs.
 - **A write timed in the caller's task** (``redis.asyncio``, Python 3.10 and 3.11). redis-py
   bounds each write by ``asyncio.wait_for(..., socket_timeout)``; before Python 3.12,
   ``wait_for`` wraps the write in a new task, and the loop runs once more for it: about as much
@@ -16,8 +16,8 @@ taken out of every command (the same bytes on the wire, the same errors).
   connection dropped, as redis-py's own write does.
 
 Only the pools of clients jobstore makes itself (:func:`jobstore.connection.connect`: ``redis://``,
-``rediss://``, ``unix://``) get them; a client handed in is left as it is, and so is any pool
-whose connection class is not redis-py's own.
+``rediss://``, ``unix://``, for the stores, the migrations and the kit) get them; a client handed
+in is left as it is, and so is any pool whose connection class is not redis-py's own.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 import redis.connection
-from redis.utils import HIREDIS_AVAILABLE
+from redis._parsers.encoders import Encoder
 
 # A timeout scope in the running task: asyncio's from Python 3.11.3, as redis-py chooses (earlier
 # ones had a bug), else async_timeout, redis-py's own dependency on those versions.
@@ -47,15 +47,18 @@ class OnePassPacker:
     __slots__ = ("buffer_cutoff", "encode", "encoding", "errors")
 
     def __init__(self, buffer_cutoff: int, encoder: Any) -> None:
-        """``encoder``: the connection's (redis-py's ``Encoder``)."""
+        """``encoder``: the connection's. A str is encoded here as redis-py's own ``Encoder``
+        would (one call less per argument); any other encoder (a connection's
+        ``encoder_class``) encodes every argument itself."""
         self.buffer_cutoff = buffer_cutoff
         self.encode = encoder.encode
-        self.encoding, self.errors = encoder.encoding, encoder.encoding_errors
+        self.encoding = self.errors = None
+        if type(encoder) is Encoder:
+            self.encoding, self.errors = encoder.encoding, encoder.encoding_errors
 
     def pack(self, *args: Any) -> list[Any]:
         # A command name of several words ('CONFIG GET') goes as separate arguments.
         first = args[0]
-        assert not isinstance(first, float)
         if isinstance(first, str):
             args = tuple(first.encode().split()) + args[1:]
         elif b" " in first:
@@ -65,7 +68,8 @@ class OnePassPacker:
         pieces = [b"*%d\r\n" % len(args)]
         for arg in args:
             # A str encoded here as the encoder would (most arguments are str): one call less.
-            value = arg.encode(encoding, errors) if type(arg) is str else encode(arg)
+            value = (arg.encode(encoding, errors) if type(arg) is str and encoding
+                     else encode(arg))
             size = len(value)
             if size > cutoff or isinstance(value, memoryview):
                 pieces.append(b"$%d\r\n" % size)
@@ -79,7 +83,10 @@ class OnePassPacker:
 
 
 class _PackOnce:
-    """Mixed into a redis-py connection class: its commands packed by :class:`OnePassPacker`."""
+    """Mixed into a redis-py connection class: its commands packed by :class:`OnePassPacker`
+    where redis-py would pack them in Python (hiredis's packer, where redis-py uses it, is
+    kept: the synchronous connections, and the asyncio ones of the redis-py versions that
+    pack with it)."""
 
     _buffer_cutoff: int
     encoder: Any
@@ -147,10 +154,7 @@ def tune(client: Any, asyncio_client: bool) -> None:
     base = getattr(pool, "connection_class", None)
     if base is None or base not in _redis_py_classes(asyncio_client):
         return
-    mixins = ((_SendInTask,) if asyncio_client and SEND_IN_TASK else ()) + (
-        () if HIREDIS_AVAILABLE else (_PackOnce,))
-    if not mixins:
-        return
+    mixins = ((_SendInTask,) if asyncio_client and SEND_IN_TASK else ()) + (_PackOnce,)
     if base not in _CLASSES:
         _CLASSES[base] = type(base.__name__, (*mixins, base), {"__module__": __name__})
     pool.connection_class = _CLASSES[base]

@@ -8,6 +8,7 @@ and ``timer``.
 
 from __future__ import annotations
 
+import json
 from itertools import count
 
 import pytest
@@ -228,7 +229,8 @@ def test_dequeue_without_a_timeout_waits_until_a_job_comes():
                    Expect(blocking_wait(1.0, ctx), [1, None, ["empty"]],
                           effect=lambda step: clock.wait(1.0))]
     script += [Expect(batch("dequeue"), [["empty"]]),
-               Expect(blocking_wait(1.0, ctx), [1, "entry", ["job", flat(record())]])]
+               Expect(blocking_wait(1.0, ctx),
+                      [1, "entry", ["job", json.dumps(["ai:jobs:j1", flat(record())])]])]
     job = run(ops.dequeue(ctx, timeout=None), script)
     assert job.job_id == "j1"
 

@@ -110,19 +110,46 @@ def test_a_client_or_connection_class_the_user_chose_is_left_as_it_is(no_hiredis
     assert client.connection_pool.connection_class is redis.Connection
 
 
-def test_with_hiredis_redis_py_packs(monkeypatch):
-    """hiredis packs in C: the connections are redis-py's own (asyncio: with the write timed in
-    the caller's task before Python 3.12)."""
-    monkeypatch.setattr(wire, "HIREDIS_AVAILABLE", True)
-    monkeypatch.setattr(wire, "_CLASSES", {})
-    store = jobstore.open("redis://localhost:1/0")
-    assert store.client.connection_pool.connection_class is redis.Connection
-    store.close()
-    aio_store = jobstore.aio.open("redis://localhost:1/0")
-    tuned = aio_store.client.connection_pool.connection_class
-    assert (tuned.__mro__[1] is wire._SendInTask) == wire.SEND_IN_TASK
-    assert wire._PackOnce not in tuned.__mro__
-    asyncio.run(aio_store.close())
+def test_a_packer_redis_py_chose_is_kept():
+    """Where redis-py packs with hiredis (a packer given, or chosen), the connection keeps it:
+    only redis-py's Python packing is replaced."""
+
+    class Given:
+        def pack(self, *args):
+            return [b"given"]
+
+    sync_class = jobstore.open("redis://localhost:1/0").client.connection_pool.connection_class
+    assert sync_class(command_packer=Given()).pack_command("PING") == [b"given"]
+
+    async def main():
+        store = jobstore.aio.open("redis://localhost:1/0")
+        connection = store.client.connection_pool.make_connection()
+        connection._command_packer = Given()  # as redis-py sets hiredis's
+        assert connection.pack_command("PING") == [b"given"]
+        await store.close()
+
+    asyncio.run(main())
+
+
+class NFC(redis._parsers.encoders.Encoder):
+    """An encoder of one's own (``encoder_class``): text NFC-normalised before it is sent."""
+
+    def encode(self, value):
+        import unicodedata
+
+        return super().encode(unicodedata.normalize("NFC", value) if isinstance(value, str)
+                              else value)
+
+
+def test_an_encoder_of_ones_own_encodes_every_argument():
+    async def main():
+        store = jobstore.aio.open("redis://localhost:1/0", client_options={"encoder_class": NFC})
+        connection = store.client.connection_pool.make_connection()
+        assert b"".join(connection.pack_command("SET", "k", "e\u0301")) == (
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n\xc3\xa9\r\n")
+        await store.close()
+
+    asyncio.run(main())
 
 
 def test_commands_round_trip_on_the_connections(redis_url, no_hiredis):
