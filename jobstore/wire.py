@@ -52,7 +52,7 @@ class OnePassPacker:
         ``encoder_class``) encodes every argument itself."""
         self.buffer_cutoff = buffer_cutoff
         self.encode = encoder.encode
-        self.encoding = self.errors = None
+        self.encoding, self.errors = "", "strict"  # ('': no str is encoded here)
         if type(encoder) is Encoder:
             self.encoding, self.errors = encoder.encoding, encoder.encoding_errors
 
