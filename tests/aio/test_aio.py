@@ -394,6 +394,46 @@ def test_concurrent_enqueues_go_in_one_script_call(redis_url):
     run(main())
 
 
+def test_many_concurrent_enqueues_go_in_overlapping_batches(redis_url):
+    """More callers than a batch holds: batches of at most CHUNK jobs, up to IN_FLIGHT calls
+    under way at once (one in Redis while the loop runs the callers of another), each job
+    written and queued once."""
+    from jobstore.aio.coalesce import CHUNK, IN_FLIGHT
+
+    async def main():
+        async with jobstore.aio.open(redis_url, "legacy") as store:
+            await store.get("warm", workspace_id="ws")
+            real = store.driver._io
+            under_way, most, sizes = [0], [0], []
+
+            async def counted(request):
+                if not isinstance(request, One):
+                    return await real(request)
+                under_way[0] += 1
+                most[0] = max(most[0], under_way[0])
+                try:
+                    reply = await real(request)
+                finally:
+                    under_way[0] -= 1
+                sizes.append(len(reply))
+                return reply
+
+            store.driver._io = counted
+            total = 2 * CHUNK * IN_FLIGHT
+            jobs = await asyncio.gather(*(store.enqueue(f"ws{i % 4}", "a", {"i": i})
+                                          for i in range(total)))
+            store.driver._io = real
+            assert [j.params for j in jobs] == [{"i": i} for i in range(total)]
+            assert sum(sizes) == total and max(sizes) == CHUNK and min(sizes) == 1  # the first alone
+            assert most[0] == IN_FLIGHT
+            taken = []
+            while (got := await store.dequeue(timeout=0)) is not None:
+                taken.append(got.job_id)
+            assert sorted(taken) == sorted(j.job_id for j in jobs)  # each queued once
+
+    run(main())
+
+
 def test_each_caller_of_a_batch_gets_its_own_outcome(redis_url):
     async def main():
         async with jobstore.aio.open(redis_url, "legacy", max_record_bytes=2000) as store:
