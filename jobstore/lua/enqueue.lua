@@ -9,9 +9,10 @@
 --   of keys to write, number of keys to check, this call's token (the record's '_op' field
 --   too, among the pairs), job id, index score (created_at), queue entry, number of field and
 --   value strings, the record's field, value pairs
--- returns per job {'created'} | {'replayed'} (this call's own earlier attempt created the job:
---   the caller answers with the job it sent, never with what the key holds now) | {'exists'}
---   | {'error', message} (Redis refused a write: nothing of that job is left)
+-- returns per job 'created' | 'replayed' (this call's own earlier attempt created the job:
+--   the caller answers with the job it sent, never with what the key holds now) | 'exists'
+--   | {'error', message} (Redis refused a write: nothing of that job is left); a word, not a
+--   list of one, for the client to read one line per job
 -- No marker key: the record names the call that created it ('_op'), and a delete keeps the
 -- tokens of what it deleted in the job's tombstone for the marker ttl, so that a re-sent call
 -- recognises its first attempt even when that job was run and deleted in between.
@@ -27,10 +28,10 @@ local function enqueue_one(tomb, index, first, writes, last, token, id, score, e
   -- No record key and no tombstone (a new id, the common case): one command says so.
   if redis.call('EXISTS', tomb, unpack(KEYS, first, last)) > 0 then
     if redis.pcall('HGET', KEYS[first], '_op') == token or redis.call('HEXISTS', tomb, token) == 1 then
-      return {'replayed'}
+      return 'replayed'
     end
     for i = first, last do
-      if redis.call('EXISTS', KEYS[i]) == 1 then return {'exists'} end
+      if redis.call('EXISTS', KEYS[i]) == 1 then return 'exists' end
     end
   end
   -- A script is not rolled back when a command fails (OOM, a key of the wrong type), so undo
@@ -52,7 +53,7 @@ local function enqueue_one(tomb, index, first, writes, last, token, id, score, e
     if type(indexed) ~= 'table' then redis.call('ZREM', index, id) end
     return {'error', queued.err}
   end
-  return {'created'}
+  return 'created'
 end
 local out, k, a = {}, 4, 3
 for j = 1, tonumber(ARGV[2]) do

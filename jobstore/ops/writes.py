@@ -55,6 +55,12 @@ def queue_entry(ctx: Context, workspace_id: str, job_id: str, stamp: str,
                                 carried_keys(known, workspace_id, job_id))
 
 
+def outcome_of(reply: Any) -> Any:
+    """A job's ENQUEUE outcome as a list, ``[word]`` or ``['error', message]`` (the script
+    answers a word alone)."""
+    return [reply] if isinstance(reply, str) else reply
+
+
 def enqueue_outcome(job: Job, reply: list[Any]) -> Job | None:
     """The enqueued job, or None when the id already existed. A re-sent call whose first
     attempt created the job (``replayed``) answers with the job this call sent: what the key
@@ -68,7 +74,7 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op[Job]:
     # fields carry the call's token (OP): the record names the call that created it.
     while stale(reply := (yield Batch((enqueue_script(ctx, [(job, fields)]),)))[0]):
         yield Refresh()
-    (outcome,) = reply
+    outcome = outcome_of(reply[0])
     if outcome[0] == "error":  # as if Redis had refused the command itself (RedisCommandError)
         raise Refused(outcome[1])
     result = enqueue_outcome(job, outcome)
@@ -91,7 +97,8 @@ def enqueue_replies(ctx: Context, jobs: Sequence[tuple[Job, dict[str, str]]],
                            tolerate_errors=tolerate)
         for chunk, reply in zip(chunks, sent):
             for n, i in enumerate(chunk):
-                replies[i] = reply if isinstance(reply, Exception) or stale(reply) else reply[n]
+                replies[i] = (reply if isinstance(reply, Exception) or stale(reply)
+                              else outcome_of(reply[n]))
         todo = [i for i in todo if stale(replies[i])]
         if todo:
             yield Refresh()

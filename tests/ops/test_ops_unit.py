@@ -133,7 +133,7 @@ def test_enqueue_reads_an_exists_reply_as_job_exists():
     ctx, _ = context()
     job, fields = pending()
     with pytest.raises(JobExists) as raised:
-        run(ops.enqueue(ctx, job, {**fields, OP: "tok"}), [Expect(batch("enqueue"), [[["exists"]]])])
+        run(ops.enqueue(ctx, job, {**fields, OP: "tok"}), [Expect(batch("enqueue"), [["exists"]])])
     assert raised.value.job_ids == ["j1"]
 
 
@@ -144,7 +144,7 @@ def test_enqueue_refreshes_a_stale_routing_and_sends_again_then_reads_a_refusal(
     assert run(ops.enqueue(ctx, job, fields), [
         Expect(batch("enqueue"), [["stale"]]),
         Expect(Refresh()),
-        Expect(batch("enqueue"), [[["created"]]]),  # one outcome per job of the call
+        Expect(batch("enqueue"), [["created"]]),  # one outcome (a word) per job of the call
     ]) == job
     with pytest.raises(Refused, match="OOM"):
         run(ops.enqueue(ctx, job, fields), [Expect(batch("enqueue"), [[["error", "OOM command"]]])])
