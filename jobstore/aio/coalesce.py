@@ -2,9 +2,9 @@
 
 An ``enqueue`` awaited while none of the store's is in flight runs as it always did: its own
 ENQUEUE script call. One awaited while another is in flight (other tasks of the same loop) waits
-in line; the enqueues waiting go in ENQUEUE calls (the script ``enqueue_many`` sends) of up to
-``CHUNK`` jobs, at most ``IN_FLIGHT`` calls under way at once, each sent by a task of the store's
-own, so that no caller's cancellation cuts the others' call. Each caller gets its own outcome: its job,
+for it; then the enqueues that arrived meanwhile go in ENQUEUE calls (the script ``enqueue_many``
+sends) of up to ``CHUNK`` jobs, one call at a time, in the order awaited, sent by a task of the
+store's own, so that no caller's cancellation cuts the others' call. Each caller gets its own outcome: its job,
 ``JobExists`` for its id alone, a refusal of its own job's write, or the batch's
 ``StoreUnavailable`` (retrying with the same ``job_id`` is safe, as for any lost reply: every job
 carries its call's own token, and a re-sent batch recognises each job its first attempt wrote).
@@ -26,10 +26,10 @@ from ..ops.writes import enqueue_replies
 if TYPE_CHECKING:
     from ..store_core import Call
 
-# At most IN_FLIGHT calls under way, of at most CHUNK jobs each: with many concurrent callers
-# one batch is in Redis while the event loop runs the callers of another (their next enqueue, the
-# reply of the one before), instead of the loop and Redis taking turns (docs/async.md).
-IN_FLIGHT = 3
+# At most CHUNK jobs per call, fewer than ENQUEUE_CHUNK: with more callers waiting than one call
+# takes, the next call goes out as the one before answers, before its callers run again, and
+# Redis runs it while the event loop runs them (their reply, their next enqueue), instead of the
+# loop and Redis taking turns; calls still go one at a time, in the order awaited.
 CHUNK = 50
 
 # One enqueue waiting for a batch: its job, the record's fields, and where its outcome goes.
@@ -39,54 +39,45 @@ Waiting = tuple[Job, dict[str, str], "asyncio.Future[Job]"]
 class EnqueueCoalescer:
     """The enqueues of one :class:`jobstore.aio.AsyncJobStore` (one event loop)."""
 
-    def __init__(self, store: Any, in_flight: int = IN_FLIGHT, chunk: int = CHUNK) -> None:
-        """``store``: the AsyncJobStore whose enqueues these are; at most ``in_flight`` ENQUEUE
-        calls of its own under way at once, each of at most ``chunk`` jobs."""
+    def __init__(self, store: Any) -> None:
+        """``store``: the AsyncJobStore whose enqueues these are."""
         self.store = store
         self.waiting: list[Waiting] = []
-        self.limit, self.chunk = in_flight, chunk
-        self.in_flight = 0  # ENQUEUE calls of the store's under way (or about to be sent)
-        self.flushers: set[asyncio.Task[None]] = set()
+        self.busy = False  # an ENQUEUE call of the store's is in flight
+        self.flusher: asyncio.Task[None] | None = None
 
     async def enqueue(self, call: Call[Job], job: Job, fields: dict[str, str]) -> Job:
         """``call``'s job, enqueued alone or in the batch of the enqueues awaited meanwhile."""
-        if not self.in_flight:
-            self.in_flight += 1
+        if not self.busy:
+            self.busy = True
             try:
                 return await self.store._run(call)
             finally:
-                self.in_flight -= 1
-                self._start()
+                self._next()
         future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
         self.waiting.append((job, fields, future))
-        self._start()
         with self.store._observed(call):
             return await future
 
-    def _start(self) -> None:
-        """A call of the store's for what waits, in a task of its own, unless enough are under
-        way (the next to end starts one)."""
-        if self.waiting and self.in_flight < self.limit:
-            self.in_flight += 1
-            flusher = asyncio.get_running_loop().create_task(self._flush())
-            self.flushers.add(flusher)
-            flusher.add_done_callback(self.flushers.discard)
+    def _next(self) -> None:
+        """The call in flight has ended: send what waits for it, in a task of the store's."""
+        if self.waiting:
+            self.flusher = asyncio.get_running_loop().create_task(self._flush())
+        else:
+            self.busy = False
 
     async def _flush(self) -> None:
         try:
-            # what waits when this task runs (the callers of this loop round joined meanwhile)
-            batch = [w for w in self.waiting[:self.chunk] if not w[2].done()]
-            del self.waiting[:self.chunk]
-            if batch:
-                await self._send(batch)
-        except asyncio.CancelledError:  # the loop is closing: nothing more is sent
-            for _, _, future in self.waiting:
+            while self.waiting:
+                batch = [w for w in self.waiting[:CHUNK] if not w[2].done()]
+                del self.waiting[:CHUNK]
+                if batch:
+                    await self._send(batch)
+        finally:
+            self.busy, self.flusher = False, None
+            for _, _, future in self.waiting:  # cancelled itself (the loop is closing)
                 future.cancel()
             self.waiting.clear()
-            raise
-        finally:
-            self.in_flight -= 1
-            self._start()
 
     async def _send(self, batch: list[Waiting]) -> None:
         store = self.store
@@ -131,5 +122,5 @@ class EnqueueCoalescer:
 
     async def close(self) -> None:
         """Until the batches under way have their answers."""
-        while self.flushers:
-            await asyncio.gather(*self.flushers, return_exceptions=True)
+        if self.flusher is not None:
+            await asyncio.gather(self.flusher, return_exceptions=True)
