@@ -29,7 +29,11 @@ from typing import Any
 
 import redis
 import redis.connection
-from redis._parsers.encoders import Encoder
+
+# redis-py's own encoder and Python packer (for another redis-py that has moved them: every
+# argument through the connection's encoder, and no packer replaced)
+Encoder: Any = getattr(redis.connection, "Encoder", None)
+PYTHON_PACKER: Any = getattr(redis.connection, "PythonRespSerializer", None)
 
 # A timeout scope in the running task: asyncio's from Python 3.11.3, as redis-py chooses (earlier
 # ones had a bug), else async_timeout, redis-py's own dependency on those versions.
@@ -53,7 +57,7 @@ class OnePassPacker:
         self.buffer_cutoff = buffer_cutoff
         self.encode = encoder.encode
         self.encoding, self.errors = "", "strict"  # ('': no str is encoded here)
-        if type(encoder) is Encoder:
+        if Encoder is not None and type(encoder) is Encoder:
             self.encoding, self.errors = encoder.encoding, encoder.encoding_errors
 
     def pack(self, *args: Any) -> list[Any]:
@@ -93,7 +97,7 @@ class _PackOnce:
 
     def _construct_command_packer(self, packer: Any) -> Any:  # (synchronous connections)
         chosen = super()._construct_command_packer(packer)  # type: ignore[misc]
-        if packer is None and type(chosen) is redis.connection.PythonRespSerializer:
+        if packer is None and PYTHON_PACKER is not None and type(chosen) is PYTHON_PACKER:
             return OnePassPacker(self._buffer_cutoff, self.encoder)
         return chosen
 
