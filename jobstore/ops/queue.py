@@ -12,7 +12,7 @@ from ..errors import LeaseLost
 from ..job import Job
 from ..layout import CARRIED
 from ..schema import KeySchema
-from ..steps import Batch, Command, Refresh, Script
+from ..steps import Batch, Command, Pause, Refresh, Script
 from . import calls
 from .context import Context, Op, now, spent_markers
 from .records import as_record, decode, fence, job_keys, stale
@@ -126,7 +126,8 @@ def _dequeue(ctx: Context, timeout: float | None, lease_ms: int | None,
         # While a compatible queue is shared, new jobs arrive there: wait at its oldest end.
         shared = ctx.legacy_queue and (reply[7] if len(reply) > 7 else "") != "left"
         waited = (ctx.legacy_queue, claim, "LEFT", "LEFT") if shared else (queue, claim, "RIGHT", "LEFT")
-        _, _, reply = yield Batch(
+        began = ctx.timer()
+        _, moved, reply = yield Batch(
             (calls.lease_list(leases=ctx.keys.leases, claim_list=claim,
                               stay_ms=int((wait + ctx.list_grace) * 1000)),
              Command(("BLMOVE", *waited, round(wait, 3))),
@@ -143,6 +144,11 @@ def _dequeue(ctx: Context, timeout: float | None, lease_ms: int | None,
         job = _claimed(ctx, reply)
         if reply[0] in ("job", "replayed"):
             return job
+        if moved is None and ctx.timer() - began < wait / 2:
+            # The server answered at once without waiting (the embedded fakeredis does): wait
+            # here, a little at a time, rather than ask again at once (a busy loop that, on
+            # asyncio, could hold the event loop).
+            yield Pause(min(0.05, wait))
 
 
 def extend(ctx: Context, job: Job, lease_ms: int) -> Op[None]:

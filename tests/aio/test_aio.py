@@ -139,14 +139,14 @@ def test_a_write_that_stalls_past_the_socket_timeout_is_unavailable_and_its_conn
                                      client_options={"socket_timeout": 0.2}) as store:
             await store.enqueue("ws", "a", job_id="j1")
             pool = store.client.connection_pool
-            written = pool.connection_class._send_packed_command
+            drain = asyncio.StreamWriter.drain
 
-            async def stalled(self, command):
+            async def stalled(self):  # where every redis-py's write waits for the socket
                 if stalling[0]:  # every attempt (redis-py re-sends a timed-out command)
                     await asyncio.sleep(5)
-                return await written(self, command)
+                return await drain(self)
 
-            monkeypatch.setattr(pool.connection_class, "_send_packed_command", stalled)
+            monkeypatch.setattr(asyncio.StreamWriter, "drain", stalled)
             with pytest.raises(StoreUnavailable, match="Timeout writing"):
                 await store.get("j1", workspace_id="ws")
             assert all(not conn.is_connected for conn in pool._available_connections)
