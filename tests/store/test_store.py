@@ -3,14 +3,17 @@ built-in strategy, on fakeredis and on real Redis."""
 
 from __future__ import annotations
 
+import inspect
 import re
 import threading
 import time
+import uuid
 
 import pytest
 
 import jobstore
 from jobstore import InvalidTransition, JobExists, JobNotFound, JobStatus
+from tests.support.aio import FLAVOURS
 
 # The core real-Redis tests: .ci/run runs them on every supported server build too.
 pytestmark = pytest.mark.core
@@ -212,3 +215,26 @@ def test_context_manager_closes(backend):
     with jobstore.open(backend, "workspace") as store:
         store.enqueue("ws1", "a")
     assert "strategy" in repr(store)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_waiting_dequeue_on_memory_looks_again_every_50_ms_not_at_once(open_store):
+    """fakeredis answers a blocking wait at once: a waiting dequeue on memory:// then looks
+    again every 50 ms (it asked again at once, a busy loop that held an asyncio loop)."""
+    store = open_store(f"memory://wait-{uuid.uuid4().hex}")
+    driver = store.aio.driver if hasattr(store, "aio") else store.driver
+    real, sent = driver._io, []
+
+    def counted(request):
+        sent.append(type(request).__name__)
+        return real(request)
+
+    if inspect.iscoroutinefunction(real):
+        async def counted(request):  # noqa: F811 - the asyncio driver's
+            sent.append(type(request).__name__)
+            return await real(request)
+
+    driver._io = counted
+    assert store.dequeue(timeout=0.5) is None
+    waits = sent.count("Pause")
+    assert 5 <= waits <= 12 and len(sent) <= 6 * (waits + 2), sent  # (a busy loop: hundreds)
