@@ -77,8 +77,8 @@ class AsyncJobStore(StoreCore):
     async def enqueue(self, workspace_id: str, action: str, params: dict[str, Any] | None = None,
                       *, job_id: str | None = None, ttl: float | None = None) -> Job:
         """:meth:`jobstore.JobStore.enqueue`. Enqueues awaited while another is in flight
-        (on standalone Redis) go to Redis together, up to 50 in one script call, in the order
-        awaited (docs/async.md); each
+        (on standalone Redis) go to Redis together, up to ``coalesce.CHUNK`` in one script call,
+        in the order awaited (docs/async.md); each
         keeps its own ``ttl`` (a field of its record)."""
         if self.context.cluster:
             return await self._run(self._call_enqueue(workspace_id, action, params, job_id, ttl))

@@ -79,6 +79,11 @@ def _claimed(ctx: Context, reply: list[Any]) -> Job | None:
     return None
 
 
+# How often a waiting dequeue looks again when the server answers its blocking wait at once
+# (fakeredis, behind memory://), seconds.
+UNBLOCKED_POLL = 0.05
+
+
 def dequeue(ctx: Context, timeout: float | None, lease_ms: int | None = None) -> Op[Job | None]:
     """Claim the oldest pending job, or a job whose lease ran out. ``timeout``: 0 no wait, None
     wait forever, else seconds. ``lease_ms``: the claim's lease (default: the store's)."""
@@ -148,7 +153,7 @@ def _dequeue(ctx: Context, timeout: float | None, lease_ms: int | None,
             # The server answered at once without waiting (the embedded fakeredis does): wait
             # here, a little at a time, rather than ask again at once (a busy loop that, on
             # asyncio, could hold the event loop).
-            yield Pause(min(0.05, wait))
+            yield Pause(min(UNBLOCKED_POLL, wait))
 
 
 def extend(ctx: Context, job: Job, lease_ms: int) -> Op[None]:
