@@ -366,14 +366,15 @@ def test_backfill_resumes_from_its_checkpoint_after_an_interruption(env):
     env.to("off", "dual-write")
     calls = []
 
-    def crash_after_two_batches(step, done, total, counts):
+    def crash_once_some_are_copied(step, done, total, counts):
+        # (not after a count of batches: on Cluster a node's first SCAN pages may be empty)
         calls.append(done)
         assert total == 40
-        if len(calls) == 2:
+        if done > 0:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        env.migration.backfill(batch=5, progress=crash_after_two_batches)
+        env.migration.backfill(batch=5, progress=crash_once_some_are_copied)
     partial = len(keys(env.legacy.client, "ai:job:*"))
     assert 0 < partial < 40
     report = env.migration.backfill(batch=5)
