@@ -93,6 +93,20 @@ class Job:
     attempts: int = 0
     claim: str | None = None
 
+    @classmethod
+    def _of(cls, job_id: str, workspace_id: str, action: str, status: JobStatus,
+            params: dict[str, Any], result: Any, error: str | None, created_at: float,
+            updated_at: float, attempts: int = 0, claim: str | None = None) -> Job:
+        """``cls(...)`` of fields already checked (every enqueue and read builds one): the
+        same job, its fields set at once, not one by one through ``object.__setattr__`` as a
+        frozen dataclass's ``__init__`` sets them (~0.5 us, not ~1.5)."""
+        job = _new_object(cls)
+        job.__dict__.update(job_id=job_id, workspace_id=workspace_id, action=action,
+                            status=status, params=params, result=result, error=error,
+                            created_at=created_at, updated_at=updated_at, attempts=attempts,
+                            claim=claim)
+        return job
+
     def to_hash(self, time_format: str = "epoch") -> dict[str, str]:
         """The stored form: every value a string, None as ``""``, JSON for params/result, times
         as epoch seconds (``time_format="epoch"``) or ISO 8601 (``"iso"``)."""
@@ -123,8 +137,8 @@ class Job:
         created = float(stamp) if time_format == "epoch" else _checked_time(stamp)
         if params is None:
             params = _decode_json(params_json) if params_json != "{}" else {}
-        job = cls(job_id, workspace_id, action, JobStatus.PENDING, params, None, None,
-                  created, created)
+        job = cls._of(job_id, workspace_id, action, JobStatus.PENDING, params, None, None,
+                      created, created)
         return job, {"job_id": job_id, "workspace_id": workspace_id, "action": action,
                      "status": JobStatus.PENDING.value, "params": params_json, "result": "",
                      "error": "", "created_at": stamp, "updated_at": stamp}
@@ -167,10 +181,10 @@ class Job:
             except Exception as exc:  # noqa: BLE001
                 return "result", f"codec {codec.name!r} cannot decode it: {type(exc).__name__}: {exc}"
         # Positionally, in the order of the fields (job_id ... claim): every read builds one.
-        return cls(data["job_id"], data["workspace_id"], data.get("action", ""),
-                   _STATUS_OF[data.get("status") or "pending"], params, result,
-                   data.get("error") or None, times[0], times[1], count(data.get("attempts")),
-                   data.get("claim") or None)
+        return cls._of(data["job_id"], data["workspace_id"], data.get("action", ""),
+                       _STATUS_OF[data.get("status") or "pending"], params, result,
+                       data.get("error") or None, times[0], times[1],
+                       count(data.get("attempts")), data.get("claim") or None)
 
 
 # A time as jobstore reads it: epoch seconds as jobstore writes them (the repr of a float,
@@ -244,6 +258,9 @@ def _checked_time(value: str) -> float:
     seconds = parse_time(value)
     assert seconds is not None, "record_problem accepts only times"
     return seconds
+
+
+_new_object = object.__new__
 
 
 def format_time(seconds: float, time_format: str = "epoch") -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import builtins
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from . import config, eviction, ops, rules, server_check, validation
 from .ops import finish as ops_finish
 from .ops import retention as ops_retention
+from .ops.context import new_job_id
 from .codec import JSON, Codec
 from .dead_letters import DeadLetter
 from .errors import ConfigError, InvalidArgument, JobStoreError, PluginError, StoreUnavailable
@@ -273,7 +273,7 @@ class StoreCore:
             except Exception as exc:  # noqa: BLE001 - a plugin's codec that cannot read itself
                 raise PluginError(f"codec {self.codec!r} cannot decode the params it just "
                                   f"encoded ({encoded[:80]!r}): {type(exc).__name__}: {exc}") from exc
-        job_id = uuid.uuid4().hex if job_id is None else validation.identifier("job_id", job_id)
+        job_id = new_job_id() if job_id is None else validation.identifier("job_id", job_id)
         job, fields = Job.pending(job_id, workspace_id, action, encoded, time.time(),
                                   self.time_format, decoded)
         fields[rules.REV] = "1"  # the record's write count (jobstore.rules): its first write

@@ -23,6 +23,7 @@ in is left as it is, and so is any pool whose connection class is not redis-py's
 from __future__ import annotations
 
 import asyncio
+import codecs
 import importlib
 import sys
 from typing import Any
@@ -41,14 +42,23 @@ _timeout: Any = (asyncio.__dict__["timeout"] if sys.version_info >= (3, 11, 3)
                  else importlib.import_module("async_timeout").timeout)
 SEND_IN_TASK = sys.version_info < (3, 12)  # from 3.12 on, wait_for runs in the caller's task
 
+# Encodings in which ASCII text is its own bytes, one byte per character.
+_ASCII_SAFE = frozenset({"utf-8", "ascii", "iso8859-1"})
+_OTHER = object()  # (in a list of texts: an argument packed one by one)
+
 
 class OnePassPacker:
     """redis-py's ``PythonRespSerializer`` (``pack(*args)``: a command as a list of bytes to
     send), packing each argument once: the same bytes, the same errors (redis-py's encoder
     turns each argument into bytes). A value longer than ``buffer_cutoff``, or a memoryview,
-    is sent as it is, not copied, as redis-py does."""
+    is sent as it is, not copied, as redis-py does.
 
-    __slots__ = ("buffer_cutoff", "encode", "encoding", "errors")
+    A command of ASCII text and numbers alone (nearly every command jobstore sends: keys, ids,
+    times, JSON that escapes what is not ASCII) is framed as one text and encoded once, where
+    its characters are its bytes: about half the cost of encoding and framing each argument
+    (~10 -> ~5 us per job of a coalesced enqueue)."""
+
+    __slots__ = ("ascii_safe", "buffer_cutoff", "encode", "encoding", "errors")
 
     def __init__(self, buffer_cutoff: int, encoder: Any) -> None:
         """``encoder``: the connection's. A str is encoded here as redis-py's own ``Encoder``
@@ -59,6 +69,7 @@ class OnePassPacker:
         self.encoding, self.errors = "", "strict"  # ('': no str is encoded here)
         if Encoder is not None and type(encoder) is Encoder:
             self.encoding, self.errors = encoder.encoding, encoder.encoding_errors
+        self.ascii_safe = bool(self.encoding) and codecs.lookup(self.encoding).name in _ASCII_SAFE
 
     def pack(self, *args: Any) -> list[Any]:
         # A command name of several words ('CONFIG GET') goes as separate arguments.
@@ -67,6 +78,24 @@ class OnePassPacker:
             args = tuple(first.encode().split()) + args[1:]
         elif b" " in first:
             args = tuple(first.split()) + args[1:]
+        if self.ascii_safe:
+            # each argument as text of its bytes as redis-py's Encoder writes them (a number:
+            # its repr; bytes: a character per byte), or _OTHER, which len() below refuses (a
+            # memoryview, or what the encoder refuses: packed one by one, below)
+            texts: list[Any] = [arg if type(arg) is str
+                     else repr(arg) if type(arg) is int or type(arg) is float
+                     else arg.decode("latin-1") if type(arg) is bytes else _OTHER
+                     for arg in args]
+            try:
+                whole = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])
+            except TypeError:
+                pass
+            else:
+                # ASCII: each length counted in characters is its length in bytes; no value
+                # past the cutoff, which redis-py would send as a chunk of its own
+                if whole.isascii() and (len(whole) <= self.buffer_cutoff
+                                        or max(map(len, texts)) <= self.buffer_cutoff):
+                    return [f"*{len(texts)}\r\n{whole}".encode()]
         encode, cutoff, encoding, errors = self.encode, self.buffer_cutoff, self.encoding, self.errors
         output: list[Any] = []
         pieces = [b"*%d\r\n" % len(args)]

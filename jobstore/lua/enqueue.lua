@@ -11,8 +11,9 @@
 --   value strings, the record's field, value pairs
 -- returns per job 'created' | 'replayed' (this call's own earlier attempt created the job:
 --   the caller answers with the job it sent, never with what the key holds now) | 'exists'
---   | {'error', message} (Redis refused a write: nothing of that job is left); a word, not a
---   list of one, for the client to read one line per job
+--   | {'error', message} (Redis refused a write: nothing of that job is left): the words
+--   alone, space-separated in one string (one line for the client to read, not one per job),
+--   unless a job was refused; then a list of them, a word or {'error', message} per job
 -- No marker key: the record names the call that created it ('_op'), and a delete keeps the
 -- tokens of what it deleted in the job's tombstone for the marker ttl, so that a re-sent call
 -- recognises its first attempt even when that job was run and deleted in between.
@@ -55,11 +56,13 @@ local function enqueue_one(tomb, index, first, writes, last, token, id, score, e
   end
   return 'created'
 end
-local out, k, a = {}, 4, 3
+local out, k, a, refused = {}, 4, 3, false
 for j = 1, tonumber(ARGV[2]) do
   local nw, nc, np = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 6])
   out[j] = enqueue_one(KEYS[k], KEYS[k + 1], k + 2, k + 1 + nw, k + 1 + nw + nc, ARGV[a + 2],
                        ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], a + 7, a + 6 + np)
+  refused = refused or type(out[j]) == 'table'
   k, a = k + 2 + nw + nc, a + 7 + np
 end
-return out
+if refused then return out end
+return table.concat(out, ' ')

@@ -13,9 +13,8 @@ the ``(state key, phase routed for, default phase)`` of the routing its keys cam
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..scripts import (ARBITRATE, BURY, CREATE_RECORD, DELETE, DELETE_RECORD, DEQUEUE, ENQUEUE,
                        EXPIRE_COPY, EXPIRE_FINISHED, EXTEND, FINISH, LEASE_CLAIM, LEASE_LIST,
@@ -58,13 +57,13 @@ def fence_of(call: Script) -> tuple[str, ...]:
 
 # -- standalone writes ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class EnqueuedJob:
+class EnqueuedJob(NamedTuple):
     """One job of an ENQUEUE call: its keys (``writes``: the records to write, ``checks``: the
-    records that must not exist either) and what its record, index and queue get."""
+    records that must not exist either) and what its record, index and queue get. (A tuple:
+    one is built per job enqueued, in a third of a frozen dataclass's time.)"""
 
     tombstone: str
-    index: str
+    workspace_index: str
     writes: Sequence[str]
     checks: Sequence[str]
     token: str
@@ -80,7 +79,7 @@ def enqueue(fence: Fence, *, queue: str, legacy_queue: str | None, queue_mode: s
     keys: list[str] = [queue, *((legacy_queue, queue_mode) if legacy_queue else (queue, queue))]
     args: list[Any] = [_flag(bool(legacy_queue)), len(jobs)]
     for job in jobs:
-        keys += (job.tombstone, job.index, *job.writes, *job.checks)
+        keys += (job.tombstone, job.workspace_index, *job.writes, *job.checks)
         args += (len(job.writes), len(job.checks), job.token, job.job_id, job.score, job.entry,
                  2 * len(job.fields), *_pairs(job.fields))
     return fenced(ENQUEUE, fence, keys, args)

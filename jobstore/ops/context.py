@@ -103,10 +103,21 @@ def new_token() -> str:
     module, which the application may seed, and not from ``os.urandom``, a system call that
     costs a few microseconds per call: a token only has to differ from every other call's (a
     collision needs the same job and 2^-72 luck); it protects nothing secret. Job ids stay
-    ``uuid4`` (their randomness is the OS's)."""
+    ``uuid4`` (their randomness is the OS's: :func:`new_job_id`)."""
     if os.getpid() != _drawn_in[0]:  # forked by a path that ran no at-fork hook (a C fork())
         _reseed()
     return urlsafe_b64encode(_TOKENS.getrandbits(72).to_bytes(9, "big")).decode()
+
+
+# A version 4 UUID's fixed bits (RFC 4122: version 4, variant 10), over 128 random bits.
+_UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_job_id() -> str:
+    """A generated job id: ``uuid.uuid4().hex``, the same 122 bits from ``os.urandom`` and the
+    same text, without building a ``UUID`` object (~0.8 us, not ~2)."""
+    return "%032x" % (int.from_bytes(os.urandom(16), "big") & _UUID4_KEEP | _UUID4_SET)
 
 
 def now(ctx: Context) -> tuple[str, str]:

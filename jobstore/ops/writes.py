@@ -30,7 +30,7 @@ def enqueue_script(ctx: Context, jobs: Sequence[tuple[Job, dict[str, str]]]) -> 
         writes = [s.job_key(ws, job_id) for s in routing.writes]
         checks = [key for key in (s.job_key(ws, job_id) for s in routing.known) if key not in writes]
         sent.append(calls.EnqueuedJob(
-            tombstone=ctx.keys.gone(ws, job_id), index=ctx.keys.index(ws), writes=writes,
+            tombstone=ctx.keys.gone(ws, job_id), workspace_index=ctx.keys.index(ws), writes=writes,
             checks=checks, token=fields[OP], job_id=job_id, score=repr(job.created_at),
             entry=queue_entry(ctx, ws, job_id, fields["created_at"], routing.known),
             fields=fields))
@@ -55,10 +55,13 @@ def queue_entry(ctx: Context, workspace_id: str, job_id: str, stamp: str,
                                 carried_keys(known, workspace_id, job_id))
 
 
-def outcome_of(reply: Any) -> Any:
-    """A job's ENQUEUE outcome as a list, ``[word]`` or ``['error', message]`` (the script
-    answers a word alone)."""
-    return [reply] if isinstance(reply, str) else reply
+def outcomes_of(reply: Any) -> list[Any]:
+    """Each job's outcome of an ENQUEUE call as a list, ``[word]`` or ``['error', message]``,
+    in the call's order. The script answers with the words alone in one string (space-separated:
+    one line to read), or, when Redis refused a job's write, with a word or an error per job."""
+    if isinstance(reply, str):
+        return [[word] for word in reply.split(" ")]
+    return [[item] if isinstance(item, str) else item for item in reply]
 
 
 def enqueue_outcome(job: Job, reply: list[Any]) -> Job | None:
@@ -74,7 +77,7 @@ def enqueue(ctx: Context, job: Job, fields: dict[str, str]) -> Op[Job]:
     # fields carry the call's token (OP): the record names the call that created it.
     while stale(reply := (yield Batch((enqueue_script(ctx, [(job, fields)]),)))[0]):
         yield Refresh()
-    outcome = outcome_of(reply[0])
+    outcome = outcomes_of(reply)[0]
     if outcome[0] == "error":  # as if Redis had refused the command itself (RedisCommandError)
         raise Refused(outcome[1])
     result = enqueue_outcome(job, outcome)
@@ -96,9 +99,10 @@ def enqueue_replies(ctx: Context, jobs: Sequence[tuple[Job, dict[str, str]]],
         sent = yield Batch(tuple(enqueue_script(ctx, [jobs[i] for i in chunk]) for chunk in chunks),
                            tolerate_errors=tolerate)
         for chunk, reply in zip(chunks, sent):
+            outcomes = (None if isinstance(reply, Exception) or stale(reply)
+                        else outcomes_of(reply))
             for n, i in enumerate(chunk):
-                replies[i] = (reply if isinstance(reply, Exception) or stale(reply)
-                              else outcome_of(reply[n]))
+                replies[i] = reply if outcomes is None else outcomes[n]
         todo = [i for i in todo if stale(replies[i])]
         if todo:
             yield Refresh()

@@ -17,7 +17,7 @@ from jobstore import ops
 from jobstore.builtins.dual import DualStrategy
 from jobstore.builtins.legacy import LegacySchema
 from jobstore.builtins.workspace import WorkspaceSchema
-from jobstore.errors import InvalidTransition, JobExists, JobNotFound, LeaseLost
+from jobstore.errors import EnqueueIncomplete, InvalidTransition, JobExists, JobNotFound, LeaseLost
 from jobstore.events import Events
 from jobstore.job import Job, JobStatus
 from jobstore.layout import StoreKeys
@@ -133,7 +133,7 @@ def test_enqueue_reads_an_exists_reply_as_job_exists():
     ctx, _ = context()
     job, fields = pending()
     with pytest.raises(JobExists) as raised:
-        run(ops.enqueue(ctx, job, {**fields, OP: "tok"}), [Expect(batch("enqueue"), [["exists"]])])
+        run(ops.enqueue(ctx, job, {**fields, OP: "tok"}), [Expect(batch("enqueue"), ["exists"])])
     assert raised.value.job_ids == ["j1"]
 
 
@@ -144,10 +144,31 @@ def test_enqueue_refreshes_a_stale_routing_and_sends_again_then_reads_a_refusal(
     assert run(ops.enqueue(ctx, job, fields), [
         Expect(batch("enqueue"), [["stale"]]),
         Expect(Refresh()),
-        Expect(batch("enqueue"), [["created"]]),  # one outcome (a word) per job of the call
+        Expect(batch("enqueue"), ["created"]),  # the call's words in one string
     ]) == job
     with pytest.raises(Refused, match="OOM"):
         run(ops.enqueue(ctx, job, fields), [Expect(batch("enqueue"), [[["error", "OOM command"]]])])
+
+
+def test_enqueue_many_reads_each_jobs_outcome_of_a_call_in_either_form():
+    """A call answers its jobs' words in one string, or (a job refused) a word or an error per
+    job: each job gets its own outcome, in the call's order, either way."""
+    ctx, _ = context()
+    jobs = [pending(f"j{n}") for n in range(4)]
+    for _, fields in jobs:
+        fields[OP] = "tok"
+    created = run(ops.enqueue_many(ctx, [jobs[0], jobs[1]]),
+                  [Expect(batch("enqueue"), ["created replayed"])])
+    assert created == [jobs[0][0], jobs[1][0]]
+    with pytest.raises(JobExists) as exists:
+        run(ops.enqueue_many(ctx, jobs[:3]), [Expect(batch("enqueue"), ["created exists created"])])
+    assert exists.value.job_ids == ["j1"] and exists.value.created == [jobs[0][0], jobs[2][0]]
+    with pytest.raises(EnqueueIncomplete) as incomplete:
+        run(ops.enqueue_many(ctx, jobs), [
+            Expect(batch("enqueue"), [["created", ["error", "OOM command"], "exists", "created"]])])
+    assert incomplete.value.failed == {"j1": "OOM command"}
+    assert incomplete.value.created == [jobs[0][0], jobs[3][0]]
+    assert incomplete.value.existing == ["j2"]
 
 
 # -- update_status -------------------------------------------------------------------------------

@@ -78,3 +78,21 @@ def test_the_enqueue_shortcut_gives_exactly_what_the_stored_json_reads_back_as(p
         assert [type(v) for v in plain.values()] == [type(v) for v in decoded.values()]
     if any(type(k) is not str for k in params) or any(isinstance(v, (list, tuple)) for v in params.values()):
         assert plain is None
+
+
+@given(st.text(), st.text(), st.sampled_from(list(JobStatus)), st.integers(0, 9),
+       st.one_of(st.none(), st.text()))
+def test_the_fast_constructor_builds_what_the_dataclass_builds(job_id, ws, status, attempts, claim):
+    """Job._of (enqueue and every read) sets each field Job(...) sets, no more and no less: a
+    field added to Job and not to _of fails here."""
+    import dataclasses
+    import pickle
+
+    values = (job_id, ws, "act", status, {"a": 1}, [1], "err", 1.5, 2.5, attempts, claim)
+    made, built = Job(*values), Job._of(*values)
+    assert built == made and repr(built) == repr(made)
+    assert vars(built) == vars(made)
+    assert [f.name for f in dataclasses.fields(Job)] == list(vars(built))
+    assert pickle.loads(pickle.dumps(built)) == made
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.status = JobStatus.FAILED  # type: ignore[misc]

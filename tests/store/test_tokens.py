@@ -123,3 +123,37 @@ def test_a_child_forked_without_the_at_fork_hooks_still_draws_its_own_tokens(mon
     monkeypatch.setattr(context, "_drawn_in", [-1])  # ... in a process it was not seeded in
     assert new_token() != parents_next
     assert context._drawn_in == [os.getpid()]
+
+
+def test_generated_job_ids_are_uuid4_hex_from_the_os_whatever_random_is_seeded_to():
+    """A job enqueued without ``job_id`` gets a uuid4 hex (store.enqueue's promise), drawn from
+    the OS: the same text ``uuid.UUID(bytes=..., version=4).hex`` makes of the same bytes, and
+    no repeat after ``random.seed``, in a forked child either."""
+    import uuid
+    from unittest import mock
+
+    from jobstore.ops import context
+
+    drawn = bytes(range(16))
+    with mock.patch.object(context.os, "urandom", return_value=drawn) as urandom:
+        assert context.new_job_id() == uuid.UUID(bytes=drawn, version=4).hex
+    urandom.assert_called_once_with(16)
+    for _ in range(200):
+        job_id = context.new_job_id()
+        parsed = uuid.UUID(hex=job_id)
+        assert parsed.hex == job_id and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    random.seed(42)
+    first = {context.new_job_id() for _ in range(50)}
+    random.seed(42)
+    assert not first & {context.new_job_id() for _ in range(50)}
+
+
+def test_an_enqueue_without_a_job_id_gets_a_uuid4_hex(make_store):
+    import uuid
+
+    store = make_store("legacy")
+    jobs = [store.enqueue("ws", "work") for _ in range(20)]
+    assert len({job.job_id for job in jobs}) == 20
+    for job in jobs:
+        assert uuid.UUID(hex=job.job_id).version == 4 and len(job.job_id) == 32
+        assert store.get(job.job_id, workspace_id="ws") == job
