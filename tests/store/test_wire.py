@@ -45,6 +45,24 @@ def test_one_pass_packing_sends_what_redis_py_sends(name, args):
             assert any(chunk is arg for chunk in packed)
 
 
+# What nearly every command jobstore sends holds: ASCII text and numbers (framed as one text and
+# encoded once), with values about the cutoff and ASCII bytes among them.
+ASCII_ARG = st.one_of(st.text(st.characters(max_codepoint=127), max_size=40), st.integers(),
+                      st.floats(allow_nan=False), st.binary(max_size=20).map(
+                          lambda b: bytes(c & 127 for c in b)),
+                      st.text(st.characters(max_codepoint=127), min_size=5990, max_size=6010))
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=NAME, args=st.lists(ASCII_ARG, max_size=60))
+def test_a_command_of_ascii_text_and_numbers_is_sent_as_redis_py_sends_it(name, args):
+    for encoder in (redis.connection.Connection(**DECODING).encoder,
+                    redis.connection.Connection().encoder):
+        command = (name, *args)
+        packed = wire.OnePassPacker(6000, encoder).pack(*command)
+        assert b"".join(bytes(chunk) for chunk in packed) == redis_py_packing(command, encoder)
+
+
 @pytest.mark.parametrize("bad", [True, object(), None])
 def test_one_pass_packing_refuses_what_redis_py_refuses(bad):
     encoder = redis.connection.Connection().encoder
