@@ -12,7 +12,13 @@ order the same every round), the phases of benchmarks/peers.py with concurrency 
 - ``finish``: N jobs processed by ``store.finish(job)``;
 - ``aio``: N ``jobstore.aio`` enqueues one at a time;
 - ``bullmq``, ``bullmq-worker`` (not run by default): BullMQ's ``Queue.add`` one at a time, and
-  its worker with concurrency 1, through node as benchmarks/peers.py runs them.
+  its worker with concurrency 1, through node as benchmarks/peers.py runs them;
+- ``bare-enqueue``, ``bare-finish`` (not run by default): the floor of any script, the commands
+  jobstore's ENQUEUE and FINISH scripts run per job (``EXISTS``, ``HSET``, ``ZADD``, ``LPUSH``;
+  ``UNLINK``, ``HGETALL``, ``HSET``, ``ZREM``, ``TIME``, ``ZRANGEBYSCORE``, ``RPOP``,
+  ``HGETALL``, ``HSET``, ``ZADD``, ``SET`` of the claimed record's JSON), on the same records
+  and keys, in a script with no other logic (no checks, no replay, no fence): what a script
+  that writes what jobstore writes costs at the least.
 
 ``--instructions`` runs that redis-server under valgrind's callgrind and also prints the
 server's instructions per job in the timed part (zeroed before it, dumped after it, with
@@ -60,6 +66,90 @@ PARTS: dict[str, tuple[str, Callable[[r.Ctx, r.Window], None]]] = {
     "bullmq": ("BullMQ Queue.add", partial(bull.bullmq, phase="enqueue")),
     "bullmq-worker": ("BullMQ worker", partial(bull.bullmq, phase="worker-1")),
 }
+
+
+# The commands jobstore's ENQUEUE runs for a new job, and nothing else.
+BARE_ENQUEUE = """
+if redis.call('EXISTS', KEYS[1], KEYS[3]) > 0 then return 'exists' end
+redis.call('HSET', KEYS[3], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('LPUSH', KEYS[4], ARGV[3])
+return 'created'
+"""
+# The commands jobstore's FINISH runs to finish a job and claim the next (legacy keys), and
+# nothing else; answers as FINISH does: the claimed record as the JSON text also kept aside.
+BARE_FINISH = """
+redis.call('UNLINK', KEYS[4])
+local flat = redis.call('HGETALL', KEYS[1])
+local done = {}
+for i = 1, #flat, 2 do done[flat[i]] = flat[i + 1] end
+redis.call('HSET', KEYS[1], '_rev', '3', 'status', 'completed', 'updated_at', ARGV[1])
+redis.call('ZREM', KEYS[2], done.claim or '')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 10)
+local entry = redis.call('RPOP', KEYS[3])
+if not entry then return {'empty'} end
+local key = ARGV[2] .. string.match(entry, '^[^:]*:([^:]*)')
+flat = redis.call('HGETALL', key)
+local record = {}
+for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
+local claim = ARGV[3] .. ':' .. entry
+redis.call('HSET', key, 'status', 'running', 'updated_at', ARGV[1], '_rev', '2', 'attempts', '1',
+           'claim', claim)
+redis.call('ZADD', KEYS[2], now + 600000, claim)
+record.status, record.claim = 'running', claim
+local text = cjson.encode({key, record, KEYS[1], 0})
+redis.call('SET', KEYS[5], text, 'EX', 600)
+return {{'updated', KEYS[1]}, {'job', text, key}}
+"""
+
+
+def bare_enqueue(ctx: r.Ctx, w: r.Window) -> None:
+    """N records as jobstore's enqueue writes them, by BARE_ENQUEUE, one at a time."""
+    store = r.js_open(ctx)
+    client = redis.Redis.from_url(ctx.url, decode_responses=True)
+    sha = client.script_load(BARE_ENQUEUE)
+    keys = store.context.keys
+
+    def one(i: int) -> None:
+        ws = r.WORKSPACES[i % 20]
+        job, fields = store._new_job(ws, "noop", r.job_args(i))
+        client.evalsha(sha, 4, keys.gone(ws, job.job_id), keys.index(ws),
+                       f"{r.PREFIX}:jobs:{job.job_id}", keys.queue, repr(job.created_at),
+                       job.job_id, f"{ws}:{job.job_id}:{fields['created_at']}",
+                       *[x for pair in fields.items() for x in pair])
+
+    try:
+        r.timed_threads(r.Ctx(ctx.url, ctx.n, 1, ctx.cache_dir), w, one)
+    finally:
+        client.close()
+        store.close()
+
+
+def bare_finish(ctx: r.Ctx, w: r.Window) -> None:
+    """The N jobs jobstore's worker parts process (the same records and queue), by BARE_FINISH."""
+    r.js_seed(ctx)
+    store = r.js_open(ctx)
+    client = redis.Redis.from_url(ctx.url, decode_responses=True)
+    sha = client.script_load(BARE_FINISH)
+    keys = store.context.keys
+    job = store.dequeue(timeout=0)
+    key, done = f"{r.PREFIX}:jobs:{job.job_id}" if job else "", 0
+    w.begin()
+    while key:
+        reply = client.evalsha(sha, 5, key, keys.leases, keys.queue, f"{r.PREFIX}:op:spent",
+                               f"{r.PREFIX}:op:{done % 100}", repr(time.time()),
+                               f"{r.PREFIX}:jobs:", f"token{done % 100}")
+        done += 1
+        key = reply[1][2] if len(reply) > 1 else ""
+    w.end(done)
+    client.close()
+    store.close()
+
+
+PARTS["bare-enqueue"] = ("the commands alone: enqueue", bare_enqueue)
+PARTS["bare-finish"] = ("the commands alone: finish", bare_finish)
 DEFAULT_PARTS = ("enqueue", "raw", "worker", "finish", "aio")
 SCRIPT_COMMANDS = ("evalsha", "exec")  # whose usec includes the commands they run
 
