@@ -98,13 +98,26 @@ class Job:
             params: dict[str, Any], result: Any, error: str | None, created_at: float,
             updated_at: float, attempts: int = 0, claim: str | None = None) -> Job:
         """``cls(...)`` of fields already checked (every enqueue and read builds one): the
-        same job, its fields set at once, not one by one through ``object.__setattr__`` as a
-        frozen dataclass's ``__init__`` sets them (~0.5 us, not ~1.5)."""
+        same job, its fields set in their order straight into its ``__dict__`` (which keeps the
+        instances' dicts sharing their keys), not one by one through ``object.__setattr__`` as a
+        frozen dataclass's ``__init__`` sets them (~0.35 us, not ~1.5). A subclass of Job is
+        built by its own ``__init__`` (its fields, its ``__post_init__``)."""
+        if cls is not Job:
+            return cls(job_id, workspace_id, action, status, params, result, error, created_at,
+                       updated_at, attempts, claim)
         job = _new_object(cls)
-        job.__dict__.update(job_id=job_id, workspace_id=workspace_id, action=action,
-                            status=status, params=params, result=result, error=error,
-                            created_at=created_at, updated_at=updated_at, attempts=attempts,
-                            claim=claim)
+        fields = job.__dict__
+        fields["job_id"] = job_id
+        fields["workspace_id"] = workspace_id
+        fields["action"] = action
+        fields["status"] = status
+        fields["params"] = params
+        fields["result"] = result
+        fields["error"] = error
+        fields["created_at"] = created_at
+        fields["updated_at"] = updated_at
+        fields["attempts"] = attempts
+        fields["claim"] = claim
         return job
 
     def to_hash(self, time_format: str = "epoch") -> dict[str, str]:

@@ -44,7 +44,7 @@ SEND_IN_TASK = sys.version_info < (3, 12)  # from 3.12 on, wait_for runs in the 
 
 # Encodings in which ASCII text is its own bytes, one byte per character.
 _ASCII_SAFE = frozenset({"utf-8", "ascii", "iso8859-1"})
-_OTHER = object()  # (in a list of texts: an argument packed one by one)
+_OTHER = object()  # (in a list of texts: a command packed one argument at a time)
 
 
 class OnePassPacker:
@@ -69,7 +69,10 @@ class OnePassPacker:
         self.encoding, self.errors = "", "strict"  # ('': no str is encoded here)
         if Encoder is not None and type(encoder) is Encoder:
             self.encoding, self.errors = encoder.encoding, encoder.encoding_errors
-        self.ascii_safe = bool(self.encoding) and codecs.lookup(self.encoding).name in _ASCII_SAFE
+        try:
+            self.ascii_safe = bool(self.encoding) and codecs.lookup(self.encoding).name in _ASCII_SAFE
+        except LookupError:  # an encoding Python does not know: the encoder says so, as before
+            self.ascii_safe = False
 
     def pack(self, *args: Any) -> list[Any]:
         # A command name of several words ('CONFIG GET') goes as separate arguments.
@@ -79,22 +82,23 @@ class OnePassPacker:
         elif b" " in first:
             args = tuple(first.split()) + args[1:]
         if self.ascii_safe:
-            # each argument as text of its bytes as redis-py's Encoder writes them (a number:
-            # its repr; bytes: a character per byte), or _OTHER, which len() below refuses (a
-            # memoryview, or what the encoder refuses: packed one by one, below)
-            texts: list[Any] = [arg if type(arg) is str
-                     else repr(arg) if type(arg) is int or type(arg) is float
-                     else arg.decode("latin-1") if type(arg) is bytes else _OTHER
-                     for arg in args]
+            cutoff = self.buffer_cutoff
             try:
+                # each argument as text of the bytes redis-py's Encoder writes for it (a number:
+                # its repr; bytes: a character per byte), or _OTHER, which len() refuses: a value
+                # past the cutoff (redis-py sends it as a chunk of its own, not copied), a
+                # memoryview, or what the encoder refuses. Then the framing, in one pass.
+                texts: list[Any] = [
+                    arg if type(arg) is str and len(arg) <= cutoff
+                    else repr(arg) if type(arg) is int or type(arg) is float
+                    else arg.decode("latin-1") if type(arg) is bytes and len(arg) <= cutoff
+                    else _OTHER for arg in args]
                 whole = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])
-            except TypeError:
-                pass
+            except (TypeError, ValueError):  # (ValueError: an int too long for repr)
+                pass  # packed one by one below, with redis-py's errors in its order
             else:
-                # ASCII: each length counted in characters is its length in bytes; no value
-                # past the cutoff, which redis-py would send as a chunk of its own
-                if whole.isascii() and (len(whole) <= self.buffer_cutoff
-                                        or max(map(len, texts)) <= self.buffer_cutoff):
+                # ASCII: each length counted in characters is its length in bytes
+                if whole.isascii():
                     return [f"*{len(texts)}\r\n{whole}".encode()]
         encode, cutoff, encoding, errors = self.encode, self.buffer_cutoff, self.encoding, self.errors
         output: list[Any] = []

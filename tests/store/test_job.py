@@ -96,3 +96,30 @@ def test_the_fast_constructor_builds_what_the_dataclass_builds(job_id, ws, statu
     assert pickle.loads(pickle.dumps(built)) == made
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.status = JobStatus.FAILED  # type: ignore[misc]
+
+
+def test_jobs_built_for_reads_are_as_small_as_those_built_by_init():
+    """Job._of keeps the instances' __dict__s sharing their keys, as __init__ does: every read
+    builds Jobs, and a page of them should not take twice the memory."""
+    import sys
+
+    values = ("j", "ws", "act", JobStatus.PENDING, {}, None, None, 1.0, 1.0, 0, None)
+    made = [Job(*values) for _ in range(3)]
+    built = [Job._of(*values) for _ in range(3)]
+    assert sys.getsizeof(vars(built[-1])) <= sys.getsizeof(vars(made[-1]))
+
+
+def test_a_subclass_of_job_is_built_by_its_own_init():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Tagged(Job):
+        tags: list = dataclasses.field(default_factory=list)
+
+        def __post_init__(self) -> None:
+            object.__setattr__(self, "tags", [*self.tags, "seen"])
+
+    job = Job("j1", "ws", "act", JobStatus.RUNNING, {"a": 1}, None, None, 1.5, 2.5, 1, "c")
+    read = Tagged.from_hash(job.to_hash())
+    assert type(read) is Tagged and read.tags == ["seen"] and read.job_id == "j1"
+    assert read.claim == "c" and read.attempts == 1

@@ -47,10 +47,14 @@ def test_one_pass_packing_sends_what_redis_py_sends(name, args):
 
 # What nearly every command jobstore sends holds: ASCII text and numbers (framed as one text and
 # encoded once), with values about the cutoff and ASCII bytes among them.
+def _ascii(data: bytes) -> bytes:
+    return bytes(c & 127 for c in data)
+
+
 ASCII_ARG = st.one_of(st.text(st.characters(max_codepoint=127), max_size=40), st.integers(),
-                      st.floats(allow_nan=False), st.binary(max_size=20).map(
-                          lambda b: bytes(c & 127 for c in b)),
-                      st.text(st.characters(max_codepoint=127), min_size=5990, max_size=6010))
+                      st.floats(allow_nan=False), st.binary(max_size=20).map(_ascii),
+                      st.text(st.characters(max_codepoint=127), min_size=5990, max_size=6010),
+                      st.binary(min_size=5990, max_size=6010).map(_ascii))
 
 
 @settings(max_examples=300, deadline=None)
@@ -61,6 +65,49 @@ def test_a_command_of_ascii_text_and_numbers_is_sent_as_redis_py_sends_it(name, 
         command = (name, *args)
         packed = wire.OnePassPacker(6000, encoder).pack(*command)
         assert b"".join(bytes(chunk) for chunk in packed) == redis_py_packing(command, encoder)
+        for arg in args:  # bytes past the cutoff go as they are, not copied
+            if isinstance(arg, bytes) and len(arg) > 6000:
+                assert any(chunk is arg for chunk in packed)
+
+
+def test_a_large_value_is_not_framed_as_text_first():
+    """A value past the cutoff leaves the one-text framing before it is copied: a record of
+    ~1 MB costs one encode, as in redis-py (its bytes, sent as a chunk of their own), not a
+    framing of the whole command as text as well."""
+    import tracemalloc
+
+    encoder = redis.connection.Connection(**DECODING).encoder
+    big = "x" * 1_000_000
+    packer = wire.OnePassPacker(6000, encoder)
+    tracemalloc.start()
+    try:
+        packed = packer.pack("EVALSHA", "sha", 1, "k", big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert b"".join(packed) == redis_py_packing(("EVALSHA", "sha", 1, "k", big), encoder)
+    assert len(packed) == 3 and len(packed[1]) == 1_000_000  # big went as a chunk of its own
+    assert peak < 1_500_000  # its encoded copy alone (framed as text first: 3 MB and more)
+
+
+def test_the_first_bad_argument_is_the_one_refused_as_in_redis_py():
+    """A number too long for repr after a bool: redis-py refuses the bool (DataError), and so
+    does the packer (not ValueError from the number)."""
+    encoder = redis.connection.Connection().encoder
+    command = ("SET", True, 10 ** 5000)
+    with pytest.raises(redis.exceptions.DataError) as theirs:
+        redis.connection.PythonRespSerializer(6000, encoder.encode).pack(*command)
+    with pytest.raises(redis.exceptions.DataError) as ours:
+        wire.OnePassPacker(6000, encoder).pack(*command)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_an_encoding_python_does_not_know_fails_when_text_is_encoded_as_before():
+    encoder = redis.connection.Connection(encoding="no-such-codec").encoder
+    packer = wire.OnePassPacker(6000, encoder)  # no LookupError here: none in redis-py either
+    assert b"".join(packer.pack("PING")) == b"*1\r\n$4\r\nPING\r\n"
+    with pytest.raises(LookupError):
+        packer.pack("SET", "k", "v")
 
 
 @pytest.mark.parametrize("bad", [True, object(), None])
