@@ -122,6 +122,25 @@ def test_script_cost_reports_each_part_and_its_commands():
     assert "exec 1.00" in proc.stdout
 
 
+def test_script_cost_runs_the_bare_scripts_of_jobstores_commands():
+    """The floor of any script: the commands jobstore's ENQUEUE and FINISH run, alone; each
+    processes every job (the bare finish claims the next until the queue is empty)."""
+    proc = run("script_cost.py", "--n", "20", "--rounds", "1", "--parts",
+               "bare-enqueue,bare-finish")
+    rows = _cost_rows(proc.stdout)
+    assert set(rows) == {"the commands alone: enqueue", "the commands alone: finish"}, proc.stdout
+    assert "- the commands alone: enqueue: " in proc.stdout
+    enqueue, finish = (line for line in proc.stdout.splitlines()
+                       if line.startswith("- the commands alone"))
+    for command in ("exists 1.00", "hset 1.00", "zadd 1.00", "lpush 1.00", "evalsha 1.00"):
+        assert command in enqueue, enqueue
+    # (the last call finds the queue empty: a little under one claim per job)
+    per_job = {name: float(x) for name, x in re.findall(r"(\w+) (\d+\.\d+) \(", finish)}
+    assert per_job["evalsha"] == 1.0, finish
+    for command, times in {"hgetall": 2, "hset": 2, "rpop": 1, "zadd": 1, "set": 1}.items():
+        assert times - 0.1 <= per_job[command] <= times, finish
+
+
 def test_script_cost_counts_the_servers_instructions_under_callgrind():
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         pytest.skip("valgrind is not installed")
