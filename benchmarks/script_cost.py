@@ -55,6 +55,8 @@ import peers_runners as r  # noqa: E402
 from peers import default_cache_dir  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
 
+from jobstore.ops.writes import queue_entry  # noqa: E402
+
 import redis  # noqa: E402
 
 PARTS: dict[str, tuple[str, Callable[[r.Ctx, r.Window], None]]] = {
@@ -90,7 +92,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 10)
 local entry = redis.call('RPOP', KEYS[3])
 if not entry then return {'empty'} end
-local key = ARGV[2] .. string.match(entry, '^[^:]*:([^:]*)')
+local ws, id = string.match(entry, '^([^:]*):([^:]*)')
+local key = (string.gsub((string.gsub(ARGV[2], '\\1', ws)), '\\2', id))  -- the schema's template
 flat = redis.call('HGETALL', key)
 local record = {}
 for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
@@ -115,9 +118,10 @@ def bare_enqueue(ctx: r.Ctx, w: r.Window) -> None:
     def one(i: int) -> None:
         ws = r.WORKSPACES[i % 20]
         job, fields = store._new_job(ws, "noop", r.job_args(i))
+        (schema,) = store.strategy.routing(ws).writes
         client.evalsha(sha, 4, keys.gone(ws, job.job_id), keys.index(ws),
-                       f"{r.PREFIX}:jobs:{job.job_id}", keys.queue, repr(job.created_at),
-                       job.job_id, f"{ws}:{job.job_id}:{fields['created_at']}",
+                       schema.job_key(ws, job.job_id), keys.queue, repr(job.created_at),
+                       job.job_id, queue_entry(store.context, ws, job.job_id, fields["created_at"]),
                        *[x for pair in fields.items() for x in pair])
 
     try:
@@ -134,13 +138,16 @@ def bare_finish(ctx: r.Ctx, w: r.Window) -> None:
     client = redis.Redis.from_url(ctx.url, decode_responses=True)
     sha = client.script_load(BARE_FINISH)
     keys = store.context.keys
+    (schema,) = store.strategy.routing(r.WORKSPACES[0]).reads
     job = store.dequeue(timeout=0)
-    key, done = f"{r.PREFIX}:jobs:{job.job_id}" if job else "", 0
+    key, done = schema.job_key(job.workspace_id, job.job_id) if job else "", 0
     w.begin()
     while key:
-        reply = client.evalsha(sha, 5, key, keys.leases, keys.queue, f"{r.PREFIX}:op:spent",
-                               f"{r.PREFIX}:op:{done % 100}", repr(time.time()),
-                               f"{r.PREFIX}:jobs:", f"token{done % 100}")
+        token = store.context.new_token()
+        reply = client.evalsha(sha, 5, key, keys.leases, keys.queue,
+                               keys.op(store.context.new_token(), keys.queue),
+                               keys.op(token, keys.queue), repr(time.time()),
+                               schema.lua_template, token)
         done += 1
         key = reply[1][2] if len(reply) > 1 else ""
     w.end(done)
